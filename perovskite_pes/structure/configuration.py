@@ -1,0 +1,161 @@
+"""A configuration: the reference supercell plus a displacement field plus a homogeneous strain.
+
+Conventions (used everywhere in the project):
+
+* ``displacements`` u_i: cartesian, Angstrom, in the reference (unstrained) frame, one row per
+  site in the reference supercell's site order.
+* ``strain``: symmetric 3x3 tensor e stored as the 6-vector (e_xx, e_yy, e_zz, e_yz, e_xz, e_xy)
+  (tensor components, *not* engineering shear). The deformation gradient is F = I + e.
+* Deformed structure: lattice rows L = L0 F (F symmetric), positions x_i = F (r_i + u_i).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .reference import ReferenceSupercell
+
+VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+class ConfigurationError(ValueError):
+    """Raised when a structure or array cannot be represented as a configuration."""
+
+
+def strain_to_matrix(strain) -> np.ndarray:
+    """6-vector (xx, yy, zz, yz, xz, xy) -> symmetric 3x3 tensor."""
+    s = np.asarray(strain, dtype=float)
+    if s.shape == (3, 3):
+        if not np.allclose(s, s.T, atol=1e-10):
+            raise ConfigurationError("strain tensor must be symmetric")
+        return s.copy()
+    if s.shape != (6,):
+        raise ConfigurationError(f"strain must be a 6-vector (xx, yy, zz, yz, xz, xy) or a symmetric 3x3; got shape {s.shape}")
+    m = np.zeros((3, 3))
+    for k, (i, j) in enumerate(VOIGT_PAIRS):
+        m[i, j] = m[j, i] = s[k]
+    return m
+
+
+def matrix_to_strain(m) -> np.ndarray:
+    """Symmetric 3x3 tensor -> 6-vector (xx, yy, zz, yz, xz, xy)."""
+    m = np.asarray(m, dtype=float)
+    return np.array([0.5 * (m[i, j] + m[j, i]) for i, j in VOIGT_PAIRS])
+
+
+@dataclass(eq=False)
+class Configuration:
+    """Reference supercell + displacements + strain, with free-form sampling provenance in ``tags``."""
+
+    reference: ReferenceSupercell
+    displacements: np.ndarray | None = None
+    strain: np.ndarray | None = None
+    tags: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        n = self.reference.n_atoms
+        if self.displacements is None:
+            self.displacements = np.zeros((n, 3))
+        self.displacements = np.array(self.displacements, dtype=float)
+        if self.displacements.shape != (n, 3):
+            raise ConfigurationError(
+                f"displacements must have shape ({n}, 3) for this {n}-atom supercell; got {self.displacements.shape}"
+            )
+        if not np.all(np.isfinite(self.displacements)):
+            raise ConfigurationError("displacements contain NaN or infinite values")
+        self.strain = matrix_to_strain(strain_to_matrix(np.zeros(6) if self.strain is None else self.strain))
+        if not np.all(np.isfinite(self.strain)):
+            raise ConfigurationError("strain contains NaN or infinite values")
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def deformation_gradient(self) -> np.ndarray:
+        return np.eye(3) + strain_to_matrix(self.strain)
+
+    @property
+    def lattice(self) -> np.ndarray:
+        return self.reference.lattice @ self.deformation_gradient
+
+    @property
+    def positions(self) -> np.ndarray:
+        return (self.reference.positions + self.displacements) @ self.deformation_gradient
+
+    @property
+    def species(self) -> list[str]:
+        return self.reference.species
+
+    def to_structure(self):
+        from pymatgen.core import Lattice, Structure
+
+        return Structure(
+            Lattice(self.lattice), self.species, self.positions, coords_are_cartesian=True
+        )
+
+    def to_ase(self):
+        from ase import Atoms
+
+        return Atoms(symbols=self.species, positions=self.positions, cell=self.lattice, pbc=True)
+
+    def min_distance(self) -> float:
+        """Smallest interatomic distance (Angstrom), periodic images included."""
+        s = self.to_structure()
+        d = s.distance_matrix
+        np.fill_diagonal(d, np.inf)
+        return float(d.min())
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict:
+        return {
+            "reference": self.reference.to_dict(),
+            "displacements": self.displacements.tolist(),
+            "strain": self.strain.tolist(),
+            "tags": dict(self.tags),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Configuration":
+        return cls(
+            ReferenceSupercell.from_dict(d["reference"]),
+            np.array(d["displacements"]),
+            np.array(d["strain"]),
+            dict(d.get("tags", {})),
+        )
+
+    @classmethod
+    def from_arrays(
+        cls, reference: ReferenceSupercell, lattice, positions, tags=None, remove_translation: bool = False
+    ) -> "Configuration":
+        """Map a deformed cell (lattice rows, cartesian positions in reference site order) back.
+
+        The polar decomposition F_total = R U removes a rigid rotation R; strain = U - I;
+        displacements are found by minimum image in the reference supercell, so re-wrapped
+        inputs give the same displacement field. A rigid translation of the input shows up as
+        a uniform displacement; ``remove_translation=True`` subtracts the mean displacement.
+        """
+        from scipy.linalg import polar
+
+        lattice = np.asarray(lattice, dtype=float)
+        positions = np.asarray(positions, dtype=float)
+        n = reference.n_atoms
+        if lattice.shape != (3, 3):
+            raise ConfigurationError(f"lattice must be 3x3; got shape {lattice.shape}")
+        if positions.shape != (n, 3):
+            raise ConfigurationError(
+                f"structure has {positions.shape[0]} sites but the reference supercell has {n}"
+            )
+        # L = L0 F_total^T  ->  F_total = L^T L0^-T ; polar: F_total = R U
+        f_total = lattice.T @ np.linalg.inv(reference.lattice.T)
+        rot, u = polar(f_total, side="right")
+        if np.linalg.det(rot) < 0:
+            raise ConfigurationError("structure lattice is inverted (improper) relative to the reference")
+        unrotated = positions @ rot  # x' = R^T x for row vectors
+        undeformed = unrotated @ np.linalg.inv(u)  # r + u = U^-1 x'
+        frac = undeformed @ np.linalg.inv(reference.lattice)
+        dfrac = frac - reference.frac_coords()
+        dfrac -= np.round(dfrac)
+        disp = dfrac @ reference.lattice
+        if remove_translation:
+            disp -= disp.mean(axis=0)
+        return cls(reference, disp, matrix_to_strain(u - np.eye(3)), dict(tags or {}))
