@@ -5,14 +5,35 @@ Pure numpy / pymatgen / spglib: no database, no FireWorks.
 
 from .configuration import Configuration, ConfigurationError, matrix_to_strain, strain_to_matrix
 from .reference import Perovskite, ReferenceError, ReferenceSupercell, supercell_matrix
+from .symmetry import SupercellSymmetry, canonical_key, space_group, supercell_symmetry
+from .tilts import (
+    GLAZER_SYSTEMS,
+    GlazerError,
+    GlazerSystem,
+    glazer_system,
+    tilt_angles,
+    tilt_configuration,
+    tilt_displacements,
+)
 
 __all__ = [
     "Configuration",
     "ConfigurationError",
+    "GLAZER_SYSTEMS",
+    "GlazerError",
+    "GlazerSystem",
     "Perovskite",
     "ReferenceError",
     "ReferenceSupercell",
+    "SupercellSymmetry",
+    "canonical_key",
+    "glazer_system",
     "matrix_to_strain",
+    "space_group",
     "strain_to_matrix",
     "supercell_matrix",
+    "supercell_symmetry",
+    "tilt_angles",
+    "tilt_configuration",
+    "tilt_displacements",
 ]

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import PesError
 from .reference import ReferenceSupercell
 
 VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(PesError, ValueError):
     """Raised when a structure or array cannot be represented as a configuration."""
 
 

@@ -17,6 +17,8 @@ from functools import cached_property
 
 import numpy as np
 
+from ..errors import PesError
+
 #: Fractional coordinates of the primitive-cell sites, keyed by sublattice label.
 PRIMITIVE_SITES: dict[str, list[tuple[float, float, float]]] = {
     "A": [(0.5, 0.5, 0.5)],
@@ -29,7 +31,7 @@ SUBLATTICES = ("A", "B", "X")
 CSPBBR3_LATTICE_PARAMETER = 5.87
 
 
-class ReferenceError(ValueError):
+class ReferenceError(PesError, ValueError):
     """Raised for an invalid reference crystal or supercell specification."""
 
 
