@@ -1,0 +1,330 @@
+"""Common machinery of the energy models: batching, autograd forces and stress, save/load.
+
+Every model computes the *total* energy of a batch of deformed copies of one reference
+supercell as a differentiable torch function of the cartesian positions (``[B, N, 3]``,
+sites in the reference order, not wrapped back into the cell) and the lattice rows
+(``[B, 3, 3]``). Forces are ``-dE/dx`` and the stress is ``(1/V) dE/d(strain)`` with the
+strain applied homogeneously as ``x (I + e)``, ``L (I + e)`` (ASE's sign convention, Voigt
+order xx, yy, zz, yz, xz, xy), both by autograd.
+
+Energies are measured from the reference crystal: ``E = n_cells * e0 + E_model`` where
+``e0`` is the energy of one primitive (5-atom) cell of the undistorted reference, given by the
+user (``reference_energy_per_fu``) or fitted.
+
+A saved model is a directory holding ``model.json`` (model type, hyperparameters, descriptor
+recipe, feature scaler, ``e0``, provenance) and, for the nets, ``weights.pt`` (a torch state
+dict read with ``weights_only=True``). Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import PesError
+from ..structure import Configuration, ReferenceSupercell
+
+RECIPE_FILE = "model.json"
+WEIGHTS_FILE = "weights.pt"
+FORMAT_VERSION = 1
+VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+class ModelError(PesError, ValueError):
+    """Invalid model input, hyperparameter or saved-model directory."""
+
+
+class NotFittedError(ModelError):
+    """The model is used before ``fit`` (or ``load``)."""
+
+
+# ---------------------------------------------------------------------------------------- data
+def check_configurations(configs, what: str = "configs") -> list[Configuration]:
+    """Validate a non-empty sequence of :class:`Configuration`."""
+    if isinstance(configs, Configuration):
+        configs = [configs]
+    try:
+        configs = list(configs)
+    except TypeError:
+        raise ModelError(f"{what} must be a list of Configuration objects; got {type(configs).__name__}") from None
+    if not configs:
+        raise ModelError(f"{what} is empty: at least one Configuration is needed")
+    for k, c in enumerate(configs):
+        if not isinstance(c, Configuration):
+            raise ModelError(f"{what}[{k}] is a {type(c).__name__}, expected a perovskite_pes Configuration")
+    return configs
+
+
+def check_energies(energies, n: int, what: str = "energies") -> np.ndarray:
+    e = np.asarray(energies, dtype=float).reshape(-1)
+    if e.shape != (n,):
+        raise ModelError(f"{what} must hold one total energy (eV) per configuration: expected {n}, got {e.size}")
+    if not np.all(np.isfinite(e)):
+        raise ModelError(f"{what} contain NaN or infinite values")
+    return e
+
+
+def check_forces(forces, configs, what: str = "forces") -> list[np.ndarray] | None:
+    if forces is None:
+        return None
+    if len(forces) != len(configs):
+        raise ModelError(f"{what} must hold one (N, 3) array per configuration: expected {len(configs)}, got {len(forces)}")
+    out = []
+    for k, (f, c) in enumerate(zip(forces, configs)):
+        f = np.asarray(f, dtype=float)
+        if f.shape != (c.reference.n_atoms, 3):
+            raise ModelError(f"{what}[{k}] has shape {f.shape}; expected ({c.reference.n_atoms}, 3) eV/Angstrom")
+        if not np.all(np.isfinite(f)):
+            raise ModelError(f"{what}[{k}] contains NaN or infinite values")
+        out.append(f)
+    return out
+
+
+def group_by_reference(configs: list[Configuration]) -> dict[ReferenceSupercell, list[int]]:
+    """Indices of the configurations, grouped by their reference supercell (first-seen order)."""
+    groups: dict[ReferenceSupercell, list[int]] = {}
+    for k, c in enumerate(configs):
+        groups.setdefault(c.reference, []).append(k)
+    return groups
+
+
+def geometry(configs: list[Configuration]):
+    """Stacked positions ``[B, N, 3]`` and lattices ``[B, 3, 3]`` (float64 numpy) of configs of one reference."""
+    pos = np.stack([c.positions for c in configs])
+    lat = np.stack([c.lattice for c in configs])
+    return pos, lat
+
+
+def n_cells_of(configs: list[Configuration]) -> np.ndarray:
+    return np.array([c.reference.n_cells for c in configs], dtype=float)
+
+
+def n_atoms_of(configs: list[Configuration]) -> np.ndarray:
+    return np.array([c.reference.n_atoms for c in configs], dtype=float)
+
+
+def unwrap_positions(reference: ReferenceSupercell, positions, lattice) -> np.ndarray:
+    """Shift each site by whole lattice vectors so that it sits next to its reference site.
+
+    ``positions`` (N, 3) cartesian in the deformed cell ``lattice`` (rows). Used for structures
+    that were wrapped back into the cell (MD codes do this); the energy does not change.
+    """
+    positions = np.asarray(positions, dtype=float)
+    lattice = np.asarray(lattice, dtype=float)
+    frac = positions @ np.linalg.inv(lattice)
+    shift = np.round(frac - reference.frac_coords())
+    return (frac - shift) @ lattice
+
+
+# ---------------------------------------------------------------------------------------- model
+class EnergyModel:
+    """Base class: subclasses implement ``_energy`` and the (de)serialisation hooks."""
+
+    model_type: str = ""
+
+    # ----------------------------------------------------------------- subclass hooks
+    def _energy(self, positions, lattice, reference: ReferenceSupercell):  # pragma: no cover - abstract
+        """Total energies ``[B]`` (eV, torch float64) of a batch of configurations of ``reference``."""
+        raise NotImplementedError
+
+    def _hyperparameters(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _state(self) -> dict:  # pragma: no cover - abstract
+        """Learned state as JSON-able data (the nets also write a torch state dict)."""
+        raise NotImplementedError
+
+    def _set_state(self, state: dict, directory: Path) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- common API
+    @property
+    def is_fitted(self) -> bool:
+        return getattr(self, "e0_", None) is not None
+
+    def _check_fitted(self):
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load a saved model first")
+
+    def get_params(self) -> dict:
+        return self._hyperparameters()
+
+    def compute(self, positions, lattice, reference: ReferenceSupercell, forces: bool = True, stress: bool = True) -> dict:
+        """Energies ``[B]`` (eV), forces ``[B, N, 3]`` (eV/A), stress ``[B, 6]`` (eV/A^3, Voigt, ASE sign).
+
+        ``positions`` ``[B, N, 3]`` (or ``[N, 3]``) cartesian, sites in ``reference`` order and not
+        wrapped; ``lattice`` ``[B, 3, 3]`` (or ``[3, 3]``) rows. Returns numpy arrays.
+        """
+        import torch
+
+        self._check_fitted()
+        pos = torch.as_tensor(np.asarray(positions, dtype=float), dtype=torch.float64)
+        lat = torch.as_tensor(np.asarray(lattice, dtype=float), dtype=torch.float64)
+        single = pos.dim() == 2
+        if single:
+            pos, lat = pos[None], lat[None]
+        if pos.shape[1:] != (reference.n_atoms, 3) or lat.shape != (pos.shape[0], 3, 3):
+            raise ModelError(
+                f"positions must be [B, {reference.n_atoms}, 3] and lattice [B, 3, 3] for this reference; "
+                f"got {tuple(pos.shape)} and {tuple(lat.shape)}"
+            )
+        out = {}
+        if not forces and not stress:
+            with torch.no_grad():
+                e = self._energy(pos, lat, reference)
+            out["energy"] = e.numpy()
+        else:
+            pos = pos.clone().requires_grad_(True)
+            eps = torch.zeros(pos.shape[0], 3, 3, dtype=torch.float64, requires_grad=True)
+            deform = torch.eye(3, dtype=torch.float64) + eps
+            e = self._energy(pos @ deform, lat @ deform, reference)
+            g_pos, g_eps = torch.autograd.grad(e.sum(), [pos, eps], allow_unused=True)
+            out["energy"] = e.detach().numpy()
+            if forces:
+                out["forces"] = (-g_pos).numpy() if g_pos is not None else np.zeros(tuple(pos.shape))
+            if stress:
+                vol = torch.linalg.det(lat).abs()
+                g = g_eps if g_eps is not None else torch.zeros_like(eps)
+                sig = 0.5 * (g + g.transpose(1, 2)) / vol[:, None, None]
+                out["stress"] = torch.stack([sig[:, i, j] for i, j in VOIGT], dim=1).numpy()
+        if single:
+            out = {k: v[0] for k, v in out.items()}
+        return out
+
+    def _batches(self, configs, batch_size):
+        configs = check_configurations(configs)
+        for ref, idx in group_by_reference(configs).items():
+            for s in range(0, len(idx), batch_size):
+                sel = idx[s : s + batch_size]
+                pos, lat = geometry([configs[k] for k in sel])
+                yield ref, sel, pos, lat
+
+    def predict(self, configs, batch_size: int = 256) -> np.ndarray:
+        """Total energies (eV) of the configurations."""
+        configs = check_configurations(configs)
+        out = np.empty(len(configs))
+        for ref, sel, pos, lat in self._batches(configs, batch_size):
+            out[sel] = self.compute(pos, lat, ref, forces=False, stress=False)["energy"]
+        return out
+
+    def predict_all(self, configs, batch_size: int = 64) -> dict:
+        """Energies (array), forces (list of (N, 3) arrays) and stresses (array [B, 6])."""
+        configs = check_configurations(configs)
+        energy = np.empty(len(configs))
+        forces: list = [None] * len(configs)
+        stress = np.empty((len(configs), 6))
+        for ref, sel, pos, lat in self._batches(configs, batch_size):
+            r = self.compute(pos, lat, ref)
+            energy[sel] = r["energy"]
+            stress[sel] = r["stress"]
+            for j, k in enumerate(sel):
+                forces[k] = r["forces"][j]
+        return {"energy": energy, "forces": forces, "stress": stress}
+
+    def predict_forces(self, configs, batch_size: int = 64):
+        """Forces (eV/A): an array ``[B, N, 3]`` when all configurations share one supercell, else a list."""
+        f = self.predict_all(configs, batch_size)["forces"]
+        shapes = {x.shape for x in f}
+        return np.stack(f) if len(shapes) == 1 else f
+
+    def predict_stress(self, configs, batch_size: int = 64) -> np.ndarray:
+        return self.predict_all(configs, batch_size)["stress"]
+
+    def rmse(self, configs, energies, per_atom: bool = True) -> float:
+        """Root-mean-square energy error (eV/atom when ``per_atom``, else eV per configuration)."""
+        configs = check_configurations(configs)
+        e = check_energies(energies, len(configs))
+        err = self.predict(configs) - e
+        if per_atom:
+            err = err / n_atoms_of(configs)
+        return float(np.sqrt(np.mean(err**2)))
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, directory) -> Path:
+        """Write the model to ``directory`` (created): ``model.json`` plus, for nets, ``weights.pt``."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        from .. import __version__
+
+        recipe = {
+            "format_version": FORMAT_VERSION,
+            "model_type": self.model_type,
+            "package_version": __version__,
+            "hyperparameters": _jsonable(self._hyperparameters()),
+            "e0_per_fu": float(self.e0_),
+            "state": _jsonable(self._state_for_save(directory)),
+            "provenance": _jsonable(getattr(self, "provenance_", {}) or {}),
+        }
+        tmp = directory / (RECIPE_FILE + ".tmp")
+        tmp.write_text(json.dumps(recipe, indent=1))
+        os.replace(tmp, directory / RECIPE_FILE)
+        return directory
+
+    def _state_for_save(self, directory: Path) -> dict:
+        return self._state()
+
+    @classmethod
+    def load(cls, directory, **options):
+        model = load_model(directory, **options)
+        if cls is not EnergyModel and not isinstance(model, cls):
+            raise ModelError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def read_recipe(directory) -> dict:
+    directory = Path(directory)
+    f = directory / RECIPE_FILE
+    if not f.is_file():
+        raise ModelError(f"{directory} is not a saved model directory: {RECIPE_FILE} is missing")
+    try:
+        recipe = json.loads(f.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{f} is not valid JSON: {exc}") from None
+    if recipe.get("format_version") != FORMAT_VERSION:
+        raise ModelError(
+            f"{f} has model format version {recipe.get('format_version')!r}; this version reads {FORMAT_VERSION}"
+        )
+    return recipe
+
+
+def load_model(directory, featurizer=None) -> EnergyModel:
+    """Rebuild any saved model from its directory (never unpickles).
+
+    ``featurizer``: an already built featurizer with the saved recipe, to skip rebuilding the
+    descriptor basis (it is checked against the recipe).
+    """
+    from . import MODEL_TYPES
+
+    recipe = read_recipe(directory)
+    kind = recipe.get("model_type")
+    if kind not in MODEL_TYPES:
+        raise ModelError(f"{directory}: unknown model type {kind!r}; expected one of {sorted(MODEL_TYPES)}")
+    cls = MODEL_TYPES[kind]
+    try:
+        model = cls(**recipe["hyperparameters"])
+    except TypeError as exc:
+        raise ModelError(f"{directory}: hyperparameters do not fit a {cls.__name__}: {exc}") from None
+    if featurizer is not None:
+        if not hasattr(model, "featurizer"):
+            raise ModelError(f"a {cls.__name__} takes no featurizer")
+        model.featurizer = featurizer
+    model.e0_ = float(recipe["e0_per_fu"])
+    model.provenance_ = dict(recipe.get("provenance") or {})
+    model._set_state(recipe["state"], Path(directory))
+    return model

@@ -1,0 +1,212 @@
+"""Linear anharmonic cluster expansion, Eqs. (1)-(2).
+
+    E = n_cells e0 + sum_orbits sum_m V_m sum_{clusters of the orbit} phi_m(Q^cluster)
+
+The invariant polynomials ``phi_m`` vanish at the reference, so ``E(reference) = n_cells e0``.
+The ECIs ``V_m`` are fitted per primitive cell with scikit-learn (``RidgeCV`` or ``LassoCV``
+on standardised orbit sums); forces and stress come by autograd through the descriptors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .base import EnergyModel, ModelError, check_configurations, check_energies
+from .featurizers import FeaturizerFamily, build_featurizer, featurizer_from_recipe, reference_of
+from .pair import _ridge
+
+
+class LinearCE(EnergyModel):
+    """Linear cluster expansion on the same invariant features as the nets (the baseline they must beat).
+
+    Parameters
+    ----------
+    clusters, max_order, metric, truncated:
+        Descriptor basis (see :class:`perovskite_pes.descriptors.Featurizer`).
+    method:
+        ``"ridge"`` (``RidgeCV``, efficient leave-one-out over ``alphas``) or ``"lasso"`` (``LassoCV``).
+    alphas:
+        Regularisation strengths tried (default: a log grid).
+    cv:
+        Folds of ``LassoCV``.
+    reference_energy_per_fu:
+        Energy of one primitive cell of the reference; fitted (intercept) when None.
+    """
+
+    model_type = "linear"
+
+    def __init__(
+        self,
+        clusters="7p+t+o",
+        max_order: int = 2,
+        metric: str = "lin",
+        truncated: bool = False,
+        method: str = "ridge",
+        alphas=None,
+        cv: int = 5,
+        reference_energy_per_fu: float | None = None,
+        seed: int = 0,
+        featurizer=None,
+    ):
+        self.clusters = clusters
+        self.max_order = max_order
+        self.metric = metric
+        self.truncated = truncated
+        self.method = method
+        self.alphas = alphas
+        self.cv = cv
+        self.reference_energy_per_fu = reference_energy_per_fu
+        self.seed = seed
+        self.featurizer = featurizer
+        self.e0_ = None
+
+    def _prepare_featurizer(self, reference):
+        if self.featurizer is not None:
+            fz = self.featurizer
+            return fz if reference_of(fz) == reference else FeaturizerFamily(fz)(reference)
+        return build_featurizer(reference, self.clusters, self.max_order, self.metric, self.truncated)
+
+    @staticmethod
+    def orbit_sums(raw) -> "torch.Tensor":  # noqa: F821
+        """Concatenate ``sum over clusters`` of each orbit's basis functions: ``[B, sum n_functions]``."""
+        import torch
+
+        return torch.cat([x.sum(1) for x in raw], dim=1)
+
+    def design_matrix(self, configs, featurizer=None, batch_size: int = 256) -> np.ndarray:
+        """Orbit sums of the basis functions per primitive cell, ``[B, n_ecis]``."""
+        import torch
+
+        from .base import geometry, group_by_reference
+
+        configs = check_configurations(configs)
+        blocks = []
+        for ref, idx in group_by_reference(configs).items():
+            if featurizer is not None and reference_of(featurizer) == ref:
+                fz = featurizer
+            else:
+                fz = self._prepare_featurizer(ref)
+            for s in range(0, len(idx), batch_size):
+                sel = idx[s : s + batch_size]
+                pos, lat = geometry([configs[k] for k in sel])
+                with torch.no_grad():
+                    x = self.orbit_sums(fz.cluster_features(torch.as_tensor(pos), torch.as_tensor(lat)))
+                blocks.append((sel, x.numpy() / ref.n_cells))
+        mat = np.empty((len(configs), blocks[0][1].shape[1]))
+        for sel, x in blocks:
+            mat[sel] = x
+        return mat
+
+    def fit(self, configs, energies, forces=None, features=None):
+        """Fit the ECIs to total energies (eV); ``features`` may pass precomputed raw cluster features."""
+        configs = check_configurations(configs)
+        e = check_energies(energies, len(configs))
+        if self.method not in ("ridge", "lasso"):
+            raise ModelError(f"LinearCE method must be 'ridge' or 'lasso'; got {self.method!r}")
+        ref = configs[0].reference
+        fz = self._prepare_featurizer(ref)
+        self.featurizer_ = fz
+        self._family = FeaturizerFamily(fz)
+        if features is not None:
+            if any(c.reference != ref for c in configs):
+                raise ModelError("precomputed features need all configurations in one supercell")
+            x = self.orbit_sums(features).numpy() / ref.n_cells
+        else:
+            x = self.design_matrix(configs, fz)
+        ncell = np.array([c.reference.n_cells for c in configs], dtype=float)
+        y = e / ncell
+        if self.method == "ridge":
+            from sklearn.linear_model import RidgeCV
+
+            alphas = np.logspace(-10, 2, 25) if self.alphas is None else np.asarray(self.alphas, dtype=float)
+            self.coef_, self.e0_, self.alpha_ = _ridge(x, y, alphas, self.reference_energy_per_fu, RidgeCV)
+        else:
+            self.coef_, self.e0_, self.alpha_ = self._lasso(x, y)
+        self.n_functions_ = [int(n) for n in fz.n_functions]
+        return self
+
+    def _lasso(self, x, y):
+        from sklearn.linear_model import LassoCV
+        from sklearn.model_selection import KFold
+
+        scale = x.std(0)
+        scale[scale < 1e-12] = 1.0
+        folds = KFold(n_splits=min(int(self.cv), len(y)), shuffle=True, random_state=int(self.seed))
+        kw = dict(cv=folds, max_iter=100000, tol=1e-8)
+        if self.alphas is not None:
+            kw["alphas"] = np.asarray(self.alphas, dtype=float)
+        if self.reference_energy_per_fu is None:
+            mean = x.mean(0)
+            reg = LassoCV(fit_intercept=True, **kw).fit((x - mean) / scale, y)
+            coef = reg.coef_ / scale
+            return coef, float(reg.intercept_ - coef @ mean), float(reg.alpha_)
+        e0 = float(self.reference_energy_per_fu)
+        reg = LassoCV(fit_intercept=False, **kw).fit(x / scale, y - e0)
+        return reg.coef_ / scale, e0, float(reg.alpha_)
+
+    def _energy(self, positions, lattice, reference):
+        import torch
+
+        fz = self._family(reference)
+        x = self.orbit_sums(fz.cluster_features(positions, lattice))
+        return reference.n_cells * self.e0_ + x @ torch.as_tensor(self.coef_, dtype=x.dtype)
+
+    def energies_from_features(self, raw, reference) -> np.ndarray:
+        import torch
+
+        self._check_fitted()
+        with torch.no_grad():
+            x = self.orbit_sums(raw)
+            return (reference.n_cells * self.e0_ + x @ torch.as_tensor(self.coef_, dtype=x.dtype)).numpy()
+
+    @property
+    def ecis(self) -> dict:
+        """ECIs per cluster orbit (eV per unit of the basis function)."""
+        self._check_fitted()
+        out, k = {}, 0
+        for name, n in zip(self.featurizer_.orbit_names, self.n_functions_):
+            out[name] = self.coef_[k : k + n].tolist()
+            k += n
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def _hyperparameters(self) -> dict:
+        return {
+            "clusters": self.clusters,
+            "max_order": int(self.max_order),
+            "metric": self.metric,
+            "truncated": bool(self.truncated),
+            "method": self.method,
+            "alphas": None if self.alphas is None else [float(a) for a in self.alphas],
+            "cv": int(self.cv),
+            "reference_energy_per_fu": self.reference_energy_per_fu,
+            "seed": int(self.seed),
+        }
+
+    def _state(self) -> dict:
+        return {
+            "featurizer": self.featurizer_.to_dict(),
+            "n_functions": list(self.n_functions_),
+            "coef": np.asarray(self.coef_).tolist(),
+            "alpha": float(self.alpha_),
+        }
+
+    def _set_state(self, state: dict, directory: Path) -> None:
+        recipe = state["featurizer"]
+        if self.featurizer is not None:
+            given = json.loads(json.dumps(self.featurizer.to_dict(), default=str))
+            if json.dumps(given, sort_keys=True) != json.dumps(recipe, sort_keys=True):
+                raise ModelError(f"{directory}: the featurizer passed to load() differs from the one the model was trained with")
+            fz = self.featurizer
+        else:
+            fz = featurizer_from_recipe(recipe)
+        self.featurizer_ = fz
+        self._family = FeaturizerFamily(fz)
+        self.n_functions_ = [int(n) for n in fz.n_functions]
+        if self.n_functions_ != list(state["n_functions"]):
+            raise ModelError(f"{directory}: featurizer rebuilt with {self.n_functions_} functions, model expects {state['n_functions']}")
+        self.coef_ = np.asarray(state["coef"], dtype=float)
+        self.alpha_ = float(state["alpha"])

@@ -1,0 +1,418 @@
+"""Neural-net energy models on invariant cluster basis functions.
+
+* :class:`ClusterNet` (Eq. 13): one MLP per cluster orbit, evaluated on the basis functions
+  ``phi_m`` of every cluster of the orbit and summed.
+* :class:`SiteNet` (Eqs. 15-16): one MLP per site orbit (A, B, X), evaluated on the site
+  correlation functions ``g^i`` of every site of the orbit and summed.
+
+Both use tanh hidden layers and standardise their inputs with the training set's mean and
+standard deviation (per orbit and basis function; the scaler is saved with the model). The
+energy is measured from the reference crystal: every MLP's output at the undistorted
+reference is subtracted, so ``E(reference) = n_cells * e0`` exactly, and
+
+    E = n_cells * e0 + s * sum_orbits sum_units [N_orbit(x_unit) - N_orbit(x_reference)]
+
+with a fixed output scale ``s`` set from the spread of the training energies. ``e0`` (energy of
+one primitive cell of the reference) is given or trained with the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .base import EnergyModel, ModelError, check_configurations, check_energies, check_forces, geometry
+from .featurizers import FeaturizerFamily, build_featurizer, featurizer_from_recipe, reference_of
+from .training import TrainingHistory, adam_schedule, module_state, split_validation
+
+DEFAULT_BATCH_SIZES = (2, 10, 100, 1000)
+DEFAULT_EPOCHS = (20, 50, 200, 1000)
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def build_mlps(n_inputs: list[int], hidden_layers) -> "torch.nn.ModuleList":  # noqa: F821
+    """One tanh MLP (``n_in -> hidden... -> 1``) per orbit."""
+    nn = _torch().nn
+    nets = []
+    for n_in in n_inputs:
+        layers, width = [], int(n_in)
+        for h in hidden_layers:
+            layers += [nn.Linear(width, int(h), dtype=_torch().float64), nn.Tanh()]
+            width = int(h)
+        layers.append(nn.Linear(width, 1, dtype=_torch().float64))
+        nets.append(nn.Sequential(*layers))
+    return nn.ModuleList(nets)
+
+
+def orbit_sum(mlps, feats, anchors):
+    """``sum_g sum_u [N_g(x_gu) - N_g(a_g)]`` for standardised features ``feats[g]`` ``[B, U_g, F_g]``."""
+    total = None
+    for net, x, a in zip(mlps, feats, anchors):
+        if x.shape[1] == 0:
+            continue
+        term = net(x).squeeze(-1).sum(-1) - x.shape[1] * net(a[None]).squeeze()
+        total = term if total is None else total + term
+    if total is None:
+        raise ModelError("the featurizer produced no features: every orbit is empty")
+    return total
+
+
+class _NeuralModel(EnergyModel):
+    """Shared implementation of the cluster- and site-based nets (scikit-learn style)."""
+
+    feature_kind = ""  # "cluster" or "site"
+
+    def __init__(
+        self,
+        clusters="7p+t+o",
+        max_order: int = 2,
+        metric: str = "lin",
+        truncated: bool = False,
+        hidden_layers=(8,),
+        batch_sizes=DEFAULT_BATCH_SIZES,
+        epochs=DEFAULT_EPOCHS,
+        learning_rate=1e-3,
+        patience: int | None = 100,
+        validation_fraction: float = 0.1,
+        force_weight: float = 0.0,
+        weight_decay: float = 0.0,
+        reference_energy_per_fu: float | None = None,
+        seed: int = 0,
+        verbose: bool = False,
+        featurizer=None,
+    ):
+        self.clusters = clusters
+        self.max_order = max_order
+        self.metric = metric
+        self.truncated = truncated
+        self.hidden_layers = hidden_layers
+        self.batch_sizes = batch_sizes
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.force_weight = force_weight
+        self.weight_decay = weight_decay
+        self.reference_energy_per_fu = reference_energy_per_fu
+        self.seed = seed
+        self.verbose = verbose
+        self.featurizer = featurizer
+        self.e0_ = None
+
+    # ------------------------------------------------------------------ features
+    def _raw(self, featurizer, positions, lattice):
+        if self.feature_kind == "cluster":
+            return list(featurizer.cluster_features(positions, lattice))
+        return list(featurizer.site_features(positions, lattice))
+
+    def _n_inputs(self, featurizer) -> list[int]:
+        if self.feature_kind == "cluster":
+            return [int(n) for n in featurizer.n_functions]
+        return [int(n) for n in featurizer.n_site_features]
+
+    def _group_names(self, featurizer) -> list[str]:
+        return list(featurizer.orbit_names if self.feature_kind == "cluster" else featurizer.site_orbit_names)
+
+    def _standardise(self, raw):
+        return [(x - m) / s for x, m, s in zip(raw, self._mean_t, self._std_t)]
+
+    def _check_hyperparameters(self):
+        hl = self.hidden_layers
+        if isinstance(hl, (int, np.integer)):
+            hl = (int(hl),)
+        try:
+            hl = tuple(int(h) for h in hl)
+        except TypeError:
+            raise ModelError(f"hidden_layers must be a list of layer widths, e.g. [8] or [16, 16]; got {self.hidden_layers!r}") from None
+        if not hl or min(hl) < 1:
+            raise ModelError(f"hidden_layers needs at least one layer of >= 1 node; got {self.hidden_layers!r}")
+        if self.force_weight < 0:
+            raise ModelError(f"force_weight must be >= 0; got {self.force_weight}")
+        return hl
+
+    def _prepare_featurizer(self, reference):
+        if self.featurizer is not None:
+            fz = self.featurizer
+            if reference_of(fz) != reference:
+                fz = FeaturizerFamily(fz)(reference)
+        else:
+            fz = build_featurizer(reference, self.clusters, self.max_order, self.metric, self.truncated)
+        return fz
+
+    def precompute(self, configs, featurizer=None, batch_size: int = 256):
+        """Raw features of configurations of one supercell: list per orbit of ``[B, U, F]`` tensors."""
+        torch = _torch()
+        configs = check_configurations(configs)
+        ref = configs[0].reference
+        fz = featurizer if featurizer is not None else self._prepare_featurizer(ref)
+        chunks = []
+        for s in range(0, len(configs), batch_size):
+            pos, lat = geometry(configs[s : s + batch_size])
+            with torch.no_grad():
+                chunks.append([x.detach() for x in self._raw(fz, torch.as_tensor(pos), torch.as_tensor(lat))])
+        return [torch.cat([c[g] for c in chunks]) for g in range(len(chunks[0]))]
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, configs, energies, forces=None, features=None):
+        """Train on total energies (eV) and, when ``force_weight > 0``, forces (eV/A).
+
+        All training configurations must be in one supercell of the reference (the model then
+        predicts any supercell). ``features`` may pass precomputed raw features
+        (:meth:`precompute`) of exactly these configurations to skip featurisation.
+        """
+        torch = _torch()
+        hidden = self._check_hyperparameters()
+        configs = check_configurations(configs)
+        e = check_energies(energies, len(configs))
+        refs = {c.reference for c in configs}
+        if len(refs) != 1:
+            raise ModelError(
+                "training configurations must all be in one supercell of the reference; got "
+                + ", ".join(sorted({str(r.matrix.tolist()) for r in refs}))
+            )
+        ref = configs[0].reference
+        use_forces = self.force_weight > 0
+        if use_forces and forces is None:
+            raise ModelError("force_weight > 0 needs the forces of the training configurations")
+        f = check_forces(forces, configs) if use_forces else None
+
+        fz = self._prepare_featurizer(ref)
+        self.featurizer_ = fz
+        self._family = FeaturizerFamily(fz)
+        n_inputs = self._n_inputs(fz)
+        raw = features if features is not None else self.precompute(configs, fz)
+        if len(raw) != len(n_inputs) or any(x.shape[0] != len(configs) for x in raw):
+            raise ModelError("precomputed features do not match the configurations and the featurizer")
+
+        # scaler: per orbit and function, over all units of all training configurations
+        mean, std = [], []
+        for x in raw:
+            flat = x.reshape(-1, x.shape[-1])
+            m = flat.mean(0) if flat.shape[0] else torch.zeros(x.shape[-1], dtype=torch.float64)
+            s = flat.std(0) if flat.shape[0] > 1 else torch.ones(x.shape[-1], dtype=torch.float64)
+            s = torch.where(s > 1e-12, s, torch.ones_like(s))
+            mean.append(m)
+            std.append(s)
+        self._set_scaler(mean, std)
+
+        ncell = float(ref.n_cells)
+        units_per_cell = sum(x.shape[1] for x in raw) / ncell
+        y = e / ncell
+        if self.reference_energy_per_fu is None:
+            summed = np.concatenate([x.sum(1).numpy() / ncell for x in raw], axis=1)
+            e0_init = _intercept(summed, y)
+        else:
+            e0_init = float(self.reference_energy_per_fu)
+        sy = float(np.sqrt(np.mean((y - e0_init) ** 2)))
+        sy = sy if sy > 1e-8 else 1e-3
+        self.output_scale_ = sy / units_per_cell
+        target = torch.as_tensor((y - e0_init) / sy)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.seed))
+            self.mlps_ = build_mlps(n_inputs, hidden)
+        offset = torch.zeros((), dtype=torch.float64, requires_grad=self.reference_energy_per_fu is None)
+        params = list(self.mlps_.parameters()) + ([offset] if offset.requires_grad else [])
+        std_feats = self._standardise(raw)
+        anchors = self._anchors()
+        norm = 1.0 / (units_per_cell * ncell)
+
+        train_idx, val_idx = split_validation(len(configs), float(self.validation_fraction), int(self.seed))
+        train_idx_t = torch.as_tensor(train_idx)
+        val_idx_t = torch.as_tensor(val_idx)
+
+        if use_forces:
+            pos_all, lat_all = geometry(configs)
+            pos_all, lat_all = torch.as_tensor(pos_all), torch.as_tensor(lat_all)
+            f_all = torch.as_tensor(np.stack(f))
+            sf = float(torch.sqrt((f_all**2).mean()))
+            sf = sf if sf > 1e-8 else 1.0
+            fw = float(self.force_weight)
+
+            def loss_on(idx, create_graph):
+                pos = pos_all[idx].clone().requires_grad_(True)
+                x = self._standardise(self._raw(fz, pos, lat_all[idx]))
+                pred = offset + norm * orbit_sum(self.mlps_, x, anchors)
+                (g,) = torch.autograd.grad(pred.sum(), pos, create_graph=create_graph)
+                fpred = -ncell * sy * g
+                le = ((pred - target[idx]) ** 2).mean()
+                lf = (((fpred - f_all[idx]) / sf) ** 2).mean()
+                return le + fw * lf
+
+            def step_loss(idx):
+                return loss_on(train_idx_t[idx], True)
+
+            def val_loss():
+                return float(loss_on(val_idx_t, False).detach())
+
+        else:
+
+            def step_loss(idx):
+                sel = train_idx_t[idx]
+                pred = offset + norm * orbit_sum(self.mlps_, [x[sel] for x in std_feats], anchors)
+                return ((pred - target[sel]) ** 2).mean()
+
+            def val_loss():
+                with torch.no_grad():
+                    pred = offset + norm * orbit_sum(self.mlps_, [x[val_idx_t] for x in std_feats], anchors)
+                    return float(((pred - target[val_idx_t]) ** 2).mean())
+
+        tracked = list(self.mlps_.parameters()) + [offset]
+        get_state, set_state = module_state(tracked)
+        hist = adam_schedule(
+            params,
+            step_loss,
+            val_loss if len(val_idx) else None,
+            len(train_idx),
+            batch_sizes=self.batch_sizes,
+            epochs=self.epochs,
+            learning_rate=self.learning_rate,
+            patience=self.patience,
+            weight_decay=float(self.weight_decay),
+            seed=int(self.seed),
+            get_state=get_state,
+            set_state=set_state,
+            progress=bool(self.verbose),
+        )
+        self.history_: TrainingHistory = hist
+        self.e0_ = float(e0_init + sy * float(offset.detach()))
+        self.mlps_.eval()
+        for p in self.mlps_.parameters():
+            p.requires_grad_(False)
+        return self
+
+    # ------------------------------------------------------------------ energy
+    def _set_scaler(self, mean, std):
+        torch = _torch()
+        self._mean_t = [torch.as_tensor(m, dtype=torch.float64) for m in mean]
+        self._std_t = [torch.as_tensor(s, dtype=torch.float64) for s in std]
+
+    def _anchors(self):
+        return [(-m / s) for m, s in zip(self._mean_t, self._std_t)]
+
+    def _energy(self, positions, lattice, reference):
+        fz = self._family(reference)
+        x = self._standardise(self._raw(fz, positions, lattice))
+        return reference.n_cells * self.e0_ + self.output_scale_ * orbit_sum(self.mlps_, x, self._anchors())
+
+    def energies_from_features(self, raw, reference) -> np.ndarray:
+        """Total energies from precomputed raw features (list per orbit of ``[B, U, F]``)."""
+        torch = _torch()
+        self._check_fitted()
+        with torch.no_grad():
+            x = self._standardise(raw)
+            e = reference.n_cells * self.e0_ + self.output_scale_ * orbit_sum(self.mlps_, x, self._anchors())
+        return e.numpy()
+
+    @property
+    def orbit_names(self) -> list[str]:
+        self._check_fitted()
+        return self._group_names(self.featurizer_)
+
+    @property
+    def n_parameters(self) -> int:
+        self._check_fitted()
+        return int(sum(p.numel() for p in self.mlps_.parameters()))
+
+    # ------------------------------------------------------------------ persistence
+    def _hyperparameters(self) -> dict:
+        hl = self.hidden_layers
+        return {
+            "clusters": self.clusters,
+            "max_order": int(self.max_order),
+            "metric": self.metric,
+            "truncated": bool(self.truncated),
+            "hidden_layers": [int(hl)] if isinstance(hl, (int, np.integer)) else [int(h) for h in hl],
+            "batch_sizes": [int(b) for b in self.batch_sizes],
+            "epochs": int(self.epochs) if isinstance(self.epochs, (int, np.integer)) else [int(x) for x in self.epochs],
+            "learning_rate": (
+                float(self.learning_rate)
+                if isinstance(self.learning_rate, (int, float, np.floating))
+                else [float(x) for x in self.learning_rate]
+            ),
+            "patience": None if self.patience is None else int(self.patience),
+            "validation_fraction": float(self.validation_fraction),
+            "force_weight": float(self.force_weight),
+            "weight_decay": float(self.weight_decay),
+            "reference_energy_per_fu": self.reference_energy_per_fu,
+            "seed": int(self.seed),
+        }
+
+    def _state_for_save(self, directory: Path) -> dict:
+        torch = _torch()
+        torch.save(self.mlps_.state_dict(), directory / "weights.pt")
+        return {
+            "featurizer": self.featurizer_.to_dict(),
+            "n_inputs": self._n_inputs(self.featurizer_),
+            "orbit_names": self._group_names(self.featurizer_),
+            "scaler": {"mean": [m.tolist() for m in self._mean_t], "std": [s.tolist() for s in self._std_t]},
+            "output_scale": float(self.output_scale_),
+            "history": getattr(self, "history_", TrainingHistory()).to_dict(),
+        }
+
+    def _set_state(self, state: dict, directory: Path) -> None:
+        torch = _torch()
+        recipe = state["featurizer"]
+        if self.featurizer is not None:
+            given = json.loads(json.dumps(self.featurizer.to_dict(), default=str))
+            if json.dumps(given, sort_keys=True) != json.dumps(recipe, sort_keys=True):
+                raise ModelError(f"{directory}: the featurizer passed to load() differs from the one the model was trained with")
+            fz = self.featurizer
+        else:
+            fz = featurizer_from_recipe(recipe)
+        n_inputs = self._n_inputs(fz)
+        if n_inputs != list(state["n_inputs"]):
+            raise ModelError(f"{directory}: featurizer rebuilt with inputs {n_inputs}, model expects {state['n_inputs']}")
+        self.featurizer_ = fz
+        self._family = FeaturizerFamily(fz)
+        self._set_scaler(state["scaler"]["mean"], state["scaler"]["std"])
+        self.output_scale_ = float(state["output_scale"])
+        self.mlps_ = build_mlps(n_inputs, self._check_hyperparameters())
+        weights = directory / "weights.pt"
+        if not weights.is_file():
+            raise ModelError(f"{directory}: weights.pt is missing")
+        try:
+            sd = torch.load(weights, weights_only=True, map_location="cpu")
+        except Exception as exc:  # torch raises several types for corrupt/unsafe files
+            raise ModelError(f"{weights}: cannot read the weights safely: {exc}") from None
+        self.mlps_.load_state_dict(sd)
+        self.mlps_.eval()
+        for p in self.mlps_.parameters():
+            p.requires_grad_(False)
+        self.history_ = TrainingHistory()
+        h = state.get("history") or {}
+        for k in ("stage", "batch_size", "train_loss", "val_loss"):
+            setattr(self.history_, k, list(h.get(k, [])))
+        self.history_.best_epoch = int(h.get("best_epoch", -1))
+
+
+def _intercept(x: np.ndarray, y: np.ndarray) -> float:
+    """Intercept of a lightly regularised linear fit of ``y`` on ``x`` (start value of e0)."""
+    from sklearn.linear_model import RidgeCV
+
+    scale = x.std(0)
+    scale[scale < 1e-12] = 1.0
+    xs = (x - x.mean(0)) / scale
+    reg = RidgeCV(alphas=np.logspace(-6, 2, 9)).fit(xs, y)
+    return float(reg.intercept_ - (reg.coef_ / scale) @ x.mean(0))
+
+
+class ClusterNet(_NeuralModel):
+    """Cluster-based net, Eq. (13): ``E = E0 + sum_orbits sum_clusters N_orbit(phi(cluster))``."""
+
+    model_type = "cluster"
+    feature_kind = "cluster"
+
+
+class SiteNet(_NeuralModel):
+    """Site-based net, Eqs. (15)-(16): ``E = E0 + sum_sites N_site_orbit(g(site))``."""
+
+    model_type = "site"
+    feature_kind = "site"

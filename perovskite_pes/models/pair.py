@@ -1,0 +1,246 @@
+"""Pair-potential baseline: ridge regression on Gaussian radial functions of each species pair.
+
+    E = n_cells e0 + sum_t sum_k w_tk [G_tk(x) - G_tk(reference)],
+    G_tk = 1/2 sum_{i != j, images} [type(i, j) = t] exp(-(d_ij - mu_k)^2 / (2 s^2)) f_c(d_ij)
+
+with a cosine cutoff f_c (zero beyond ``cutoff``, 7.8 A by default) and the Gaussian centres
+``mu_k`` evenly spaced between ``r_min`` and ``cutoff``. Pairs are listed once per reference
+supercell with explicit periodic images (``ase.neighborlist``) within ``cutoff + skin``, so the
+energy is a smooth torch function of positions and lattice and forces/stress come by autograd.
+The weights are fitted per primitive cell with scikit-learn's ``RidgeCV`` (energies only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..structure import ReferenceSupercell
+from .base import EnergyModel, ModelError, check_configurations, check_energies, geometry, group_by_reference
+
+SUBLATTICE_INDEX = {"A": 0, "B": 1, "X": 2}
+PAIR_TYPES = ("AA", "AB", "AX", "BB", "BX", "XX")
+
+
+def _pair_type(a: int, b: int) -> int:
+    a, b = min(a, b), max(a, b)
+    return PAIR_TYPES.index("ABX"[a] + "ABX"[b])
+
+
+class PairList:
+    """Fixed list of site pairs (i, j, image shift S) of a reference supercell within a radius."""
+
+    def __init__(self, reference: ReferenceSupercell, radius: float):
+        from ase import Atoms
+        from ase.neighborlist import neighbor_list
+
+        atoms = Atoms(symbols=reference.species, positions=reference.positions, cell=reference.lattice, pbc=True)
+        i, j, shift = neighbor_list("ijS", atoms, radius)
+        lab = np.array([SUBLATTICE_INDEX[s] for s in reference.sublattice])
+        self.i = i.astype(np.int64)
+        self.j = j.astype(np.int64)
+        self.shift = shift.astype(float)
+        self.types = np.array([_pair_type(a, b) for a, b in zip(lab[i], lab[j])], dtype=np.int64)
+        self.radius = radius
+
+    def distances(self, positions, lattice):
+        """Torch distances ``[B, P]`` for positions ``[B, N, 3]`` and lattices ``[B, 3, 3]``."""
+        import torch
+
+        s = torch.as_tensor(self.shift, dtype=positions.dtype)
+        vec = positions[:, self.j] - positions[:, self.i] + torch.einsum("pk,bkl->bpl", s, lattice)
+        return torch.sqrt((vec**2).sum(-1))
+
+
+class PairPotential(EnergyModel):
+    """Ridge-regressed pair potential on Gaussian radial functions per species pair (a baseline).
+
+    Parameters
+    ----------
+    cutoff:
+        Radial cutoff (Angstrom).
+    n_gaussians, r_min, width:
+        ``n_gaussians`` centres evenly spaced on ``[r_min, cutoff]``; Gaussian width (default: the spacing).
+    skin:
+        Pairs are listed on the reference supercell out to ``cutoff + skin``; configurations whose pair
+        distances may have changed by more than ``skin`` are refused.
+    alphas:
+        Ridge penalties tried by ``RidgeCV`` (features standardised first).
+    reference_energy_per_fu:
+        Energy (eV) of one primitive cell of the undistorted reference; fitted when None.
+    """
+
+    model_type = "pair"
+
+    def __init__(
+        self,
+        cutoff: float = 7.8,
+        n_gaussians: int = 24,
+        r_min: float = 2.4,
+        width: float | None = None,
+        skin: float = 1.5,
+        alphas=None,
+        reference_energy_per_fu: float | None = None,
+    ):
+        self.cutoff = cutoff
+        self.n_gaussians = n_gaussians
+        self.r_min = r_min
+        self.width = width
+        self.skin = skin
+        self.alphas = alphas
+        self.reference_energy_per_fu = reference_energy_per_fu
+        self.e0_ = None
+        self._pairs: dict = {}
+        self._g_ref: dict = {}
+
+    # ---------------------------------------------------------------- features
+    def _check_params(self):
+        if not (self.cutoff > 0 and self.n_gaussians >= 1 and 0 <= self.r_min < self.cutoff and self.skin >= 0):
+            raise ModelError(
+                "PairPotential needs cutoff > r_min >= 0, n_gaussians >= 1 and skin >= 0; got "
+                f"cutoff={self.cutoff}, r_min={self.r_min}, n_gaussians={self.n_gaussians}, skin={self.skin}"
+            )
+
+    @property
+    def centres(self) -> np.ndarray:
+        return np.linspace(self.r_min, self.cutoff, int(self.n_gaussians))
+
+    @property
+    def gaussian_width(self) -> float:
+        if self.width is not None:
+            return float(self.width)
+        c = self.centres
+        return float(c[1] - c[0]) if len(c) > 1 else float(self.cutoff - self.r_min) / 2
+
+    @property
+    def n_features(self) -> int:
+        return len(PAIR_TYPES) * int(self.n_gaussians)
+
+    def _pair_list(self, reference: ReferenceSupercell) -> PairList:
+        if reference not in self._pairs:
+            self._pairs[reference] = PairList(reference, self.cutoff + self.skin)
+        return self._pairs[reference]
+
+    def _check_range(self, reference, positions, lattice):
+        """Refuse geometries whose pair distances may have left the fixed pair list."""
+        import torch
+
+        with torch.no_grad():
+            l0inv = torch.as_tensor(np.linalg.inv(reference.lattice), dtype=torch.float64)
+            f = l0inv @ lattice  # L = L0 F  ->  F = L0^-1 L
+            undeformed = positions @ torch.linalg.inv(f)
+            u = undeformed - torch.as_tensor(reference.positions, dtype=torch.float64)
+            umax = u.norm(dim=-1).max(dim=1).values
+            eye = torch.eye(3, dtype=torch.float64)
+            fnorm = torch.linalg.matrix_norm(f, ord=2)
+            enorm = torch.linalg.matrix_norm(f - eye, ord=2)
+            bound = 2 * umax * fnorm + (self.cutoff + self.skin) * enorm
+        worst = float(bound.max())
+        if worst > self.skin:
+            k = int(bound.argmax())
+            raise ModelError(
+                f"configuration {k} is too far from the reference for the pair list: pair distances may change by "
+                f"up to {worst:.2f} A (largest displacement {float(umax[k]):.2f} A) but skin is {self.skin} A; "
+                "refit with a larger skin"
+            )
+
+    def features(self, positions, lattice, reference: ReferenceSupercell):
+        """Pair features ``G`` ``[B, 6 * n_gaussians]`` (torch, differentiable)."""
+        import torch
+
+        self._check_range(reference, positions, lattice)
+        pl = self._pair_list(reference)
+        d = pl.distances(positions, lattice)  # [B, P]
+        mu = torch.as_tensor(self.centres, dtype=d.dtype)
+        fc = torch.where(d < self.cutoff, 0.5 * (torch.cos(np.pi * d / self.cutoff) + 1.0), torch.zeros_like(d))
+        g = torch.exp(-0.5 * ((d[..., None] - mu) / self.gaussian_width) ** 2) * fc[..., None]  # [B, P, K]
+        out = torch.zeros(d.shape[0], len(PAIR_TYPES), len(mu), dtype=d.dtype)
+        out = out.index_add(1, torch.as_tensor(pl.types), 0.5 * g)
+        return out.reshape(d.shape[0], -1)
+
+    def _reference_features(self, reference: ReferenceSupercell):
+        import torch
+
+        if reference not in self._g_ref:
+            pos = torch.as_tensor(reference.positions[None], dtype=torch.float64)
+            lat = torch.as_tensor(reference.lattice[None], dtype=torch.float64)
+            with torch.no_grad():
+                self._g_ref[reference] = self.features(pos, lat, reference)[0]
+        return self._g_ref[reference]
+
+    def relative_features(self, configs, batch_size: int = 64) -> np.ndarray:
+        """``G(x) - G(reference)`` per configuration (numpy ``[B, n_features]``)."""
+        import torch
+
+        configs = check_configurations(configs)
+        out = np.empty((len(configs), self.n_features))
+        for ref, idx in group_by_reference(configs).items():
+            g0 = self._reference_features(ref)
+            for s in range(0, len(idx), batch_size):
+                sel = idx[s : s + batch_size]
+                pos, lat = geometry([configs[k] for k in sel])
+                with torch.no_grad():
+                    g = self.features(torch.as_tensor(pos), torch.as_tensor(lat), ref)
+                out[sel] = (g - g0).numpy()
+        return out
+
+    # ---------------------------------------------------------------- fit / energy
+    def fit(self, configs, energies, forces=None):
+        """Fit the weights to total energies (eV) by ridge regression per primitive cell (forces unused)."""
+        from sklearn.linear_model import RidgeCV
+
+        self._check_params()
+        configs = check_configurations(configs)
+        e = check_energies(energies, len(configs))
+        ncell = np.array([c.reference.n_cells for c in configs], dtype=float)
+        x = self.relative_features(configs) / ncell[:, None]
+        y = e / ncell
+        alphas = np.logspace(-10, 2, 25) if self.alphas is None else np.asarray(self.alphas, dtype=float)
+        self.coef_, self.e0_, self.alpha_ = _ridge(x, y, alphas, self.reference_energy_per_fu, RidgeCV)
+        return self
+
+    def _energy(self, positions, lattice, reference):
+        import torch
+
+        g = self.features(positions, lattice, reference) - self._reference_features(reference)
+        w = torch.as_tensor(self.coef_, dtype=g.dtype)
+        return reference.n_cells * self.e0_ + g @ w
+
+    # ---------------------------------------------------------------- persistence
+    def _hyperparameters(self) -> dict:
+        return {
+            "cutoff": self.cutoff,
+            "n_gaussians": self.n_gaussians,
+            "r_min": self.r_min,
+            "width": self.width,
+            "skin": self.skin,
+            "alphas": None if self.alphas is None else [float(a) for a in self.alphas],
+            "reference_energy_per_fu": self.reference_energy_per_fu,
+        }
+
+    def _state(self) -> dict:
+        return {"coef": np.asarray(self.coef_).tolist(), "alpha": float(self.alpha_)}
+
+    def _set_state(self, state: dict, directory: Path) -> None:
+        coef = np.asarray(state["coef"], dtype=float)
+        if coef.shape != (self.n_features,):
+            raise ModelError(f"{directory}: pair potential has {coef.size} weights, expected {self.n_features}")
+        self.coef_ = coef
+        self.alpha_ = float(state["alpha"])
+
+
+def _ridge(x, y, alphas, e0, ridge_cls):
+    """Standardised ridge fit; returns (weights in unscaled feature units, e0 per cell, alpha)."""
+    scale = x.std(axis=0)
+    scale[scale < 1e-12] = 1.0
+    if e0 is None:
+        mean = x.mean(axis=0)
+        reg = ridge_cls(alphas=alphas, fit_intercept=True).fit((x - mean) / scale, y)
+        coef = reg.coef_ / scale
+        intercept = float(reg.intercept_ - coef @ mean)
+    else:
+        reg = ridge_cls(alphas=alphas, fit_intercept=False).fit(x / scale, y - float(e0))
+        coef = reg.coef_ / scale
+        intercept = float(e0)
+    return coef, intercept, float(getattr(reg, "alpha_", np.nan))
