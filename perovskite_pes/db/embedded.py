@@ -1,0 +1,333 @@
+"""The embedded, file-backed store: FireWorks' mongomock-persistence file, made safe.
+
+FireWorks can run on a mongomock server whose data lives in one JSON file
+(``MONGOMOCK_SERVERSTORE_FILE``, served by ``mongomock_persistence``). As shipped, that mechanism
+reads the whole file when a client is created and writes it back only at normal interpreter exit,
+non-atomically and without any locking, and every client holds a private copy. This module keeps
+the file format (so FireWorks' own ``lpad`` can still read it) and changes how it is used:
+
+* **one store per process**: :func:`open_embedded` returns the same :class:`EmbeddedServer` for the
+  same file; every mongomock client created in this process for that file (including one made by
+  FireWorks because ``MONGOMOCK_SERVERSTORE_FILE`` is set) shares its data instead of copying it;
+* **atomic durable writes**: :meth:`EmbeddedServer.flush` writes a temporary file, fsyncs it,
+  renames it over the store and fsyncs the directory, so the file is always either the previous or
+  the new complete state. Callers flush after each completed unit of work; a final flush runs at
+  normal exit;
+* **a lock**: the process that opens the store holds an exclusive ``flock`` on ``<file>.lock`` until
+  it closes it. A second process waits up to ``lock_timeout`` seconds, then is refused with a message
+  that names the holder and says to use MongoDB for parallel workers. The kernel releases the lock
+  when the holder dies, even by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+
+import mongomock
+import mongomock_persistence  # noqa: F401  (patches mongomock's stores with to_dict/from_dict)
+from bson import json_util
+from mongomock.store import DatabaseStore, ServerStore
+
+from ..errors import PesError
+
+
+class EmbeddedStoreError(PesError):
+    """The embedded store file cannot be used (corrupt, unreadable, or locked by another process)."""
+
+
+class EmbeddedStoreLocked(EmbeddedStoreError):
+    """Another process holds the embedded store."""
+
+
+# ---------------------------------------------------------------------------------------------
+# process-wide registry: one server per store file
+_servers: dict[str, "EmbeddedServer"] = {}
+_registry_lock = threading.RLock()
+
+
+def _key(path) -> str:
+    return os.path.realpath(os.fspath(path))
+
+
+def open_embedded(path, lock_path=None, lock_timeout: float = 60.0) -> "EmbeddedServer":
+    """The process's server for the store file ``path`` (opened, locked and loaded on first use)."""
+    with _registry_lock:
+        key = _key(path)
+        server = _servers.get(key)
+        if server is not None and server.is_open:
+            return server
+        server = EmbeddedServer(path, lock_path=lock_path, lock_timeout=lock_timeout)
+        server.open()
+        _servers[key] = server
+        return server
+
+
+def open_servers() -> list["EmbeddedServer"]:
+    return [s for s in _servers.values() if s.is_open]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a crash leaves either the old or the new file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # pragma: no cover - directories cannot be fsynced on some filesystems
+        pass
+
+
+def _serialise(databases: dict) -> str:
+    """JSON text of a mongomock server's databases, in mongomock-persistence's file format."""
+    out = {}
+    for db_name, db in list(databases.items()):
+        cols = {}
+        for col_name, col in list(db._collections.items()):
+            with col._rwlock.reader():
+                docs = list(col._documents.items())
+            cols[col_name] = {"name": col.name, "documents": docs}
+        out[db_name] = cols
+    return json_util.dumps(out)
+
+
+def _load_databases(path: Path) -> dict:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise EmbeddedStoreError(f"cannot read the embedded store {path}: {exc.strerror}") from None
+    if not text.strip():
+        return {}
+    try:
+        dct = json_util.loads(text)
+        if not isinstance(dct, dict):
+            raise ValueError("top level is not a mapping of databases")
+        return {k: DatabaseStore.from_dict(v) for k, v in dct.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise EmbeddedStoreError(
+            f"the embedded store {path} is corrupt ({str(exc).splitlines()[0][:120]}); "
+            "move it away to start a fresh store, or restore a backup"
+        ) from None
+
+
+class EmbeddedServer:
+    """One store file, loaded into a mongomock server held by this process under an exclusive lock."""
+
+    def __init__(self, path, lock_path=None, lock_timeout: float = 60.0):
+        self.path = Path(path).expanduser().absolute()
+        self.lock_path = Path(lock_path) if lock_path else self.path.with_name(self.path.name + ".lock")
+        self.lock_timeout = float(lock_timeout)
+        self._lock_fd: int | None = None
+        self._pid: int | None = None
+        self._flush_lock = threading.RLock()
+        self._last_written: str | None = None
+        self.store: ServerStore | None = None
+        self.client: mongomock.MongoClient | None = None
+        self.n_flushes = 0
+        self.created = False  # True when open() found no file
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def is_open(self) -> bool:
+        return self.client is not None and self._pid == os.getpid()
+
+    def open(self) -> "EmbeddedServer":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        try:
+            self.created = not self.path.exists()
+            store = ServerStore.__new__(ServerStore)  # no file reading, no exit-time writer
+            store._databases = _load_databases(self.path)
+            self.store = store
+            self.client = mongomock.MongoClient(_store=store)
+            self._pid = os.getpid()
+            self._last_written = None
+        except BaseException:
+            self._release_lock()
+            raise
+        _enable_gridfs()
+        _closers.add(self)
+        return self
+
+    def close(self, flush: bool = True) -> None:
+        """Flush (unless told not to), release the lock and forget the in-memory data."""
+        if self.client is None:
+            return
+        try:
+            if flush and self._pid == os.getpid():
+                self.flush()
+        finally:
+            self._release_lock()
+            self.client = None
+            self.store = None
+            self._pid = None
+            with _registry_lock:
+                if _servers.get(_key(self.path)) is self:
+                    del _servers[_key(self.path)]
+            _closers.discard(self)
+
+    def flush(self) -> bool:
+        """Write the whole store atomically and durably. Returns False when nothing had changed."""
+        if self.client is None:
+            raise EmbeddedStoreError(f"the embedded store {self.path} is closed")
+        if self._pid != os.getpid():
+            raise EmbeddedStoreError(
+                f"the embedded store {self.path} was opened by process {self._pid}; a forked child "
+                "cannot write it (open the store in the child, or use MongoDB for parallel workers)"
+            )
+        with self._flush_lock:
+            for attempt in range(5):
+                try:
+                    text = _serialise(self.store._databases)
+                    break
+                except RuntimeError:  # a collection changed size under us (another thread); retry
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.01)
+            if text == self._last_written:
+                return False
+            _write_atomic(self.path, text)
+            self._last_written = text
+            self.n_flushes += 1
+            return True
+
+    # ------------------------------------------------------------------ locking
+    def _holder(self) -> str:
+        try:
+            info = json.loads(self.lock_path.read_text(encoding="utf-8") or "{}")
+            cmd = " ".join(info.get("argv", []))[:80]
+            return f"process {info.get('pid')} on {info.get('host')} ({cmd})"
+        except (OSError, ValueError):
+            return "another process"
+
+    def _acquire_lock(self) -> None:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + max(self.lock_timeout, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    os.close(fd)
+                    raise EmbeddedStoreError(f"cannot lock {self.lock_path}: {exc.strerror}") from None
+                if time.monotonic() >= deadline:
+                    holder = self._holder()
+                    os.close(fd)
+                    waited = f"after waiting {self.lock_timeout:g} s" if self.lock_timeout > 0 else "(lock_timeout_s is 0)"
+                    raise EmbeddedStoreLocked(
+                        f"the embedded store {self.path} is in use by {holder} {waited}; it serves one "
+                        "process at a time, so wait for that process to finish, raise PES_LOCK_TIMEOUT, "
+                        "or use MongoDB for parallel workers (pes init --mongo-uri URI, or set PES_MONGO_URI)"
+                    )
+                time.sleep(0.05)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv[:4], "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is None:
+            return
+        try:
+            os.ftruncate(self._lock_fd, 0)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        except OSError:  # pragma: no cover
+            pass
+        finally:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        return f"EmbeddedServer({str(self.path)!r}, {state})"
+
+
+# ---------------------------------------------------------------------------------------------
+# final flush at normal exit
+_closers: "weakref.WeakSet[EmbeddedServer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
+    for server in list(_closers):
+        try:
+            if server._pid == os.getpid():
+                server.close(flush=True)
+        except Exception as exc:
+            print(f"perovskite_pes: could not write the embedded store {server.path}: {exc}", file=sys.stderr)
+
+
+_gridfs_enabled = False
+
+
+def _enable_gridfs() -> None:
+    """FireWorks' LaunchPad builds a GridFS fallback on its database; mongomock needs this switch."""
+    global _gridfs_enabled
+    if not _gridfs_enabled:
+        from mongomock.gridfs import enable_gridfs_integration
+
+        enable_gridfs_integration()
+        _gridfs_enabled = True
+
+
+# ---------------------------------------------------------------------------------------------
+# make any other mongomock-persistence client in this process safe
+_original_server_store_init = ServerStore.__init__
+
+
+def _safe_server_store_init(self, filename=None):
+    """mongomock-persistence's ServerStore init, made to share an open store and write atomically.
+
+    If the file (``MONGOMOCK_SERVERSTORE_FILE`` or ``filename``) is a store this process holds,
+    the new client shares its data (no private copy, no writer at exit). Otherwise the file is
+    read as before, and the exit-time write is atomic.
+    """
+    target = os.environ.get("MONGOMOCK_SERVERSTORE_FILE", filename)
+    self._filename = target
+    if not target:
+        self._databases = {}
+        return
+    server = _servers.get(_key(target))
+    if server is not None and server.is_open:
+        self._databases = server.store._databases
+        return
+    self._databases = _load_databases(Path(target))
+    self._finalizer = weakref.finalize(self, _finalize_private_store, target, self._databases)
+
+
+def _finalize_private_store(target, databases) -> None:  # pragma: no cover - exit-time path
+    server = _servers.get(_key(target))
+    if server is not None and server.is_open:
+        return  # the shared store is authoritative; never overwrite it with a stale private copy
+    _write_atomic(Path(target), _serialise(databases))
+
+
+ServerStore.__init__ = _safe_server_store_init

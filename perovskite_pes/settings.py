@@ -1,0 +1,339 @@
+"""Where data lives: one settings object read from ``$PES_HOME/config.yaml`` and the environment.
+
+The same object drives the configuration database (``perovskite_pes.db``) and the FireWorks
+LaunchPad, so ``pes`` and ``lpad`` always look at the same data.
+
+Precedence (highest first): environment variables, ``config.yaml``, built-in defaults.
+
+======================  =========================  ===============================================
+config.yaml key         environment variable       meaning
+======================  =========================  ===============================================
+(none)                  ``PES_HOME``               directory for everything a run writes
+                                                   (default ``~/.perovskite_pes``)
+``mongo_uri``           ``PES_MONGO_URI``          MongoDB connection string
+``host``                ``PES_MONGO_HOST``         MongoDB host (instead of a URI)
+``port``                ``PES_MONGO_PORT``         MongoDB port (default 27017)
+``username``            ``PES_MONGO_USER``         MongoDB user
+``password``            ``PES_MONGO_PASSWORD``     MongoDB password
+``auth_source``         ``PES_MONGO_AUTH_SOURCE``  authentication database (default: ``admin``
+                                                   when a user is given)
+``tls``                 ``PES_MONGO_TLS``          use TLS (true/false)
+``tls_ca_file``         ``PES_MONGO_TLS_CA_FILE``  CA bundle for TLS
+``database``            ``PES_DATABASE``           database name (default ``perovskite_pes``, or the
+                                                   one named in the URI)
+``server_timeout_s``    ``PES_MONGO_TIMEOUT``      give up on an unreachable server after this
+                                                   many seconds (default 5)
+``store_file``          ``PES_STORE_FILE``         embedded store file (default
+                                                   ``$PES_HOME/store.json``)
+``lock_timeout_s``      ``PES_LOCK_TIMEOUT``       how long a second process waits for the
+                                                   embedded store's lock (default 60; 0 = refuse)
+======================  =========================  ===============================================
+
+Without ``mongo_uri`` and ``host`` the embedded, file-backed store is used. Other layers keep their
+own options in named sections of ``config.yaml`` (``calculators:``, ``models:``, ``workflows:``,
+``campaign:``); :meth:`Settings.section` returns them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote_plus
+
+from .errors import PesError
+
+DEFAULT_DATABASE = "perovskite_pes"
+DEFAULT_PORT = 27017
+CONFIG_FILENAME = "config.yaml"
+STORE_FILENAME = "store.json"
+
+#: free-form sections other layers may keep in config.yaml
+SECTIONS = ("calculators", "models", "workflows", "campaign", "descriptors", "structure")
+
+_ENV = {
+    "mongo_uri": "PES_MONGO_URI",
+    "host": "PES_MONGO_HOST",
+    "port": "PES_MONGO_PORT",
+    "username": "PES_MONGO_USER",
+    "password": "PES_MONGO_PASSWORD",
+    "auth_source": "PES_MONGO_AUTH_SOURCE",
+    "tls": "PES_MONGO_TLS",
+    "tls_ca_file": "PES_MONGO_TLS_CA_FILE",
+    "database": "PES_DATABASE",
+    "server_timeout_s": "PES_MONGO_TIMEOUT",
+    "store_file": "PES_STORE_FILE",
+    "lock_timeout_s": "PES_LOCK_TIMEOUT",
+}
+
+
+class SettingsError(PesError, ValueError):
+    """A malformed settings file or environment variable."""
+
+
+def default_home() -> Path:
+    """``$PES_HOME`` or ``~/.perovskite_pes``."""
+    env = os.environ.get("PES_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".perovskite_pes"
+
+
+def _as_bool(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    s = str(value).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name} must be true or false; got {value!r}")
+
+
+def _as_number(value, name: str, kind=float, minimum: float = 0.0):
+    if isinstance(value, bool):
+        raise SettingsError(f"{name} must be a number; got {value!r}")
+    try:
+        out = kind(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a number; got {value!r}") from None
+    if out < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}; got {value!r}")
+    return out
+
+
+def redact_uri(uri: str | None) -> str | None:
+    """The URI with any password replaced by ``***`` (safe to print)."""
+    if not uri:
+        return uri
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", uri)
+
+
+@dataclass
+class Settings:
+    """Where the configuration database and the FireWorks LaunchPad live."""
+
+    home: Path = field(default_factory=default_home)
+    uri: str | None = field(default=None, repr=False)
+    host: str | None = None
+    port: int = DEFAULT_PORT
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    auth_source: str | None = None
+    tls: bool = False
+    tls_ca_file: str | None = None
+    database_name: str | None = None
+    server_timeout_s: float = 5.0
+    store_file: Path | None = None
+    lock_timeout_s: float = 60.0
+    sections: dict = field(default_factory=dict)
+    config_file: Path | None = None
+
+    def __post_init__(self):
+        self.home = Path(self.home).expanduser()
+        if self.store_file is not None:
+            p = Path(self.store_file).expanduser()
+            self.store_file = p if p.is_absolute() else self.home / p
+        self.port = int(_as_number(self.port, "port", int, 1))
+        self.server_timeout_s = _as_number(self.server_timeout_s, "server_timeout_s", float, 0.1)
+        self.lock_timeout_s = _as_number(self.lock_timeout_s, "lock_timeout_s", float, 0.0)
+        self.tls = _as_bool(self.tls, "tls")
+        if self.uri is not None and not str(self.uri).startswith(("mongodb://", "mongodb+srv://")):
+            raise SettingsError(
+                f"mongo_uri must start with mongodb:// or mongodb+srv://; got {redact_uri(str(self.uri))!r}"
+            )
+        if self.uri and self.host:
+            raise SettingsError("give either mongo_uri or host/port, not both")
+        if self.database_name is not None:
+            _check_database_name(self.database_name)
+
+    # ------------------------------------------------------------------ contract properties
+    @property
+    def embedded(self) -> bool:
+        """True when no MongoDB server is configured: the file-backed store under ``home`` is used."""
+        return not (self.uri or self.host)
+
+    @property
+    def mongo_uri(self) -> str | None:
+        """Connection string of the configured MongoDB server (None for the embedded store)."""
+        if self.uri:
+            return self.uri
+        if not self.host:
+            return None
+        cred = ""
+        if self.username:
+            cred = quote_plus(self.username)
+            if self.password:
+                cred += ":" + quote_plus(self.password)
+            cred += "@"
+        opts = []
+        if self.username:
+            opts.append(f"authSource={self.auth_source or 'admin'}")
+        if self.tls:
+            opts.append("tls=true")
+            if self.tls_ca_file:
+                opts.append(f"tlsCAFile={quote_plus(self.tls_ca_file)}")
+        query = ("?" + "&".join(opts)) if opts else ""
+        return f"mongodb://{cred}{self.host}:{self.port}/{self.database}{query}"
+
+    @property
+    def database(self) -> str:
+        """Database name shared by the configuration collections and the FireWorks collections."""
+        if self.database_name:
+            return self.database_name
+        if self.uri:
+            from pymongo.uri_parser import parse_uri
+
+            try:
+                name = parse_uri(self.uri, validate=False).get("database")
+            except Exception as exc:
+                raise SettingsError(f"mongo_uri {redact_uri(self.uri)!r} is not a valid MongoDB URI: {exc}") from None
+            if name:
+                return name
+        return DEFAULT_DATABASE
+
+    @property
+    def store_path(self) -> Path:
+        """The embedded store file."""
+        return self.store_file if self.store_file is not None else self.home / STORE_FILENAME
+
+    @property
+    def lock_path(self) -> Path:
+        return self.store_path.with_name(self.store_path.name + ".lock")
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / CONFIG_FILENAME
+
+    @property
+    def launcher_dir(self) -> Path:
+        """Where ``pes init`` writes the filled-in FireWorks files."""
+        return self.home / "fireworks"
+
+    def describe(self) -> str:
+        """One line for people: where data lives, without secrets."""
+        if self.embedded:
+            return f"embedded store {self.store_path} (database {self.database})"
+        return f"MongoDB {redact_uri(self.mongo_uri)} (database {self.database})"
+
+    def section(self, name: str) -> dict:
+        """A free-form section of config.yaml used by another layer (empty dict when absent)."""
+        return dict(self.sections.get(name) or {})
+
+    def identity(self) -> tuple:
+        """What makes two settings objects point at the same data."""
+        if self.embedded:
+            return ("embedded", str(self.store_path.resolve()), self.database)
+        return ("mongo", self.mongo_uri, self.database)
+
+    # ------------------------------------------------------------------ file round trip
+    def to_config(self) -> dict:
+        """The dict written to config.yaml (only non-default values, sections included)."""
+        out: dict = {}
+        if self.uri:
+            out["mongo_uri"] = self.uri
+        if self.host:
+            out.update(host=self.host, port=self.port)
+            for k in ("username", "password", "auth_source", "tls_ca_file"):
+                if getattr(self, k):
+                    out[k] = getattr(self, k)
+            if self.tls:
+                out["tls"] = True
+        elif self.uri and self.tls:
+            out["tls"] = True
+        out["database"] = self.database
+        if self.server_timeout_s != 5.0:
+            out["server_timeout_s"] = self.server_timeout_s
+        if self.store_file is not None:
+            out["store_file"] = str(self.store_file)
+        if self.lock_timeout_s != 60.0:
+            out["lock_timeout_s"] = self.lock_timeout_s
+        for name, sec in self.sections.items():
+            out[name] = sec
+        return out
+
+    def save(self, path: Path | None = None) -> Path:
+        """Write config.yaml (mode 0600: it may hold a password)."""
+        import yaml
+
+        path = Path(path) if path is not None else self.config_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = (
+            "# perovskite-pes settings (see docs/database.md). Environment variables override these.\n"
+            + yaml.safe_dump(self.to_config(), sort_keys=False, default_flow_style=False)
+        )
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, home: str | Path | None = None, environ: dict | None = None) -> "Settings":
+        """Read ``$PES_HOME/config.yaml`` (if present) and the environment."""
+        env = os.environ if environ is None else environ
+        if home is None:
+            home = Path(env["PES_HOME"]).expanduser() if env.get("PES_HOME") else Path.home() / ".perovskite_pes"
+        home = Path(home).expanduser()
+        config_path = home / CONFIG_FILENAME
+        values = _read_config(config_path)
+        sections = {k: values.pop(k) for k in list(values) if k in SECTIONS}
+        for name, sec in sections.items():
+            if sec is not None and not isinstance(sec, dict):
+                raise SettingsError(f"{config_path}: section {name!r} must be a mapping; got {type(sec).__name__}")
+        for key, var in _ENV.items():
+            if env.get(var) not in (None, ""):
+                values[key] = env[var]
+        # an explicit URI in the environment wins over a host in the file, and vice versa
+        if env.get("PES_MONGO_URI"):
+            values.pop("host", None)
+        elif env.get("PES_MONGO_HOST"):
+            values.pop("mongo_uri", None)
+        kwargs = {"home": home, "sections": sections, "config_file": config_path if config_path.exists() else None}
+        rename = {"mongo_uri": "uri", "database": "database_name"}
+        for key, value in values.items():
+            kwargs[rename.get(key, key)] = value
+        try:
+            return cls(**kwargs)
+        except SettingsError as exc:
+            where = f"{config_path} / environment" if config_path.exists() else "environment"
+            raise SettingsError(f"{where}: {exc}") from None
+
+
+_FILE_KEYS = tuple(_ENV)
+
+
+def _check_database_name(name) -> None:
+    if not isinstance(name, str) or not name or any(c in name for c in '/\\. "$') or len(name) > 63:
+        raise SettingsError(
+            f"database must be a non-empty name without / \\ . space \" or $ (at most 63 characters); got {name!r}"
+        )
+
+
+def _read_config(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SettingsError(f"{path} is not valid YAML{where}: {problem}") from None
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path} must hold a mapping of settings (key: value); got {type(data).__name__}")
+    unknown = sorted(str(k) for k in data if k not in _FILE_KEYS and k not in SECTIONS)
+    if unknown:
+        raise SettingsError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; expected some of {', '.join(_FILE_KEYS + SECTIONS)}"
+        )
+    return dict(data)
+
+
+__all__ = ["Settings", "SettingsError", "default_home", "redact_uri", "DEFAULT_DATABASE"]
