@@ -4,6 +4,7 @@ Pure numpy / pymatgen / spglib: no database, no FireWorks.
 """
 
 from .configuration import Configuration, ConfigurationError, matrix_to_strain, strain_to_matrix
+from .modes import ModeBasis, ModeSubspace, StrainBasis, displacement_modes, strain_basis
 from .reference import Perovskite, ReferenceError, ReferenceSupercell, supercell_matrix
 from .symmetry import SupercellSymmetry, canonical_key, space_group, supercell_symmetry
 from .tilts import (
@@ -22,14 +23,19 @@ __all__ = [
     "GLAZER_SYSTEMS",
     "GlazerError",
     "GlazerSystem",
+    "ModeBasis",
+    "ModeSubspace",
     "Perovskite",
     "ReferenceError",
     "ReferenceSupercell",
+    "StrainBasis",
     "SupercellSymmetry",
     "canonical_key",
+    "displacement_modes",
     "glazer_system",
     "matrix_to_strain",
     "space_group",
+    "strain_basis",
     "strain_to_matrix",
     "supercell_matrix",
     "supercell_symmetry",
