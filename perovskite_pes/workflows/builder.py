@@ -1,0 +1,109 @@
+"""Build the FireWorks workflow of a campaign from its validated spec.
+
+Shape (each box one Firework; ``||`` = parallel)::
+
+    relax reference ─┬─ relax a0a0c+ ─ enumerate around a0a0c+ ─┐
+                     ├─ relax a-a-a- ─ enumerate around a-a-a- ─┤
+                     ├─ ...                                      ├─ train (final) ─ report
+                     ├─ enumerate around a0a0a0 ────────────────┤
+                     └─ (relax A, relax B) ─ enumerate path A->B ┘
+
+Each enumerate Firework stores its configurations and adds the calculation Fireworks as
+*detours* (FWAction), in batches of ``fireworks.per_firework``: the final training waits for all
+of them. Each batch ends with a retrain check that may append a featurise+train sub-workflow
+(FWAction additions). DFT Fireworks carry the category ``dft``, surrogate ones ``ml``; training
+and reports always ``ml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from fireworks import Firework, Workflow
+
+from .dupefinder import CampaignDupeFinder, dupe_key
+from .spec import CUBIC, CampaignSpec, campaign_parents
+from .tasks import EnumerateTask, RelaxReferenceTask, RelaxTiltTask, fw_spec_base, train_fireworks
+
+
+def spec_hash(spec: CampaignSpec) -> str:
+    return hashlib.sha1(json.dumps(spec.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_workflow(spec: CampaignSpec) -> Workflow:
+    """The campaign's workflow (not yet submitted)."""
+    name = spec.name
+    calc = {"name": spec.calculator.name, "settings": dict(spec.calculator.settings)}
+    cat = spec.category
+    reference = {"species": list(spec.reference.species), "lattice_parameter": spec.reference.lattice_parameter}
+    supercell = spec.to_dict()["supercell"]
+    steps_dict = spec.to_dict()["steps"]
+    training = spec.training_settings()
+    policy = spec.to_dict()["retrain"]
+    batch = {"per_firework": spec.fireworks.per_firework, "category": cat,
+             "flush_every": spec.fireworks.flush_every, "fizzle_on": spec.fireworks.fizzle_on}
+    common = {"reference": reference}
+    fws: list[Firework] = []
+
+    def firework(tasks, kind, label, parents=None, dkey=None, category=cat, **extra):
+        fw_name = f"{name}: {label}"
+        spec_d = fw_spec_base(name, kind, category, _pes_name=fw_name, **common, **extra)
+        if dkey is not None:
+            spec_d["_dupefinder"] = CampaignDupeFinder()
+            spec_d["pes_dupe_key"] = dkey
+        fw = Firework(tasks, spec=spec_d, name=fw_name, parents=parents)
+        fws.append(fw)
+        return fw
+
+    relax_ref = None
+    if spec.steps.relax_reference.enabled:
+        relax = spec.steps.relax_reference.relax
+        relax_ref = firework(
+            [RelaxReferenceTask(campaign=name, reference=reference, calculator=calc, relax=relax)],
+            "relax_reference", "relax reference",
+            dkey=dupe_key("relax_reference", reference, relax, calc),
+        )
+    top = [relax_ref] if relax_ref else None
+
+    relax_fw: dict[str, Firework | None] = {CUBIC: relax_ref}
+    rt = spec.steps.relax_tilts
+    for g in campaign_parents(spec.steps):
+        if g == CUBIC:
+            continue
+        relax_fw[g] = firework(
+            [RelaxTiltTask(campaign=name, glazer=g, reference=reference, supercell=supercell, calculator=calc,
+                           angles_deg=rt.angles_deg, relax=rt.relax)],
+            "relax_tilt", f"relax {g}", parents=top,
+            dkey=dupe_key("relax_tilt", g, reference, supercell, rt.angles_deg, rt.relax, calc),
+        )
+
+    enum_kwargs = dict(campaign=name, reference=reference, supercell=supercell, calculator=calc,
+                       batch=batch, seed=spec.seed, retrain=policy if spec.retrain.enabled else None,
+                       training=training)
+    sampling = {k: steps_dict[k] for k in ("mode_grid", "strain_grid", "random")}
+    enumerate_fws = []
+    for g, parent_fw in relax_fw.items():
+        enumerate_fws.append(firework(
+            [EnumerateTask(parents=[g], sampling=sampling, **enum_kwargs)],
+            "enumerate", f"enumerate around {g}", parents=[parent_fw] if parent_fw else top,
+            category="ml",
+            dkey=dupe_key("enumerate", g, sampling, spec.seed, reference, supercell, calc, batch),
+        ))
+    for ip in spec.steps.interpolations:
+        parents = [relax_fw[g] for g in ip.path if relax_fw.get(g) is not None]
+        parents = list({id(p): p for p in parents}.values()) or top
+        enumerate_fws.append(firework(
+            [EnumerateTask(parents=list(ip.path), n=ip.n, sampling={}, **enum_kwargs)],
+            "enumerate", "enumerate path " + "->".join(ip.path), parents=parents, category="ml",
+            dkey=dupe_key("interpolate", list(ip.path), ip.n, reference, supercell, calc, batch),
+        ))
+
+    train, report = train_fireworks(name, calc, training, policy, mode="if_new" if spec.retrain.final else "policy",
+                                    trigger="final", category="ml")
+    train.spec.update(common)
+    report.spec.update(common)
+    train.parents = list(enumerate_fws)
+    return Workflow(fws + [train, report], name=f"campaign {name}",
+                    metadata={"campaign": name, "spec_hash": spec_hash(spec), "spec": spec.to_dict(),
+                              "source": spec.source})

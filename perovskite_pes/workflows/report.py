@@ -1,0 +1,146 @@
+"""Campaign report: what ran, how long each stage took, the data, the model and its plots.
+
+Written under ``$PES_HOME/campaigns/<campaign>/``: ``report.json``, ``energies.png`` (distribution of
+the calculated energies per formula unit above the lowest, cf. the paper's Fig. 6a) and
+``stages.png`` (wall time per stage), and it lists the model's own plots (parity, error per energy
+bin, ...) from the training directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+STAGES = ("relax", "enumerate", "calculate", "store", "load_data", "featurise", "train", "register")
+
+
+def stage_timings(lpad, name: str) -> dict:
+    """Seconds per stage summed over the campaign's launches, plus FireWorks' share.
+
+    Each Firetask records its own timings (``stored_data.timings``); the launch's run time minus
+    the time inside the tasks is what the Firework machinery (checkout, state updates, store
+    flushes of the LaunchPad) cost.
+    """
+    fws = list(lpad.fireworks.find({"spec.campaign": name}, {"fw_id": 1, "launches": 1, "spec.pes_kind": 1}))
+    lids = sorted({lid for fw in fws for lid in (fw.get("launches") or [])})
+    out = {s: 0.0 for s in STAGES}
+    per_kind: dict = {}
+    launch_total = 0.0
+    for launch in lpad.launches.find({"launch_id": {"$in": lids}}, {"action.stored_data": 1, "state_history": 1,
+                                                                    "runtime_secs": 1, "fw_id": 1}):
+        sd = ((launch.get("action") or {}).get("stored_data")) or {}
+        timings = sd.get("timings") or {}
+        inside = 0.0
+        for k, v in timings.items():
+            if isinstance(v, (int, float)):
+                out[k] = out.get(k, 0.0) + float(v)
+                inside += float(v)
+        runtime = launch.get("runtime_secs")
+        if runtime is None:
+            runtime = _runtime(launch.get("state_history") or [])
+        launch_total += float(runtime or 0.0)
+        kind = next((fw.get("spec", {}).get("pes_kind", "other") for fw in fws if launch.get("fw_id") == fw["fw_id"]), "other")
+        per_kind[kind] = per_kind.get(kind, 0.0) + float(runtime or 0.0)
+    inside_total = sum(out.values())
+    out = {k: v for k, v in out.items() if v > 0 or k in ("enumerate", "calculate", "store", "train")}
+    return {"stages": out, "launch_seconds": launch_total, "task_seconds": inside_total,
+            "per_kind": per_kind}
+
+
+def _runtime(history: list) -> float | None:
+    from datetime import datetime
+
+    start = next((h.get("created_on") for h in history if h.get("state") == "RUNNING"), None)
+    end = next((h.get("created_on") for h in history if h.get("state") in ("COMPLETED", "FIZZLED")), None)
+    if not (start and end):
+        return None
+    try:
+        parse = datetime.fromisoformat
+        return (parse(str(end)) - parse(str(start))).total_seconds()
+    except ValueError:
+        return None
+
+
+def _plot_energies(energies_per_fu, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    e = np.asarray(energies_per_fu, float)
+    e = (e - e.min()) * 1000.0
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.hist(e, bins=min(60, max(10, len(e) // 10)), color="tab:blue", alpha=0.8)
+    ax.set_xlabel("energy above the lowest (meV / formula unit)")
+    ax.set_ylabel("configurations")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_stages(stages: dict, fireworks_share: float, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(stages) + ["FireWorks"]
+    values = list(stages.values()) + [max(0.0, fireworks_share)]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.barh(labels, values, color="tab:orange")
+    ax.set_xlabel("wall time (s)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(name: str, lpad=None, calculator: str | None = None, settings_hash: str | None = None,
+                 model: dict | None = None) -> dict:
+    """Write the report files of campaign ``name``; returns ``{"path", "plots", "report"}``."""
+    from ..db import get_store
+    from .campaign import campaign_dir, campaign_status
+
+    store = get_store()
+    lpad = lpad or store.get_launchpad()
+    out_dir = campaign_dir(name, store.settings.home)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    status = campaign_status(name, lpad=lpad)
+    timings = stage_timings(lpad, name)
+    plots = []
+
+    data = store.training_data(calculator=calculator, settings_hash=settings_hash) if calculator else []
+    if data:
+        energies = [d["energy"] / d["config"].reference.n_cells for d in data]
+        p = out_dir / "energies.png"
+        _plot_energies(energies, p, f"{name}: {len(energies)} {calculator} energies")
+        plots.append(str(p))
+    p = out_dir / "stages.png"
+    _plot_stages(timings["stages"], timings["launch_seconds"] - timings["task_seconds"], p, f"{name}: time per stage")
+    plots.append(str(p))
+
+    active = store.active_model(calculator=calculator) if calculator else None
+    model_dirs = []
+    for m in (model or {}, active or {}):
+        for key in ("workdir", "path"):
+            if m.get(key):
+                d = Path(m[key])
+                model_dirs.append(d if key == "workdir" else d.parent)
+    for d in dict.fromkeys(model_dirs):
+        if d.is_dir():
+            plots += sorted(str(p) for p in d.rglob("*.png"))
+    report = {
+        "campaign": name,
+        "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "status": status,
+        "timings": timings,
+        "model": model,
+        "active_model": status["active_models"].get(calculator) if calculator else None,
+        "plots": list(dict.fromkeys(plots)),
+    }
+    path = out_dir / "report.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    return {"path": str(path), "plots": report["plots"], "report": report}

@@ -1,0 +1,298 @@
+"""Automated retraining: when enough new data has arrived, train a new model and maybe activate it.
+
+The model registry (:mod:`perovskite_pes.db`) records the calculations each model was trained
+on. The number of *new* valid calculations of one calculator (same ``settings_hash``) is the
+number of completed calculations minus those the active model saw. A :class:`RetrainPolicy`
+says when that is enough (a count and/or a fraction of the old training set) and how much worse
+(relative cross-validation RMSE) a new model may be and still be activated.
+
+Nothing here imports FireWorks: the campaign Firetasks and ``pes retrain`` both call
+:func:`retrain_decision` and :func:`train_and_register`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import PesError
+
+
+class RetrainError(PesError):
+    """Retraining cannot proceed (no data, unknown calculator ...)."""
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """When to retrain and when to activate the retrained model.
+
+    ``min_new_count``: at least this many new valid calculations since the active model;
+    ``min_new_fraction``: new calculations at least this fraction of the active model's training
+    set; ``require``: "any" threshold (of those set) or "all" of them; ``cv_tolerance``: the new
+    model is activated only if its CV RMSE <= (1 + cv_tolerance) * the active model's CV RMSE.
+    """
+
+    min_new_count: int | None = 500
+    min_new_fraction: float | None = 0.2
+    require: str = "any"
+    cv_tolerance: float = 0.05
+    enabled: bool = True
+
+    def __post_init__(self):
+        if self.require not in ("any", "all"):
+            raise RetrainError(f"retrain policy: require must be 'any' or 'all'; got {self.require!r}")
+        if self.min_new_count is None and self.min_new_fraction is None:
+            raise RetrainError("retrain policy: set min_new_count and/or min_new_fraction")
+        if self.min_new_count is not None and self.min_new_count < 1:
+            raise RetrainError(f"retrain policy: min_new_count must be >= 1; got {self.min_new_count}")
+        if self.min_new_fraction is not None and not self.min_new_fraction > 0:
+            raise RetrainError(f"retrain policy: min_new_fraction must be > 0; got {self.min_new_fraction}")
+        if not self.cv_tolerance >= 0:
+            raise RetrainError(f"retrain policy: cv_tolerance must be >= 0; got {self.cv_tolerance}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "RetrainPolicy":
+        d = dict(d or {})
+        known = {"min_new_count", "min_new_fraction", "require", "cv_tolerance", "enabled"}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def passes(self, n_new: int, n_trained: int) -> bool:
+        """True when ``n_new`` new calculations (model trained on ``n_trained``) call for retraining."""
+        if n_new <= 0:
+            return False
+        checks = []
+        if self.min_new_count is not None:
+            checks.append(n_new >= self.min_new_count)
+        if self.min_new_fraction is not None:
+            fraction = math.inf if n_trained == 0 else n_new / n_trained
+            checks.append(fraction >= self.min_new_fraction)
+        return any(checks) if self.require == "any" else all(checks)
+
+    def accepts(self, new_cv: float | None, old_cv: float | None) -> bool:
+        """Should a model with CV RMSE ``new_cv`` replace the active one with ``old_cv``?"""
+        if old_cv is None or not math.isfinite(old_cv):
+            return True
+        if new_cv is None or not math.isfinite(new_cv):
+            return False
+        return new_cv <= old_cv * (1.0 + self.cv_tolerance) + 1e-12
+
+
+@dataclass
+class RetrainDecision:
+    """Outcome of a retrain check (plain data; printed by ``pes retrain`` and stored in launches)."""
+
+    retrain: bool
+    reason: str
+    calculator: str
+    settings_hash: str | None
+    n_total: int
+    n_trained: int
+    n_new: int
+    active_model: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _model_id(model: dict | None) -> str | None:
+    if not model:
+        return None
+    for key in ("id", "_id", "model_id"):
+        if model.get(key) is not None:
+            return str(model[key])
+    return None
+
+
+def active_model_for(store, calculator: str) -> dict | None:
+    return store.active_model(calculator=calculator)
+
+
+def resolve_settings_hash(store, calculator: str, settings_hash: str | None) -> str | None:
+    """The settings hash to retrain on: the given one, else the active model's, else the only one stored."""
+    if settings_hash:
+        return settings_hash
+    active = store.active_model(calculator=calculator)
+    if active and active.get("settings_hash"):
+        return active["settings_hash"]
+    return None
+
+
+def retrain_decision(store, calculator: str, settings_hash: str | None, policy: RetrainPolicy,
+                     mode: str = "policy") -> RetrainDecision:
+    """Decide whether to retrain the model of ``calculator`` (data of ``settings_hash``).
+
+    ``mode``: "policy" applies the policy's thresholds; "if_new" retrains whenever any new
+    calculation arrived (the end of a campaign, ``pes retrain`` by hand); "force" always retrains
+    when there is data at all.
+    """
+    if mode not in ("policy", "if_new", "force"):
+        raise RetrainError(f"retrain mode must be 'policy', 'if_new' or 'force'; got {mode!r}")
+    n_total = int(store.count_calculations(calculator=calculator, settings_hash=settings_hash, status="completed"))
+    active = store.active_model(calculator=calculator)
+    same_data = bool(active) and (settings_hash is None or active.get("settings_hash") == settings_hash)
+    n_trained = len(active.get("calc_ids") or []) if same_data else 0
+    n_new = max(0, n_total - n_trained)
+    active_id = _model_id(active)
+    args = dict(calculator=calculator, settings_hash=settings_hash, n_total=n_total, n_trained=n_trained,
+                n_new=n_new, active_model=active_id)
+    if n_total == 0:
+        return RetrainDecision(False, f"no completed {calculator} calculations stored: nothing to train on", **args)
+    if mode == "force":
+        return RetrainDecision(True, f"forced retraining on {n_total} calculations", **args)
+    if n_new == 0:
+        return RetrainDecision(
+            False, f"no new {calculator} data since the active model {active_id} ({n_trained} calculations)", **args
+        )
+    if mode == "if_new":
+        return RetrainDecision(True, f"{n_new} new calculations since the active model", **args)
+    if not policy.enabled:
+        return RetrainDecision(False, "retraining is disabled by the policy", **args)
+    if policy.passes(n_new, n_trained):
+        frac = "inf" if n_trained == 0 else f"{n_new / n_trained:.2f}"
+        return RetrainDecision(True, f"{n_new} new calculations (fraction {frac}) pass the retrain policy", **args)
+    frac = "inf" if n_trained == 0 else f"{n_new / n_trained:.2f}"
+    want = []
+    if policy.min_new_count is not None:
+        want.append(f"{policy.min_new_count} new")
+    if policy.min_new_fraction is not None:
+        want.append(f"fraction {policy.min_new_fraction}")
+    return RetrainDecision(
+        False,
+        f"{n_new} new calculations (fraction {frac}) are below the retrain policy ({f' {policy.require} of '.join(want)})",
+        **args,
+    )
+
+
+# ----------------------------------------------------------------------------------- training
+CV_KEYS = ("cv_rmse", "cv_rmse_mean", "best_cv_rmse", "cv_rmse_per_atom", "validation_rmse")
+
+
+def cv_rmse(metrics: dict | None) -> float | None:
+    """The cross-validation RMSE recorded in a model's metrics (None when absent)."""
+    if not metrics:
+        return None
+    for key in CV_KEYS:
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
+            return float(value["mean"])
+    return None
+
+
+def _jsonable(obj):
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return repr(obj)
+
+
+def models_dir(home=None) -> Path:
+    from ..settings import Settings
+
+    home = Path(home) if home is not None else Settings.load().home
+    return home / "models"
+
+
+def train_and_register(
+    store,
+    calculator: str,
+    settings_hash: str | None,
+    training: dict,
+    policy: RetrainPolicy,
+    name: str,
+    workdir=None,
+    provenance: dict | None = None,
+    timings: dict | None = None,
+) -> dict:
+    """Train on every completed calculation of ``calculator``/``settings_hash`` and register the model.
+
+    The model is activated when no model is active or when its CV RMSE is within the policy's
+    tolerance of the active one. Returns a summary dict (model id, path, metrics, activated, why).
+    ``timings`` (if given) receives the seconds spent loading data, training and registering.
+    """
+    from ..models import train_and_select
+
+    timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    data = store.training_data(calculator=calculator, settings_hash=settings_hash, status="completed")
+    if not data:
+        raise RetrainError(f"no completed {calculator} calculations to train on (settings {settings_hash})")
+    hashes = {d.get("settings_hash") for d in data if d.get("settings_hash")}
+    configs = [d["config"] for d in data]
+    energies = [float(d["energy"]) for d in data]
+    forces = [d.get("forces") for d in data]
+    if any(f is None for f in forces):
+        forces = None
+    calc_ids = [str(d["calc_id"]) for d in data]
+    timings["load_data"] = timings.get("load_data", 0.0) + time.perf_counter() - t0
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(workdir) if workdir is not None else models_dir() / f"{name}-{stamp}"
+    base.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model, report = train_and_select(configs, energies, forces, dict(training), str(base))
+    timings["train"] = timings.get("train", 0.0) + time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    model_path = base / "model"
+    if not (model_path / "model.json").exists():
+        model.save(str(model_path))
+    report = _jsonable(report or {})
+    metrics = dict(report.get("metrics", report)) if isinstance(report, dict) else {}
+    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool, type(None), dict, list))}
+    metrics["n_train_total"] = len(calc_ids)
+    hyper = dict(report.get("best_hyperparameters") or report.get("hyperparameters") or {}) if isinstance(report, dict) else {}
+    hyper["training_settings"] = _jsonable(training)
+    new_cv = cv_rmse(metrics)
+    active = store.active_model(calculator=calculator)
+    old_cv = cv_rmse((active or {}).get("metrics"))
+    activate = active is None or policy.accepts(new_cv, old_cv)
+    if active is None:
+        why = "no model was active"
+    elif activate:
+        why = f"CV RMSE {new_cv} within {policy.cv_tolerance:.0%} of the active model's {old_cv}"
+    else:
+        why = f"CV RMSE {new_cv} worse than the active model's {old_cv} by more than {policy.cv_tolerance:.0%}"
+    if provenance:
+        metrics["provenance"] = _jsonable(provenance)
+    if settings_hash is None and len(hashes) == 1:
+        settings_hash = hashes.pop()
+    model_id = store.register_model(
+        name=name, path=str(model_path), calculator=calculator, settings_hash=settings_hash,
+        metrics=metrics, hyperparameters=hyper, calc_ids=calc_ids, activate=activate,
+    )
+    store.flush()
+    (base / "training_report.json").write_text(json.dumps(report, indent=2, default=str))
+    timings["register"] = timings.get("register", 0.0) + time.perf_counter() - t0
+    return {
+        "model_id": str(model_id),
+        "name": name,
+        "path": str(model_path),
+        "workdir": str(base),
+        "n_calculations": len(calc_ids),
+        "cv_rmse": new_cv,
+        "previous_cv_rmse": old_cv,
+        "activated": bool(activate),
+        "why": why,
+        "metrics": metrics,
+    }

@@ -1,0 +1,638 @@
+"""Campaign specifications: a YAML file that says what to enumerate, calculate and train.
+
+A spec is validated completely before anything is submitted; every error names the field (as a
+dotted path such as ``steps.random.count``) and what is allowed there. The validated spec is a
+frozen tree of dataclasses; :meth:`CampaignSpec.to_dict` gives back a plain, JSON-able dict
+(defaults filled in) that travels inside Firework specs.
+
+Layout of a spec (every section except ``name`` and ``calculator`` is optional)::
+
+    name: quickstart                  # letters, digits, '.', '_' and '-'
+    seed: 0                           # random seed of every sampler and of training
+    reference: {species: [Cs, Pb, Br], lattice_parameter: 5.87}
+    supercell: 2                      # n, [n1, n2, n3] or a 3x3 integer matrix
+    calculator: {name: sevennet, settings: {}}
+    fireworks: {per_firework: 200, category: auto, flush_every: 0}
+    steps:
+      relax_reference: {relax: cell}                       # or false
+      relax_tilts: {systems: all, angles_deg: null, relax: cell}   # or false
+      mode_grid: {amplitudes: [-0.1, 0.1], subspaces: all, max_per_parent: null}
+      strain_grid: {amplitudes: [-0.02, 0.02], subspaces: all, around: reference}
+      random: {count: 100, displacement_radius: 0.3, strain_radius: 0.02,
+               uniqueness_tolerance: 0.01, around: all}
+      interpolations: [{path: [a0a0a0, a0a0c-, a-a-c+], n: 8}]
+    descriptors: {clusters: 7p+t+o, max_order: 2, metric: lin, truncated: false}
+    training: {models: [cluster_net], grid: {hidden_layers: [[8]]}, folds: 5, epochs: 300,
+               test_fraction: 0.2, batch_sizes: [10, 100]}
+    retrain: {enabled: true, min_new_count: 500, min_new_fraction: 0.2, require: any,
+              cv_tolerance: 0.05}
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import PesError
+
+#: calculators known to :func:`perovskite_pes.calculators.get_calculator`
+CALCULATORS = ("sevennet", "chgnet", "cp2k", "vasp")
+#: calculators that run DFT (custodian, compute nodes) rather than an ML surrogate in-process
+DFT_CALCULATORS = ("cp2k", "vasp")
+#: cluster sets of the paper (section III.C)
+CLUSTER_SETS = ("4p+o", "5p+o", "8p+o", "4p+t+o", "7p+t+o")
+METRICS = ("lin", "quad", "log", "inv")
+MODEL_TYPES = ("linear_ce", "cluster_net", "site_net", "pair_potential")
+RELAX_MODES = ("positions", "cell")
+CATEGORIES = ("auto", "dft", "ml", "none")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class SpecError(PesError, ValueError):
+    """A campaign spec is malformed; the message names the field and what is allowed."""
+
+
+# --------------------------------------------------------------------------- helpers
+def _fail(path: str, message: str):
+    raise SpecError(f"campaign spec: {path}: {message}")
+
+
+def _mapping(value, path: str, allowed: tuple[str, ...]) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        _fail(path, f"expected a mapping with keys {list(allowed)}; got {type(value).__name__} {value!r}")
+    unknown = [k for k in value if k not in allowed]
+    if unknown:
+        _fail(f"{path}.{unknown[0]}" if path else str(unknown[0]), f"unknown field; allowed fields here are {list(allowed)}")
+    return dict(value)
+
+
+def _bool(value, path: str) -> bool:
+    if not isinstance(value, bool):
+        _fail(path, f"expected true or false; got {value!r}")
+    return value
+
+
+def _int(value, path: str, minimum: int | None = None, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(path, f"expected an integer{'' if minimum is None else f' >= {minimum}'}; got {value!r}")
+    if minimum is not None and value < minimum:
+        _fail(path, f"must be >= {minimum}; got {value}")
+    return int(value)
+
+
+def _float(value, path: str, lo: float | None = None, hi: float | None = None, allow_none: bool = False,
+           lo_open: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(path, f"expected a number; got {value!r}")
+    v = float(value)
+    if v != v or v in (float("inf"), float("-inf")):
+        _fail(path, f"expected a finite number; got {value!r}")
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        _fail(path, f"must be {'>' if lo_open else '>='} {lo}; got {v}")
+    if hi is not None and v > hi:
+        _fail(path, f"must be <= {hi}; got {v}")
+    return v
+
+
+def _choice(value, path: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        _fail(path, f"must be one of {list(allowed)}; got {value!r}")
+    return value
+
+
+def _float_list(value, path: str, allow_empty: bool = False) -> tuple[float, ...]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or (not value and not allow_empty):
+        _fail(path, f"expected a non-empty list of numbers; got {value!r}")
+    return tuple(_float(v, f"{path}[{i}]") for i, v in enumerate(value))
+
+
+def _str_list_or_all(value, path: str) -> str | tuple[str, ...]:
+    if value == "all" or value is None:
+        return "all"
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        _fail(path, f"expected 'all' or a non-empty list of names; got {value!r}")
+    return tuple(value)
+
+
+def glazer_symbols() -> list[str]:
+    """The 15 Glazer tilt-system symbols the structure layer knows (Howard & Stokes order)."""
+    from ..structure import GLAZER_SYSTEMS
+
+    out = []
+    for entry in GLAZER_SYSTEMS:
+        if isinstance(entry, str):
+            out.append(entry)
+        elif isinstance(entry, dict):
+            out.append(entry.get("glazer") or entry.get("symbol"))
+        else:
+            out.append(getattr(entry, "glazer", None) or getattr(entry, "symbol", None) or entry[0])
+    return out
+
+
+def _glazer(value, path: str, known: list[str]) -> str:
+    if not isinstance(value, str) or value not in known:
+        _fail(path, f"unknown Glazer tilt system {value!r}; allowed: {known}")
+    return value
+
+
+# --------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class ReferenceSpec:
+    species: tuple[str, str, str] = ("Cs", "Pb", "Br")
+    lattice_parameter: float = 5.87
+
+
+@dataclass(frozen=True)
+class CalculatorSpec:
+    name: str = "sevennet"
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def is_dft(self) -> bool:
+        return self.name in DFT_CALCULATORS
+
+
+@dataclass(frozen=True)
+class FireworksSpec:
+    #: configurations calculated by one Firework (hundreds for surrogates on the embedded store)
+    per_firework: int = 200
+    #: FireWorks category: auto = "dft" for VASP/CP2K and "ml" for surrogates; none = no category
+    category: str = "auto"
+    #: flush the store every this many calculations inside a batch (0: once, at the end of the batch)
+    flush_every: int = 0
+    #: a batch Firework FIZZLES when this many of its calculations failed: "any" or "all"
+    fizzle_on: str = "any"
+
+
+@dataclass(frozen=True)
+class RelaxReferenceSpec:
+    enabled: bool = True
+    relax: str = "cell"
+
+
+@dataclass(frozen=True)
+class RelaxTiltsSpec:
+    enabled: bool = True
+    systems: str | tuple[str, ...] = "all"
+    #: starting tilt angles: None (the structure layer's defaults: a 8, b 6, c 10 degrees), a number
+    #: (the angle of letter a; b and c scaled like the defaults) or a mapping {a: .., b: .., c: ..}
+    angles_deg: float | dict | None = None
+    relax: str = "cell"
+
+
+@dataclass(frozen=True)
+class ModeGridSpec:
+    enabled: bool = False
+    amplitudes: tuple[float, ...] = (-0.1, 0.1)
+    subspaces: str | tuple[str, ...] = "all"
+    max_per_parent: int | None = None
+    #: "all" modes of each chosen subspace, or the "first" of each (its partners are symmetry images
+    #: at the cubic parent)
+    components: str = "all"
+
+
+@dataclass(frozen=True)
+class StrainGridSpec:
+    enabled: bool = False
+    amplitudes: tuple[float, ...] = (-0.02, 0.02)
+    subspaces: str | tuple[str, ...] = "all"
+    around: str = "reference"
+
+
+@dataclass(frozen=True)
+class RandomSpec:
+    enabled: bool = False
+    count: int = 100
+    displacement_radius: float = 0.3
+    strain_radius: float = 0.02
+    uniqueness_tolerance: float = 0.0
+    around: str | tuple[str, ...] = "all"
+
+
+@dataclass(frozen=True)
+class InterpolationSpec:
+    path: tuple[str, ...]
+    n: int = 8
+
+
+@dataclass(frozen=True)
+class StepsSpec:
+    relax_reference: RelaxReferenceSpec = field(default_factory=RelaxReferenceSpec)
+    relax_tilts: RelaxTiltsSpec = field(default_factory=RelaxTiltsSpec)
+    mode_grid: ModeGridSpec = field(default_factory=ModeGridSpec)
+    strain_grid: StrainGridSpec = field(default_factory=StrainGridSpec)
+    random: RandomSpec = field(default_factory=RandomSpec)
+    interpolations: tuple[InterpolationSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class DescriptorSpec:
+    clusters: str | tuple = "7p+t+o"
+    max_order: int = 2
+    metric: str = "lin"
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    models: tuple[str, ...] = ("cluster_net",)
+    #: hyperparameter grid: name -> list of values (the models layer knows the names)
+    grid: dict = field(default_factory=dict)
+    folds: int = 5
+    epochs: int = 300
+    test_fraction: float = 0.2
+    batch_sizes: tuple[int, ...] = (10, 100)
+    learning_rate: float = 1e-3
+    use_forces: bool = False
+    #: other settings handed unchanged to perovskite_pes.models.train_and_select
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetrainPolicySpec:
+    enabled: bool = True
+    #: retrain when at least this many new valid calculations arrived since the active model
+    min_new_count: int | None = 500
+    #: ... and/or when they are at least this fraction of the data the active model was trained on
+    min_new_fraction: float | None = 0.2
+    #: "any": either threshold suffices; "all": every threshold that is set must be passed
+    require: str = "any"
+    #: a retrained model is activated only if its CV RMSE <= old CV RMSE * (1 + cv_tolerance)
+    cv_tolerance: float = 0.05
+    #: train at the end of the campaign whenever any new data arrived (independent of the thresholds)
+    final: bool = True
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    name: str
+    calculator: CalculatorSpec
+    seed: int = 0
+    reference: ReferenceSpec = field(default_factory=ReferenceSpec)
+    supercell: Any = 2
+    fireworks: FireworksSpec = field(default_factory=FireworksSpec)
+    steps: StepsSpec = field(default_factory=StepsSpec)
+    descriptors: DescriptorSpec = field(default_factory=DescriptorSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    retrain: RetrainPolicySpec = field(default_factory=RetrainPolicySpec)
+    source: str | None = None
+
+    @property
+    def category(self) -> str | None:
+        """FireWorks category of calculation Fireworks (None: no category)."""
+        cat = self.fireworks.category
+        if cat == "auto":
+            return "dft" if self.calculator.is_dft else "ml"
+        return None if cat == "none" else cat
+
+    def to_dict(self) -> dict:
+        d = _plain(asdict(self))
+        d.pop("source", None)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str | None = None) -> "CampaignSpec":
+        return validate_spec(d, source=source)
+
+    def reference_supercell(self, lattice_parameter: float | None = None):
+        from ..structure import Perovskite
+
+        a = self.reference.lattice_parameter if lattice_parameter is None else lattice_parameter
+        return Perovskite(tuple(self.reference.species), a).supercell(self.supercell)
+
+    def training_settings(self) -> dict:
+        """Settings handed to :func:`perovskite_pes.models.train_and_select`."""
+        t = self.training
+        d = {
+            "models": list(t.models),
+            "grid": _plain(dict(t.grid)),
+            "folds": t.folds,
+            "epochs": t.epochs,
+            "test_fraction": t.test_fraction,
+            "batch_sizes": list(t.batch_sizes),
+            "learning_rate": t.learning_rate,
+            "use_forces": t.use_forces,
+            "seed": self.seed,
+            "descriptors": {
+                "clusters": self.descriptors.clusters if isinstance(self.descriptors.clusters, str)
+                else _plain(list(self.descriptors.clusters)),
+                "max_order": self.descriptors.max_order,
+                "metric": self.descriptors.metric,
+                "truncated": self.descriptors.truncated,
+            },
+        }
+        d.update(_plain(dict(t.options)))
+        return d
+
+
+def _plain(obj):
+    """Tuples -> lists, recursively (JSON/BSON friendly)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------- validation
+_TOP = ("name", "seed", "reference", "supercell", "calculator", "fireworks", "steps", "descriptors",
+        "training", "retrain", "description")
+
+
+def load_spec(path) -> CampaignSpec:
+    """Read and validate a campaign spec from a YAML file."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"campaign spec file {str(p)!r} does not exist (expected a YAML file such as workflows/quickstart.yaml)")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"campaign spec {p}: not valid YAML: {exc}") from None
+    return validate_spec(data, source=str(p))
+
+
+def validate_spec(data, source: str | None = None) -> CampaignSpec:
+    """Validate a spec given as a dict (as read from YAML) and fill in the defaults."""
+    d = _mapping(data, "", _TOP)
+    if "name" not in d:
+        _fail("name", "required: a campaign name (letters, digits, '.', '_', '-')")
+    name = d["name"]
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        _fail("name", f"must be 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit; got {name!r}")
+    seed = _int(d.get("seed", 0), "seed", minimum=0)
+
+    r = _mapping(d.get("reference"), "reference", ("species", "lattice_parameter"))
+    species = r.get("species", ["Cs", "Pb", "Br"])
+    if not isinstance(species, (list, tuple)) or len(species) != 3 or not all(isinstance(s, str) for s in species):
+        _fail("reference.species", f"expected three element symbols [A, B, X]; got {species!r}")
+    from pymatgen.core import Element
+
+    for i, s in enumerate(species):
+        if not Element.is_valid_symbol(s):
+            _fail(f"reference.species[{i}]", f"unknown chemical element {s!r}")
+    reference = ReferenceSpec(
+        tuple(species), _float(r.get("lattice_parameter", 5.87), "reference.lattice_parameter", lo=0.0, lo_open=True)
+    )
+
+    supercell = d.get("supercell", 2)
+    from ..structure import supercell_matrix
+
+    try:
+        supercell_matrix(supercell)
+    except (ValueError, TypeError) as exc:
+        _fail("supercell", f"{exc}")
+    if isinstance(supercell, (list, tuple)):
+        supercell = _plain(supercell)
+
+    if "calculator" not in d:
+        _fail("calculator", f"required: a mapping with 'name' (one of {list(CALCULATORS)}) and optional 'settings'")
+    c = _mapping(d["calculator"], "calculator", ("name", "settings"))
+    calc_name = _choice(c.get("name"), "calculator.name", CALCULATORS)
+    calc_settings = c.get("settings") or {}
+    if not isinstance(calc_settings, dict):
+        _fail("calculator.settings", f"expected a mapping of calculator settings; got {calc_settings!r}")
+    calculator = CalculatorSpec(calc_name, dict(calc_settings))
+
+    f = _mapping(d.get("fireworks"), "fireworks", ("per_firework", "category", "flush_every", "fizzle_on"))
+    fws = FireworksSpec(
+        per_firework=_int(f.get("per_firework", 200), "fireworks.per_firework", minimum=1),
+        category=_choice(f.get("category", "auto"), "fireworks.category", CATEGORIES),
+        flush_every=_int(f.get("flush_every", 0), "fireworks.flush_every", minimum=0),
+        fizzle_on=_choice(f.get("fizzle_on", "any"), "fireworks.fizzle_on", ("any", "all")),
+    )
+
+    steps = _steps(d.get("steps"))
+    descriptors = _descriptors(d.get("descriptors"))
+    training = _training(d.get("training"))
+    retrain = _retrain(d.get("retrain"))
+    return CampaignSpec(
+        name=name, calculator=calculator, seed=seed, reference=reference, supercell=supercell,
+        fireworks=fws, steps=steps, descriptors=descriptors, training=training, retrain=retrain,
+        source=source,
+    )
+
+
+def _enabled_section(value, path: str, allowed: tuple[str, ...], default_enabled: bool) -> dict | None:
+    """A step may be given as a mapping, as true/false, or left out (its default)."""
+    if value is None:
+        return {"enabled": default_enabled}
+    if isinstance(value, bool):
+        return {"enabled": value}
+    out = _mapping(value, path, allowed + ("enabled",))
+    out.setdefault("enabled", True)
+    out["enabled"] = _bool(out["enabled"], f"{path}.enabled")
+    return out
+
+
+def _steps(value) -> StepsSpec:
+    s = _mapping(value, "steps", ("relax_reference", "relax_tilts", "mode_grid", "strain_grid", "random", "interpolations"))
+    known = None
+
+    def glazers():
+        nonlocal known
+        if known is None:
+            known = glazer_symbols()
+        return known
+
+    rr = _enabled_section(s.get("relax_reference"), "steps.relax_reference", ("relax",), True)
+    relax_reference = RelaxReferenceSpec(
+        rr["enabled"], _choice(rr.get("relax", "cell"), "steps.relax_reference.relax", RELAX_MODES)
+    )
+
+    rt = _enabled_section(s.get("relax_tilts"), "steps.relax_tilts", ("systems", "angles_deg", "relax"), True)
+    systems = _str_list_or_all(rt.get("systems", "all"), "steps.relax_tilts.systems")
+    if systems != "all":
+        systems = tuple(_glazer(g, f"steps.relax_tilts.systems[{i}]", glazers()) for i, g in enumerate(systems))
+        if len(set(systems)) != len(systems):
+            _fail("steps.relax_tilts.systems", f"lists a tilt system twice: {list(systems)}")
+    angles = rt.get("angles_deg")
+    if isinstance(angles, dict):
+        angles = _mapping(angles, "steps.relax_tilts.angles_deg", ("a", "b", "c"))
+        angles = {k: _float(v, f"steps.relax_tilts.angles_deg.{k}", lo=0.0, hi=45.0, lo_open=True) for k, v in angles.items()}
+        for letter in "abc":
+            if letter not in angles:
+                _fail(f"steps.relax_tilts.angles_deg.{letter}", "missing: give an angle (degrees) for each letter a, b and c")
+        if len({angles["a"], angles["b"], angles["c"]}) != 3:
+            _fail("steps.relax_tilts.angles_deg", f"letters a, b, c need different angles; got {angles}")
+    elif angles is not None:
+        angles = _float(angles, "steps.relax_tilts.angles_deg", lo=0.0, hi=30.0, lo_open=True)
+    relax_tilts = RelaxTiltsSpec(
+        rt["enabled"], systems, angles,
+        _choice(rt.get("relax", "cell"), "steps.relax_tilts.relax", RELAX_MODES),
+    )
+
+    mg = _enabled_section(s.get("mode_grid"), "steps.mode_grid",
+                          ("amplitudes", "subspaces", "max_per_parent", "components"), False)
+    mode_grid = ModeGridSpec(
+        mg["enabled"],
+        _float_list(mg.get("amplitudes", [-0.1, 0.1]), "steps.mode_grid.amplitudes"),
+        _str_list_or_all(mg.get("subspaces", "all"), "steps.mode_grid.subspaces"),
+        _int(mg.get("max_per_parent"), "steps.mode_grid.max_per_parent", minimum=1, allow_none=True),
+        _choice(mg.get("components", "all"), "steps.mode_grid.components", ("all", "first")),
+    )
+    for i, a in enumerate(mode_grid.amplitudes):
+        if abs(a) > 1.5:
+            _fail(f"steps.mode_grid.amplitudes[{i}]", f"displacement amplitudes are in Angstrom and must lie in [-1.5, 1.5]; got {a}")
+
+    sg = _enabled_section(s.get("strain_grid"), "steps.strain_grid", ("amplitudes", "subspaces", "around"), False)
+    strain_grid = StrainGridSpec(
+        sg["enabled"],
+        _float_list(sg.get("amplitudes", [-0.02, 0.02]), "steps.strain_grid.amplitudes"),
+        _str_list_or_all(sg.get("subspaces", "all"), "steps.strain_grid.subspaces"),
+        _choice(sg.get("around", "reference"), "steps.strain_grid.around", ("reference", "all")),
+    )
+    if strain_grid.subspaces != "all":
+        for i, w in enumerate(strain_grid.subspaces):
+            _choice(w, f"steps.strain_grid.subspaces[{i}]", ("A1g", "Eg", "T2g"))
+    for i, a in enumerate(strain_grid.amplitudes):
+        if abs(a) >= 0.3:
+            _fail(f"steps.strain_grid.amplitudes[{i}]", f"strain amplitudes are dimensionless and must lie in (-0.3, 0.3); got {a}")
+
+    rd = _enabled_section(
+        s.get("random"), "steps.random",
+        ("count", "displacement_radius", "strain_radius", "uniqueness_tolerance", "around"), False,
+    )
+    around = rd.get("around", "all")
+    if around not in ("all", "reference"):
+        around = _str_list_or_all(around, "steps.random.around")
+        around = tuple(_glazer(g, f"steps.random.around[{i}]", glazers()) for i, g in enumerate(around))
+    random = RandomSpec(
+        rd["enabled"],
+        _int(rd.get("count", 100), "steps.random.count", minimum=1),
+        _float(rd.get("displacement_radius", 0.3), "steps.random.displacement_radius", lo=0.0, hi=1.5),
+        _float(rd.get("strain_radius", 0.02), "steps.random.strain_radius", lo=0.0, hi=0.3),
+        _float(rd.get("uniqueness_tolerance", 0.0), "steps.random.uniqueness_tolerance", lo=0.0),
+        around,
+    )
+    if random.enabled and random.displacement_radius == 0 and random.strain_radius == 0:
+        _fail("steps.random", "displacement_radius and strain_radius are both 0: every sample would be the parent itself")
+
+    interps = s.get("interpolations", [])
+    if interps is None:
+        interps = []
+    if not isinstance(interps, list):
+        _fail("steps.interpolations", f"expected a list of {{path: [glazer, glazer, ...], n: int}}; got {interps!r}")
+    paths = []
+    for i, item in enumerate(interps):
+        p = f"steps.interpolations[{i}]"
+        it = _mapping(item, p, ("path", "n"))
+        path = it.get("path")
+        if not isinstance(path, list) or len(path) < 2:
+            _fail(f"{p}.path", f"expected a list of at least two Glazer symbols; got {path!r}")
+        path = tuple(_glazer(g, f"{p}.path[{j}]", glazers()) for j, g in enumerate(path))
+        paths.append(InterpolationSpec(path, _int(it.get("n", 8), f"{p}.n", minimum=2)))
+
+    steps = StepsSpec(relax_reference, relax_tilts, mode_grid, strain_grid, random, tuple(paths))
+    # parents that interpolations and 'random.around' name must be produced by the relax steps
+    available = set(campaign_parents(steps))
+    for i, ip in enumerate(steps.interpolations):
+        for j, g in enumerate(ip.path):
+            if g not in available:
+                _fail(f"steps.interpolations[{i}].path[{j}]",
+                      f"tilt system {g!r} is not relaxed by this campaign; relaxed parents are {sorted(available)}")
+    if isinstance(random.around, tuple):
+        for j, g in enumerate(random.around):
+            if g not in available:
+                _fail(f"steps.random.around[{j}]", f"tilt system {g!r} is not relaxed by this campaign; relaxed parents are {sorted(available)}")
+    if not (mode_grid.enabled or strain_grid.enabled or random.enabled or steps.interpolations
+            or relax_tilts.enabled or relax_reference.enabled):
+        _fail("steps", "no step is enabled: enable relax_reference, relax_tilts, mode_grid, strain_grid, random or interpolations")
+    return steps
+
+
+CUBIC = "a0a0a0"
+
+
+def campaign_parents(steps: StepsSpec) -> list[str]:
+    """Glazer symbols of the relaxed parents a campaign enumerates around ("a0a0a0" = the reference)."""
+    out = [CUBIC]
+    if steps.relax_tilts.enabled:
+        systems = glazer_symbols() if steps.relax_tilts.systems == "all" else list(steps.relax_tilts.systems)
+        out += [g for g in systems if g != CUBIC]
+    return out
+
+
+def _descriptors(value) -> DescriptorSpec:
+    d = _mapping(value, "descriptors", ("clusters", "max_order", "metric", "truncated"))
+    clusters = d.get("clusters", "7p+t+o")
+    if isinstance(clusters, str):
+        _choice(clusters, "descriptors.clusters", CLUSTER_SETS)
+    elif isinstance(clusters, list) and clusters:
+        clusters = tuple(_plain(clusters))
+    else:
+        _fail("descriptors.clusters", f"must be one of {list(CLUSTER_SETS)} or an explicit non-empty list of clusters; got {clusters!r}")
+    order = _int(d.get("max_order", 2), "descriptors.max_order", minimum=1)
+    if order not in (2, 4, 6):
+        _fail("descriptors.max_order", f"must be one of [2, 4, 6]; got {order}")
+    return DescriptorSpec(
+        clusters, order, _choice(d.get("metric", "lin"), "descriptors.metric", METRICS),
+        _bool(d.get("truncated", False), "descriptors.truncated"),
+    )
+
+
+def _training(value) -> TrainingSpec:
+    t = _mapping(value, "training", ("models", "grid", "folds", "epochs", "test_fraction", "batch_sizes",
+                                     "learning_rate", "use_forces", "options"))
+    models = t.get("models", ["cluster_net"])
+    if isinstance(models, str):
+        models = [models]
+    if not isinstance(models, list) or not models:
+        _fail("training.models", f"expected a non-empty list of model types from {list(MODEL_TYPES)}; got {models!r}")
+    models = tuple(_choice(m, f"training.models[{i}]", MODEL_TYPES) for i, m in enumerate(models))
+    grid = t.get("grid") or {}
+    if not isinstance(grid, dict):
+        _fail("training.grid", f"expected a mapping hyperparameter -> list of values; got {grid!r}")
+    for k, v in grid.items():
+        if not isinstance(k, str):
+            _fail("training.grid", f"hyperparameter names must be strings; got {k!r}")
+        if not isinstance(v, list) or not v:
+            _fail(f"training.grid.{k}", f"expected a non-empty list of values to try; got {v!r}")
+    batch_sizes = t.get("batch_sizes", [10, 100])
+    if isinstance(batch_sizes, int) and not isinstance(batch_sizes, bool):
+        batch_sizes = [batch_sizes]
+    if not isinstance(batch_sizes, list) or not batch_sizes:
+        _fail("training.batch_sizes", f"expected a non-empty list of positive integers; got {batch_sizes!r}")
+    batch_sizes = tuple(_int(b, f"training.batch_sizes[{i}]", minimum=1) for i, b in enumerate(batch_sizes))
+    options = t.get("options") or {}
+    if not isinstance(options, dict):
+        _fail("training.options", f"expected a mapping of extra training settings; got {options!r}")
+    return TrainingSpec(
+        models=models, grid=_plain(dict(grid)),
+        folds=_int(t.get("folds", 5), "training.folds", minimum=2),
+        epochs=_int(t.get("epochs", 300), "training.epochs", minimum=1),
+        test_fraction=_float(t.get("test_fraction", 0.2), "training.test_fraction", lo=0.0, hi=0.9),
+        batch_sizes=batch_sizes,
+        learning_rate=_float(t.get("learning_rate", 1e-3), "training.learning_rate", lo=0.0, lo_open=True),
+        use_forces=_bool(t.get("use_forces", False), "training.use_forces"),
+        options=dict(options),
+    )
+
+
+def _retrain(value) -> RetrainPolicySpec:
+    r = _enabled_section(value, "retrain", ("min_new_count", "min_new_fraction", "require", "cv_tolerance", "final"), True)
+    policy = RetrainPolicySpec(
+        enabled=r["enabled"],
+        min_new_count=_int(r.get("min_new_count", 500), "retrain.min_new_count", minimum=1, allow_none=True),
+        min_new_fraction=_float(r.get("min_new_fraction", 0.2), "retrain.min_new_fraction", lo=0.0, allow_none=True,
+                                lo_open=True),
+        require=_choice(r.get("require", "any"), "retrain.require", ("any", "all")),
+        cv_tolerance=_float(r.get("cv_tolerance", 0.05), "retrain.cv_tolerance", lo=0.0),
+        final=_bool(r.get("final", True), "retrain.final"),
+    )
+    if policy.enabled and policy.min_new_count is None and policy.min_new_fraction is None:
+        _fail("retrain", "set min_new_count and/or min_new_fraction (or enabled: false)")
+    return policy

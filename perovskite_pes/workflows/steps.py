@@ -1,0 +1,441 @@
+"""The campaign steps as plain functions: relax, enumerate, calculate a batch.
+
+The Firetasks in :mod:`perovskite_pes.workflows.tasks` are thin wrappers around these; nothing here
+imports FireWorks, so the steps can be tested, timed and reused (``pes retrain``, benchmarks) on
+their own. Everything is addressed by ids and settings; configurations and results live in the
+store (:func:`perovskite_pes.db.get_store`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import PesError
+
+CUBIC = "a0a0a0"
+
+
+class CampaignStepError(PesError):
+    """A campaign step cannot go on (a relaxation failed, a whole batch cannot run ...)."""
+
+
+class BatchFailures(CampaignStepError):
+    """Some calculations of a batch failed; they are stored as failed calculations."""
+
+
+# ------------------------------------------------------------------------------- calculators
+_CALCULATORS: dict[str, object] = {}
+
+
+def calculator_key(calculator: dict) -> str:
+    return json.dumps({"name": calculator["name"], "settings": calculator.get("settings") or {}}, sort_keys=True)
+
+
+def get_calculator_cached(calculator: dict):
+    """One calculator object per (name, settings) and process: ML surrogates load their weights once."""
+    from ..calculators import get_calculator
+
+    key = calculator_key(calculator)
+    if key not in _CALCULATORS:
+        _CALCULATORS[key] = get_calculator(calculator["name"], **(calculator.get("settings") or {}))
+    return _CALCULATORS[key]
+
+
+def clear_calculator_cache() -> None:
+    _CALCULATORS.clear()
+
+
+def progress_enabled() -> bool:
+    """Inner progress bars (per calculation) are shown when ``PES_PROGRESS`` is set (``pes campaign run``)."""
+    return os.environ.get("PES_PROGRESS", "") not in ("", "0")
+
+
+# ------------------------------------------------------------------------------- references
+def reference_supercell(reference: dict, supercell):
+    from ..structure import Perovskite
+
+    return Perovskite(tuple(reference["species"]), float(reference["lattice_parameter"])).supercell(supercell)
+
+
+def relax_reference(reference: dict, calculator: dict, relax: str = "cell", workdir=None,
+                    digits: int = 4) -> dict:
+    """Relax the cubic primitive cell; returns the reference dict with the relaxed lattice parameter.
+
+    The lattice parameter is rounded to ``digits`` decimals (Angstrom) so that resubmitting a campaign
+    finds the same reference, hence the same configurations, again.
+    """
+    ref = reference_supercell(reference, 1)
+    calc = get_calculator_cached(calculator)
+    result = calc.calculate(ref.to_structure(), relax=relax, workdir=workdir)
+    if result.status != "completed":
+        raise CampaignStepError(f"relaxation of the cubic reference failed: {result.error}")
+    if result.final_structure is None:
+        raise CampaignStepError("relaxation of the cubic reference returned no final structure")
+    a = round(float(result.final_structure.volume) ** (1.0 / 3.0), digits)
+    return {
+        "species": list(reference["species"]),
+        "lattice_parameter": a,
+        "energy_per_cell": float(result.energy),
+        "start_lattice_parameter": float(reference["lattice_parameter"]),
+        "settings_hash": result.settings_hash,
+    }
+
+
+def tilt_angles_for(glazer: str, angles_deg) -> list[float] | None:
+    """Per-letter tilt angles of a system from the spec's ``angles_deg`` (None, a number or {a, b, c})."""
+    if angles_deg is None:
+        return None
+    from ..structure.tilts import DEFAULT_ANGLES, glazer_system
+
+    g = glazer_system(glazer)
+    if isinstance(angles_deg, dict):
+        per_letter = {k: float(v) for k, v in angles_deg.items()}
+    else:
+        scale = float(angles_deg) / DEFAULT_ANGLES["a"]
+        per_letter = {k: v * scale for k, v in DEFAULT_ANGLES.items()}
+    letters = []
+    for letter, sign in zip(g.letters, g.signs):
+        if sign != "0" and letter not in letters:
+            letters.append(letter)
+    if not letters:
+        return None
+    return [per_letter[letter] for letter in letters]
+
+
+def relax_tilt(store, reference: dict, supercell, glazer: str, calculator: dict, relax: str = "cell",
+               angles_deg=None, campaign: str | None = None, workdir=None) -> dict:
+    """Build tilt system ``glazer`` in the supercell, relax it and store the relaxed configuration.
+
+    Returns ``{"config_id", "energy", "space_group", ...}``; a failed relaxation raises
+    :class:`CampaignStepError` with the calculator's reason.
+    """
+    from ..structure import Configuration, tilt_configuration
+
+    ref = reference_supercell(reference, supercell)
+    start = tilt_configuration(ref, glazer, tilt_angles_for(glazer, angles_deg))
+    calc = get_calculator_cached(calculator)
+    result = calc.calculate(start.to_structure(), relax=relax, workdir=workdir)
+    if result.status != "completed":
+        raise CampaignStepError(f"relaxation of tilt system {glazer} failed: {result.error}")
+    final = result.final_structure
+    if final is None:
+        raise CampaignStepError(f"relaxation of tilt system {glazer} returned no final structure")
+    tags = {"kind": "parent", "parent": glazer, "relaxed": relax, "campaign": campaign}
+    relaxed = Configuration.from_arrays(ref, final.lattice.matrix, final.cart_coords, tags=tags,
+                                        remove_translation=True)
+    report = store.save_configurations([relaxed], source=_source(campaign))
+    store.flush()
+    return {
+        "config_id": str(report.ids[0]),
+        "glazer": glazer,
+        "energy": float(result.energy),
+        "max_displacement": float(np.abs(relaxed.displacements).max()),
+        "strain": relaxed.strain.tolist(),
+    }
+
+
+def _source(campaign: str | None) -> str | None:
+    return f"campaign:{campaign}" if campaign else None
+
+
+def parent_configuration(store, reference: dict, supercell, glazer: str, parents: dict):
+    """The relaxed parent ``glazer`` (from the store), or the undistorted reference for the cubic one."""
+    from ..structure import Configuration
+
+    cid = (parents or {}).get(glazer)
+    if cid is not None:
+        return store.get_configuration(cid)
+    if glazer == CUBIC:
+        return Configuration(reference_supercell(reference, supercell), tags={"kind": "parent", "parent": CUBIC})
+    raise CampaignStepError(f"parent {glazer} has not been relaxed (its relaxation Firework did not complete)")
+
+
+# ------------------------------------------------------------------------------- enumeration
+def _seed(seed: int, *labels) -> np.random.SeedSequence:
+    return np.random.SeedSequence([int(seed)] + [zlib.crc32(str(label).encode()) for label in labels])
+
+
+def _grid_modes(basis, subspaces="all", components: str = "all"):
+    """(mode vector (N,3), label) pairs of the chosen subspaces (by unique name or irrep label).
+
+    ``components="first"`` keeps one mode per subspace: at the cubic parent the other components of
+    an irreducible subspace are symmetry images of it.
+    """
+    subs = list(basis.subspaces)
+    if subspaces not in (None, "all"):
+        chosen = []
+        for wanted in subspaces:
+            found = [s for s in subs if wanted in (s.name, s.label)]
+            if not found:
+                raise CampaignStepError(
+                    f"steps.mode_grid.subspaces: no displacement subspace {wanted!r}; available: "
+                    + ", ".join(s.name for s in subs))
+            chosen += [s for s in found if s not in chosen]
+        subs = chosen
+    labels = basis.labels
+    for s in subs:
+        for i in (s.indices[:1] if components == "first" else s.indices):
+            yield basis.vectors[i], labels[i]
+
+
+def strain_wedge_grid(amplitudes, subspaces="all"):
+    """(direction 6-vector, label, amplitude) on the irreducible wedge of each strain subspace of m-3m.
+
+    A1g: the volume direction, signed amplitudes. Eg: directions at 0, 30 and 60 degrees between the
+    tetragonal Eg(1) direction and the next mirror line (the 60-degree sector is the fundamental
+    domain of the D3 image of Oh), magnitudes only. T2g: the corners of the wedge
+    0 <= e_yz <= e_xz <= e_xy, i.e. (0,0,1), (0,1,1)/sqrt2 and (1,1,1)/sqrt3, signed amplitudes
+    (a simultaneous sign flip of the three shears is not a symmetry).
+    """
+    from ..structure.modes import strain_basis
+
+    sb = strain_basis()
+    v = sb.vectors
+    amps = [float(a) for a in amplitudes]
+    mags = sorted({abs(a) for a in amps if a != 0})
+    known = ("A1g", "Eg", "T2g")
+    wanted = known if subspaces in (None, "all") else tuple(subspaces)
+    for w in wanted:
+        if w not in known:
+            raise CampaignStepError(f"steps.strain_grid.subspaces: unknown strain subspace {w!r}; known: {list(known)}")
+    if "A1g" in wanted:
+        for a in amps:
+            yield v[0], "A1g", a
+    if "Eg" in wanted:
+        for deg in (0.0, 30.0, 60.0):
+            t = np.radians(deg)
+            for a in mags:
+                yield np.cos(t) * v[1] + np.sin(t) * v[2], f"Eg({deg:g}deg)", a
+    if "T2g" in wanted:
+        for name, c in (("T2g(001)", (0, 0, 1)), ("T2g(011)", (0, 1, 1)), ("T2g(111)", (1, 1, 1))):
+            d = np.asarray(c, float) @ v[3:6]
+            d /= np.linalg.norm(d)
+            for a in amps:
+                yield d, name, a
+
+
+def _with(parent, displacements=None, strain=None, tags=None):
+    from ..structure import Configuration
+
+    return Configuration(
+        parent.reference,
+        parent.displacements if displacements is None else displacements,
+        parent.strain if strain is None else strain,
+        tags=tags or {},
+    )
+
+
+def enumerate_around(parent, glazer: str, sampling: dict, seed: int = 0, include_parent: bool = True) -> list:
+    """Configurations around one relaxed parent: mode grid, strain grid and random n-sphere samples.
+
+    ``sampling`` is the campaign spec's ``steps`` section as a dict. Each configuration is tagged
+    with its provenance (kind, parent, mode/strain label and amplitude or sample index).
+    """
+    from ..structure.modes import displacement_modes
+
+    out = []
+    if include_parent:
+        out.append(_with(parent, tags={"kind": "parent", "parent": glazer}))
+
+    mg = sampling.get("mode_grid") or {}
+    if mg.get("enabled"):
+        basis = displacement_modes(parent.reference)
+        count = 0
+        cap = mg.get("max_per_parent")
+        for mode, label in _grid_modes(basis, mg.get("subspaces", "all"), mg.get("components", "all")):
+            for amp in mg.get("amplitudes", []):
+                if cap and count >= cap:
+                    break
+                out.append(_with(parent, displacements=parent.displacements + float(amp) * mode,
+                                 tags={"kind": "mode_grid", "parent": glazer, "mode": label, "amplitude": float(amp)}))
+                count += 1
+
+    sg = sampling.get("strain_grid") or {}
+    if sg.get("enabled") and (sg.get("around", "reference") == "all" or glazer == CUBIC):
+        for direction, label, amp in strain_wedge_grid(sg.get("amplitudes", []), sg.get("subspaces", "all")):
+            out.append(_with(parent, strain=parent.strain + amp * direction,
+                             tags={"kind": "strain_grid", "parent": glazer, "strain": label, "amplitude": float(amp)}))
+
+    rd = sampling.get("random") or {}
+    around = rd.get("around", "all")
+    if rd.get("enabled") and (around == "all" or (around == "reference" and glazer == CUBIC)
+                              or (isinstance(around, (list, tuple)) and glazer in around)):
+        out.extend(random_samples(parent, glazer, rd, seed))
+    return out
+
+
+def random_samples(parent, glazer: str, rd: dict, seed: int = 0) -> list:
+    """``count`` random configurations around ``parent``: displacement and strain drawn uniformly from
+    n-balls of the given radii (displacements orthogonal to rigid translations), then thinned by the
+    uniqueness filter when ``uniqueness_tolerance`` > 0. Reproducible for a given seed and parent."""
+    from ..structure import Configuration
+
+    rng = np.random.default_rng(_seed(seed, "random", glazer))
+    n = parent.reference.n_atoms
+    count = int(rd.get("count", 0))
+    r_u = float(rd.get("displacement_radius", 0.0))
+    r_e = float(rd.get("strain_radius", 0.0))
+    tol = float(rd.get("uniqueness_tolerance", 0.0) or 0.0)
+    keep = _uniqueness_filter(tol)
+    out = []
+    attempts = 0
+    while len(out) < count and attempts < 20 * max(count, 1):
+        attempts += 1
+        u = _ball(rng, 3 * n, r_u).reshape(n, 3) if r_u > 0 else np.zeros((n, 3))
+        u -= u.mean(axis=0)
+        e = _ball(rng, 6, r_e) if r_e > 0 else np.zeros(6)
+        cfg = Configuration(parent.reference, parent.displacements + u, parent.strain + e,
+                            tags={"kind": "random", "parent": glazer, "sample": attempts - 1,
+                                  "displacement_radius": r_u, "strain_radius": r_e})
+        if keep(cfg):
+            out.append(cfg)
+    return out
+
+
+def _ball(rng, dim: int, radius: float) -> np.ndarray:
+    """A point uniformly distributed in the dim-dimensional ball of the given radius."""
+    x = rng.normal(size=dim)
+    x /= np.linalg.norm(x)
+    return x * radius * rng.uniform() ** (1.0 / dim)
+
+
+def _uniqueness_filter(tol: float):
+    """Callable config -> bool accepting a configuration unless one already accepted lies within ``tol``."""
+    if tol <= 0:
+        return lambda cfg: True
+    try:
+        from ..structure import UniquenessFilter
+    except ImportError:  # pragma: no cover - the structure layer always provides it
+        UniquenessFilter = None
+    if UniquenessFilter is not None:
+        flt = UniquenessFilter(tol)
+        for name in ("accept", "add", "__call__"):
+            if hasattr(flt, name):
+                return getattr(flt, name)
+    accepted: list[np.ndarray] = []
+
+    def keep(cfg) -> bool:
+        v = np.concatenate([cfg.displacements.ravel(), cfg.strain])
+        if any(np.linalg.norm(v - w) < tol for w in accepted):
+            return False
+        accepted.append(v)
+        return True
+
+    return keep
+
+
+def interpolate_path(parents: list, glazers: list[str], n: int) -> list:
+    """``n`` configurations along each leg of a path of parents (end points included once)."""
+    from ..structure import Configuration
+
+    out = []
+    for leg, (a, b) in enumerate(zip(parents[:-1], parents[1:])):
+        ts = np.linspace(0.0, 1.0, n)
+        if leg > 0:
+            ts = ts[1:]
+        for t in ts:
+            out.append(Configuration(
+                a.reference,
+                (1 - t) * a.displacements + t * b.displacements,
+                (1 - t) * a.strain + t * b.strain,
+                tags={"kind": "interpolation", "path": "->".join(glazers), "leg": f"{glazers[leg]}->{glazers[leg + 1]}",
+                      "t": float(t)},
+            ))
+    return out
+
+
+def store_configurations(store, configs: list, campaign: str | None, settings_hash: str | None = None) -> dict:
+    """Save configurations (the store de-duplicates by canonical key) and list those still to calculate."""
+    if not configs:
+        return {"new": 0, "existing": 0, "ids": [], "todo": []}
+    report = store.save_configurations(configs, source=_source(campaign))
+    store.flush()
+    ids = [str(i) for i in report.ids]
+    seen = set()
+    unique = [i for i in ids if not (i in seen or seen.add(i))]
+    todo = [i for i in unique if settings_hash is None or not _has_completed(store, i, settings_hash)]
+    return {"new": int(report.new), "existing": int(report.existing), "ids": unique, "todo": todo}
+
+
+def _has_completed(store, config_id: str, settings_hash: str) -> bool:
+    """Is there a *completed* calculation of this configuration with these settings?"""
+    try:
+        return bool(store.has_calculation(config_id, settings_hash, status="completed"))
+    except TypeError:
+        return bool(store.has_calculation(config_id, settings_hash))
+
+
+def chunk(ids: list, size: int) -> list[list]:
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+# ------------------------------------------------------------------------------- calculation
+@dataclass
+class BatchReport:
+    n: int = 0
+    calculated: int = 0
+    skipped: int = 0
+    failed: dict = field(default_factory=dict)  # config id -> reason
+    seconds_calculate: float = 0.0
+    seconds_store: float = 0.0
+    settings_hash: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def calculate_batch(store, config_ids: list[str], calculator: dict, workdir=None, flush_every: int = 0,
+                    launch: dict | None = None, progress: bool | None = None) -> BatchReport:
+    """Calculate every configuration of a batch that has no completed calculation with these settings.
+
+    Results, failed ones included, go through ``store.save_calculation``; the store is flushed every
+    ``flush_every`` calculations and at the end. Bad input for one structure (overlapping atoms ...)
+    is recorded as a failed calculation of that configuration; a calculator that cannot run at all
+    (missing binary, POTCARs) raises.
+    """
+    from tqdm.auto import tqdm
+
+    from ..calculators import CalcResult
+    from ..calculators.base import CalculatorInputError
+
+    calc = get_calculator_cached(calculator)
+    h = calc.settings_hash
+    rep = BatchReport(n=len(config_ids), settings_hash=h)
+    progress = progress_enabled() if progress is None else progress
+    bar = tqdm(config_ids, desc="  calculations", unit="calc", leave=False, disable=not progress)
+    for k, cid in enumerate(bar):
+        t0 = time.perf_counter()
+        if _has_completed(store, cid, h):
+            rep.skipped += 1
+            rep.seconds_store += time.perf_counter() - t0
+            continue
+        cfg = store.get_configuration(cid)
+        structure = cfg.to_structure()
+        rep.seconds_store += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        wd = None if workdir is None else Path(workdir) / f"calc_{cid}"
+        try:
+            result = calc.calculate(structure, workdir=wd)
+        except CalculatorInputError as exc:
+            result = CalcResult.failed(calc, f"invalid input structure: {exc}")
+        rep.seconds_calculate += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        store.save_calculation(cid, result, launch=launch)
+        if result.status == "completed":
+            rep.calculated += 1
+        else:
+            rep.failed[cid] = result.error or "unknown failure"
+        if flush_every and (k + 1) % flush_every == 0:
+            store.flush()
+        rep.seconds_store += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    store.flush()
+    rep.seconds_store += time.perf_counter() - t0
+    return rep

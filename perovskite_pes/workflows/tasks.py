@@ -1,0 +1,349 @@
+"""Firetasks of a campaign. Each one is short: it reads ids and settings, calls a step of
+:mod:`perovskite_pes.workflows.steps` (or :mod:`~perovskite_pes.workflows.retrain`) and returns a
+:class:`fireworks.FWAction`. Large data never travels in a Firework spec: configurations and
+results go through the store (:func:`perovskite_pes.db.get_store`).
+
+The registered names (``{{perovskite_pes.workflows.tasks.<Class>}}``) are stored in workflows:
+never rename these classes or this module.
+
+Data passed between Fireworks (in the spec of the children):
+
+* ``reference``: ``{"species": [...], "lattice_parameter": a}`` -- set by the reference
+  relaxation (the spec's starting values when that step is off);
+* ``parents``: ``{glazer symbol: configuration id}`` -- set by each tilt relaxation.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from fireworks import Firework, FiretaskBase, FWAction, Workflow, explicit_serialize
+
+from . import steps
+from .dupefinder import CampaignDupeFinder, dupe_key
+from .retrain import RetrainPolicy, retrain_decision, train_and_register
+
+#: states of Fireworks that still have to run
+PENDING_STATES = ("WAITING", "READY", "RESERVED", "RUNNING", "PAUSED")
+
+
+def _store():
+    from ..db import get_store
+
+    return get_store()
+
+
+def _launch_info(task, fw_spec) -> dict:
+    return {"fw_id": getattr(task, "fw_id", None), "campaign": fw_spec.get("campaign"),
+            "fw_name": fw_spec.get("_pes_name"), "launch_dir": os.getcwd()}
+
+
+def _reference(task, fw_spec) -> dict:
+    return dict(fw_spec.get("reference") or task["reference"])
+
+
+def fw_spec_base(campaign: str, kind: str, category: str | None, **extra) -> dict:
+    """Common Firework spec entries: campaign name, step kind, category, launchpad access."""
+    spec = {"campaign": campaign, "pes_kind": kind, "_add_launchpad_and_fw_id": True}
+    if category:
+        spec["_category"] = category
+    spec.update(extra)
+    return spec
+
+
+# ----------------------------------------------------------------------------------- relaxations
+@explicit_serialize
+class RelaxReferenceTask(FiretaskBase):
+    """Relax the cubic primitive cell of the reference; children get the relaxed lattice parameter.
+
+    Required params:
+        campaign (str): campaign name.
+        reference (dict): ``species`` (A, B, X) and starting ``lattice_parameter`` (Angstrom).
+        calculator (dict): ``name`` and ``settings`` for :func:`perovskite_pes.calculators.get_calculator`.
+    Optional params:
+        relax (str): "cell" (default) or "positions".
+    """
+
+    required_params = ["campaign", "reference", "calculator"]
+    optional_params = ["relax"]
+
+    def run_task(self, fw_spec):
+        t0 = time.perf_counter()
+        ref = steps.relax_reference(self["reference"], self["calculator"], self.get("relax", "cell"),
+                                    workdir=os.path.join(os.getcwd(), "relax_reference"))
+        reference = {"species": ref["species"], "lattice_parameter": ref["lattice_parameter"]}
+        return FWAction(
+            stored_data={"reference": ref, "timings": {"relax": time.perf_counter() - t0}},
+            mod_spec=[{"_set": {"reference": reference}}],
+        )
+
+
+@explicit_serialize
+class RelaxTiltTask(FiretaskBase):
+    """Relax one Glazer tilt system in the campaign supercell and store it as a parent configuration.
+
+    Required params:
+        campaign (str): campaign name.
+        glazer (str): Glazer symbol, e.g. "a-a-c+".
+        reference (dict): starting reference (overridden by ``fw_spec["reference"]`` when the reference
+            was relaxed first).
+        supercell: supercell matrix (int, 3 ints or 3x3).
+        calculator (dict): ``name`` and ``settings``.
+    Optional params:
+        angles_deg: starting tilt angles (None, a number or {a, b, c}).
+        relax (str): "cell" (default) or "positions".
+    """
+
+    required_params = ["campaign", "glazer", "reference", "supercell", "calculator"]
+    optional_params = ["angles_deg", "relax"]
+
+    def run_task(self, fw_spec):
+        t0 = time.perf_counter()
+        out = steps.relax_tilt(
+            _store(), _reference(self, fw_spec), self["supercell"], self["glazer"], self["calculator"],
+            relax=self.get("relax", "cell"), angles_deg=self.get("angles_deg"), campaign=self["campaign"],
+            workdir=os.path.join(os.getcwd(), f"relax_{self['glazer']}"),
+        )
+        out["timings"] = {"relax": time.perf_counter() - t0}
+        return FWAction(
+            stored_data=out,
+            mod_spec=[{"_set": {f"parents->{self['glazer']}": out["config_id"],
+                                "reference": _reference(self, fw_spec)}}],
+        )
+
+
+# ----------------------------------------------------------------------------------- enumeration
+def batch_fireworks(campaign: str, ids: list[str], calculator: dict, batch: dict, label: str,
+                    retrain: dict | None, training: dict | None, settings_hash: str | None) -> list[Firework]:
+    """Calculation Fireworks of ``batch['per_firework']`` configurations each (+ a retrain check)."""
+    fws = []
+    chunks = steps.chunk(sorted(ids), int(batch.get("per_firework", 200)))
+    category = batch.get("category")
+    for i, part in enumerate(chunks):
+        tasks = [CalculateBatchTask(campaign=campaign, config_ids=part, calculator=calculator,
+                                    flush_every=int(batch.get("flush_every", 0)),
+                                    fizzle_on=batch.get("fizzle_on", "any"))]
+        if retrain and retrain.get("enabled", True) and training is not None:
+            tasks.append(RetrainCheckTask(campaign=campaign, calculator=calculator, policy=retrain,
+                                          training=training))
+        name = f"{campaign}: calculate {label} [{i + 1}/{len(chunks)}]"
+        spec = fw_spec_base(campaign, "calculate", category, _pes_name=name,
+                            _dupefinder=CampaignDupeFinder(),
+                            pes_dupe_key=dupe_key("calculate", part, calculator, settings_hash))
+        fws.append(Firework(tasks, spec=spec, name=name))
+    return fws
+
+
+@explicit_serialize
+class EnumerateTask(FiretaskBase):
+    """Enumerate configurations around a relaxed parent (or along a path of parents), store them and
+    add calculation Fireworks in batches (as detours, so that training waits for all of them).
+
+    Required params:
+        campaign (str): campaign name.
+        parents (list[str]): one Glazer symbol (enumerate around it) or several (interpolation path).
+        reference (dict): starting reference (``fw_spec["reference"]`` wins).
+        supercell: supercell matrix.
+        calculator (dict): ``name`` and ``settings``.
+        sampling (dict): the spec's ``steps`` section (mode_grid, strain_grid, random).
+        batch (dict): ``per_firework``, ``category``, ``flush_every``, ``fizzle_on``.
+    Optional params:
+        seed (int): random seed (default 0).
+        n (int): points per leg of an interpolation path.
+        retrain (dict): retrain policy (a check runs after each batch when given and enabled).
+        training (dict): training settings for retraining.
+    """
+
+    required_params = ["campaign", "parents", "reference", "supercell", "calculator", "sampling", "batch"]
+    optional_params = ["seed", "n", "retrain", "training"]
+
+    def run_task(self, fw_spec):
+        t0 = time.perf_counter()
+        store = _store()
+        ref = _reference(self, fw_spec)
+        glazers = list(self["parents"])
+        parents = [steps.parent_configuration(store, ref, self["supercell"], g, fw_spec.get("parents") or {})
+                   for g in glazers]
+        if len(glazers) == 1:
+            configs = steps.enumerate_around(parents[0], glazers[0], self["sampling"], int(self.get("seed", 0)))
+            label = f"around {glazers[0]}"
+        else:
+            configs = steps.interpolate_path(parents, glazers, int(self.get("n", 8)))
+            label = "path " + "->".join(glazers)
+        t_enum = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        h = steps.get_calculator_cached(self["calculator"]).settings_hash
+        saved = steps.store_configurations(store, configs, self["campaign"], h)
+        t_store = time.perf_counter() - t1
+        fws = batch_fireworks(self["campaign"], saved["todo"], self["calculator"], self["batch"], label,
+                              self.get("retrain"), self.get("training"), h)
+        return FWAction(
+            stored_data={"n_enumerated": len(configs), "new": saved["new"], "existing": saved["existing"],
+                         "n_to_calculate": len(saved["todo"]), "n_fireworks": len(fws),
+                         "timings": {"enumerate": t_enum, "store": t_store}},
+            detours=fws,
+        )
+
+
+# ----------------------------------------------------------------------------------- calculation
+@explicit_serialize
+class CalculateBatchTask(FiretaskBase):
+    """Calculate a batch of stored configurations; skip those already calculated with the same settings.
+
+    Results (failures included, with their reasons) are saved through the store, which is flushed
+    after the batch. When calculations failed the Firework FIZZLES (after everything else in the
+    batch was calculated and stored) with the failed ids and reasons in its message.
+
+    Required params:
+        campaign (str): campaign name.
+        config_ids (list[str]): configuration ids in the store.
+        calculator (dict): ``name`` and ``settings``.
+    Optional params:
+        flush_every (int): also flush every this many calculations (0: only at the end).
+        fizzle_on (str): "any" (default: fizzle if any calculation failed) or "all".
+    """
+
+    required_params = ["campaign", "config_ids", "calculator"]
+    optional_params = ["flush_every", "fizzle_on"]
+
+    def run_task(self, fw_spec):
+        calc = self["calculator"]
+        workdir = os.getcwd() if calc["name"] in ("vasp", "cp2k") else None
+        rep = steps.calculate_batch(_store(), list(self["config_ids"]), calc, workdir=workdir,
+                                    flush_every=int(self.get("flush_every", 0)), launch=_launch_info(self, fw_spec))
+        n_failed = len(rep.failed)
+        if n_failed and (self.get("fizzle_on", "any") == "any" or n_failed == rep.n - rep.skipped):
+            shown = "; ".join(f"{cid}: {why}" for cid, why in list(rep.failed.items())[:5])
+            more = f" (and {n_failed - 5} more)" if n_failed > 5 else ""
+            raise steps.BatchFailures(
+                f"{n_failed} of {rep.n} calculations failed and are stored as failed: {shown}{more}"
+            )
+        return FWAction(stored_data={"batch": rep.to_dict(),
+                                     "timings": {"calculate": rep.seconds_calculate, "store": rep.seconds_store}},
+                        update_spec={"settings_hash": rep.settings_hash})
+
+
+# ----------------------------------------------------------------------------------- (re)training
+def train_fireworks(campaign: str, calculator: dict, training: dict, policy: dict, mode: str, trigger: str,
+                    category: str | None = "ml") -> list[Firework]:
+    """A featurise+train Firework followed by a report Firework."""
+    name = f"{campaign}: train ({trigger})"
+    train = Firework(
+        [TrainModelTask(campaign=campaign, calculator=calculator, training=training, policy=policy,
+                        mode=mode, trigger=trigger)],
+        spec=fw_spec_base(campaign, "train", category, pes_trigger=trigger, _allow_fizzled_parents=True,
+                          _pes_name=name),
+        name=name,
+    )
+    rname = f"{campaign}: report ({trigger})"
+    report = Firework([CampaignReportTask(campaign=campaign, calculator=calculator["name"])],
+                      spec=fw_spec_base(campaign, "report", category, pes_trigger=trigger, _pes_name=rname),
+                      name=rname, parents=[train])
+    return [train, report]
+
+
+@explicit_serialize
+class RetrainCheckTask(FiretaskBase):
+    """After a batch: append a featurise+train sub-workflow when the new data passes the retrain policy.
+
+    Does nothing when a policy-triggered training of this campaign is still pending.
+
+    Required params:
+        campaign (str): campaign name.
+        calculator (dict): ``name`` and ``settings`` (the data to train on).
+        policy (dict): retrain policy (see :class:`~perovskite_pes.workflows.retrain.RetrainPolicy`).
+        training (dict): training settings.
+    """
+
+    required_params = ["campaign", "calculator", "policy", "training"]
+    optional_params = []
+
+    def run_task(self, fw_spec):
+        policy = RetrainPolicy.from_dict(self["policy"])
+        h = fw_spec.get("settings_hash") or steps.get_calculator_cached(self["calculator"]).settings_hash
+        decision = retrain_decision(_store(), self["calculator"]["name"], h, policy, mode="policy")
+        stored = {"retrain_check": decision.to_dict()}
+        if not decision.retrain:
+            return FWAction(stored_data=stored)
+        lpad = getattr(self, "launchpad", None)
+        if lpad is not None:
+            pending = lpad.fireworks.count_documents({
+                "spec.campaign": self["campaign"], "spec.pes_kind": "train", "spec.pes_trigger": "retrain",
+                "state": {"$in": list(PENDING_STATES)}})
+            if pending:
+                stored["retrain_check"]["reason"] += "; a retraining is already pending"
+                return FWAction(stored_data=stored)
+        fws = train_fireworks(self["campaign"], self["calculator"], self["training"], self["policy"],
+                              mode="policy", trigger="retrain")
+        stored["retrain_check"]["appended"] = True
+        return FWAction(stored_data=stored, additions=[Workflow(fws)])
+
+
+@explicit_serialize
+class TrainModelTask(FiretaskBase):
+    """Featurise and train on all completed calculations of the campaign's calculator; register the model.
+
+    The new model is activated only if its CV RMSE is within the policy's tolerance of the active one.
+    With no new data since the active model it does nothing (and says so in its stored data).
+
+    Required params:
+        campaign (str): campaign name.
+        calculator (dict): ``name`` and ``settings``.
+        training (dict): settings for :func:`perovskite_pes.models.train_and_select`.
+        policy (dict): retrain policy (thresholds and CV tolerance).
+    Optional params:
+        mode (str): "if_new" (default: train when any new data arrived), "policy" or "force".
+        trigger (str): "final" or "retrain" (for the record).
+    """
+
+    required_params = ["campaign", "calculator", "training", "policy"]
+    optional_params = ["mode", "trigger"]
+
+    def run_task(self, fw_spec):
+        store = _store()
+        policy = RetrainPolicy.from_dict(self["policy"])
+        name = self["calculator"]["name"]
+        h = fw_spec.get("settings_hash") or steps.get_calculator_cached(self["calculator"]).settings_hash
+        decision = retrain_decision(store, name, h, policy, mode=self.get("mode", "if_new"))
+        if not decision.retrain:
+            return FWAction(stored_data={"decision": decision.to_dict(), "trained": False},
+                            update_spec={"model": None, "settings_hash": h})
+        timings: dict = {}
+        from ..settings import Settings
+
+        home = Settings.load().home
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        workdir = home / "campaigns" / self["campaign"] / "models" / f"{self['campaign']}-{stamp}-fw{getattr(self, 'fw_id', 0)}"
+        summary = train_and_register(
+            store, name, h, self["training"], policy, name=f"{self['campaign']}-{name}",
+            workdir=workdir, provenance={"campaign": self["campaign"], "trigger": self.get("trigger", "final"),
+                                         "fw_id": getattr(self, "fw_id", None)},
+            timings=timings,
+        )
+        return FWAction(stored_data={"decision": decision.to_dict(), "trained": True, "model": summary,
+                                     "timings": timings},
+                        update_spec={"model": {k: summary[k] for k in ("model_id", "path", "workdir", "activated")},
+                                     "settings_hash": h})
+
+
+@explicit_serialize
+class CampaignReportTask(FiretaskBase):
+    """Write the campaign report (JSON + plots) under ``$PES_HOME/campaigns/<campaign>/``.
+
+    Required params:
+        campaign (str): campaign name.
+    Optional params:
+        calculator (str): calculator name whose data and model are reported.
+    """
+
+    required_params = ["campaign"]
+    optional_params = ["calculator"]
+
+    def run_task(self, fw_spec):
+        from .report import write_report
+
+        lpad = getattr(self, "launchpad", None)
+        out = write_report(self["campaign"], lpad=lpad, calculator=self.get("calculator"),
+                           settings_hash=fw_spec.get("settings_hash"), model=fw_spec.get("model"))
+        return FWAction(stored_data={"report": out["path"], "plots": out["plots"]})
