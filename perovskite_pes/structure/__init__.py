@@ -4,6 +4,7 @@ Pure numpy / pymatgen / spglib: no database, no FireWorks.
 """
 
 from .configuration import Configuration, ConfigurationError, matrix_to_strain, strain_to_matrix
+from .mapping import configuration_from_structure, match_structure
 from .modes import ModeBasis, ModeSubspace, StrainBasis, displacement_modes, strain_basis
 from .reference import Perovskite, ReferenceError, ReferenceSupercell, supercell_matrix
 from .symmetry import SupercellSymmetry, canonical_key, space_group, supercell_symmetry
@@ -31,8 +32,10 @@ __all__ = [
     "StrainBasis",
     "SupercellSymmetry",
     "canonical_key",
+    "configuration_from_structure",
     "displacement_modes",
     "glazer_system",
+    "match_structure",
     "matrix_to_strain",
     "space_group",
     "strain_basis",

@@ -125,6 +125,24 @@ class Configuration:
         )
 
     @classmethod
+    def from_structure(
+        cls, reference: ReferenceSupercell, structure, remove_translation: bool = False, max_displacement=None, tags=None
+    ) -> "Configuration":
+        """Map a pymatgen Structure or ASE Atoms in any site order onto the reference supercell.
+
+        Undoes a rigid rotation (polar decomposition), a rigid translation (with
+        ``remove_translation=True``; otherwise it stays as a uniform displacement), re-wrapping
+        (minimum image) and a permutation of the atoms (matching to reference sites of the same
+        species). Raises ConfigurationError when no unique matching exists. See
+        :mod:`perovskite_pes.structure.mapping`.
+        """
+        from .mapping import match_structure
+
+        return match_structure(
+            reference, structure, remove_translation=remove_translation, max_displacement=max_displacement, tags=tags
+        )[0]
+
+    @classmethod
     def from_arrays(
         cls, reference: ReferenceSupercell, lattice, positions, tags=None, remove_translation: bool = False
     ) -> "Configuration":
