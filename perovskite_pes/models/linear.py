@@ -135,7 +135,7 @@ class LinearCE(EnergyModel):
         scale = x.std(0)
         scale[scale < 1e-12] = 1.0
         folds = KFold(n_splits=min(int(self.cv), len(y)), shuffle=True, random_state=int(self.seed))
-        kw = dict(cv=folds, max_iter=100000, tol=1e-8)
+        kw = dict(cv=folds, max_iter=100000, tol=1e-6)
         if self.alphas is not None:
             kw["alphas"] = np.asarray(self.alphas, dtype=float)
         if self.reference_energy_per_fu is None:

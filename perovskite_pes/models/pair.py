@@ -128,14 +128,13 @@ class PairPotential(EnergyModel):
 
         with torch.no_grad():
             l0inv = torch.as_tensor(np.linalg.inv(reference.lattice), dtype=torch.float64)
-            f = l0inv @ lattice  # L = L0 F  ->  F = L0^-1 L
+            f = l0inv @ lattice  # L = L0 F (F may include a rigid rotation)
             undeformed = positions @ torch.linalg.inv(f)
             u = undeformed - torch.as_tensor(reference.positions, dtype=torch.float64)
+            u = u - u.mean(dim=1, keepdim=True)  # a rigid translation changes no distance
             umax = u.norm(dim=-1).max(dim=1).values
-            eye = torch.eye(3, dtype=torch.float64)
-            fnorm = torch.linalg.matrix_norm(f, ord=2)
-            enorm = torch.linalg.matrix_norm(f - eye, ord=2)
-            bound = 2 * umax * fnorm + (self.cutoff + self.skin) * enorm
+            sv = torch.linalg.svdvals(f)  # |w F| lies between the extreme singular values times |w|
+            bound = 2 * umax * sv.max(dim=1).values + (self.cutoff + self.skin) * (sv - 1).abs().max(dim=1).values
         worst = float(bound.max())
         if worst > self.skin:
             k = int(bound.argmax())

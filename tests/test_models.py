@@ -1,0 +1,289 @@
+"""Energy models: fitting, autograd forces/stress, invariances, extensivity, save/load, seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from perovskite_pes.errors import PesError
+from perovskite_pes.models import ClusterNet, LinearCE, ModelError, NotFittedError, PairPotential, SiteNet, load_model
+from perovskite_pes.structure import Configuration, Perovskite
+from test_models_support import ShellFeaturizer, morse_energy, random_configs, repeat_configuration, small_reference
+
+torch.set_num_threads(1)
+
+FAST_NET = dict(batch_sizes=(4, 16, 64), epochs=(40, 80, 200), learning_rate=1e-2, patience=None, hidden_layers=(16,))
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return small_reference()
+
+
+@pytest.fixture(scope="module")
+def featurizer(ref):
+    return ShellFeaturizer(ref)
+
+
+@pytest.fixture(scope="module")
+def data(ref):
+    configs = random_configs(ref, 60, seed=3)
+    return configs, morse_energy(configs)
+
+
+def make(kind, featurizer, **kw):
+    if kind == "pair":
+        return PairPotential(n_gaussians=12, **kw)
+    if kind == "linear":
+        return LinearCE(featurizer=featurizer, **kw)
+    cls = ClusterNet if kind == "cluster" else SiteNet
+    return cls(featurizer=featurizer, **{**FAST_NET, **kw})
+
+
+@pytest.fixture(scope="module")
+def fitted(featurizer, data):
+    configs, e = data
+    return {k: make(k, featurizer).fit(configs[:48], e[:48]) for k in ("pair", "linear", "cluster", "site")}
+
+
+KINDS = ("pair", "linear", "cluster", "site")
+
+
+# ------------------------------------------------------------------------------------ fitting
+def test_pair_potential_recovers_its_own_functional_form(ref):
+    rng = np.random.default_rng(0)
+    truth = PairPotential(n_gaussians=6)
+    truth.coef_ = rng.normal(0, 0.05, truth.n_features)
+    truth.e0_, truth.alpha_ = -4.2, 0.0
+    configs = random_configs(ref, 70, seed=1)
+    e = truth.predict(configs)
+    model = PairPotential(n_gaussians=6, alphas=[1e-12]).fit(configs[:60], e[:60])
+    assert model.e0_ == pytest.approx(-4.2, abs=1e-4)
+    assert np.abs(model.predict(configs[60:]) - e[60:]).max() < 3e-5  # ~1 micro-eV/atom; features are near-collinear
+
+
+def test_linear_ce_recovers_linear_ecis(ref, featurizer):
+    rng = np.random.default_rng(2)
+    configs = random_configs(ref, 40, seed=2)
+    model = LinearCE(featurizer=featurizer)
+    x = model.design_matrix(configs)  # per primitive cell
+    v = rng.normal(0, 1.0, x.shape[1])
+    e = ref.n_cells * (-3.5 + x @ v)
+    model = LinearCE(featurizer=featurizer, alphas=[1e-12]).fit(configs, e)
+    assert model.e0_ == pytest.approx(-3.5, abs=1e-6)
+    np.testing.assert_allclose(model.coef_, v, atol=1e-5)
+    assert set(model.ecis) == set(featurizer.orbit_names)
+
+
+def test_lasso_linear_ce_fits(ref, featurizer, data):
+    configs, e = data
+    model = LinearCE(featurizer=featurizer, method="lasso", alphas=[1e-7, 1e-6], cv=3).fit(configs[:48], e[:48])
+    assert model.rmse(configs[48:], e[48:]) < 0.01
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fit_beats_constant_predictor(kind, fitted, data):
+    configs, e = data
+    model = fitted[kind]
+    spread = np.std(e[:48] / 40)
+    assert model.rmse(configs[:48], e[:48]) < 0.2 * spread
+    assert model.rmse(configs[48:], e[48:]) < 0.3 * spread
+
+
+def test_training_loss_decreases_and_early_stopping_keeps_best(featurizer, data):
+    configs, e = data
+    model = ClusterNet(featurizer=featurizer, **FAST_NET).fit(configs[:48], e[:48])
+    h = model.history_
+    assert h.train_loss[-1] < 0.1 * h.train_loss[0]
+    best = min(v for v in h.val_loss if v is not None)
+    assert h.best_val_loss == pytest.approx(best)
+    assert set(h.batch_size) == {4, 16, 43}  # 48 configs, 10% validation: stages clipped to the training set
+
+
+def test_net_with_force_term_learns_forces(ref, featurizer):
+    # synthetic PES with exact forces: a short-ranged pair potential with known weights
+    truth = PairPotential(cutoff=5.0, n_gaussians=6, r_min=2.5)
+    truth.coef_ = np.random.default_rng(4).normal(0, 0.2, truth.n_features)
+    truth.e0_, truth.alpha_ = -3.0, 0.0
+    configs = random_configs(ref, 24, seed=5)
+    labels = truth.predict_all(configs)
+    e, forces = labels["energy"], np.stack(labels["forces"])
+    common = dict(batch_sizes=(4, 24), epochs=(40, 100), learning_rate=1e-2, validation_fraction=0.0, hidden_layers=(16,))
+    e_only = ClusterNet(featurizer=featurizer, **common).fit(configs, e)
+    with_f = ClusterNet(featurizer=featurizer, force_weight=1.0, **common).fit(configs, e, forces)
+    err = lambda m: np.sqrt(np.mean((m.predict_forces(configs) - forces) ** 2))  # noqa: E731
+    assert err(with_f) < 0.5 * err(e_only)
+    assert err(with_f) < 0.5 * np.sqrt(np.mean(forces**2))
+
+
+# ------------------------------------------------------------------------------------ physics
+@pytest.mark.parametrize("kind", KINDS)
+def test_forces_match_finite_differences(kind, fitted, data, ref):
+    model = fitted[kind]
+    c = data[0][50]
+    r = model.compute(c.positions, c.lattice, ref)
+    h = 1e-5
+    rng = np.random.default_rng(0)
+    for i, k in zip(rng.integers(0, ref.n_atoms, 4), rng.integers(0, 3, 4)):
+        p = c.positions.copy()
+        p[i, k] += h
+        ep = model.compute(p, c.lattice, ref, False, False)["energy"]
+        p[i, k] -= 2 * h
+        em = model.compute(p, c.lattice, ref, False, False)["energy"]
+        assert r["forces"][i, k] == pytest.approx(-(ep - em) / (2 * h), abs=1e-6)
+    assert np.abs(r["forces"].sum(0)).max() < 1e-9  # no net force (translation invariance)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stress_matches_strain_derivative(kind, fitted, data, ref):
+    model = fitted[kind]
+    c = data[0][51]
+    r = model.compute(c.positions, c.lattice, ref)
+    vol = abs(np.linalg.det(c.lattice))
+    h = 1e-6
+    for v, (i, j) in enumerate(((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))):
+        e = np.zeros((3, 3))
+        e[i, j] = e[j, i] = h
+        def energy(sign):
+            f = np.eye(3) + sign * e
+            return model.compute(c.positions @ f, c.lattice @ f, ref, False, False)["energy"]
+        de = (energy(1) - energy(-1)) / (2 * h)
+        if i != j:
+            de /= 2  # symmetric strain moves both tensor components
+        assert r["stress"][v] == pytest.approx(de / vol, abs=1e-7)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_energy_is_zero_point_at_reference(kind, fitted, ref):
+    model = fitted[kind]
+    e = model.predict([Configuration(ref)])[0]
+    assert e == pytest.approx(ref.n_cells * model.e0_, abs=1e-10)
+    r = model.compute(ref.positions, ref.lattice, ref)
+    assert np.abs(r["forces"]).max() < 1e-10  # the cubic reference is a stationary point by symmetry
+
+
+def _rotation(seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    return q * np.sign(np.linalg.det(q))
+
+
+def _symmetry_permutation(ref, op):
+    """Site permutation of a cubic point operation (fixing the B site at the origin) on the supercell."""
+    frac = ref.frac_coords()
+    new = (ref.positions @ op.T) @ np.linalg.inv(ref.lattice)
+    perm = np.empty(ref.n_atoms, dtype=int)
+    for k, x in enumerate(new):
+        d = frac - x
+        d -= np.round(d)
+        perm[k] = int(np.argmin(np.abs(d).sum(1)))
+        assert np.abs(d[perm[k]]).max() < 1e-8
+    return perm
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_energy_invariant_under_rotation_translation_and_cubic_symmetry(kind, fitted, data, ref):
+    model = fitted[kind]
+    c = data[0][52]
+    e = model.predict([c])[0]
+    rot = _rotation(7)
+    r = model.compute(c.positions @ rot.T, c.lattice @ rot.T, ref, forces=False, stress=False)
+    assert r["energy"] == pytest.approx(e, abs=1e-9)
+    shifted = model.compute(c.positions + np.array([0.3, -1.1, 2.0]), c.lattice, ref, False, False)
+    assert shifted["energy"] == pytest.approx(e, abs=1e-9)
+    # a 4-fold rotation about z and an inversion through the B site are symmetries of Pm-3m
+    for op in (np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]], float), -np.eye(3)):
+        perm = _symmetry_permutation(ref, op)
+        u = np.empty_like(c.displacements)
+        u[perm] = c.displacements @ op.T
+        strain_m = op @ c.deformation_gradient @ op.T - np.eye(3)
+        from perovskite_pes.structure import matrix_to_strain
+
+        image = Configuration(ref, u, matrix_to_strain(strain_m))
+        assert model.predict([image])[0] == pytest.approx(e, abs=1e-8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_extensive_on_a_6x6x6_repetition(kind, fitted, data, ref):
+    model = fitted[kind]
+    c = data[0][53]
+    big = repeat_configuration(c, Perovskite().supercell(6))
+    e_small = model.predict([c])[0]
+    r = model.predict_all([big])
+    assert r["energy"][0] == pytest.approx(27 * e_small, rel=1e-10, abs=1e-8)
+    f_small = model.predict_forces([c])[0]
+    # forces repeat periodically as well
+    idx = [np.flatnonzero((c.reference.primitive_index == big.reference.primitive_index[k]) & np.all(c.reference.cell_translation == big.reference.cell_translation[k] % 2, axis=1))[0] for k in range(0, big.reference.n_atoms, 97)]
+    np.testing.assert_allclose(r["forces"][0][:: 97], f_small[idx], atol=1e-9)
+    np.testing.assert_allclose(r["stress"][0], model.predict_stress([c])[0], atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------ persistence
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_load_reproduces_predictions_exactly(kind, fitted, data, tmp_path, featurizer):
+    model = fitted[kind]
+    configs = data[0][48:]
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m", featurizer=None if kind == "pair" else featurizer)
+    assert type(again) is type(model)
+    np.testing.assert_array_equal(again.predict(configs), model.predict(configs))
+    np.testing.assert_array_equal(again.predict_forces(configs[:2]), model.predict_forces(configs[:2]))
+    assert again.get_params() == model.get_params()
+
+
+def test_weights_are_read_without_unpickling(fitted, tmp_path, featurizer):
+    fitted["cluster"].save(tmp_path / "m")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    torch.save({"x": Evil()}, tmp_path / "m" / "weights.pt")
+    with pytest.raises(ModelError, match="cannot read the weights safely"):
+        load_model(tmp_path / "m", featurizer=featurizer)
+
+
+def test_load_refuses_a_different_featurizer(fitted, tmp_path, ref):
+    fitted["linear"].save(tmp_path / "m")
+    with pytest.raises(ModelError, match="differs"):
+        load_model(tmp_path / "m", featurizer=ShellFeaturizer(ref, rmax=4.5))
+
+
+# ------------------------------------------------------------------------------------ seeds, errors
+def test_seeds_make_runs_repeatable(featurizer, data):
+    configs, e = data
+    kw = dict(FAST_NET, epochs=(3, 5, 5))
+    a = SiteNet(featurizer=featurizer, seed=0, **kw).fit(configs[:30], e[:30]).predict(configs[30:])
+    b = SiteNet(featurizer=featurizer, seed=0, **kw).fit(configs[:30], e[:30]).predict(configs[30:])
+    c = SiteNet(featurizer=featurizer, seed=1, **kw).fit(configs[:30], e[:30]).predict(configs[30:])
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-8
+
+
+def test_given_reference_energy_is_kept(featurizer, data, ref):
+    configs, e = data
+    model = ClusterNet(featurizer=featurizer, reference_energy_per_fu=-3.0, **dict(FAST_NET, epochs=(1, 1, 1))).fit(configs[:20], e[:20])
+    assert model.e0_ == -3.0
+    assert model.predict([Configuration(ref)])[0] == pytest.approx(-3.0 * ref.n_cells, abs=1e-12)
+
+
+def test_bad_input_raises_clear_errors(featurizer, data):
+    configs, e = data
+    with pytest.raises(NotFittedError):
+        ClusterNet(featurizer=featurizer).predict(configs[:1])
+    with pytest.raises(ModelError, match="one total energy"):
+        LinearCE(featurizer=featurizer).fit(configs[:5], e[:4])
+    with pytest.raises(ModelError, match="hidden_layers"):
+        ClusterNet(featurizer=featurizer, hidden_layers=[]).fit(configs[:5], e[:5])
+    with pytest.raises(ModelError, match="force_weight > 0 needs the forces"):
+        SiteNet(featurizer=featurizer, force_weight=1.0).fit(configs[:5], e[:5])
+    with pytest.raises(ModelError, match="list of Configuration"):
+        PairPotential().fit(3, e[:5])
+    with pytest.raises(ModelError, match="too far from the reference"):
+        PairPotential(skin=0.01).fit(configs[:5], e[:5])
+    assert issubclass(ModelError, PesError) and issubclass(ModelError, ValueError)
+
+
+def test_not_a_model_directory(tmp_path):
+    with pytest.raises(ModelError, match="not a saved model directory"):
+        load_model(tmp_path)
