@@ -15,8 +15,8 @@ config.yaml key         environment variable       meaning
 ``port``                ``PES_MONGO_PORT``         MongoDB port (default 27017)
 ``username``            ``PES_MONGO_USER``         MongoDB user
 ``password``            ``PES_MONGO_PASSWORD``     MongoDB password
-``auth_source``         ``PES_MONGO_AUTH_SOURCE``  authentication database (default: ``admin``
-                                                   when a user is given)
+``auth_source``         ``PES_MONGO_AUTH_SOURCE``  authentication database (default: the
+                                                   database itself, as in FireWorks)
 ``tls``                 ``PES_MONGO_TLS``          use TLS (true/false)
 ``tls_ca_file``         ``PES_MONGO_TLS_CA_FILE``  CA bundle for TLS
 ``database``            ``PES_DATABASE``           database name (default ``perovskite_pes``, or the
@@ -167,7 +167,7 @@ class Settings:
             cred += "@"
         opts = []
         if self.username:
-            opts.append(f"authSource={self.auth_source or 'admin'}")
+            opts.append(f"authSource={self.auth_source or self.database}")
         if self.tls:
             opts.append("tls=true")
             if self.tls_ca_file:

@@ -80,7 +80,9 @@ def _write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a crash leaves either the old or the new file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # read-only on disk: only a rename replaces it, so a plain FireWorks client that rewrites the
+    # file in place at exit (mongomock-persistence) fails instead of clobbering newer data
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -106,7 +106,7 @@ def _connect_mongo(settings: Settings):
             extra = {}
             if settings.username:
                 extra.update(username=settings.username, password=settings.password,
-                             authSource=settings.auth_source or "admin")
+                             authSource=settings.auth_source or settings.database)
             if settings.tls:
                 extra["tls"] = True
                 if settings.tls_ca_file:
@@ -247,7 +247,7 @@ class Store:
                           mongoclient_kwargs={"serverSelectionTimeoutMS": int(s.server_timeout_s * 1000)})
         else:
             kwargs.update(host=s.host, port=s.port, username=s.username, password=s.password,
-                          authsource=s.auth_source or ("admin" if s.username else None),
+                          authsource=s.auth_source or (s.database if s.username else None),
                           mongoclient_kwargs={"serverSelectionTimeoutMS": int(s.server_timeout_s * 1000),
                                               **({"tls": True} if s.tls else {}),
                                               **({"tlsCAFile": s.tls_ca_file} if s.tls_ca_file else {})})

@@ -1,0 +1,362 @@
+"""Export and import of configurations and calculations: extended XYZ and JSON lines.
+
+Extended XYZ is the interchange format of ML-potential codes: every frame holds the structure,
+the energy (eV, ``energy=`` in the header), forces (eV/Angstrom, ``forces`` columns) and stress
+(eV/Angstrom^3, ASE sign convention, ``stress=`` 3x3 in the header), so ``ase.io.read`` gives
+atoms whose ``get_potential_energy()``, ``get_forces()`` and ``get_stress()`` work. perovskite-pes
+adds its provenance to the header: ``pes_species``, ``pes_lattice_parameter``, ``pes_supercell``
+(the reference), ``calculator``, ``calculator_version``, ``settings_hash``, ``status``,
+``tilt_system``, ``method``, ``pes_tags`` (JSON) and the ids.
+
+JSON lines: one object per line, ``{"config_id", "configuration": Configuration.to_dict(),
+"calculation": {energy, forces, stress, calculator, version, settings, settings_hash, status,
+error, wall_time, output_dir} or null, "source"}``; lossless.
+
+Import reads and validates the whole file before anything is written; a missing energy, a frame
+whose atom count or force rows do not match the reference supercell, a malformed line: each is an
+:class:`ImportFormatError` naming the file and record, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import PesError
+from .validation import InvalidRecord, validate_result
+
+FORMATS = ("extxyz", "jsonl")
+_SUFFIXES = {".xyz": "extxyz", ".extxyz": "extxyz", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+
+
+class ImportFormatError(PesError, ValueError):
+    """A file that cannot be imported as given."""
+
+
+def detect_format(path, fmt: str | None = None) -> str:
+    if fmt:
+        if fmt not in FORMATS:
+            raise ImportFormatError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise ImportFormatError(
+            f"cannot tell the format of {path} from its extension; use .xyz/.extxyz (extended XYZ) or "
+            ".jsonl (JSON lines), or pass --format"
+        )
+    return _SUFFIXES[suffix]
+
+
+def settings_hash_for(calculator: str, version: str | None = None, settings: dict | None = None) -> str:
+    """Fingerprint for imported results whose file carries none (stable for the same inputs)."""
+    payload = json.dumps({"name": calculator, "version": version, "settings": settings or {}}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------- export
+def _record_dict(config, calc: dict | None, config_id: str, source: str | None = None) -> dict:
+    out_calc = None
+    if calc is not None:
+        out_calc = {
+            k: calc.get(k)
+            for k in ("energy", "forces", "stress", "calculator", "version", "settings", "settings_hash",
+                      "status", "error", "wall_time", "output_dir")
+        }
+        out_calc["calc_id"] = calc.get("id")
+    return {"config_id": config_id, "configuration": config.to_dict(), "calculation": out_calc, "source": source}
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if hasattr(o, "isoformat"):
+        return o.isoformat()
+    return str(o)
+
+
+def to_atoms(config, calc: dict | None = None, config_id: str | None = None):
+    """ASE Atoms of a configuration with its calculation attached (SinglePointCalculator)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = config.to_ase()
+    ref = config.reference
+    info = atoms.info
+    info["pes_species"] = " ".join(ref.perovskite.species)
+    info["pes_lattice_parameter"] = float(ref.perovskite.lattice_parameter)
+    info["pes_supercell"] = " ".join(str(int(v)) for v in np.asarray(ref.matrix).ravel())
+    if config_id:
+        info["config_id"] = str(config_id)
+    for k in ("tilt_system", "method"):
+        if config.tags.get(k) is not None:
+            info[k] = str(config.tags[k])
+    if config.tags:
+        info["pes_tags"] = json.dumps(config.tags, default=_json_default, sort_keys=True)
+    if calc is not None:
+        info["calculator"] = calc["calculator"]
+        info["settings_hash"] = calc["settings_hash"]
+        info["status"] = calc.get("status", "completed")
+        if calc.get("version") is not None:
+            info["calculator_version"] = str(calc["version"])
+        if calc.get("id"):
+            info["calc_id"] = str(calc["id"])
+        if calc.get("error"):
+            info["error"] = str(calc["error"])
+        results = {}
+        if calc.get("energy") is not None:
+            results["energy"] = float(calc["energy"])
+        if calc.get("forces") is not None:
+            results["forces"] = np.asarray(calc["forces"], dtype=float)
+        if calc.get("stress") is not None:
+            results["stress"] = np.asarray(calc["stress"], dtype=float)
+        if results:
+            atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
+
+
+def export_records(records, path, fmt: str | None = None) -> int:
+    """Write ``(Configuration, calculation dict or None, config_id)`` records; returns how many."""
+    path = Path(path)
+    fmt = detect_format(path, fmt)
+    records = list(records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if fmt == "jsonl":
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for config, calc, cid in records:
+                fh.write(json.dumps(_record_dict(config, calc, cid), default=_json_default) + "\n")
+    else:
+        from ase.io import write
+
+        frames = [to_atoms(config, calc, cid) for config, calc, cid in records]
+        write(tmp, frames, format="extxyz")
+    tmp.replace(path)
+    return len(records)
+
+
+# ------------------------------------------------------------------------------------- import
+@dataclass
+class ImportRecord:
+    config: object  # perovskite_pes.structure.Configuration
+    result: dict | None  # validated calculation fields, or None (structure only)
+    where: str
+
+
+def _reference_from(info: dict, default):
+    from ..structure import Perovskite, ReferenceSupercell
+
+    if "pes_species" not in info:
+        return default
+    species = info["pes_species"]
+    species = species.split() if isinstance(species, str) else [str(s) for s in species]
+    matrix = np.asarray(
+        info.get("pes_supercell").split() if isinstance(info.get("pes_supercell"), str) else info.get("pes_supercell", 2),
+        dtype=float,
+    )
+    if matrix.size == 9:
+        matrix = matrix.reshape(3, 3)
+    a = float(info.get("pes_lattice_parameter", default.perovskite.lattice_parameter))
+    return ReferenceSupercell(Perovskite(tuple(species), a), matrix)
+
+
+def match_sites(reference, species, lattice, positions, where: str) -> np.ndarray:
+    """Permutation p such that ``positions[p]`` follows the reference supercell's site order.
+
+    Sites are matched per species to the nearest reference site (fractional coordinates of the
+    given cell, minimum image, optimal assignment), so frames written in any atom order import.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    species = np.asarray(species)
+    ref_species = np.asarray(reference.species)
+    if len(species) != reference.n_atoms:
+        raise ImportFormatError(
+            f"{where}: has {len(species)} atoms but the reference supercell ({reference.perovskite.formula}, "
+            f"{reference.n_cells} cells) has {reference.n_atoms}"
+        )
+    if sorted(species.tolist()) != sorted(ref_species.tolist()):
+        raise ImportFormatError(
+            f"{where}: species {dict(zip(*np.unique(species, return_counts=True)))} do not match the reference "
+            f"{dict(zip(*np.unique(ref_species, return_counts=True)))}"
+        )
+    frac = np.asarray(positions) @ np.linalg.inv(lattice)
+    ref_frac = reference.frac_coords()
+    perm = np.empty(len(species), dtype=int)
+    worst = 0.0
+    for sp in np.unique(species):
+        mine = np.flatnonzero(species == sp)
+        theirs = np.flatnonzero(ref_species == sp)
+        d = frac[mine][:, None, :] - ref_frac[theirs][None, :, :]
+        d -= np.round(d)
+        cost = np.linalg.norm(d @ np.asarray(lattice), axis=-1)
+        rows, cols = linear_sum_assignment(cost)
+        perm[theirs[cols]] = mine[rows]
+        worst = max(worst, float(cost[rows, cols].max()))
+    limit = 0.35 * reference.perovskite.lattice_parameter
+    if worst > limit:
+        raise ImportFormatError(
+            f"{where}: an atom is {worst:.2f} A from every free reference site (limit {limit:.2f} A); is the cell "
+            "the reference supercell with the right lattice parameter (pes_supercell, --supercell)?"
+        )
+    return perm
+
+
+def _frame_result(atoms, info: dict, where: str, calculator, settings_hash, energy_key, forces_key, stress_key):
+    results = dict(atoms.calc.results) if atoms.calc is not None else {}
+    energy = results.get("energy") if energy_key == "energy" else None
+    if energy is None:
+        energy = info.get(energy_key)
+    forces = results.get("forces") if forces_key == "forces" else None
+    if forces is None:
+        forces = atoms.arrays.get(forces_key)
+    stress = results.get("stress") if stress_key == "stress" else None
+    if stress is None:
+        stress = info.get(stress_key)
+    status = str(info.get("status", "completed"))
+    name = info.get("calculator") or calculator
+    if not name:
+        raise ImportFormatError(f"{where}: no calculator name in the file; pass --calculator NAME")
+    version = info.get("calculator_version")
+    shash = info.get("settings_hash") or settings_hash or settings_hash_for(str(name), None if version is None else str(version))
+    if status == "completed" and energy is None:
+        raise ImportFormatError(f"{where}: missing energy (expected '{energy_key}=' in the header)")
+    return {
+        "energy": energy,
+        "forces": forces,
+        "stress": stress,
+        "calculator": str(name),
+        "version": None if version is None else str(version),
+        "settings": {},
+        "settings_hash": str(shash),
+        "status": status,
+        "error": info.get("error"),
+    }
+
+
+def read_records(path, fmt: str | None = None, reference=None, calculator: str | None = None,
+                 settings_hash: str | None = None, energy_key: str = "energy", forces_key: str = "forces",
+                 stress_key: str = "stress", require_energy: bool = True) -> list[ImportRecord]:
+    """Read and validate a whole file; raises ImportFormatError naming the first bad record."""
+    path = Path(path)
+    fmt = detect_format(path, fmt)
+    if not path.is_file():
+        raise ImportFormatError(f"{path}: no such file")
+    if reference is None:
+        from ..structure import Perovskite
+
+        reference = Perovskite().supercell(2)
+    try:
+        if fmt == "jsonl":
+            return _read_jsonl(path, require_energy)
+        return _read_extxyz(path, reference, calculator, settings_hash, energy_key, forces_key, stress_key, require_energy)
+    except InvalidRecord as exc:
+        raise ImportFormatError(str(exc)) from None
+
+
+def _read_extxyz(path, reference, calculator, settings_hash, energy_key, forces_key, stress_key, require_energy):
+    from ase.io import read
+
+    from ..structure import Configuration
+
+    try:
+        frames = read(path, index=":", format="extxyz")
+    except Exception as exc:  # ASE raises many types for malformed files
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImportFormatError(f"{path} is not valid extended XYZ: {msg}") from None
+    if not frames:
+        raise ImportFormatError(f"{path} holds no structures")
+    out = []
+    for i, atoms in enumerate(frames):
+        where = f"{path.name} frame {i + 1}"
+        info = dict(atoms.info)
+        ref = _reference_from(info, reference)
+        has_calc = atoms.calc is not None or energy_key in info or info.get("calculator") is not None
+        if not has_calc and require_energy:
+            raise ImportFormatError(f"{where}: missing energy (expected '{energy_key}=' in the header)")
+        lattice = np.array(atoms.get_cell())
+        if abs(np.linalg.det(lattice)) < 1e-6:
+            raise ImportFormatError(f"{where}: needs a periodic cell (Lattice=...)")
+        raw = None
+        if has_calc:
+            raw = _frame_result(atoms, info, where, calculator, settings_hash, energy_key, forces_key, stress_key)
+            if raw["forces"] is not None and np.shape(raw["forces"])[0] != len(atoms):
+                raise ImportFormatError(f"{where}: {np.shape(raw['forces'])[0]} force rows for {len(atoms)} atoms")
+        perm = match_sites(ref, atoms.get_chemical_symbols(), lattice, atoms.get_positions(), where)
+        tags = {}
+        if "pes_tags" in info:
+            try:
+                tags = json.loads(info["pes_tags"]) if isinstance(info["pes_tags"], str) else {}
+            except ValueError:
+                raise ImportFormatError(f"{where}: pes_tags is not valid JSON") from None
+        for k in ("tilt_system", "method"):
+            if k in info and k not in tags:
+                tags[k] = str(info[k])
+        config = Configuration.from_arrays(ref, lattice, atoms.get_positions()[perm], tags=tags)
+        result = None
+        if raw is not None:
+            if raw["forces"] is not None:
+                raw["forces"] = np.asarray(raw["forces"], dtype=float)[perm]
+            result = validate_result(raw, ref.n_atoms, where)
+        out.append(ImportRecord(config, result, where))
+    return out
+
+
+def _read_jsonl(path, require_energy):
+    from ..structure import Configuration
+
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path.name} line {lineno}"
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                raise ImportFormatError(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict) or "configuration" not in obj:
+                raise ImportFormatError(f"{where}: expected an object with a 'configuration' entry")
+            try:
+                config = Configuration.from_dict(obj["configuration"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ImportFormatError(f"{where}: invalid configuration ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            calc = obj.get("calculation")
+            if calc is None:
+                if require_energy:
+                    raise ImportFormatError(f"{where}: missing calculation (energy, forces, stress)")
+                out.append(ImportRecord(config, None, where))
+                continue
+            if not isinstance(calc, dict):
+                raise ImportFormatError(f"{where}: 'calculation' must be an object or null")
+            calc = dict(calc)
+            if calc.get("status", "completed") == "completed" and (calc.get("energy") is None or
+                                                                    (isinstance(calc.get("energy"), float) and math.isnan(calc["energy"]))):
+                raise ImportFormatError(f"{where}: missing energy")
+            if not calc.get("settings_hash") and calc.get("calculator"):
+                calc["settings_hash"] = settings_hash_for(calc["calculator"], calc.get("version"), calc.get("settings"))
+            out.append(ImportRecord(config, validate_result(calc, config.reference.n_atoms, where), where))
+    if not out:
+        raise ImportFormatError(f"{path} holds no records")
+    return out
+
+
+def import_records(store, records: list[ImportRecord], source: str) -> dict:
+    """Write validated records: configurations (deduplicated) then calculations, one flush."""
+    with store.batch():
+        report = store.save_configurations([r.config for r in records], source=source)
+        items = [(cid, r.result, None) for cid, r in zip(report.ids, records) if r.result is not None]
+        calc_ids = store.save_calculations(items) if items else []
+    return {
+        "records": len(records),
+        "configurations_new": report.new,
+        "configurations_existing": report.existing,
+        "calculations": len(calc_ids),
+        "config_ids": report.ids,
+        "calc_ids": calc_ids,
+    }
