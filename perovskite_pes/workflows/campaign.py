@@ -95,6 +95,28 @@ def local_fworker(name: str | None):
     return FWorker(name="pes-local", category="", query={"spec.campaign": name} if name else {})
 
 
+class _BelowWarning:
+    """Logging filter: drop FireWorks' per-rocket INFO lines while progress bars show the state."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return record.levelno >= 30
+
+
+@contextmanager
+def quiet_fireworks(enabled: bool = True):
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("rocket.launcher", "launchpad")] if enabled else []
+    for lg in loggers:
+        lg.addFilter(_BelowWarning)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(_BelowWarning)
+
+
 @contextmanager
 def _env(**values):
     old = {k: os.environ.get(k) for k in values}
@@ -126,7 +148,7 @@ def recover_lost_runs(lpad, name: str | None, expiration_secs: float) -> dict:
 
 
 def run_campaign(spec: CampaignSpec, progress: bool = True, max_fireworks: int | None = None,
-                 force_submit: bool = False, stream=None) -> dict:
+                 force_submit: bool = False, stream=None, quiet: bool = True) -> dict:
     """Submit the campaign (once) and run its Fireworks in this process until none is left to run.
 
     On the embedded store no other process can be running Fireworks (the store is locked), so
@@ -149,7 +171,7 @@ def run_campaign(spec: CampaignSpec, progress: bool = True, max_fireworks: int |
     bar = tqdm(total=sum(counts.values()), desc=f"campaign {spec.name}", unit="fw", disable=not progress,
                file=stream, initial=counts.get("COMPLETED", 0) + counts.get("FIZZLED", 0))
     try:
-        with _env(PES_PROGRESS=1 if progress else 0):
+        with _env(PES_PROGRESS=1 if progress else 0), quiet_fireworks(quiet):
             while lpad.run_exists(fworker):
                 if max_fireworks is not None and n_launched >= max_fireworks:
                     break

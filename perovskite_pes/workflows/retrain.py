@@ -66,12 +66,14 @@ class RetrainPolicy:
         """True when ``n_new`` new calculations (model trained on ``n_trained``) call for retraining."""
         if n_new <= 0:
             return False
+        if n_trained == 0:
+            # no model trained on this data yet: a fraction of nothing says nothing, only the count does
+            return self.min_new_count is None or n_new >= self.min_new_count
         checks = []
         if self.min_new_count is not None:
             checks.append(n_new >= self.min_new_count)
         if self.min_new_fraction is not None:
-            fraction = math.inf if n_trained == 0 else n_new / n_trained
-            checks.append(fraction >= self.min_new_fraction)
+            checks.append(n_new / n_trained >= self.min_new_fraction)
         return any(checks) if self.require == "any" else all(checks)
 
     def accepts(self, new_cv: float | None, old_cv: float | None) -> bool:
@@ -149,24 +151,21 @@ def retrain_decision(store, calculator: str, settings_hash: str | None, policy: 
         return RetrainDecision(
             False, f"no new {calculator} data since the active model {active_id} ({n_trained} calculations)", **args
         )
+    since = f"since the active model {active_id}" if n_trained else "and no model trained on this data yet"
     if mode == "if_new":
-        return RetrainDecision(True, f"{n_new} new calculations since the active model", **args)
+        return RetrainDecision(True, f"{n_new} new calculations {since}", **args)
     if not policy.enabled:
         return RetrainDecision(False, "retraining is disabled by the policy", **args)
+    grown = f"{n_new} new calculations {since}" + (f" (fraction {n_new / n_trained:.2f})" if n_trained else "")
     if policy.passes(n_new, n_trained):
-        frac = "inf" if n_trained == 0 else f"{n_new / n_trained:.2f}"
-        return RetrainDecision(True, f"{n_new} new calculations (fraction {frac}) pass the retrain policy", **args)
-    frac = "inf" if n_trained == 0 else f"{n_new / n_trained:.2f}"
+        return RetrainDecision(True, f"{grown}: passes the retrain policy", **args)
     want = []
     if policy.min_new_count is not None:
         want.append(f"{policy.min_new_count} new")
-    if policy.min_new_fraction is not None:
+    if policy.min_new_fraction is not None and n_trained:
         want.append(f"fraction {policy.min_new_fraction}")
-    return RetrainDecision(
-        False,
-        f"{n_new} new calculations (fraction {frac}) are below the retrain policy ({f' {policy.require} of '.join(want)})",
-        **args,
-    )
+    joiner = f" {policy.require} of " if len(want) > 1 else ""
+    return RetrainDecision(False, f"{grown}: below the retrain policy ({joiner.join(want)})", **args)
 
 
 # ----------------------------------------------------------------------------------- training

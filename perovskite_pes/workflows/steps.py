@@ -8,6 +8,7 @@ store (:func:`perovskite_pes.db.get_store`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -410,6 +411,17 @@ def calculate_batch(store, config_ids: list[str], calculator: dict, workdir=None
     rep = BatchReport(n=len(config_ids), settings_hash=h)
     progress = progress_enabled() if progress is None else progress
     bar = tqdm(config_ids, desc="  calculations", unit="calc", leave=False, disable=not progress)
+    # one durable write per batch (or every flush_every calculations), not one per calculation
+    grouped = store.batch() if hasattr(store, "batch") else contextlib.nullcontext()
+    with grouped:
+        _calculate_all(store, bar, calc, h, rep, workdir, flush_every, launch, CalcResult, CalculatorInputError)
+    t0 = time.perf_counter()
+    store.flush()
+    rep.seconds_store += time.perf_counter() - t0
+    return rep
+
+
+def _calculate_all(store, bar, calc, h, rep, workdir, flush_every, launch, CalcResult, CalculatorInputError):
     for k, cid in enumerate(bar):
         t0 = time.perf_counter()
         if _has_completed(store, cid, h):
@@ -435,7 +447,3 @@ def calculate_batch(store, config_ids: list[str], calculator: dict, workdir=None
         if flush_every and (k + 1) % flush_every == 0:
             store.flush()
         rep.seconds_store += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    store.flush()
-    rep.seconds_store += time.perf_counter() - t0
-    return rep

@@ -226,20 +226,31 @@ class CalculateBatchTask(FiretaskBase):
 
 # ----------------------------------------------------------------------------------- (re)training
 def train_fireworks(campaign: str, calculator: dict, training: dict, policy: dict, mode: str, trigger: str,
-                    category: str | None = "ml") -> list[Firework]:
-    """A featurise+train Firework followed by a report Firework."""
+                    category: str | None = "ml", dupe: str | None = None) -> list[Firework]:
+    """A featurise+train Firework followed by a report Firework.
+
+    ``dupe``: a key that makes an identical (re-submitted) training find its duplicate instead of running.
+    """
     name = f"{campaign}: train ({trigger})"
+    # a retraining appended mid-campaign runs before the remaining batches (priority), so that the
+    # model it trains reflects the data that triggered it
+    priority = {"_priority": 10} if trigger == "retrain" else {}
     train = Firework(
         [TrainModelTask(campaign=campaign, calculator=calculator, training=training, policy=policy,
                         mode=mode, trigger=trigger)],
         spec=fw_spec_base(campaign, "train", category, pes_trigger=trigger, _allow_fizzled_parents=True,
-                          _pes_name=name),
+                          _pes_name=name, **priority),
         name=name,
     )
+    if dupe is not None:
+        train.spec.update(_dupefinder=CampaignDupeFinder(), pes_dupe_key=dupe_key("train", dupe))
     rname = f"{campaign}: report ({trigger})"
     report = Firework([CampaignReportTask(campaign=campaign, calculator=calculator["name"])],
-                      spec=fw_spec_base(campaign, "report", category, pes_trigger=trigger, _pes_name=rname),
+                      spec=fw_spec_base(campaign, "report", category, pes_trigger=trigger, _pes_name=rname,
+                                        **priority),
                       name=rname, parents=[train])
+    if dupe is not None:
+        report.spec.update(_dupefinder=CampaignDupeFinder(), pes_dupe_key=dupe_key("report", dupe))
     return [train, report]
 
 
@@ -274,8 +285,10 @@ class RetrainCheckTask(FiretaskBase):
             if pending:
                 stored["retrain_check"]["reason"] += "; a retraining is already pending"
                 return FWAction(stored_data=stored)
+        # keyed on the data that triggered it: a copy re-added by a re-submitted campaign does not run again
         fws = train_fireworks(self["campaign"], self["calculator"], self["training"], self["policy"],
-                              mode="policy", trigger="retrain")
+                              mode="policy", trigger="retrain",
+                              dupe=[self["campaign"], decision.settings_hash, decision.n_total, self["training"]])
         stored["retrain_check"]["appended"] = True
         return FWAction(stored_data=stored, additions=[Workflow(fws)])
 
