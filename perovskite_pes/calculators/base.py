@@ -198,7 +198,14 @@ class Calculator(ABC):
     default_run_options: dict = {}
 
     def __init__(self, **options):
-        settings_given = {k: v for k, v in options.items() if k not in self.default_run_options}
+        unknown = sorted(set(options) - set(self.default_settings) - set(self.default_run_options))
+        if unknown:
+            raise CalculatorInputError(
+                f"unknown option(s) for calculator {self.name!r}: {', '.join(unknown)}; "
+                f"settings: {', '.join(sorted(self.default_settings))}; "
+                f"run options: {', '.join(sorted(self.default_run_options))}"
+            )
+        settings_given = {k: v for k, v in options.items() if k in self.default_settings}
         run_given = {k: v for k, v in options.items() if k in self.default_run_options}
         self.settings = merge_options(self.default_settings, settings_given, "settings", self.name)
         self.run_options = merge_options(self.default_run_options, run_given, "run options", self.name)

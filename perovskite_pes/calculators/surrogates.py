@@ -107,11 +107,12 @@ class SurrogateCalculator(Calculator):
         from pymatgen.io.ase import AseAtomsAdaptor
 
         atoms = AseAtomsAdaptor.get_atoms(structure)
+        atoms.info.clear()
         atoms.calc = self.ase_calculator()
         final_structure = None
         if relax is not None:
             converged, fmax_reached, nsteps = self._relax(atoms, relax, workdir)
-            final_structure = AseAtomsAdaptor.get_structure(atoms)
+            final_structure = _structure_of(atoms)
             if not converged:
                 return CalcResult.failed(
                     self,
@@ -140,6 +141,18 @@ class SurrogateCalculator(Calculator):
         converged = bool(opt.run(fmax=float(self.settings["fmax"]), steps=int(self.settings["max_steps"])))
         residual = float(np.sqrt((target.get_forces() ** 2).sum(axis=1).max()))
         return converged, residual, opt.nsteps
+
+
+def _structure_of(atoms):
+    """A plain pymatgen Structure (float64, no calculator results attached) of ASE ``atoms``."""
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(
+        Lattice(np.asarray(atoms.cell[:], dtype=float)),
+        atoms.get_chemical_symbols(),
+        np.asarray(atoms.positions, dtype=float),
+        coords_are_cartesian=True,
+    )
 
 
 class SevenNetCalculator(SurrogateCalculator):
