@@ -7,6 +7,17 @@ from .configuration import Configuration, ConfigurationError, matrix_to_strain, 
 from .mapping import configuration_from_structure, match_structure
 from .modes import ModeBasis, ModeSubspace, StrainBasis, displacement_modes, strain_basis
 from .reference import Perovskite, ReferenceError, ReferenceSupercell, supercell_matrix
+from .sampling import (
+    DEFAULT_MIN_DISTANCE,
+    SamplingError,
+    UniquenessFilter,
+    check_min_distance,
+    closest_image,
+    grid,
+    interpolate,
+    interpolate_path,
+    random_nsphere,
+)
 from .symmetry import SupercellSymmetry, canonical_key, space_group, supercell_symmetry
 from .tilts import (
     GLAZER_SYSTEMS,
@@ -20,6 +31,7 @@ from .tilts import (
 
 __all__ = [
     "Configuration",
+    "DEFAULT_MIN_DISTANCE",
     "ConfigurationError",
     "GLAZER_SYSTEMS",
     "GlazerError",
@@ -29,14 +41,22 @@ __all__ = [
     "Perovskite",
     "ReferenceError",
     "ReferenceSupercell",
+    "SamplingError",
     "StrainBasis",
     "SupercellSymmetry",
+    "UniquenessFilter",
     "canonical_key",
+    "check_min_distance",
+    "closest_image",
     "configuration_from_structure",
     "displacement_modes",
     "glazer_system",
+    "grid",
+    "interpolate",
+    "interpolate_path",
     "match_structure",
     "matrix_to_strain",
+    "random_nsphere",
     "space_group",
     "strain_basis",
     "strain_to_matrix",
