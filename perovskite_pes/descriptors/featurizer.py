@@ -1,0 +1,425 @@
+"""Vectorised, differentiable cluster and site features in torch (float64).
+
+Evaluation, for a batch of B configurations:
+1. every distinct pair ("bond") of every cluster once: the pair vector
+       x_j - x_i - k @ L,   k = round((frac_j - frac_i) - s0)   (no gradient through k)
+   where s0 is the reference pair vector in supercell fractional units (explicit image
+   offset included). This unwraps atoms that were re-wrapped into the cell and keeps pairs
+   longer than half the supercell right, as long as no pair deviates from its reference
+   vector by half a supercell.
+2. per group of orbits that share a basis (e.g. all pairs): metric f(d^2/d~^2), Q = F U^T,
+   then all monomials from two gathers of precomputed "half" products and one dense
+   matrix product with the coefficient matrix.
+3. site features (Eq. 15): index_add of cluster features over the cluster->site incidence,
+   divided by the number of sites of the cluster.
+Forces and stress follow by autograd through positions and lattice.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .ccd import DEFAULT_SAMPLES, DEFAULT_SIGMA_FRACTION, ClusterBasis
+from .clusters import ClusterOrbit, ClusterPrototype, parse_clusters, site_orbits
+from .errors import DescriptorError
+from .metrics import check_metric, metric_from_ratio2
+
+FORMAT = "perovskite_pes.descriptors.Featurizer"
+FORMAT_VERSION = 1
+
+
+class _PolyEval:
+    """Evaluates all invariants of one basis from Q (..., n) with two gathers per monomial."""
+
+    def __init__(self, invariants, torch):
+        exps, coef = invariants.dense()
+        n = invariants.n_vars
+        max_deg = int(exps.sum(axis=1).max()) if len(exps) else 1
+        h = max(1, math.ceil(max_deg / 2))
+        full = []
+        for e in exps:
+            idx = [v for v in range(n) for _ in range(int(e[v]))]
+            idx += [n] * (2 * h - len(idx))
+            full.append(idx)
+        full = np.array(full, dtype=np.int64).reshape(-1, 2 * h)
+        halves = {}
+        m0, m1 = [], []
+        for row in full:
+            a, b = tuple(row[:h]), tuple(row[h:])
+            m0.append(halves.setdefault(a, len(halves)))
+            m1.append(halves.setdefault(b, len(halves)))
+        hidx = np.array(list(halves), dtype=np.int64).reshape(-1, h)
+        self.h = h
+        self.hidx = [torch.as_tensor(hidx[:, k]) for k in range(h)]
+        self.m0 = torch.as_tensor(np.array(m0, dtype=np.int64))
+        self.m1 = torch.as_tensor(np.array(m1, dtype=np.int64))
+        self.coef = torch.as_tensor(coef, dtype=torch.float64)
+        self.torch = torch
+        self.powers = torch.as_tensor(exps[:, 0].astype(float)) if n == 1 else None
+
+    def __call__(self, q):
+        torch = self.torch
+        if self.powers is not None:  # one variable: all monomials are powers
+            return (q ** self.powers) @ self.coef
+        qe = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
+        hv = qe[..., self.hidx[0]]
+        for k in range(1, self.h):
+            hv = hv * qe[..., self.hidx[k]]
+        mono = hv[..., self.m0] * hv[..., self.m1]
+        return mono @ self.coef
+
+
+class Featurizer:
+    """Cluster (Eq. 13) and site (Eq. 15) features of configurations of one reference supercell.
+
+    Parameters
+    ----------
+    reference : ReferenceSupercell
+    clusters : set name ("4p+o", "5p+o", "8p+o", "4p+t+o", "7p+t+o"), "+"-joined string or list
+    max_order : highest polynomial degree of the invariant basis functions
+    metric : pair deformation metric, one of lin, quad, log, inv
+    truncated : keep only the leading 3n-6 CCDs of clusters with more pairs than that
+    sigma_fraction, n_samples, seed : Monte Carlo settings of the G^(F) matrix (Appendix A)
+    """
+
+    def __init__(
+        self,
+        reference,
+        clusters="7p+t+o",
+        max_order: int = 2,
+        metric: str = "lin",
+        truncated: bool = False,
+        *,
+        sigma_fraction: float = DEFAULT_SIGMA_FRACTION,
+        n_samples: int = DEFAULT_SAMPLES,
+        seed: int = 0,
+    ):
+        from ..structure import ReferenceSupercell
+
+        if not isinstance(reference, ReferenceSupercell):
+            raise DescriptorError(f"reference must be a ReferenceSupercell; got {type(reference).__name__}")
+        check_metric(metric)
+        if isinstance(max_order, bool) or int(max_order) != max_order or max_order < 1:
+            raise DescriptorError(f"max_order must be a positive integer; got {max_order!r}")
+        prototypes = parse_clusters(clusters, reference.perovskite)
+        bases = [
+            ClusterBasis.build(p, reference.perovskite, metric, int(max_order), truncated, sigma_fraction, n_samples, seed)
+            for p in prototypes
+        ]
+        self._init(reference, prototypes, bases, clusters, int(max_order), metric, bool(truncated),
+                   {"sigma_fraction": float(sigma_fraction), "n_samples": int(n_samples), "seed": int(seed)})
+
+    # ------------------------------------------------------------------ setup
+    def _init(self, reference, prototypes, bases, spec, max_order, metric, truncated, settings):
+        import torch
+
+        self.reference = reference
+        self.prototypes = list(prototypes)
+        self.bases = list(bases)
+        self.clusters = spec if isinstance(spec, str) else [p.to_dict() for p in self.prototypes]
+        self.max_order = max_order
+        self.metric = metric
+        self.truncated = truncated
+        self.settings = dict(settings)
+        self.orbits = [ClusterOrbit(p, reference) for p in self.prototypes]
+
+        # distinct bonds over all clusters
+        bond_key: dict[tuple, int] = {}
+        bi, bj, bs0 = [], [], []
+        self._bond_idx = []
+        for orb in self.orbits:
+            pairs = np.array(orb.prototype.pairs, dtype=int)
+            i = orb.sites[:, pairs[:, 0]]
+            j = orb.sites[:, pairs[:, 1]]
+            s0 = orb.pair_s0
+            idx = np.zeros(i.shape, dtype=np.int64)
+            for c in range(i.shape[0]):
+                for p in range(i.shape[1]):
+                    a, b, v = int(i[c, p]), int(j[c, p]), s0[c, p]
+                    key_v = tuple(np.round(v * 1e6).astype(np.int64))
+                    neg = tuple(-x for x in key_v)
+                    if a > b or (a == b and neg < key_v):
+                        a, b, v, key_v = b, a, -v, neg
+                    k = (a, b, key_v)
+                    if k not in bond_key:
+                        bond_key[k] = len(bi)
+                        bi.append(a)
+                        bj.append(b)
+                        bs0.append(v)
+                    idx[c, p] = bond_key[k]
+            self._bond_idx.append(idx)
+        self._bi = torch.as_tensor(np.array(bi, dtype=np.int64))
+        self._bj = torch.as_tensor(np.array(bj, dtype=np.int64))
+        self._bs0 = torch.as_tensor(np.array(bs0, dtype=float).reshape(-1, 3))
+
+        # groups of orbits that share metric, U and invariants (e.g. all pair orbits)
+        groups: dict[tuple, dict] = {}
+        for o, (orb, basis) in enumerate(zip(self.orbits, self.bases)):
+            key = (basis.metric, basis.U.shape, basis.U.tobytes(), repr(basis.invariants.to_dict()))
+            g = groups.setdefault(key, {"orbits": [], "basis": basis})
+            g["orbits"].append(o)
+        self._groups = []
+        for g in groups.values():
+            idx = np.concatenate([self._bond_idx[o] for o in g["orbits"]], axis=0)
+            inv_d0sq = np.concatenate(
+                [np.broadcast_to(1.0 / self.orbits[o].ref_distances**2, self._bond_idx[o].shape) for o in g["orbits"]],
+                axis=0,
+            )
+            sizes = [self.orbits[o].n_clusters for o in g["orbits"]]
+            basis = g["basis"]
+            u = None if basis.U.shape == (1, 1) and basis.U[0, 0] == 1.0 else torch.as_tensor(basis.U.T.copy())
+            self._groups.append(
+                {
+                    "orbits": g["orbits"],
+                    "sizes": sizes,
+                    "bond_idx": torch.as_tensor(idx),
+                    "inv_d0sq": torch.as_tensor(np.ascontiguousarray(inv_d0sq)),
+                    "metric": basis.metric,
+                    "UT": u,
+                    "poly": _PolyEval(basis.invariants, torch),
+                }
+            )
+
+        # site orbits and cluster -> site incidence
+        self.site_orbit_names, self._site_members = site_orbits(reference)
+        self._site_contrib = []
+        self.site_feature_orbits = []
+        for members in self._site_members:
+            local = -np.ones(reference.n_atoms, dtype=np.int64)
+            local[members] = np.arange(len(members))
+            contrib, names = [], []
+            for o, orb in enumerate(self.orbits):
+                hit = local[orb.sites] >= 0  # (n_cl, n)
+                if not hit.any():
+                    continue
+                c_idx, k_idx = np.nonzero(hit)
+                contrib.append(
+                    (o, torch.as_tensor(c_idx.astype(np.int64)), torch.as_tensor(local[orb.sites[c_idx, k_idx]]),
+                     float(orb.n_sites))
+                )
+                names.append(orb.name)
+            self._site_contrib.append(contrib)
+            self.site_feature_orbits.append(names)
+
+    # ------------------------------------------------------------------ description
+    @property
+    def orbit_names(self) -> list[str]:
+        return [o.name for o in self.orbits]
+
+    @property
+    def n_functions(self) -> list[int]:
+        return [b.invariants.n_functions for b in self.bases]
+
+    @property
+    def n_clusters(self) -> list[int]:
+        return [o.n_clusters for o in self.orbits]
+
+    @property
+    def degrees(self) -> list[list[int]]:
+        """Polynomial degree of every function, per orbit."""
+        return [b.invariants.degrees for b in self.bases]
+
+    @property
+    def n_site_features(self) -> list[int]:
+        nf = self.n_functions
+        return [sum(nf[c[0]] for c in contrib) for contrib in self._site_contrib]
+
+    @property
+    def n_sites(self) -> list[int]:
+        return [len(m) for m in self._site_members]
+
+    @property
+    def site_indices(self) -> list[np.ndarray]:
+        """Supercell site indices of every site orbit (the order of site_features' rows)."""
+        return [m.copy() for m in self._site_members]
+
+    def describe(self) -> list[dict]:
+        """One row per cluster orbit: what ``pes basis show`` prints."""
+        pv = self.reference.perovskite
+        rows = []
+        for orb, b in zip(self.orbits, self.bases):
+            rows.append(
+                {
+                    "name": orb.name,
+                    "species": "-".join(orb.prototype.species(pv)),
+                    "n_sites": orb.n_sites,
+                    "n_pairs": len(orb.prototype.pairs),
+                    "max_distance": float(orb.ref_distances.max()),
+                    "n_clusters": orb.n_clusters,
+                    "point_group": b.group_name,
+                    "n_ccd": b.n_ccd,
+                    "irreps": b.irrep_summary(),
+                    "n_functions": b.invariants.n_functions,
+                    "per_degree": {str(k): v for k, v in sorted(b.invariants.counts_per_degree().items())},
+                }
+            )
+        return rows
+
+    # ------------------------------------------------------------------ evaluation
+    def _inputs(self, positions, lattice):
+        import torch
+
+        pos = torch.as_tensor(positions, dtype=torch.float64)
+        lat = torch.as_tensor(lattice, dtype=torch.float64)
+        n = self.reference.n_atoms
+        if pos.dim() == 2:
+            pos = pos.unsqueeze(0)
+        if lat.dim() == 2:
+            lat = lat.unsqueeze(0)
+        if pos.dim() != 3 or pos.shape[1:] != (n, 3):
+            raise DescriptorError(f"positions must have shape (B, {n}, 3) for this {n}-atom supercell; got {tuple(pos.shape)}")
+        if lat.shape[1:] != (3, 3):
+            raise DescriptorError(f"lattice must have shape (B, 3, 3); got {tuple(lat.shape)}")
+        if lat.shape[0] != pos.shape[0]:
+            if lat.shape[0] == 1:
+                lat = lat.expand(pos.shape[0], 3, 3)
+            else:
+                raise DescriptorError(f"batch sizes differ: {pos.shape[0]} positions vs {lat.shape[0]} lattices")
+        return pos, lat
+
+    def bond_distances2(self, positions, lattice):
+        """Squared length of every distinct cluster pair: (B, n_bonds)."""
+        import torch
+
+        pos, lat = self._inputs(positions, lattice)
+        frac = pos @ torch.linalg.inv(lat)
+        ds = frac.index_select(1, self._bj) - frac.index_select(1, self._bi) - self._bs0
+        with torch.no_grad():
+            k = torch.round(ds)
+        vec = torch.bmm(self._bs0 + (ds - k), lat)
+        return (vec * vec).sum(-1)
+
+    def cluster_features(self, positions, lattice):
+        """Per cluster orbit, Tensor (B, n_clusters, n_functions) of the invariant basis functions."""
+        d2 = self.bond_distances2(positions, lattice)
+        out = [None] * len(self.orbits)
+        for g in self._groups:
+            r2 = d2[:, g["bond_idx"]] * g["inv_d0sq"]
+            f = metric_from_ratio2(r2, g["metric"])
+            q = f if g["UT"] is None else f @ g["UT"]
+            feats = g["poly"](q)
+            for o, part in zip(g["orbits"], feats.split(g["sizes"], dim=1)):
+                out[o] = part
+        return out
+
+    def ccd(self, positions, lattice):
+        """Per cluster orbit, the CCD vectors Q: Tensor (B, n_clusters, n_ccd)."""
+        d2 = self.bond_distances2(positions, lattice)
+        out = []
+        for o, b in enumerate(self.bases):
+            import torch
+
+            r2 = d2[:, torch.as_tensor(self._bond_idx[o])] / torch.as_tensor(self.orbits[o].ref_distances**2)
+            out.append(metric_from_ratio2(r2, b.metric) @ torch.as_tensor(b.U.T.copy()))
+        return out
+
+    def site_features(self, positions, lattice, cluster_features=None):
+        """Per site orbit (A, B, X), Tensor (B, n_sites_in_orbit, n_site_features) of Eq. (15).
+
+        Features are the concatenation, over the cluster orbits listed in
+        ``site_feature_orbits[s]``, of (1/n_alpha) sum over clusters containing the site.
+        """
+        import torch
+
+        feats = cluster_features if cluster_features is not None else self.cluster_features(positions, lattice)
+        out = []
+        for members, contrib in zip(self._site_members, self._site_contrib):
+            parts = []
+            for o, c_idx, local, n_sites in contrib:
+                src = feats[o][:, c_idx, :] / n_sites
+                acc = torch.zeros(src.shape[0], len(members), src.shape[2], dtype=src.dtype, device=src.device)
+                parts.append(acc.index_add(1, local, src))
+            out.append(torch.cat(parts, dim=2) if parts else torch.zeros(feats[0].shape[0], len(members), 0))
+        return out
+
+    def arrays(self, configs):
+        """Positions (B, N, 3) and lattices (B, 3, 3) of configurations, as float64 tensors."""
+        import torch
+
+        configs = list(configs)
+        for c in configs:
+            ref = getattr(c, "reference", None)
+            if ref != self.reference:
+                raise DescriptorError(
+                    "configuration belongs to a different reference supercell than this featurizer; "
+                    "use Featurizer.for_reference(config.reference)"
+                )
+        pos = np.array([c.positions for c in configs], dtype=float).reshape(-1, self.reference.n_atoms, 3)
+        lat = np.array([c.lattice for c in configs], dtype=float).reshape(-1, 3, 3)
+        return torch.as_tensor(pos), torch.as_tensor(lat)
+
+    def featurize(self, configs, batch_size: int = 2048, sites: bool = False, progress: bool = False):
+        """Cluster features (or site features with ``sites=True``) of a list of configurations."""
+        import torch
+
+        configs = list(configs)
+        if not configs:
+            raise DescriptorError("no configurations to featurize")
+        chunks = []
+        rng = range(0, len(configs), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            rng = tqdm(rng, desc="features", unit="batch")
+        with torch.no_grad():
+            for start in rng:
+                pos, lat = self.arrays(configs[start : start + batch_size])
+                cf = self.cluster_features(pos, lat)
+                chunks.append(self.site_features(pos, lat, cf) if sites else cf)
+        return [torch.cat([c[k] for c in chunks], dim=0) for k in range(len(chunks[0]))]
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict:
+        """JSON-able recipe: clusters, U matrices and invariant polynomials (rebuilds identical features)."""
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "reference": self.reference.to_dict(),
+            "clusters": self.clusters,
+            "max_order": self.max_order,
+            "metric": self.metric,
+            "truncated": self.truncated,
+            "settings": self.settings,
+            "bases": [b.to_dict() for b in self.bases],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, reference=None) -> "Featurizer":
+        from ..structure import ReferenceSupercell
+
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise DescriptorError(f"not a featurizer recipe (expected format {FORMAT!r})")
+        if int(d.get("version", 0)) > FORMAT_VERSION:
+            raise DescriptorError(f"featurizer recipe version {d.get('version')} is newer than supported ({FORMAT_VERSION})")
+        ref = reference if reference is not None else ReferenceSupercell.from_dict(d["reference"])
+        bases = [ClusterBasis.from_dict(b, ref.perovskite) for b in d["bases"]]
+        obj = cls.__new__(cls)
+        obj._init(ref, [b.prototype for b in bases], bases, d["clusters"], int(d["max_order"]), d["metric"],
+                  bool(d["truncated"]), d.get("settings", {}))
+        return obj
+
+    def for_reference(self, other) -> "Featurizer":
+        """The identical basis (same U and polynomials) on another supercell, e.g. 6x6x6."""
+        from ..structure import ReferenceSupercell
+
+        if not isinstance(other, ReferenceSupercell):
+            raise DescriptorError(f"for_reference needs a ReferenceSupercell; got {type(other).__name__}")
+        if tuple(other.perovskite.species) != tuple(self.reference.perovskite.species):
+            raise DescriptorError(
+                f"for_reference: species {other.perovskite.species} differ from {self.reference.perovskite.species}"
+            )
+        obj = self.__class__.__new__(self.__class__)
+        bases = [ClusterBasis.from_dict(b.to_dict(), other.perovskite) for b in self.bases]
+        obj._init(other, self.prototypes, bases, self.clusters, self.max_order, self.metric, self.truncated, self.settings)
+        return obj
+
+    def __repr__(self):
+        return (
+            f"Featurizer({self.reference.n_atoms}-atom supercell, clusters={self.orbit_names}, "
+            f"max_order={self.max_order}, metric={self.metric!r}, truncated={self.truncated})"
+        )
+
+
+__all__ = ["Featurizer", "ClusterPrototype"]
