@@ -11,8 +11,8 @@ Shape (each box one Firework; ``||`` = parallel)::
 Each enumerate Firework stores its configurations and adds the calculation Fireworks as
 *detours* (FWAction), in batches of ``fireworks.per_firework``: the final training waits for all
 of them. Each batch ends with a retrain check that may append a featurise+train sub-workflow
-(FWAction additions). DFT Fireworks carry the category ``dft``, surrogate ones ``ml``; training
-and reports always ``ml``.
+(FWAction additions). DFT relaxations and calculations carry the category ``dft`` (compute nodes);
+everything else has no category, so any worker runs it (see ``launchers/``).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
         enumerate_fws.append(firework(
             [EnumerateTask(parents=[g], sampling=sampling, **enum_kwargs)],
             "enumerate", f"enumerate around {g}", parents=[parent_fw] if parent_fw else top,
-            category="ml",
+            category=None,
             dkey=dupe_key("enumerate", g, sampling, spec.seed, reference, supercell, calc, batch),
         ))
     for ip in spec.steps.interpolations:
@@ -95,12 +95,12 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
         parents = list({id(p): p for p in parents}.values()) or top
         enumerate_fws.append(firework(
             [EnumerateTask(parents=list(ip.path), n=ip.n, sampling={}, **enum_kwargs)],
-            "enumerate", "enumerate path " + "->".join(ip.path), parents=parents, category="ml",
+            "enumerate", "enumerate path " + "->".join(ip.path), parents=parents, category=None,
             dkey=dupe_key("interpolate", list(ip.path), ip.n, reference, supercell, calc, batch),
         ))
 
     train, report = train_fireworks(name, calc, training, policy, mode="if_new" if spec.retrain.final else "policy",
-                                    trigger="final", category="ml")
+                                    trigger="final", category=None)
     train.spec.update(common)
     report.spec.update(common)
     train.parents = list(enumerate_fws)

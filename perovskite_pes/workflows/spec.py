@@ -168,7 +168,8 @@ class CalculatorSpec:
 class FireworksSpec:
     #: configurations calculated by one Firework (hundreds for surrogates on the embedded store)
     per_firework: int = 200
-    #: FireWorks category: auto = "dft" for VASP/CP2K and "ml" for surrogates; none = no category
+    #: FireWorks category of calculation Fireworks: auto = "dft" for VASP/CP2K, no category for the
+    #: surrogates (any worker runs them); "none" = no category; "dft"/"ml" force one
     category: str = "auto"
     #: flush the store every this many calculations inside a batch (0: once, at the end of the batch)
     flush_every: int = 0
@@ -294,7 +295,7 @@ class CampaignSpec:
         """FireWorks category of calculation Fireworks (None: no category)."""
         cat = self.fireworks.category
         if cat == "auto":
-            return "dft" if self.calculator.is_dft else "ml"
+            return "dft" if self.calculator.is_dft else None
         return None if cat == "none" else cat
 
     def to_dict(self) -> dict:

@@ -226,7 +226,7 @@ class CalculateBatchTask(FiretaskBase):
 
 # ----------------------------------------------------------------------------------- (re)training
 def train_fireworks(campaign: str, calculator: dict, training: dict, policy: dict, mode: str, trigger: str,
-                    category: str | None = "ml", dupe: str | None = None) -> list[Firework]:
+                    category: str | None = None, dupe: str | None = None) -> list[Firework]:
     """A featurise+train Firework followed by a report Firework.
 
     ``dupe``: a key that makes an identical (re-submitted) training find its duplicate instead of running.

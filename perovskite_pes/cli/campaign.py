@@ -1,0 +1,187 @@
+"""``pes campaign``: submit, run, inspect and repair FireWorks campaigns from a YAML spec."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+HELP = "FireWorks campaigns from a YAML spec: validate, submit, run, status, rerun-failed"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("campaign", help=HELP, description=HELP)
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+
+    v = verbs.add_parser("validate", help="check a campaign spec and show what it would submit (nothing is added)")
+    v.add_argument("spec", help="campaign spec (YAML), e.g. workflows/quickstart.yaml")
+    v.add_argument("--json", action="store_true", help="print JSON for scripts")
+    v.set_defaults(func=cmd_validate)
+
+    s = verbs.add_parser(
+        "submit", help="validate a spec and add its workflow to the LaunchPad",
+        description="Validate SPEC completely, then add its workflow to the LaunchPad of the configured store "
+        "(the same one `lpad` and `pes db` use). Submitting the same spec again adds nothing unless --force; "
+        "even then nothing is computed twice.")
+    s.add_argument("spec", help="campaign spec (YAML)")
+    s.add_argument("--force", action="store_true", help="add the workflow even if this spec was submitted before")
+    s.add_argument("--json", action="store_true", help="print JSON for scripts")
+    s.set_defaults(func=cmd_submit)
+
+    r = verbs.add_parser(
+        "run", help="submit a spec (once) and run all its Fireworks here, with progress bars",
+        description="Submit SPEC (unless already submitted) and run its Fireworks in this process until none is "
+        "left, then print the status: Fireworks by state, data counts and the trained model with its errors. "
+        "Fireworks left RUNNING by a killed earlier run on the embedded store are rerun first.")
+    r.add_argument("spec", help="campaign spec (YAML), e.g. workflows/quickstart.yaml")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--max-fireworks", type=int, default=None, metavar="N", help="stop after N Fireworks")
+    r.add_argument("--verbose", action="store_true", help="show FireWorks' own log lines")
+    r.add_argument("--json", action="store_true", help="print the final status as JSON")
+    r.set_defaults(func=cmd_run)
+
+    st = verbs.add_parser("status", help="Fireworks by state, failures with reasons, data counts, active model")
+    st.add_argument("name", nargs="?", help="campaign name (default: all campaigns)")
+    st.add_argument("--json", action="store_true", help="print JSON for scripts")
+    st.set_defaults(func=cmd_status)
+
+    rf = verbs.add_parser(
+        "rerun-failed", help="rerun FIZZLED Fireworks and recover lost runs (killed workers)",
+        description="Detect lost runs (RUNNING Fireworks whose worker stopped pinging) and rerun them together "
+        "with every FIZZLED Firework of the campaign. Finished calculations are never repeated.")
+    rf.add_argument("name", nargs="?", help="campaign name (default: all campaigns)")
+    rf.add_argument("--lost-after", type=float, default=None, metavar="SECONDS",
+                    help="a RUNNING Firework is lost after this many seconds without a ping "
+                    "(default: 0 on the embedded store, FireWorks' 4 hours on MongoDB)")
+    rf.add_argument("--json", action="store_true", help="print JSON for scripts")
+    rf.set_defaults(func=cmd_rerun_failed)
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _spec_summary(spec) -> dict:
+    from ..workflows.spec import campaign_parents
+
+    st = spec.steps
+    return {
+        "name": spec.name,
+        "calculator": spec.calculator.name,
+        "supercell": spec.supercell,
+        "parents": campaign_parents(st),
+        "steps": [k for k, on in (("relax_reference", st.relax_reference.enabled), ("relax_tilts", st.relax_tilts.enabled),
+                                  ("mode_grid", st.mode_grid.enabled), ("strain_grid", st.strain_grid.enabled),
+                                  ("random", st.random.enabled), ("interpolations", bool(st.interpolations))) if on],
+        "per_firework": spec.fireworks.per_firework,
+        "category": spec.category,
+        "descriptors": spec.to_dict()["descriptors"],
+        "models": list(spec.training.models),
+        "retrain": spec.to_dict()["retrain"],
+    }
+
+
+def cmd_validate(args) -> int:
+    from ..workflows.builder import build_workflow
+    from ..workflows.campaign import check_calculator, check_training
+    from ..workflows.spec import load_spec
+
+    spec = load_spec(args.spec)
+    check_calculator(spec)
+    check_training(spec)
+    wf = build_workflow(spec)
+    out = _spec_summary(spec)
+    out["initial_fireworks"] = len(wf.fws)
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"{args.spec}: valid campaign {spec.name!r}")
+        for k, v in out.items():
+            print(f"  {k:18s} {v}")
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from ..workflows.campaign import submit_campaign
+    from ..workflows.spec import load_spec
+
+    spec = load_spec(args.spec)
+    out = submit_campaign(spec, force=args.force)
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"campaign {spec.name}: {out['reason']}" + (f" ({out['n_fireworks']} Fireworks)" if out["submitted"] else ""))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from ..workflows.campaign import run_campaign
+    from ..workflows.spec import load_spec
+
+    spec = load_spec(args.spec)
+    out = run_campaign(spec, progress=not args.no_progress and not args.json, max_fireworks=args.max_fireworks,
+                       stream=sys.stderr, quiet=not args.verbose)
+    if args.json:
+        _print_json(out)
+    else:
+        print(out["submitted"]["reason"] if not out["submitted"]["submitted"] else
+              f"submitted {out['submitted']['n_fireworks']} Fireworks")
+        print(f"ran {out['n_launched']} Fireworks in {out['wall_time']:.1f} s")
+        _print_status(out)
+        from ..workflows.campaign import campaign_dir
+
+        print(f"report: {campaign_dir(spec.name) / 'report.json'}")
+        if out["failures"]:
+            print(f"{len(out['failures'])} Fireworks FIZZLED (reasons above); `pes campaign rerun-failed "
+                  f"{spec.name}` runs them again")
+    return 0 if not out["failures"] else 1
+
+
+def _print_status(st: dict) -> None:
+    fw = st["fireworks"]
+    print(f"store: {st['store']}")
+    print(f"campaigns: {', '.join(st['campaigns']) or 'none'}")
+    print(f"Fireworks: {fw['total']} " + " ".join(f"{k}={v}" for k, v in sorted(fw["by_state"].items())))
+    for kind, states in sorted(fw["by_kind"].items()):
+        print(f"  {kind:16s} " + " ".join(f"{k}={v}" for k, v in sorted(states.items())))
+    if st["failures"]:
+        print(f"failures ({len(st['failures'])}):")
+        for f in st["failures"]:
+            print(f"  fw {f['fw_id']} {f['name']}: {f['reason']}")
+    data = st["data"]
+    print(f"configurations: {data['configurations']}")
+    for cname, c in data["calculations"].items():
+        print(f"calculations ({cname}): {c['completed']} completed, {c['failed']} failed")
+    for cname, m in st["active_models"].items():
+        if m is None:
+            print(f"active model ({cname}): none yet")
+        else:
+            errs = ", ".join(f"{k}={v:.4g}" for k, v in m["errors"].items()) or "no errors recorded"
+            print(f"active model ({cname}): {m['name']} [{m['id']}] trained on {m['n_train']} calculations; {errs}")
+            print(f"  path: {m['path']}")
+
+
+def cmd_status(args) -> int:
+    from ..workflows.campaign import campaign_status
+
+    st = campaign_status(args.name)
+    if args.json:
+        _print_json(st)
+    else:
+        _print_status(st)
+    return 0
+
+
+def cmd_rerun_failed(args) -> int:
+    from ..workflows.campaign import rerun_failed
+
+    out = rerun_failed(args.name, lost_after=args.lost_after)
+    if args.json:
+        _print_json(out)
+    else:
+        lost = out["lost"]["lost_fireworks"]
+        print(f"lost runs recovered: {len(lost)}" + (f" (fw {', '.join(map(str, lost))})" if lost else ""))
+        print(f"FIZZLED Fireworks rerun: {len(out['fizzled'])}" + (f" (fw {', '.join(map(str, out['fizzled']))})" if out["fizzled"] else ""))
+        if not out["rerun"]:
+            print("nothing to rerun")
+    return 0
