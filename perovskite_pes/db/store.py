@@ -176,7 +176,9 @@ class Store:
 
         client = self.client
         mongoengine.disconnect(D.ALIAS)
-        mongoengine.register_connection(D.ALIAS, db=self.settings.database, mongo_client_class=lambda **_: client)
+        mongoengine.register_connection(
+            D.ALIAS, db=self.settings.database, uuidRepresentation="standard", mongo_client_class=lambda **_: client
+        )
         for doc in D.DOCUMENTS:
             doc.ensure_indexes()
         lp = self.get_launchpad()

@@ -1,0 +1,86 @@
+"""Shared fixtures: a temporary PES_HOME, the process's store on it, and a `pes` runner.
+
+``store`` runs on the embedded store, and also on a real MongoDB when ``PES_TEST_MONGO_URI`` is
+set (a fresh database per test, dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+#: environment variables that would point a test at a user's data
+_PES_VARS = (
+    "PES_MONGO_URI", "PES_MONGO_HOST", "PES_MONGO_PORT", "PES_MONGO_USER", "PES_MONGO_PASSWORD",
+    "PES_MONGO_AUTH_SOURCE", "PES_MONGO_TLS", "PES_MONGO_TLS_CA_FILE", "PES_DATABASE", "PES_MONGO_TIMEOUT",
+    "PES_STORE_FILE", "PES_LOCK_TIMEOUT", "MONGOMOCK_SERVERSTORE_FILE", "FW_CONFIG_FILE",
+)
+
+STORE_BACKENDS = ["embedded"] + (["mongo"] if os.environ.get("PES_TEST_MONGO_URI") else [])
+
+
+@pytest.fixture
+def pes_home(tmp_path, monkeypatch):
+    """A fresh, empty PES_HOME (embedded store) for this test; the process's store is closed after."""
+    home = tmp_path / "pes_home"
+    home.mkdir()
+    for var in _PES_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PES_HOME", str(home))
+    monkeypatch.setenv("PES_LOCK_TIMEOUT", "10")
+    yield home
+    from perovskite_pes.db import close_store
+
+    close_store()
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store_backend(request, pes_home, monkeypatch):
+    """'embedded', or 'mongo' (a fresh database on PES_TEST_MONGO_URI); sets the environment."""
+    if request.param == "mongo":
+        name = f"pes_test_{uuid.uuid4().hex[:12]}"
+        monkeypatch.setenv("PES_MONGO_URI", os.environ["PES_TEST_MONGO_URI"])
+        monkeypatch.setenv("PES_DATABASE", name)
+        yield "mongo"
+        import pymongo
+
+        client = pymongo.MongoClient(os.environ["PES_TEST_MONGO_URI"], serverSelectionTimeoutMS=5000)
+        client.drop_database(name)
+        client.close()
+    else:
+        yield "embedded"
+
+
+@pytest.fixture
+def store(store_backend):
+    """The process's Store on a fresh PES_HOME (and a fresh MongoDB database when testing on one)."""
+    from perovskite_pes.db import close_store, get_store
+
+    s = get_store()
+    yield s
+    close_store()
+
+
+@pytest.fixture
+def run_pes(pes_home):
+    """Run ``python -m perovskite_pes ARGS`` in a subprocess with this test's environment."""
+
+    def run(*args, check=None, timeout=120, env=None, input=None):
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        proc = subprocess.run(
+            [sys.executable, "-m", "perovskite_pes", *map(str, args)],
+            capture_output=True, text=True, timeout=timeout, env=full_env, input=input,
+        )
+        if check is not None and proc.returncode != check:
+            raise AssertionError(
+                f"pes {' '.join(map(str, args))} exited {proc.returncode}, expected {check}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+    return run
