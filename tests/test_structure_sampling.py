@@ -42,7 +42,7 @@ def test_shear_grid_reduced_to_irreducible_wedge(cubic):
     # the volume strain has no equivalent points
     vol = grid(cubic, strain_directions=sb.subspace_vectors("A1g"), strain_amplitudes=np.linspace(-0.03, 0.03, 7))
     assert len(vol) == 7
-    assert all(c.tags["source"] == "grid" and len(c.tags["amplitudes"]) == 1 for c in vol)
+    assert all(c.tags["method"] == "grid" and len(c.tags["amplitudes"]) == 1 for c in vol)
 
 
 def test_tilt_mode_grid(ref, cubic):
@@ -55,7 +55,7 @@ def test_tilt_mode_grid(ref, cubic):
     parent = tilt_configuration(ref, "a0a0c-", 8)
     around = grid(parent, displacement_directions=r4, displacement_amplitudes=[-0.1, 0.0, 0.1])
     assert 4 < len(around) < 27
-    assert all(c.tags["parent_tilt_system"] == "a0a0c-" for c in around)
+    assert all(c.tags["parent"] == "a0a0c-" for c in around)
     # per-direction amplitude lists
     mixed = grid(cubic, displacement_directions=r4[:2], displacement_amplitudes=[[0.1], [0.0, 0.2]], unique=False)
     assert [c.tags["amplitudes"] for c in mixed] == [[0.1, 0.0], [0.1, 0.2]]

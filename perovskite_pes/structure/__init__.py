@@ -4,6 +4,7 @@ Pure numpy / pymatgen / spglib: no database, no FireWorks.
 """
 
 from .configuration import Configuration, ConfigurationError, matrix_to_strain, strain_to_matrix
+from .io import ConfigurationIOError, read_configurations, write_configurations
 from .mapping import configuration_from_structure, match_structure
 from .modes import ModeBasis, ModeSubspace, StrainBasis, displacement_modes, strain_basis
 from .reference import Perovskite, ReferenceError, ReferenceSupercell, supercell_matrix
@@ -13,6 +14,7 @@ from .sampling import (
     UniquenessFilter,
     check_min_distance,
     closest_image,
+    describe,
     grid,
     interpolate,
     interpolate_path,
@@ -33,6 +35,7 @@ __all__ = [
     "Configuration",
     "DEFAULT_MIN_DISTANCE",
     "ConfigurationError",
+    "ConfigurationIOError",
     "GLAZER_SYSTEMS",
     "GlazerError",
     "GlazerSystem",
@@ -49,6 +52,7 @@ __all__ = [
     "check_min_distance",
     "closest_image",
     "configuration_from_structure",
+    "describe",
     "displacement_modes",
     "glazer_system",
     "grid",
@@ -57,6 +61,7 @@ __all__ = [
     "match_structure",
     "matrix_to_strain",
     "random_nsphere",
+    "read_configurations",
     "space_group",
     "strain_basis",
     "strain_to_matrix",
@@ -65,4 +70,5 @@ __all__ = [
     "tilt_angles",
     "tilt_configuration",
     "tilt_displacements",
+    "write_configurations",
 ]

@@ -71,12 +71,18 @@ def _distorted(parent: Configuration, disp_dirs, strain_dirs, amps, tags) -> Con
     return Configuration(parent.reference, u, e, tags)
 
 
+def describe(config: Configuration) -> str:
+    """Short name of a configuration for provenance tags: tilt system, name, 'cubic' or a key prefix."""
+    for key in ("tilt_system", "name"):
+        if config.tags.get(key):
+            return str(config.tags[key])
+    if not np.any(config.displacements) and not np.any(config.strain):
+        return "cubic"
+    return "key:" + canonical_key(config)[:12]
+
+
 def _parent_tags(parent: Configuration) -> dict:
-    out = {}
-    for key in ("tilt_system", "name", "parent"):
-        if key in parent.tags:
-            out["parent" if key == "parent" else f"parent_{key}"] = parent.tags[key]
-    return out
+    return {"parent": describe(parent)}
 
 
 # ----------------------------------------------------------------------------- uniqueness
@@ -214,7 +220,7 @@ def grid(
     Displacement amplitudes are in Angstrom (for orthonormal modes), strain amplitudes are
     dimensionless. With ``unique=True`` grid points equivalent by a reference symmetry operation
     (equal :func:`canonical_key` at ``key_tol``) are kept once. Each result carries tags
-    ``source="grid"``, ``amplitudes`` and the parent's tilt system.
+    ``method="grid"``, ``amplitudes`` and ``parent`` (see :func:`describe`).
     """
     if too_close not in ("raise", "skip"):
         raise SamplingError(f"too_close must be 'raise' or 'skip'; got {too_close!r}")
@@ -231,7 +237,7 @@ def grid(
         from tqdm import tqdm
 
         points = tqdm(points, total=total, desc="grid", unit="cfg")
-    base_tags = {"source": "grid", **_parent_tags(parent)}
+    base_tags = {"method": "grid", **_parent_tags(parent)}
     for amps in points:
         amps = np.array(amps, float)
         tags = {**base_tags, "amplitudes": [float(a) for a in amps]}
@@ -304,7 +310,7 @@ def random_nsphere(
         return r * x
 
     out = []
-    base_tags = {"source": "random", "seed": int(seed), **_parent_tags(parent)}
+    base_tags = {"method": "random", "seed": int(seed), **_parent_tags(parent)}
     bar = None
     if progress:
         from tqdm import tqdm
@@ -364,10 +370,10 @@ def interpolate(
     if not isinstance(n, (int, np.integer)) or n < (2 if endpoints else 1):
         raise SamplingError(f"number of interpolation points must be an integer >= {2 if endpoints else 1}; got {n!r}")
     lambdas = np.linspace(0, 1, n) if endpoints else np.linspace(0, 1, n + 2)[1:-1]
-    names = [c.tags.get("tilt_system", c.tags.get("name")) for c in (start, end)]
+    names = [describe(start), describe(end)]
     out = []
     for lam in lambdas:
-        tags = {"source": "interpolate", "lambda": float(lam), "start": names[0], "end": names[1]}
+        tags = {"method": "interpolate", "lambda": float(lam), "start": names[0], "end": names[1]}
         out.append(
             Configuration(
                 start.reference,

@@ -213,6 +213,6 @@ def tilt_configuration(reference: ReferenceSupercell, glazer: str | GlazerSystem
     g = glazer if isinstance(glazer, GlazerSystem) else glazer_system(glazer)
     angles = tilt_angles(g, angles_deg)
     disp = tilt_displacements(reference, g, angles)
-    t = {"source": "tilt", "tilt_system": g.symbol, "angles": [float(a) for a in angles]}
+    t = {"method": "tilt", "tilt_system": g.symbol, "angles": [float(a) for a in angles]}
     t.update(tags or {})
     return Configuration(reference, disp, None, t)
