@@ -19,7 +19,7 @@ Layout of a spec (every section except ``name`` and ``calculator`` is optional):
       mode_grid: {amplitudes: [-0.1, 0.1], subspaces: all, max_per_parent: null}
       strain_grid: {amplitudes: [-0.02, 0.02], subspaces: all, around: reference}
       random: {count: 100, displacement_radius: 0.3, strain_radius: 0.02,
-               uniqueness_tolerance: 0.01, around: all}
+               uniqueness_tolerance: 0.01, around: all, fill: false}
       interpolations: [{path: [a0a0a0, a0a0c-, a-a-c+], n: 8}]
     descriptors: {clusters: 7p+t+o, max_order: 2, metric: lin, truncated: false}
     training: {models: [cluster_net], grid: {hidden_layers: [[8]]}, folds: 5, epochs: 300,
@@ -220,6 +220,8 @@ class RandomSpec:
     strain_radius: float = 0.02
     uniqueness_tolerance: float = 0.0
     around: str | tuple[str, ...] = "all"
+    #: draw uniformly inside the n-balls instead of on their surface
+    fill: bool = False
 
 
 @dataclass(frozen=True)
@@ -505,7 +507,7 @@ def _steps(value) -> StepsSpec:
 
     rd = _enabled_section(
         s.get("random"), "steps.random",
-        ("count", "displacement_radius", "strain_radius", "uniqueness_tolerance", "around"), False,
+        ("count", "displacement_radius", "strain_radius", "uniqueness_tolerance", "around", "fill"), False,
     )
     around = rd.get("around", "all")
     if around not in ("all", "reference"):
@@ -518,6 +520,7 @@ def _steps(value) -> StepsSpec:
         _float(rd.get("strain_radius", 0.02), "steps.random.strain_radius", lo=0.0, hi=0.3),
         _float(rd.get("uniqueness_tolerance", 0.0), "steps.random.uniqueness_tolerance", lo=0.0),
         around,
+        _bool(rd.get("fill", False), "steps.random.fill"),
     )
     if random.enabled and random.displacement_radius == 0 and random.strain_radius == 0:
         _fail("steps.random", "displacement_radius and strain_radius are both 0: every sample would be the parent itself")

@@ -128,7 +128,7 @@ def relax_tilt(store, reference: dict, supercell, glazer: str, calculator: dict,
     final = result.final_structure
     if final is None:
         raise CampaignStepError(f"relaxation of tilt system {glazer} returned no final structure")
-    tags = {"kind": "parent", "parent": glazer, "relaxed": relax, "campaign": campaign}
+    tags = _tags("tilt", glazer, relaxed=relax, campaign=campaign)
     relaxed = Configuration.from_arrays(ref, final.lattice.matrix, final.cart_coords, tags=tags,
                                         remove_translation=True)
     report = store.save_configurations([relaxed], source=_source(campaign))
@@ -154,7 +154,7 @@ def parent_configuration(store, reference: dict, supercell, glazer: str, parents
     if cid is not None:
         return store.get_configuration(cid)
     if glazer == CUBIC:
-        return Configuration(reference_supercell(reference, supercell), tags={"kind": "parent", "parent": CUBIC})
+        return Configuration(reference_supercell(reference, supercell), tags=_tags("tilt", CUBIC, relaxed=None))
     raise CampaignStepError(f"parent {glazer} has not been relaxed (its relaxation Firework did not complete)")
 
 
@@ -233,123 +233,106 @@ def _with(parent, displacements=None, strain=None, tags=None):
     )
 
 
-def enumerate_around(parent, glazer: str, sampling: dict, seed: int = 0, include_parent: bool = True) -> list:
+def _tags(method: str, glazer: str | None, **extra) -> dict:
+    """Provenance tags; ``method``, ``tilt_system`` and ``parent`` become queryable database fields."""
+    out = {"method": method}
+    if glazer is not None:
+        out.update(tilt_system=glazer, parent=glazer)
+    out.update(extra)
+    return out
+
+
+def _far_enough(config, min_distance: float) -> bool:
+    from ..structure.sampling import SamplingError, check_min_distance
+
+    try:
+        check_min_distance(config, min_distance)
+    except SamplingError:
+        return False
+    return True
+
+
+def enumerate_around(parent, glazer: str, sampling: dict, seed: int = 0, include_parent: bool = True,
+                     min_distance: float = 1.5) -> list:
     """Configurations around one relaxed parent: mode grid, strain grid and random n-sphere samples.
 
-    ``sampling`` is the campaign spec's ``steps`` section as a dict. Each configuration is tagged
-    with its provenance (kind, parent, mode/strain label and amplitude or sample index).
+    ``sampling`` holds the campaign spec's ``mode_grid``, ``strain_grid`` and ``random`` sections.
+    The parent itself comes first. Candidates with two atoms closer than ``min_distance`` Angstrom
+    are dropped. Each configuration is tagged with its provenance (method, tilt system, mode or
+    strain label and amplitude, random draw).
     """
     from ..structure.modes import displacement_modes
 
     out = []
     if include_parent:
-        out.append(_with(parent, tags={"kind": "parent", "parent": glazer}))
+        out.append(_with(parent, tags=_tags("tilt", glazer, relaxed=parent.tags.get("relaxed"))))
 
     mg = sampling.get("mode_grid") or {}
     if mg.get("enabled"):
         basis = displacement_modes(parent.reference)
-        count = 0
         cap = mg.get("max_per_parent")
+        grid = []
         for mode, label in _grid_modes(basis, mg.get("subspaces", "all"), mg.get("components", "all")):
             for amp in mg.get("amplitudes", []):
-                if cap and count >= cap:
-                    break
-                out.append(_with(parent, displacements=parent.displacements + float(amp) * mode,
-                                 tags={"kind": "mode_grid", "parent": glazer, "mode": label, "amplitude": float(amp)}))
-                count += 1
+                grid.append(_with(parent, displacements=parent.displacements + float(amp) * mode,
+                                  tags=_tags("grid", glazer, grid="mode", mode=label, amplitude=float(amp))))
+        grid = [c for c in grid if _far_enough(c, min_distance)]
+        out.extend(grid[:cap] if cap else grid)
 
     sg = sampling.get("strain_grid") or {}
     if sg.get("enabled") and (sg.get("around", "reference") == "all" or glazer == CUBIC):
         for direction, label, amp in strain_wedge_grid(sg.get("amplitudes", []), sg.get("subspaces", "all")):
-            out.append(_with(parent, strain=parent.strain + amp * direction,
-                             tags={"kind": "strain_grid", "parent": glazer, "strain": label, "amplitude": float(amp)}))
+            c = _with(parent, strain=parent.strain + amp * direction,
+                      tags=_tags("grid", glazer, grid="strain", strain=label, amplitude=float(amp)))
+            if _far_enough(c, min_distance):
+                out.append(c)
 
     rd = sampling.get("random") or {}
     around = rd.get("around", "all")
     if rd.get("enabled") and (around == "all" or (around == "reference" and glazer == CUBIC)
                               or (isinstance(around, (list, tuple)) and glazer in around)):
-        out.extend(random_samples(parent, glazer, rd, seed))
+        out.extend(random_samples(parent, glazer, rd, seed, min_distance))
     return out
 
 
-def random_samples(parent, glazer: str, rd: dict, seed: int = 0) -> list:
-    """``count`` random configurations around ``parent``: displacement and strain drawn uniformly from
-    n-balls of the given radii (displacements orthogonal to rigid translations), then thinned by the
-    uniqueness filter when ``uniqueness_tolerance`` > 0. Reproducible for a given seed and parent."""
-    from ..structure import Configuration
+def random_samples(parent, glazer: str, rd: dict, seed: int = 0, min_distance: float = 1.5) -> list:
+    """``count`` random configurations around ``parent``: mode amplitudes and symmetry-adapted strain
+    amplitudes drawn uniformly on (``fill``: in) n-spheres of the given radii, near-duplicates of
+    already drawn ones (symmetry-reduced distance below ``uniqueness_tolerance``) rejected.
+    Reproducible: the generator is seeded from the campaign seed and the parent's symbol."""
+    from ..structure.sampling import UniquenessFilter, random_nsphere
 
-    rng = np.random.default_rng(_seed(seed, "random", glazer))
-    n = parent.reference.n_atoms
-    count = int(rd.get("count", 0))
-    r_u = float(rd.get("displacement_radius", 0.0))
-    r_e = float(rd.get("strain_radius", 0.0))
     tol = float(rd.get("uniqueness_tolerance", 0.0) or 0.0)
-    keep = _uniqueness_filter(tol)
-    out = []
-    attempts = 0
-    while len(out) < count and attempts < 20 * max(count, 1):
-        attempts += 1
-        u = _ball(rng, 3 * n, r_u).reshape(n, 3) if r_u > 0 else np.zeros((n, 3))
-        u -= u.mean(axis=0)
-        e = _ball(rng, 6, r_e) if r_e > 0 else np.zeros(6)
-        cfg = Configuration(parent.reference, parent.displacements + u, parent.strain + e,
-                            tags={"kind": "random", "parent": glazer, "sample": attempts - 1,
-                                  "displacement_radius": r_u, "strain_radius": r_e})
-        if keep(cfg):
-            out.append(cfg)
-    return out
-
-
-def _ball(rng, dim: int, radius: float) -> np.ndarray:
-    """A point uniformly distributed in the dim-dimensional ball of the given radius."""
-    x = rng.normal(size=dim)
-    x /= np.linalg.norm(x)
-    return x * radius * rng.uniform() ** (1.0 / dim)
-
-
-def _uniqueness_filter(tol: float):
-    """Callable config -> bool accepting a configuration unless one already accepted lies within ``tol``."""
-    if tol <= 0:
-        return lambda cfg: True
-    try:
-        from ..structure import UniquenessFilter
-    except ImportError:  # pragma: no cover - the structure layer always provides it
-        UniquenessFilter = None
-    if UniquenessFilter is not None:
-        flt = UniquenessFilter(tol)
-        for name in ("accept", "add", "__call__"):
-            if hasattr(flt, name):
-                return getattr(flt, name)
-    accepted: list[np.ndarray] = []
-
-    def keep(cfg) -> bool:
-        v = np.concatenate([cfg.displacements.ravel(), cfg.strain])
-        if any(np.linalg.norm(v - w) < tol for w in accepted):
-            return False
-        accepted.append(v)
-        return True
-
-    return keep
+    uniq = UniquenessFilter(tol) if tol > 0 else None
+    if uniq is not None:
+        uniq.add(parent)
+    child_seed = int(_seed(seed, "random", glazer).generate_state(1)[0])
+    configs = random_nsphere(
+        parent, int(rd.get("count", 0)),
+        displacement_radius=float(rd.get("displacement_radius", 0.0)),
+        strain_radius=float(rd.get("strain_radius", 0.0)),
+        seed=child_seed, fill=bool(rd.get("fill", False)), uniqueness=uniq,
+        min_distance=min_distance, too_close="skip",
+    )
+    for c in configs:
+        c.tags = _tags("random", glazer, draw=c.tags.get("draw"), seed=int(seed),
+                       displacement_radius=float(rd.get("displacement_radius", 0.0)),
+                       strain_radius=float(rd.get("strain_radius", 0.0)))
+    return configs
 
 
 def interpolate_path(parents: list, glazers: list[str], n: int) -> list:
-    """``n`` configurations along each leg of a path of parents (end points included once)."""
-    from ..structure import Configuration
+    """``n`` configurations along each leg of a path of parents (shared end points once); each parent
+    is first replaced by its symmetry image closest to the previous one."""
+    from ..structure.sampling import interpolate_path as path
 
-    out = []
-    for leg, (a, b) in enumerate(zip(parents[:-1], parents[1:])):
-        ts = np.linspace(0.0, 1.0, n)
-        if leg > 0:
-            ts = ts[1:]
-        for t in ts:
-            out.append(Configuration(
-                a.reference,
-                (1 - t) * a.displacements + t * b.displacements,
-                (1 - t) * a.strain + t * b.strain,
-                tags={"kind": "interpolation", "path": "->".join(glazers), "leg": f"{glazers[leg]}->{glazers[leg + 1]}",
-                      "t": float(t)},
-            ))
-    return out
+    configs = path(parents, n, align=True)
+    name = "->".join(glazers)
+    for c in configs:
+        seg = int(c.tags.get("segment", 0))
+        c.tags = _tags("interpolate", None, path=name, leg=f"{glazers[seg]}->{glazers[seg + 1]}",
+                       path_coordinate=float(c.tags.get("path_coordinate", 0.0)))
+    return configs
 
 
 def store_configurations(store, configs: list, campaign: str | None, settings_hash: str | None = None) -> dict:
