@@ -36,7 +36,11 @@ def _primitive_operations_cached(species: tuple, a: float):
     s = Perovskite(species, a).primitive_structure()
     numbers = [site.specie.Z for site in s]
     cell = (s.lattice.matrix, s.frac_coords, numbers)
-    sym = spglib.get_symmetry(cell, symprec=1e-5)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # spglib's old error handling notice
+        sym = spglib.get_symmetry(cell, symprec=1e-5)
     if sym is None:  # pragma: no cover - spglib failure
         raise DescriptorError("spglib could not find the space group of the reference perovskite")
     rots = np.array(sym["rotations"], dtype=int)
