@@ -101,23 +101,36 @@ class LinearCE(EnergyModel):
         return mat
 
     def fit(self, configs, energies, forces=None, features=None):
-        """Fit the ECIs to total energies (eV); ``features`` may pass precomputed raw cluster features."""
+        """Fit the ECIs to total energies (eV); forces are not used (Eq. 2 is fitted to energies).
+
+        ``features`` may pass precomputed raw cluster features of these configurations (one supercell).
+        """
         configs = check_configurations(configs)
         e = check_energies(energies, len(configs))
-        if self.method not in ("ridge", "lasso"):
-            raise ModelError(f"LinearCE method must be 'ridge' or 'lasso'; got {self.method!r}")
         ref = configs[0].reference
         fz = self._prepare_featurizer(ref)
-        self.featurizer_ = fz
-        self._family = FeaturizerFamily(fz)
         if features is not None:
             if any(c.reference != ref for c in configs):
                 raise ModelError("precomputed features need all configurations in one supercell")
-            x = self.orbit_sums(features).numpy() / ref.n_cells
-        else:
-            x = self.design_matrix(configs, fz)
+            return self.fit_arrays(ref, e, features, featurizer=fz)
+        x = self.design_matrix(configs, fz)
         ncell = np.array([c.reference.n_cells for c in configs], dtype=float)
-        y = e / ncell
+        return self._fit_design(fz, x, e / ncell)
+
+    def fit_arrays(self, reference, energies, features, featurizer=None):
+        """Fit from raw cluster features (list per orbit of ``[B, U, F]``) of configurations of ``reference``."""
+        import torch
+
+        fz = featurizer if featurizer is not None else self._prepare_featurizer(reference)
+        raw = [torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64) for x in features]
+        x = self.orbit_sums(raw).numpy() / reference.n_cells
+        return self._fit_design(fz, x, np.asarray(energies, dtype=float) / reference.n_cells)
+
+    def _fit_design(self, fz, x, y):
+        if self.method not in ("ridge", "lasso"):
+            raise ModelError(f"LinearCE method must be 'ridge' or 'lasso'; got {self.method!r}")
+        self.featurizer_ = fz
+        self._family = FeaturizerFamily(fz)
         if self.method == "ridge":
             from sklearn.linear_model import RidgeCV
 

@@ -167,8 +167,6 @@ class _NeuralModel(EnergyModel):
         predicts any supercell). ``features`` may pass precomputed raw features
         (:meth:`precompute`) of exactly these configurations to skip featurisation.
         """
-        torch = _torch()
-        hidden = self._check_hyperparameters()
         configs = check_configurations(configs)
         e = check_energies(energies, len(configs))
         refs = {c.reference for c in configs}
@@ -181,14 +179,31 @@ class _NeuralModel(EnergyModel):
         use_forces = self.force_weight > 0
         if use_forces and forces is None:
             raise ModelError("force_weight > 0 needs the forces of the training configurations")
-        f = check_forces(forces, configs) if use_forces else None
+        f = np.stack(check_forces(forces, configs)) if use_forces else None
+        pos, lat = geometry(configs) if use_forces else (None, None)
+        fz = self._prepare_featurizer(ref)
+        raw = features if features is not None else self.precompute(configs, fz)
+        return self.fit_arrays(ref, e, raw, positions=pos, lattice=lat, forces=f, featurizer=fz)
 
+    def fit_arrays(self, reference, energies, features, positions=None, lattice=None, forces=None, featurizer=None):
+        """Train from arrays: raw features (list per orbit, ``[B, U, F]``), energies ``[B]`` (eV) and,
+        for the force term, positions ``[B, N, 3]``, lattices ``[B, 3, 3]`` and forces ``[B, N, 3]``."""
+        torch = _torch()
+        hidden = self._check_hyperparameters()
+        ref = reference
+        e = np.asarray(energies, dtype=float)
+        use_forces = self.force_weight > 0
+        if use_forces and (forces is None or positions is None or lattice is None):
+            raise ModelError("force_weight > 0 needs positions, lattices and forces of the training configurations")
+        raw = [torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64) for x in features]
+        fz = featurizer if featurizer is not None else self._prepare_featurizer(ref)
         fz = self._prepare_featurizer(ref)
         self.featurizer_ = fz
         self._family = FeaturizerFamily(fz)
         n_inputs = self._n_inputs(fz)
-        raw = features if features is not None else self.precompute(configs, fz)
-        if len(raw) != len(n_inputs) or any(x.shape[0] != len(configs) for x in raw):
+        if len(raw) != len(n_inputs) or any(x.shape[0] != len(e) for x in raw) or any(
+            x.shape[-1] != n for x, n in zip(raw, n_inputs)
+        ):
             raise ModelError("precomputed features do not match the configurations and the featurizer")
 
         # scaler: per orbit and function, over all units of all training configurations
@@ -224,14 +239,14 @@ class _NeuralModel(EnergyModel):
         anchors = self._anchors()
         norm = 1.0 / (units_per_cell * ncell)
 
-        train_idx, val_idx = split_validation(len(configs), float(self.validation_fraction), int(self.seed))
+        train_idx, val_idx = split_validation(len(e), float(self.validation_fraction), int(self.seed))
         train_idx_t = torch.as_tensor(train_idx)
         val_idx_t = torch.as_tensor(val_idx)
 
         if use_forces:
-            pos_all, lat_all = geometry(configs)
-            pos_all, lat_all = torch.as_tensor(pos_all), torch.as_tensor(lat_all)
-            f_all = torch.as_tensor(np.stack(f))
+            pos_all = torch.as_tensor(np.asarray(positions, dtype=float))
+            lat_all = torch.as_tensor(np.asarray(lattice, dtype=float))
+            f_all = torch.as_tensor(np.asarray(forces, dtype=float))
             sf = float(torch.sqrt((f_all**2).mean()))
             sf = sf if sf > 1e-8 else 1.0
             fw = float(self.force_weight)

@@ -185,19 +185,36 @@ class PairPotential(EnergyModel):
         return out
 
     # ---------------------------------------------------------------- fit / energy
-    def fit(self, configs, energies, forces=None):
-        """Fit the weights to total energies (eV) by ridge regression per primitive cell (forces unused)."""
+    def fit(self, configs, energies, forces=None, features=None):
+        """Fit the weights to total energies (eV) by ridge regression per primitive cell (forces unused).
+
+        ``features`` may pass :meth:`relative_features` of these configurations.
+        """
+        configs = check_configurations(configs)
+        e = check_energies(energies, len(configs))
+        x = self.relative_features(configs) if features is None else np.asarray(features, dtype=float)
+        ncell = np.array([c.reference.n_cells for c in configs], dtype=float)
+        return self._fit_design(x / ncell[:, None], e / ncell)
+
+    def fit_arrays(self, reference, energies, features):
+        """Fit from :meth:`relative_features` ``[B, n_features]`` of configurations of ``reference``."""
+        n = reference.n_cells
+        return self._fit_design(np.asarray(features, dtype=float) / n, np.asarray(energies, dtype=float) / n)
+
+    def _fit_design(self, x, y):
         from sklearn.linear_model import RidgeCV
 
         self._check_params()
-        configs = check_configurations(configs)
-        e = check_energies(energies, len(configs))
-        ncell = np.array([c.reference.n_cells for c in configs], dtype=float)
-        x = self.relative_features(configs) / ncell[:, None]
-        y = e / ncell
+        if x.shape[1] != self.n_features:
+            raise ModelError(f"pair features have {x.shape[1]} columns; expected {self.n_features}")
         alphas = np.logspace(-10, 2, 25) if self.alphas is None else np.asarray(self.alphas, dtype=float)
         self.coef_, self.e0_, self.alpha_ = _ridge(x, y, alphas, self.reference_energy_per_fu, RidgeCV)
         return self
+
+    def energies_from_features(self, features, reference) -> np.ndarray:
+        """Total energies from :meth:`relative_features` ``[B, n_features]``."""
+        self._check_fitted()
+        return reference.n_cells * self.e0_ + np.asarray(features, dtype=float) @ self.coef_
 
     def _energy(self, positions, lattice, reference):
         import torch

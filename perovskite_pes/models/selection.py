@@ -1,0 +1,483 @@
+"""Model selection as in the paper (section III.C-E) and the ``train_and_select`` entry point.
+
+1. 80/20 train/test split (seeded).
+2. k-fold cross-validation (scikit-learn ``KFold``, 10 folds by default) on the training part
+   over a grid of model type x cluster set x basis order x hidden layers x nodes; folds run in
+   parallel with joblib (one torch thread per worker). Features are computed once per
+   (cluster set, order) for the whole data set and shared by every setting and fold, unless a
+   force term is trained (then the nets featurise by autograd in every step).
+3. Table of mean and standard deviation of train and validation RMSE per setting (Fig. 7).
+4. The best setting (lowest mean validation RMSE) is refitted on the whole training part and
+   its test RMSE reported, with the pair-potential and linear-CE baselines fitted on the same
+   split, per-kind errors (``config.tags["kind"]``), errors per energy bin and the figures.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .base import ModelError, check_configurations, check_energies, check_forces, geometry, n_atoms_of
+from .featurizers import build_featurizer, featurizer_from_recipe
+from .linear import LinearCE
+from .nets import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, ClusterNet, SiteNet
+from .pair import PairPotential
+from . import reports
+
+MODEL_KINDS = ("cluster", "site", "linear", "pair")
+
+DEFAULT_SETTINGS: dict = {
+    "grid": {
+        "model": ["cluster", "site"],
+        "clusters": ["7p+t+o"],
+        "max_order": [2],
+        "layers": [1],
+        "nodes": [8],
+    },
+    "metric": "lin",
+    "truncated": False,
+    "n_folds": 10,
+    "test_fraction": 0.2,
+    "seed": 0,
+    "n_jobs": 2,
+    "training": {
+        "batch_sizes": list(DEFAULT_BATCH_SIZES),
+        "epochs": list(DEFAULT_EPOCHS),
+        "learning_rate": 1e-3,
+        "patience": 100,
+        "validation_fraction": 0.1,
+        "force_weight": 0.0,
+        "weight_decay": 0.0,
+    },
+    "linear": {"method": "ridge"},
+    "pair": {"cutoff": 7.8, "n_gaussians": 24},
+    "reference_energy_per_fu": None,
+    "baselines": True,
+    "learning_curve": None,  # e.g. [0.1, 0.25, 0.5, 1.0]: fractions of the training part
+    "window_mev_per_fu": 125.0,
+    "bin_mev_per_fu": 25.0,
+    "plots": True,
+    "progress": True,
+}
+
+
+def merge_settings(settings: dict | None) -> dict:
+    """Defaults updated by ``settings`` (nested dicts merged one level deep); unknown keys refused."""
+    out = copy.deepcopy(DEFAULT_SETTINGS)
+    for key, value in (settings or {}).items():
+        if key == "paths":
+            out[key] = value
+            continue
+        if key not in out:
+            raise ModelError(f"unknown selection setting {key!r}; known: {sorted(list(out) + ['paths'])}")
+        if isinstance(out[key], dict) and isinstance(value, dict):
+            unknown = set(value) - set(out[key]) if key in ("grid", "training") else set()
+            if unknown:
+                raise ModelError(f"unknown {key} setting(s) {sorted(unknown)}; known: {sorted(out[key])}")
+            out[key].update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def expand_grid(grid: dict) -> list[dict]:
+    """All settings of the grid; linear models ignore layers/nodes and pair potentials everything."""
+    def as_list(v):
+        return list(v) if isinstance(v, (list, tuple)) else [v]
+
+    models = as_list(grid.get("model", ["cluster"]))
+    for m in models:
+        if m not in MODEL_KINDS:
+            raise ModelError(f"unknown model type {m!r} in the grid; expected one of {list(MODEL_KINDS)}")
+    out, seen = [], set()
+    for m, cl, order, layers, nodes in itertools.product(
+        models, as_list(grid.get("clusters", ["7p+t+o"])), as_list(grid.get("max_order", [2])),
+        as_list(grid.get("layers", [1])), as_list(grid.get("nodes", [8])),
+    ):
+        if m == "pair":
+            s = {"model": "pair"}
+        elif m == "linear":
+            s = {"model": "linear", "clusters": cl, "max_order": int(order)}
+        else:
+            if int(layers) < 1 or int(nodes) < 1:
+                raise ModelError(f"layers and nodes must be >= 1; got {layers} x {nodes}")
+            s = {"model": m, "clusters": cl, "max_order": int(order), "layers": int(layers), "nodes": int(nodes)}
+        key = json.dumps(s, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    if not out:
+        raise ModelError("the hyperparameter grid is empty")
+    return out
+
+
+def setting_label(s: dict) -> str:
+    if s["model"] == "pair":
+        return "pair"
+    cl = s["clusters"] if isinstance(s["clusters"], str) else "custom"
+    if s["model"] == "linear":
+        return f"linear {cl} o{s['max_order']}"
+    return f"{s['model']} {cl} o{s['max_order']} {s['layers']}x{s['nodes']}"
+
+
+def make_model(setting: dict, cfg: dict, seed: int | None = None, featurizer=None):
+    """The estimator of one grid setting with the run's training/baseline settings."""
+    seed = int(cfg["seed"] if seed is None else seed)
+    e0 = cfg.get("reference_energy_per_fu")
+    if setting["model"] == "pair":
+        return PairPotential(reference_energy_per_fu=e0, **cfg.get("pair", {}))
+    common = dict(
+        clusters=setting["clusters"], max_order=setting["max_order"], metric=cfg["metric"], truncated=cfg["truncated"],
+        reference_energy_per_fu=e0, featurizer=featurizer,
+    )
+    if setting["model"] == "linear":
+        return LinearCE(seed=seed, **common, **cfg.get("linear", {}))
+    cls = ClusterNet if setting["model"] == "cluster" else SiteNet
+    return cls(hidden_layers=(setting["nodes"],) * setting["layers"], seed=seed, **common, **cfg["training"])
+
+
+def _feature_kind(setting: dict) -> str:
+    return {"cluster": "cluster", "site": "site", "linear": "cluster", "pair": "pair"}[setting["model"]]
+
+
+def _feature_key(setting: dict) -> str:
+    if setting["model"] == "pair":
+        return "pair"
+    return json.dumps([setting["clusters"], setting["max_order"]], default=str)
+
+
+class FeatureBank:
+    """Raw features of every configuration, computed once per (cluster set, order) and kind."""
+
+    def __init__(self, configs, cfg: dict, progress: bool = False):
+        self.configs = configs
+        self.reference = configs[0].reference
+        self.cfg = cfg
+        self.progress = progress
+        self._featurizers: dict = {}
+        self._features: dict = {}
+
+    def featurizer(self, setting):
+        if setting["model"] == "pair":
+            return None
+        key = _feature_key(setting)
+        if key not in self._featurizers:
+            self._featurizers[key] = build_featurizer(
+                self.reference, setting["clusters"], setting["max_order"], self.cfg["metric"], self.cfg["truncated"]
+            )
+        return self._featurizers[key]
+
+    def features(self, setting):
+        """List of numpy arrays ``[n_configs, U, F]`` (or ``[n_configs, n_pair_features]`` for pairs)."""
+        import torch
+
+        kind = _feature_kind(setting)
+        key = (_feature_key(setting), kind)
+        if key in self._features:
+            return self._features[key]
+        if kind == "pair":
+            model = make_model(setting, self.cfg)
+            out = [model.relative_features(self.configs)]
+        else:
+            fz = self.featurizer(setting)
+            chunks = []
+            rng = range(0, len(self.configs), 512)
+            if self.progress:
+                from tqdm.auto import tqdm
+
+                rng = tqdm(rng, desc=f"features {setting.get('clusters')} o{setting.get('max_order')} ({kind})", unit="batch", leave=False)
+            for s in rng:
+                pos, lat = geometry(self.configs[s : s + 512])
+                with torch.no_grad():
+                    pos_t, lat_t = torch.as_tensor(pos), torch.as_tensor(lat)
+                    cf = fz.cluster_features(pos_t, lat_t)
+                    feats = cf if kind == "cluster" else fz.site_features(pos_t, lat_t, cf)
+                chunks.append([x.numpy() for x in feats])
+            out = [np.concatenate([c[g] for c in chunks]) for g in range(len(chunks[0]))]
+        self._features[key] = out
+        return out
+
+
+def _fit_and_score(setting, cfg, featurizer, reference, feats, energies, n_atoms, train_idx, eval_sets, geometry_arrays=None, forces=None, threads=1, seed=None, keep_model=False):
+    """Fit one setting on ``train_idx`` and return its energies on each of ``eval_sets`` (worker-safe)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    if isinstance(featurizer, dict):  # a recipe sent to a worker process: rebuild once per process
+        featurizer = featurizer_from_recipe(featurizer, reference)
+    t0 = time.perf_counter()
+    model = make_model(setting, cfg, seed=seed, featurizer=featurizer)
+    sub = lambda idx: [np.ascontiguousarray(x[idx]) for x in feats]  # noqa: E731
+    if setting["model"] == "pair":
+        model.fit_arrays(reference, energies[train_idx], sub(train_idx)[0])
+    elif setting["model"] == "linear":
+        model.fit_arrays(reference, energies[train_idx], sub(train_idx), featurizer=featurizer)
+    else:
+        kw = {}
+        if model.force_weight > 0:
+            pos, lat = geometry_arrays
+            kw = dict(positions=pos[train_idx], lattice=lat[train_idx], forces=forces[train_idx])
+        model.fit_arrays(reference, energies[train_idx], [torch.from_numpy(x) for x in sub(train_idx)], featurizer=featurizer, **kw)
+    out = {"fit_time": time.perf_counter() - t0, "predictions": []}
+    for idx in eval_sets:
+        f = sub(idx)
+        if setting["model"] == "pair":
+            pred = model.energies_from_features(f[0], reference)
+        else:
+            pred = model.energies_from_features([torch.from_numpy(x) for x in f], reference)
+        out["predictions"].append(pred)
+    if keep_model:
+        out["model"] = model
+    return out
+
+
+def _rmse_mev(pred, ref, n_atoms) -> float:
+    return float(np.sqrt(np.mean(((pred - ref) / n_atoms) ** 2)) * 1000.0)
+
+
+def cross_validate(bank: FeatureBank, grid: list[dict], energies, train_idx, cfg, forces=None, progress=False) -> list[dict]:
+    """k-fold CV of every grid setting on ``train_idx``; one row per setting (RMSE in meV/atom)."""
+    from joblib import Parallel, delayed
+    from sklearn.model_selection import KFold
+
+    n_folds = int(cfg["n_folds"])
+    if n_folds < 2 or n_folds > len(train_idx):
+        raise ModelError(f"n_folds must be between 2 and the number of training configurations ({len(train_idx)}); got {n_folds}")
+    folds = list(KFold(n_splits=n_folds, shuffle=True, random_state=int(cfg["seed"])).split(train_idx))
+    n_atoms = n_atoms_of(bank.configs)
+    ref = bank.reference
+    geo = geometry(bank.configs) if forces is not None else None
+    n_jobs = int(cfg.get("n_jobs") or 1)
+    jobs, meta = [], []
+    for si, setting in enumerate(grid):
+        fz = bank.featurizer(setting)
+        if fz is not None and n_jobs != 1:
+            fz = fz.to_dict()  # featurizers hold torch objects: workers rebuild them from the recipe
+        feats = bank.features(setting)
+        for fi, (tr, va) in enumerate(folds):
+            tr_idx, va_idx = train_idx[tr], train_idx[va]
+            jobs.append(delayed(_fit_and_score)(setting, cfg, fz, ref, feats, energies, n_atoms, tr_idx, [tr_idx, va_idx], geo, forces, 1))
+            meta.append((si, tr_idx, va_idx))
+    results = Parallel(n_jobs=n_jobs, backend="loky" if n_jobs != 1 else "sequential", return_as="generator")(jobs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        results = tqdm(results, total=len(jobs), desc="cross-validation fits", unit="fit")
+    rows = [{"setting": s, "label": setting_label(s), "train": [], "val": [], "fit_time": []} for s in grid]
+    for (si, tr_idx, va_idx), res in zip(meta, results):
+        p_tr, p_va = res["predictions"]
+        rows[si]["train"].append(_rmse_mev(p_tr, energies[tr_idx], n_atoms[tr_idx]))
+        rows[si]["val"].append(_rmse_mev(p_va, energies[va_idx], n_atoms[va_idx]))
+        rows[si]["fit_time"].append(res["fit_time"])
+    for r in rows:
+        r.update(
+            train_rmse_mean=float(np.mean(r["train"])), train_rmse_std=float(np.std(r["train"])),
+            val_rmse_mean=float(np.mean(r["val"])), val_rmse_std=float(np.std(r["val"])),
+            fit_time_mean=float(np.mean(r["fit_time"])), n_folds=len(r["val"]),
+        )
+    return rows
+
+
+def _kinds(configs) -> list[str]:
+    return [str(c.tags.get("kind", "other")) if isinstance(c.tags, dict) else "other" for c in configs]
+
+
+def train_and_select(configs, energies, forces=None, settings: dict | None = None, workdir=None):
+    """Cross-validated selection, refit and test evaluation; returns ``(best_model, report)``.
+
+    ``settings`` overrides :data:`DEFAULT_SETTINGS` (``grid``, ``n_folds``, ``test_fraction``,
+    ``seed``, ``n_jobs``, ``training``, ``baselines``, ``learning_curve``, ``paths``, ...).
+    ``paths`` (optional) maps a path name to ``{"x": [...], "configs": [...], "energies": [...],
+    "xlabel": str}`` with reference-calculator energies, drawn as in Fig. 9. With ``workdir``,
+    the best model is saved to ``workdir/model`` and the report (``report.json``) and PNG
+    figures are written there. RMSEs are in meV/atom.
+    """
+    from sklearn.model_selection import train_test_split
+
+    cfg = merge_settings(settings)
+    configs = check_configurations(configs)
+    e = check_energies(energies, len(configs))
+    refs = {c.reference for c in configs}
+    if len(refs) != 1:
+        raise ModelError("train_and_select needs all configurations in one supercell of the reference")
+    grid = expand_grid(cfg["grid"])
+    use_forces = float(cfg["training"].get("force_weight") or 0) > 0 and any(s["model"] in ("cluster", "site") for s in grid)
+    f = None
+    if use_forces:
+        if forces is None:
+            raise ModelError("training.force_weight > 0 needs forces for every configuration")
+        f = np.stack(check_forces(forces, configs))
+    n = len(configs)
+    if n < 10:
+        raise ModelError(f"model selection needs at least 10 configurations; got {n}")
+    tf = float(cfg["test_fraction"])
+    if not 0 < tf < 1:
+        raise ModelError(f"test_fraction must be in (0, 1); got {tf}")
+    seed = int(cfg["seed"])
+    train_idx, test_idx = train_test_split(np.arange(n), test_size=tf, random_state=seed, shuffle=True)
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    progress = bool(cfg.get("progress"))
+    t0 = time.perf_counter()
+    bank = FeatureBank(configs, cfg, progress=progress)
+    n_atoms = n_atoms_of(configs)
+    ref = bank.reference
+
+    table = cross_validate(bank, grid, e, train_idx, cfg, forces=f, progress=progress)
+    best_i = int(np.argmin([r["val_rmse_mean"] for r in table]))
+    best_setting = grid[best_i]
+
+    geo = geometry(configs) if use_forces else None
+    fits = {}
+    to_fit = [("best", best_setting)]
+    if cfg.get("baselines", True):
+        if best_setting["model"] != "pair":
+            to_fit.append(("pair", {"model": "pair"}))
+        if best_setting["model"] != "linear":
+            lin = {"model": "linear", "clusters": best_setting.get("clusters", "7p+t+o"), "max_order": best_setting.get("max_order", 2)}
+            to_fit.append(("linear", lin))
+    for name, setting in to_fit:
+        res = _fit_and_score(setting, cfg, bank.featurizer(setting), ref, bank.features(setting), e, n_atoms, train_idx, [train_idx, test_idx], geo, f, threads=0, keep_model=True)
+        fits[name] = {"setting": setting, **res}
+
+    kinds = np.array(_kinds(configs))
+    e_min_fu = float(np.min(e / (n_atoms / 5.0)))
+    summary = {}
+    for name, res in fits.items():
+        p_tr, p_te = res["predictions"]
+        summary[name] = {
+            "label": setting_label(res["setting"]),
+            "setting": res["setting"],
+            "train": reports.error_stats(p_tr, e[train_idx], n_atoms[train_idx], e_min_per_fu=e_min_fu, window_mev_per_fu=cfg["window_mev_per_fu"]),
+            "test": reports.error_stats(p_te, e[test_idx], n_atoms[test_idx], e_min_per_fu=e_min_fu, window_mev_per_fu=cfg["window_mev_per_fu"]),
+            "test_per_kind": reports.per_kind_stats(p_te, e[test_idx], n_atoms[test_idx], kinds[test_idx], e_min_per_fu=e_min_fu),
+            "fit_time": res["fit_time"],
+        }
+    best = fits["best"]["model"]
+    p_tr, p_te = fits["best"]["predictions"]
+    report = {
+        "n_configurations": n,
+        "n_train": int(len(train_idx)),
+        "n_test": int(len(test_idx)),
+        "train_indices": train_idx.tolist(),
+        "test_indices": test_idx.tolist(),
+        "settings": _json_settings(cfg),
+        "cv_table": [{k: v for k, v in r.items()} for r in table],
+        "best": best_setting,
+        "best_label": setting_label(best_setting),
+        "test_rmse": summary["best"]["test"]["rmse_mev_per_atom"],
+        "train_rmse": summary["best"]["train"]["rmse_mev_per_atom"],
+        "test_rmse_low": summary["best"]["test"]["rmse_low_mev_per_atom"],
+        "models": summary,
+        "energy_bins": {
+            "train": reports.binned_errors(p_tr, e[train_idx], n_atoms[train_idx], cfg["bin_mev_per_fu"], cfg["window_mev_per_fu"], e_min_fu),
+            "test": reports.binned_errors(p_te, e[test_idx], n_atoms[test_idx], cfg["bin_mev_per_fu"], cfg["window_mev_per_fu"], e_min_fu),
+        },
+        "units": "RMSE in meV/atom; energy windows in meV per formula unit above the lowest energy",
+    }
+
+    if cfg.get("learning_curve"):
+        report["learning_curve"] = learning_curve(bank, e, train_idx, test_idx, cfg, [s for _, s in to_fit], cfg["learning_curve"], progress)
+
+    if cfg.get("paths"):
+        report["paths"] = evaluate_paths(cfg["paths"], {summary[k]["label"]: fits[k]["model"] for k in fits})
+
+    best.provenance_ = {
+        "selected_by": "k-fold cross-validation",
+        "setting": best_setting,
+        "test_rmse_mev_per_atom": report["test_rmse"],
+        "train_rmse_mev_per_atom": report["train_rmse"],
+        "n_train": report["n_train"],
+    }
+    report["wall_time"] = time.perf_counter() - t0
+    if workdir is not None:
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        best.save(workdir / "model")
+        report["model_dir"] = str(workdir / "model")
+        if cfg.get("plots", True):
+            report["figures"] = write_figures(workdir, report, e, p_tr, p_te, train_idx, test_idx, n_atoms, table, best_i)
+        (workdir / "report.json").write_text(json.dumps(_clean(report), indent=1))
+    return best, _clean(report)
+
+
+def learning_curve(bank, energies, train_idx, test_idx, cfg, settings, fractions, progress=False) -> dict:
+    """Test RMSE (meV/atom) of each setting refitted on growing, seeded subsets of the training part."""
+    rng = np.random.default_rng(int(cfg["seed"]))
+    perm = rng.permutation(train_idx)
+    n_atoms = n_atoms_of(bank.configs)
+    out = {}
+    sizes = sorted({max(5, int(round(float(fr) * len(train_idx)))) for fr in fractions})
+    sizes = [s for s in sizes if s <= len(train_idx)]
+    it = [(s, n) for s in settings for n in sizes]
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="learning curve", unit="fit", leave=False)
+    for setting, size in it:
+        sub = np.sort(perm[:size])
+        res = _fit_and_score(setting, cfg, bank.featurizer(setting), bank.reference, bank.features(setting), energies, n_atoms, sub, [test_idx], threads=0)
+        c = out.setdefault(setting_label(setting), {"n_train": [], "test_rmse": []})
+        c["n_train"].append(int(size))
+        c["test_rmse"].append(_rmse_mev(res["predictions"][0], energies[test_idx], n_atoms[test_idx]))
+    return out
+
+
+def evaluate_paths(paths: dict, models: dict) -> dict:
+    """Energies (meV/f.u., relative to the path's reference value at x closest to 0) along paths."""
+    out = {}
+    for name, p in paths.items():
+        cfgs = check_configurations(p["configs"], f"paths[{name!r}].configs")
+        ref_e = check_energies(p["energies"], len(cfgs), f"paths[{name!r}].energies")
+        x = np.asarray(p.get("x", np.arange(len(cfgs))), dtype=float)
+        n_fu = n_atoms_of(cfgs) / 5.0
+        zero = int(np.argmin(np.abs(x))) if p.get("zero") is None else int(p["zero"])
+        entry = {"x": x.tolist(), "xlabel": p.get("xlabel", "path coordinate"), "reference": ((ref_e - ref_e[zero]) / n_fu * 1000).tolist(), "models": {}, "rmse_mev_per_atom": {}}
+        for label, m in models.items():
+            pred = m.predict(cfgs)
+            entry["models"][label] = ((pred - pred[zero]) / n_fu * 1000).tolist()
+            entry["rmse_mev_per_atom"][label] = _rmse_mev(pred, ref_e, n_atoms_of(cfgs))
+        out[name] = entry
+    return out
+
+
+def write_figures(workdir: Path, report, e, p_tr, p_te, train_idx, test_idx, n_atoms, table, best_i) -> dict:
+    figs = {}
+    figs["parity"] = str(reports.parity_plot(workdir / "parity.png", (e[train_idx], p_tr), (e[test_idx], p_te), n_atoms[train_idx], n_atoms[test_idx], title=report["best_label"]))
+    figs["energy_bins"] = str(
+        reports.error_bins_plot(workdir / "energy_bins.png", report["energy_bins"]["train"], report["energy_bins"]["test"], report["train_rmse"], report["test_rmse"])
+    )
+    figs["cv_grid"] = str(reports.cv_grid_plot(workdir / "cv_grid.png", table, best_i))
+    if report.get("learning_curve"):
+        figs["learning_curve"] = str(reports.learning_curve_plot(workdir / "learning_curve.png", report["learning_curve"]))
+    if report.get("paths"):
+        figs["paths"] = str(reports.path_plot(workdir / "paths.png", report["paths"]))
+    return figs
+
+
+def _json_settings(cfg: dict) -> dict:
+    out = {k: v for k, v in cfg.items() if k != "paths"}
+    if cfg.get("paths"):
+        out["paths"] = sorted(cfg["paths"])
+    return out
+
+
+def _clean(obj):
+    """JSON-safe copy (numpy to lists, NaN to None, models dropped)."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items() if k != "model"}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _clean(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
