@@ -24,7 +24,14 @@ from fireworks import Firework, Workflow
 
 from .dupefinder import CampaignDupeFinder, dupe_key
 from .spec import CUBIC, CampaignSpec, campaign_parents
-from .tasks import EnumerateTask, RelaxReferenceTask, RelaxTiltTask, fw_spec_base, train_fireworks
+from .tasks import (
+    CampaignReportTask,
+    EnumerateTask,
+    RelaxReferenceTask,
+    RelaxTiltTask,
+    fw_spec_base,
+    train_fireworks,
+)
 
 
 def spec_hash(spec: CampaignSpec) -> str:
@@ -78,9 +85,9 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
             dkey=dupe_key("relax_tilt", g, reference, supercell, rt.angles_deg, rt.relax, calc),
         )
 
+    retrain = policy if (spec.retrain.enabled and spec.training.enabled) else None
     enum_kwargs = dict(campaign=name, reference=reference, supercell=supercell, calculator=calc,
-                       batch=batch, seed=spec.seed, retrain=policy if spec.retrain.enabled else None,
-                       training=training)
+                       batch=batch, seed=spec.seed, retrain=retrain, training=training)
     sampling = {k: steps_dict[k] for k in ("mode_grid", "strain_grid", "random")}
     enumerate_fws = []
     for g, parent_fw in relax_fw.items():
@@ -99,11 +106,19 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
             dkey=dupe_key("interpolate", list(ip.path), ip.n, reference, supercell, calc, batch),
         ))
 
-    train, report = train_fireworks(name, calc, training, policy, mode="if_new" if spec.retrain.final else "policy",
-                                    trigger="final", category=None)
-    train.spec.update(common)
-    report.spec.update(common)
-    train.parents = list(enumerate_fws)
-    return Workflow(fws + [train, report], name=f"campaign {name}",
+    if spec.training.enabled:
+        train, report = train_fireworks(name, calc, training, policy,
+                                        mode="if_new" if spec.retrain.final else "policy", trigger="final")
+        train.parents = list(enumerate_fws)
+        final = [train, report]
+    else:  # a data-only campaign: the report waits for every calculation
+        report = Firework([CampaignReportTask(campaign=name, calculator=calc["name"])],
+                          spec=fw_spec_base(name, "report", None, pes_trigger="final", _allow_fizzled_parents=True,
+                                            _pes_name=f"{name}: report"),
+                          name=f"{name}: report", parents=list(enumerate_fws))
+        final = [report]
+    for fw in final:
+        fw.spec.update(common)
+    return Workflow(fws + final, name=f"campaign {name}",
                     metadata={"campaign": name, "spec_hash": spec_hash(spec), "spec": spec.to_dict(),
                               "source": spec.source})

@@ -250,6 +250,8 @@ class DescriptorSpec:
 
 @dataclass(frozen=True)
 class TrainingSpec:
+    #: false: the campaign only produces data (no training, no retraining)
+    enabled: bool = True
     models: tuple[str, ...] = ("cluster_net",)
     #: hyperparameter grid: name -> list of values (the models layer knows the names)
     grid: dict = field(default_factory=dict)
@@ -589,7 +591,7 @@ def _descriptors(value) -> DescriptorSpec:
 
 
 def _training(value) -> TrainingSpec:
-    t = _mapping(value, "training", ("models", "grid", "folds", "epochs", "test_fraction", "batch_sizes",
+    t = _mapping(value, "training", ("enabled", "models", "grid", "folds", "epochs", "test_fraction", "batch_sizes",
                                      "learning_rate", "use_forces", "options"))
     models = t.get("models", ["cluster_net"])
     if isinstance(models, str):
@@ -615,6 +617,7 @@ def _training(value) -> TrainingSpec:
     if not isinstance(options, dict):
         _fail("training.options", f"expected a mapping of extra training settings; got {options!r}")
     return TrainingSpec(
+        enabled=_bool(t.get("enabled", True), "training.enabled"),
         models=models, grid=_plain(dict(grid)),
         folds=_int(t.get("folds", 5), "training.folds", minimum=2),
         epochs=_int(t.get("epochs", 300), "training.epochs", minimum=1),

@@ -247,7 +247,7 @@ def train_fireworks(campaign: str, calculator: dict, training: dict, policy: dic
     rname = f"{campaign}: report ({trigger})"
     report = Firework([CampaignReportTask(campaign=campaign, calculator=calculator["name"])],
                       spec=fw_spec_base(campaign, "report", category, pes_trigger=trigger, _pes_name=rname,
-                                        **priority),
+                                        _allow_fizzled_parents=True, **priority),
                       name=rname, parents=[train])
     if dupe is not None:
         report.spec.update(_dupefinder=CampaignDupeFinder(), pes_dupe_key=dupe_key("report", dupe))
