@@ -1,0 +1,180 @@
+"""`pes init` and `pes db ...` through subprocesses, with a temporary PES_HOME.
+
+Tests that take ``store_backend`` also run against MongoDB when PES_TEST_MONGO_URI is set.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from perovskite_pes.db import close_store, get_store
+from perovskite_pes.structure import Configuration, Perovskite
+
+N = 40
+
+
+def _seed_store(n=3):
+    """Store n configurations (one tilted, two random) with sevennet calculations; release the store."""
+    ref = Perovskite().supercell(2)
+    rng = np.random.default_rng(4)
+    configs = [Configuration(ref, rng.normal(0, 0.05, (N, 3)), rng.normal(0, 0.01, 6),
+                             {"method": "tilt" if i == 0 else "random", "tilt_system": "a0a0c+" if i == 0 else None})
+               for i in range(n)]
+    store = get_store()
+    ids = store.save_configurations(configs).ids
+    for i, cid in enumerate(ids):
+        store.save_calculation(cid, dict(energy=-3.0 * N - i, forces=rng.normal(size=(N, 3)), stress=rng.normal(size=6) * 1e-3,
+                                         calculator="sevennet", version="0.13.0", settings_hash="h1", status="completed"))
+    close_store()
+    return configs, ids
+
+
+def _one_line_error(proc):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pes: error:"), proc.stderr
+    return lines[0]
+
+
+def test_init_writes_config_and_launchers(run_pes, pes_home):
+    proc = run_pes("init", "--queue", "pbs", check=0)
+    assert str(pes_home / "config.yaml") in proc.stdout
+    cfg = yaml.safe_load((pes_home / "config.yaml").read_text())
+    assert cfg == {"database": "perovskite_pes"}
+    fw = pes_home / "fireworks"
+    from fireworks import FWorker
+    from fireworks.user_objects.queue_adapters.common_adapter import CommonAdapter
+
+    fwconf = yaml.safe_load((fw / "FW_config.yaml").read_text())
+    assert fwconf["MONGOMOCK_SERVERSTORE_FILE"] == str(pes_home / "store.json")
+    assert fwconf["LAUNCHPAD_LOC"] == str(fw / "my_launchpad.yaml")
+    lp = yaml.safe_load((fw / "my_launchpad.yaml").read_text())
+    assert lp["name"] == "perovskite_pes" and lp["uri_mode"] is False
+    assert FWorker.from_file(str(fw / "my_fworker_dft.yaml")).category == "dft"
+    assert FWorker.from_file(str(fw / "my_fworker_ml.yaml")).query["spec._category"] == {"$exists": False}
+    qa = CommonAdapter.from_file(str(fw / "my_qadapter.yaml"))
+    assert qa.q_type == "PBS" and str(fw) in qa["rocket_launch"]
+    assert CommonAdapter.from_file(str(fw / "my_qadapter_slurm.yaml")).q_type == "SLURM"
+    # the store was created and initialised, so FireWorks' own lpad can read it
+    assert (pes_home / "store.json").exists()
+    # a second init refuses to overwrite
+    assert "--force" in _one_line_error(run_pes("init"))
+
+
+def test_init_with_unreachable_mongodb_writes_nothing(run_pes, pes_home):
+    proc = run_pes("init", "--mongo-uri", "mongodb://u:secret@127.0.0.1:9/campaign", env={"PES_MONGO_TIMEOUT": "1"})
+    msg = _one_line_error(proc)
+    assert "cannot reach MongoDB" in msg and "secret" not in msg
+    assert not (pes_home / "config.yaml").exists()
+    run_pes("init", "--mongo-uri", "mongodb://u:secret@db.example:27017/campaign", "--no-check", check=0)
+    lp = yaml.safe_load((pes_home / "fireworks" / "my_launchpad.yaml").read_text())
+    assert lp["uri_mode"] is True and lp["name"] == "campaign"
+    assert yaml.safe_load((pes_home / "fireworks" / "FW_config.yaml").read_text())["MONGOMOCK_SERVERSTORE_FILE"] is None
+
+
+def test_malformed_config_is_one_line(run_pes, pes_home):
+    (pes_home / "config.yaml").write_text("mongo_uri: [\n")
+    assert "not valid YAML" in _one_line_error(run_pes("db", "stats"))
+
+
+def test_stats_query_and_unknown_field(run_pes, store_backend, tmp_path):
+    _configs, ids = _seed_store()
+    st = json.loads(run_pes("db", "stats", "--json", check=0).stdout)
+    assert st["configurations"] == 3 and st["calculations"] == 3
+    assert st["embedded"] == (store_backend == "embedded")
+    rows = json.loads(run_pes("db", "query", "--method", "random", "--emax", "-3.01", "--json", check=0).stdout)
+    assert [r["config_id"] for r in rows] == [ids[1], ids[2]]
+    rows = json.loads(run_pes("db", "query", "--where", "tilt_system=a0a0c+", "--json", check=0).stdout)
+    assert [r["config_id"] for r in rows] == [ids[0]]
+    out = tmp_path / "poscars"
+    run_pes("db", "query", "--calculator", "sevennet", "-o", out, check=0)
+    assert sorted(p.stem for p in out.iterdir()) == sorted(ids)
+    msg = _one_line_error(run_pes("db", "query", "--where", "colour=red"))
+    assert "unknown query field 'colour'" in msg and "tilt_system" in msg
+
+
+@pytest.mark.parametrize("fmt", ["xyz", "jsonl"])
+def test_export_import_round_trip(run_pes, pes_home, tmp_path, fmt):
+    configs, ids = _seed_store()
+    path = tmp_path / f"data.{fmt}"
+    assert "exported 3" in run_pes("db", "export", path, check=0).stdout
+    if fmt == "xyz":  # readable by ASE as the interchange format of ML-potential codes
+        from ase.io import read
+
+        frames = read(path, ":")
+        assert len(frames) == 3
+        e = [a.get_potential_energy() for a in frames]
+        np.testing.assert_allclose(e, [-120.0, -121.0, -122.0])
+        assert frames[0].get_forces().shape == (N, 3) and frames[0].get_stress().shape == (6,)
+    other = tmp_path / "other_home"
+    proc = run_pes("db", "import", path, "--json", env={"PES_HOME": str(other)}, check=0)
+    summary = json.loads(proc.stdout)
+    assert summary["configurations_new"] == 3 and summary["calculations"] == 3
+    again = json.loads(run_pes("db", "import", path, "--json", env={"PES_HOME": str(other)}, check=0).stdout)
+    assert again["configurations_new"] == 0 and again["calculations"] == 3  # updates, no duplicates
+    from perovskite_pes.settings import Settings
+
+    store = get_store(Settings.load(other))
+    assert store.count_configurations() == 3 and store.count_calculations() == 3
+    data = {d["energy"]: d for d in store.training_data()}
+    original = get_store()  # switches back to the first home
+    src = {d["energy"]: d for d in original.training_data()}
+    for energy, d in src.items():
+        np.testing.assert_allclose(data[energy]["forces"], d["forces"], atol=1e-8)
+        np.testing.assert_allclose(data[energy]["stress"], d["stress"], atol=1e-8)
+        np.testing.assert_allclose(data[energy]["config"].displacements, d["config"].displacements, atol=1e-7)
+        np.testing.assert_allclose(data[energy]["config"].strain, d["config"].strain, atol=1e-9)
+    close_store()
+
+
+def test_import_refuses_bad_files_and_stores_nothing(run_pes, store_backend, tmp_path):
+    ref = Perovskite().supercell(2)
+    c = Configuration(ref, np.random.default_rng(0).normal(0, 0.05, (N, 3)))
+    good = {"configuration": c.to_dict(), "calculation": {"energy": -1.0, "forces": np.zeros((N, 3)).tolist(),
+                                                          "stress": [0.0] * 6, "calculator": "cp2k", "settings_hash": "x"}}
+    no_energy = json.loads(json.dumps(good))
+    del no_energy["calculation"]["energy"]
+    short_forces = json.loads(json.dumps(good))
+    short_forces["calculation"]["forces"] = short_forces["calculation"]["forces"][:-1]
+    cases = {"no_energy": (no_energy, "line 2: missing energy"), "forces": (short_forces, "line 2: forces must have shape 40x3")}
+    for name, (bad, words) in cases.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+        assert words in _one_line_error(run_pes("db", "import", path))
+    # extended XYZ: a frame without energy, and one with an atom missing
+    from ase.io import write
+
+    atoms = c.to_ase()
+    write(tmp_path / "noenergy.xyz", [atoms], format="extxyz")
+    assert "frame 1: missing energy" in _one_line_error(run_pes("db", "import", tmp_path / "noenergy.xyz", "--calculator", "vasp"))
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    short = atoms[:-1]
+    short.calc = SinglePointCalculator(short, energy=-1.0, forces=np.zeros((N - 1, 3)))
+    write(tmp_path / "short.xyz", [short], format="extxyz")
+    assert "has 39 atoms" in _one_line_error(run_pes("db", "import", tmp_path / "short.xyz", "--calculator", "vasp"))
+    st = get_store()
+    assert st.count_configurations() == 0 and st.count_calculations(status=None) == 0
+    close_store()
+
+
+def test_import_foreign_extxyz_in_any_atom_order(run_pes, store_backend, tmp_path):
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    ref = Perovskite().supercell(2)
+    c = Configuration(ref, np.random.default_rng(2).normal(0, 0.1, (N, 3)), [0.01, 0, 0, 0, 0, 0.002])
+    atoms = c.to_ase()
+    forces = np.random.default_rng(3).normal(size=(N, 3))
+    perm = np.random.default_rng(5).permutation(N)
+    shuffled = atoms[perm]
+    shuffled.calc = SinglePointCalculator(shuffled, energy=-150.0, forces=forces[perm])
+    write(tmp_path / "dft.xyz", [shuffled], format="extxyz")  # no pes_* provenance: defaults apply
+    run_pes("db", "import", tmp_path / "dft.xyz", "--calculator", "vasp", check=0)
+    (item,) = get_store().training_data()
+    assert item["calculator"] == "vasp"
+    np.testing.assert_allclose(item["forces"], forces, atol=1e-8)
+    np.testing.assert_allclose(item["config"].displacements, c.displacements, atol=1e-6)
+    close_store()
