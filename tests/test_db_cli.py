@@ -178,3 +178,17 @@ def test_import_foreign_extxyz_in_any_atom_order(run_pes, store_backend, tmp_pat
     np.testing.assert_allclose(item["forces"], forces, atol=1e-8)
     np.testing.assert_allclose(item["config"].displacements, c.displacements, atol=1e-6)
     close_store()
+
+
+def test_lpad_and_pes_see_the_same_data(run_pes, pes_home):
+    import os
+    import subprocess
+
+    run_pes("init", check=0)
+    run_pes("db", "lpad", "add_scripts", "echo hi", "-n", "hello", check=0)
+    env = dict(os.environ, FW_CONFIG_FILE=str(pes_home / "fireworks" / "FW_config.yaml"))
+    plain = subprocess.run(["lpad", "get_fws", "-d", "count"], capture_output=True, text=True, env=env, timeout=120,
+                           cwd=pes_home)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.strip().splitlines()[-1] == "1"
+    assert json.loads(run_pes("db", "stats", "--json", check=0).stdout)["fireworks"] == {"READY": 1}

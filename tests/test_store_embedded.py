@@ -163,3 +163,13 @@ def test_unreachable_mongodb_fails_fast(pes_home, monkeypatch):
         get_store()
     assert time.monotonic() - t0 < 10
     assert "\n" not in str(err.value)
+
+
+def test_launchpad_changes_are_on_disk_without_an_explicit_flush(pes_home):
+    from fireworks import Firework, ScriptTask
+
+    store = get_store()
+    store.get_launchpad().add_wf(Firework(ScriptTask.from_str("echo hi"), name="durable"))
+    on_disk = json.loads((pes_home / "store.json").read_text())
+    docs = on_disk[store.settings.database]["fireworks"]["documents"]
+    assert [d[1]["name"] for d in docs] == ["durable"]
