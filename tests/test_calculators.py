@@ -19,6 +19,11 @@ from perovskite_pes.errors import PesError
 from perovskite_pes.structure.reference import Perovskite
 
 
+@pytest.fixture(autouse=True)
+def _temporary_pes_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("PES_HOME", str(tmp_path / "pes_home"))
+
+
 def cubic():
     return Perovskite().primitive_structure()
 

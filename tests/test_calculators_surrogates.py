@@ -8,6 +8,11 @@ from perovskite_pes.calculators.surrogates import _MODEL_CACHE
 from perovskite_pes.structure.reference import Perovskite
 
 
+@pytest.fixture(autouse=True)
+def _temporary_pes_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("PES_HOME", str(tmp_path / "pes_home"))
+
+
 def cubic(a=5.87):
     return Perovskite(lattice_parameter=a).primitive_structure()
 

@@ -16,6 +16,12 @@ from perovskite_pes.calculators import CalculatorError, CalculatorInputError, ge
 from perovskite_pes.calculators.vasp import parse_vasp_run
 from perovskite_pes.structure.reference import Perovskite
 
+
+@pytest.fixture(autouse=True)
+def _temporary_pes_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("PES_HOME", str(tmp_path / "pes_home"))
+
+
 FIXTURES = Path(__file__).parent / "fixtures" / "vasp"
 FAKE = FIXTURES / "fake_vasp.py"
 FAST = {"potcar_spec": True, "polling_time_step": 0.02, "monitor_freq": 1}

@@ -1,0 +1,109 @@
+"""CP2K layer: the written input, and real (cheap) CP2K runs when cp2k.psmp is installed."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from perovskite_pes.calculators import CalculatorInputError, get_calculator
+from perovskite_pes.calculators.cp2k import COORD_FILE, INPUT_FILE, Cp2kCalculator
+from perovskite_pes.structure.reference import Perovskite
+
+
+@pytest.fixture(autouse=True)
+def _temporary_pes_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("PES_HOME", str(tmp_path / "pes_home"))
+
+
+has_cp2k = pytest.mark.skipif(
+    shutil.which("cp2k.psmp") is None or shutil.which("mpirun") is None,
+    reason="CP2K (cp2k.psmp + mpirun) not installed; see 'pes calc check'",
+)
+
+#: cheap settings for tests only (production: 400 Ry, mesh from the cell)
+CHEAP = {"cutoff": 200, "rel_cutoff": 30, "kpoints": [2, 2, 2], "eps_scf": 1e-6, "polling_time_step": 0.2}
+
+
+def cubic(a=5.87):
+    return Perovskite(lattice_parameter=a).primitive_structure()
+
+
+def test_input_has_pbesol_full_kpoint_grid_and_external_coordinates(tmp_path):
+    calc = get_calculator("cp2k", data_dir="/usr/share/cp2k")
+    s = Perovskite().supercell(2).to_structure()
+    if not (calc.data_dir / "GTH_POTENTIALS").is_file():
+        pytest.skip("CP2K data files not installed")
+    calc.write_inputs(s, tmp_path)
+    text = (tmp_path / INPUT_FILE).read_text()
+    assert "PARAMETRIZATION PBESOL" in text
+    assert "SCHEME MONKHORST-PACK 3 3 3" in text and "FULL_GRID" in text
+    assert "CUTOFF 400.0" in text and "RUN_TYPE ENERGY_FORCE" in text
+    assert "POTENTIAL GTH-PBE-q9" in text and "POTENTIAL GTH-PBE-q4" in text and "POTENTIAL GTH-PBE-q7" in text
+    assert "DZVP-MOLOPT-SR-GTH" in text and "UKS" not in text and "MULTIPLICITY 1" in text
+    # coordinates in site order in a separate file (custodian rewrites the input; an inline
+    # &COORD block would be reordered by pymatgen's parser)
+    assert "&COORD" not in text and f"COORD_FILE_NAME {COORD_FILE}" in text
+    rows = (tmp_path / COORD_FILE).read_text().splitlines()[2:]
+    assert [r.split()[0] for r in rows] == [site.specie.symbol for site in s]
+    np.testing.assert_allclose([[float(x) for x in r.split()[1:]] for r in rows], s.cart_coords, atol=1e-9)
+    calc.write_inputs(s, tmp_path / "cell", relax="cell")
+    assert "RUN_TYPE CELL_OPT" in (tmp_path / "cell" / INPUT_FILE).read_text()
+    calc.write_inputs(s, tmp_path / "pos", relax="positions")
+    assert "RUN_TYPE GEO_OPT" in (tmp_path / "pos" / INPUT_FILE).read_text()
+
+
+def test_element_without_pseudopotential_is_rejected(tmp_path):
+    calc = Cp2kCalculator()
+    if not (calc.data_dir / "GTH_POTENTIALS").is_file():
+        pytest.skip("CP2K data files not installed")
+    s = cubic()
+    s.replace(0, "Fr")
+    with pytest.raises(CalculatorInputError, match="no pseudopotential 'GTH-PBE' for element Fr"):
+        calc.write_inputs(s, tmp_path)
+    with pytest.raises(CalculatorInputError, match="no basis set 'nonsense' for element Cs"):
+        Cp2kCalculator(basis={"Cs": "nonsense"}).write_inputs(cubic(), tmp_path)
+    with pytest.raises(CalculatorInputError, match="xc must be"):
+        Cp2kCalculator(xc="B3LYP")
+
+
+@has_cp2k
+def test_real_single_point_cubic_and_displaced(tmp_path):
+    calc = get_calculator("cp2k", **CHEAP)
+    r0 = calc.calculate(cubic(), workdir=tmp_path / "cubic")
+    assert r0.status == "completed", r0.error
+    assert np.isfinite(r0.energy) and r0.version.startswith("cp2k ")
+    assert np.abs(r0.forces).max() < 1e-4  # zero by symmetry
+    assert np.abs(r0.stress[3:]).max() < 1e-6 and np.ptp(r0.stress[:3]) < 1e-6
+    s = cubic()
+    s.translate_sites([1], [0.1, 0, 0], frac_coords=False)  # Pb off-centre along x
+    r1 = calc.calculate(s, workdir=tmp_path / "displaced")
+    assert r1.status == "completed", r1.error
+    assert r1.energy > r0.energy
+    assert r1.forces[1, 0] < -0.01  # restoring force on Pb (eV/A)
+    assert abs(r1.forces.sum(axis=0)).max() < 0.02
+    assert (tmp_path / "displaced" / "custodian.json").exists()
+
+
+@has_cp2k
+def test_scf_that_does_not_converge_is_a_failed_record(tmp_path):
+    calc = get_calculator("cp2k", **{**CHEAP, "max_scf": 2, "eps_scf": 1e-10, "max_errors": 1})
+    r = calc.calculate(cubic(), workdir=tmp_path)
+    assert r.status == "failed" and r.energy is None and r.forces is None
+    assert "custodian" in r.error and "Non-converging" in r.error
+
+
+@has_cp2k
+@pytest.mark.slow
+def test_stress_sign_matches_finite_difference_and_relaxation(tmp_path):
+    calc = get_calculator("cp2k", **CHEAP)
+    a, h = 5.87, 4e-3
+    ep = calc.calculate(cubic(a * (1 + h)), workdir=tmp_path / "p").energy
+    em = calc.calculate(cubic(a * (1 - h)), workdir=tmp_path / "m").energy
+    r = calc.calculate(cubic(a), workdir=tmp_path / "0")
+    assert (ep - em) / (2 * h) == pytest.approx(a**3 * r.stress[:3].sum(), rel=0.05)
+    s = cubic()
+    s.translate_sites([2], [0.08, 0, 0], frac_coords=False)
+    relaxed = calc.calculate(s, relax="positions", workdir=tmp_path / "relax")
+    assert relaxed.status == "completed", relaxed.error
+    assert np.abs(relaxed.forces).max() < 0.02
+    assert relaxed.final_structure is not None and relaxed.energy < calc.calculate(s).energy
