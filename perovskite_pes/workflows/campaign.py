@@ -46,12 +46,16 @@ def check_calculator(spec: CampaignSpec):
 
 
 def check_training(spec: CampaignSpec) -> None:
-    """Let the models layer reject training settings it cannot use, when it offers a validator."""
-    try:
-        from ..models import validate_training_settings
-    except ImportError:
+    """Let the models layer reject training settings it cannot use, before anything is submitted."""
+    if not spec.training.enabled:
         return
-    validate_training_settings(spec.training_settings())
+    from ..models.selection import expand_grid, merge_settings
+    from .spec import SpecError
+
+    try:
+        expand_grid(merge_settings(spec.training_settings())["grid"])
+    except PesError as exc:
+        raise SpecError(f"campaign spec: training: {exc}") from None
 
 
 def existing_workflows(lpad, name: str, spec_hash: str | None = None) -> list[dict]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -169,20 +170,40 @@ def retrain_decision(store, calculator: str, settings_hash: str | None, policy: 
 
 
 # ----------------------------------------------------------------------------------- training
-CV_KEYS = ("cv_rmse", "cv_rmse_mean", "best_cv_rmse", "cv_rmse_per_atom", "validation_rmse")
-
-
 def cv_rmse(metrics: dict | None) -> float | None:
-    """The cross-validation RMSE recorded in a model's metrics (None when absent)."""
+    """The cross-validation RMSE (meV/atom) recorded in a model's metrics (None when absent)."""
     if not metrics:
         return None
-    for key in CV_KEYS:
-        value = metrics.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
-            return float(value["mean"])
+    value = metrics.get("cv_rmse")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
     return None
+
+
+def metrics_from_report(report: dict) -> dict:
+    """The model-registry metrics of a ``train_and_select`` report (RMSEs in meV/atom)."""
+    table = report.get("cv_table") or []
+    best = min(table, key=lambda r: r.get("val_rmse_mean", math.inf)) if table else {}
+    out = {
+        "cv_rmse": best.get("val_rmse_mean"),
+        "cv_rmse_std": best.get("val_rmse_std"),
+        "test_rmse": report.get("test_rmse"),
+        "train_rmse": report.get("train_rmse"),
+        "test_rmse_low": report.get("test_rmse_low"),
+        "best": report.get("best_label"),
+        "n_train": report.get("n_train"),
+        "n_test": report.get("n_test"),
+        "units": "meV/atom",
+    }
+    baselines = {}
+    for name, m in (report.get("models") or {}).items():
+        if name != "best" and isinstance(m, dict):
+            baselines[name] = (m.get("test") or {}).get("rmse_mev_per_atom")
+    if baselines:
+        out["baseline_test_rmse"] = baselines
+    if report.get("figures"):
+        out["figures"] = report["figures"]
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _jsonable(obj):
@@ -212,6 +233,28 @@ def models_dir(home=None) -> Path:
     return home / "models"
 
 
+def interpolation_paths(data: list[dict], min_points: int = 3) -> dict:
+    """Energies along the campaign's interpolation paths (cf. the paper's Fig. 9), for the model report.
+
+    Groups training items whose configuration is tagged ``method: interpolate`` by their ``path``,
+    ordered by ``path_coordinate``.
+    """
+    groups: dict = {}
+    for d in data:
+        tags = d["config"].tags or {}
+        if tags.get("method") == "interpolate" and tags.get("path") and tags.get("path_coordinate") is not None:
+            groups.setdefault(str(tags["path"]), []).append(d)
+    out = {}
+    for name, items in sorted(groups.items()):
+        if len(items) < min_points:
+            continue
+        items.sort(key=lambda d: float(d["config"].tags["path_coordinate"]))
+        out[name] = {"x": [float(d["config"].tags["path_coordinate"]) for d in items],
+                     "configs": [d["config"] for d in items], "energies": [float(d["energy"]) for d in items],
+                     "xlabel": f"path coordinate ({name})", "zero": 0}
+    return out
+
+
 def train_and_register(
     store,
     calculator: str,
@@ -229,7 +272,10 @@ def train_and_register(
     tolerance of the active one. Returns a summary dict (model id, path, metrics, activated, why).
     ``timings`` (if given) receives the seconds spent loading data, training and registering.
     """
-    from ..models import train_and_select
+    try:
+        from ..models import train_and_select
+    except ImportError:  # older layouts keep it in the selection module only
+        from ..models.selection import train_and_select
 
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
@@ -248,8 +294,15 @@ def train_and_register(
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(workdir) if workdir is not None else models_dir() / f"{name}-{stamp}"
     base.mkdir(parents=True, exist_ok=True)
+    settings = dict(training)
+    if "paths" not in settings:
+        paths = interpolation_paths(data)
+        if paths:
+            settings["paths"] = paths
+    if "progress" not in settings:
+        settings["progress"] = os.environ.get("PES_PROGRESS", "") not in ("", "0")
     t0 = time.perf_counter()
-    model, report = train_and_select(configs, energies, forces, dict(training), str(base))
+    model, report = train_and_select(configs, energies, forces, settings, str(base))
     timings["train"] = timings.get("train", 0.0) + time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -257,11 +310,8 @@ def train_and_register(
     if not (model_path / "model.json").exists():
         model.save(str(model_path))
     report = _jsonable(report or {})
-    metrics = dict(report.get("metrics", report)) if isinstance(report, dict) else {}
-    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool, type(None), dict, list))}
-    metrics["n_train_total"] = len(calc_ids)
-    hyper = dict(report.get("best_hyperparameters") or report.get("hyperparameters") or {}) if isinstance(report, dict) else {}
-    hyper["training_settings"] = _jsonable(training)
+    metrics = metrics_from_report(report)
+    hyper = {"best": report.get("best"), "training_settings": _jsonable(training)}
     new_cv = cv_rmse(metrics)
     active = store.active_model(calculator=calculator)
     old_cv = cv_rmse((active or {}).get("metrics"))
@@ -281,7 +331,8 @@ def train_and_register(
         metrics=metrics, hyperparameters=hyper, calc_ids=calc_ids, activate=activate,
     )
     store.flush()
-    (base / "training_report.json").write_text(json.dumps(report, indent=2, default=str))
+    if not (base / "report.json").exists():
+        (base / "report.json").write_text(json.dumps(report, indent=2, default=str))
     timings["register"] = timings.get("register", 0.0) + time.perf_counter() - t0
     return {
         "model_id": str(model_id),

@@ -22,8 +22,8 @@ Layout of a spec (every section except ``name`` and ``calculator`` is optional):
                uniqueness_tolerance: 0.01, around: all, fill: false}
       interpolations: [{path: [a0a0a0, a0a0c-, a-a-c+], n: 8}]
     descriptors: {clusters: 7p+t+o, max_order: 2, metric: lin, truncated: false}
-    training: {models: [cluster_net], grid: {hidden_layers: [[8]]}, folds: 5, epochs: 300,
-               test_fraction: 0.2, batch_sizes: [10, 100]}
+    training: {models: [cluster, site], grid: {layers: [1], nodes: [8, 16]}, folds: 10,
+               test_fraction: 0.2, batch_sizes: [2, 10, 100, 1000], epochs: [20, 50, 200, 1000]}
     retrain: {enabled: true, min_new_count: 500, min_new_fraction: 0.2, require: any,
               cv_tolerance: 0.05}
 """
@@ -44,7 +44,10 @@ DFT_CALCULATORS = ("cp2k", "vasp")
 #: cluster sets of the paper (section III.C)
 CLUSTER_SETS = ("4p+o", "5p+o", "8p+o", "4p+t+o", "7p+t+o")
 METRICS = ("lin", "quad", "log", "inv")
-MODEL_TYPES = ("linear_ce", "cluster_net", "site_net", "pair_potential")
+#: model kinds of perovskite_pes.models.train_and_select: cluster-/site-based nets, linear CE, pair potential
+MODEL_TYPES = ("cluster", "site", "linear", "pair")
+#: hyperparameters a training grid may scan (besides the model kinds)
+GRID_KEYS = ("clusters", "max_order", "layers", "nodes")
 RELAX_MODES = ("positions", "cell")
 CATEGORIES = ("auto", "dft", "ml", "none")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -250,18 +253,28 @@ class DescriptorSpec:
 
 @dataclass(frozen=True)
 class TrainingSpec:
+    """Model selection settings (paper section III.C), handed to ``perovskite_pes.models.train_and_select``.
+
+    The grid scans ``models`` x clusters x max_order x layers x nodes; clusters and max_order
+    default to the ``descriptors`` section.
+    """
+
     #: false: the campaign only produces data (no training, no retraining)
     enabled: bool = True
-    models: tuple[str, ...] = ("cluster_net",)
-    #: hyperparameter grid: name -> list of values (the models layer knows the names)
+    models: tuple[str, ...] = ("cluster",)
+    #: hyperparameter grid: clusters, max_order, layers, nodes -> lists of values to try
     grid: dict = field(default_factory=dict)
-    folds: int = 5
-    epochs: int = 300
+    folds: int = 10
     test_fraction: float = 0.2
-    batch_sizes: tuple[int, ...] = (10, 100)
+    #: Adam batch-size schedule and epochs per stage (one number or one per stage)
+    batch_sizes: tuple[int, ...] = (2, 10, 100, 1000)
+    epochs: Any = (20, 50, 200, 1000)
     learning_rate: float = 1e-3
-    use_forces: bool = False
-    #: other settings handed unchanged to perovskite_pes.models.train_and_select
+    #: weight of the force term in the loss (0: energies only, as in the paper)
+    force_weight: float = 0.0
+    #: parallel workers for the cross-validation folds
+    n_jobs: int = 2
+    #: other settings handed unchanged to perovskite_pes.models.train_and_select (merged last)
     options: dict = field(default_factory=dict)
 
 
@@ -318,28 +331,30 @@ class CampaignSpec:
         return Perovskite(tuple(self.reference.species), a).supercell(self.supercell)
 
     def training_settings(self) -> dict:
-        """Settings handed to :func:`perovskite_pes.models.train_and_select`."""
+        """Settings for :func:`perovskite_pes.models.train_and_select` (its schema)."""
         t = self.training
-        d = {
-            "models": list(t.models),
-            "grid": _plain(dict(t.grid)),
-            "folds": t.folds,
-            "epochs": t.epochs,
+        d = self.descriptors
+        grid = {"model": list(t.models), "clusters": [d.clusters if isinstance(d.clusters, str) else _plain(list(d.clusters))],
+                "max_order": [d.max_order]}
+        grid.update(_plain(dict(t.grid)))
+        out = {
+            "grid": grid,
+            "metric": d.metric,
+            "truncated": d.truncated,
+            "n_folds": t.folds,
             "test_fraction": t.test_fraction,
-            "batch_sizes": list(t.batch_sizes),
-            "learning_rate": t.learning_rate,
-            "use_forces": t.use_forces,
             "seed": self.seed,
-            "descriptors": {
-                "clusters": self.descriptors.clusters if isinstance(self.descriptors.clusters, str)
-                else _plain(list(self.descriptors.clusters)),
-                "max_order": self.descriptors.max_order,
-                "metric": self.descriptors.metric,
-                "truncated": self.descriptors.truncated,
-            },
+            "n_jobs": t.n_jobs,
+            "training": {"batch_sizes": list(t.batch_sizes),
+                         "epochs": list(t.epochs) if isinstance(t.epochs, (list, tuple)) else t.epochs,
+                         "learning_rate": t.learning_rate, "force_weight": t.force_weight},
         }
-        d.update(_plain(dict(t.options)))
-        return d
+        for key, value in _plain(dict(t.options)).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = {**out[key], **value}
+            else:
+                out[key] = value
+        return out
 
 
 def _plain(obj):
@@ -591,40 +606,57 @@ def _descriptors(value) -> DescriptorSpec:
 
 
 def _training(value) -> TrainingSpec:
-    t = _mapping(value, "training", ("enabled", "models", "grid", "folds", "epochs", "test_fraction", "batch_sizes",
-                                     "learning_rate", "use_forces", "options"))
-    models = t.get("models", ["cluster_net"])
+    t = _mapping(value, "training", ("enabled", "models", "grid", "folds", "test_fraction", "batch_sizes", "epochs",
+                                     "learning_rate", "force_weight", "n_jobs", "options"))
+    models = t.get("models", ["cluster"])
     if isinstance(models, str):
         models = [models]
     if not isinstance(models, list) or not models:
-        _fail("training.models", f"expected a non-empty list of model types from {list(MODEL_TYPES)}; got {models!r}")
+        _fail("training.models", f"expected a non-empty list of model kinds from {list(MODEL_TYPES)}; got {models!r}")
     models = tuple(_choice(m, f"training.models[{i}]", MODEL_TYPES) for i, m in enumerate(models))
-    grid = t.get("grid") or {}
-    if not isinstance(grid, dict):
-        _fail("training.grid", f"expected a mapping hyperparameter -> list of values; got {grid!r}")
+    grid = _mapping(t.get("grid"), "training.grid", GRID_KEYS)
     for k, v in grid.items():
-        if not isinstance(k, str):
-            _fail("training.grid", f"hyperparameter names must be strings; got {k!r}")
-        if not isinstance(v, list) or not v:
-            _fail(f"training.grid.{k}", f"expected a non-empty list of values to try; got {v!r}")
-    batch_sizes = t.get("batch_sizes", [10, 100])
+        if not isinstance(v, list):
+            v = grid[k] = [v]
+        if not v:
+            _fail(f"training.grid.{k}", "expected a non-empty list of values to try")
+        for i, x in enumerate(v):
+            p = f"training.grid.{k}[{i}]"
+            if k == "clusters":
+                if not (isinstance(x, str) and x in CLUSTER_SETS) and not (isinstance(x, list) and x):
+                    _fail(p, f"must be one of {list(CLUSTER_SETS)} or an explicit list of clusters; got {x!r}")
+            elif k == "max_order":
+                if x not in (2, 4, 6):
+                    _fail(p, f"must be one of [2, 4, 6]; got {x!r}")
+            else:
+                _int(x, p, minimum=1)
+    batch_sizes = t.get("batch_sizes", [2, 10, 100, 1000])
     if isinstance(batch_sizes, int) and not isinstance(batch_sizes, bool):
         batch_sizes = [batch_sizes]
     if not isinstance(batch_sizes, list) or not batch_sizes:
         _fail("training.batch_sizes", f"expected a non-empty list of positive integers; got {batch_sizes!r}")
     batch_sizes = tuple(_int(b, f"training.batch_sizes[{i}]", minimum=1) for i, b in enumerate(batch_sizes))
+    epochs = t.get("epochs", [20, 50, 200, 1000])
+    if isinstance(epochs, list):
+        if len(epochs) != len(batch_sizes):
+            _fail("training.epochs", f"give one number of epochs or one per batch size ({len(batch_sizes)}); got {epochs!r}")
+        epochs = tuple(_int(x, f"training.epochs[{i}]", minimum=1) for i, x in enumerate(epochs))
+    else:
+        epochs = _int(epochs, "training.epochs", minimum=1)
     options = t.get("options") or {}
     if not isinstance(options, dict):
-        _fail("training.options", f"expected a mapping of extra training settings; got {options!r}")
+        _fail("training.options", f"expected a mapping of extra train_and_select settings; got {options!r}")
+    test_fraction = _float(t.get("test_fraction", 0.2), "training.test_fraction", lo=0.0, hi=0.9, lo_open=True)
     return TrainingSpec(
         enabled=_bool(t.get("enabled", True), "training.enabled"),
         models=models, grid=_plain(dict(grid)),
-        folds=_int(t.get("folds", 5), "training.folds", minimum=2),
-        epochs=_int(t.get("epochs", 300), "training.epochs", minimum=1),
-        test_fraction=_float(t.get("test_fraction", 0.2), "training.test_fraction", lo=0.0, hi=0.9),
+        folds=_int(t.get("folds", 10), "training.folds", minimum=2),
+        test_fraction=test_fraction,
         batch_sizes=batch_sizes,
+        epochs=epochs,
         learning_rate=_float(t.get("learning_rate", 1e-3), "training.learning_rate", lo=0.0, lo_open=True),
-        use_forces=_bool(t.get("use_forces", False), "training.use_forces"),
+        force_weight=_float(t.get("force_weight", 0.0), "training.force_weight", lo=0.0),
+        n_jobs=_int(t.get("n_jobs", 2), "training.n_jobs", minimum=1),
         options=dict(options),
     )
 

@@ -235,7 +235,7 @@ def _with(parent, displacements=None, strain=None, tags=None):
 
 def _tags(method: str, glazer: str | None, **extra) -> dict:
     """Provenance tags; ``method``, ``tilt_system`` and ``parent`` become queryable database fields."""
-    out = {"method": method}
+    out = {"method": method, "kind": method}  # "kind": the models layer reports errors per kind
     if glazer is not None:
         out.update(tilt_system=glazer, parent=glazer)
     out.update(extra)
