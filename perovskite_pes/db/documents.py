@@ -92,7 +92,7 @@ class Configuration(Document):
     key = StringField(required=True)  # uniqueness key (perovskite_pes.db.keys.uniqueness_key)
     key_method = StringField(required=True)
     reference = ReferenceField(Reference, required=True, reverse_delete_rule=CASCADE)
-    displacements = ListField(required=True, validation=_matrix_validator(None, 3))  # (N, 3) Angstrom
+    displacements = ListField(validation=_matrix_validator(None, 3))  # (N, 3) Angstrom (checked in clean)
     strain = ListField(FloatField(), required=True)  # (xx, yy, zz, yz, xz, xy)
     structure = DictField()  # pymatgen Structure.as_dict(verbosity=0) of the deformed cell
     n_atoms = IntField(required=True, min_value=1)
@@ -119,7 +119,7 @@ class Configuration(Document):
     def clean(self):
         if len(self.strain) != 6:
             raise ValidationError("strain must have 6 components (xx, yy, zz, yz, xz, xy)")
-        if len(self.displacements) != self.n_atoms:
+        if not self.displacements or len(self.displacements) != self.n_atoms:
             raise ValidationError(f"displacements must have {self.n_atoms} rows")
 
 

@@ -115,7 +115,9 @@ def _serialise(databases: dict) -> str:
                 docs = list(col._documents.items())
             cols[col_name] = {"name": col.name, "documents": docs}
         out[db_name] = cols
-    return json_util.dumps(out)
+    # the C encoder walks the plain data; bson's hook only converts ObjectId, datetime, ... (same
+    # extended JSON as json_util.dumps, which walks everything in Python first and is much slower)
+    return json.dumps(out, default=json_util.default, separators=(",", ":"))
 
 
 def _load_databases(path: Path) -> dict:

@@ -81,6 +81,17 @@ def _oid(value, what: str) -> ObjectId:
         raise NotFound(f"{what} id {value!r} is not a valid id (24 hexadecimal digits)") from None
 
 
+def _validate(doc, where: str, clean: bool = True) -> None:
+    """mongoengine's schema check, reported as InvalidRecord (one line, names the fields)."""
+    from mongoengine import ValidationError
+
+    try:
+        doc.validate(clean=clean)
+    except ValidationError as exc:
+        fields = ", ".join(f"{k}: {v}" for k, v in (exc.to_dict() or {}).items()) or str(exc)
+        raise InvalidRecord(f"{where}: {fields}") from None
+
+
 def _str_or_none(v):
     if v is None:
         return None
@@ -287,7 +298,7 @@ class Store:
             supercell=np.asarray(reference.matrix, dtype=int).tolist(),
             n_atoms=int(reference.n_atoms),
         )
-        doc.validate()
+        _validate(doc, "reference")
         son = doc.to_mongo().to_dict()
         res = self._references_col.find_one_and_update(
             {"key": key}, {"$setOnInsert": son}, upsert=True, projection={"_id": 1}, return_document=True
@@ -336,9 +347,7 @@ class Store:
             key=key,
             key_method=method,
             reference=ref_oid,
-            displacements=config.displacements.tolist(),
             strain=config.strain.tolist(),
-            structure=config.to_structure().as_dict(verbosity=0),
             n_atoms=config.reference.n_atoms,
             tags=tags,
             tilt_system=_str_or_none(tags.get("tilt_system")),
@@ -346,8 +355,13 @@ class Store:
             parent=_str_or_none(tags.get("parent")),
             source=source,
         )
-        doc.validate()
-        return doc.to_mongo().to_dict()
+        # the (N, 3) arrays were checked by Configuration (shape, finite); adding them after the
+        # schema check skips mongoengine's per-element conversion, the slow part of an ingest
+        _validate(doc, "configuration", clean=False)
+        son = doc.to_mongo().to_dict()
+        son["displacements"] = config.displacements.tolist()
+        son["structure"] = config.to_structure().as_dict(verbosity=0)
+        return son
 
     def save_configurations(self, configs, source: str | None = None) -> IngestReport:
         """Store configurations; one that is already stored (same uniqueness key) is not duplicated.
@@ -445,11 +459,13 @@ class Store:
             raise NotFound(f"{where}: no configuration with id {config_id}")
         fields = validate_result(result, cfg["n_atoms"], where)
         launch = validate_launch(launch)
+        big = {k: fields.pop(k) for k in ("forces", "final_structure")}  # validated by validate_result
         doc = D.Calculation(configuration=oid, launch=D.LaunchInfo(**launch) if launch else None, **fields)
-        doc.validate()
+        _validate(doc, where)
         son = doc.to_mongo().to_dict()
+        son.update(big)
         son.pop("created", None)
-        for k in ("final_structure", "stress", "energy", "energy_per_atom", "error", "version", "output_dir", "wall_time", "forces", "launch"):
+        for k in ("stress", "energy", "energy_per_atom", "error", "version", "output_dir", "wall_time", "launch"):
             son.setdefault(k, None)  # an update replaces every field, stale values included
         return {"configuration": oid, "settings_hash": fields["settings_hash"]}, son
 
@@ -557,7 +573,7 @@ class Store:
             hyperparameters=to_plain(hyperparameters or {}, "model hyperparameters"),
             calc_ids=[str(c) for c in (calc_ids or [])], n_train=len(calc_ids or []), active=False,
         )
-        doc.validate()
+        _validate(doc, "model")
         son = doc.to_mongo().to_dict()
         with self._lock, self.batch():
             oid = self._models.insert_one(son).inserted_id
