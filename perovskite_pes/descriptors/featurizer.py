@@ -30,6 +30,16 @@ FORMAT = "perovskite_pes.descriptors.Featurizer"
 FORMAT_VERSION = 1
 
 
+def _species_label(species: list[str]) -> str:
+    """'Pb-Br' for pairs and triplets, 'Br6' style for larger clusters."""
+    if len(species) <= 3:
+        return "-".join(species)
+    counts: dict[str, int] = {}
+    for s in species:
+        counts[s] = counts.get(s, 0) + 1
+    return "".join(f"{s}{n if n > 1 else ''}" for s, n in counts.items())
+
+
 class _PolyEval:
     """Evaluates all invariants of one basis from Q (..., n) with two gathers per monomial."""
 
@@ -243,7 +253,7 @@ class Featurizer:
             rows.append(
                 {
                     "name": orb.name,
-                    "species": "-".join(orb.prototype.species(pv)),
+                    "species": _species_label(orb.prototype.species(pv)),
                     "n_sites": orb.n_sites,
                     "n_pairs": len(orb.prototype.pairs),
                     "max_distance": float(orb.ref_distances.max()),

@@ -19,6 +19,10 @@ import numpy as np
 from .errors import DescriptorError
 
 
+#: upper bound on the terms expanded for one degree's Reynolds matrix (time and memory guard)
+MAX_REYNOLDS_TERMS = 3e8
+
+
 def monomial_indices(n_vars: int, degree: int) -> np.ndarray:
     """Monomials of one degree as sorted variable-index tuples, in lexicographic order: (D, degree)."""
     return np.array(list(combinations_with_replacement(range(n_vars), degree)), dtype=np.int64).reshape(-1, degree)
@@ -41,13 +45,14 @@ def reynolds_matrix(mats, degree: int, tol: float = 1e-12):
     codes = _codes(monos, n)
     m = np.where(np.abs(mats) > 1e-10, mats, 0.0)
     b = max(1, int((m != 0).sum(axis=2).max()))
-    if b ** degree * dcount > 5e7:
+    if b**degree * dcount * n_ops > MAX_REYNOLDS_TERMS:
         raise DescriptorError(
-            f"invariants of degree {degree} in {n} variables with {b}-dimensional blocks are too expensive; "
-            "lower max_order or use a smaller cluster"
+            f"invariants of degree {degree} in {n} CCDs ({n_ops} symmetry operations, blocks up to {b}) are too "
+            f"expensive to build (> {MAX_REYNOLDS_TERMS:.0e} terms); lower max_order or use the truncated CCDs"
         )
     combos = np.array(list(product(range(b), repeat=degree)), dtype=np.int64)  # (b^d, d)
     pos = np.arange(degree)[None, :]
+    chunk = max(1, 2_000_000 // len(combos))
     rows_all, cols_all, vals_all = [], [], []
     for g in range(n_ops):
         cols = np.zeros((n, b), dtype=np.int64)
@@ -56,16 +61,17 @@ def reynolds_matrix(mats, degree: int, tol: float = 1e-12):
             nz = np.nonzero(m[g, i])[0]
             cols[i, : len(nz)] = nz
             vals[i, : len(nz)] = m[g, i, nz]
-        c = cols[monos]  # (D, d, b)
-        v = vals[monos]
-        j = c[:, pos, combos]  # (D, b^d, d)
-        w = np.prod(v[:, pos, combos], axis=2)  # (D, b^d)
-        keep = w != 0
-        j = np.sort(j[keep], axis=1)
-        tgt = np.searchsorted(codes, _codes(j, n))
-        rows_all.append(np.nonzero(keep)[0])
-        cols_all.append(tgt)
-        vals_all.append(w[keep])
+        for start in range(0, dcount, chunk):
+            part = monos[start : start + chunk]
+            c = cols[part]  # (D, d, b)
+            v = vals[part]
+            j = c[:, pos, combos]  # (D, b^d, d)
+            w = np.prod(v[:, pos, combos], axis=2)  # (D, b^d)
+            keep = w != 0
+            j = np.sort(j[keep], axis=1)
+            rows_all.append(start + np.nonzero(keep)[0])
+            cols_all.append(np.searchsorted(codes, _codes(j, n)))
+            vals_all.append(w[keep])
     r = coo_matrix(
         (np.concatenate(vals_all) / n_ops, (np.concatenate(rows_all), np.concatenate(cols_all))),
         shape=(dcount, dcount),
@@ -109,6 +115,15 @@ class InvariantPolynomials:
             raise DescriptorError(f"max_order must be a positive integer; got {max_order!r}")
         mats = np.asarray(mats, dtype=float)
         n = mats.shape[1]
+        b = max(1, int((np.abs(mats) > 1e-10).sum(axis=2).max()))
+        for d in range(1, int(max_order) + 1):  # refuse before doing any work
+            terms = b**d * len(monomial_indices(n, d)) * len(mats)
+            if terms > MAX_REYNOLDS_TERMS:
+                raise DescriptorError(
+                    f"invariants of degree {d} in {n} CCDs ({len(mats)} symmetry operations, blocks up to {b}) are "
+                    f"too expensive to build (> {MAX_REYNOLDS_TERMS:.0e} terms); lower max_order or use the "
+                    "truncated CCDs"
+                )
         funcs = []
         for d in range(1, int(max_order) + 1):
             monos, r = reynolds_matrix(mats, d)
