@@ -236,7 +236,7 @@ def grid(
     if progress:
         from tqdm import tqdm
 
-        points = tqdm(points, total=total, desc="grid", unit="cfg")
+        points = tqdm(points, total=total, desc="grid", unit="cfg", disable=None)
     base_tags = {"method": "grid", **_parent_tags(parent)}
     for amps in points:
         amps = np.array(amps, float)
@@ -315,7 +315,7 @@ def random_nsphere(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=n, desc="random", unit="cfg")
+        bar = tqdm(total=n, desc="random", unit="cfg", disable=None)
     tries = 0
     while len(out) < n and tries < max_tries:
         tries += 1

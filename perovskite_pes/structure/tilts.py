@@ -177,8 +177,8 @@ def check_tilt_supercell(reference: ReferenceSupercell, glazer: str | GlazerSyst
     pattern0 = _sign_pattern(g.signs, np.zeros((len(rows), 3), int))
     if not np.array_equal(_sign_pattern(g.signs, rows), pattern0):
         raise GlazerError(
-            f"supercell {reference.matrix.tolist()} cannot hold the {g.symbol} tilt pattern (it doubles the "
-            "primitive cell along the tilted directions); use e.g. a 2x2x2 supercell"
+            f"supercell {reference.matrix.tolist()} cannot hold the {g.symbol} tilt pattern (the cell must be "
+            "doubled along every direction in which the rotation sense alternates); use e.g. a 2x2x2 supercell"
         )
 
 
