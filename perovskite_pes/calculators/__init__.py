@@ -24,17 +24,24 @@ from .base import (
 DEFAULT_CALCULATOR = "sevennet"
 
 
-def _registry() -> dict:
-    from .cp2k import Cp2kCalculator
-    from .surrogates import CHGNetCalculator, SevenNetCalculator
-    from .vasp import VaspCalculator
+#: name -> (module, class); modules are imported only when their calculator is asked for
+_REGISTRY = {
+    "sevennet": ("surrogates", "SevenNetCalculator"),
+    "chgnet": ("surrogates", "CHGNetCalculator"),
+    "cp2k": ("cp2k", "Cp2kCalculator"),
+    "vasp": ("vasp", "VaspCalculator"),
+}
 
-    return {
-        "sevennet": SevenNetCalculator,
-        "chgnet": CHGNetCalculator,
-        "cp2k": Cp2kCalculator,
-        "vasp": VaspCalculator,
-    }
+
+def calculator_class(name: str) -> type:
+    """The Calculator subclass registered under ``name``."""
+    import importlib
+
+    key = str(name).lower()
+    if key not in _REGISTRY:
+        raise CalculatorInputError(f"unknown calculator {name!r}; choose one of {', '.join(CALCULATOR_NAMES)}")
+    module, cls = _REGISTRY[key]
+    return getattr(importlib.import_module(f".{module}", __name__), cls)
 
 
 CALCULATOR_NAMES = ("sevennet", "chgnet", "cp2k", "vasp")
@@ -47,11 +54,7 @@ def get_calculator(name: str = DEFAULT_CALCULATOR, **settings) -> Calculator:
     its run options (command line, threads, polling interval ...; they do not). Unknown keys
     raise :class:`CalculatorInputError` listing the valid ones.
     """
-    registry = _registry()
-    key = str(name).lower()
-    if key not in registry:
-        raise CalculatorInputError(f"unknown calculator {name!r}; choose one of {', '.join(CALCULATOR_NAMES)}")
-    return registry[key](**settings)
+    return calculator_class(name)(**settings)
 
 
 def calculate_many(structures, calculator: Calculator | str = DEFAULT_CALCULATOR, relax=None, workdir=None,
@@ -113,6 +116,7 @@ __all__ = [
     "CalculatorError",
     "CalculatorInputError",
     "calculate_many",
+    "calculator_class",
     "check_calculators",
     "check_structure",
     "get_calculator",
