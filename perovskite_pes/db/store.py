@@ -217,7 +217,10 @@ class Store:
         self._open = False
         import mongoengine
 
-        mongoengine.disconnect(D.ALIAS) if self.server is None else _forget_mongoengine()
+        if self.server is None:
+            mongoengine.disconnect(D.ALIAS)  # closes the pymongo client too
+        else:
+            _forget_mongoengine()
         if self.server is not None:
             from .launchpad import uninstall_shared_client
 

@@ -187,6 +187,8 @@ def validate_launch(launch) -> dict | None:
             )
         except (TypeError, ValueError):
             raise InvalidRecord(f"launch time must be a datetime, ISO string or UNIX time; got {t!r}") from None
+    if "time" in out and out["time"].tzinfo is not None:  # stored as naive UTC, like every other date
+        out["time"] = out["time"].astimezone(_dt.timezone.utc).replace(tzinfo=None)
     extra = {k: v for k, v in launch.items() if k not in known}
     if extra:
         out["extra"] = to_plain(extra, "launch")
