@@ -439,6 +439,16 @@ def validate_spec(data, source: str | None = None) -> CampaignSpec:
     descriptors = _descriptors(d.get("descriptors"))
     training = _training(d.get("training"))
     retrain = _retrain(d.get("retrain"))
+    if steps.relax_tilts.enabled:
+        from ..structure import Perovskite
+        from ..structure.tilts import check_tilt_supercell
+
+        cell = Perovskite(reference.species, reference.lattice_parameter).supercell(supercell)
+        for g in campaign_parents(steps):
+            try:
+                check_tilt_supercell(cell, g)
+            except ValueError as exc:
+                _fail("supercell", f"{exc} (needed by steps.relax_tilts)")
     return CampaignSpec(
         name=name, calculator=calculator, seed=seed, reference=reference, supercell=supercell,
         fireworks=fws, steps=steps, descriptors=descriptors, training=training, retrain=retrain,

@@ -1,0 +1,119 @@
+"""Retrain policy: when new data calls for a new model, and when a new model replaces the active one."""
+
+import json
+
+import numpy as np
+import pytest
+
+from perovskite_pes.calculators import CalcResult
+from perovskite_pes.structure import Configuration, Perovskite
+from perovskite_pes.workflows.retrain import RetrainError, RetrainPolicy, retrain_decision
+
+
+# ---------------------------------------------------------------------------- the policy itself
+@pytest.mark.parametrize(
+    "policy, n_new, n_trained, expected",
+    [
+        (dict(min_new_count=100, min_new_fraction=None), 99, 1000, False),
+        (dict(min_new_count=100, min_new_fraction=None), 100, 1000, True),
+        (dict(min_new_count=None, min_new_fraction=0.2), 199, 1000, False),
+        (dict(min_new_count=None, min_new_fraction=0.2), 200, 1000, True),
+        (dict(min_new_count=100, min_new_fraction=0.2, require="any"), 150, 1000, True),
+        (dict(min_new_count=100, min_new_fraction=0.2, require="all"), 150, 1000, False),
+        (dict(min_new_count=100, min_new_fraction=0.2, require="all"), 250, 1000, True),
+        # no model trained on this data yet: only the count decides (a fraction of nothing says nothing)
+        (dict(min_new_count=100, min_new_fraction=0.2), 50, 0, False),
+        (dict(min_new_count=100, min_new_fraction=0.2), 100, 0, True),
+        (dict(min_new_count=None, min_new_fraction=0.2), 1, 0, True),
+        # nothing new never retrains
+        (dict(min_new_count=1, min_new_fraction=0.01), 0, 10, False),
+    ],
+)
+def test_policy_thresholds(policy, n_new, n_trained, expected):
+    assert RetrainPolicy(**policy).passes(n_new, n_trained) is expected
+
+
+def test_policy_cv_tolerance():
+    p = RetrainPolicy(cv_tolerance=0.1)
+    assert p.accepts(10.9, 10.0) and p.accepts(5.0, 10.0)
+    assert not p.accepts(11.2, 10.0)
+    assert p.accepts(3.0, None)  # nothing to compare with
+    assert not p.accepts(None, 10.0)  # a model without a CV error never replaces one with
+    assert not RetrainPolicy(cv_tolerance=0.0).accepts(10.0001, 10.0)
+
+
+def test_policy_rejects_nonsense():
+    with pytest.raises(RetrainError, match="min_new_count and/or min_new_fraction"):
+        RetrainPolicy(min_new_count=None, min_new_fraction=None)
+    with pytest.raises(RetrainError, match="require"):
+        RetrainPolicy(require="most")
+
+
+# ---------------------------------------------------------------------------- decisions on a store
+def _stored(store, n, seed=0, hash_="h1"):
+    ref = Perovskite().supercell(1)
+    rng = np.random.default_rng(seed)
+    configs = [Configuration(ref, rng.normal(scale=0.05, size=(5, 3))) for _ in range(n)]
+    ids = store.save_configurations(configs).ids
+    calc_ids = []
+    for cid in ids:
+        res = CalcResult(-17.0 + rng.normal(scale=0.01), np.zeros((5, 3)), np.zeros(6), "sevennet", "v", {},
+                         hash_, 0.1)
+        calc_ids.append(store.save_calculation(cid, res))
+    return calc_ids
+
+
+def test_decision_follows_the_data(store):
+    policy = RetrainPolicy(min_new_count=10, min_new_fraction=0.5)
+    d = retrain_decision(store, "sevennet", "h1", policy)
+    assert not d.retrain and "no completed sevennet calculations" in d.reason
+
+    first = _stored(store, 6, seed=1)
+    d = retrain_decision(store, "sevennet", "h1", policy)
+    assert (d.retrain, d.n_new, d.n_trained) == (False, 6, 0) and "below the retrain policy" in d.reason
+    assert retrain_decision(store, "sevennet", "h1", policy, mode="if_new").retrain  # end of a campaign
+
+    more = _stored(store, 5, seed=2)
+    d = retrain_decision(store, "sevennet", "h1", policy)
+    assert d.retrain and d.n_new == 11
+
+    store.register_model("m1", "/nowhere", "sevennet", "h1", {"cv_rmse": 3.0}, {}, first + more, activate=True)
+    for mode in ("policy", "if_new"):
+        d = retrain_decision(store, "sevennet", "h1", policy, mode=mode)
+        assert not d.retrain and d.n_new == 0 and "no new sevennet data" in d.reason
+    assert retrain_decision(store, "sevennet", "h1", policy, mode="force").retrain
+
+    _stored(store, 4, seed=3)  # 4 new of 11: below 10 and below half
+    d = retrain_decision(store, "sevennet", "h1", policy)
+    assert not d.retrain and d.n_new == 4
+    _stored(store, 2, seed=4)  # 6 new of 11: past half
+    d = retrain_decision(store, "sevennet", "h1", policy)
+    assert d.retrain and (d.n_new, d.n_trained) == (6, 11)
+    # another calculator's data never counts
+    _stored(store, 30, seed=5, hash_="other")
+    assert retrain_decision(store, "sevennet", "h1", policy).n_new == 6
+    assert retrain_decision(store, "chgnet", None, policy).n_total == 0
+
+
+def test_pes_retrain_without_new_data_does_nothing_and_says_so(run_pes, store):
+    ids = _stored(store, 3)
+    store.register_model("m1", "/nowhere", "sevennet", "h1", {"cv_rmse": 3.0}, {}, ids, activate=True)
+    store.flush()
+    from perovskite_pes.db import close_store
+
+    close_store()  # release the embedded store for the subprocess
+    for flags in ([], ["--if-grown"]):
+        proc = run_pes("retrain", *flags, check=0)
+        assert proc.stdout.startswith("nothing to do: no new sevennet data since the active model"), proc.stdout
+    proc = run_pes("retrain", "--json", check=0)
+    out = json.loads(proc.stdout)
+    assert out["trained"] is False and out["decision"]["n_new"] == 0
+    proc = run_pes("retrain", "--calculator", "chgnet", check=0)
+    assert "no completed chgnet calculations" in proc.stdout
+    proc = run_pes("retrain", "--if-grown", "--force", check=2)
+    assert "contradict" in proc.stderr
+
+
+def test_pes_retrain_without_anything_names_what_is_missing(run_pes, pes_home):
+    proc = run_pes("retrain", check=2)
+    assert "no --calculator given and no active model" in proc.stderr

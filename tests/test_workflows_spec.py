@@ -1,0 +1,141 @@
+"""Campaign specs: defaults, round trips, the shipped specs, and errors that name the field."""
+
+from pathlib import Path
+
+import pytest
+
+from perovskite_pes.errors import PesError
+from perovskite_pes.workflows.spec import SpecError, campaign_parents, load_spec, validate_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "workflows").glob("*.yaml"))
+
+
+def minimal(**extra):
+    d = {"name": "t", "calculator": {"name": "sevennet"}}
+    d.update(extra)
+    return d
+
+
+def test_defaults_and_round_trip():
+    spec = validate_spec(minimal())
+    assert spec.seed == 0 and spec.supercell == 2
+    assert spec.reference.species == ("Cs", "Pb", "Br") and spec.reference.lattice_parameter == 5.87
+    assert spec.steps.relax_reference.enabled and spec.steps.relax_tilts.enabled
+    # all 15 tilt systems are parents (a0a0a0 once, as the relaxed reference)
+    parents = campaign_parents(spec.steps)
+    assert len(parents) == 15 and parents[0] == "a0a0a0" and len(set(parents)) == 15
+    assert spec.category is None  # surrogate Fireworks run on any worker
+    again = validate_spec(spec.to_dict())
+    assert again.to_dict() == spec.to_dict()
+
+
+def test_dft_calculators_get_the_dft_category_and_training_settings_follow_the_models_schema():
+    spec = validate_spec(minimal(calculator={"name": "vasp", "settings": {"potcar_spec": True}},
+                                 descriptors={"clusters": "4p+o", "max_order": 4, "metric": "log"},
+                                 training={"models": ["cluster", "site"], "grid": {"nodes": [4, 8]}, "epochs": 7}))
+    assert spec.category == "dft"
+    t = spec.training_settings()
+    assert t["grid"] == {"model": ["cluster", "site"], "clusters": ["4p+o"], "max_order": [4], "nodes": [4, 8]}
+    assert t["metric"] == "log" and t["training"]["epochs"] == 7 and t["seed"] == 0
+    from perovskite_pes.models.selection import expand_grid, merge_settings
+
+    assert len(expand_grid(merge_settings(t)["grid"])) == 4
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_specs_are_valid(path):
+    spec = load_spec(path)
+    assert spec.name and spec.training_settings()["grid"]["model"]
+
+
+def test_shipped_specs_are_there():
+    names = {p.name for p in SHIPPED}
+    assert {"quickstart.yaml", "cspbbr3_paper.yaml", "cspbbr3_cp2k.yaml"} <= names
+
+
+def test_paper_spec_matches_the_paper():
+    spec = load_spec(ROOT / "workflows" / "cspbbr3_paper.yaml")
+    assert spec.calculator.name == "vasp" and spec.category == "dft"
+    assert len(campaign_parents(spec.steps)) == 15
+    assert spec.descriptors.clusters == "7p+t+o"
+    grid = spec.training_settings()["grid"]
+    assert set(grid["clusters"]) == {"4p+o", "5p+o", "8p+o", "4p+t+o", "7p+t+o"} and set(grid["max_order"]) == {2, 4}
+    assert spec.training.folds == 10 and spec.training.test_fraction == pytest.approx(0.2)
+    assert tuple(spec.training.batch_sizes) == (2, 10, 100, 1000)
+
+
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"calculator": {"name": "sevennet"}}, "name"),
+        (minimal(name="has space"), "name"),
+        ({"name": "t"}, "calculator"),
+        (minimal(calculator={"name": "gaussian"}), "calculator.name"),
+        (minimal(colour="red"), "colour"),
+        (minimal(seed=-1), "seed"),
+        (minimal(reference={"species": ["Cs", "Pb"]}), "reference.species"),
+        (minimal(reference={"species": ["Cs", "Xx", "Br"]}), "reference.species[1]"),
+        (minimal(reference={"lattice_parameter": -5}), "reference.lattice_parameter"),
+        (minimal(supercell=[[1, 0, 0], [0, 1, 0], [0, 0, 0]]), "supercell"),
+        (minimal(supercell=1), "supercell"),  # cannot hold the tilt systems
+        (minimal(fireworks={"per_firework": 0}), "fireworks.per_firework"),
+        (minimal(fireworks={"category": "gpu"}), "fireworks.category"),
+        (minimal(steps={"relax_tilts": {"systems": ["a0a0c+", "b0b0b0"]}}), "steps.relax_tilts.systems[1]"),
+        (minimal(steps={"relax_tilts": {"relax": "volume"}}), "steps.relax_tilts.relax"),
+        (minimal(steps={"random": {"count": 0}}), "steps.random.count"),
+        (minimal(steps={"random": {"count": 5, "displacment_radius": 0.1}}), "steps.random.displacment_radius"),
+        (minimal(steps={"mode_grid": {"amplitudes": [0.1, 3.0]}}), "steps.mode_grid.amplitudes[1]"),
+        (minimal(steps={"strain_grid": {"subspaces": ["A2u"]}}), "steps.strain_grid.subspaces[0]"),
+        (minimal(steps={"relax_tilts": {"systems": ["a0a0c+"]}, "interpolations": [{"path": ["a0a0a0", "a-a-a-"]}]}),
+         "steps.interpolations[0].path[1]"),
+        (minimal(steps={"interpolations": [{"path": ["a0a0a0"]}]}), "steps.interpolations[0].path"),
+        (minimal(descriptors={"clusters": "3p+o"}), "descriptors.clusters"),
+        (minimal(descriptors={"max_order": 3}), "descriptors.max_order"),
+        (minimal(descriptors={"metric": "cubic"}), "descriptors.metric"),
+        (minimal(training={"models": ["forest"]}), "training.models[0]"),
+        (minimal(training={"grid": {"depth": [3]}}), "training.grid.depth"),
+        (minimal(training={"grid": {"nodes": [8, 0]}}), "training.grid.nodes[1]"),
+        (minimal(training={"folds": 1}), "training.folds"),
+        (minimal(training={"batch_sizes": [10, 100], "epochs": [5]}), "training.epochs"),
+        (minimal(retrain={"min_new_count": None, "min_new_fraction": None}), "retrain"),
+        (minimal(retrain={"require": "most"}), "retrain.require"),
+    ],
+)
+def test_malformed_specs_name_the_field(data, field):
+    with pytest.raises(SpecError) as info:
+        validate_spec(data)
+    msg = str(info.value)
+    assert msg.startswith(f"campaign spec: {field}:"), msg
+    assert isinstance(info.value, PesError) and isinstance(info.value, ValueError)
+
+
+def test_errors_say_what_is_allowed():
+    with pytest.raises(SpecError, match=r"one of \['sevennet', 'chgnet', 'cp2k', 'vasp'\]"):
+        validate_spec(minimal(calculator={"name": "gaussian"}))
+    with pytest.raises(SpecError, match="allowed fields here are"):
+        validate_spec(minimal(steps={"random": {"radius": 1}}))
+    with pytest.raises(SpecError, match="a0a0c\\+"):  # lists the known tilt systems
+        validate_spec(minimal(steps={"relax_tilts": {"systems": ["x"]}}))
+
+
+def test_load_spec_reports_missing_files_and_bad_yaml(tmp_path):
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+
+
+def test_malformed_spec_is_rejected_before_anything_is_submitted(run_pes, pes_home, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ncalculator: {name: sevennet}\nsteps:\n  random: {count: -3}\n")
+    proc = run_pes("campaign", "submit", bad, check=2)
+    assert proc.stderr.strip().splitlines() == ["pes: error: campaign spec: steps.random.count: must be >= 1; got -3"]
+    proc = run_pes("campaign", "run", bad, check=2)
+    assert "steps.random.count" in proc.stderr
+    # nothing reached the LaunchPad (the store may not even exist yet)
+    from perovskite_pes.db import get_launchpad
+
+    assert get_launchpad().workflows.count_documents({}) == 0
