@@ -128,3 +128,17 @@ def test_strain_basis():
             coeff = np.einsum("kab,lab->kl", img, sub)
             assert np.allclose((coeff**2).sum(axis=1), 1.0), name
     assert np.allclose(strain_to_matrix(sb.vectors[0]), np.eye(3) / np.sqrt(3))
+
+
+def test_non_cubic_supercell_modes():
+    """sqrt2 x sqrt2 x 2 cell: 57 modes; the z in-phase tilt is its one-dimensional M3+ subspace."""
+    ref = Perovskite().supercell([[1, 1, 0], [-1, 1, 0], [0, 0, 2]])
+    modes = displacement_modes(ref)
+    assert modes.n_modes == 57
+    assert np.allclose(modes.matrix @ modes.matrix.T, np.eye(57), atol=1e-10)
+    m3 = modes.subspace("M3+")
+    assert len(m3) == 1 and m3[0].dimension == 1
+    u = tilt_configuration(ref, "a0a0c+", 2).displacements.reshape(-1)
+    assert abs(modes.subspace_vectors("M3+").reshape(-1) @ u) / np.linalg.norm(u) > 0.999
+    # R-point subspaces of this tetragonal cell carry no cubic irrep name
+    assert all(s.irrep == "" for s in modes.subspaces if s.kpoint == "R")

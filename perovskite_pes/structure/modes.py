@@ -262,6 +262,9 @@ def _classify(sym: SupercellSymmetry, basis: np.ndarray, kpts: np.ndarray, tr_id
         parities.append(det)
     chars, classes, parities = np.array(chars), np.array(classes), np.array(parities)
     table, cdml = (_OH_TABLE, _OH_CDML) if nhalf in (0, 3) else (_D4H_TABLE, _D4H_CDML)
+    if len(chars) != (48 if nhalf in (0, 3) else 16):
+        # the supercell keeps only part of the little co-group: no cubic irrep name
+        return [_kstr(q) for q in star], name, "", name
     irrep = ""
     for lab, row in table.items():
         for par, suffix in ((1, "g"), (-1, "u")):
