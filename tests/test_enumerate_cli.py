@@ -62,7 +62,7 @@ def test_tilt_grid_random_interpolate_write_files(run, tmp_path):
 
     s1 = json.loads(run("random", "--n", "6", "--radius", "0.2", "--seed", "4", "--json", "-o", "r.extxyz").stdout)
     s2 = json.loads(run("random", "--n", "6", "--radius", "0.2", "--seed", "4", "--json", "-o", "r2.extxyz").stdout)
-    assert s1["made"] == 6
+    assert s1["made"] == s2["made"] == 6
     a, b = read_configurations(tmp_path / "r.extxyz"), read_configurations(tmp_path / "r2.extxyz")
     assert all(np.allclose(x.displacements, y.displacements) for x, y in zip(a, b))  # seeded
     # a large tolerance rejects near-duplicates and says so
