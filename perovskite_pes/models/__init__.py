@@ -12,20 +12,25 @@ cross-validated model selection; :class:`PESCalculator` is an ASE calculator.
 """
 
 from .base import EnergyModel, ModelError, NotFittedError, load_model
+from .calculator import PESCalculator
 from .linear import LinearCE
 from .nets import ClusterNet, SiteNet
 from .pair import PairPotential
+from .selection import DEFAULT_SETTINGS, train_and_select
 
 MODEL_TYPES = {cls.model_type: cls for cls in (PairPotential, LinearCE, ClusterNet, SiteNet)}
 
 __all__ = [
     "ClusterNet",
+    "DEFAULT_SETTINGS",
     "EnergyModel",
     "LinearCE",
     "MODEL_TYPES",
     "ModelError",
     "NotFittedError",
+    "PESCalculator",
     "PairPotential",
     "SiteNet",
     "load_model",
+    "train_and_select",
 ]

@@ -256,6 +256,7 @@ class EnergyModel:
             "package_version": __version__,
             "hyperparameters": _jsonable(self._hyperparameters()),
             "e0_per_fu": float(self.e0_),
+            "reference": self.reference_.to_dict() if getattr(self, "reference_", None) is not None else None,
             "state": _jsonable(self._state_for_save(directory)),
             "provenance": _jsonable(getattr(self, "provenance_", {}) or {}),
         }
@@ -325,6 +326,7 @@ def load_model(directory, featurizer=None) -> EnergyModel:
             raise ModelError(f"a {cls.__name__} takes no featurizer")
         model.featurizer = featurizer
     model.e0_ = float(recipe["e0_per_fu"])
+    model.reference_ = ReferenceSupercell.from_dict(recipe["reference"]) if recipe.get("reference") else None
     model.provenance_ = dict(recipe.get("provenance") or {})
     model._set_state(recipe["state"], Path(directory))
     return model

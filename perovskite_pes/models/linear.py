@@ -115,6 +115,7 @@ class LinearCE(EnergyModel):
             return self.fit_arrays(ref, e, features, featurizer=fz)
         x = self.design_matrix(configs, fz)
         ncell = np.array([c.reference.n_cells for c in configs], dtype=float)
+        self.reference_ = ref
         return self._fit_design(fz, x, e / ncell)
 
     def fit_arrays(self, reference, energies, features, featurizer=None):
@@ -124,6 +125,7 @@ class LinearCE(EnergyModel):
         fz = featurizer if featurizer is not None else self._prepare_featurizer(reference)
         raw = [torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64) for x in features]
         x = self.orbit_sums(raw).numpy() / reference.n_cells
+        self.reference_ = reference
         return self._fit_design(fz, x, np.asarray(energies, dtype=float) / reference.n_cells)
 
     def _fit_design(self, fz, x, y):

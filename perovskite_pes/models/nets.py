@@ -197,7 +197,7 @@ class _NeuralModel(EnergyModel):
             raise ModelError("force_weight > 0 needs positions, lattices and forces of the training configurations")
         raw = [torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64) for x in features]
         fz = featurizer if featurizer is not None else self._prepare_featurizer(ref)
-        fz = self._prepare_featurizer(ref)
+        self.reference_ = ref
         self.featurizer_ = fz
         self._family = FeaturizerFamily(fz)
         n_inputs = self._n_inputs(fz)

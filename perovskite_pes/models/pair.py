@@ -194,11 +194,13 @@ class PairPotential(EnergyModel):
         e = check_energies(energies, len(configs))
         x = self.relative_features(configs) if features is None else np.asarray(features, dtype=float)
         ncell = np.array([c.reference.n_cells for c in configs], dtype=float)
+        self.reference_ = configs[0].reference
         return self._fit_design(x / ncell[:, None], e / ncell)
 
     def fit_arrays(self, reference, energies, features):
         """Fit from :meth:`relative_features` ``[B, n_features]`` of configurations of ``reference``."""
         n = reference.n_cells
+        self.reference_ = reference
         return self._fit_design(np.asarray(features, dtype=float) / n, np.asarray(energies, dtype=float) / n)
 
     def _fit_design(self, x, y):

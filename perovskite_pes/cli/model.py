@@ -1,0 +1,436 @@
+"""``pes model``: train, list, show energy models; predict and evaluate structures from files."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+HELP = "train energy models (cross-validated), list/show the registry, predict and evaluate structures"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("model", help=HELP, description=HELP)
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+
+    t = verbs.add_parser(
+        "train",
+        help="select a model by k-fold CV on the database's calculations, refit, test, register",
+        description="Train on every completed calculation of one calculator: 80/20 train/test split, k-fold "
+        "cross-validation over the grid (model type x cluster set x order x layers x nodes), the best refitted on "
+        "the training part, test RMSE with pair-potential and linear-CE baselines, figures and report in the "
+        "model's folder, and the model recorded in the database.",
+    )
+    t.add_argument("--calculator", default=None, help="calculator whose calculations to train on (default: the only one stored)")
+    t.add_argument("--settings-hash", default=None, help="calculator settings hash (default: the only one stored)")
+    t.add_argument("--name", default=None, help="model name (default <calculator>-<model type>)")
+    t.add_argument("--models", default="cluster", help="comma-separated model types: cluster, site, linear, pair (default cluster)")
+    t.add_argument("--clusters", default="7p+t+o", help="comma-separated cluster sets: 4p+o, 5p+o, 8p+o, 4p+t+o, 7p+t+o")
+    t.add_argument("--orders", default="2", help="comma-separated basis orders (default 2)")
+    t.add_argument("--layers", default="1", help="comma-separated hidden-layer counts (default 1)")
+    t.add_argument("--nodes", default="8", help="comma-separated nodes per layer (default 8)")
+    t.add_argument("--folds", type=int, default=10, help="cross-validation folds (default 10)")
+    t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument("--epochs", default=None, help="epochs per batch-size stage, one number or comma-separated")
+    t.add_argument("--batch-sizes", default=None, help="batch-size schedule (default 2,10,100,1000)")
+    t.add_argument("--learning-rate", type=float, default=None)
+    t.add_argument("--force-weight", type=float, default=None, help="weight of the force term in the loss (default 0)")
+    t.add_argument("--n-jobs", type=int, default=2, help="parallel cross-validation workers (default 2)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--learning-curve", default=None, help="training fractions for a learning curve, e.g. 0.25,0.5,1")
+    t.add_argument("--settings", default=None, metavar="FILE", help="YAML/JSON file with train_and_select settings (merged first)")
+    t.add_argument("--workdir", default=None, help="output folder (default $PES_HOME/models/<name>-<time>)")
+    t.add_argument("--no-activate", action="store_true", help="register without making it the active model")
+    t.add_argument("--json", action="store_true", help="print JSON for scripts")
+    t.set_defaults(func=cmd_train)
+
+    ls = verbs.add_parser("list", help="registered models with their test RMSE and which one is active")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    sh = verbs.add_parser("show", help="one model: recipe, hyperparameters and metrics")
+    sh.add_argument("model", nargs="?", default=None, help="model id, name or saved-model folder (default: the active model)")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_show)
+
+    for verb, helptext in (
+        ("predict", "energies (and forces) of the structures in an extended XYZ, CIF or POSCAR file"),
+        ("evaluate", "RMSE and MAE against the energies in an extended XYZ file"),
+    ):
+        v = verbs.add_parser(verb, help=helptext, description=helptext + ". Structures may be in any atom order, "
+                             "rotated or wrapped; they must be supercells of the model's reference perovskite.")
+        v.add_argument("file", help="structure file (.xyz/.extxyz, .cif, POSCAR/CONTCAR/.vasp)")
+        v.add_argument("--model", default=None, help="model id, name or saved-model folder (default: the active model)")
+        v.add_argument("--format", default=None, help="file format for ASE when the name does not tell (extxyz, cif, vasp)")
+        v.add_argument("--supercell", default=None, help="supercell of the reference: n, 'n1 n2 n3' or 9 integers (default: inferred)")
+        v.add_argument("--json", action="store_true")
+        if verb == "predict":
+            v.add_argument("--forces", action="store_true", help="also print forces (eV/A), per atom in file order")
+            v.add_argument("--stress", action="store_true", help="also print the stress (eV/A^3, Voigt xx yy zz yz xz xy)")
+            v.set_defaults(func=cmd_predict)
+        else:
+            v.add_argument("--energy-key", default="energy", help="info key of the reference energy (default: the file's energy)")
+            v.set_defaults(func=cmd_evaluate)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _ints(text: str, what: str) -> list[int]:
+    from ..models import ModelError
+
+    try:
+        return [int(x) for x in str(text).replace(" ", ",").split(",") if x]
+    except ValueError:
+        raise ModelError(f"{what} must be comma-separated integers; got {text!r}") from None
+
+
+def _table(title: str, columns: list[str], rows: list[list]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # pragma: no cover
+        print(title)
+        print("  ".join(columns))
+        for r in rows:
+            print("  ".join("" if v is None else str(v) for v in r))
+        return
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    Console(width=max(100, 20 * len(columns))).print(t)
+
+
+def _fmt(x, digits=3):
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def _load_settings_file(path) -> dict:
+    from ..models import ModelError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"settings file {path!r} does not exist")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:
+        raise ModelError(f"{path}: not valid YAML/JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: expected a mapping of train_and_select settings")
+    return data
+
+
+def _resolve_model(spec):
+    """(model record or None, model folder) from an id, a name, a folder or the active model."""
+    from ..models import ModelError
+
+    if spec is not None and Path(spec).expanduser().is_dir():
+        return None, Path(spec).expanduser()
+    from ..db import get_store
+
+    store = get_store()
+    if spec is None:
+        rec = store.active_model()
+        if rec is None:
+            raise ModelError("no active model in the database: train one (pes model train) or pass --model")
+    else:
+        matches = [m for m in store.list_models() if m["id"] == spec or m["name"] == spec]
+        if not matches:
+            raise ModelError(f"no model with id or name {spec!r} (see pes model list), and no such folder")
+        rec = matches[-1]  # the newest of that name
+    path = Path(rec["path"])
+    if not (path / "model.json").is_file():
+        raise ModelError(f"model {rec['name']} ({rec['id']}): its folder {path} is missing or holds no model.json")
+    return rec, path
+
+
+def _read_frames(path, fmt=None):
+    from ase.io import read
+
+    from ..models import ModelError
+
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"structure file {path!r} does not exist")
+    try:
+        frames = read(str(p), index=":", format=fmt)
+    except Exception as exc:  # ASE raises many kinds for unreadable files
+        raise ModelError(f"{path}: cannot read structures ({exc}); give --format (extxyz, cif, vasp)") from None
+    if not isinstance(frames, list):
+        frames = [frames]
+    if not frames:
+        raise ModelError(f"{path}: no structures in the file")
+    return frames
+
+
+def _supercell_arg(text):
+    if text is None:
+        return None
+    vals = _ints(text, "--supercell")
+    if len(vals) == 1:
+        return vals[0]
+    if len(vals) == 3:
+        return vals
+    if len(vals) == 9:
+        return [vals[0:3], vals[3:6], vals[6:9]]
+    from ..models import ModelError
+
+    raise ModelError(f"--supercell needs 1, 3 or 9 integers; got {len(vals)}")
+
+
+def _predict_frames(model_dir, frames, supercell):
+    """Per frame: energy, forces (file order), stress with the model, via the ASE calculator."""
+    from ..models import ModelError, PESCalculator
+
+    calc = PESCalculator(model_dir, supercell=supercell)
+    out = []
+    for i, atoms in enumerate(frames):
+        a = atoms.copy()
+        a.calc = calc
+        try:
+            out.append({"energy": a.get_potential_energy(), "forces": a.get_forces(), "stress": a.get_stress(), "n_atoms": len(a)})
+        except ModelError as exc:
+            raise ModelError(f"structure {i}: {exc}") from None
+    return calc, out
+
+
+# ---------------------------------------------------------------------------------------- verbs
+def cmd_train(args) -> int:
+    import numpy as np
+
+    from ..db import get_store
+    from ..models import ModelError, train_and_select
+    from ..settings import Settings
+
+    store = get_store()
+    data = store.training_data(calculator=args.calculator, settings_hash=args.settings_hash, status="completed")
+    if not data:
+        raise ModelError(
+            f"no completed calculations{' of ' + args.calculator if args.calculator else ''} in the database to train on"
+        )
+    calculators = sorted({d["calculator"] for d in data})
+    if len(calculators) > 1:
+        raise ModelError(f"the database holds calculations of several calculators {calculators}; choose one with --calculator")
+    hashes = sorted({d.get("settings_hash") for d in data if d.get("settings_hash")})
+    if len(hashes) > 1:
+        raise ModelError(f"calculations of {calculators[0]} with several settings hashes {hashes}; choose one with --settings-hash")
+    calculator = calculators[0]
+    settings_hash = args.settings_hash or (hashes[0] if hashes else None)
+
+    settings = _load_settings_file(args.settings) if args.settings else {}
+    grid = dict(settings.get("grid", {}))
+    grid.update(
+        model=args.models.split(","), clusters=args.clusters.split(","), max_order=_ints(args.orders, "--orders"),
+        layers=_ints(args.layers, "--layers"), nodes=_ints(args.nodes, "--nodes"),
+    )
+    settings["grid"] = grid
+    settings.update(n_folds=args.folds, test_fraction=args.test_fraction, n_jobs=args.n_jobs, seed=args.seed, progress=True)
+    training = dict(settings.get("training", {}))
+    if args.epochs:
+        ep = _ints(args.epochs, "--epochs")
+        training["epochs"] = ep[0] if len(ep) == 1 else ep
+    if args.batch_sizes:
+        training["batch_sizes"] = _ints(args.batch_sizes, "--batch-sizes")
+    if args.learning_rate is not None:
+        training["learning_rate"] = args.learning_rate
+    if args.force_weight is not None:
+        training["force_weight"] = args.force_weight
+    settings["training"] = training
+    if args.learning_curve:
+        settings["learning_curve"] = [float(x) for x in args.learning_curve.split(",") if x]
+
+    configs = [d["config"] for d in data]
+    energies = np.array([float(d["energy"]) for d in data])
+    forces = [d.get("forces") for d in data]
+    if float(training.get("force_weight") or 0) > 0 and any(f is None for f in forces):
+        raise ModelError("--force-weight > 0 but some calculations have no forces")
+    forces = None if any(f is None for f in forces) else forces
+
+    name = args.name or f"{calculator}-{args.models.replace(',', '-')}"
+    workdir = Path(args.workdir) if args.workdir else Settings.load().home / "models" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    model, report = train_and_select(configs, energies, forces, settings, workdir)
+    metrics = _metrics(report)
+    model_id = store.register_model(
+        name=name, path=str(workdir / "model"), calculator=calculator, settings_hash=settings_hash, metrics=metrics,
+        hyperparameters={"best": report["best"], "settings": report["settings"]},
+        calc_ids=[d["calc_id"] for d in data], activate=not args.no_activate,
+    )
+    store.flush()
+    summary = {"id": model_id, "name": name, "path": str(workdir / "model"), "calculator": calculator,
+               "settings_hash": settings_hash, "active": not args.no_activate, "metrics": metrics}
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    _print_cv(report)
+    _print_test(report)
+    print(f"model {name} ({model_id}) saved in {workdir / 'model'}{' and activated' if not args.no_activate else ''}")
+    print(f"report and figures: {workdir}")
+    return 0
+
+
+def _metrics(report: dict) -> dict:
+    best_row = min(report["cv_table"], key=lambda r: r["val_rmse_mean"])
+    m = {
+        "cv_rmse": best_row["val_rmse_mean"], "cv_rmse_std": best_row["val_rmse_std"],
+        "test_rmse": report["test_rmse"], "train_rmse": report["train_rmse"], "test_rmse_low": report["test_rmse_low"],
+        "best": report["best_label"], "n_train": report["n_train"], "n_test": report["n_test"], "units": "meV/atom",
+        "baseline_test_rmse": {k: v["test"]["rmse_mev_per_atom"] for k, v in report["models"].items() if k != "best"},
+    }
+    if report.get("figures"):
+        m["figures"] = report["figures"]
+    return {k: v for k, v in m.items() if v is not None}
+
+
+def _print_cv(report):
+    _table(
+        "cross-validation (RMSE meV/atom)", ["setting", "train", "validation"],
+        [[r["label"], f"{r['train_rmse_mean']:.3f} ± {r['train_rmse_std']:.3f}", f"{r['val_rmse_mean']:.3f} ± {r['val_rmse_std']:.3f}"]
+         for r in report["cv_table"]],
+    )
+
+
+def _print_test(report):
+    rows = []
+    for m in report["models"].values():
+        rows.append([m["label"], _fmt(m["train"]["rmse_mev_per_atom"]), _fmt(m["test"]["rmse_mev_per_atom"]), _fmt(m["test"]["rmse_low_mev_per_atom"])])
+    _table(f"refit on {report['n_train']} training configurations, tested on {report['n_test']} (meV/atom)",
+           ["model", "train RMSE", "test RMSE", "test RMSE <125 meV/f.u."], rows)
+
+
+def cmd_list(args) -> int:
+    from ..db import get_store
+
+    models = get_store().list_models()
+    if args.json:
+        print(json.dumps(models, indent=2, default=str))
+        return 0
+    if not models:
+        print("no models registered (train one with: pes model train)")
+        return 0
+    rows = []
+    for m in models:
+        met = m.get("metrics") or {}
+        rows.append([m["id"], m["name"], m.get("calculator"), met.get("best"), _fmt(met.get("cv_rmse")), _fmt(met.get("test_rmse")),
+                     m.get("n_train"), "yes" if m.get("active") else "", str(m.get("created", ""))[:19]])
+    _table("models (RMSE meV/atom)", ["id", "name", "calculator", "selected", "CV RMSE", "test RMSE", "n train", "active", "created"], rows)
+    return 0
+
+
+def cmd_show(args) -> int:
+    from ..models.base import read_recipe
+
+    rec, path = _resolve_model(args.model)
+    recipe = read_recipe(path)
+    out = {
+        "record": {k: v for k, v in (rec or {}).items() if k != "calc_ids"},
+        "path": str(path),
+        "model_type": recipe["model_type"],
+        "hyperparameters": recipe["hyperparameters"],
+        "e0_per_fu": recipe["e0_per_fu"],
+        "reference": recipe.get("reference"),
+        "orbits": recipe["state"].get("orbit_names") or [],
+        "n_inputs": recipe["state"].get("n_inputs"),
+        "provenance": recipe.get("provenance"),
+    }
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    if rec:
+        print(f"model {rec['name']} ({rec['id']}){'  [active]' if rec.get('active') else ''}, trained on {rec.get('n_train')} "
+              f"{rec.get('calculator')} calculations (settings {rec.get('settings_hash')})")
+    print(f"folder: {path}")
+    print(f"type: {recipe['model_type']}   E0: {recipe['e0_per_fu']:.6f} eV per formula unit")
+    hp = recipe["hyperparameters"]
+    print("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hp.items()))
+    if out["orbits"]:
+        print("inputs per orbit: " + ", ".join(f"{n} ({k})" for n, k in zip(out["orbits"], out["n_inputs"] or [])))
+    met = (rec or {}).get("metrics") or (recipe.get("provenance") or {})
+    if met:
+        print("metrics: " + ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in met.items() if k != "figures"))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    frames = _read_frames(args.file, args.format)
+    _rec, path = _resolve_model(args.model)
+    _calc, res = _predict_frames(path, frames, _supercell_arg(args.supercell))
+    if args.json:
+        out = []
+        for i, r in enumerate(res):
+            d = {"index": i, "n_atoms": r["n_atoms"], "energy": r["energy"], "energy_per_atom": r["energy"] / r["n_atoms"]}
+            if args.forces:
+                d["forces"] = r["forces"].tolist()
+            if args.stress:
+                d["stress"] = r["stress"].tolist()
+            out.append(d)
+        print(json.dumps({"model": str(path), "structures": out}, indent=2))
+        return 0
+    _table(f"predictions of {path}", ["#", "atoms", "energy (eV)", "eV/atom"] + (["stress (eV/A^3)"] if args.stress else []),
+           [[i, r["n_atoms"], f"{r['energy']:.6f}", f"{r['energy'] / r['n_atoms']:.6f}"] + ([" ".join(f"{s:.5f}" for s in r["stress"])] if args.stress else [])
+            for i, r in enumerate(res)])
+    if args.forces:
+        for i, (atoms, r) in enumerate(zip(frames, res)):
+            print(f"forces of structure {i} (eV/A):")
+            for sym, f in zip(atoms.get_chemical_symbols(), r["forces"]):
+                print(f"  {sym:<3}{f[0]:12.6f}{f[1]:12.6f}{f[2]:12.6f}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from ..models import ModelError
+
+    frames = _read_frames(args.file, args.format)
+    ref_e = []
+    for i, atoms in enumerate(frames):
+        e = atoms.info.get(args.energy_key) if args.energy_key != "energy" else None
+        if e is None:
+            try:
+                e = atoms.get_potential_energy() if atoms.calc is not None else atoms.info.get("energy")
+            except Exception:
+                e = atoms.info.get("energy")
+        if e is None:
+            raise ModelError(f"{args.file}: structure {i} has no reference energy (key {args.energy_key!r}); evaluate needs labelled extended XYZ")
+        ref_e.append(float(e))
+    ref_e = np.array(ref_e)
+    _rec, path = _resolve_model(args.model)
+    _calc, res = _predict_frames(path, frames, _supercell_arg(args.supercell))
+    pred = np.array([r["energy"] for r in res])
+    n = np.array([r["n_atoms"] for r in res], dtype=float)
+    err = (pred - ref_e) / n * 1000.0
+    out = {"model": str(path), "file": str(args.file), "n": len(frames), "rmse_mev_per_atom": float(np.sqrt(np.mean(err**2))),
+           "mae_mev_per_atom": float(np.mean(np.abs(err))), "max_abs_error_mev_per_atom": float(np.max(np.abs(err)))}
+    ref_f = [_forces_of(a) for a in frames]
+    if all(f is not None for f in ref_f):
+        df = np.concatenate([(r["forces"] - f).ravel() for r, f in zip(res, ref_f)])
+        out["force_rmse_ev_per_a"] = float(np.sqrt(np.mean(df**2)))
+        out["force_mae_ev_per_a"] = float(np.mean(np.abs(df)))
+    if args.json:
+        out["errors_mev_per_atom"] = err.tolist()
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{out['n']} structures from {args.file} with {path}")
+    print(f"energy RMSE {out['rmse_mev_per_atom']:.3f} meV/atom   MAE {out['mae_mev_per_atom']:.3f} meV/atom   "
+          f"max {out['max_abs_error_mev_per_atom']:.3f} meV/atom")
+    if "force_rmse_ev_per_a" in out:
+        print(f"force RMSE {out['force_rmse_ev_per_a']:.4f} eV/A   MAE {out['force_mae_ev_per_a']:.4f} eV/A")
+    return 0
+
+
+def _forces_of(atoms):
+    try:
+        if atoms.calc is not None and "forces" in atoms.calc.results:
+            return atoms.get_forces()
+    except Exception:
+        return None
+    f = atoms.arrays.get("forces")
+    return None if f is None else f
