@@ -68,17 +68,37 @@ class _PolyEval:
         self.coef = torch.as_tensor(coef, dtype=torch.float64)
         self.torch = torch
         self.powers = torch.as_tensor(exps[:, 0].astype(float)) if n == 1 else None
+        # invariants are sparse in the monomials: gather + index_add beats a dense product
+        nz_m, nz_f = np.nonzero(coef)
+        self.n_fun = coef.shape[1]
+        self.sparse = None
+        if n > 1 and len(nz_m) < 0.25 * coef.size:
+            self.sparse = (
+                torch.as_tensor(nz_m.astype(np.int64)),
+                torch.as_tensor(nz_f.astype(np.int64)),
+                torch.as_tensor(coef[nz_m, nz_f]),
+            )
 
     def __call__(self, q):
         torch = self.torch
         if self.powers is not None:  # one variable: all monomials are powers
             return (q ** self.powers) @ self.coef
-        qe = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
-        hv = qe[..., self.hidx[0]]
+        # feature-major layout: every gather below copies whole contiguous rows
+        lead = q.shape[:-1]
+        qt = q.reshape(-1, q.shape[-1]).T
+        qe = torch.cat([qt, torch.ones_like(qt[:1])], dim=0)
+        hv = qe.index_select(0, self.hidx[0])
         for k in range(1, self.h):
-            hv = hv * qe[..., self.hidx[k]]
-        mono = hv[..., self.m0] * hv[..., self.m1]
-        return mono @ self.coef
+            hv = hv * qe.index_select(0, self.hidx[k])
+        mono = hv.index_select(0, self.m0) * hv.index_select(0, self.m1)  # (n_mono, M)
+        if self.sparse is None:
+            out = self.coef.T @ mono
+        else:
+            m_idx, f_idx, vals = self.sparse
+            terms = mono.index_select(0, m_idx) * vals[:, None]
+            out = torch.zeros((self.n_fun, terms.shape[1]), dtype=terms.dtype, device=terms.device)
+            out = out.index_add(0, f_idx, terms)
+        return out.T.reshape(*lead, self.n_fun)
 
 
 class Featurizer:
