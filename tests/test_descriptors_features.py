@@ -91,10 +91,14 @@ def test_rewrapping_atoms(feat):
 
 
 def supercell_operations(ref):
+    import warnings
+
     import spglib
 
     s = ref.to_structure()
-    sym = spglib.get_symmetry((s.lattice.matrix, s.frac_coords, [x.specie.Z for x in s]), symprec=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        sym = spglib.get_symmetry((s.lattice.matrix, s.frac_coords, [x.specie.Z for x in s]), symprec=1e-5)
     return sym["rotations"], sym["translations"]
 
 
@@ -111,7 +115,6 @@ def transformed(cfg, rot, tau):
     s = lat.T @ rot @ np.linalg.inv(lat.T)
     u = np.zeros_like(cfg.displacements)
     u[perm] = cfg.displacements @ s.T
-    e = np.eye(3) + np.zeros(3)
     from perovskite_pes.structure import matrix_to_strain, strain_to_matrix
 
     e = s @ strain_to_matrix(cfg.strain) @ s.T
