@@ -7,7 +7,10 @@ second, the time for the whole set, the featurizer build time, feature memory an
 process's peak resident memory. Targets: >= 2,000 configurations/s at order 4 and >= 20,000/s
 at order 2 on 2 CPU cores.
 
-    python benchmarks/bench_descriptors.py [--n-configs 31000] [--threads 2] [--batch-size 512]
+    python benchmarks/bench_descriptors.py [--n-configs 31000] [--threads 2] [--batch-size 128]
+
+Wall-clock rates are the figures that count; the CPU-time rate (process CPU seconds) is printed
+too because on a shared machine it shows the work done when other jobs steal the cores.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-configs", type=int, default=31_000)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--orders", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--clusters", default="7p+t+o")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes over the set; the best is reported")
@@ -71,16 +74,17 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         feat = Featurizer(ref, args.clusters, max_order=order)
         build = time.perf_counter() - t0
-        best = float("inf")
+        best = best_cpu = float("inf")
         with torch.no_grad():
             feat.cluster_features(pos[:8], lat[:8])  # warm-up
             for _ in range(args.repeats):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 nbytes = 0
                 for s in range(0, n, args.batch_size):
                     out = feat.cluster_features(pos[s : s + args.batch_size], lat[s : s + args.batch_size])
                     nbytes += sum(o.numel() for o in out) * 8
                 best = min(best, time.perf_counter() - t0)
+                best_cpu = min(best_cpu, time.process_time() - c0)
         rate = n / best
         n_feat = sum(c * f for c, f in zip(feat.n_clusters, feat.n_functions))
         target = 20_000 if order <= 2 else 2_000
@@ -91,6 +95,7 @@ def main(argv=None) -> int:
         print(
             f"  features: {rate:,.0f} configurations/s, {best:.2f} s for {n} "
             f"(target >= {target:,}/s: {'met' if rate >= target else 'NOT met'}); "
+            f"{n / best_cpu:,.0f} per CPU-second; "
             f"feature memory {nbytes / 2**20:.0f} MiB for the set; RSS {rss_mb():.0f} MiB, peak {peak_mb():.0f} MiB"
         )
         # the public convenience path, including Configuration -> array conversion

@@ -380,7 +380,7 @@ class Featurizer:
         lat = np.array([c.lattice for c in configs], dtype=float).reshape(-1, 3, 3)
         return torch.as_tensor(pos), torch.as_tensor(lat)
 
-    def featurize(self, configs, batch_size: int = 2048, sites: bool = False, progress: bool = False):
+    def featurize(self, configs, batch_size: int = 128, sites: bool = False, progress: bool = False):
         """Cluster features (or site features with ``sites=True``) of a list of configurations."""
         import torch
 
