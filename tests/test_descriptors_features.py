@@ -304,3 +304,13 @@ def test_bad_inputs(feat):
         feat.featurize([random_config(0, ref=PV.supercell(1))])
     with pytest.raises(DescriptorError, match="recipe"):
         Featurizer.from_dict({"format": "something else"})
+
+
+def test_to_device_keeps_values(feat):
+    pos, lat = feat.arrays([random_config(17)])
+    before = feat.cluster_features(pos, lat)
+    assert feat.to("cpu") is feat and feat.device.type == "cpu"
+    after = feat.cluster_features(pos, lat)
+    for a, b in zip(before, after):
+        assert torch.equal(a, b)
+    assert feat.orbits[-1].symmetry.order == 24  # the tetrahedron orbit carries its point group

@@ -400,6 +400,11 @@ class ClusterOrbit:
         return self.prototype.name
 
     @property
+    def symmetry(self) -> ClusterSymmetry:
+        """Cluster point group of the prototype: rotations, site and pair permutations."""
+        return self.prototype.symmetry(self.reference.perovskite)
+
+    @property
     def n_clusters(self) -> int:
         return len(self.sites)
 

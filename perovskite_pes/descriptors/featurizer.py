@@ -233,6 +233,30 @@ class Featurizer:
             self._site_contrib.append(contrib)
             self.site_feature_orbits.append(names)
 
+    # ------------------------------------------------------------------ device
+    @property
+    def device(self):
+        return self._bi.device
+
+    def to(self, device) -> "Featurizer":
+        """Move the index and coefficient tensors to a torch device (in place); returns self."""
+        import torch
+
+        def mv(x):
+            return x.to(device) if isinstance(x, torch.Tensor) else x
+
+        self._bi, self._bj, self._bs0 = mv(self._bi), mv(self._bj), mv(self._bs0)
+        for g in self._groups:
+            for k in ("bond_idx", "inv_d0sq", "UT"):
+                g[k] = mv(g[k])
+            p = g["poly"]
+            p.hidx = [mv(x) for x in p.hidx]
+            p.m0, p.m1, p.coef, p.powers = mv(p.m0), mv(p.m1), mv(p.coef), mv(p.powers)
+            if p.sparse is not None:
+                p.sparse = tuple(mv(x) for x in p.sparse)
+        self._site_contrib = [[(o, mv(c), mv(loc), n) for o, c, loc, n in contrib] for contrib in self._site_contrib]
+        return self
+
     # ------------------------------------------------------------------ description
     @property
     def orbit_names(self) -> list[str]:
@@ -291,8 +315,8 @@ class Featurizer:
     def _inputs(self, positions, lattice):
         import torch
 
-        pos = torch.as_tensor(positions, dtype=torch.float64)
-        lat = torch.as_tensor(lattice, dtype=torch.float64)
+        pos = torch.as_tensor(positions, dtype=torch.float64, device=self.device)
+        lat = torch.as_tensor(lattice, dtype=torch.float64, device=self.device)
         n = self.reference.n_atoms
         if pos.dim() == 2:
             pos = pos.unsqueeze(0)
@@ -336,13 +360,15 @@ class Featurizer:
 
     def ccd(self, positions, lattice):
         """Per cluster orbit, the CCD vectors Q: Tensor (B, n_clusters, n_ccd)."""
+        import torch
+
         d2 = self.bond_distances2(positions, lattice)
+        dev = d2.device
         out = []
         for o, b in enumerate(self.bases):
-            import torch
-
-            r2 = d2[:, torch.as_tensor(self._bond_idx[o])] / torch.as_tensor(self.orbits[o].ref_distances**2)
-            out.append(metric_from_ratio2(r2, b.metric) @ torch.as_tensor(b.U.T.copy()))
+            idx = torch.as_tensor(self._bond_idx[o], device=dev)
+            r2 = d2[:, idx] / torch.as_tensor(self.orbits[o].ref_distances**2, device=dev)
+            out.append(metric_from_ratio2(r2, b.metric) @ torch.as_tensor(b.U.T.copy(), device=dev))
         return out
 
     def site_features(self, positions, lattice, cluster_features=None):
@@ -361,7 +387,11 @@ class Featurizer:
                 src = feats[o][:, c_idx, :] / n_sites
                 acc = torch.zeros(src.shape[0], len(members), src.shape[2], dtype=src.dtype, device=src.device)
                 parts.append(acc.index_add(1, local, src))
-            out.append(torch.cat(parts, dim=2) if parts else torch.zeros(feats[0].shape[0], len(members), 0))
+            out.append(
+                torch.cat(parts, dim=2)
+                if parts
+                else torch.zeros(feats[0].shape[0], len(members), 0, dtype=torch.float64, device=feats[0].device)
+            )
         return out
 
     def arrays(self, configs):
