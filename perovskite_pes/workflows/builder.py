@@ -95,7 +95,7 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
             [EnumerateTask(parents=[g], sampling=sampling, **enum_kwargs)],
             "enumerate", f"enumerate around {g}", parents=[parent_fw] if parent_fw else top,
             category=None,
-            dkey=dupe_key("enumerate", g, sampling, spec.seed, reference, supercell, calc, batch),
+            dkey=dupe_key("enumerate", g, sampling, spec.seed, reference, supercell, calc, batch, retrain, training),
         ))
     for ip in spec.steps.interpolations:
         parents = [relax_fw[g] for g in ip.path if relax_fw.get(g) is not None]
@@ -103,7 +103,7 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
         enumerate_fws.append(firework(
             [EnumerateTask(parents=list(ip.path), n=ip.n, sampling={}, **enum_kwargs)],
             "enumerate", "enumerate path " + "->".join(ip.path), parents=parents, category=None,
-            dkey=dupe_key("interpolate", list(ip.path), ip.n, reference, supercell, calc, batch),
+            dkey=dupe_key("interpolate", list(ip.path), ip.n, reference, supercell, calc, batch, retrain, training),
         ))
 
     if spec.training.enabled:

@@ -92,11 +92,24 @@ def submit_campaign(spec: CampaignSpec, lpad=None, force: bool = False) -> dict:
 
 
 # ----------------------------------------------------------------------------------- running
-def local_fworker(name: str | None):
-    """A worker that runs every category, restricted to one campaign (all campaigns when None)."""
+def campaign_fw_ids(lpad, name: str | None) -> list[int]:
+    """Ids of the Fireworks in the campaign's workflows (all campaigns when ``name`` is None).
+
+    Membership is by workflow, not by ``spec.campaign``: a Firework that found its duplicate in an
+    overlapping campaign brings that campaign's dynamic children into this workflow.
+    """
+    q = {"metadata.campaign": name} if name else {"metadata.campaign": {"$exists": True}}
+    ids: set[int] = set()
+    for wf in lpad.workflows.find(q, {"nodes": 1}):
+        ids.update(int(i) for i in wf.get("nodes") or [])
+    return sorted(ids)
+
+
+def local_fworker(lpad, name: str | None):
+    """A worker that runs every category, restricted to one campaign's Fireworks (all campaigns when None)."""
     from fireworks import FWorker
 
-    return FWorker(name="pes-local", category="", query={"spec.campaign": name} if name else {})
+    return FWorker(name="pes-local", category="", query={"fw_id": {"$in": campaign_fw_ids(lpad, name)}})
 
 
 class _BelowWarning:
@@ -136,16 +149,15 @@ def _env(**values):
 
 
 def _counts(lpad, name: str | None) -> dict:
-    q = {"spec.campaign": name} if name else {"spec.campaign": {"$exists": True}}
     out: dict = {}
-    for d in lpad.fireworks.find(q, {"state": 1}):
+    for d in lpad.fireworks.find({"fw_id": {"$in": campaign_fw_ids(lpad, name)}}, {"state": 1}):
         out[d["state"]] = out.get(d["state"], 0) + 1
     return out
 
 
 def recover_lost_runs(lpad, name: str | None, expiration_secs: float) -> dict:
     """Mark RUNNING Fireworks whose worker stopped pinging for ``expiration_secs`` as lost and rerun them."""
-    query = {"spec.campaign": name} if name else None
+    query = {"fw_id": {"$in": campaign_fw_ids(lpad, name)}}
     lost_launches, lost_fws, inconsistent = lpad.detect_lostruns(
         expiration_secs=expiration_secs, rerun=True, refresh=True, query=query)
     return {"lost_launches": list(lost_launches), "lost_fireworks": list(lost_fws), "inconsistent": list(inconsistent)}
@@ -165,7 +177,6 @@ def run_campaign(spec: CampaignSpec, progress: bool = True, max_fireworks: int |
     lpad = store.get_launchpad()
     submitted = submit_campaign(spec, lpad=lpad, force=force_submit)
     recovered = recover_lost_runs(lpad, spec.name, 0) if store.embedded else None
-    fworker = local_fworker(spec.name)
     launch_dir = campaign_dir(spec.name, store.settings.home) / "launches"
     launch_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -176,14 +187,23 @@ def run_campaign(spec: CampaignSpec, progress: bool = True, max_fireworks: int |
                file=stream, initial=counts.get("COMPLETED", 0) + counts.get("FIZZLED", 0))
     try:
         with _env(PES_PROGRESS=1 if progress else 0), quiet_fireworks(quiet):
-            while lpad.run_exists(fworker):
+            while True:
+                # membership is re-read every time: enumerations add batches, and a Firework that
+                # found its duplicate (FireWorks checks while looking for work) may add the
+                # duplicate's batches to this workflow
+                n_ids = len(campaign_fw_ids(lpad, spec.name))
+                fworker = local_fworker(lpad, spec.name)
+                if not lpad.run_exists(fworker):
+                    if len(campaign_fw_ids(lpad, spec.name)) == n_ids:
+                        break
+                    continue
                 if max_fireworks is not None and n_launched >= max_fireworks:
                     break
                 nxt = lpad.fireworks.find_one({"state": "READY", **fworker.query}, {"name": 1},
                                               sort=[("spec._priority", -1), ("fw_id", 1)])
                 if nxt:
                     bar.set_postfix_str(str(nxt.get("name", "")).split(": ", 1)[-1][:40])
-                rapidfire(lpad, fworker, m_dir=str(launch_dir), nlaunches=1, max_loops=1, sleep_time=1,
+                rapidfire(lpad, fworker, m_dir=str(launch_dir), nlaunches=1, max_loops=1, sleep_time=0.1,
                           strm_lvl="ERROR")
                 n_launched += 1
                 counts = _counts(lpad, spec.name)
@@ -229,8 +249,8 @@ def campaign_status(name: str | None = None, lpad=None) -> dict:
     names = [name] if name else campaign_names(lpad)
     if name and name not in campaign_names(lpad):
         raise CampaignError(f"no campaign named {name!r} on the LaunchPad; known: {campaign_names(lpad) or 'none'}")
-    q = {"spec.campaign": {"$in": names}}
-    fws = list(lpad.fireworks.find(q, {"fw_id": 1, "name": 1, "state": 1, "launches": 1, "spec.pes_kind": 1,
+    ids = sorted({i for n in names for i in campaign_fw_ids(lpad, n)})
+    fws = list(lpad.fireworks.find({"fw_id": {"$in": ids}}, {"fw_id": 1, "name": 1, "state": 1, "launches": 1, "spec.pes_kind": 1,
                                        "spec.campaign": 1}))
     by_state: dict = {}
     by_kind: dict = {}
@@ -297,7 +317,7 @@ def rerun_failed(name: str | None = None, lost_after: float | None = None, lpad=
     if lost_after is None:
         lost_after = 0 if store.embedded else RUN_EXPIRATION_SECS
     lost = recover_lost_runs(lpad, name, lost_after)
-    q = {"state": "FIZZLED", "spec.campaign": name} if name else {"state": "FIZZLED", "spec.campaign": {"$exists": True}}
+    q = {"state": "FIZZLED", "fw_id": {"$in": campaign_fw_ids(lpad, name)}}
     fizzled = [d["fw_id"] for d in lpad.fireworks.find(q, {"fw_id": 1})]
     for fw_id in fizzled:
         lpad.rerun_fw(fw_id)

@@ -22,7 +22,10 @@ def stage_timings(lpad, name: str) -> dict:
     the time inside the tasks is what the Firework machinery (checkout, state updates, store
     flushes of the LaunchPad) cost.
     """
-    fws = list(lpad.fireworks.find({"spec.campaign": name}, {"fw_id": 1, "launches": 1, "spec.pes_kind": 1}))
+    from .campaign import campaign_fw_ids
+
+    fws = list(lpad.fireworks.find({"fw_id": {"$in": campaign_fw_ids(lpad, name)}},
+                                   {"fw_id": 1, "launches": 1, "spec.pes_kind": 1}))
     lids = sorted({lid for fw in fws for lid in (fw.get("launches") or [])})
     out = {s: 0.0 for s in STAGES}
     per_kind: dict = {}

@@ -130,7 +130,8 @@ def batch_fireworks(campaign: str, ids: list[str], calculator: dict, batch: dict
         name = f"{campaign}: calculate {label} [{i + 1}/{len(chunks)}]"
         spec = fw_spec_base(campaign, "calculate", category, _pes_name=name,
                             _dupefinder=CampaignDupeFinder(),
-                            pes_dupe_key=dupe_key("calculate", part, calculator, settings_hash))
+                            pes_dupe_key=dupe_key("calculate", part, calculator, settings_hash,
+                                              batch, retrain, training))
         fws.append(Firework(tasks, spec=spec, name=name))
     return fws
 
