@@ -79,7 +79,7 @@ class PairPotential(EnergyModel):
         n_gaussians: int = 24,
         r_min: float = 2.4,
         width: float | None = None,
-        skin: float = 1.5,
+        skin: float = 2.5,
         alphas=None,
         reference_energy_per_fu: float | None = None,
     ):
@@ -131,16 +131,16 @@ class PairPotential(EnergyModel):
             f = l0inv @ lattice  # L = L0 F (F may include a rigid rotation)
             undeformed = positions @ torch.linalg.inv(f)
             u = undeformed - torch.as_tensor(reference.positions, dtype=torch.float64)
-            u = u - u.mean(dim=1, keepdim=True)  # a rigid translation changes no distance
-            umax = u.norm(dim=-1).max(dim=1).values
+            # |u_i - u_j| is at most the diameter of the displacement cloud (rigid translations drop out)
+            spread = torch.stack([torch.cdist(x, x).max() for x in u])
             sv = torch.linalg.svdvals(f)  # |w F| lies between the extreme singular values times |w|
-            bound = 2 * umax * sv.max(dim=1).values + (self.cutoff + self.skin) * (sv - 1).abs().max(dim=1).values
+            bound = spread * sv.max(dim=1).values + (self.cutoff + self.skin) * (sv - 1).abs().max(dim=1).values
         worst = float(bound.max())
         if worst > self.skin:
             k = int(bound.argmax())
             raise ModelError(
                 f"configuration {k} is too far from the reference for the pair list: pair distances may change by "
-                f"up to {worst:.2f} A (largest displacement {float(umax[k]):.2f} A) but skin is {self.skin} A; "
+                f"up to {worst:.2f} A (relative displacements up to {float(spread[k]):.2f} A) but skin is {self.skin} A; "
                 "refit with a larger skin"
             )
 

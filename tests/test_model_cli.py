@@ -1,0 +1,116 @@
+"""`pes model train | list | show | predict | evaluate` through subprocesses, with a temporary PES_HOME."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from perovskite_pes.db import close_store, get_store
+from perovskite_pes.models import PairPotential, load_model
+from perovskite_pes.structure import Perovskite
+from test_models_support import random_configs, repeat_configuration
+
+TRAIN = ("--models", "linear,cluster", "--clusters", "4p+o", "--nodes", "4", "--folds", "3", "--epochs", "3,10",
+         "--batch-sizes", "8,32", "--learning-rate", "0.01", "--n-jobs", "1")
+
+
+def _truth():
+    truth = PairPotential(cutoff=6.0, n_gaussians=6, r_min=2.5)
+    truth.coef_ = np.random.default_rng(8).normal(0, 0.1, truth.n_features)
+    truth.e0_, truth.alpha_ = -3.1, 0.0
+    return truth
+
+
+@pytest.fixture
+def seeded(pes_home):
+    ref = Perovskite().supercell(2)
+    configs = random_configs(ref, 40, seed=11, amplitude=0.06)
+    labels = _truth().predict_all(configs)
+    store = get_store()
+    ids = store.save_configurations(configs, source="test").ids
+    for cid, e, f, s in zip(ids, labels["energy"], labels["forces"], labels["stress"]):
+        store.save_calculation(cid, dict(energy=float(e), forces=f, stress=s, calculator="sevennet", version="test",
+                                         settings_hash="h1", status="completed"))
+    close_store()
+    return configs, labels
+
+
+def _write_extxyz(path, configs, energies=None, shuffle_seed=None):
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    frames, orders = [], []
+    rng = np.random.default_rng(shuffle_seed)
+    for i, c in enumerate(configs):
+        atoms = c.to_ase()
+        order = rng.permutation(len(atoms)) if shuffle_seed is not None else np.arange(len(atoms))
+        atoms = atoms[order]
+        atoms.wrap()
+        if energies is not None:
+            atoms.calc = SinglePointCalculator(atoms, energy=float(energies[i]))
+        frames.append(atoms)
+        orders.append(order)
+    write(str(path), frames, format="extxyz")
+    return orders
+
+
+def test_train_list_show_predict_evaluate(seeded, run_pes, tmp_path):
+    configs, labels = seeded
+    out = json.loads(run_pes("model", "train", *TRAIN, "--name", "m1", "--json", check=0, timeout=600).stdout)
+    assert out["name"] == "m1" and out["calculator"] == "sevennet" and out["settings_hash"] == "h1" and out["active"]
+    metrics = out["metrics"]
+    assert metrics["n_train"] == 32 and metrics["n_test"] == 8
+    assert set(metrics["baseline_test_rmse"]) >= {"pair"}
+    model = load_model(out["path"])
+    rec = [m for m in json.loads(run_pes("model", "list", "--json", check=0).stdout) if m["id"] == out["id"]][0]
+    assert rec["active"] and rec["n_train"] == 40 and rec["metrics"]["test_rmse"] == pytest.approx(metrics["test_rmse"])
+    assert "m1" in run_pes("model", "list", check=0).stdout
+
+    shown = json.loads(run_pes("model", "show", "m1", "--json", check=0).stdout)
+    assert shown["model_type"] == model.model_type and shown["record"]["id"] == out["id"]
+    assert "type:" in run_pes("model", "show", check=0).stdout  # the active model by default
+
+    # predict: atoms shuffled and wrapped back into the cell; energies and forces as the model's own
+    xyz = tmp_path / "s.extxyz"
+    orders = _write_extxyz(xyz, configs[:3], shuffle_seed=1)
+    pred = json.loads(run_pes("model", "predict", xyz, "--forces", "--json", check=0).stdout)
+    expect = model.predict_all(configs[:3])
+    for k, s in enumerate(pred["structures"]):
+        assert s["energy"] == pytest.approx(expect["energy"][k], abs=1e-8)
+        np.testing.assert_allclose(np.array(s["forces"]), expect["forces"][k][orders[k]], atol=1e-8)
+    assert "eV/atom" in run_pes("model", "predict", xyz, "--model", out["path"], check=0).stdout
+
+    # evaluate: RMSE against the energies in the file (here: the synthetic truth)
+    lab = tmp_path / "labelled.extxyz"
+    _write_extxyz(lab, configs, labels["energy"], shuffle_seed=2)
+    ev = json.loads(run_pes("model", "evaluate", lab, "--json", check=0).stdout)
+    err = (model.predict(configs) - labels["energy"]) / 40 * 1000
+    assert ev["n"] == 40 and ev["rmse_mev_per_atom"] == pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-6)
+    assert "RMSE" in run_pes("model", "evaluate", lab, check=0).stdout
+    assert "no reference energy" in _one_line_error(run_pes("model", "evaluate", xyz))
+
+    # a 6x6x6 periodic repetition: the supercell is inferred and the energy is 27 times the 2x2x2 one
+    big = tmp_path / "big.extxyz"
+    _write_extxyz(big, [repeat_configuration(configs[0], Perovskite().supercell(6))])
+    pred = json.loads(run_pes("model", "predict", big, "--json", check=0, timeout=300).stdout)
+    assert pred["structures"][0]["n_atoms"] == 1080
+    assert pred["structures"][0]["energy"] == pytest.approx(27 * expect["energy"][0], rel=1e-10)
+
+
+def _one_line_error(proc):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pes: error:"), proc.stderr
+    return lines[0]
+
+
+def test_errors_are_one_line(pes_home, run_pes, tmp_path):
+    assert "no completed calculations" in _one_line_error(run_pes("model", "train"))
+    xyz = tmp_path / "s.extxyz"
+    _write_extxyz(xyz, random_configs(Perovskite().supercell(2), 1))
+    assert "no active model" in _one_line_error(run_pes("model", "predict", xyz))
+    assert "does not exist" in _one_line_error(run_pes("model", "predict", tmp_path / "missing.xyz"))
+    assert "no model with id or name" in _one_line_error(run_pes("model", "show", "nope"))
+    assert "no models registered" in run_pes("model", "list", check=0).stdout
