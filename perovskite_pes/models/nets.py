@@ -37,31 +37,116 @@ def _torch():
     return torch
 
 
-def build_mlps(n_inputs: list[int], hidden_layers) -> "torch.nn.ModuleList":  # noqa: F821
-    """One tanh MLP (``n_in -> hidden... -> 1``) per orbit."""
-    nn = _torch().nn
-    nets = []
-    for n_in in n_inputs:
-        layers, width = [], int(n_in)
-        for h in hidden_layers:
-            layers += [nn.Linear(width, int(h), dtype=_torch().float64), nn.Tanh()]
-            width = int(h)
-        layers.append(nn.Linear(width, 1, dtype=_torch().float64))
-        nets.append(nn.Sequential(*layers))
-    return nn.ModuleList(nets)
+def build_mlps(n_inputs: list[int], hidden_layers) -> "OrbitMLPs":
+    """One tanh MLP (``n_in -> hidden... -> 1``) per orbit, evaluated together (see :class:`OrbitMLPs`)."""
+    return OrbitMLPs(n_inputs, hidden_layers)
+
+
+def _orbit_mlps_class():
+    torch = _torch()
+    nn = torch.nn
+
+    class _OrbitMLPs(nn.Module):
+        """G independent MLPs (one per orbit), stored as stacked weights ``[G, n_in, n_out]``.
+
+        All units (clusters or sites) of all orbits go through one batched matrix product per
+        layer: inputs are packed to ``[B, U, F_max]`` (zero-padded features; padded input rows of
+        the first weight matrix are zero and never matter) with ``group[u]`` the orbit of unit u.
+        Mathematically the same as a separate ``nn.Sequential`` per orbit, with far fewer ops.
+        """
+
+        def __init__(self, n_inputs, hidden):
+            super().__init__()
+            self.n_inputs = [int(n) for n in n_inputs]
+            g = len(self.n_inputs)
+            f = max([1] + self.n_inputs)
+            dims = [f] + [int(h) for h in hidden]
+            self.weights = nn.ParameterList()
+            self.biases = nn.ParameterList()
+            for k in range(len(dims) - 1):
+                fan = torch.tensor([max(n, 1) for n in self.n_inputs] if k == 0 else [dims[k]] * g, dtype=torch.float64)
+                bound = 1.0 / torch.sqrt(fan)
+                w = (torch.rand(g, dims[k], dims[k + 1], dtype=torch.float64) * 2 - 1) * bound[:, None, None]
+                if k == 0:
+                    for j, n in enumerate(self.n_inputs):
+                        w[j, n:, :] = 0.0
+                b = (torch.rand(g, dims[k + 1], dtype=torch.float64) * 2 - 1) * bound[:, None]
+                self.weights.append(nn.Parameter(w))
+                self.biases.append(nn.Parameter(b))
+            h = dims[-1]
+            self.w_out = nn.Parameter((torch.rand(g, h, dtype=torch.float64) * 2 - 1) / h**0.5)
+            self.b_out = nn.Parameter((torch.rand(g, dtype=torch.float64) * 2 - 1) / h**0.5)
+            self.n_features = f
+
+        def units(self, x, group):
+            """Per-unit outputs ``[B, U]`` of packed inputs ``x`` ``[B, U, F]``; ``group`` ``[U]`` (sorted)."""
+            if x.shape[0] * x.shape[1] > 4096:
+                return self._units_by_group(x, group)
+            h = x
+            for w, b in zip(self.weights, self.biases):
+                h = torch.tanh(torch.einsum("buf,ufh->buh", h, w[group]) + b[group])
+            return (h * self.w_out[group]).sum(-1) + self.b_out[group]
+
+        def _units_by_group(self, x, group):
+            # large batches: one dense matrix product per orbit is cheaper than gathered weights
+            counts = torch.bincount(group, minlength=len(self.n_inputs)).tolist()
+            out, start = [], 0
+            for g, n in enumerate(counts):
+                if n == 0:
+                    continue
+                h = x[:, start : start + n, : max(self.n_inputs[g], 1)]
+                for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+                    wg = w[g, : h.shape[-1]] if k == 0 else w[g]
+                    h = torch.tanh(h @ wg + b[g])
+                out.append(h @ self.w_out[g] + self.b_out[g])
+                start += n
+            return torch.cat(out, dim=1)
+
+        def anchor(self, a):
+            """Each orbit's MLP at its own input ``a[g]`` (``[G, F]``): ``[G]``."""
+            h = a
+            for w, b in zip(self.weights, self.biases):
+                h = torch.tanh(torch.einsum("gf,gfh->gh", h, w) + b)
+            return (h * self.w_out).sum(-1) + self.b_out
+
+        def forward(self, x, group, counts, anchors):
+            """``sum_u N_{g(u)}(x_u) - sum_g counts_g N_g(anchor_g)``: ``[B]``."""
+            return self.units(x, group).sum(-1) - (counts * self.anchor(anchors)).sum()
+
+    return _OrbitMLPs
+
+
+_ORBIT_MLPS = None
+
+
+def OrbitMLPs(n_inputs, hidden):  # noqa: N802 - a lazily defined torch module class
+    global _ORBIT_MLPS
+    if _ORBIT_MLPS is None:
+        _ORBIT_MLPS = _orbit_mlps_class()
+    return _ORBIT_MLPS(n_inputs, hidden)
+
+
+def pack(feats, n_features: int):
+    """Concatenate per-orbit features ``[B, U_g, F_g]`` to ``[B, U, n_features]`` (zero-padded)."""
+    torch = _torch()
+    f = torch.nn.functional
+    return torch.cat([f.pad(x, (0, n_features - x.shape[-1])) for x in feats], dim=1)
+
+
+def unit_groups(feats) -> "torch.Tensor":  # noqa: F821
+    torch = _torch()
+    return torch.cat([torch.full((x.shape[1],), g, dtype=torch.long) for g, x in enumerate(feats)])
 
 
 def orbit_sum(mlps, feats, anchors):
     """``sum_g sum_u [N_g(x_gu) - N_g(a_g)]`` for standardised features ``feats[g]`` ``[B, U_g, F_g]``."""
-    total = None
-    for net, x, a in zip(mlps, feats, anchors):
-        if x.shape[1] == 0:
-            continue
-        term = net(x).squeeze(-1).sum(-1) - x.shape[1] * net(a[None]).squeeze()
-        total = term if total is None else total + term
-    if total is None:
+    torch = _torch()
+    if sum(x.shape[1] for x in feats) == 0:
         raise ModelError("the featurizer produced no features: every orbit is empty")
-    return total
+    f = mlps.n_features
+    counts = torch.tensor([float(x.shape[1]) for x in feats], dtype=torch.float64)
+    a = torch.stack([torch.nn.functional.pad(v, (0, f - v.shape[-1])) for v in anchors])
+    return mlps(pack(feats, f), unit_groups(feats), counts, a)
 
 
 class _NeuralModel(EnergyModel):
