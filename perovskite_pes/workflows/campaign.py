@@ -200,7 +200,7 @@ def run_campaign(spec: CampaignSpec, progress: bool = True, max_fireworks: int |
                 if max_fireworks is not None and n_launched >= max_fireworks:
                     break
                 nxt = lpad.fireworks.find_one({"state": "READY", **fworker.query}, {"name": 1},
-                                              sort=[("spec._priority", -1), ("fw_id", 1)])
+                                              sort=[("spec._priority", -1)])  # FireWorks' own order
                 if nxt:
                     bar.set_postfix_str(str(nxt.get("name", "")).split(": ", 1)[-1][:40])
                 rapidfire(lpad, fworker, m_dir=str(launch_dir), nlaunches=1, max_loops=1, sleep_time=0.1,
