@@ -393,3 +393,12 @@ def test_killed_worker_is_recovered_and_nothing_is_stored_twice(calc, pes_home, 
     docs = calc_docs(store)
     assert len(docs) == len({doc["configuration"] for doc in docs}) == n_configs  # stored once each
     assert len(calc.calls) == n_configs - stored_before  # only what was not stored ran again
+
+
+def test_tasks_use_the_workers_pes_home(tmp_path, monkeypatch):
+    """A worker's FWorker file sets ``env: {PES_HOME: ...}``; FireWorks hands it to tasks as ``_fw_env``."""
+    from perovskite_pes.workflows.tasks import _settings
+
+    monkeypatch.setenv("PES_HOME", str(tmp_path / "process"))
+    assert _settings({}).home == tmp_path / "process"
+    assert _settings({"_fw_env": {"PES_HOME": str(tmp_path / "worker")}}).home == tmp_path / "worker"

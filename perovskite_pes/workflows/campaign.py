@@ -242,9 +242,9 @@ def campaign_names(lpad) -> list[str]:
     return sorted({d.get("metadata", {}).get("campaign") for d in lpad.workflows.find({"metadata.campaign": {"$exists": True}}, {"metadata.campaign": 1})} - {None})
 
 
-def campaign_status(name: str | None = None, lpad=None) -> dict:
+def campaign_status(name: str | None = None, lpad=None, store=None) -> dict:
     """Fireworks by state and kind, failures with reasons, data counts and the active model(s)."""
-    store = _store()
+    store = store or _store()
     lpad = lpad or store.get_launchpad()
     names = [name] if name else campaign_names(lpad)
     if name and name not in campaign_names(lpad):

@@ -102,16 +102,16 @@ def _plot_stages(stages: dict, fireworks_share: float, path: Path, title: str) -
 
 
 def write_report(name: str, lpad=None, calculator: str | None = None, settings_hash: str | None = None,
-                 model: dict | None = None) -> dict:
+                 model: dict | None = None, store=None) -> dict:
     """Write the report files of campaign ``name``; returns ``{"path", "plots", "report"}``."""
     from ..db import get_store
     from .campaign import campaign_dir, campaign_status
 
-    store = get_store()
+    store = store or get_store()
     lpad = lpad or store.get_launchpad()
     out_dir = campaign_dir(name, store.settings.home)
     out_dir.mkdir(parents=True, exist_ok=True)
-    status = campaign_status(name, lpad=lpad)
+    status = campaign_status(name, lpad=lpad, store=store)
     timings = stage_timings(lpad, name)
     plots = []
 

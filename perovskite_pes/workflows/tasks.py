@@ -28,10 +28,19 @@ from .retrain import RetrainPolicy, retrain_decision, train_and_register
 PENDING_STATES = ("WAITING", "READY", "RESERVED", "RUNNING", "PAUSED")
 
 
-def _store():
+def _settings(fw_spec):
+    """Where data lives: the worker's ``env: {PES_HOME: ...}`` (FWorker file, passed as ``_fw_env``) wins
+    over the process environment, so ``rlaunch``/``qlaunch`` workers find the campaign's store."""
+    from ..settings import Settings
+
+    home = ((fw_spec or {}).get("_fw_env") or {}).get("PES_HOME")
+    return Settings.load(home=home) if home else Settings.load()
+
+
+def _store(fw_spec=None):
     from ..db import get_store
 
-    return get_store()
+    return get_store(_settings(fw_spec))
 
 
 def _launch_info(task, fw_spec) -> dict:
@@ -101,7 +110,7 @@ class RelaxTiltTask(FiretaskBase):
     def run_task(self, fw_spec):
         t0 = time.perf_counter()
         out = steps.relax_tilt(
-            _store(), _reference(self, fw_spec), self["supercell"], self["glazer"], self["calculator"],
+            _store(fw_spec), _reference(self, fw_spec), self["supercell"], self["glazer"], self["calculator"],
             relax=self.get("relax", "cell"), angles_deg=self.get("angles_deg"), campaign=self["campaign"],
             workdir=os.path.join(os.getcwd(), f"relax_{self['glazer']}"),
         )
@@ -161,7 +170,7 @@ class EnumerateTask(FiretaskBase):
 
     def run_task(self, fw_spec):
         t0 = time.perf_counter()
-        store = _store()
+        store = _store(fw_spec)
         ref = _reference(self, fw_spec)
         glazers = list(self["parents"])
         parents = [steps.parent_configuration(store, ref, self["supercell"], g, fw_spec.get("parents") or {})
@@ -211,7 +220,7 @@ class CalculateBatchTask(FiretaskBase):
     def run_task(self, fw_spec):
         calc = self["calculator"]
         workdir = os.getcwd() if calc["name"] in ("vasp", "cp2k") else None
-        rep = steps.calculate_batch(_store(), list(self["config_ids"]), calc, workdir=workdir,
+        rep = steps.calculate_batch(_store(fw_spec), list(self["config_ids"]), calc, workdir=workdir,
                                     flush_every=int(self.get("flush_every", 0)), launch=_launch_info(self, fw_spec))
         n_failed = len(rep.failed)
         if n_failed and (self.get("fizzle_on", "any") == "any" or n_failed == rep.n - rep.skipped):
@@ -274,7 +283,7 @@ class RetrainCheckTask(FiretaskBase):
     def run_task(self, fw_spec):
         policy = RetrainPolicy.from_dict(self["policy"])
         h = fw_spec.get("settings_hash") or steps.get_calculator_cached(self["calculator"]).settings_hash
-        decision = retrain_decision(_store(), self["calculator"]["name"], h, policy, mode="policy")
+        decision = retrain_decision(_store(fw_spec), self["calculator"]["name"], h, policy, mode="policy")
         stored = {"retrain_check": decision.to_dict()}
         if not decision.retrain:
             return FWAction(stored_data=stored)
@@ -315,7 +324,7 @@ class TrainModelTask(FiretaskBase):
     optional_params = ["mode", "trigger"]
 
     def run_task(self, fw_spec):
-        store = _store()
+        store = _store(fw_spec)
         policy = RetrainPolicy.from_dict(self["policy"])
         name = self["calculator"]["name"]
         h = fw_spec.get("settings_hash") or steps.get_calculator_cached(self["calculator"]).settings_hash
@@ -324,9 +333,7 @@ class TrainModelTask(FiretaskBase):
             return FWAction(stored_data={"decision": decision.to_dict(), "trained": False},
                             update_spec={"model": None, "settings_hash": h})
         timings: dict = {}
-        from ..settings import Settings
-
-        home = Settings.load().home
+        home = _settings(fw_spec).home
         stamp = time.strftime("%Y%m%d-%H%M%S")
         workdir = home / "campaigns" / self["campaign"] / "models" / f"{self['campaign']}-{stamp}-fw{getattr(self, 'fw_id', 0)}"
         summary = train_and_register(
@@ -358,6 +365,6 @@ class CampaignReportTask(FiretaskBase):
         from .report import write_report
 
         lpad = getattr(self, "launchpad", None)
-        out = write_report(self["campaign"], lpad=lpad, calculator=self.get("calculator"),
+        out = write_report(self["campaign"], lpad=lpad, store=_store(fw_spec), calculator=self.get("calculator"),
                            settings_hash=fw_spec.get("settings_hash"), model=fw_spec.get("model"))
         return FWAction(stored_data={"report": out["path"], "plots": out["plots"]})
