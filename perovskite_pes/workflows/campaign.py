@@ -17,10 +17,6 @@ from pathlib import Path
 from ..errors import PesError
 from .spec import CampaignSpec
 
-STATES = ("COMPLETED", "FIZZLED", "RUNNING", "RESERVED", "READY", "WAITING", "PAUSED", "DEFUSED", "ARCHIVED")
-KINDS = ("relax_reference", "relax_tilt", "enumerate", "calculate", "train", "report")
-
-
 class CampaignError(PesError):
     """A campaign cannot be submitted, run or repaired as asked."""
 

@@ -112,20 +112,6 @@ def _model_id(model: dict | None) -> str | None:
     return None
 
 
-def active_model_for(store, calculator: str) -> dict | None:
-    return store.active_model(calculator=calculator)
-
-
-def resolve_settings_hash(store, calculator: str, settings_hash: str | None) -> str | None:
-    """The settings hash to retrain on: the given one, else the active model's, else the only one stored."""
-    if settings_hash:
-        return settings_hash
-    active = store.active_model(calculator=calculator)
-    if active and active.get("settings_hash"):
-        return active["settings_hash"]
-    return None
-
-
 def retrain_decision(store, calculator: str, settings_hash: str | None, policy: RetrainPolicy,
                      mode: str = "policy") -> RetrainDecision:
     """Decide whether to retrain the model of ``calculator`` (data of ``settings_hash``).

@@ -397,36 +397,32 @@ def calculate_batch(store, config_ids: list[str], calculator: dict, workdir=None
     # one durable write per batch (or every flush_every calculations), not one per calculation
     grouped = store.batch() if hasattr(store, "batch") else contextlib.nullcontext()
     with grouped:
-        _calculate_all(store, bar, calc, h, rep, workdir, flush_every, launch, CalcResult, CalculatorInputError)
+        for k, cid in enumerate(bar):
+            t0 = time.perf_counter()
+            if _has_completed(store, cid, h):  # e.g. stored by an earlier, killed run of this batch
+                rep.skipped += 1
+                rep.seconds_store += time.perf_counter() - t0
+                continue
+            structure = store.get_configuration(cid).to_structure()
+            rep.seconds_store += time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            try:
+                result = calc.calculate(structure, workdir=None if workdir is None else Path(workdir) / f"calc_{cid}")
+            except CalculatorInputError as exc:
+                result = CalcResult.failed(calc, f"invalid input structure: {exc}")
+            rep.seconds_calculate += time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            store.save_calculation(cid, result, launch=launch)
+            if result.status == "completed":
+                rep.calculated += 1
+            else:
+                rep.failed[cid] = result.error or "unknown failure"
+            if flush_every and (k + 1) % flush_every == 0:
+                store.flush()
+            rep.seconds_store += time.perf_counter() - t0
     t0 = time.perf_counter()
     store.flush()
     rep.seconds_store += time.perf_counter() - t0
     return rep
-
-
-def _calculate_all(store, bar, calc, h, rep, workdir, flush_every, launch, CalcResult, CalculatorInputError):
-    for k, cid in enumerate(bar):
-        t0 = time.perf_counter()
-        if _has_completed(store, cid, h):
-            rep.skipped += 1
-            rep.seconds_store += time.perf_counter() - t0
-            continue
-        cfg = store.get_configuration(cid)
-        structure = cfg.to_structure()
-        rep.seconds_store += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        wd = None if workdir is None else Path(workdir) / f"calc_{cid}"
-        try:
-            result = calc.calculate(structure, workdir=wd)
-        except CalculatorInputError as exc:
-            result = CalcResult.failed(calc, f"invalid input structure: {exc}")
-        rep.seconds_calculate += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        store.save_calculation(cid, result, launch=launch)
-        if result.status == "completed":
-            rep.calculated += 1
-        else:
-            rep.failed[cid] = result.error or "unknown failure"
-        if flush_every and (k + 1) % flush_every == 0:
-            store.flush()
-        rep.seconds_store += time.perf_counter() - t0
