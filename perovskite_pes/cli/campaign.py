@@ -130,7 +130,11 @@ def cmd_run(args) -> int:
         _print_status(out)
         from ..workflows.campaign import campaign_dir
 
-        print(f"report: {campaign_dir(spec.name) / 'report.json'}")
+        report = campaign_dir(spec.name) / "report.json"
+        print(f"report: {report}")
+        if report.exists():
+            for plot in json.loads(report.read_text()).get("plots", []):
+                print(f"  plot: {plot}")
         if out["failures"]:
             print(f"{len(out['failures'])} Fireworks FIZZLED (reasons above); `pes campaign rerun-failed "
                   f"{spec.name}` runs them again")
