@@ -89,3 +89,17 @@ def test_tiny_campaign_with_the_default_surrogate(sevennet_available, run_pes, p
     data = store.training_data(calculator="sevennet")
     pred = m.predict([d["config"] for d in data[:3]])
     assert len(pred) == 3
+
+    # by hand: nothing new -> nothing done; forced -> a second model on the same data, accepted
+    from perovskite_pes.db import close_store
+
+    close_store()
+    proc = run_pes("retrain", "--if-grown", check=0)
+    assert proc.stdout.startswith("nothing to do: no new sevennet data"), proc.stdout
+    out = json.loads(run_pes("retrain", "--force", "--json", check=0, timeout=600).stdout)
+    assert out["trained"] and out["model"]["n_calculations"] == n_configs
+    assert out["model"]["activated"], out["model"]["why"]
+    store = get_store()
+    assert len(store.list_models()) == 2 and store.active_model("sevennet")["id"] == out["model"]["model_id"]
+    # the retrained model kept the campaign's training settings
+    assert store.active_model("sevennet")["hyperparameters"]["training_settings"]["n_folds"] == 2

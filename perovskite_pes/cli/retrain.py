@@ -54,6 +54,10 @@ def cmd_retrain(args) -> int:
                            "give --calculator (sevennet, chgnet, cp2k, vasp) or --spec")
         calculator = active_any["calculator"]
     settings_hash = args.settings_hash
+    if settings_hash is None and spec is not None and spec.calculator.name == calculator:
+        from ..workflows.campaign import check_calculator
+
+        settings_hash = check_calculator(spec).settings_hash
     if settings_hash is None:
         active = store.active_model(calculator=calculator)
         if active and active.get("settings_hash"):
