@@ -160,7 +160,8 @@ def _print_status(st: dict) -> None:
         if m is None:
             print(f"active model ({cname}): none yet")
         else:
-            errs = ", ".join(f"{k}={v:.4g}" for k, v in m["errors"].items()) or "no errors recorded"
+            errs = (", ".join(f"{k}={v:.4g}" for k, v in m["errors"].items()) + " meV/atom") if m["errors"] \
+                else "no errors recorded"
             print(f"active model ({cname}): {m['name']} [{m['id']}] trained on {m['n_train']} calculations; {errs}")
             print(f"  path: {m['path']}")
 
