@@ -287,3 +287,12 @@ def test_bad_input_raises_clear_errors(featurizer, data):
 def test_not_a_model_directory(tmp_path):
     with pytest.raises(ModelError, match="not a saved model directory"):
         load_model(tmp_path)
+
+
+def test_lbfgs_refinement_lowers_the_training_error(featurizer, data):
+    configs, e = data
+    kw = dict(FAST_NET, epochs=(3, 3, 3), validation_fraction=0.0)
+    adam = ClusterNet(featurizer=featurizer, **kw).fit(configs[:48], e[:48])
+    refined = ClusterNet(featurizer=featurizer, lbfgs_iterations=40, **kw).fit(configs[:48], e[:48])
+    assert "lbfgs" in refined.history_.stage
+    assert refined.rmse(configs[:48], e[:48]) < 0.5 * adam.rmse(configs[:48], e[:48])

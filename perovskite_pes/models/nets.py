@@ -25,7 +25,7 @@ import numpy as np
 
 from .base import EnergyModel, ModelError, check_configurations, check_energies, check_forces, geometry
 from .featurizers import FeaturizerFamily, build_featurizer, featurizer_from_recipe, reference_of
-from .training import TrainingHistory, adam_schedule, module_state, split_validation
+from .training import TrainingHistory, adam_schedule, lbfgs_refine, module_state, split_validation
 
 DEFAULT_BATCH_SIZES = (2, 10, 100, 1000)
 DEFAULT_EPOCHS = (20, 50, 200, 1000)
@@ -168,6 +168,7 @@ class _NeuralModel(EnergyModel):
         validation_fraction: float = 0.1,
         force_weight: float = 0.0,
         weight_decay: float = 0.0,
+        lbfgs_iterations: int = 0,
         reference_energy_per_fu: float | None = None,
         seed: int = 0,
         verbose: bool = False,
@@ -185,6 +186,7 @@ class _NeuralModel(EnergyModel):
         self.validation_fraction = validation_fraction
         self.force_weight = force_weight
         self.weight_decay = weight_decay
+        self.lbfgs_iterations = lbfgs_iterations
         self.reference_energy_per_fu = reference_energy_per_fu
         self.seed = seed
         self.verbose = verbose
@@ -381,6 +383,18 @@ class _NeuralModel(EnergyModel):
             set_state=set_state,
             progress=bool(self.verbose),
         )
+        if int(self.lbfgs_iterations or 0) > 0:
+            all_train = torch.arange(len(train_idx))
+            lbfgs_refine(
+                params,
+                lambda: step_loss(all_train),
+                val_loss if len(val_idx) else None,
+                int(self.lbfgs_iterations),
+                hist,
+                get_state,
+                set_state,
+                progress=bool(self.verbose),
+            )
         self.history_: TrainingHistory = hist
         self.e0_ = float(e0_init + sy * float(offset.detach()))
         self.mlps_.eval()
@@ -441,6 +455,7 @@ class _NeuralModel(EnergyModel):
             "validation_fraction": float(self.validation_fraction),
             "force_weight": float(self.force_weight),
             "weight_decay": float(self.weight_decay),
+            "lbfgs_iterations": int(self.lbfgs_iterations or 0),
             "reference_energy_per_fu": self.reference_energy_per_fu,
             "seed": int(self.seed),
         }

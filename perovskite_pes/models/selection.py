@@ -54,6 +54,7 @@ DEFAULT_SETTINGS: dict = {
         "validation_fraction": 0.1,
         "force_weight": 0.0,
         "weight_decay": 0.0,
+        "lbfgs_iterations": 0,
     },
     "linear": {"method": "ridge"},
     "pair": {"cutoff": 7.8, "n_gaussians": 24},

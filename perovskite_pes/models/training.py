@@ -178,3 +178,79 @@ def module_state(modules_and_params):
                 p.copy_(v)
 
     return get_state, set_state
+
+
+def lbfgs_refine(
+    parameters,
+    full_loss,
+    val_loss,
+    iterations: int,
+    history: TrainingHistory,
+    get_state,
+    set_state,
+    chunk: int = 10,
+    patience: int | None = 5,
+    progress: bool = False,
+) -> TrainingHistory:
+    """Full-batch L-BFGS (strong Wolfe line search) after the Adam schedule (optional refinement).
+
+    Runs ``iterations`` L-BFGS iterations in chunks of ``chunk``; after each chunk the validation
+    loss (or the training loss without validation) decides which parameters are kept, and
+    ``patience`` chunks without improvement stop the refinement. Chunks are recorded in
+    ``history`` as stage ``"lbfgs"``.
+    """
+    import torch
+
+    params = [p for p in parameters if p.requires_grad]
+    if iterations <= 0 or not params:
+        return history
+    opt = torch.optim.LBFGS(
+        params, lr=1.0, max_iter=chunk, history_size=50, line_search_fn="strong_wolfe",
+        tolerance_grad=1e-14, tolerance_change=1e-16,
+    )
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        loss = full_loss()
+        loss.backward()
+        return loss
+
+    t0 = time.perf_counter()
+    best_state = get_state()
+    best = history.best_val_loss
+    since = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=iterations, desc="L-BFGS", unit="it", leave=False)
+    try:
+        done = 0
+        while done < iterations:
+            loss = float(opt.step(closure).detach())
+            done += chunk
+            val = val_loss() if val_loss is not None else None
+            score = val if val is not None else loss
+            if not math.isfinite(score):
+                break
+            history.stage.append("lbfgs")
+            history.batch_size.append(None)
+            history.train_loss.append(loss)
+            history.val_loss.append(val)
+            if score < best:
+                best, best_state, since = score, get_state(), 0
+                history.best_val_loss = score
+                history.best_epoch = len(history.train_loss) - 1
+            else:
+                since += 1
+            if bar is not None:
+                bar.update(chunk)
+                bar.set_postfix(loss=f"{loss:.3g}", val="-" if val is None else f"{val:.3g}")
+            if patience is not None and since >= patience:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    set_state(best_state)
+    history.wall_time += time.perf_counter() - t0
+    return history
