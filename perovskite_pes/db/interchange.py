@@ -165,48 +165,6 @@ def _reference_from(info: dict, default):
     return ReferenceSupercell(Perovskite(tuple(species), a), matrix)
 
 
-def match_sites(reference, species, lattice, positions, where: str) -> np.ndarray:
-    """Permutation p such that ``positions[p]`` follows the reference supercell's site order.
-
-    Sites are matched per species to the nearest reference site (fractional coordinates of the
-    given cell, minimum image, optimal assignment), so frames written in any atom order import.
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    species = np.asarray(species)
-    ref_species = np.asarray(reference.species)
-    if len(species) != reference.n_atoms:
-        raise ImportFormatError(
-            f"{where}: has {len(species)} atoms but the reference supercell ({reference.perovskite.formula}, "
-            f"{reference.n_cells} cells) has {reference.n_atoms}"
-        )
-    if sorted(species.tolist()) != sorted(ref_species.tolist()):
-        raise ImportFormatError(
-            f"{where}: species {dict(zip(*np.unique(species, return_counts=True)))} do not match the reference "
-            f"{dict(zip(*np.unique(ref_species, return_counts=True)))}"
-        )
-    frac = np.asarray(positions) @ np.linalg.inv(lattice)
-    ref_frac = reference.frac_coords()
-    perm = np.empty(len(species), dtype=int)
-    worst = 0.0
-    for sp in np.unique(species):
-        mine = np.flatnonzero(species == sp)
-        theirs = np.flatnonzero(ref_species == sp)
-        d = frac[mine][:, None, :] - ref_frac[theirs][None, :, :]
-        d -= np.round(d)
-        cost = np.linalg.norm(d @ np.asarray(lattice), axis=-1)
-        rows, cols = linear_sum_assignment(cost)
-        perm[theirs[cols]] = mine[rows]
-        worst = max(worst, float(cost[rows, cols].max()))
-    limit = 0.35 * reference.perovskite.lattice_parameter
-    if worst > limit:
-        raise ImportFormatError(
-            f"{where}: an atom is {worst:.2f} A from every free reference site (limit {limit:.2f} A); is the cell "
-            "the reference supercell with the right lattice parameter (pes_supercell, --supercell)?"
-        )
-    return perm
-
-
 def _frame_result(atoms, info: dict, where: str, calculator, settings_hash, energy_key, forces_key, stress_key):
     results = dict(atoms.calc.results) if atoms.calc is not None else {}
     energy = results.get("energy") if energy_key == "energy" else None
@@ -262,7 +220,8 @@ def read_records(path, fmt: str | None = None, reference=None, calculator: str |
 def _read_extxyz(path, reference, calculator, settings_hash, energy_key, forces_key, stress_key, require_energy):
     from ase.io import read
 
-    from ..structure import Configuration
+    from ..structure import ConfigurationError, match_structure, matrix_to_strain, strain_to_matrix
+    from ..structure.mapping import unstrain
 
     try:
         frames = read(path, index=":", format="extxyz")
@@ -287,7 +246,6 @@ def _read_extxyz(path, reference, calculator, settings_hash, energy_key, forces_
             raw = _frame_result(atoms, info, where, calculator, settings_hash, energy_key, forces_key, stress_key)
             if raw["forces"] is not None and np.shape(raw["forces"])[0] != len(atoms):
                 raise ImportFormatError(f"{where}: {np.shape(raw['forces'])[0]} force rows for {len(atoms)} atoms")
-        perm = match_sites(ref, atoms.get_chemical_symbols(), lattice, atoms.get_positions(), where)
         tags = {}
         if "pes_tags" in info:
             try:
@@ -297,11 +255,19 @@ def _read_extxyz(path, reference, calculator, settings_hash, energy_key, forces_
         for k in ("tilt_system", "method"):
             if k in info and k not in tags:
                 tags[k] = str(info[k])
-        config = Configuration.from_arrays(ref, lattice, atoms.get_positions()[perm], tags=tags)
+        try:
+            config, perm = match_structure(ref, atoms, tags=tags)
+        except ConfigurationError as exc:
+            raise ImportFormatError(f"{where}: {exc}") from None
         result = None
         if raw is not None:
+            # results are stored in the frame of the configuration's own (unrotated) structure
+            rot = unstrain(ref, lattice, atoms.get_positions())[0]
             if raw["forces"] is not None:
-                raw["forces"] = np.asarray(raw["forces"], dtype=float)[perm]
+                raw["forces"] = np.asarray(raw["forces"], dtype=float)[perm] @ rot
+            if raw["stress"] is not None and np.size(raw["stress"]) in (6, 9):
+                sigma = strain_to_matrix(np.reshape(raw["stress"], (3, 3) if np.size(raw["stress"]) == 9 else 6))
+                raw["stress"] = matrix_to_strain(rot.T @ sigma @ rot)
             result = validate_result(raw, ref.n_atoms, where)
         out.append(ImportRecord(config, result, where))
     return out
