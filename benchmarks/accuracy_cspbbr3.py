@@ -279,17 +279,18 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads for labelling")
     p.add_argument("--generate-only", action="store_true")
     p.add_argument("--quick", action="store_true", help="small data set and short training (smoke run)")
-    p.add_argument("--models", default="cluster,site", help="net types in the CV grid (cluster, site, linear, pair)")
-    p.add_argument("--clusters", default="7p+t+o", help="comma-separated cluster sets for the grid")
+    p.add_argument("--models", default="site,cluster", help="net types in the CV grid (cluster, site, linear, pair)")
+    p.add_argument("--clusters", default="11p+t+o", help="comma-separated cluster sets for the grid (11p: pairs up to 7.2 A)")
     p.add_argument("--orders", default="2", help="comma-separated basis orders for the grid")
     p.add_argument("--layers", default="1")
-    p.add_argument("--nodes", default="8,16")
+    p.add_argument("--nodes", default="16")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--n-jobs", type=int, default=2)
-    p.add_argument("--epochs", default="20,50,300,1500", help="epochs per batch-size stage (2,10,100,1000)")
+    p.add_argument("--epochs", default="2,5,20,20", help="Adam epochs per batch-size stage (2,10,100,1000)")
+    p.add_argument("--lbfgs-iterations", type=int, default=1000, help="full-batch L-BFGS refinement after Adam (0: Adam only)")
     p.add_argument("--batch-sizes", default="2,10,100,1000")
     p.add_argument("--learning-rate", type=float, default=3e-3)
-    p.add_argument("--patience", type=int, default=200)
+    p.add_argument("--patience", type=int, default=30)
     p.add_argument("--force-weight", type=float, default=0.0)
     p.add_argument("--learning-curve", default="0.1,0.25,0.5,1.0")
     p.add_argument("--max-train", type=int, default=5000, help="the issue's cap on training configurations")
@@ -297,7 +298,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.n_tilt, args.n_random, args.n_strain, args.n_path = 120, 120, 80, 9
-        args.epochs, args.folds, args.nodes, args.learning_curve = "3,10,40,100", 3, "8", "0.5,1.0"
+        args.epochs, args.folds, args.learning_curve, args.lbfgs_iterations = "2,5,10,10", 3, "0.5,1.0", 200
 
     path = build_dataset(args)
     if args.generate_only:
@@ -318,7 +319,8 @@ def main(argv=None):
         "n_folds": args.folds,
         "n_jobs": args.n_jobs,
         "seed": args.seed,
-        "training": {"batch_sizes": ints(args.batch_sizes), "epochs": ints(args.epochs), "learning_rate": args.learning_rate, "patience": args.patience, "force_weight": args.force_weight},
+        "training": {"batch_sizes": ints(args.batch_sizes), "epochs": ints(args.epochs), "learning_rate": args.learning_rate, "patience": args.patience, "force_weight": args.force_weight,
+                     "lbfgs_iterations": args.lbfgs_iterations},
         "learning_curve": [float(x) for x in args.learning_curve.split(",")] if args.learning_curve else None,
         "paths": path_data(configs, energies),
     }
