@@ -6,7 +6,7 @@ Shape (each box one Firework; ``||`` = parallel)::
                      ├─ relax a-a-a- ─ enumerate around a-a-a- ─┤
                      ├─ ...                                      ├─ train (final) ─ report
                      ├─ enumerate around a0a0a0 ────────────────┤
-                     └─ (relax A, relax B) ─ enumerate path A->B ┘
+                     └─ (all relaxations on the paths) ─ enumerate paths ┘
 
 Each enumerate Firework stores its configurations and adds the calculation Fireworks as
 *detours* (FWAction), in batches of ``fireworks.per_firework``: the final training waits for all
@@ -97,13 +97,14 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
             category=None,
             dkey=dupe_key("enumerate", g, sampling, spec.seed, reference, supercell, calc, batch, retrain, training),
         ))
-    for ip in spec.steps.interpolations:
-        parents = [relax_fw[g] for g in ip.path if relax_fw.get(g) is not None]
-        parents = list({id(p): p for p in parents}.values()) or top
+    if spec.steps.interpolations:  # one Firework for all paths: few Fireworks keep the embedded store fast
+        paths = [{"path": list(ip.path), "n": ip.n} for ip in spec.steps.interpolations]
+        visited = list(dict.fromkeys(g for p in paths for g in p["path"]))
+        parents = list({id(f): f for f in (relax_fw.get(g) for g in visited) if f is not None}.values()) or top
         enumerate_fws.append(firework(
-            [EnumerateTask(parents=list(ip.path), n=ip.n, sampling={}, **enum_kwargs)],
-            "enumerate", "enumerate path " + "->".join(ip.path), parents=parents, category=None,
-            dkey=dupe_key("interpolate", list(ip.path), ip.n, reference, supercell, calc, batch, retrain, training),
+            [EnumerateTask(parents=visited, paths=paths, sampling={}, **enum_kwargs)],
+            "enumerate", "enumerate paths", parents=parents, category=None,
+            dkey=dupe_key("interpolate", paths, reference, supercell, calc, batch, retrain, training),
         ))
 
     if spec.training.enabled:

@@ -147,40 +147,45 @@ def batch_fireworks(campaign: str, ids: list[str], calculator: dict, batch: dict
 
 @explicit_serialize
 class EnumerateTask(FiretaskBase):
-    """Enumerate configurations around a relaxed parent (or along a path of parents), store them and
-    add calculation Fireworks in batches (as detours, so that training waits for all of them).
+    """Enumerate configurations around a relaxed parent, or along interpolation paths between relaxed
+    parents, store them and add calculation Fireworks in batches (as detours, so that training waits
+    for all of them).
 
     Required params:
         campaign (str): campaign name.
-        parents (list[str]): one Glazer symbol (enumerate around it) or several (interpolation path).
+        parents (list[str]): the Glazer symbol to enumerate around; with ``paths``, every parent the
+            paths visit.
         reference (dict): starting reference (``fw_spec["reference"]`` wins).
         supercell: supercell matrix.
         calculator (dict): ``name`` and ``settings``.
-        sampling (dict): the spec's ``steps`` section (mode_grid, strain_grid, random).
+        sampling (dict): the spec's ``mode_grid``, ``strain_grid`` and ``random`` sections.
         batch (dict): ``per_firework``, ``category``, ``flush_every``, ``fizzle_on``.
     Optional params:
         seed (int): random seed (default 0).
-        n (int): points per leg of an interpolation path.
+        paths (list[dict]): interpolation paths ``{"path": [glazer, ...], "n": points per leg}``; when
+            given, the configurations along them are enumerated instead.
         retrain (dict): retrain policy (a check runs after each batch when given and enabled).
         training (dict): training settings for retraining.
     """
 
     required_params = ["campaign", "parents", "reference", "supercell", "calculator", "sampling", "batch"]
-    optional_params = ["seed", "n", "retrain", "training"]
+    optional_params = ["seed", "paths", "retrain", "training"]
 
     def run_task(self, fw_spec):
         t0 = time.perf_counter()
         store = _store(fw_spec)
         ref = _reference(self, fw_spec)
-        glazers = list(self["parents"])
-        parents = [steps.parent_configuration(store, ref, self["supercell"], g, fw_spec.get("parents") or {})
-                   for g in glazers]
-        if len(glazers) == 1:
-            configs = steps.enumerate_around(parents[0], glazers[0], self["sampling"], int(self.get("seed", 0)))
-            label = f"around {glazers[0]}"
+        relaxed = fw_spec.get("parents") or {}
+        parents = {g: steps.parent_configuration(store, ref, self["supercell"], g, relaxed) for g in self["parents"]}
+        if self.get("paths"):
+            configs = []
+            for p in self["paths"]:
+                configs += steps.interpolate_path([parents[g] for g in p["path"]], list(p["path"]), int(p["n"]))
+            label = "paths"
         else:
-            configs = steps.interpolate_path(parents, glazers, int(self.get("n", 8)))
-            label = "path " + "->".join(glazers)
+            (g,) = self["parents"]
+            configs = steps.enumerate_around(parents[g], g, self["sampling"], int(self.get("seed", 0)))
+            label = f"around {g}"
         t_enum = time.perf_counter() - t0
         t1 = time.perf_counter()
         h = steps.get_calculator_cached(self["calculator"]).settings_hash
