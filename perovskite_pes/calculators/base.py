@@ -196,6 +196,9 @@ class Calculator(ABC):
     default_settings: dict = {}
     #: execution options and their defaults (never enter the hash)
     default_run_options: dict = {}
+    #: settings that only steer relaxations (thresholds, step limits): recorded with every result
+    #: but kept out of the hash, so single points with otherwise identical settings share one key
+    relax_only_settings: tuple = ()
 
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.default_settings) - set(self.default_run_options))
@@ -221,7 +224,8 @@ class Calculator(ABC):
 
     @property
     def settings_hash(self) -> str:
-        return settings_hash(self.name, self.version, self.settings)
+        physics = {k: v for k, v in self.settings.items() if k not in self.relax_only_settings}
+        return settings_hash(self.name, self.version, physics)
 
     @property
     def supported_elements(self) -> set | None:

@@ -110,6 +110,7 @@ class Cp2kCalculator(Calculator):
         "max_iter": 200,  # relaxations
         "pressure_tolerance": 100.0,  # bar, cell relaxations
     }
+    relax_only_settings = ("fmax", "max_iter", "pressure_tolerance")
     default_run_options = {
         "cp2k_cmd": None,  # default: $PES_CP2K_CMD or "mpirun --allow-run-as-root -np 2 cp2k.psmp"
         "data_dir": None,  # default: $CP2K_DATA_DIR or /usr/share/cp2k

@@ -56,6 +56,7 @@ class SurrogateCalculator(Calculator):
 
     package: str = ""
     base_settings = {"fmax": 0.01, "max_steps": 500, "optimizer": "BFGS"}
+    relax_only_settings = ("fmax", "max_steps", "optimizer")
     default_run_options = {"device": "cpu", "threads": 2, "min_distance": DEFAULT_MIN_DISTANCE, "trajectory": False}
 
     def _validate(self) -> None:

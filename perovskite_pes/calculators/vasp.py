@@ -180,6 +180,7 @@ class VaspCalculator(Calculator):
         "incar": {},  # further INCAR keys (applied last)
         "vasp_version": "unspecified",
     }
+    relax_only_settings = ("ediffg", "nsw")
     default_run_options = {
         "vasp_cmd": None,  # default: $PES_VASP_CMD or "vasp_std"
         "polling_time_step": 5.0,
