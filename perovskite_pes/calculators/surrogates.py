@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,10 @@ class SurrogateCalculator(Calculator):
             str(workdir / "relax.traj") if (workdir is not None and self.run_options["trajectory"]) else None
         )
         opt = optimizer_cls(target, logfile=logfile, trajectory=trajectory)
-        converged = bool(opt.run(fmax=float(self.settings["fmax"]), steps=int(self.settings["max_steps"])))
+        with warnings.catch_warnings():
+            # the cell filter's matrix logarithm warns about 1e-13 round-off at every step
+            warnings.filterwarnings("ignore", message="logm result may be inaccurate")
+            converged = bool(opt.run(fmax=float(self.settings["fmax"]), steps=int(self.settings["max_steps"])))
         residual = float(np.sqrt((target.get_forces() ** 2).sum(axis=1).max()))
         return converged, residual, opt.nsteps
 
