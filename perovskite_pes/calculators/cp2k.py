@@ -20,7 +20,6 @@ Traps handled here:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
@@ -39,6 +38,7 @@ from ._common import (
     tail,
 )
 from .base import CalcResult, Calculator, CalculatorError, CalculatorInputError, DEFAULT_MIN_DISTANCE
+from ..utils import environment
 
 DEFAULT_CP2K_CMD = "mpirun --allow-run-as-root -np 2 cp2k.psmp"
 DEFAULT_DATA_DIR = "/usr/share/cp2k"
@@ -285,7 +285,7 @@ class Cp2kCalculator(Calculator):
         self.write_inputs(structure, run_dir, relax)
         job = Cp2kJob(list(self.cp2k_cmd), input_file=INPUT_FILE, output_file=OUTPUT_FILE, final=True, backup=True)
         handlers = [UnconvergedScfErrorHandler(input_file=INPUT_FILE, output_file=OUTPUT_FILE)]
-        with _environment(OMP_NUM_THREADS=str(self.run_options["omp_threads"])):
+        with environment(OMP_NUM_THREADS=str(self.run_options["omp_threads"])):
             reason = run_custodian(handlers, [job], [], run_dir, self.run_options, stderr_file="std_err.txt")
         if reason is not None:
             return CalcResult.failed(self, reason, output_dir=run_dir)
@@ -298,20 +298,6 @@ class Cp2kCalculator(Calculator):
             if final is None or len(final) != len(structure):
                 return CalcResult.failed(self, "could not read the relaxed structure from CP2K's output", output_dir=run_dir)
         return self._result(parsed["energy"], parsed["forces"], parsed["stress"], output_dir=run_dir, final_structure=final)
-
-
-@contextlib.contextmanager
-def _environment(**values):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def parse_cp2k_run(directory, n_atoms: int, relax: str | None = None) -> dict:

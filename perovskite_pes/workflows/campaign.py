@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import PesError
 from .spec import CampaignSpec
+from ..utils import environment
 
 class CampaignError(PesError):
     """A campaign cannot be submitted, run or repaired as asked."""
@@ -130,20 +131,6 @@ def quiet_fireworks(enabled: bool = True):
             lg.removeFilter(_BelowWarning)
 
 
-@contextmanager
-def _env(**values):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: str(v) for k, v in values.items()})
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _counts(lpad, name: str | None) -> dict:
     out: dict = {}
     for d in lpad.fireworks.find({"fw_id": {"$in": campaign_fw_ids(lpad, name)}}, {"state": 1}):
@@ -182,7 +169,7 @@ def run_campaign(spec: CampaignSpec, progress: bool = True, max_fireworks: int |
     bar = tqdm(total=sum(counts.values()), desc=f"campaign {spec.name}", unit="fw", disable=not progress,
                file=stream, initial=counts.get("COMPLETED", 0) + counts.get("FIZZLED", 0))
     try:
-        with _env(PES_PROGRESS=1 if progress else 0), quiet_fireworks(quiet):
+        with environment(PES_PROGRESS=1 if progress else 0), quiet_fireworks(quiet):
             while True:
                 # membership is re-read every time: enumerations add batches, and a Firework that
                 # found its duplicate (FireWorks checks while looking for work) may add the
