@@ -7,7 +7,8 @@ with a cosine cutoff f_c (zero beyond ``cutoff``, 7.8 A by default) and the Gaus
 ``mu_k`` evenly spaced between ``r_min`` and ``cutoff``. Pairs are listed once per reference
 supercell with explicit periodic images (``ase.neighborlist``) within ``cutoff + skin``, so the
 energy is a smooth torch function of positions and lattice and forces/stress come by autograd.
-The weights are fitted per primitive cell with scikit-learn's ``RidgeCV`` (energies only).
+The weights are fitted per primitive cell with scikit-learn's ``RidgeCV`` (energies only) on the
+centred, unscaled features.
 """
 
 from __future__ import annotations
@@ -209,8 +210,10 @@ class PairPotential(EnergyModel):
         self._check_params()
         if x.shape[1] != self.n_features:
             raise ModelError(f"pair features have {x.shape[1]} columns; expected {self.n_features}")
-        alphas = np.logspace(-10, 2, 25) if self.alphas is None else np.asarray(self.alphas, dtype=float)
-        self.coef_, self.e0_, self.alpha_ = _ridge(x, y, alphas, self.reference_energy_per_fu, RidgeCV)
+        alphas = np.logspace(-12, 2, 29) if self.alphas is None else np.asarray(self.alphas, dtype=float)
+        # unscaled features: Gaussians that the training set barely samples stay small instead of being
+        # blown up by standardisation (which extrapolates wildly on smaller training sets)
+        self.coef_, self.e0_, self.alpha_ = _ridge(x, y, alphas, self.reference_energy_per_fu, RidgeCV, standardize=False)
         return self
 
     def energies_from_features(self, features, reference) -> np.ndarray:
@@ -248,17 +251,24 @@ class PairPotential(EnergyModel):
         self.alpha_ = float(state["alpha"])
 
 
-def _ridge(x, y, alphas, e0, ridge_cls):
-    """Standardised ridge fit; returns (weights in unscaled feature units, e0 per cell, alpha)."""
+def _ridge(x, y, alphas, e0, ridge_cls, standardize: bool = True):
+    """Ridge fit (features standardised or only centred); returns (weights in feature units, e0 per cell, alpha).
+
+    Features that (almost) do not vary over the training set get weight zero: standardising them
+    would turn rounding noise into huge values on configurations outside the training range.
+    """
     scale = x.std(axis=0)
-    scale[scale < 1e-12] = 1.0
+    keep = scale > 1e-6 * max(float(scale.max()), 1e-300)
+    coef = np.zeros(x.shape[1])
+    xs = x[:, keep]
+    sk = scale[keep] if standardize else np.ones(int(keep.sum()))
     if e0 is None:
-        mean = x.mean(axis=0)
-        reg = ridge_cls(alphas=alphas, fit_intercept=True).fit((x - mean) / scale, y)
-        coef = reg.coef_ / scale
-        intercept = float(reg.intercept_ - coef @ mean)
+        mean = xs.mean(axis=0)
+        reg = ridge_cls(alphas=alphas, fit_intercept=True).fit((xs - mean) / sk, y)
+        coef[keep] = reg.coef_ / sk
+        intercept = float(reg.intercept_ - coef[keep] @ mean)
     else:
-        reg = ridge_cls(alphas=alphas, fit_intercept=False).fit(x / scale, y - float(e0))
-        coef = reg.coef_ / scale
+        reg = ridge_cls(alphas=alphas, fit_intercept=False).fit(xs / sk, y - float(e0))
+        coef[keep] = reg.coef_ / sk
         intercept = float(e0)
     return coef, intercept, float(getattr(reg, "alpha_", np.nan))
