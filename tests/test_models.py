@@ -296,3 +296,16 @@ def test_lbfgs_refinement_lowers_the_training_error(featurizer, data):
     refined = ClusterNet(featurizer=featurizer, lbfgs_iterations=40, **kw).fit(configs[:48], e[:48])
     assert "lbfgs" in refined.history_.stage
     assert refined.rmse(configs[:48], e[:48]) < 0.5 * adam.rmse(configs[:48], e[:48])
+
+
+def test_linear_term_starts_from_the_linear_ce_and_round_trips(featurizer, data, tmp_path):
+    configs, e = data
+    lin = LinearCE(featurizer=featurizer).fit(configs[:48], e[:48])
+    start = ClusterNet(featurizer=featurizer, linear_term=True, batch_sizes=(16,), epochs=0, validation_fraction=0.0).fit(configs[:48], e[:48])
+    assert start.rmse(configs[:48], e[:48]) < 1.2 * lin.rmse(configs[:48], e[:48])
+    trained = SiteNet(featurizer=featurizer, linear_term=True, lbfgs_iterations=20, batch_sizes=(16,), epochs=0,
+                      validation_fraction=0.0, hidden_layers=(4,)).fit(configs[:48], e[:48])
+    assert trained.rmse(configs[:48], e[:48]) < lin.rmse(configs[:48], e[:48])
+    trained.save(tmp_path / "m")
+    again = load_model(tmp_path / "m", featurizer=featurizer)
+    np.testing.assert_array_equal(again.predict(configs[48:]), trained.predict(configs[48:]))

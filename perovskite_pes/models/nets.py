@@ -37,9 +37,9 @@ def _torch():
     return torch
 
 
-def build_mlps(n_inputs: list[int], hidden_layers) -> "OrbitMLPs":
+def build_mlps(n_inputs: list[int], hidden_layers, linear: bool = False) -> "OrbitMLPs":
     """One tanh MLP (``n_in -> hidden... -> 1``) per orbit, evaluated together (see :class:`OrbitMLPs`)."""
-    return OrbitMLPs(n_inputs, hidden_layers)
+    return OrbitMLPs(n_inputs, hidden_layers, linear)
 
 
 def _orbit_mlps_class():
@@ -55,7 +55,7 @@ def _orbit_mlps_class():
         Mathematically the same as a separate ``nn.Sequential`` per orbit, with far fewer ops.
         """
 
-        def __init__(self, n_inputs, hidden):
+        def __init__(self, n_inputs, hidden, linear: bool = False):
             super().__init__()
             self.n_inputs = [int(n) for n in n_inputs]
             g = len(self.n_inputs)
@@ -77,6 +77,8 @@ def _orbit_mlps_class():
             self.w_out = nn.Parameter((torch.rand(g, h, dtype=torch.float64) * 2 - 1) / h**0.5)
             self.b_out = nn.Parameter((torch.rand(g, dtype=torch.float64) * 2 - 1) / h**0.5)
             self.n_features = f
+            # optional linear term per orbit (a linear cluster expansion the MLPs correct)
+            self.linear = nn.Parameter(torch.zeros(g, f, dtype=torch.float64)) if linear else None
 
         def units(self, x, group):
             """Per-unit outputs ``[B, U]`` of packed inputs ``x`` ``[B, U, F]``; ``group`` ``[U]`` (sorted)."""
@@ -85,7 +87,10 @@ def _orbit_mlps_class():
             h = x
             for w, b in zip(self.weights, self.biases):
                 h = torch.tanh(torch.einsum("buf,ufh->buh", h, w[group]) + b[group])
-            return (h * self.w_out[group]).sum(-1) + self.b_out[group]
+            out = (h * self.w_out[group]).sum(-1) + self.b_out[group]
+            if self.linear is not None:
+                out = out + (x * self.linear[group]).sum(-1)
+            return out
 
         def _units_by_group(self, x, group):
             # large batches: one dense matrix product per orbit is cheaper than gathered weights
@@ -98,7 +103,10 @@ def _orbit_mlps_class():
                 for k, (w, b) in enumerate(zip(self.weights, self.biases)):
                     wg = w[g, : h.shape[-1]] if k == 0 else w[g]
                     h = torch.tanh(h @ wg + b[g])
-                out.append(h @ self.w_out[g] + self.b_out[g])
+                o = h @ self.w_out[g] + self.b_out[g]
+                if self.linear is not None:
+                    o = o + x[:, start : start + n] @ self.linear[g]
+                out.append(o)
                 start += n
             return torch.cat(out, dim=1)
 
@@ -107,7 +115,10 @@ def _orbit_mlps_class():
             h = a
             for w, b in zip(self.weights, self.biases):
                 h = torch.tanh(torch.einsum("gf,gfh->gh", h, w) + b)
-            return (h * self.w_out).sum(-1) + self.b_out
+            out = (h * self.w_out).sum(-1) + self.b_out
+            if self.linear is not None:
+                out = out + (a * self.linear).sum(-1)
+            return out
 
         def forward(self, x, group, counts, anchors):
             """``sum_u N_{g(u)}(x_u) - sum_g counts_g N_g(anchor_g)``: ``[B]``."""
@@ -119,11 +130,11 @@ def _orbit_mlps_class():
 _ORBIT_MLPS = None
 
 
-def OrbitMLPs(n_inputs, hidden):  # noqa: N802 - a lazily defined torch module class
+def OrbitMLPs(n_inputs, hidden, linear: bool = False):  # noqa: N802 - a lazily defined torch module class
     global _ORBIT_MLPS
     if _ORBIT_MLPS is None:
         _ORBIT_MLPS = _orbit_mlps_class()
-    return _ORBIT_MLPS(n_inputs, hidden)
+    return _ORBIT_MLPS(n_inputs, hidden, linear)
 
 
 def pack(feats, n_features: int):
@@ -169,6 +180,7 @@ class _NeuralModel(EnergyModel):
         force_weight: float = 0.0,
         weight_decay: float = 0.0,
         lbfgs_iterations: int = 0,
+        linear_term: bool = False,
         reference_energy_per_fu: float | None = None,
         seed: int = 0,
         verbose: bool = False,
@@ -187,6 +199,7 @@ class _NeuralModel(EnergyModel):
         self.force_weight = force_weight
         self.weight_decay = weight_decay
         self.lbfgs_iterations = lbfgs_iterations
+        self.linear_term = linear_term
         self.reference_energy_per_fu = reference_energy_per_fu
         self.seed = seed
         self.verbose = verbose
@@ -319,12 +332,14 @@ class _NeuralModel(EnergyModel):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.seed))
-            self.mlps_ = build_mlps(n_inputs, hidden)
+            self.mlps_ = build_mlps(n_inputs, hidden, bool(self.linear_term))
         offset = torch.zeros((), dtype=torch.float64, requires_grad=self.reference_energy_per_fu is None)
         params = list(self.mlps_.parameters()) + ([offset] if offset.requires_grad else [])
         std_feats = self._standardise(raw)
         anchors = self._anchors()
         norm = 1.0 / (units_per_cell * ncell)
+        if self.linear_term:
+            self._init_linear_term(std_feats, anchors, target, norm, offset)
 
         train_idx, val_idx = split_validation(len(e), float(self.validation_fraction), int(self.seed))
         train_idx_t = torch.as_tensor(train_idx)
@@ -402,6 +417,28 @@ class _NeuralModel(EnergyModel):
             p.requires_grad_(False)
         return self
 
+    def _init_linear_term(self, std_feats, anchors, target, norm, offset):
+        """Start the linear term at the ridge solution (a linear CE on the same inputs) and the MLPs
+        near zero output, so training starts from the linear model and learns the correction."""
+        torch = _torch()
+        from sklearn.linear_model import RidgeCV
+
+        from .pair import _ridge
+
+        f = self.mlps_.n_features
+        cols = []
+        for x, a in zip(std_feats, anchors):
+            d = (x - a).sum(1) * norm  # [B, F_g]
+            cols.append(torch.nn.functional.pad(d, (0, f - d.shape[-1])))
+        design = torch.stack(cols, dim=1).reshape(len(target), -1).numpy()  # [B, G * F]
+        e0 = None if offset.requires_grad else 0.0
+        coef, intercept, _alpha = _ridge(design, target.numpy(), np.logspace(-8, 2, 21), e0, RidgeCV)
+        with torch.no_grad():
+            self.mlps_.linear.copy_(torch.as_tensor(coef).reshape(len(std_feats), f))
+            self.mlps_.w_out.mul_(0.01)
+            if offset.requires_grad:
+                offset.fill_(float(intercept))
+
     # ------------------------------------------------------------------ energy
     def _set_scaler(self, mean, std):
         torch = _torch()
@@ -456,6 +493,7 @@ class _NeuralModel(EnergyModel):
             "force_weight": float(self.force_weight),
             "weight_decay": float(self.weight_decay),
             "lbfgs_iterations": int(self.lbfgs_iterations or 0),
+            "linear_term": bool(self.linear_term),
             "reference_energy_per_fu": self.reference_energy_per_fu,
             "seed": int(self.seed),
         }
@@ -489,7 +527,7 @@ class _NeuralModel(EnergyModel):
         self._family = FeaturizerFamily(fz)
         self._set_scaler(state["scaler"]["mean"], state["scaler"]["std"])
         self.output_scale_ = float(state["output_scale"])
-        self.mlps_ = build_mlps(n_inputs, self._check_hyperparameters())
+        self.mlps_ = build_mlps(n_inputs, self._check_hyperparameters(), bool(self.linear_term))
         weights = directory / "weights.pt"
         if not weights.is_file():
             raise ModelError(f"{directory}: weights.pt is missing")

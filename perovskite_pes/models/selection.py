@@ -55,6 +55,7 @@ DEFAULT_SETTINGS: dict = {
         "force_weight": 0.0,
         "weight_decay": 0.0,
         "lbfgs_iterations": 0,
+        "linear_term": False,
     },
     "linear": {"method": "ridge"},
     "pair": {"cutoff": 7.8, "n_gaussians": 24},
