@@ -281,13 +281,15 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="small data set and short training (smoke run)")
     p.add_argument("--models", default="site,linear", help="model types in the CV grid (cluster, site, linear, pair); "
                    "cluster nets on 11p+t+o take ~10 min per fit on a busy 2-core machine")
-    p.add_argument("--clusters", default="7p+t+o,11p+t+o", help="comma-separated cluster sets for the grid (11p: pairs up to 7.2 A)")
-    p.add_argument("--orders", default="2", help="comma-separated basis orders for the grid")
+    p.add_argument("--clusters", default="11p+t+o", help="comma-separated cluster sets for the grid (11p: pairs up to 7.2 A)")
+    p.add_argument("--orders", default="2,4", help="comma-separated basis orders for the grid")
     p.add_argument("--layers", default="1")
-    p.add_argument("--nodes", default="8,16")
+    p.add_argument("--nodes", default="8")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--n-jobs", type=int, default=2)
-    p.add_argument("--epochs", default="2,5,20,20", help="Adam epochs per batch-size stage (2,10,100,1000)")
+    p.add_argument("--epochs", default="0", help="Adam epochs per batch-size stage (2,10,100,1000), one number or one per "
+                   "stage; 0: no Adam (with the linear term, L-BFGS from the ridge start did best here)")
+    p.add_argument("--no-linear-term", action="store_true", help="nets without the ridge-initialised linear term")
     p.add_argument("--lbfgs-iterations", type=int, default=1000, help="full-batch L-BFGS refinement after Adam (0: Adam only)")
     p.add_argument("--batch-sizes", default="2,10,100,1000")
     p.add_argument("--learning-rate", type=float, default=3e-3)
@@ -299,7 +301,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.n_tilt, args.n_random, args.n_strain, args.n_path = 120, 120, 80, 9
-        args.epochs, args.folds, args.learning_curve, args.lbfgs_iterations = "2,5,10,10", 3, "0.5,1.0", 200
+        args.folds, args.learning_curve, args.lbfgs_iterations, args.orders = 3, "0.5,1.0", 200, "2"
 
     path = build_dataset(args)
     if args.generate_only:
@@ -315,13 +317,15 @@ def main(argv=None):
     if n_train > args.max_train:
         sys.exit(f"{n_train} training configurations exceed --max-train {args.max_train}")
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    epochs = ints(args.epochs)
+    epochs = epochs[0] if len(epochs) == 1 else epochs
     settings = {
         "grid": {"model": args.models.split(","), "clusters": args.clusters.split(","), "max_order": ints(args.orders), "layers": ints(args.layers), "nodes": ints(args.nodes)},
         "n_folds": args.folds,
         "n_jobs": args.n_jobs,
         "seed": args.seed,
-        "training": {"batch_sizes": ints(args.batch_sizes), "epochs": ints(args.epochs), "learning_rate": args.learning_rate, "patience": args.patience, "force_weight": args.force_weight,
-                     "lbfgs_iterations": args.lbfgs_iterations},
+        "training": {"batch_sizes": ints(args.batch_sizes), "epochs": epochs, "learning_rate": args.learning_rate, "patience": args.patience, "force_weight": args.force_weight,
+                     "lbfgs_iterations": args.lbfgs_iterations, "linear_term": not args.no_linear_term},
         "learning_curve": [float(x) for x in args.learning_curve.split(",")] if args.learning_curve else None,
         "paths": path_data(configs, energies),
     }
