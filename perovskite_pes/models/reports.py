@@ -79,16 +79,18 @@ def parity_plot(path, train: tuple, test: tuple | None, n_atoms_train, n_atoms_t
     if test is not None:
         sets.append(("test", test, n_atoms_test, "tab:red"))
     lo, hi = np.inf, -np.inf
+    # energies per atom relative to the lowest reference energy, in meV/atom (readable tick labels)
+    e_min = min(float(np.min(np.asarray(ref) / np.asarray(na))) for _n, (ref, _p), na, _c in sets)
     for name, (ref, pred), na, col in sets:
-        r = np.asarray(ref) / np.asarray(na)
-        p = np.asarray(pred) / np.asarray(na)
-        e = rmse(p, r) * MEV
+        r = (np.asarray(ref) / np.asarray(na) - e_min) * MEV
+        p = (np.asarray(pred) / np.asarray(na) - e_min) * MEV
+        e = rmse(p, r)
         ax.scatter(r, p, s=6, alpha=0.6, color=col, label=f"{name} (RMSE {e:.2f} meV/atom)")
         lo, hi = min(lo, r.min(), p.min()), max(hi, r.max(), p.max())
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    ax.set_xlabel("reference energy (eV/atom)")
-    ax.set_ylabel("model energy (eV/atom)")
-    ax.set_title(title or "parity")
+    ax.set_xlabel("reference energy above the lowest (meV/atom)")
+    ax.set_ylabel("model energy above the lowest reference (meV/atom)")
+    ax.set_title(f"{title or 'parity'}\nlowest reference energy {e_min:.4f} eV/atom", fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
