@@ -344,6 +344,10 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
         if best_setting["model"] != "linear":
             lin = {"model": "linear", "clusters": best_setting.get("clusters", "7p+t+o"), "max_order": best_setting.get("max_order", 2)}
             to_fit.append(("linear", lin))
+    nets = [i for i, g in enumerate(grid) if g["model"] in ("cluster", "site")]
+    if best_setting["model"] not in ("cluster", "site") and nets:
+        # a linear model or the pair potential won: still report the best net on the same split
+        to_fit.append(("best_net", grid[min(nets, key=lambda i: table[i]["val_rmse_mean"])]))
     for name, setting in to_fit:
         res = _fit_and_score(setting, cfg, bank.featurizer(setting), ref, bank.features(setting), e, n_atoms, train_idx, [train_idx, test_idx], geo, f, threads=0, keep_model=True)
         fits[name] = {"setting": setting, **res}
