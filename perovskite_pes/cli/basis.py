@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from ._tables import print_table
+
 CLUSTER_CHOICES = ("pair", "triplet", "octahedron", "tetrahedron")
 METRIC_CHOICES = ("lin", "quad", "log", "inv")
 
@@ -75,24 +77,6 @@ def _check_order(args):
         raise DescriptorError(f"--max-order must be between 1 and 6; got {args.max_order}")
 
 
-def _table(title, columns, rows):
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # pragma: no cover - rich is a dependency
-        print(title)
-        print("  ".join(columns))
-        for r in rows:
-            print("  ".join(str(x) for x in r))
-        return
-    t = Table(title=title)
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*[str(x) for x in r])
-    Console().print(t)
-
-
 def _show(args) -> int:
     from ..descriptors import DescriptorError, Featurizer
 
@@ -116,7 +100,7 @@ def _show(args) -> int:
             "n_cluster_features": int(sum(f.n_functions)),
         }, indent=2))
         return 0
-    _table(
+    print_table(
         f"Cluster orbits of {args.clusters} in the {ref.n_atoms}-atom supercell "
         f"(metric {args.metric}, order {args.max_order}{', truncated' if args.truncated else ''})",
         ["orbit", "species", "d_max (A)", "clusters", "group", "CCDs", "irreps", "functions", "per degree"],
@@ -126,7 +110,7 @@ def _show(args) -> int:
             for r in rows
         ],
     )
-    _table("Site orbits (Eq. 15 features)", ["site orbit", "sites", "features", "from cluster orbits"],
+    print_table("Site orbits (Eq. 15 features)", ["site orbit", "sites", "features", "from cluster orbits"],
            [[s["name"], s["n_sites"], s["n_features"], ", ".join(s["cluster_orbits"])] for s in sites])
     if args.output:
         print(f"recipe written to {args.output}")
@@ -175,9 +159,9 @@ def _count(args) -> int:
           f"point group {result['point_group']} (order {result['group_order']})")
     print(f"{result['n_ccd']} CCDs = {result['irreps']}  (metric {args.metric}"
           f"{', truncated to 3n-6' if args.truncated else ''})")
-    _table("CCD subspaces (largest G^(F) eigenvalue first)", ["CCDs", "irrep", "dim", "eigenvalue"],
+    print_table("CCD subspaces (largest G^(F) eigenvalue first)", ["CCDs", "irrep", "dim", "eigenvalue"],
            [[",".join(f"q{i}" for i in s["ccd"]), s["irrep"], s["dim"],
              "-" if s["eigenvalue"] is None else f"{s['eigenvalue']:.4g}"] for s in result["subspaces"]])
-    _table(f"Invariant polynomials up to degree {args.max_order}", ["degree", "functions"],
+    print_table(f"Invariant polynomials up to degree {args.max_order}", ["degree", "functions"],
            [[d, n] for d, n in per_degree.items()] + [["total", result["n_invariants"]]])
     return 0

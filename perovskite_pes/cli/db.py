@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ._tables import print_table
+
 HELP = "inspect, query, export and import the configuration database"
 
 
@@ -116,24 +118,6 @@ def _print_fields() -> int:
     return 0
 
 
-def _table(title: str, columns: list[str], rows: list[list]) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # pragma: no cover
-        print(title)
-        print("  ".join(columns))
-        for r in rows:
-            print("  ".join("" if v is None else str(v) for v in r))
-        return
-    t = Table(title=title)
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
-    Console().print(t)
-
-
 def cmd_stats(args) -> int:
     from ..db import get_store
 
@@ -145,12 +129,12 @@ def cmd_stats(args) -> int:
     print(f"configurations: {st['configurations']}   calculations: {st['calculations']}   models: {st['models']}"
           f"   workflows: {st['workflows']}")
     if st["references"]:
-        _table("references", ["reference", "configurations"], [[k, v] for k, v in st["references"].items()])
+        print_table("references", ["reference", "configurations"], [[k, v] for k, v in st["references"].items()])
     if st["configurations"]:
-        _table("configurations by sampling", ["method", "tilt system", "count"],
+        print_table("configurations by sampling", ["method", "tilt system", "count"],
                [[k, "", v] for k, v in st["by_method"].items()] + [["", k, v] for k, v in st["by_tilt_system"].items()])
     if st["by_calculator"]:
-        _table("calculations", ["calculator", "settings hash", "status", "count"],
+        print_table("calculations", ["calculator", "settings hash", "status", "count"],
                [[r["calculator"], r["settings_hash"], r["status"], r["count"]] for r in st["by_calculator"]])
     if st["fireworks"]:
         print("fireworks: " + ", ".join(f"{k} {v}" for k, v in sorted(st["fireworks"].items())))
@@ -172,7 +156,7 @@ def cmd_query(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
         return 0
-    _table(
+    print_table(
         f"{len(rows)} row(s)",
         ["config", "reference", "tilt", "method", "calculator", "status", "E (eV/atom)"],
         [[r["config_id"], r["reference"], r["tilt_system"], r["method"], r["calculator"], r["status"],

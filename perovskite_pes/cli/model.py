@@ -7,6 +7,8 @@ import math
 import time
 from pathlib import Path
 
+from ._tables import print_table
+
 HELP = "train energy models (cross-validated), list/show the registry, predict and evaluate structures"
 
 
@@ -83,24 +85,6 @@ def _ints(text: str, what: str) -> list[int]:
         return [int(x) for x in str(text).replace(" ", ",").split(",") if x]
     except ValueError:
         raise ModelError(f"{what} must be comma-separated integers; got {text!r}") from None
-
-
-def _table(title: str, columns: list[str], rows: list[list]) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # pragma: no cover
-        print(title)
-        print("  ".join(columns))
-        for r in rows:
-            print("  ".join("" if v is None else str(v) for v in r))
-        return
-    t = Table(title=title)
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
-    Console(width=max(100, 20 * len(columns))).print(t)
 
 
 def _fmt(x, digits=3):
@@ -290,7 +274,7 @@ def _metrics(report: dict) -> dict:
 
 
 def _print_cv(report):
-    _table(
+    _model_table(
         "cross-validation (RMSE meV/atom)", ["setting", "train", "validation"],
         [[r["label"], f"{r['train_rmse_mean']:.3f} ± {r['train_rmse_std']:.3f}", f"{r['val_rmse_mean']:.3f} ± {r['val_rmse_std']:.3f}"]
          for r in report["cv_table"]],
@@ -301,7 +285,7 @@ def _print_test(report):
     rows = []
     for m in report["models"].values():
         rows.append([m["label"], _fmt(m["train"]["rmse_mev_per_atom"]), _fmt(m["test"]["rmse_mev_per_atom"]), _fmt(m["test"]["rmse_low_mev_per_atom"])])
-    _table(f"refit on {report['n_train']} training configurations, tested on {report['n_test']} (meV/atom)",
+    _model_table(f"refit on {report['n_train']} training configurations, tested on {report['n_test']} (meV/atom)",
            ["model", "train RMSE", "test RMSE", "test RMSE <125 meV/f.u."], rows)
 
 
@@ -320,7 +304,7 @@ def cmd_list(args) -> int:
         met = m.get("metrics") or {}
         rows.append([m["id"], m["name"], m.get("calculator"), met.get("best"), _fmt(met.get("cv_rmse")), _fmt(met.get("test_rmse")),
                      m.get("n_train"), "yes" if m.get("active") else "", str(m.get("created", ""))[:19]])
-    _table("models (RMSE meV/atom)", ["id", "name", "calculator", "selected", "CV RMSE", "test RMSE", "n train", "active", "created"], rows)
+    _model_table("models (RMSE meV/atom)", ["id", "name", "calculator", "selected", "CV RMSE", "test RMSE", "n train", "active", "created"], rows)
     return 0
 
 
@@ -373,7 +357,7 @@ def cmd_predict(args) -> int:
             out.append(d)
         print(json.dumps({"model": str(path), "structures": out}, indent=2))
         return 0
-    _table(f"predictions of {path}", ["#", "atoms", "energy (eV)", "eV/atom"] + (["stress (eV/A^3)"] if args.stress else []),
+    _model_table(f"predictions of {path}", ["#", "atoms", "energy (eV)", "eV/atom"] + (["stress (eV/A^3)"] if args.stress else []),
            [[i, r["n_atoms"], f"{r['energy']:.6f}", f"{r['energy'] / r['n_atoms']:.6f}"] + ([" ".join(f"{s:.5f}" for s in r["stress"])] if args.stress else [])
             for i, r in enumerate(res)])
     if args.forces:
@@ -434,3 +418,7 @@ def _forces_of(atoms):
         return None
     f = atoms.arrays.get("forces")
     return None if f is None else f
+
+
+def _model_table(title: str, columns: list[str], rows: list[list]) -> None:
+    print_table(title, columns, rows, width=max(100, 20 * len(columns)))
