@@ -19,3 +19,26 @@ def environment(**values):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def jsonable(obj, other=lambda o: o):
+    """``obj`` with numpy arrays/scalars, tuples and paths turned into plain JSON types, recursively.
+
+    Anything else that JSON cannot hold is passed to ``other`` (default: returned unchanged).
+    """
+    import numpy as np
+    from pathlib import PurePath
+
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v, other) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v, other) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return other(obj)

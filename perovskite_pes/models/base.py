@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import PesError
 from ..structure import Configuration, ReferenceSupercell
+from ..utils import jsonable
 
 RECIPE_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
@@ -254,11 +255,11 @@ class EnergyModel:
             "format_version": FORMAT_VERSION,
             "model_type": self.model_type,
             "package_version": __version__,
-            "hyperparameters": _jsonable(self._hyperparameters()),
+            "hyperparameters": jsonable(self._hyperparameters()),
             "e0_per_fu": float(self.e0_),
             "reference": self.reference_.to_dict() if getattr(self, "reference_", None) is not None else None,
-            "state": _jsonable(self._state_for_save(directory)),
-            "provenance": _jsonable(getattr(self, "provenance_", {}) or {}),
+            "state": jsonable(self._state_for_save(directory)),
+            "provenance": jsonable(getattr(self, "provenance_", {}) or {}),
         }
         tmp = directory / (RECIPE_FILE + ".tmp")
         tmp.write_text(json.dumps(recipe, indent=1))
@@ -274,18 +275,6 @@ class EnergyModel:
         if cls is not EnergyModel and not isinstance(model, cls):
             raise ModelError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def read_recipe(directory) -> dict:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import PesError
+from ..utils import jsonable
 
 
 class RetrainError(PesError):
@@ -192,26 +193,6 @@ def metrics_from_report(report: dict) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _jsonable(obj):
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return repr(obj)
-
-
 def models_dir(home=None) -> Path:
     from ..settings import Settings
 
@@ -295,9 +276,9 @@ def train_and_register(
     model_path = base / "model"
     if not (model_path / "model.json").exists():
         model.save(str(model_path))
-    report = _jsonable(report or {})
+    report = jsonable(report or {}, repr)
     metrics = metrics_from_report(report)
-    hyper = {"best": report.get("best"), "training_settings": _jsonable(training)}
+    hyper = {"best": report.get("best"), "training_settings": jsonable(training, repr)}
     new_cv = cv_rmse(metrics)
     active = store.active_model(calculator=calculator)
     old_cv = cv_rmse((active or {}).get("metrics"))
@@ -309,7 +290,7 @@ def train_and_register(
     else:
         why = f"CV RMSE {new_cv} worse than the active model's {old_cv} by more than {policy.cv_tolerance:.0%}"
     if provenance:
-        metrics["provenance"] = _jsonable(provenance)
+        metrics["provenance"] = jsonable(provenance, repr)
     if settings_hash is None and len(hashes) == 1:
         settings_hash = hashes.pop()
     model_id = store.register_model(
