@@ -47,6 +47,16 @@ def featurizer_from_recipe(recipe: dict, reference: ReferenceSupercell | None = 
     return _CACHE[key]
 
 
+def featurizer_for_load(recipe: dict, given, directory) -> object:
+    """The featurizer a saved model needs: ``given`` if it matches the stored recipe, else rebuilt from it."""
+    if given is None:
+        return featurizer_from_recipe(recipe)
+    mine = json.loads(json.dumps(given.to_dict(), default=str))
+    if json.dumps(mine, sort_keys=True) != json.dumps(recipe, sort_keys=True):
+        raise ModelError(f"{directory}: the featurizer passed to load() differs from the one the model was trained with")
+    return given
+
+
 def reference_of(featurizer) -> ReferenceSupercell:
     ref = getattr(featurizer, "reference", None)
     if not isinstance(ref, ReferenceSupercell):

@@ -9,13 +9,12 @@ on standardised orbit sums); forces and stress come by autograd through the desc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .base import EnergyModel, ModelError, check_configurations, check_energies
-from .featurizers import FeaturizerFamily, build_featurizer, featurizer_from_recipe, reference_of
+from .featurizers import FeaturizerFamily, build_featurizer, featurizer_for_load, reference_of
 from .pair import _ridge
 
 
@@ -211,13 +210,7 @@ class LinearCE(EnergyModel):
 
     def _set_state(self, state: dict, directory: Path) -> None:
         recipe = state["featurizer"]
-        if self.featurizer is not None:
-            given = json.loads(json.dumps(self.featurizer.to_dict(), default=str))
-            if json.dumps(given, sort_keys=True) != json.dumps(recipe, sort_keys=True):
-                raise ModelError(f"{directory}: the featurizer passed to load() differs from the one the model was trained with")
-            fz = self.featurizer
-        else:
-            fz = featurizer_from_recipe(recipe)
+        fz = featurizer_for_load(recipe, self.featurizer, directory)
         self.featurizer_ = fz
         self._family = FeaturizerFamily(fz)
         self.n_functions_ = [int(n) for n in fz.n_functions]

@@ -18,13 +18,12 @@ one primitive cell of the reference) is given or trained with the weights.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .base import EnergyModel, ModelError, check_configurations, check_energies, check_forces, geometry
-from .featurizers import FeaturizerFamily, build_featurizer, featurizer_from_recipe, reference_of
+from .featurizers import FeaturizerFamily, build_featurizer, featurizer_for_load, reference_of
 from .training import TrainingHistory, adam_schedule, lbfgs_refine, module_state, split_validation
 
 DEFAULT_BATCH_SIZES = (2, 10, 100, 1000)
@@ -513,13 +512,7 @@ class _NeuralModel(EnergyModel):
     def _set_state(self, state: dict, directory: Path) -> None:
         torch = _torch()
         recipe = state["featurizer"]
-        if self.featurizer is not None:
-            given = json.loads(json.dumps(self.featurizer.to_dict(), default=str))
-            if json.dumps(given, sort_keys=True) != json.dumps(recipe, sort_keys=True):
-                raise ModelError(f"{directory}: the featurizer passed to load() differs from the one the model was trained with")
-            fz = self.featurizer
-        else:
-            fz = featurizer_from_recipe(recipe)
+        fz = featurizer_for_load(recipe, self.featurizer, directory)
         n_inputs = self._n_inputs(fz)
         if n_inputs != list(state["n_inputs"]):
             raise ModelError(f"{directory}: featurizer rebuilt with inputs {n_inputs}, model expects {state['n_inputs']}")
