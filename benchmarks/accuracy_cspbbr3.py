@@ -283,6 +283,7 @@ def main(argv=None):
                    "cluster nets on 11p+t+o take ~10 min per fit on a busy 2-core machine")
     p.add_argument("--clusters", default="11p+t+o", help="comma-separated cluster sets for the grid (11p: pairs up to 7.2 A)")
     p.add_argument("--orders", default="2,4", help="comma-separated basis orders for the grid")
+    p.add_argument("--metric", default="lin", choices=["lin", "quad", "log", "inv"], help="pair deformation metric (one for the whole grid)")
     p.add_argument("--layers", default="1")
     p.add_argument("--nodes", default="8")
     p.add_argument("--folds", type=int, default=5)
@@ -295,6 +296,7 @@ def main(argv=None):
     p.add_argument("--learning-rate", type=float, default=3e-3)
     p.add_argument("--patience", type=int, default=30)
     p.add_argument("--force-weight", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty on the nets' weight matrices (mean square weight)")
     p.add_argument("--learning-curve", default="0.1,0.25,0.5,1.0")
     p.add_argument("--max-train", type=int, default=5000, help="the issue's cap on training configurations")
     p.add_argument("--out", default=None, help="report folder (default $PES_HOME/reports/accuracy_cspbbr3)")
@@ -321,10 +323,11 @@ def main(argv=None):
     epochs = epochs[0] if len(epochs) == 1 else epochs
     settings = {
         "grid": {"model": args.models.split(","), "clusters": args.clusters.split(","), "max_order": ints(args.orders), "layers": ints(args.layers), "nodes": ints(args.nodes)},
+        "metric": args.metric,
         "n_folds": args.folds,
         "n_jobs": args.n_jobs,
         "seed": args.seed,
-        "training": {"batch_sizes": ints(args.batch_sizes), "epochs": epochs, "learning_rate": args.learning_rate, "patience": args.patience, "force_weight": args.force_weight,
+        "training": {"batch_sizes": ints(args.batch_sizes), "epochs": epochs, "learning_rate": args.learning_rate, "patience": args.patience, "force_weight": args.force_weight, "weight_decay": args.weight_decay,
                      "lbfgs_iterations": args.lbfgs_iterations, "linear_term": not args.no_linear_term},
         "learning_curve": [float(x) for x in args.learning_curve.split(",")] if args.learning_curve else None,
         "paths": path_data(configs, energies),

@@ -59,8 +59,12 @@ def test_shapes_and_names(feat):
         assert t.shape == (2, nc, nf) and t.dtype == torch.float64
     sf = feat.site_features(pos, lat)
     assert feat.site_orbit_names == ["A", "B", "X"]
-    for t, ns, nf in zip(sf, feat.n_sites, feat.n_site_features):
-        assert t.shape == (2, ns, nf)
+    for t, ns, nf, deg in zip(sf, feat.n_sites, feat.n_site_features, feat.site_degrees):
+        assert t.shape == (2, ns, nf) and len(deg) == nf
+    # site features are the cluster orbits' functions side by side, so are their degrees
+    by_name = dict(zip(feat.orbit_names, feat.degrees))
+    for names, deg in zip(feat.site_feature_orbits, feat.site_degrees):
+        assert deg == [d for n in names for d in by_name[n]]
     # Cs sites see no Pb-Br pair, octahedron or triplet
     assert "octahedron" not in feat.site_feature_orbits[0]
     assert "triplet" in feat.site_feature_orbits[1] and "octahedron" in feat.site_feature_orbits[2]

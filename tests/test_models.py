@@ -298,14 +298,67 @@ def test_lbfgs_refinement_lowers_the_training_error(featurizer, data):
     assert refined.rmse(configs[:48], e[:48]) < 0.5 * adam.rmse(configs[:48], e[:48])
 
 
-def test_linear_term_starts_from_the_linear_ce_and_round_trips(featurizer, data, tmp_path):
+def test_linear_term_is_the_ridge_solution_and_the_mlps_learn_the_rest(featurizer, data, tmp_path):
     configs, e = data
     lin = LinearCE(featurizer=featurizer).fit(configs[:48], e[:48])
-    start = ClusterNet(featurizer=featurizer, linear_term=True, batch_sizes=(16,), epochs=0, validation_fraction=0.0).fit(configs[:48], e[:48])
-    assert start.rmse(configs[:48], e[:48]) < 1.2 * lin.rmse(configs[:48], e[:48])
-    trained = SiteNet(featurizer=featurizer, linear_term=True, lbfgs_iterations=20, batch_sizes=(16,), epochs=0,
-                      validation_fraction=0.0, hidden_layers=(4,)).fit(configs[:48], e[:48])
+    kw = dict(featurizer=featurizer, linear_term=True, batch_sizes=(16,), validation_fraction=0.0, hidden_layers=(4,))
+    start = SiteNet(epochs=0, **kw).fit(configs[:48], e[:48])
+    trained = SiteNet(lbfgs_iterations=20, epochs=0, **kw).fit(configs[:48], e[:48])
+    # staged training: the linear term stays at the ridge start, the MLPs lower the error below the linear CE
+    np.testing.assert_array_equal(trained.mlps_.linear.numpy(), start.mlps_.linear.numpy())
+    assert np.abs(start.mlps_.linear.numpy()).max() > 0
     assert trained.rmse(configs[:48], e[:48]) < lin.rmse(configs[:48], e[:48])
     trained.save(tmp_path / "m")
     again = load_model(tmp_path / "m", featurizer=featurizer)
     np.testing.assert_array_equal(again.predict(configs[48:]), trained.predict(configs[48:]))
+
+
+@pytest.mark.parametrize("kind", ["cluster", "site"])
+def test_net_order_hides_higher_degrees_from_the_mlps_only(featurizer, data, tmp_path, kind):
+    configs, e = data
+    cls = ClusterNet if kind == "cluster" else SiteNet
+    model = cls(featurizer=featurizer, linear_term=True, net_order=1, batch_sizes=(16,), epochs=2, validation_fraction=0.0, hidden_layers=(4,))
+    model.fit(configs[:24], e[:24])
+    mlps = model.mlps_
+    deg = np.array(featurizer.degrees[0] if kind == "cluster" else featurizer.site_degrees[0])
+    x = torch.randn(1, 3, mlps.n_features, dtype=torch.float64, requires_grad=True)
+    group = torch.zeros(3, dtype=torch.long)
+    (g,) = torch.autograd.grad(mlps.units(x, group).sum(), x)
+    lin = mlps.linear[0].numpy()
+    hidden = np.where(deg > 1)[0]
+    seen = np.where(deg == 1)[0]
+    # d(out)/d(x) on degree-2 inputs is the linear coefficient alone; degree-1 inputs also reach the MLP
+    np.testing.assert_allclose(g[0, :, hidden].numpy(), np.broadcast_to(lin[hidden], (3, len(hidden))), atol=1e-12)
+    assert np.abs(g[0, :, seen].numpy() - lin[seen]).max() > 1e-8
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m", featurizer=featurizer)
+    assert again.net_order == 1
+    np.testing.assert_array_equal(again.predict(configs[24:]), model.predict(configs[24:]))
+
+
+def test_net_order_must_be_within_the_basis(featurizer, data):
+    configs, e = data
+    for bad in (0, 3, 1.5):
+        with pytest.raises(ModelError, match="net_order must be an integer from 1 to the basis order"):
+            SiteNet(featurizer=featurizer, net_order=bad, epochs=0).fit(configs[:8], e[:8])
+
+
+
+
+@pytest.mark.parametrize("net_order", [None, 1])
+def test_padded_and_per_orbit_evaluation_agree(featurizer, data, net_order):
+    """Small batches go through one padded batched product, large ones orbit by orbit: same numbers."""
+    from perovskite_pes.models.nets import pack, unit_groups
+
+    configs, e = data
+    model = SiteNet(featurizer=featurizer, linear_term=True, net_order=net_order, batch_sizes=(16,), epochs=2,
+                    validation_fraction=0.0, hidden_layers=(4, 3)).fit(configs[:24], e[:24])
+    feats = model._standardise(model.precompute(configs[:3]))
+    mlps = model.mlps_
+    counts = torch.tensor([float(x.shape[1]) for x in feats], dtype=torch.float64)
+    anchors = torch.stack([torch.nn.functional.pad(a, (0, mlps.n_features - a.shape[-1])) for a in model._anchors()])
+    packed = mlps(pack(feats, mlps.n_features), unit_groups(feats), counts, anchors)
+    grouped = mlps.grouped(feats, counts, anchors)
+    by_group = mlps._units_by_group(pack(feats, mlps.n_features), unit_groups(feats)).sum(-1) - (counts * mlps.anchor(anchors)).sum()
+    torch.testing.assert_close(packed, grouped, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(packed, by_group, rtol=1e-12, atol=1e-12)

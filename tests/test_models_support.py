@@ -40,6 +40,8 @@ class ShellFeaturizer:
         self.n_functions = [2] * len(self._orbits)
         self.site_orbit_names = ["A", "B", "X"]
         self.n_site_features = [2 * len(self._orbits)] * 3
+        self.degrees = [[1, 2]] * len(self._orbits)  # f and f^2
+        self.site_degrees = [[1, 2] * len(self._orbits)] * 3
         self._sites = [torch.as_tensor(np.where(reference.sublattice == lab)[0]) for lab in "ABX"]
 
     def cluster_features(self, positions, lattice):

@@ -276,6 +276,12 @@ class Featurizer:
         return [b.invariants.degrees for b in self.bases]
 
     @property
+    def site_degrees(self) -> list[list[int]]:
+        """Polynomial degree of every site feature, per site orbit (the columns of site_features)."""
+        deg = self.degrees
+        return [[d for contrib_item in contrib for d in deg[contrib_item[0]]] for contrib in self._site_contrib]
+
+    @property
     def n_site_features(self) -> list[int]:
         nf = self.n_functions
         return [sum(nf[c[0]] for c in contrib) for contrib in self._site_contrib]

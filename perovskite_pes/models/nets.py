@@ -36,9 +36,12 @@ def _torch():
     return torch
 
 
-def build_mlps(n_inputs: list[int], hidden_layers, linear: bool = False) -> "OrbitMLPs":
-    """One tanh MLP (``n_in -> hidden... -> 1``) per orbit, evaluated together (see :class:`OrbitMLPs`)."""
-    return OrbitMLPs(n_inputs, hidden_layers, linear)
+def build_mlps(n_inputs: list[int], hidden_layers, linear: bool = False, mask=None) -> "OrbitMLPs":
+    """One tanh MLP (``n_in -> hidden... -> 1``) per orbit, evaluated together (see :class:`OrbitMLPs`).
+
+    ``mask`` (per orbit, one 0/1 per input) limits what the MLPs see; the linear term sees every input.
+    """
+    return OrbitMLPs(n_inputs, hidden_layers, linear, mask)
 
 
 def _orbit_mlps_class():
@@ -54,7 +57,7 @@ def _orbit_mlps_class():
         Mathematically the same as a separate ``nn.Sequential`` per orbit, with far fewer ops.
         """
 
-        def __init__(self, n_inputs, hidden, linear: bool = False):
+        def __init__(self, n_inputs, hidden, linear: bool = False, mask=None):
             super().__init__()
             self.n_inputs = [int(n) for n in n_inputs]
             g = len(self.n_inputs)
@@ -78,18 +81,38 @@ def _orbit_mlps_class():
             self.n_features = f
             # optional linear term per orbit (a linear cluster expansion the MLPs correct)
             self.linear = nn.Parameter(torch.zeros(g, f, dtype=torch.float64)) if linear else None
+            # optional input mask of the MLPs (derived from the featurizer, so not saved)
+            if mask is not None:
+                m = torch.zeros(g, f, dtype=torch.float64)
+                for j, row in enumerate(mask):
+                    m[j, : len(row)] = torch.as_tensor(np.asarray(row, dtype=float))
+                self.register_buffer("mask", m, persistent=False)
+            else:
+                self.mask = None
 
         def units(self, x, group):
             """Per-unit outputs ``[B, U]`` of packed inputs ``x`` ``[B, U, F]``; ``group`` ``[U]`` (sorted)."""
             if x.shape[0] * x.shape[1] > 4096:
                 return self._units_by_group(x, group)
-            h = x
+            h = x if self.mask is None else x * self.mask[group]
             for w, b in zip(self.weights, self.biases):
                 h = torch.tanh(torch.einsum("buf,ufh->buh", h, w[group]) + b[group])
             out = (h * self.w_out[group]).sum(-1) + self.b_out[group]
             if self.linear is not None:
                 out = out + (x * self.linear[group]).sum(-1)
             return out
+
+        def _mlp_group(self, g, x):
+            """Orbit g's MLP on its own features ``x`` ``[B, U_g, F_g]`` (no padding): ``[B, U_g]``."""
+            n_in = x.shape[-1]
+            w0 = self.weights[0][g, :n_in]
+            if self.mask is not None:
+                keep = torch.nonzero(self.mask[g, :n_in]).flatten()
+                x, w0 = x[..., keep], w0[keep]
+            h = torch.tanh(x @ w0 + self.biases[0][g])
+            for w, b in zip(list(self.weights)[1:], list(self.biases)[1:]):
+                h = torch.tanh(h @ w[g] + b[g])
+            return h @ self.w_out[g] + self.b_out[g]
 
         def _units_by_group(self, x, group):
             # large batches: one dense matrix product per orbit is cheaper than gathered weights
@@ -98,20 +121,28 @@ def _orbit_mlps_class():
             for g, n in enumerate(counts):
                 if n == 0:
                     continue
-                h = x[:, start : start + n, : max(self.n_inputs[g], 1)]
-                for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-                    wg = w[g, : h.shape[-1]] if k == 0 else w[g]
-                    h = torch.tanh(h @ wg + b[g])
-                o = h @ self.w_out[g] + self.b_out[g]
+                xg = x[:, start : start + n, : self.n_inputs[g]]
+                o = self._mlp_group(g, xg)
                 if self.linear is not None:
-                    o = o + x[:, start : start + n] @ self.linear[g]
+                    o = o + xg @ self.linear[g, : self.n_inputs[g]]
                 out.append(o)
                 start += n
             return torch.cat(out, dim=1)
 
+        def grouped(self, feats, counts, anchors):
+            """:meth:`forward` on unpacked per-orbit features (large batches: no padded copy)."""
+            total = 0.0
+            for g, x in enumerate(feats):
+                if x.shape[1] == 0:
+                    continue
+                total = total + self._mlp_group(g, x).sum(1)
+                if self.linear is not None:
+                    total = total + x.sum(1) @ self.linear[g, : x.shape[-1]]
+            return total - (counts * self.anchor(anchors)).sum()
+
         def anchor(self, a):
             """Each orbit's MLP at its own input ``a[g]`` (``[G, F]``): ``[G]``."""
-            h = a
+            h = a if self.mask is None else a * self.mask
             for w, b in zip(self.weights, self.biases):
                 h = torch.tanh(torch.einsum("gf,gfh->gh", h, w) + b)
             out = (h * self.w_out).sum(-1) + self.b_out
@@ -129,11 +160,11 @@ def _orbit_mlps_class():
 _ORBIT_MLPS = None
 
 
-def OrbitMLPs(n_inputs, hidden, linear: bool = False):  # noqa: N802 - a lazily defined torch module class
+def OrbitMLPs(n_inputs, hidden, linear: bool = False, mask=None):  # noqa: N802 - a lazily defined torch module class
     global _ORBIT_MLPS
     if _ORBIT_MLPS is None:
         _ORBIT_MLPS = _orbit_mlps_class()
-    return _ORBIT_MLPS(n_inputs, hidden, linear)
+    return _ORBIT_MLPS(n_inputs, hidden, linear, mask)
 
 
 def pack(feats, n_features: int):
@@ -156,6 +187,8 @@ def orbit_sum(mlps, feats, anchors):
     f = mlps.n_features
     counts = torch.tensor([float(x.shape[1]) for x in feats], dtype=torch.float64)
     a = torch.stack([torch.nn.functional.pad(v, (0, f - v.shape[-1])) for v in anchors])
+    if feats[0].shape[0] * sum(x.shape[1] for x in feats) > 4096:
+        return mlps.grouped(feats, counts, a)
     return mlps(pack(feats, f), unit_groups(feats), counts, a)
 
 
@@ -180,6 +213,7 @@ class _NeuralModel(EnergyModel):
         weight_decay: float = 0.0,
         lbfgs_iterations: int = 0,
         linear_term: bool = False,
+        net_order: int | None = None,
         reference_energy_per_fu: float | None = None,
         seed: int = 0,
         verbose: bool = False,
@@ -199,6 +233,7 @@ class _NeuralModel(EnergyModel):
         self.weight_decay = weight_decay
         self.lbfgs_iterations = lbfgs_iterations
         self.linear_term = linear_term
+        self.net_order = net_order
         self.reference_energy_per_fu = reference_energy_per_fu
         self.seed = seed
         self.verbose = verbose
@@ -215,6 +250,16 @@ class _NeuralModel(EnergyModel):
         if self.feature_kind == "cluster":
             return [int(n) for n in featurizer.n_functions]
         return [int(n) for n in featurizer.n_site_features]
+
+    def _input_mask(self, featurizer):
+        """Per group, which inputs the MLPs see (degree <= ``net_order``); None: all of them."""
+        if self.net_order is None:
+            return None
+        degrees = featurizer.degrees if self.feature_kind == "cluster" else featurizer.site_degrees
+        top = max((d for row in degrees for d in row), default=0)
+        if int(self.net_order) != self.net_order or not 1 <= int(self.net_order) <= top:
+            raise ModelError(f"net_order must be an integer from 1 to the basis order ({top}); got {self.net_order!r}")
+        return [[1.0 if d <= int(self.net_order) else 0.0 for d in row] for row in degrees]
 
     def _group_names(self, featurizer) -> list[str]:
         return list(featurizer.orbit_names if self.feature_kind == "cluster" else featurizer.site_orbit_names)
@@ -331,14 +376,17 @@ class _NeuralModel(EnergyModel):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.seed))
-            self.mlps_ = build_mlps(n_inputs, hidden, bool(self.linear_term))
+            self.mlps_ = build_mlps(n_inputs, hidden, bool(self.linear_term), self._input_mask(fz))
         offset = torch.zeros((), dtype=torch.float64, requires_grad=self.reference_energy_per_fu is None)
         params = list(self.mlps_.parameters()) + ([offset] if offset.requires_grad else [])
         std_feats = self._standardise(raw)
         anchors = self._anchors()
         norm = 1.0 / (units_per_cell * ncell)
         if self.linear_term:
+            # staged: the linear term is the ridge solution (a linear CE on the same inputs) and
+            # stays fixed while the MLPs learn the remaining, non-linear part of the energy
             self._init_linear_term(std_feats, anchors, target, norm, offset)
+            params = [p for p in params if p is not self.mlps_.linear]
 
         train_idx, val_idx = split_validation(len(e), float(self.validation_fraction), int(self.seed))
         train_idx_t = torch.as_tensor(train_idx)
@@ -380,6 +428,17 @@ class _NeuralModel(EnergyModel):
                     pred = offset + norm * orbit_sum(self.mlps_, [x[val_idx_t] for x in std_feats], anchors)
                     return float(((pred - target[val_idx_t]) ** 2).mean())
 
+        wd = float(self.weight_decay)
+        if wd > 0:
+            # L2 penalty on the MLP weight matrices only (not biases, not the linear term), so it
+            # acts in the L-BFGS refinement as well and pulls the nets towards the linear model
+            hidden_w = list(self.mlps_.weights) + [self.mlps_.w_out]
+            n_w = float(sum(w.numel() for w in hidden_w))
+            data_loss = step_loss
+
+            def step_loss(idx):  # noqa: F811 - the data loss plus the penalty
+                return data_loss(idx) + wd * sum((w**2).sum() for w in hidden_w) / n_w
+
         tracked = list(self.mlps_.parameters()) + [offset]
         get_state, set_state = module_state(tracked)
         hist = adam_schedule(
@@ -391,7 +450,6 @@ class _NeuralModel(EnergyModel):
             epochs=self.epochs,
             learning_rate=self.learning_rate,
             patience=self.patience,
-            weight_decay=float(self.weight_decay),
             seed=int(self.seed),
             get_state=get_state,
             set_state=set_state,
@@ -417,8 +475,7 @@ class _NeuralModel(EnergyModel):
         return self
 
     def _init_linear_term(self, std_feats, anchors, target, norm, offset):
-        """Start the linear term at the ridge solution (a linear CE on the same inputs) and the MLPs
-        near zero output, so training starts from the linear model and learns the correction."""
+        """Set the linear term to the ridge solution (a linear CE on the same inputs)."""
         torch = _torch()
         from sklearn.linear_model import RidgeCV
 
@@ -434,7 +491,6 @@ class _NeuralModel(EnergyModel):
         coef, intercept, _alpha = _ridge(design, target.numpy(), np.logspace(-8, 2, 21), e0, RidgeCV)
         with torch.no_grad():
             self.mlps_.linear.copy_(torch.as_tensor(coef).reshape(len(std_feats), f))
-            self.mlps_.w_out.mul_(0.01)
             if offset.requires_grad:
                 offset.fill_(float(intercept))
 
@@ -493,6 +549,7 @@ class _NeuralModel(EnergyModel):
             "weight_decay": float(self.weight_decay),
             "lbfgs_iterations": int(self.lbfgs_iterations or 0),
             "linear_term": bool(self.linear_term),
+            "net_order": None if self.net_order is None else int(self.net_order),
             "reference_energy_per_fu": self.reference_energy_per_fu,
             "seed": int(self.seed),
         }
@@ -520,7 +577,7 @@ class _NeuralModel(EnergyModel):
         self._family = FeaturizerFamily(fz)
         self._set_scaler(state["scaler"]["mean"], state["scaler"]["std"])
         self.output_scale_ = float(state["output_scale"])
-        self.mlps_ = build_mlps(n_inputs, self._check_hyperparameters(), bool(self.linear_term))
+        self.mlps_ = build_mlps(n_inputs, self._check_hyperparameters(), bool(self.linear_term), self._input_mask(fz))
         weights = directory / "weights.pt"
         if not weights.is_file():
             raise ModelError(f"{directory}: weights.pt is missing")
