@@ -281,16 +281,19 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="small data set and short training (smoke run)")
     p.add_argument("--models", default="site,linear", help="model types in the CV grid (cluster, site, linear, pair); "
                    "cluster nets on 11p+t+o take ~10 min per fit on a busy 2-core machine")
-    p.add_argument("--clusters", default="11p+t+o", help="comma-separated cluster sets for the grid (11p: pairs up to 7.2 A)")
-    p.add_argument("--orders", default="2,4", help="comma-separated basis orders for the grid")
-    p.add_argument("--metric", default="lin", choices=["lin", "quad", "log", "inv"], help="pair deformation metric (one for the whole grid)")
+    p.add_argument("--clusters", default="11p+t+o,30p+t+o", help="comma-separated cluster sets for the grid (11p: pairs up to "
+                   "7.2 A, 30p: up to 11.7 A, the 2x2x2 cell edge)")
+    p.add_argument("--orders", default="4", help="comma-separated basis orders for the grid")
+    p.add_argument("--metric", default="inv", choices=["lin", "quad", "log", "inv"], help="pair deformation metric (one for the whole grid)")
     p.add_argument("--layers", default="1")
     p.add_argument("--nodes", default="8")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--n-jobs", type=int, default=2)
     p.add_argument("--epochs", default="0", help="Adam epochs per batch-size stage (2,10,100,1000), one number or one per "
                    "stage; 0: no Adam (with the linear term, L-BFGS from the ridge start did best here)")
-    p.add_argument("--no-linear-term", action="store_true", help="nets without the ridge-initialised linear term")
+    p.add_argument("--no-linear-term", action="store_true", help="nets without the linear term (a ridge linear CE the MLPs correct)")
+    p.add_argument("--net-order", type=int, default=2, help="highest degree of the basis functions the MLPs see (the linear "
+                   "term sees all up to the basis order); 0: all")
     p.add_argument("--lbfgs-iterations", type=int, default=1000, help="full-batch L-BFGS refinement after Adam (0: Adam only)")
     p.add_argument("--batch-sizes", default="2,10,100,1000")
     p.add_argument("--learning-rate", type=float, default=3e-3)
@@ -304,6 +307,7 @@ def main(argv=None):
     if args.quick:
         args.n_tilt, args.n_random, args.n_strain, args.n_path = 120, 120, 80, 9
         args.folds, args.learning_curve, args.lbfgs_iterations, args.orders = 3, "0.5,1.0", 200, "2"
+        args.clusters = "11p+t+o"
 
     path = build_dataset(args)
     if args.generate_only:
@@ -328,7 +332,8 @@ def main(argv=None):
         "n_jobs": args.n_jobs,
         "seed": args.seed,
         "training": {"batch_sizes": ints(args.batch_sizes), "epochs": epochs, "learning_rate": args.learning_rate, "patience": args.patience, "force_weight": args.force_weight, "weight_decay": args.weight_decay,
-                     "lbfgs_iterations": args.lbfgs_iterations, "linear_term": not args.no_linear_term},
+                     "lbfgs_iterations": args.lbfgs_iterations, "linear_term": not args.no_linear_term,
+                     "net_order": args.net_order or None},
         "learning_curve": [float(x) for x in args.learning_curve.split(",")] if args.learning_curve else None,
         "paths": path_data(configs, energies),
     }

@@ -56,6 +56,7 @@ DEFAULT_SETTINGS: dict = {
         "weight_decay": 0.0,
         "lbfgs_iterations": 0,
         "linear_term": False,
+        "net_order": None,
     },
     "linear": {"method": "ridge"},
     "pair": {"cutoff": 7.8, "n_gaussians": 24},

@@ -189,7 +189,7 @@ def lbfgs_refine(
     get_state,
     set_state,
     chunk: int = 10,
-    patience: int | None = 5,
+    patience: int | None = 20,
     progress: bool = False,
 ) -> TrainingHistory:
     """Full-batch L-BFGS (strong Wolfe line search) after the Adam schedule (optional refinement).
