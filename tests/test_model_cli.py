@@ -114,3 +114,16 @@ def test_errors_are_one_line(pes_home, run_pes, tmp_path):
     assert "does not exist" in _one_line_error(run_pes("model", "predict", tmp_path / "missing.xyz"))
     assert "no model with id or name" in _one_line_error(run_pes("model", "show", "nope"))
     assert "no models registered" in run_pes("model", "list", check=0).stdout
+
+
+def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
+    """--metric/--linear-term/--net-order reach the saved model; a settings file's grid is kept unless a flag overrides it."""
+    settings = tmp_path / "sel.yaml"
+    settings.write_text("grid: {model: [site], clusters: ['4p+o'], max_order: [2], nodes: [3]}\ntraining: {lbfgs_iterations: 5}\n")
+    out = json.loads(run_pes("model", "train", "--settings", settings, "--metric", "inv", "--linear-term", "--net-order", "1",
+                             "--folds", "2", "--epochs", "2", "--batch-sizes", "16", "--n-jobs", "1", "--json",
+                             check=0, timeout=600).stdout)
+    model = load_model(out["path"])
+    assert model.model_type == "site" and out["name"] == "sevennet-site"
+    assert model.linear_term and model.net_order == 1 and model.lbfgs_iterations == 5 and tuple(model.hidden_layers) == (3,)
+    assert model.featurizer_.to_dict()["metric"] == "inv" and model.max_order == 2

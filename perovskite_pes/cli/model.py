@@ -28,11 +28,16 @@ def register(subparsers) -> None:
     t.add_argument("--calculator", default=None, help="calculator whose calculations to train on (default: the only one stored)")
     t.add_argument("--settings-hash", default=None, help="calculator settings hash (default: the only one stored)")
     t.add_argument("--name", default=None, help="model name (default <calculator>-<model type>)")
-    t.add_argument("--models", default="cluster", help="comma-separated model types: cluster, site, linear, pair (default cluster)")
-    t.add_argument("--clusters", default="7p+t+o", help="comma-separated cluster sets: 4p+o, 5p+o, 8p+o, 4p+t+o, 7p+t+o")
-    t.add_argument("--orders", default="2", help="comma-separated basis orders (default 2)")
-    t.add_argument("--layers", default="1", help="comma-separated hidden-layer counts (default 1)")
-    t.add_argument("--nodes", default="8", help="comma-separated nodes per layer (default 8)")
+    t.add_argument("--models", default=None, help="comma-separated model types: cluster, site, linear, pair (default cluster)")
+    t.add_argument("--clusters", default=None, help="comma-separated cluster sets: the paper's 4p+o, 5p+o, 8p+o, 4p+t+o, "
+                   "7p+t+o (default) or any <k>p+t+o, e.g. 30p+t+o")
+    t.add_argument("--orders", default=None, help="comma-separated basis orders (default 2)")
+    t.add_argument("--layers", default=None, help="comma-separated hidden-layer counts (default 1)")
+    t.add_argument("--nodes", default=None, help="comma-separated nodes per layer (default 8)")
+    t.add_argument("--metric", default=None, choices=["lin", "quad", "log", "inv"], help="pair deformation metric (default lin)")
+    t.add_argument("--linear-term", action="store_true", help="nets = ridge linear CE + MLPs trained on what it misses")
+    t.add_argument("--net-order", type=int, default=None, help="highest basis degree the MLPs see (with --linear-term)")
+    t.add_argument("--lbfgs-iterations", type=int, default=None, help="L-BFGS refinement after Adam (default 0)")
     t.add_argument("--folds", type=int, default=10, help="cross-validation folds (default 10)")
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--epochs", default=None, help="epochs per batch-size stage, one number or comma-separated")
@@ -210,12 +215,18 @@ def cmd_train(args) -> int:
     settings_hash = args.settings_hash or (hashes[0] if hashes else None)
 
     settings = _load_settings_file(args.settings) if args.settings else {}
-    grid = dict(settings.get("grid", {}))
-    grid.update(
-        model=args.models.split(","), clusters=args.clusters.split(","), max_order=_ints(args.orders, "--orders"),
-        layers=_ints(args.layers, "--layers"), nodes=_ints(args.nodes, "--nodes"),
-    )
+    # command-line values override the settings file, which overrides the defaults
+    grid = {"model": ["cluster"], "clusters": ["7p+t+o"], "max_order": [2], "layers": [1], "nodes": [8]}
+    grid.update(settings.get("grid", {}))
+    for key, value in (("model", args.models), ("clusters", args.clusters)):
+        if value:
+            grid[key] = value.split(",")
+    for key, value, flag in (("max_order", args.orders, "--orders"), ("layers", args.layers, "--layers"), ("nodes", args.nodes, "--nodes")):
+        if value:
+            grid[key] = _ints(value, flag)
     settings["grid"] = grid
+    if args.metric:
+        settings["metric"] = args.metric
     settings.update(n_folds=args.folds, test_fraction=args.test_fraction, n_jobs=args.n_jobs, seed=args.seed, progress=True)
     training = dict(settings.get("training", {}))
     if args.epochs:
@@ -227,6 +238,12 @@ def cmd_train(args) -> int:
         training["learning_rate"] = args.learning_rate
     if args.force_weight is not None:
         training["force_weight"] = args.force_weight
+    if args.linear_term:
+        training["linear_term"] = True
+    if args.net_order is not None:
+        training["net_order"] = args.net_order
+    if args.lbfgs_iterations is not None:
+        training["lbfgs_iterations"] = args.lbfgs_iterations
     settings["training"] = training
     if args.learning_curve:
         settings["learning_curve"] = [float(x) for x in args.learning_curve.split(",") if x]
@@ -238,7 +255,7 @@ def cmd_train(args) -> int:
         raise ModelError("--force-weight > 0 but some calculations have no forces")
     forces = None if any(f is None for f in forces) else forces
 
-    name = args.name or f"{calculator}-{args.models.replace(',', '-')}"
+    name = args.name or f"{calculator}-{'-'.join(grid['model'])}"
     workdir = Path(args.workdir) if args.workdir else Settings.load().home / "models" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     model, report = train_and_select(configs, energies, forces, settings, workdir)
     metrics = _metrics(report)
