@@ -318,3 +318,19 @@ def test_to_device_keeps_values(feat):
     for a, b in zip(before, after):
         assert torch.equal(a, b)
     assert feat.orbits[-1].symmetry.order == 24  # the tetrahedron orbit carries its point group
+
+
+def test_site_features_by_degree_and_orbit_sums(feat4):
+    """max_degree keeps exactly the columns of degree <= k; the orbit sums equal the summed site features."""
+    pos, lat = feat4.arrays([random_config(7), random_config(8)])
+    cf = feat4.cluster_features(pos, lat)
+    full = feat4.site_features(pos, lat, cf)
+    sums = feat4.site_feature_sums(cf)
+    for k in (1, 2, 3):
+        low = feat4.site_features(pos, lat, cf, max_degree=k)
+        for f, lo, deg in zip(full, low, feat4.site_degrees):
+            keep = [i for i, d in enumerate(deg) if d <= k]
+            assert lo.shape[-1] == len(keep) > 0
+            assert torch.allclose(lo, f[..., keep], atol=1e-14)
+    for f, s in zip(full, sums):
+        assert torch.allclose(f.sum(1), s, atol=1e-12)

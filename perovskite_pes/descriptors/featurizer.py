@@ -68,6 +68,7 @@ class _PolyEval:
         self.coef = torch.as_tensor(coef, dtype=torch.float64)
         self.torch = torch
         self.powers = torch.as_tensor(exps[:, 0].astype(float)) if n == 1 else None
+        self.int_powers = [int(p) for p in exps[:, 0]] if n == 1 else None
         # invariants are sparse in the monomials: gather + index_add beats a dense product
         nz_m, nz_f = np.nonzero(coef)
         self.n_fun = coef.shape[1]
@@ -81,8 +82,12 @@ class _PolyEval:
 
     def __call__(self, q):
         torch = self.torch
-        if self.powers is not None:  # one variable: all monomials are powers
-            return (q ** self.powers) @ self.coef
+        if self.powers is not None:  # one variable: all monomials are powers, built by products
+            x = q[..., 0]
+            pw = [torch.ones_like(x)]
+            for _ in range(max(self.int_powers, default=0)):
+                pw.append(pw[-1] * x)
+            return torch.stack([pw[k] for k in self.int_powers], dim=-1) @ self.coef
         # feature-major layout: every gather below copies whole contiguous rows
         lead = q.shape[:-1]
         qt = q.reshape(-1, q.shape[-1]).T
@@ -212,6 +217,7 @@ class Featurizer:
                 }
             )
 
+        self._index_cache: dict = {}  # column subsets and incidence weights, built on first use
         # site orbits and cluster -> site incidence
         self.site_orbit_names, self._site_members = site_orbits(reference)
         self._site_contrib = []
@@ -255,6 +261,7 @@ class Featurizer:
             if p.sparse is not None:
                 p.sparse = tuple(mv(x) for x in p.sparse)
         self._site_contrib = [[(o, mv(c), mv(loc), n) for o, c, loc, n in contrib] for contrib in self._site_contrib]
+        self._index_cache = {}
         return self
 
     # ------------------------------------------------------------------ description
@@ -377,11 +384,13 @@ class Featurizer:
             out.append(metric_from_ratio2(r2, b.metric) @ torch.as_tensor(b.U.T.copy(), device=dev))
         return out
 
-    def site_features(self, positions, lattice, cluster_features=None):
+    def site_features(self, positions, lattice, cluster_features=None, max_degree: int | None = None):
         """Per site orbit (A, B, X), Tensor (B, n_sites_in_orbit, n_site_features) of Eq. (15).
 
         Features are the concatenation, over the cluster orbits listed in
         ``site_feature_orbits[s]``, of (1/n_alpha) sum over clusters containing the site.
+        ``max_degree`` keeps only the functions of degree <= max_degree (the columns where
+        ``site_degrees[s] <= max_degree``, in the same order) and skips the work for the rest.
         """
         import torch
 
@@ -390,7 +399,8 @@ class Featurizer:
         for members, contrib in zip(self._site_members, self._site_contrib):
             parts = []
             for o, c_idx, local, n_sites in contrib:
-                src = feats[o][:, c_idx, :] / n_sites
+                f = feats[o] if max_degree is None else feats[o].index_select(2, self._columns_up_to(o, max_degree, feats[o].device))
+                src = f[:, c_idx, :] / n_sites
                 acc = torch.zeros(src.shape[0], len(members), src.shape[2], dtype=src.dtype, device=src.device)
                 parts.append(acc.index_add(1, local, src))
             out.append(
@@ -399,6 +409,37 @@ class Featurizer:
                 else torch.zeros(feats[0].shape[0], len(members), 0, dtype=torch.float64, device=feats[0].device)
             )
         return out
+
+    def site_feature_sums(self, cluster_features):
+        """Per site orbit, Tensor (B, n_site_features): the site features summed over the orbit's sites,
+        straight from the cluster features (each cluster weighted by how many of its sites are in the
+        orbit), without building the per-site features."""
+        import torch
+
+        out = []
+        for s, contrib in enumerate(self._site_contrib):
+            parts = []
+            for j, (o, c_idx, _local, n_sites) in enumerate(contrib):
+                key = ("incidence", s, j, str(c_idx.device))
+                w = self._index_cache.get(key)
+                if w is None:
+                    w = torch.bincount(c_idx, minlength=self.orbits[o].n_clusters).to(torch.float64) / n_sites
+                    self._index_cache[key] = w
+                parts.append(torch.einsum("c,bcf->bf", w, cluster_features[o]))
+            b = cluster_features[0].shape[0]
+            out.append(torch.cat(parts, dim=1) if parts else torch.zeros(b, 0, dtype=torch.float64))
+        return out
+
+    def _columns_up_to(self, orbit: int, max_degree: int, device):
+        import torch
+
+        key = ("columns", orbit, int(max_degree), str(device))
+        cols = self._index_cache.get(key)
+        if cols is None:
+            deg = np.asarray(self.bases[orbit].invariants.degrees)
+            cols = torch.as_tensor(np.nonzero(deg <= int(max_degree))[0], device=device)
+            self._index_cache[key] = cols
+        return cols
 
     def arrays(self, configs):
         """Positions (B, N, 3) and lattices (B, 3, 3) of configurations, as float64 tensors."""
