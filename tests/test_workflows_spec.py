@@ -90,7 +90,9 @@ def test_paper_spec_matches_the_paper():
         (minimal(steps={"relax_tilts": {"systems": ["a0a0c+"]}, "interpolations": [{"path": ["a0a0a0", "a-a-a-"]}]}),
          "steps.interpolations[0].path[1]"),
         (minimal(steps={"interpolations": [{"path": ["a0a0a0"]}]}), "steps.interpolations[0].path"),
-        (minimal(descriptors={"clusters": "3p+o"}), "descriptors.clusters"),
+        (minimal(descriptors={"clusters": "3q+o"}), "descriptors.clusters"),
+        (minimal(descriptors={"clusters": "0p+o"}), "descriptors.clusters"),
+        (minimal(training={"grid": {"clusters": ["7p+t+o", "sphere"]}}), "training.grid.clusters[1]"),
         (minimal(descriptors={"max_order": 3}), "descriptors.max_order"),
         (minimal(descriptors={"metric": "cubic"}), "descriptors.metric"),
         (minimal(training={"models": ["forest"]}), "training.models[0]"),
@@ -139,3 +141,15 @@ def test_malformed_spec_is_rejected_before_anything_is_submitted(run_pes, pes_ho
     from perovskite_pes.db import get_launchpad
 
     assert get_launchpad().workflows.count_documents({}) == 0
+
+
+def test_longer_pair_sets_and_the_staged_net_recipe_validate():
+    """Any '+'-joined set the descriptors layer builds is allowed, and net options reach train_and_select."""
+    from perovskite_pes.models.selection import merge_settings
+
+    spec = validate_spec(minimal(descriptors={"clusters": "30p+t+o", "max_order": 4, "metric": "inv"},
+                                 training={"models": ["site", "linear"], "grid": {"clusters": ["11p+t+o", "30p+t+o"]},
+                                           "options": {"training": {"linear_term": True, "net_order": 2, "epochs": 0}}}))
+    settings = merge_settings(spec.training_settings())
+    assert settings["grid"]["clusters"] == ["11p+t+o", "30p+t+o"] and settings["metric"] == "inv"
+    assert settings["training"]["linear_term"] is True and settings["training"]["net_order"] == 2

@@ -597,15 +597,27 @@ def campaign_parents(steps: StepsSpec) -> list[str]:
     return out
 
 
+_CLUSTER_TOKEN = re.compile(r"^(\d+p|p\d+|t|triplet|o|octahedron|tet|tetrahedron)$")
+_CLUSTER_HELP = (f"must be one of the paper's sets {list(CLUSTER_SETS)}, another '+'-joined set of <k>p (the first k pairs), "
+                 "p<k>, t, o, tet (e.g. 30p+t+o)")
+
+
+def _cluster_set(value: str, path: str) -> str:
+    tokens = [x.strip() for x in value.split("+")]
+    if not all(_CLUSTER_TOKEN.match(x) for x in tokens) or any(x in ("0p", "p0") for x in tokens):
+        _fail(path, f"{_CLUSTER_HELP}; got {value!r}")
+    return value
+
+
 def _descriptors(value) -> DescriptorSpec:
     d = _mapping(value, "descriptors", ("clusters", "max_order", "metric", "truncated"))
     clusters = d.get("clusters", "7p+t+o")
     if isinstance(clusters, str):
-        _choice(clusters, "descriptors.clusters", CLUSTER_SETS)
+        _cluster_set(clusters, "descriptors.clusters")
     elif isinstance(clusters, list) and clusters:
         clusters = tuple(_plain(clusters))
     else:
-        _fail("descriptors.clusters", f"must be one of {list(CLUSTER_SETS)} or an explicit non-empty list of clusters; got {clusters!r}")
+        _fail("descriptors.clusters", f"{_CLUSTER_HELP} or an explicit non-empty list of clusters; got {clusters!r}")
     order = _int(d.get("max_order", 2), "descriptors.max_order", minimum=1)
     if order not in (2, 4, 6):
         _fail("descriptors.max_order", f"must be one of [2, 4, 6]; got {order}")
@@ -633,8 +645,10 @@ def _training(value) -> TrainingSpec:
         for i, x in enumerate(v):
             p = f"training.grid.{k}[{i}]"
             if k == "clusters":
-                if not (isinstance(x, str) and x in CLUSTER_SETS) and not (isinstance(x, list) and x):
-                    _fail(p, f"must be one of {list(CLUSTER_SETS)} or an explicit list of clusters; got {x!r}")
+                if isinstance(x, str):
+                    _cluster_set(x, p)
+                elif not (isinstance(x, list) and x):
+                    _fail(p, f"{_CLUSTER_HELP} or an explicit list of clusters; got {x!r}")
             elif k == "max_order":
                 if x not in (2, 4, 6):
                     _fail(p, f"must be one of [2, 4, 6]; got {x!r}")
