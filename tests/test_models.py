@@ -383,3 +383,18 @@ def test_site_net_split_evaluation_matches_the_general_path(ref, data):
     torch.testing.assert_close(g_fast, g_general, rtol=1e-10, atol=1e-10)
     # and it is the path predictions take
     np.testing.assert_allclose(model.predict(configs[30:33]), model.reference_.n_cells * model.e0_ + model.output_scale_ * general.detach().numpy(), rtol=0, atol=1e-10)
+
+
+def test_pair_potential_skin_grows_with_the_distortions(ref):
+    """The automatic skin covers strongly displaced cells; features equal those of a large fixed skin."""
+    rng = np.random.default_rng(4)
+    mild = random_configs(ref, 6, seed=5, amplitude=0.05)
+    wild = [Configuration(ref, rng.normal(0, 0.5, (ref.n_atoms, 3)), rng.normal(0, 0.01, 6)) for _ in range(4)]
+    auto = PairPotential(n_gaussians=8)
+    fixed = PairPotential(n_gaussians=8, skin=9.0)
+    np.testing.assert_allclose(auto.relative_features(mild), fixed.relative_features(mild), atol=1e-12)
+    small_list = auto._pairs[ref][0]
+    np.testing.assert_allclose(auto.relative_features(wild), fixed.relative_features(wild), atol=1e-12)
+    assert auto._pairs[ref][0] > small_list  # rebuilt for the wilder batch
+    with pytest.raises(ModelError, match="use a larger skin or skin=None"):
+        PairPotential(n_gaussians=8, skin=0.5).relative_features(wild)

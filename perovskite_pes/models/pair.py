@@ -64,8 +64,11 @@ class PairPotential(EnergyModel):
     n_gaussians, r_min, width:
         ``n_gaussians`` centres evenly spaced on ``[r_min, cutoff]``; Gaussian width (default: the spacing).
     skin:
-        Pairs are listed on the reference supercell out to ``cutoff + skin``; configurations whose pair
-        distances may have changed by more than ``skin`` are refused.
+        Pairs are listed on the reference supercell out to ``cutoff + skin``. None (default): the skin
+        grows with the configurations evaluated (the pair list is rebuilt when a batch needs more), so
+        strongly tilted cells work without tuning. A number fixes it; configurations whose pair
+        distances may have changed by more than a fixed skin are refused. The features do not depend
+        on the skin, only on whether it is large enough.
     alphas:
         Ridge penalties tried by ``RidgeCV`` (features standardised first).
     reference_energy_per_fu:
@@ -80,7 +83,7 @@ class PairPotential(EnergyModel):
         n_gaussians: int = 24,
         r_min: float = 2.4,
         width: float | None = None,
-        skin: float = 2.5,
+        skin: float | None = None,
         alphas=None,
         reference_energy_per_fu: float | None = None,
     ):
@@ -97,9 +100,10 @@ class PairPotential(EnergyModel):
 
     # ---------------------------------------------------------------- features
     def _check_params(self):
-        if not (self.cutoff > 0 and self.n_gaussians >= 1 and 0 <= self.r_min < self.cutoff and self.skin >= 0):
+        if not (self.cutoff > 0 and self.n_gaussians >= 1 and 0 <= self.r_min < self.cutoff
+                and (self.skin is None or self.skin >= 0)):
             raise ModelError(
-                "PairPotential needs cutoff > r_min >= 0, n_gaussians >= 1 and skin >= 0; got "
+                "PairPotential needs cutoff > r_min >= 0, n_gaussians >= 1 and skin >= 0 (or None); got "
                 f"cutoff={self.cutoff}, r_min={self.r_min}, n_gaussians={self.n_gaussians}, skin={self.skin}"
             )
 
@@ -118,13 +122,22 @@ class PairPotential(EnergyModel):
     def n_features(self) -> int:
         return len(PAIR_TYPES) * int(self.n_gaussians)
 
-    def _pair_list(self, reference: ReferenceSupercell) -> PairList:
-        if reference not in self._pairs:
-            self._pairs[reference] = PairList(reference, self.cutoff + self.skin)
-        return self._pairs[reference]
+    def _pair_list(self, reference: ReferenceSupercell, needed: float) -> PairList:
+        """The pair list of ``reference`` out to ``cutoff + skin``; with the automatic skin it is
+        rebuilt (with room to spare) when a batch needs more than the cached one covers."""
+        cached = self._pairs.get(reference)
+        if self.skin is not None:
+            skin = float(self.skin)
+        elif cached is not None and cached[0] >= needed:
+            skin = cached[0]
+        else:
+            skin = max(1.0, 1.25 * needed)
+        if cached is None or cached[0] != skin:
+            self._pairs[reference] = (skin, PairList(reference, self.cutoff + skin))
+        return self._pairs[reference][1]
 
-    def _check_range(self, reference, positions, lattice):
-        """Refuse geometries whose pair distances may have left the fixed pair list."""
+    def _needed_skin(self, reference, positions, lattice) -> float:
+        """Skin that covers every pair of the batch; a fixed skin that is too small is refused."""
         import torch
 
         with torch.no_grad():
@@ -135,22 +148,29 @@ class PairPotential(EnergyModel):
             # |u_i - u_j| is at most the diameter of the displacement cloud (rigid translations drop out)
             spread = torch.stack([torch.cdist(x, x).max() for x in u])
             sv = torch.linalg.svdvals(f)  # |w F| lies between the extreme singular values times |w|
-            bound = spread * sv.max(dim=1).values + (self.cutoff + self.skin) * (sv - 1).abs().max(dim=1).values
-        worst = float(bound.max())
-        if worst > self.skin:
+            smax, e = sv.max(dim=1).values, (sv - 1).abs().max(dim=1).values
+        if float(e.max()) >= 0.5:
+            k = int(e.argmax())
+            raise ModelError(f"configuration {k} is strained by {100 * float(e[k]):.0f} % relative to the reference; "
+                             "the pair potential handles distortions of the reference, not other crystals")
+        if self.skin is not None:
+            bound = spread * smax + (self.cutoff + float(self.skin)) * e
             k = int(bound.argmax())
-            raise ModelError(
-                f"configuration {k} is too far from the reference for the pair list: pair distances may change by "
-                f"up to {worst:.2f} A (relative displacements up to {float(spread[k]):.2f} A) but skin is {self.skin} A; "
-                "refit with a larger skin"
-            )
+            if float(bound[k]) > float(self.skin):
+                raise ModelError(
+                    f"configuration {k} is too far from the reference for the pair list: pair distances may change by "
+                    f"up to {float(bound[k]):.2f} A (relative displacements up to {float(spread[k]):.2f} A) but skin is "
+                    f"{self.skin} A; use a larger skin or skin=None (automatic)"
+                )
+            return float(self.skin)
+        # skin >= spread * smax + (cutoff + skin) * e  <=>  skin >= (spread * smax + cutoff * e) / (1 - e)
+        return float(((spread * smax + self.cutoff * e) / (1 - e)).max())
 
     def features(self, positions, lattice, reference: ReferenceSupercell):
         """Pair features ``G`` ``[B, 6 * n_gaussians]`` (torch, differentiable)."""
         import torch
 
-        self._check_range(reference, positions, lattice)
-        pl = self._pair_list(reference)
+        pl = self._pair_list(reference, self._needed_skin(reference, positions, lattice))
         d = pl.distances(positions, lattice)  # [B, P]
         mu = torch.as_tensor(self.centres, dtype=d.dtype)
         fc = torch.where(d < self.cutoff, 0.5 * (torch.cos(np.pi * d / self.cutoff) + 1.0), torch.zeros_like(d))
