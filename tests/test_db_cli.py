@@ -192,3 +192,31 @@ def test_lpad_and_pes_see_the_same_data(run_pes, pes_home):
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.strip().splitlines()[-1] == "1"
     assert json.loads(run_pes("db", "stats", "--json", check=0).stdout)["fireworks"] == {"READY": 1}
+
+
+def test_wheel_installs_ship_every_launcher_template_and_spec(tmp_path, monkeypatch):
+    """setup.cfg's data_files list every template and example spec; template_dir() finds an installed copy."""
+    import configparser
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from perovskite_pes.db import launchers
+    from perovskite_pes.errors import PesError
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    shipped = {k: {Path(x.strip()).name for x in v.split("\n") if x.strip()} for k, v in cfg["options.data_files"].items()}
+    assert shipped["share/perovskite_pes/launchers"] == {p.name for p in (root / "launchers").iterdir() if p.is_file()}
+    assert shipped["share/perovskite_pes/workflows"] == {p.name for p in (root / "workflows").glob("*.yaml")}
+    # a wheel install: no source tree next to the package, templates under <prefix>/share
+    share = tmp_path / "share" / "perovskite_pes" / "launchers"
+    shutil.copytree(root / "launchers", share)
+    monkeypatch.delenv("PES_LAUNCHER_TEMPLATES", raising=False)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(launchers, "__file__", str(tmp_path / "site-packages" / "perovskite_pes" / "db" / "launchers.py"))
+    assert launchers.template_dir() == share
+    shutil.rmtree(share)
+    with pytest.raises(PesError, match="launcher templates not found"):
+        launchers.template_dir()

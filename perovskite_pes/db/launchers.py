@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 import re
+import sys
 
 from ..errors import PesError
 from ..settings import Settings
@@ -16,15 +17,20 @@ WORKERS = {"my_fworker.yaml": "", "my_fworker_dft.yaml": "dft", "my_fworker_ml.y
 
 
 def template_dir() -> Path:
-    """The ``launchers/`` directory of the source tree (``PES_LAUNCHER_TEMPLATES`` overrides)."""
+    """The launcher templates: ``PES_LAUNCHER_TEMPLATES``, else the source tree's ``launchers/``
+    (editable installs), else ``<prefix>/share/perovskite_pes/launchers`` (wheel installs)."""
     env = os.environ.get("PES_LAUNCHER_TEMPLATES")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "launchers"
-    if not (path / "my_launchpad.yaml").is_file():
-        raise PesError(
-            f"launcher templates not found in {path}; install perovskite-pes from its source tree "
-            "(pip install -e .) or set PES_LAUNCHER_TEMPLATES to a copy of its launchers/ directory"
-        )
-    return path
+    if env:
+        candidates = [Path(env)]
+    else:
+        candidates = [Path(__file__).resolve().parents[2] / "launchers", Path(sys.prefix) / "share" / "perovskite_pes" / "launchers"]
+    for path in candidates:
+        if (path / "my_launchpad.yaml").is_file():
+            return path
+    raise PesError(
+        f"launcher templates not found in {' or '.join(str(p) for p in candidates)}; reinstall perovskite-pes "
+        "or set PES_LAUNCHER_TEMPLATES to a copy of its launchers/ directory"
+    )
 
 
 _FIELD = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
