@@ -215,9 +215,10 @@ def cmd_train(args) -> int:
     settings_hash = args.settings_hash or (hashes[0] if hashes else None)
 
     settings = _load_settings_file(args.settings) if args.settings else {}
-    # command-line values override the settings file, which overrides the defaults
-    grid = {"model": ["cluster"], "clusters": ["7p+t+o"], "max_order": [2], "layers": [1], "nodes": [8]}
-    grid.update(settings.get("grid", {}))
+    # command-line values override the settings file, which overrides train_and_select's defaults
+    # (except the model types: the command trains the cluster net unless told otherwise)
+    grid = dict(settings.get("grid", {}))
+    grid.setdefault("model", ["cluster"])
     for key, value in (("model", args.models), ("clusters", args.clusters)):
         if value:
             grid[key] = value.split(",")

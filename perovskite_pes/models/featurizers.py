@@ -3,7 +3,9 @@
 The models only rely on the descriptors layer's contract (``perovskite_pes.descriptors.Featurizer``):
 ``cluster_features`` / ``site_features`` (differentiable torch), ``n_functions``,
 ``n_site_features``, ``orbit_names``, ``site_orbit_names``, ``to_dict``/``from_dict`` and
-``for_reference``.
+``for_reference``; ``degrees``/``site_degrees`` when a net uses ``net_order``. Site nets with
+``net_order`` evaluate faster on featurizers that also offer ``site_feature_sums`` and
+``site_features(..., max_degree=)`` (the descriptors layer's do).
 """
 
 from __future__ import annotations

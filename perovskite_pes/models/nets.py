@@ -87,13 +87,14 @@ def _orbit_mlps_class():
                 for j, row in enumerate(mask):
                     m[j, : len(row)] = torch.as_tensor(np.asarray(row, dtype=float))
                 self.register_buffer("mask", m, persistent=False)
+                # the columns each MLP sees, in order (the models evaluate on the CPU)
+                self.keep = [torch.nonzero(m[j]).flatten() for j in range(g)]
             else:
                 self.mask = None
+                self.keep = None
 
         def units(self, x, group):
             """Per-unit outputs ``[B, U]`` of packed inputs ``x`` ``[B, U, F]``; ``group`` ``[U]`` (sorted)."""
-            if x.shape[0] * x.shape[1] > 4096:
-                return self._units_by_group(x, group)
             h = x if self.mask is None else x * self.mask[group]
             for w, b in zip(self.weights, self.biases):
                 h = torch.tanh(torch.einsum("buf,ufh->buh", h, w[group]) + b[group])
@@ -104,35 +105,15 @@ def _orbit_mlps_class():
 
         def _mlp_group(self, g, x):
             """Orbit g's MLP on its own features ``x`` ``[B, U_g, F_g]`` (no padding): ``[B, U_g]``."""
-            if self.mask is not None:
-                x = x[..., torch.nonzero(self.mask[g, : x.shape[-1]]).flatten()]
-            return self.mlp_inputs(g, x)
+            return self.mlp_inputs(g, x if self.keep is None else x[..., self.keep[g]])
 
         def mlp_inputs(self, g, x):
             """Orbit g's MLP on the inputs it sees (all features, or the unmasked ones in order)."""
-            if self.mask is not None:
-                w0 = self.weights[0][g, torch.nonzero(self.mask[g]).flatten()]
-            else:
-                w0 = self.weights[0][g, : x.shape[-1]]
+            w0 = self.weights[0][g, : x.shape[-1]] if self.keep is None else self.weights[0][g, self.keep[g]]
             h = torch.tanh(x @ w0 + self.biases[0][g])
             for w, b in zip(list(self.weights)[1:], list(self.biases)[1:]):
                 h = torch.tanh(h @ w[g] + b[g])
             return h @ self.w_out[g] + self.b_out[g]
-
-        def _units_by_group(self, x, group):
-            # large batches: one dense matrix product per orbit is cheaper than gathered weights
-            counts = torch.bincount(group, minlength=len(self.n_inputs)).tolist()
-            out, start = [], 0
-            for g, n in enumerate(counts):
-                if n == 0:
-                    continue
-                xg = x[:, start : start + n, : self.n_inputs[g]]
-                o = self._mlp_group(g, xg)
-                if self.linear is not None:
-                    o = o + xg @ self.linear[g, : self.n_inputs[g]]
-                out.append(o)
-                start += n
-            return torch.cat(out, dim=1)
 
         def grouped(self, feats, counts, anchors):
             """:meth:`forward` on unpacked per-orbit features (large batches: no padded copy)."""
@@ -531,7 +512,7 @@ class _NeuralModel(EnergyModel):
         total = 0.0
         for g, (x, G) in enumerate(zip(low, sums)):
             n_in = G.shape[-1]
-            keep = torch.nonzero(mlps.mask[g, :n_in]).flatten()
+            keep = mlps.keep[g]
             mean, std = self._mean_t[g], self._std_t[g]
             xs = (x - mean[keep]) / std[keep]
             a = (-mean[keep] / std[keep])[None, None, :]

@@ -68,7 +68,6 @@ def adam_schedule(
     epochs=200,
     learning_rate=1e-3,
     patience: int | None = 50,
-    weight_decay: float = 0.0,
     seed: int = 0,
     get_state=None,
     set_state=None,
@@ -117,7 +116,7 @@ def adam_schedule(
                     bar.update(n_ep)
                 continue
             previous = bs
-            opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+            opt = torch.optim.Adam(params, lr=lr)
             since_best = 0
             for _ in range(n_ep):
                 perm = torch.randperm(n_train, generator=gen)
