@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .configuration import Configuration, ConfigurationError, matrix_to_strain, strain_to_matrix
+from .configuration import VOIGT_PAIRS, Configuration, ConfigurationError, strain_to_matrix
 from .reference import ReferenceSupercell
 
 #: default spglib tolerance (Angstrom) for space-group detection of distorted structures
@@ -67,11 +67,12 @@ class SupercellSymmetry:
         """
         ops = np.arange(self.n_ops) if ops is None else np.asarray(ops)
         u = np.asarray(displacements, dtype=float)
-        rot = np.einsum("gab,...ib->g...ia", self.rotations[ops], u)
         # out[g, ..., perm[g, i], :] = rot[g, ..., i, :]  <=>  out[g, ..., j, :] = rot[g, ..., inv[g, j], :]
         inv = np.argsort(self.permutations[ops], axis=1)
-        if u.ndim == 2:
+        if u.ndim == 2:  # batched matmul: exact for signed permutations, and far faster than einsum here
+            rot = u[None] @ self.rotations[ops].transpose(0, 2, 1)
             return rot[np.arange(len(ops))[:, None], inv]
+        rot = np.einsum("gab,...ib->g...ia", self.rotations[ops], u)
         return np.stack([rot[k][..., inv[k], :] for k in range(len(ops))])
 
     def apply_strain(self, strain, ops=None) -> np.ndarray:
@@ -79,8 +80,9 @@ class SupercellSymmetry:
         ops = np.arange(self.n_ops) if ops is None else np.asarray(ops)
         e = strain_to_matrix(strain)
         r = self.rotations[ops]
-        m = np.einsum("gab,bc,gdc->gad", r, e, r)
-        return np.stack([matrix_to_strain(x) for x in m])
+        m = r @ e @ r.transpose(0, 2, 1)
+        i, j = np.array(VOIGT_PAIRS).T
+        return 0.5 * (m[:, i, j] + m[:, j, i])  # matrix_to_strain of every image at once
 
     def apply(self, config: Configuration, op: int) -> Configuration:
         """The configuration mapped by operation ``op`` (a symmetry-equivalent configuration)."""
@@ -163,6 +165,17 @@ def _distortion_images(config: Configuration, symmetry: SupercellSymmetry):
     return symmetry.apply_displacements(u), symmetry.apply_strain(config.strain)
 
 
+def _lexmin_row(rows: np.ndarray) -> np.ndarray:
+    """The lexicographically smallest row (column by column, keeping the rows that tie)."""
+    keep = np.arange(len(rows))
+    for j in range(rows.shape[1]):
+        col = rows[keep, j]
+        keep = keep[col == col.min()]
+        if len(keep) == 1:
+            break
+    return rows[keep[0]]
+
+
 def canonical_key(config: Configuration, tol: float = 1e-3, strain_tol: float = 1e-5) -> str:
     """A key (sha1 hex) equal for configurations related by a reference space-group operation.
 
@@ -183,7 +196,7 @@ def canonical_key(config: Configuration, tol: float = 1e-3, strain_tol: float = 
         ],
         axis=1,
     )
-    best = ints[np.lexsort(ints.T[::-1])[0]]
+    best = _lexmin_row(ints)
     ref = config.reference
     header = "|".join(
         [
