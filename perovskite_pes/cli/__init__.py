@@ -51,7 +51,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pes: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (pes db query --json | head): end quietly
+        _silence_stdout()
+        return 0
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
     return int(rc or 0)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail on a closed pipe."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover
