@@ -8,7 +8,6 @@ store (:func:`perovskite_pes.db.get_store`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -379,10 +378,10 @@ def calculate_batch(store, config_ids: list[str], calculator: dict, workdir=None
                     launch: dict | None = None, progress: bool | None = None) -> BatchReport:
     """Calculate every configuration of a batch that has no completed calculation with these settings.
 
-    Results, failed ones included, go through ``store.save_calculation``; the store is flushed every
-    ``flush_every`` calculations and at the end. Bad input for one structure (overlapping atoms ...)
-    is recorded as a failed calculation of that configuration; a calculator that cannot run at all
-    (missing binary, POTCARs) raises.
+    Results, failed ones included, go through ``store.save_calculation`` (each durable when stored);
+    the store is also flushed every ``flush_every`` calculations and at the end. Bad input for one
+    structure (overlapping atoms ...) is recorded as a failed calculation of that configuration; a
+    calculator that cannot run at all (missing binary, POTCARs) raises.
     """
     from tqdm.auto import tqdm
 
@@ -394,34 +393,33 @@ def calculate_batch(store, config_ids: list[str], calculator: dict, workdir=None
     rep = BatchReport(n=len(config_ids), settings_hash=h)
     progress = progress_enabled() if progress is None else progress
     bar = tqdm(config_ids, desc="  calculations", unit="calc", leave=False, disable=not progress)
-    # one durable write per batch (or every flush_every calculations), not one per calculation
-    grouped = store.batch() if hasattr(store, "batch") else contextlib.nullcontext()
-    with grouped:
-        for k, cid in enumerate(bar):
-            t0 = time.perf_counter()
-            if _has_completed(store, cid, h):  # e.g. stored by an earlier, killed run of this batch
-                rep.skipped += 1
-                rep.seconds_store += time.perf_counter() - t0
-                continue
-            structure = store.get_configuration(cid).to_structure()
+    # every save_calculation is its own unit of work (durable when it returns): a long batch never
+    # holds the store's write lock while it calculates
+    for k, cid in enumerate(bar):
+        t0 = time.perf_counter()
+        if _has_completed(store, cid, h):  # e.g. stored by an earlier, killed run of this batch
+            rep.skipped += 1
             rep.seconds_store += time.perf_counter() - t0
+            continue
+        structure = store.get_configuration(cid).to_structure()
+        rep.seconds_store += time.perf_counter() - t0
 
-            t0 = time.perf_counter()
-            try:
-                result = calc.calculate(structure, workdir=None if workdir is None else Path(workdir) / f"calc_{cid}")
-            except CalculatorInputError as exc:
-                result = CalcResult.failed(calc, f"invalid input structure: {exc}")
-            rep.seconds_calculate += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        try:
+            result = calc.calculate(structure, workdir=None if workdir is None else Path(workdir) / f"calc_{cid}")
+        except CalculatorInputError as exc:
+            result = CalcResult.failed(calc, f"invalid input structure: {exc}")
+        rep.seconds_calculate += time.perf_counter() - t0
 
-            t0 = time.perf_counter()
-            store.save_calculation(cid, result, launch=launch)
-            if result.status == "completed":
-                rep.calculated += 1
-            else:
-                rep.failed[cid] = result.error or "unknown failure"
-            if flush_every and (k + 1) % flush_every == 0:
-                store.flush()
-            rep.seconds_store += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        store.save_calculation(cid, result, launch=launch)
+        if result.status == "completed":
+            rep.calculated += 1
+        else:
+            rep.failed[cid] = result.error or "unknown failure"
+        if flush_every and (k + 1) % flush_every == 0:
+            store.flush()
+        rep.seconds_store += time.perf_counter() - t0
     t0 = time.perf_counter()
     store.flush()
     rep.seconds_store += time.perf_counter() - t0
