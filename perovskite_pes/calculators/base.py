@@ -234,6 +234,13 @@ class Calculator(ABC):
     def check_available(self) -> None:
         """Raise CalculatorError naming exactly what to install or set if unusable here."""
 
+    def check_submit(self) -> None:
+        """Raise CalculatorError if a campaign with this calculator cannot run on its workers.
+
+        Called when a campaign is submitted, on the submitting machine, which need not be able to
+        run the code itself (see :meth:`check_available` for that).
+        """
+
     def calculate(self, structure, relax: str | None = None, workdir=None) -> CalcResult:
         """Energy, forces and stress of ``structure``; with ``relax`` also the final structure.
 

@@ -226,6 +226,22 @@ class VaspCalculator(Calculator):
     def availability_details(self) -> dict:
         return {"detail": f"vasp_cmd = {' '.join(self.vasp_cmd)}, POTCARs in {potcar_dir()}"}
 
+    def check_submit(self) -> None:
+        """A VASP campaign needs a vasp_cmd and POTCARs before it is submitted, not when a worker runs it."""
+        problems = []
+        if not (self.run_options["vasp_cmd"] or os.environ.get("PES_VASP_CMD")):
+            problems.append("no vasp_cmd: set calculator.settings.vasp_cmd in the spec (e.g. 'srun vasp_std') "
+                            "or PES_VASP_CMD")
+        if not self.run_options["potcar_spec"]:
+            folder = potcar_dir()
+            if not folder:
+                problems.append("no POTCARs: set PMG_VASP_PSP_DIR (environment or ~/.config/.pmgrc.yaml, see "
+                                "'pmg config -p') to the folder that holds POT_GGA_PAW_PBE/...")
+            elif not Path(folder).expanduser().is_dir():
+                problems.append(f"PMG_VASP_PSP_DIR={folder} is not a folder")
+        if problems:
+            raise CalculatorError("VASP campaign refused: " + "; ".join(problems))
+
     def input_set(self, structure, relax: str | None = None) -> PerovskiteVaspSet:
         s = self.settings
         return PerovskiteVaspSet(
