@@ -71,7 +71,7 @@ def submit_campaign(spec: CampaignSpec, lpad=None, force: bool = False) -> dict:
     """
     from .builder import build_workflow, spec_hash
 
-    check_calculator(spec)
+    check_calculator(spec).check_submit()  # e.g. a VASP campaign without vasp_cmd or POTCARs is refused here
     check_training(spec)
     lpad = lpad or _store().get_launchpad()
     h = spec_hash(spec)
