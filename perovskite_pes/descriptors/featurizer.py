@@ -351,12 +351,68 @@ class Featurizer:
         import torch
 
         pos, lat = self._inputs(positions, lattice)
-        frac = pos @ torch.linalg.inv(lat)
-        ds = frac.index_select(1, self._bj) - frac.index_select(1, self._bi) - self._bs0
+        return self._bonds_d2(pos @ torch.linalg.inv(lat), lat, self._bi, self._bj, self._bs0)
+
+    @staticmethod
+    def _bonds_d2(frac, lat, bi, bj, bs0):
+        import torch
+
+        ds = frac.index_select(1, bj) - frac.index_select(1, bi) - bs0
         with torch.no_grad():
             k = torch.round(ds)
-        vec = torch.bmm(self._bs0 + (ds - k), lat)
+        vec = torch.bmm(bs0 + (ds - k), lat)
         return (vec * vec).sum(-1)
+
+    def cluster_features_subset(self, positions, lattice, selection):
+        """Features of selected clusters only: per orbit, Tensor (B, len(selection[o]), n_functions).
+
+        ``selection[o]`` is a LongTensor of cluster indices of orbit ``o`` (None or empty: none). The
+        values equal ``cluster_features(...)[o][:, selection[o]]``; only the pairs of the selected
+        clusters are evaluated, so a local change (one moved site) costs O(1), not O(N).
+        """
+        import torch
+
+        pos, lat = self._inputs(positions, lattice)
+        frac = pos @ torch.linalg.inv(lat)
+        out = []
+        for o, orb in enumerate(self.orbits):
+            nf = self.bases[o].invariants.n_functions
+            out.append(torch.zeros(pos.shape[0], 0, nf, dtype=pos.dtype, device=pos.device))
+        for g in self._groups:
+            chosen = [(o, selection[o]) for o in g["orbits"] if selection[o] is not None and len(selection[o])]
+            if not chosen:
+                continue
+            bidx = torch.cat([self._orbit_bonds(o).index_select(0, sel) for o, sel in chosen])  # (m, p)
+            inv_d0sq = torch.cat([self._orbit_inv_d0sq(o).expand(len(sel), -1) for o, sel in chosen])
+            flat = bidx.reshape(-1)
+            d2 = self._bonds_d2(frac, lat, self._bi.index_select(0, flat), self._bj.index_select(0, flat),
+                                self._bs0.index_select(0, flat)).reshape(pos.shape[0], *bidx.shape)
+            f = metric_from_ratio2(d2 * inv_d0sq, g["metric"])
+            q = f if g["UT"] is None else f @ g["UT"]
+            feats = g["poly"](q)
+            for (o, _sel), part in zip(chosen, feats.split([len(sel) for _o, sel in chosen], dim=1)):
+                out[o] = part
+        return out
+
+    def _orbit_bonds(self, orbit: int):
+        import torch
+
+        key = ("bonds", orbit, str(self.device))
+        t = self._index_cache.get(key)
+        if t is None:
+            t = torch.as_tensor(self._bond_idx[orbit], device=self.device)
+            self._index_cache[key] = t
+        return t
+
+    def _orbit_inv_d0sq(self, orbit: int):
+        import torch
+
+        key = ("inv_d0sq", orbit, str(self.device))
+        t = self._index_cache.get(key)
+        if t is None:
+            t = torch.as_tensor(1.0 / self.orbits[orbit].ref_distances ** 2, dtype=torch.float64, device=self.device)[None]
+            self._index_cache[key] = t
+        return t
 
     def cluster_features(self, positions, lattice):
         """Per cluster orbit, Tensor (B, n_clusters, n_functions) of the invariant basis functions."""

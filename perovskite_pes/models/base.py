@@ -153,6 +153,27 @@ class EnergyModel:
     def get_params(self) -> dict:
         return self._hyperparameters()
 
+    # ----------------------------------------------------------------- locality (cluster-based models)
+    #: what the energy is a sum over: "cluster" (one term per cluster), "site" (one per site), or "" (neither)
+    unit_kind: str = ""
+
+    def featurizer_for(self, reference: ReferenceSupercell):
+        """The descriptor featurizer of this model on ``reference`` (any supercell of the training one)."""
+        self._check_fitted()
+        family = getattr(self, "_family", None)
+        if family is None:
+            raise ModelError(f"{type(self).__name__} is not built on cluster descriptors")
+        return family(reference)
+
+    def unit_energies(self, group: int, raw):
+        """Energy terms (eV, torch ``[..., U]``) of units of orbit ``group`` from their raw features ``[..., U, F]``.
+
+        The total energy is a constant plus the sum of these terms over all units (clusters of
+        every cluster orbit for ``unit_kind == "cluster"``, sites of every site orbit for
+        ``"site"``), so a local change costs only the terms of the units it touches.
+        """
+        raise ModelError(f"{type(self).__name__} is not a sum of cluster or site terms")
+
     def compute(self, positions, lattice, reference: ReferenceSupercell, forces: bool = True, stress: bool = True) -> dict:
         """Energies ``[B]`` (eV), forces ``[B, N, 3]`` (eV/A), stress ``[B, 6]`` (eV/A^3, Voigt, ASE sign).
 

@@ -176,6 +176,16 @@ class LinearCE(EnergyModel):
             x = self.orbit_sums(raw)
             return (reference.n_cells * self.e0_ + x @ torch.as_tensor(self.coef_, dtype=x.dtype)).numpy()
 
+    unit_kind = "cluster"
+
+    def unit_energies(self, group: int, raw):
+        import torch
+
+        self._check_fitted()
+        k = sum(self.n_functions_[:group])
+        coef = torch.as_tensor(self.coef_[k : k + self.n_functions_[group]], dtype=raw.dtype)
+        return raw @ coef
+
     @property
     def ecis(self) -> dict:
         """ECIs per cluster orbit (eV per unit of the basis function)."""

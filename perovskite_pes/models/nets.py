@@ -521,6 +521,14 @@ class _NeuralModel(EnergyModel):
             total = total + (G / std) @ mlps.linear[g, :n_in]
         return total
 
+    def unit_energies(self, group: int, raw):
+        self._check_fitted()
+        x = (raw - self._mean_t[group]) / self._std_t[group]
+        out = self.mlps_._mlp_group(group, x)
+        if self.mlps_.linear is not None:
+            out = out + x @ self.mlps_.linear[group, : x.shape[-1]]
+        return self.output_scale_ * out
+
     def energies_from_features(self, raw, reference) -> np.ndarray:
         """Total energies from precomputed raw features (list per orbit of ``[B, U, F]``)."""
         torch = _torch()
@@ -625,6 +633,7 @@ class ClusterNet(_NeuralModel):
 
     model_type = "cluster"
     feature_kind = "cluster"
+    unit_kind = "cluster"
 
 
 class SiteNet(_NeuralModel):
@@ -632,3 +641,4 @@ class SiteNet(_NeuralModel):
 
     model_type = "site"
     feature_kind = "site"
+    unit_kind = "site"

@@ -29,6 +29,7 @@ from .tilts import (
     tilt_angles,
     tilt_configuration,
     tilt_displacements,
+    tilt_sign_pattern,
 )
 
 __all__ = [
@@ -70,5 +71,6 @@ __all__ = [
     "tilt_angles",
     "tilt_configuration",
     "tilt_displacements",
+    "tilt_sign_pattern",
     "write_configurations",
 ]

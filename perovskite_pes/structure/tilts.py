@@ -157,8 +157,11 @@ def tilt_angles(glazer: str | GlazerSystem, angles_deg=None) -> np.ndarray:
     return out
 
 
-def _sign_pattern(signs, cells: np.ndarray) -> np.ndarray:
-    """(n, 3) signs s_a(t) of the rotation about each axis for integer cells t (n, 3)."""
+def tilt_sign_pattern(signs, cells: np.ndarray) -> np.ndarray:
+    """(n, 3) signs s_a(t) of the rotation about each axis for integer cells t (n, 3).
+
+    ``signs`` gives '0', '+' (M point, in phase along the axis) or '-' (R point, anti-phase) per axis.
+    """
     cells = np.asarray(cells, dtype=int)
     total = cells.sum(axis=1)
     out = np.zeros((len(cells), 3))
@@ -174,8 +177,8 @@ def check_tilt_supercell(reference: ReferenceSupercell, glazer: str | GlazerSyst
     """Raise GlazerError unless the supercell is commensurate with the tilt pattern."""
     g = glazer if isinstance(glazer, GlazerSystem) else glazer_system(glazer)
     rows = reference.matrix
-    pattern0 = _sign_pattern(g.signs, np.zeros((len(rows), 3), int))
-    if not np.array_equal(_sign_pattern(g.signs, rows), pattern0):
+    pattern0 = tilt_sign_pattern(g.signs, np.zeros((len(rows), 3), int))
+    if not np.array_equal(tilt_sign_pattern(g.signs, rows), pattern0):
         raise GlazerError(
             f"supercell {reference.matrix.tolist()} cannot hold the {g.symbol} tilt pattern (the cell must be "
             "doubled along every direction in which the rotation sense alternates); use e.g. a 2x2x2 supercell"
@@ -198,8 +201,8 @@ def tilt_displacements(reference: ReferenceSupercell, glazer: str | GlazerSystem
     axis = reference.primitive_index[x_sites] - 2  # 0, 1, 2 for X1, X2, X3
     t1 = reference.cell_translation[x_sites]
     t2 = t1 + np.eye(3, dtype=int)[axis]
-    r1 = _rotation_matrices(_sign_pattern(g.signs, t1) * angles)
-    r2 = _rotation_matrices(_sign_pattern(g.signs, t2) * angles)
+    r1 = _rotation_matrices(tilt_sign_pattern(g.signs, t1) * angles)
+    r2 = _rotation_matrices(tilt_sign_pattern(g.signs, t2) * angles)
     v = 0.5 * reference.perovskite.lattice_parameter * np.eye(3)[axis]
     disp[x_sites] = 0.5 * np.einsum("nab,nb->na", r1 - r2, v)
     return disp
