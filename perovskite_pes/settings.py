@@ -23,13 +23,18 @@ config.yaml key         environment variable       meaning
                                                    one named in the URI)
 ``server_timeout_s``    ``PES_MONGO_TIMEOUT``      give up on an unreachable server after this
                                                    many seconds (default 5)
-``store_file``          ``PES_STORE_FILE``         embedded store file (default
-                                                   ``$PES_HOME/store.json``)
-``lock_timeout_s``      ``PES_LOCK_TIMEOUT``       how long a second process waits for the
-                                                   embedded store's lock (default 60; 0 = refuse)
+``store_file``          ``PES_STORE_FILE``         embedded store: the SQLite file of the
+                                                   configuration database (default
+                                                   ``$PES_HOME/store.sqlite``)
+``lock_timeout_s``      ``PES_LOCK_TIMEOUT``       how long a process waits for another one's
+                                                   write (SQLite) or for the embedded LaunchPad's
+                                                   lock (default 60; 0 = refuse at once)
 ======================  =========================  ===============================================
 
-Without ``mongo_uri`` and ``host`` the embedded, file-backed store is used. Other layers keep their
+Without ``mongo_uri`` and ``host`` the embedded store is used: the configuration database in a
+SQLite file (``store_path``) and the FireWorks LaunchPad in FireWorks' mongomock file next to it
+(``launchpad_path``). A ``store.json`` of older versions (``legacy_store_path``) is migrated on
+first use. Other layers keep their
 own options in named sections of ``config.yaml`` (``calculators:``, ``models:``, ``workflows:``,
 ``campaign:``); :meth:`Settings.section` returns them.
 """
@@ -40,14 +45,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus, unquote
 
 from .errors import PesError
 
 DEFAULT_DATABASE = "perovskite_pes"
 DEFAULT_PORT = 27017
 CONFIG_FILENAME = "config.yaml"
-STORE_FILENAME = "store.json"
+STORE_FILENAME = "store.sqlite"
+#: the embedded store of earlier versions (one mongomock JSON file), migrated on first use
+LEGACY_STORE_SUFFIX = ".json"
 
 #: free-form sections other layers may keep in config.yaml
 SECTIONS = ("calculators", "models", "workflows", "campaign", "descriptors", "structure")
@@ -101,11 +108,79 @@ def _as_number(value, name: str, kind=float, minimum: float = 0.0):
     return out
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)$", re.S)
+_URI_IN_TEXT = re.compile(r"mongodb(?:\+srv)?://[^\s'\"<>]*")
+#: characters a password must percent-encode inside a URI
+_RESERVED = "/@:?#[]"
+
+
+def _split_credentials(uri: str):
+    """(scheme, userinfo, rest after the '@') of a URI, or None without credentials.
+
+    The credentials end at the *last* '@', so a password holding an unescaped '@' or '/' is still
+    counted as part of them (never shown); a URI with an '@' in its options is over-redacted, never
+    under-redacted.
+    """
+    m = _SCHEME.match(uri)
+    if not m:
+        return None
+    scheme, rest = m.groups()
+    at = rest.rfind("@")
+    if at < 0:
+        return None
+    return scheme, rest[:at], rest[at + 1:]
+
+
 def redact_uri(uri: str | None) -> str | None:
-    """The URI with any password replaced by ``***`` (safe to print)."""
+    """The URI with any password replaced by ``***`` (safe to print), whatever characters it holds."""
     if not uri:
         return uri
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", uri)
+    parts = _split_credentials(uri)
+    if parts is None:
+        return uri
+    scheme, userinfo, rest = parts
+    if ":" not in userinfo:
+        return uri  # a user name without a password
+    return f"{scheme}{userinfo.split(':', 1)[0]}:***@{rest}"
+
+
+def uri_password(uri: str | None) -> str | None:
+    """The password written in a URI (as written, percent-encoding included), or None."""
+    parts = _split_credentials(uri) if uri else None
+    if parts is None or ":" not in parts[1]:
+        return None
+    return parts[1].split(":", 1)[1]
+
+
+def redact_text(text: str, secrets=()) -> str:
+    """``text`` with every MongoDB URI's password masked and each secret (and the pieces a parser
+    might cut it into at '/', '@', ':') replaced by ``***``."""
+    text = _URI_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), str(text))
+    pieces = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        for form in {secret, unquote(secret), quote_plus(secret), quote(secret, safe="")}:
+            pieces.add(form)
+            pieces.update(re.split(r"[/@:?#]", form))
+    for piece in sorted((p for p in pieces if len(p) >= 3), key=len, reverse=True):
+        text = text.replace(piece, "***")
+    return text
+
+
+def _check_uri_credentials(uri: str) -> None:
+    password = uri_password(uri)
+    if password is None:
+        return
+    bad = sorted({c for c in password if c in _RESERVED})
+    bad_escape = re.search(r"%(?![0-9A-Fa-f]{2})", password)
+    if bad or bad_escape:
+        what = ", ".join(repr(c) for c in bad) if bad else "a '%' that is not a %XX escape"
+        raise SettingsError(
+            f"the password in mongo_uri {redact_uri(uri)!r} contains {what}; percent-encode it "
+            "(python -c 'import urllib.parse,sys; print(urllib.parse.quote_plus(sys.argv[1]))' PASSWORD) "
+            "or give username and password separately"
+        )
 
 
 @dataclass
@@ -141,6 +216,8 @@ class Settings:
             raise SettingsError(
                 f"mongo_uri must start with mongodb:// or mongodb+srv://; got {redact_uri(str(self.uri))!r}"
             )
+        if self.uri:
+            _check_uri_credentials(str(self.uri))
         if self.uri and self.host:
             raise SettingsError("give either mongo_uri or host/port, not both")
         if self.database_name is not None:
@@ -186,19 +263,41 @@ class Settings:
             try:
                 name = parse_uri(self.uri, validate=False).get("database")
             except Exception as exc:
-                raise SettingsError(f"mongo_uri {redact_uri(self.uri)!r} is not a valid MongoDB URI: {exc}") from None
+                raise SettingsError(
+                    f"mongo_uri {redact_uri(self.uri)!r} is not a valid MongoDB URI: {self.redact(str(exc).splitlines()[0])}"
+                ) from None
             if name:
                 return name
         return DEFAULT_DATABASE
 
     @property
     def store_path(self) -> Path:
-        """The embedded store file."""
-        return self.store_file if self.store_file is not None else self.home / STORE_FILENAME
+        """The embedded store's SQLite file (a configured ``*.json`` name means its ``.sqlite`` sibling)."""
+        path = self.store_file if self.store_file is not None else self.home / STORE_FILENAME
+        return path.with_suffix(".sqlite") if path.suffix == LEGACY_STORE_SUFFIX else path
+
+    @property
+    def legacy_store_path(self) -> Path:
+        """Where an embedded store of earlier versions (mongomock JSON) would be: migrated on first use."""
+        return self.store_path.with_suffix(LEGACY_STORE_SUFFIX)
+
+    @property
+    def launchpad_path(self) -> Path:
+        """The embedded store's FireWorks LaunchPad: FireWorks' mongomock file next to the SQLite file."""
+        return self.store_path.with_name(self.store_path.stem + ".launchpad.json")
 
     @property
     def lock_path(self) -> Path:
-        return self.store_path.with_name(self.store_path.name + ".lock")
+        """The lock of the embedded LaunchPad file (one process runs Fireworks at a time)."""
+        return self.launchpad_path.with_name(self.launchpad_path.name + ".lock")
+
+    def secrets(self) -> list[str]:
+        """Passwords this object knows (for :meth:`redact`)."""
+        return [p for p in (self.password, uri_password(self.uri)) if p]
+
+    def redact(self, text: str) -> str:
+        """``text`` with this object's passwords and every URI password masked (for messages and logs)."""
+        return redact_text(text, self.secrets())
 
     @property
     def config_path(self) -> Path:
@@ -336,4 +435,4 @@ def _read_config(path: Path) -> dict:
     return dict(data)
 
 
-__all__ = ["Settings", "SettingsError", "default_home", "redact_uri", "DEFAULT_DATABASE"]
+__all__ = ["Settings", "SettingsError", "default_home", "redact_text", "redact_uri", "DEFAULT_DATABASE"]

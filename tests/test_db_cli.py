@@ -48,7 +48,7 @@ def test_init_writes_config_and_launchers(run_pes, pes_home):
     from fireworks.user_objects.queue_adapters.common_adapter import CommonAdapter
 
     fwconf = yaml.safe_load((fw / "FW_config.yaml").read_text())
-    assert fwconf["MONGOMOCK_SERVERSTORE_FILE"] == str(pes_home / "store.json")
+    assert fwconf["MONGOMOCK_SERVERSTORE_FILE"] == str(pes_home / "store.launchpad.json")
     assert fwconf["LAUNCHPAD_LOC"] == str(fw / "my_launchpad.yaml")
     lp = yaml.safe_load((fw / "my_launchpad.yaml").read_text())
     assert lp["name"] == "perovskite_pes" and lp["uri_mode"] is False
@@ -57,8 +57,9 @@ def test_init_writes_config_and_launchers(run_pes, pes_home):
     qa = CommonAdapter.from_file(str(fw / "my_qadapter.yaml"))
     assert qa.q_type == "PBS" and str(fw) in qa["rocket_launch"]
     assert CommonAdapter.from_file(str(fw / "my_qadapter_slurm.yaml")).q_type == "SLURM"
-    # the store was created and initialised, so FireWorks' own lpad can read it
-    assert (pes_home / "store.json").exists()
+    # the store was created, and its LaunchPad initialised so that FireWorks' own lpad can read it
+    assert (pes_home / "store.sqlite").exists()
+    assert "fw_id_assigner" in json.loads((pes_home / "store.launchpad.json").read_text())["perovskite_pes"]
     # a second init refuses to overwrite
     assert "--force" in _one_line_error(run_pes("init"))
 
@@ -113,7 +114,8 @@ def test_export_import_round_trip(run_pes, pes_home, tmp_path, fmt):
     summary = json.loads(proc.stdout)
     assert summary["configurations_new"] == 3 and summary["calculations"] == 3
     again = json.loads(run_pes("db", "import", path, "--json", env={"PES_HOME": str(other)}, check=0).stdout)
-    assert again["configurations_new"] == 0 and again["calculations"] == 3  # updates, no duplicates
+    assert again["configurations_new"] == 0 and again["calculations_unchanged"] == 3  # a no-op, no duplicates
+    assert again["calculations_new"] == again["calculations_replaced"] == 0
     from perovskite_pes.settings import Settings
 
     store = get_store(Settings.load(other))
@@ -220,3 +222,94 @@ def test_wheel_installs_ship_every_launcher_template_and_spec(tmp_path, monkeypa
     shutil.rmtree(share)
     with pytest.raises(PesError, match="launcher templates not found"):
         launchers.template_dir()
+
+
+def _jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _record(config, energy, forces, calculator="cp2k", settings_hash="x"):
+    return {"configuration": config.to_dict(), "calculation": {
+        "energy": energy, "forces": np.asarray(forces).tolist(), "stress": [0.0] * 6, "calculator": calculator,
+        "settings_hash": settings_hash}}
+
+
+def test_import_data_policy(run_pes, pes_home, tmp_path):
+    ref = Perovskite().supercell(2)
+    rng = np.random.default_rng(6)
+    configs = [Configuration(ref, rng.normal(0, 0.05, (N, 3))) for _ in range(4)]
+    forces = [rng.normal(size=(N, 3)) for _ in configs]
+    good = _jsonl(tmp_path / "good.jsonl", [_record(c, -150.0 - i, f) for i, (c, f) in enumerate(zip(configs, forces))])
+    run_pes("db", "import", good, check=0)
+    # the same configuration again with an absurd energy: refused, and the good result stays
+    for energy in (1e300, -1e12):
+        bad = _jsonl(tmp_path / "absurd.jsonl", [_record(configs[0], energy, forces[0])])
+        msg = _one_line_error(run_pes("db", "import", bad))
+        assert "eV/atom from the reference" in msg and "--allow-outliers" in msg and "absurd.jsonl" not in msg[:5]
+    # a different, plausible result: refused without --replace
+    changed = _jsonl(tmp_path / "changed.jsonl", [_record(configs[0], -149.5, forces[0])])
+    msg = _one_line_error(run_pes("db", "import", changed))
+    assert "already has a different cp2k calculation" in msg and "--replace" in msg
+    assert [d["energy"] for d in get_store().training_data()][0] == -150.0
+    close_store()
+    out = json.loads(run_pes("db", "import", changed, "--replace", "--json", check=0).stdout)
+    assert (out["calculations_replaced"], out["calculations_new"]) == (1, 0)
+    st = json.loads(run_pes("db", "stats", "--json", check=0).stdout)
+    assert st["calculations"] == 4 and st["superseded_calculations"] == 1
+    huge = _jsonl(tmp_path / "huge.jsonl", [_record(configs[1], -151.0, np.full((N, 3), 60.0))])
+    assert "above 50 eV/A" in _one_line_error(run_pes("db", "import", huge, "--replace"))
+    run_pes("db", "import", huge, "--replace", "--allow-outliers", check=0)
+    store = get_store()
+    assert [s["energy"] for s in store.superseded_calculations()] == [-150.0, -151.0]
+    assert store.count_calculations() == 4
+    close_store()
+
+
+def test_extxyz_with_two_force_columns_is_one_line(run_pes, pes_home, tmp_path):
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    atoms = Configuration(Perovskite().supercell(2)).to_ase()
+    atoms.calc = SinglePointCalculator(atoms, energy=-150.0, forces=np.zeros((N, 3)))
+    path = tmp_path / "frames.xyz"
+    write(path, [atoms], format="extxyz")
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1].replace("forces:R:3", "forces:R:2")
+    lines[2:] = [" ".join(line.split()[:-1]) for line in lines[2:]]
+    path.write_text("\n".join(lines) + "\n")
+    msg = _one_line_error(run_pes("db", "import", path, "--calculator", "vasp"))
+    assert "frames.xyz frame 1: forces must have 3 columns" in msg and "got 2 column(s)" in msg
+    assert get_store().count_configurations() == 0
+    close_store()
+
+
+def test_a_closed_pipe_ends_quietly(pes_home, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    ref = Perovskite().supercell(2)
+    rng = np.random.default_rng(1)
+    get_store().save_configurations([Configuration(ref, rng.normal(0, 0.05, (N, 3))) for _ in range(400)])
+    close_store()
+    proc = subprocess.run(f"{sys.executable} -m perovskite_pes db query --json | head -n 2", shell=True,
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert proc.stdout.splitlines() == ["[", " {"] and proc.stderr == ""
+    proc = subprocess.run(f"set -o pipefail; {sys.executable} -m perovskite_pes db query | head -n 1", shell=True,
+                          executable="/bin/bash", capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
+@pytest.mark.parametrize("password", ["se/cr:et@42", "se%2Fcr%3Aet%4042"])
+def test_passwords_never_reach_messages(run_pes, pes_home, password):
+    uri = f"mongodb://pes:{password}@127.0.0.1:9/campaign"
+    env = {"PES_MONGO_TIMEOUT": "1"}
+    procs = [run_pes("init", "--mongo-uri", uri, env=env), run_pes("db", "stats", env={**env, "PES_MONGO_URI": uri})]
+    for proc in procs:
+        msg = _one_line_error(proc)
+        text = proc.stdout + proc.stderr
+        for piece in ("se/cr", "cr:et", "et@42", "se%2F", "42"):
+            assert piece not in text, text
+        assert "mongodb://pes:***@" in msg or "percent-encode" in msg
+    assert not (pes_home / "config.yaml").exists()

@@ -1,5 +1,7 @@
-"""The embedded store's safety: durable flushes, SIGKILL, concurrent processes, shared clients."""
+"""The embedded store (SQLite + the LaunchPad file): several processes, SIGKILL, corruption, disk full,
+read-only commands, migration of the old JSON store, backup and restore."""
 
+import hashlib
 import json
 import os
 import signal
@@ -8,10 +10,12 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
-from perovskite_pes.db import DatabaseUnavailable, EmbeddedStoreError, close_store, get_store
+from perovskite_pes.db import EmbeddedStoreError, EmbeddedStoreLocked, close_store, get_store
 from perovskite_pes.settings import Settings
+from perovskite_pes.structure import Configuration, Perovskite
 
 WRITER = textwrap.dedent(
     """
@@ -20,16 +24,24 @@ WRITER = textwrap.dedent(
     from perovskite_pes.db import get_store
     from perovskite_pes.structure import Configuration, Perovskite
 
-    seed, n = int(sys.argv[1]), int(sys.argv[2])
+    seed, n, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     store = get_store()
-    print("open", flush=True)
     ref = Perovskite().supercell(2)
     rng = np.random.default_rng(seed)
-    for i in range(n):
-        store.save_configuration(Configuration(ref, rng.normal(0, 0.05, (40, 3)), tags={"writer": seed, "i": i}))
-        print("flushed", i, flush=True)
-    if "--hang" in sys.argv:
+    configs = [Configuration(ref, rng.normal(0, 0.05, (40, 3)), tags={"writer": seed, "i": i}) for i in range(n)]
+    print("open", flush=True)
+    if mode == "hang-in-batch":
+        with store.batch():
+            store.save_configuration(configs[0], source=f"writer-{seed}")
+            print("in batch", flush=True)
+            time.sleep(300)
+    if mode == "hang-with-launchpad":
+        store.get_launchpad()
+        print("launchpad", flush=True)
         time.sleep(300)
+    for i, c in enumerate(configs):
+        store.save_configuration(c, source=f"writer-{seed}")
+        print("stored", i, flush=True)
     """
 )
 
@@ -40,9 +52,9 @@ def writer(tmp_path, pes_home):
     script.write_text(WRITER)
     procs = []
 
-    def start(seed, n, hang=False, env=None):
+    def start(seed, n, mode="write", env=None):
         full_env = dict(os.environ, **(env or {}))
-        p = subprocess.Popen([sys.executable, str(script), str(seed), str(n)] + (["--hang"] if hang else []),
+        p = subprocess.Popen([sys.executable, str(script), str(seed), str(n), mode],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
         procs.append(p)
         return p
@@ -54,13 +66,13 @@ def writer(tmp_path, pes_home):
         p.wait(timeout=30)
 
 
-def _wait_for(proc, line, timeout=60):
+def _wait_for(proc, line, timeout=120):
     deadline = time.monotonic() + timeout
     seen = []
     while time.monotonic() < deadline:
         out = proc.stdout.readline()
         if not out:
-            raise AssertionError(f"writer ended before {line!r}: {seen} {proc.stderr.read()}")
+            raise AssertionError(f"writer ended before {line!r}: {seen[-3:]} {proc.stderr.read()}")
         seen.append(out.strip())
         if out.strip() == line:
             return seen
@@ -68,108 +80,312 @@ def _wait_for(proc, line, timeout=60):
 
 
 def _writes_of(store, seed):
-    return sorted(d["tags"]["i"] for d in store._configs.find({"tags.writer": seed}, {"tags": 1}))
+    return sorted(c.tags["i"] for c, _calc, _id in store.records(source=f"writer-{seed}"))
 
 
-def test_writes_flushed_before_sigkill_survive(writer, pes_home):
-    p = writer(seed=1, n=10_000)
-    _wait_for(p, "flushed 7")
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait(timeout=30)
-    text = (pes_home / "store.json").read_text()
-    json.loads(text)  # never a torn file
+def _seed(n=5, launchpad=True):
+    """A store with n configurations, their calculations, a model and (optionally) a workflow."""
+    ref = Perovskite().supercell(2)
+    rng = np.random.default_rng(3)
     store = get_store()
-    got = _writes_of(store, 1)
-    assert len(got) >= 8 and got == list(range(len(got)))
+    ids = store.save_configurations([Configuration(ref, rng.normal(0, 0.05, (40, 3)), tags={"method": "random"})
+                                     for _ in range(n)]).ids
+    store.save_calculations([(cid, dict(energy=-150.0 - i, forces=rng.normal(size=(40, 3)), stress=np.zeros(6),
+                                        calculator="sevennet", settings_hash="h1"), None) for i, cid in enumerate(ids)])
+    store.register_model("m1", "/m", "sevennet", "h1", {"rmse": 1.0}, {}, [])
+    if launchpad:
+        from fireworks import Firework, ScriptTask
+
+        store.get_launchpad().add_wf(Firework(ScriptTask.from_str("echo hi"), name="seeded"))
+    close_store()
+    return ids
 
 
-def test_two_concurrent_writers_all_writes_present(writer, pes_home):
-    a = writer(seed=11, n=4, env={"PES_LOCK_TIMEOUT": "120"})
-    b = writer(seed=22, n=4, env={"PES_LOCK_TIMEOUT": "120"})
+def _one_line_error(proc):
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pes: error:"), proc.stderr
+    return lines[0]
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+
+
+# ------------------------------------------------------------------------------------ processes
+def test_two_processes_writing_500_each_end_with_1000(writer, pes_home):
+    get_store()  # create the store first so that both writers open an existing one
+    close_store()
+    a, b = writer(11, 500), writer(22, 500)
+    store = get_store()
+    seen = [0]
+    while a.poll() is None or b.poll() is None:  # a reader alongside the writers: never blocked, never less
+        n = store.count_configurations()
+        assert n >= seen[-1]
+        seen.append(n)
+        time.sleep(0.2)
     for p in (a, b):
-        assert p.wait(timeout=180) == 0, p.stderr.read()
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    assert store.count_configurations() == 1000
+    assert _writes_of(store, 11) == list(range(500)) and _writes_of(store, 22) == list(range(500))
+    assert len({r["config_id"] for r in store.query()}) == 1000
+    assert any(0 < n < 1000 for n in seen)  # the reader saw the writes arrive while they ran
+
+
+def test_sigkill_at_random_moments_leaves_a_prefix_and_a_rerun_completes(writer, pes_home):
+    n = 300
+    get_store()
+    close_store()
+    for delay in np.random.default_rng(2024).uniform(0.0, 2.0, size=3):
+        p = writer(5, n)
+        _wait_for(p, "open")
+        time.sleep(delay)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=30)
+        acknowledged = sum(1 for line in p.stdout.read().splitlines() if line.startswith("stored"))
+        store = get_store()
+        got = _writes_of(store, 5)
+        assert got == list(range(len(got)))  # a prefix of the work, no gaps
+        assert len(got) >= acknowledged  # everything reported stored is stored
+        assert store._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        close_store()
+    p = writer(5, n)
+    assert p.wait(timeout=300) == 0, p.stderr.read()
     store = get_store()
-    assert _writes_of(store, 11) == [0, 1, 2, 3]
-    assert _writes_of(store, 22) == [0, 1, 2, 3]
+    assert _writes_of(store, 5) == list(range(n)) and store.count_configurations() == n  # no duplicates
 
 
-def test_second_process_is_refused_with_a_clear_message(writer, pes_home):
-    holder = writer(seed=3, n=1, hang=True)
-    _wait_for(holder, "flushed 0")
+def test_a_long_write_makes_other_writers_wait_and_readers_proceed(writer, pes_home, run_pes):
+    _seed(2, launchpad=False)
+    holder = writer(7, 2, mode="hang-in-batch")
+    _wait_for(holder, "in batch")
+    # readers are not blocked by the open write transaction
+    st = json.loads(run_pes("db", "stats", "--json", check=0, env={"PES_LOCK_TIMEOUT": "1"}).stdout)
+    assert st["configurations"] == 2
+    store = get_store(Settings.load(environ={"PES_HOME": str(pes_home), "PES_LOCK_TIMEOUT": "1"}))
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "perovskite_pes", "db", "stats"], capture_output=True, text=True,
-                          env=dict(os.environ, PES_LOCK_TIMEOUT="1"), timeout=120)
-    waited = time.monotonic() - t0
-    assert proc.returncode == 2
-    err = proc.stderr.strip()
-    assert len(err.splitlines()) == 1
-    assert f"process {holder.pid}" in err and "MongoDB" in err and "one process at a time" in err
-    assert waited >= 1.0
-    # in this process too: refused, and the store file is untouched
-    with pytest.raises(EmbeddedStoreError, match="in use by"):
-        get_store(Settings.load(environ={"PES_HOME": str(pes_home), "PES_LOCK_TIMEOUT": "0"}))
+    with pytest.raises(EmbeddedStoreLocked, match="busy") as err:
+        store.save_configuration(Configuration(Perovskite().supercell(2), np.full((40, 3), 0.01)))
+    assert time.monotonic() - t0 >= 0.9 and "\n" not in str(err.value) and str(store.path) in str(err.value)
     holder.kill()
     holder.wait(timeout=30)
-    assert _writes_of(get_store(), 3) == [0]  # the kernel released the dead holder's lock
+    assert store.count_configurations() == 2  # the killed process's open transaction left nothing
+    store.save_configuration(Configuration(Perovskite().supercell(2), np.full((40, 3), 0.01)))
+    assert store.count_configurations() == 3
 
 
-def test_other_clients_in_the_process_share_the_open_store(pes_home, monkeypatch):
-    import mongomock_persistence
+def test_the_launchpad_serves_one_process_and_stats_still_work(writer, pes_home, run_pes):
+    _seed(1)
+    holder = writer(3, 1, mode="hang-with-launchpad")
+    _wait_for(holder, "launchpad")
+    msg = _one_line_error(run_pes("db", "lpad", "get_fws", env={"PES_LOCK_TIMEOUT": "1"}))
+    assert f"process {holder.pid}" in msg and "MongoDB" in msg and "one process at a time" in msg
+    st = json.loads(run_pes("db", "stats", "--json", check=0).stdout)  # reads the LaunchPad file without its lock
+    assert st["fireworks"] == {"READY": 1} and st["configurations"] == 1
+    holder.kill()
+    holder.wait(timeout=30)
+    assert get_store().get_launchpad().fireworks.count_documents({}) == 1  # the dead holder's lock is gone
 
+
+# ------------------------------------------------------------------------------------ corruption
+def _valid_store_bytes(pes_home):
+    _seed(60, launchpad=False)
+    return (pes_home / "store.sqlite").read_bytes()
+
+
+@pytest.mark.parametrize("case", ["empty", "whitespace", "json", "garbage", "truncated", "foreign sqlite"])
+def test_a_damaged_store_file_is_one_line_and_nothing_changes(case, pes_home, run_pes, tmp_path):
+    path = pes_home / "store.sqlite"
+    if case == "truncated":
+        good = _valid_store_bytes(pes_home)
+        content = good[: len(good) // 2]
+    elif case == "foreign sqlite":
+        import sqlite3
+
+        other = tmp_path / "other.sqlite"
+        with sqlite3.connect(other) as conn:
+            conn.execute("CREATE TABLE t (x)")
+        content = other.read_bytes()
+    else:
+        content = {"empty": b"", "whitespace": b"  \n\t\n", "json": b"{}",
+                   "garbage": np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes()}[case]
+    path.write_bytes(content)
+    before = _digest(path)
+    for args in (("db", "stats"), ("db", "query", "--json"), ("db", "import", tmp_path / "missing.jsonl")):
+        msg = _one_line_error(run_pes(*args))
+        if args[1] != "import":
+            assert str(path) in msg and ("restore" in msg or "move it away" in msg), msg
+    with pytest.raises(EmbeddedStoreError) as err:
+        get_store()
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert _digest(path) == before  # never re-initialised, never touched
+
+
+@pytest.mark.parametrize("content", [b"", b"   \n", b"{}", b'{"perovskite_pes": {"fireworks": '])
+def test_a_damaged_launchpad_file_is_one_line(content, pes_home, run_pes):
+    _seed(1)
+    lp = pes_home / "store.launchpad.json"
+    os.chmod(lp, 0o600)
+    lp.write_bytes(content)
+    msg = _one_line_error(run_pes("db", "stats"))
+    assert str(lp) in msg
+    msg = _one_line_error(run_pes("db", "lpad", "get_fws"))
+    assert str(lp) in msg
+    assert lp.read_bytes() == content
+
+
+def test_a_full_disk_rolls_the_unit_of_work_back(pes_home):
     store = get_store()
-    store.db.notes.insert_one({"n": 1})
-    monkeypatch.setenv("MONGOMOCK_SERVERSTORE_FILE", str(store.server.path))
-    other = mongomock_persistence.MongoClient()
-    assert other[store.settings.database].notes.count_documents({}) == 1
-    other[store.settings.database].notes.insert_one({"n": 2})
-    assert store.db.notes.count_documents({}) == 2  # one copy of the data, not two
-    close_store()
-    monkeypatch.delenv("MONGOMOCK_SERVERSTORE_FILE")
-    assert get_store().db.notes.count_documents({}) == 2
+    ref = Perovskite().supercell(2)
+    rng = np.random.default_rng(1)
+    store.save_configurations([Configuration(ref, rng.normal(0, 0.05, (40, 3))) for _ in range(5)])
+    pages = store._conn().execute("PRAGMA page_count").fetchone()[0]
+    store._conn().execute(f"PRAGMA max_page_count = {pages + 2}")  # the file cannot grow: as a full disk
+    with pytest.raises(EmbeddedStoreError, match="full") as err:
+        store.save_configurations([Configuration(ref, rng.normal(0, 0.05, (40, 3))) for _ in range(200)])
+    assert "\n" not in str(err.value) and "nothing stored changed" in str(err.value)
+    assert store.count_configurations() == 5
+    store._conn().execute("PRAGMA max_page_count = 1073741823")
+    assert store.save_configurations([Configuration(ref, rng.normal(0, 0.05, (40, 3))) for _ in range(3)]).new == 3
 
 
-def test_flush_is_atomic_when_the_write_fails(pes_home, monkeypatch):
+def test_a_failed_launchpad_write_keeps_the_old_file_and_no_temporary(pes_home, monkeypatch):
     import perovskite_pes.db.embedded as emb
+    from fireworks import Firework, ScriptTask
 
     store = get_store()
-    store.db.notes.insert_one({"n": 1})
-    store.flush()
-    before = (pes_home / "store.json").read_text()
+    lp = store.get_launchpad()
+    lp.add_wf(Firework(ScriptTask.from_str("echo 1"), name="first"))
+    path = pes_home / "store.launchpad.json"
+    before = path.read_bytes()
 
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(emb.os, "replace", broken_replace)
-    store.db.notes.insert_one({"n": 2})
-    with pytest.raises(OSError):
-        store.flush()
-    assert (pes_home / "store.json").read_text() == before
+    with pytest.raises(EmbeddedStoreError, match="No space left on device") as err:
+        lp.add_wf(Firework(ScriptTask.from_str("echo 2"), name="second"))
+    assert str(path) in str(err.value)
+    assert path.read_bytes() == before
     assert not [p for p in pes_home.iterdir() if p.name.endswith(".tmp")]
-    monkeypatch.undo()
+    monkeypatch.undo()  # the disk has room again: the next write stores both workflows
+    lp.add_wf(Firework(ScriptTask.from_str("echo 3"), name="third"))
+    assert len(json.loads(path.read_text())["perovskite_pes"]["fireworks"]["documents"]) == 3
 
 
-def test_corrupt_store_file_is_a_clear_error(pes_home):
-    (pes_home / "store.json").write_text('{"perovskite_pes": {"configurations": ')
-    with pytest.raises(EmbeddedStoreError, match="corrupt") as err:
-        get_store()
-    assert str(pes_home / "store.json") in str(err.value)
+def test_a_killed_flush_leaves_no_temporary_behind(pes_home):
+    _seed(1)
+    stale = pes_home / ".store.launchpad.json.4242.tmp"
+    stale.write_bytes(b"")  # what a kill during a flush leaves
+    assert get_store().get_launchpad().fireworks.count_documents({}) == 1
+    assert not stale.exists()
 
 
-def test_unreachable_mongodb_fails_fast(pes_home, monkeypatch):
-    monkeypatch.setenv("PES_MONGO_URI", "mongodb://127.0.0.1:9/pes_unreachable")
-    monkeypatch.setenv("PES_MONGO_TIMEOUT", "1")
-    t0 = time.monotonic()
-    with pytest.raises(DatabaseUnavailable, match="cannot reach MongoDB at mongodb://127.0.0.1:9") as err:
-        get_store()
-    assert time.monotonic() - t0 < 10
-    assert "\n" not in str(err.value)
+def test_read_only_commands_never_write(pes_home, run_pes, tmp_path):
+    _seed(5)
+    store_file, lp = pes_home / "store.sqlite", pes_home / "store.launchpad.json"
+    before = (_digest(store_file), _digest(lp))
+    run_pes("db", "stats", check=0)
+    run_pes("db", "query", "--method", "random", "--json", check=0)
+    run_pes("db", "export", tmp_path / "out.jsonl", check=0)
+    assert (_digest(store_file), _digest(lp)) == before
 
 
-def test_launchpad_changes_are_on_disk_without_an_explicit_flush(pes_home):
+# ------------------------------------------------------------------------------------ migration
+def _legacy_store(home):
+    """Write home/store.json as earlier versions did: mongomock collections, LaunchPad included."""
+    import mongomock
     from fireworks import Firework, ScriptTask
 
+    from perovskite_pes.db.embedded import _serialise
+    from perovskite_pes.db.mongo import MongoStore
+
+    settings = Settings.load(environ={"PES_HOME": str(home), "PES_MONGO_URI": "mongodb://localhost/perovskite_pes"})
+    client = mongomock.MongoClient()
+    old = MongoStore.on_client(settings, client)
+    ref = Perovskite().supercell(2)
+    rng = np.random.default_rng(8)
+    configs = [Configuration(ref, rng.normal(0, 0.05, (40, 3)), rng.normal(0, 0.01, 6), {"method": "random", "i": i})
+               for i in range(12)]
+    ids = old.save_configurations(configs, source="enumerate").ids
+    forces = [rng.normal(size=(40, 3)) for _ in ids]
+    calc_ids = old.save_calculations([(cid, dict(energy=-150.0 - i, forces=f, stress=rng.normal(size=6) * 1e-3,
+                                                 calculator="sevennet", settings_hash="h1"), {"fw_id": i})
+                                      for i, (cid, f) in enumerate(zip(ids, forces))])
+    old.register_model("net", "/models/net", "sevennet", "h1", {"rmse": 0.5}, {"nodes": 8}, calc_ids)
+    old.get_launchpad().add_wf(Firework(ScriptTask.from_str("echo old"), name="old workflow"))
+    (home / "store.json").write_text(_serialise(client._store._databases))
+    old.close()
+    return configs, ids, calc_ids, forces
+
+
+def test_an_old_json_store_is_migrated_on_first_open(pes_home):
+    configs, ids, calc_ids, forces = _legacy_store(pes_home)
+    original = (pes_home / "store.json").read_bytes()
+    fw = pes_home / "fireworks"
+    fw.mkdir()
+    (fw / "FW_config.yaml").write_text(f'MONGOMOCK_SERVERSTORE_FILE: "{pes_home / "store.json"}"\n')
     store = get_store()
-    store.get_launchpad().add_wf(Firework(ScriptTask.from_str("echo hi"), name="durable"))
-    on_disk = json.loads((pes_home / "store.json").read_text())
-    docs = on_disk[store.settings.database]["fireworks"]["documents"]
-    assert [d[1]["name"] for d in docs] == ["durable"]
+    assert store.backend == "sqlite"
+    assert not (pes_home / "store.json").exists()
+    assert (pes_home / "store.json.migrated").read_bytes() == original  # kept, unchanged
+    assert store.count_configurations() == 12 and store.count_calculations() == 12
+    assert [r["config_id"] for r in store.query()] == ids  # ids and order kept
+    data = store.training_data()
+    assert [d["calc_id"] for d in data] == calc_ids
+    for d, c, f in zip(data, configs, forces):
+        np.testing.assert_array_equal(d["config"].displacements, c.displacements)
+        np.testing.assert_array_equal(d["config"].strain, c.strain)
+        np.testing.assert_array_equal(d["forces"], f)
+    assert store.get_calculation(calc_ids[3])["launch"]["fw_id"] == 3
+    model = store.active_model("sevennet")
+    assert model["calc_ids"] == calc_ids and model["hyperparameters"] == {"nodes": 8}
+    assert store.save_configurations(configs).new == 0  # the uniqueness keys came along
+    lp = store.get_launchpad()
+    assert [d["name"] for d in lp.fireworks.find({})] == ["old workflow"]
+    assert str(pes_home / "store.launchpad.json") in (fw / "FW_config.yaml").read_text()
+    close_store()
+    assert get_store().count_configurations() == 12  # a second open does not migrate again
+
+
+def test_pes_db_migrate_and_a_damaged_old_store(pes_home, run_pes):
+    _legacy_store(pes_home)
+    out = run_pes("db", "migrate", check=0).stdout
+    assert "migrated 12 configurations, 12 calculations, 1 models and 1 Fireworks" in out
+    assert "exists already" in _one_line_error(run_pes("db", "migrate", pes_home / "store.json.migrated"))
+    other = pes_home / "other"
+    other.mkdir()
+    (other / "store.json").write_text("")
+    msg = _one_line_error(run_pes("db", "stats", env={"PES_HOME": str(other)}))
+    assert str(other / "store.json") in msg and "empty" in msg
+    assert sorted(p.name for p in other.iterdir() if not p.name.endswith(".lock")) == ["store.json"]
+
+
+# ------------------------------------------------------------------------------------ backup
+def test_backup_and_restore(pes_home, run_pes, tmp_path):
+    _seed(5)
+    backup = tmp_path / "backup.sqlite"
+    out = run_pes("db", "backup", backup, check=0).stdout
+    assert "backed up 5 configurations, 5 calculations, 1 models and the LaunchPad" in out
+    assert "exists already" in _one_line_error(run_pes("db", "backup", backup))
+    store = get_store()
+    ref = Perovskite().supercell(2)
+    store.save_configurations([Configuration(ref, np.full((40, 3), 0.02 * k)) for k in range(1, 4)])
+    from fireworks import Firework, ScriptTask
+
+    store.get_launchpad().add_wf(Firework(ScriptTask.from_str("echo later"), name="later"))
+    close_store()
+    assert "--force" in _one_line_error(run_pes("db", "restore", backup))
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"SQLite format 3\x00" + b"\x01" * 5000)
+    before = _digest(pes_home / "store.sqlite")
+    assert str(garbage) in _one_line_error(run_pes("db", "restore", garbage, "--force"))
+    assert _digest(pes_home / "store.sqlite") == before
+    run_pes("db", "restore", backup, "--force", check=0)
+    st = json.loads(run_pes("db", "stats", "--json", check=0).stdout)
+    assert (st["configurations"], st["calculations"], st["models"], st["fireworks"]) == (5, 5, 1, {"READY": 1})
+    store = get_store()
+    assert [d["energy"] for d in store.training_data()] == [-150.0, -151.0, -152.0, -153.0, -154.0]
+    assert not store._conn().execute("SELECT 1 FROM sqlite_master WHERE name = 'pes_backup'").fetchone()
+    assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"

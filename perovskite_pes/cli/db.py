@@ -7,7 +7,7 @@ import sys
 
 from ._tables import print_table
 
-HELP = "inspect, query, export and import the configuration database"
+HELP = "inspect, query, export, import, back up and migrate the configuration database"
 
 
 def register(subparsers) -> None:
@@ -57,15 +57,43 @@ def register(subparsers) -> None:
     i.add_argument("--forces-key", default="forces", help="per-atom column of the forces (default forces)")
     i.add_argument("--stress-key", default="stress", help="header key of the stress (default stress)")
     i.add_argument("--structures-only", action="store_true", help="accept frames without energies (store structures only)")
+    i.add_argument("--replace", action="store_true",
+                   help="store results that differ from a stored calculation with the same settings hash (the old one "
+                   "is kept as superseded); without it such a file is refused")
+    i.add_argument("--allow-outliers", action="store_true",
+                   help="store energies more than 10 eV/atom from the reference and forces above 50 eV/A")
     i.add_argument("--dry-run", action="store_true", help="validate only, store nothing")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_import)
+
+    for name, what, description, force, func in (
+        ("backup", "copy the embedded store and its LaunchPad into one file (while others write)",
+         "Write a consistent copy of the embedded store (SQLite online backup) and its FireWorks LaunchPad into "
+         "FILE. Other processes may keep working meanwhile.", "overwrite FILE if it exists", cmd_backup),
+        ("restore", "replace the embedded store and its LaunchPad by a backup",
+         "Check FILE (a backup from `pes db backup`), then replace the store's content and its LaunchPad by it. A "
+         "store that holds data is replaced only with --force.",
+         "replace a store that holds configurations or calculations", cmd_restore),
+    ):
+        b = verbs.add_parser(name, help=what, description=description)
+        b.add_argument("file")
+        b.add_argument("--force", action="store_true", help=force)
+        b.add_argument("--json", action="store_true")
+        b.set_defaults(func=func)
+
+    m = verbs.add_parser("migrate", help="convert an embedded store of earlier versions (store.json) to SQLite",
+                         description="Convert the mongomock JSON store of earlier versions into the SQLite store and "
+                         "the LaunchPad file (done automatically on first use). The old file is kept as "
+                         "FILE.migrated.")
+    m.add_argument("file", nargs="?", help="the old store (default: store.json next to the configured store)")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_migrate)
 
     lp = verbs.add_parser(
         "lpad",
         help="run FireWorks' lpad on this store (safe on the embedded store)",
         description="Run FireWorks' lpad with the store's LaunchPad, e.g. `pes db lpad get_wflows -d less`. On the "
-        "embedded store this holds the lock and writes atomically, which a plain `lpad` cannot.",
+        "embedded store this holds the LaunchPad's lock and writes atomically, which a plain `lpad` cannot.",
     )
     lp.add_argument("lpad_args", nargs="...", help="arguments for lpad")
     lp.set_defaults(func=cmd_lpad)
@@ -126,8 +154,9 @@ def cmd_stats(args) -> int:
         print(json.dumps(st, indent=2, default=str))
         return 0
     print(st["store"])
-    print(f"configurations: {st['configurations']}   calculations: {st['calculations']}   models: {st['models']}"
-          f"   workflows: {st['workflows']}")
+    superseded = f" (+{st['superseded_calculations']} superseded)" if st.get("superseded_calculations") else ""
+    print(f"configurations: {st['configurations']}   calculations: {st['calculations']}{superseded}   "
+          f"models: {st['models']}   workflows: {st['workflows']}")
     if st["references"]:
         print_table("references", ["reference", "configurations"], [[k, v] for k, v in st["references"].items()])
     if st["configurations"]:
@@ -239,16 +268,57 @@ def cmd_import(args) -> int:
     else:
         from ..db import get_store
 
-        summary = import_records(get_store(), records, source=f"import:{Path(args.file).name}")
+        summary = import_records(get_store(), records, source=f"import:{Path(args.file).name}", replace=args.replace,
+                                 allow_outliers=args.allow_outliers)
     if args.json:
         print(json.dumps(summary, indent=1))
     elif args.dry_run:
         print(f"{args.file}: {summary['records']} valid record(s), {summary['calculations']} with calculations (nothing stored)")
     else:
         print(f"imported {summary['records']} record(s) from {args.file}: {summary['configurations_new']} new "
-              f"configuration(s), {summary['configurations_existing']} already stored, "
-              f"{summary['calculations']} calculation(s) stored or updated")
+              f"configuration(s), {summary['configurations_existing']} already stored; calculations: "
+              f"{summary['calculations_new']} new, {summary['calculations_unchanged']} unchanged, "
+              f"{summary['calculations_replaced']} replaced")
     return 0
+
+
+def _print_summary(summary: dict, as_json: bool, line: str) -> int:
+    print(json.dumps(summary, indent=1, default=str) if as_json else line)
+    return 0
+
+
+def cmd_backup(args) -> int:
+    from ..db import get_store
+
+    s = get_store().backup(args.file, force=args.force)
+    return _print_summary(s, args.json, f"backed up {s['configurations']} configurations, {s['calculations']} "
+                          f"calculations, {s['models']} models{' and the LaunchPad' if s['launchpad'] else ''} "
+                          f"to {s['file']} ({s['bytes'] / 1e6:.1f} MB)")
+
+
+def cmd_restore(args) -> int:
+    from ..db import get_store
+
+    s = get_store().restore(args.file, force=args.force)
+    return _print_summary(s, args.json, f"restored {s['configurations']} configurations, {s['calculations']} "
+                          f"calculations, {s['models']} models{' and the LaunchPad' if s['launchpad'] else ''} "
+                          f"from {s['file']}")
+
+
+def cmd_migrate(args) -> int:
+    from ..db import close_store
+    from ..db.migrate import migrate_legacy
+    from ..errors import PesError
+    from ..settings import Settings
+
+    settings = Settings.load()
+    if not settings.embedded:
+        raise PesError("pes db migrate converts the embedded store of earlier versions; the configured store is MongoDB")
+    close_store()
+    s = migrate_legacy(settings, args.file or settings.legacy_store_path)
+    return _print_summary(s, args.json, f"migrated {s['configurations']} configurations, {s['calculations']} "
+                          f"calculations, {s['models']} models and {s['fireworks']} Fireworks from {s['source']} to "
+                          f"{s['store']} and {s['launchpad']}; the old file is kept as {s['kept']}")
 
 
 def cmd_lpad(args) -> int:

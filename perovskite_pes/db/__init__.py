@@ -1,4 +1,4 @@
-"""Where data lives: the configuration database and the FireWorks LaunchPad, on one client.
+"""Where data lives: the configuration database and the FireWorks LaunchPad.
 
     from perovskite_pes.db import get_store
     store = get_store()                      # Settings.load(): $PES_HOME/config.yaml + environment
@@ -7,20 +7,27 @@
     data = store.training_data(calculator="sevennet")
     lp = store.get_launchpad()               # FireWorks LaunchPad on the same data
 
-The embedded default (no MongoDB configured) is a file under ``$PES_HOME`` in FireWorks'
-mongomock-persistence format, written atomically after every unit of work and locked to one
-process at a time; see :mod:`perovskite_pes.db.embedded`.
+The embedded default (no MongoDB configured) is a SQLite file under ``$PES_HOME``, safe for
+several processes, with the FireWorks LaunchPad in FireWorks' own file next to it; see
+:mod:`perovskite_pes.db.sqlite`. MongoDB (:mod:`perovskite_pes.db.mongo`) serves the same API.
 """
 
-from .embedded import EmbeddedServer, EmbeddedStoreError, EmbeddedStoreLocked
+from .errors import (
+    CalculationConflict,
+    DatabaseUnavailable,
+    EmbeddedStoreError,
+    EmbeddedStoreLocked,
+    NotFound,
+    OutlierRecord,
+    QueryError,
+    StoreError,
+)
 from .store import (
     CALC_FILTERS,
     CONFIG_FILTERS,
     QUERY_FIELDS,
-    DatabaseUnavailable,
+    CalcReport,
     IngestReport,
-    NotFound,
-    QueryError,
     Store,
     close_store,
     get_launchpad,
@@ -32,15 +39,18 @@ __all__ = [
     "CALC_FILTERS",
     "CONFIG_FILTERS",
     "QUERY_FIELDS",
+    "CalcReport",
+    "CalculationConflict",
     "DatabaseUnavailable",
-    "EmbeddedServer",
     "EmbeddedStoreError",
     "EmbeddedStoreLocked",
     "IngestReport",
     "InvalidRecord",
     "NotFound",
+    "OutlierRecord",
     "QueryError",
     "Store",
+    "StoreError",
     "close_store",
     "get_launchpad",
     "get_store",

@@ -1,10 +1,14 @@
-"""The embedded, file-backed store: FireWorks' mongomock-persistence file, made safe.
+"""The embedded LaunchPad: FireWorks' mongomock-persistence file, made safe.
+
+The configuration database of the embedded store is a SQLite file (:mod:`perovskite_pes.db.sqlite`);
+the FireWorks LaunchPad stays in FireWorks' own embedded format, which is small (one document per
+Firework, a few hundred for a campaign of the paper's size) and readable by FireWorks' ``lpad``.
 
 FireWorks can run on a mongomock server whose data lives in one JSON file
 (``MONGOMOCK_SERVERSTORE_FILE``, served by ``mongomock_persistence``). As shipped, that mechanism
 reads the whole file when a client is created and writes it back only at normal interpreter exit,
 non-atomically and without any locking, and every client holds a private copy. This module keeps
-the file format (so FireWorks' own ``lpad`` can still read it) and changes how it is used:
+the file format and changes how it is used:
 
 * **one store per process**: :func:`open_embedded` returns the same :class:`EmbeddedServer` for the
   same file; every mongomock client created in this process for that file (including one made by
@@ -16,7 +20,12 @@ the file format (so FireWorks' own ``lpad`` can still read it) and changes how i
 * **a lock**: the process that opens the store holds an exclusive ``flock`` on ``<file>.lock`` until
   it closes it. A second process waits up to ``lock_timeout`` seconds, then is refused with a message
   that names the holder and says to use MongoDB for parallel workers. The kernel releases the lock
-  when the holder dies, even by SIGKILL.
+  when the holder dies, even by SIGKILL; the temporary file a killed flush left behind is removed by
+  the next process that takes the lock;
+* **no silent re-initialisation**: an empty, truncated or unreadable file is an error that names it.
+
+:func:`read_fireworks_counts` reads the file without the lock and without writing (for ``pes db
+stats`` while a campaign runs).
 """
 
 from __future__ import annotations
@@ -25,12 +34,15 @@ import atexit
 import errno
 import fcntl
 import json
+import logging
 import os
 import socket
 import sys
 import threading
 import time
 import weakref
+from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import mongomock
@@ -38,15 +50,9 @@ import mongomock_persistence  # noqa: F401  (patches mongomock's stores with to_
 from bson import json_util
 from mongomock.store import DatabaseStore, ServerStore
 
-from ..errors import PesError
+from .errors import EmbeddedStoreError, EmbeddedStoreLocked
 
-
-class EmbeddedStoreError(PesError):
-    """The embedded store file cannot be used (corrupt, unreadable, or locked by another process)."""
-
-
-class EmbeddedStoreLocked(EmbeddedStoreError):
-    """Another process holds the embedded store."""
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,19 +82,50 @@ def open_servers() -> list["EmbeddedServer"]:
     return [s for s in _servers.values() if s.is_open]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a crash leaves either the old or the new file."""
+def _tmp_name(path: Path, pid: int | None = None) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid() if pid is None else pid}.tmp")
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the temporary files killed writers of ``path`` left (call with the lock held)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    # read-only on disk: only a rename replaces it, so a plain FireWorks client that rewrites the
-    # file in place at exit (mongomock-persistence) fails instead of clobbering newer data
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:  # pragma: no cover - vanished or not ours
+            pass
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted write of %s", len(removed), path)
+    return removed
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a crash leaves either the old or the new file.
+
+    A failure (full disk, ...) leaves the old file and no temporary file, and is an
+    :class:`EmbeddedStoreError` naming the file.
+    """
+    path = Path(path)
+    tmp = _tmp_name(path)
     try:
+        # read-only on disk: only a rename replaces it, so a plain FireWorks client that rewrites the
+        # file in place at exit (mongomock-persistence) fails instead of clobbering newer data
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise EmbeddedStoreError(
+            f"cannot write {path}: {exc.strerror or exc}; the previous state of the file is kept"
+        ) from None
     except BaseException:
         try:
             os.unlink(tmp)
@@ -120,25 +157,59 @@ def _serialise(databases: dict) -> str:
     return json.dumps(out, default=json_util.default, separators=(",", ":"))
 
 
-def _load_databases(path: Path) -> dict:
+def _corrupt(path: Path, what: str) -> EmbeddedStoreError:
+    return EmbeddedStoreError(
+        f"the embedded LaunchPad file {path} {what}; it was not changed — restore a backup "
+        "(pes db restore FILE), or move it away to start an empty LaunchPad"
+    )
+
+
+def load_document(path: Path) -> dict:
+    """The parsed JSON of a mongomock-persistence file ({database: {collection: {...}}}).
+
+    A missing file is ``{}``; an empty, whitespace-only, ``{}``, truncated or garbage file is an
+    :class:`EmbeddedStoreError` naming it (never a silent fresh start).
+    """
+    path = Path(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        raise EmbeddedStoreError(f"cannot read the embedded store {path}: {exc.strerror}") from None
-    if not text.strip():
-        return {}
+        raise EmbeddedStoreError(f"cannot read {path}: {exc.strerror}") from None
+    if not raw.strip():
+        raise _corrupt(path, f"is empty ({len(raw)} bytes): it was truncated")
     try:
-        dct = json_util.loads(text)
-        if not isinstance(dct, dict):
-            raise ValueError("top level is not a mapping of databases")
+        dct = json_util.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _corrupt(path, f"is not valid JSON ({str(exc).splitlines()[0][:80]}): it is truncated or damaged") from None
+    if not isinstance(dct, dict) or not dct:
+        raise _corrupt(path, "holds no database (expected {database: {collection: ...}})")
+    return dct
+
+
+def databases_from(dct: dict, path: Path) -> dict:
+    """mongomock databases from a parsed file (``path`` names it in errors)."""
+    try:
         return {k: DatabaseStore.from_dict(v) for k, v in dct.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise EmbeddedStoreError(
-            f"the embedded store {path} is corrupt ({str(exc).splitlines()[0][:120]}); "
-            "move it away to start a fresh store, or restore a backup"
-        ) from None
+        raise _corrupt(path, f"is not in FireWorks' embedded format ({str(exc).splitlines()[0][:80]})") from None
+
+
+def _load_databases(path: Path) -> dict:
+    return databases_from(load_document(path), path)
+
+
+def read_fireworks_counts(path, database: str) -> tuple[Counter, int]:
+    """(Fireworks by state, number of workflows) of a LaunchPad file, read without lock or write."""
+    dct = load_document(Path(path))
+    db = dct.get(database) or {}
+    try:
+        fws = (db.get("fireworks") or {}).get("documents") or []
+        states = Counter(doc.get("state") for _key, doc in fws)
+        return states, len((db.get("workflows") or {}).get("documents") or [])
+    except (AttributeError, TypeError, ValueError):
+        raise _corrupt(Path(path), "is not in FireWorks' embedded format") from None
 
 
 class EmbeddedServer:
@@ -166,6 +237,7 @@ class EmbeddedServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         try:
+            remove_stale_temporaries(self.path)
             self.created = not self.path.exists()
             store = ServerStore.__new__(ServerStore)  # no file reading, no exit-time writer
             store._databases = _load_databases(self.path)
@@ -200,10 +272,10 @@ class EmbeddedServer:
     def flush(self) -> bool:
         """Write the whole store atomically and durably. Returns False when nothing had changed."""
         if self.client is None:
-            raise EmbeddedStoreError(f"the embedded store {self.path} is closed")
+            raise EmbeddedStoreError(f"the embedded LaunchPad {self.path} is closed")
         if self._pid != os.getpid():
             raise EmbeddedStoreError(
-                f"the embedded store {self.path} was opened by process {self._pid}; a forked child "
+                f"the embedded LaunchPad {self.path} was opened by process {self._pid}; a forked child "
                 "cannot write it (open the store in the child, or use MongoDB for parallel workers)"
             )
         with self._flush_lock:
@@ -247,7 +319,7 @@ class EmbeddedServer:
                     os.close(fd)
                     waited = f"after waiting {self.lock_timeout:g} s" if self.lock_timeout > 0 else "(lock_timeout_s is 0)"
                     raise EmbeddedStoreLocked(
-                        f"the embedded store {self.path} is in use by {holder} {waited}; it serves one "
+                        f"the embedded LaunchPad {self.path} is in use by {holder} {waited}; it serves one "
                         "process at a time, so wait for that process to finish, raise PES_LOCK_TIMEOUT, "
                         "or use MongoDB for parallel workers (pes init --mongo-uri URI, or set PES_MONGO_URI)"
                     )
@@ -286,7 +358,7 @@ def _close_all_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
             if server._pid == os.getpid():
                 server.close(flush=True)
         except Exception as exc:
-            print(f"perovskite_pes: could not write the embedded store {server.path}: {exc}", file=sys.stderr)
+            log.error("could not write the embedded LaunchPad %s: %s", server.path, exc)
 
 
 _gridfs_enabled = False
@@ -335,3 +407,15 @@ def _finalize_private_store(target, databases) -> None:  # pragma: no cover - ex
 
 
 ServerStore.__init__ = _safe_server_store_init
+
+
+@contextmanager
+def holding_lock(path, lock_path=None, lock_timeout: float = 60.0):
+    """Hold the lock of the LaunchPad file ``path`` (without loading it) for the block."""
+    server = EmbeddedServer(path, lock_path=lock_path, lock_timeout=lock_timeout)
+    server.path.parent.mkdir(parents=True, exist_ok=True)
+    server._acquire_lock()
+    try:
+        yield server
+    finally:
+        server._release_lock()

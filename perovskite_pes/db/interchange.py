@@ -244,8 +244,12 @@ def _read_extxyz(path, reference, calculator, settings_hash, energy_key, forces_
         raw = None
         if has_calc:
             raw = _frame_result(atoms, info, where, calculator, settings_hash, energy_key, forces_key, stress_key)
-            if raw["forces"] is not None and np.shape(raw["forces"])[0] != len(atoms):
-                raise ImportFormatError(f"{where}: {np.shape(raw['forces'])[0]} force rows for {len(atoms)} atoms")
+            shape = None if raw["forces"] is None else np.shape(raw["forces"])
+            if shape is not None and (len(shape) != 2 or shape[1] != 3):
+                got = f"{shape[1]} column(s)" if len(shape) == 2 else f"shape {shape}"
+                raise ImportFormatError(f"{where}: forces must have 3 columns (x, y, z in eV/A) per atom; got {got}")
+            if shape is not None and shape[0] != len(atoms):
+                raise ImportFormatError(f"{where}: {shape[0]} force rows for {len(atoms)} atoms")
         tags = {}
         if "pes_tags" in info:
             try:
@@ -312,17 +316,26 @@ def _read_jsonl(path, require_energy):
     return out
 
 
-def import_records(store, records: list[ImportRecord], source: str) -> dict:
-    """Write validated records: configurations (deduplicated) then calculations, one flush."""
+def import_records(store, records: list[ImportRecord], source: str, replace: bool = False,
+                   allow_outliers: bool = False) -> dict:
+    """Write validated records, configurations (deduplicated) then calculations, as one unit of work.
+
+    A calculation that repeats a stored one is a no-op; a different result for a stored
+    configuration and settings hash, or an implausible one, stops the import with nothing stored
+    unless ``replace`` / ``allow_outliers`` (see :meth:`perovskite_pes.db.Store.save_calculation`).
+    """
     with store.batch():
         report = store.save_configurations([r.config for r in records], source=source)
         items = [(cid, r.result, None) for cid, r in zip(report.ids, records) if r.result is not None]
-        calc_ids = store.save_calculations(items) if items else []
+        calcs = store.ingest_calculations(items, replace=replace, allow_outliers=allow_outliers) if items else None
     return {
         "records": len(records),
         "configurations_new": report.new,
         "configurations_existing": report.existing,
-        "calculations": len(calc_ids),
+        "calculations": len(items),
+        "calculations_new": calcs.new if calcs else 0,
+        "calculations_unchanged": calcs.unchanged if calcs else 0,
+        "calculations_replaced": calcs.replaced if calcs else 0,
         "config_ids": report.ids,
-        "calc_ids": calc_ids,
+        "calc_ids": calcs.ids if calcs else [],
     }

@@ -120,7 +120,7 @@ def write_launchers(settings: Settings, queue: str = "slurm", directory: Path | 
                 "launchpad_file": str(written["my_launchpad.yaml"].absolute()),
                 "fworker_file": str(written["my_fworker.yaml"].absolute()),
                 "qadapter_file": str(written["my_qadapter.yaml"].absolute()),
-                "mongomock_file": str(settings.store_path.absolute()) if settings.embedded else None,
+                "mongomock_file": str(settings.launchpad_path.absolute()) if settings.embedded else None,
             },
         ),
     )

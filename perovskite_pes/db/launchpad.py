@@ -1,9 +1,10 @@
 """The FireWorks LaunchPad on the process's shared client.
 
-:class:`PesLaunchPad` is a plain FireWorks ``LaunchPad`` whose connection is the same client the
-configuration database uses, and which, on the embedded store, flushes the store after each of its
-operations that change the database (add a workflow, check out or complete a launch, rerun, ...).
-So a Firework that completed is on disk even if the worker is killed right after.
+:class:`PesLaunchPad` is a plain FireWorks ``LaunchPad`` whose connection is a client given to it:
+the MongoDB client of the configuration database, or on the embedded store the mongomock client of
+the LaunchPad file, which it writes after each of its operations that change the database (add a
+workflow, check out or complete a launch, rerun, ...). So a Firework that completed is on disk even
+if the worker is killed right after.
 """
 
 from __future__ import annotations
@@ -88,6 +89,19 @@ class PesLaunchPad(LaunchPad):
 for _name in MUTATING_METHODS:
     if hasattr(LaunchPad, _name):
         setattr(PesLaunchPad, _name, _flushing(getattr(LaunchPad, _name)))
+
+
+def prepare_launchpad(lp, db, tuneup: bool = False) -> bool:
+    """Reset a fresh LaunchPad database (FireWorks needs its id counters); True when it did.
+
+    With ``tuneup`` an existing one gets its indexes re-created (the embedded file does not keep them).
+    """
+    if db.fw_id_assigner.count_documents({}) == 0 and db.workflows.count_documents({}) == 0:
+        lp.reset("", require_password=False)
+        return True
+    if tuneup:
+        lp.tuneup()
+    return False
 
 
 class _SharedClientFactory:

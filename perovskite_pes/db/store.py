@@ -1,17 +1,22 @@
 """The configuration database: references, configurations, calculations and model records.
 
-:func:`get_store` returns the process's one :class:`Store` for the current settings. It connects
-one client (the embedded mongomock server or a pymongo client), binds the mongoengine documents
-and the FireWorks LaunchPad to it, re-creates indexes, and initialises a fresh database (LaunchPad
-reset) automatically.
+:func:`get_store` returns the process's one :class:`Store` for the current settings:
 
-Every public write method is one unit of work: it validates everything first (so a bad record
-changes nothing), writes, and on the embedded store flushes the file atomically before returning.
-``with store.batch():`` groups several writes into one flush.
+* :class:`perovskite_pes.db.sqlite.SQLiteStore` (the embedded default): a SQLite file under
+  ``$PES_HOME``, safe for several processes, one transaction per unit of work;
+* :class:`perovskite_pes.db.mongo.MongoStore`: a MongoDB server (or a mongomock client in tests).
+
+Both implement the same API; this base class holds everything that does not depend on the engine:
+validation (a bad record changes nothing), the uniqueness of configurations, the data policy for
+calculations (a repeated result is a no-op, a different one is refused unless ``replace``, outliers
+are refused unless ``allow_outliers``), query filters and the statistics. The engines implement the
+storage primitives (the ``_`` methods marked "engine" below).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import logging
 import threading
 from collections import Counter
 from contextlib import contextmanager
@@ -21,26 +26,33 @@ import numpy as np
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from ..errors import PesError
-from ..settings import Settings, redact_uri
-from . import documents as D
+from ..settings import Settings
+from .errors import (
+    CalculationConflict,
+    DatabaseUnavailable,
+    NotFound,
+    OutlierRecord,
+    QueryError,
+    StoreError,
+)
 from .keys import reference_key, reference_label, uniqueness_key
-from .validation import InvalidRecord, to_plain, validate_launch, validate_result
+from .validation import (
+    InvalidRecord,
+    describe_difference,
+    outlier_reason,
+    same_result,
+    to_plain,
+    validate_launch,
+    validate_result,
+)
 
+log = logging.getLogger(__name__)
 
-class DatabaseUnavailable(PesError):
-    """The configured MongoDB server cannot be reached or refused the credentials."""
-
-
-class NotFound(PesError, KeyError):
-    """No document with the given id."""
-
-    def __str__(self):  # KeyError would quote the message
-        return str(self.args[0]) if self.args else "not found"
-
-
-class QueryError(PesError, ValueError):
-    """An unknown query field or a malformed filter value."""
+__all__ = [
+    "CALC_FILTERS", "CONFIG_FILTERS", "QUERY_FIELDS", "CalcReport", "CalculationConflict", "DatabaseUnavailable",
+    "IngestReport", "NotFound", "OutlierRecord", "QueryError", "Store", "StoreError", "close_store",
+    "get_launchpad", "get_store",
+]
 
 
 @dataclass
@@ -49,6 +61,16 @@ class IngestReport:
 
     new: int = 0
     existing: int = 0
+    ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CalcReport:
+    """Outcome of :meth:`Store.ingest_calculations`: ``ids`` in input order."""
+
+    new: int = 0
+    unchanged: int = 0  # the same result was stored already: nothing written
+    replaced: int = 0  # the stored one was kept as superseded
     ids: list[str] = field(default_factory=list)
 
 
@@ -71,351 +93,184 @@ CALC_FILTERS = {
 }
 QUERY_FIELDS = {**CONFIG_FILTERS, **CALC_FILTERS}
 
+#: configuration fields lifted from the tags into indexed columns
+TAG_FIELDS = ("tilt_system", "method", "parent")
 
-def _oid(value, what: str) -> ObjectId:
+
+def utcnow() -> _dt.datetime:
+    """Naive UTC, what BSON stores and both engines return."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    """A fresh id (24 hexadecimal digits, a MongoDB ObjectId; sortable by creation time)."""
+    return str(ObjectId())
+
+
+def check_id(value, what: str) -> str:
+    """``value`` as a canonical id string; NotFound when it cannot be an id."""
     if isinstance(value, ObjectId):
-        return value
+        return str(value)
     try:
-        return ObjectId(str(value))
+        return str(ObjectId(str(value)))
     except (InvalidId, TypeError):
         raise NotFound(f"{what} id {value!r} is not a valid id (24 hexadecimal digits)") from None
 
 
-def _validate(doc, where: str, clean: bool = True) -> None:
-    """mongoengine's schema check, reported as InvalidRecord (one line, names the fields)."""
-    from mongoengine import ValidationError
-
-    try:
-        doc.validate(clean=clean)
-    except ValidationError as exc:
-        fields = ", ".join(f"{k}: {v}" for k, v in (exc.to_dict() or {}).items()) or str(exc)
-        raise InvalidRecord(f"{where}: {fields}") from None
-
-
 def _str_or_none(v):
-    if v is None:
-        return None
-    if isinstance(v, (list, tuple)):
+    if v is None or isinstance(v, (list, tuple)):
         return None
     return str(v)
 
 
-# ------------------------------------------------------------------------------- connection
-def _connect_mongo(settings: Settings):
-    import pymongo
-    from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError, ServerSelectionTimeoutError
-
-    timeout_ms = int(settings.server_timeout_s * 1000)
-    kwargs = dict(serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, socketTimeoutMS=max(timeout_ms, 30000))
-    where = redact_uri(settings.mongo_uri)
-    try:
-        if settings.uri:
-            if settings.tls:
-                kwargs["tls"] = True
-            client = pymongo.MongoClient(settings.uri, **kwargs)
-        else:
-            extra = {}
-            if settings.username:
-                extra.update(username=settings.username, password=settings.password,
-                             authSource=settings.auth_source or settings.database)
-            if settings.tls:
-                extra["tls"] = True
-                if settings.tls_ca_file:
-                    extra["tlsCAFile"] = settings.tls_ca_file
-            client = pymongo.MongoClient(settings.host, settings.port, **extra, **kwargs)
-    except (ConfigurationError, ValueError, TypeError) as exc:
-        raise DatabaseUnavailable(f"invalid MongoDB settings for {where}: {str(exc).splitlines()[0]}") from None
-    try:
-        client.admin.command("ping")
-        client[settings.database].list_collection_names()  # checks the credentials on this database
-    except ServerSelectionTimeoutError as exc:
-        client.close()
-        reason = str(exc).split(",")[0].split("Timeout:")[0].strip()[:160]
-        raise DatabaseUnavailable(
-            f"cannot reach MongoDB at {where} within {settings.server_timeout_s:g} s ({reason}); start the "
-            "server (docker compose up -d), check PES_MONGO_URI or config.yaml, or unset them to use the embedded store"
-        ) from None
-    except OperationFailure as exc:
-        client.close()
-        raise DatabaseUnavailable(
-            f"MongoDB at {where} refused access to database {settings.database!r}: {exc.details.get('errmsg', exc) if exc.details else exc}"
-        ) from None
-    except PyMongoError as exc:
-        client.close()
-        raise DatabaseUnavailable(f"MongoDB at {where}: {str(exc).splitlines()[0][:200]}") from None
-    return client
+def median_energy_reference(n_stored: int, stored_median, batch: list[float]):
+    """(reference energy per atom, what it is) for the outlier check of one settings hash."""
+    if n_stored:
+        return stored_median, f"median of the {n_stored} stored calculations with this settings hash"
+    if len(batch) > 1:
+        return float(np.median(batch)), f"median of the {len(batch)} new calculations with this settings hash"
+    return None, "no reference"
 
 
 # ------------------------------------------------------------------------------- the store
 class Store:
-    """References, configurations, calculations and models, on MongoDB or the embedded store."""
+    """References, configurations, calculations and models: the engine-independent part."""
 
-    def __init__(self, settings: Settings, client, server=None):
+    #: "sqlite" or "mongodb"
+    backend = ""
+
+    def __init__(self, settings: Settings):
         self.settings = settings
-        self.client = client
-        self.server = server  # EmbeddedServer or None
-        self.db = client[settings.database]
-        self._batch_depth = 0
         self._lock = threading.RLock()
-        self._references: dict[ObjectId, object] = {}
-        self._open = True
-        self.initialised = False  # True when opening found a fresh database and reset it
+        self._references: dict[str, object] = {}
+        self._energy_refs: dict[str, list] = {}  # settings_hash -> [n stored, median, writes since]
+        self.initialised = False  # True when opening created a fresh database
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
     def open(cls, settings: Settings | None = None) -> "Store":
+        """The store the settings point at: the embedded SQLite file or a MongoDB server."""
         settings = settings or Settings.load()
         if settings.embedded:
-            from .embedded import open_embedded
-            from .launchpad import install_shared_client
+            from .sqlite import SQLiteStore
 
-            server = open_embedded(settings.store_path, settings.lock_path, settings.lock_timeout_s)
-            client = server.client
-            install_shared_client(client)
-        else:
-            server, client = None, _connect_mongo(settings)
-        store = cls(settings, client, server)
-        try:
-            store._setup()
-        except BaseException:
-            store.close(flush=False)
-            raise
-        return store
+            return SQLiteStore.open_file(settings)
+        from .mongo import MongoStore
 
-    def _setup(self) -> None:
-        import mongoengine
-
-        client = self.client
-        mongoengine.disconnect(D.ALIAS)
-        mongoengine.register_connection(
-            D.ALIAS, db=self.settings.database, uuidRepresentation="standard", mongo_client_class=lambda **_: client
-        )
-        for doc in D.DOCUMENTS:
-            doc.ensure_indexes()
-        lp = self.get_launchpad()
-        if self.db.fw_id_assigner.count_documents({}) == 0 and self.db.workflows.count_documents({}) == 0:
-            lp.reset("", require_password=False)  # a fresh database: FireWorks needs its id counters
-            self.initialised = True
-        elif self.embedded:
-            lp.tuneup()  # indexes are not kept in the file
-        self.flush()
+        return MongoStore.connect(settings)
 
     @property
     def embedded(self) -> bool:
-        return self.server is not None
+        return False
 
     @property
-    def is_open(self) -> bool:
-        if not self._open:
-            return False
-        return self.server.is_open if self.server is not None else True
+    def is_open(self) -> bool:  # engine
+        raise NotImplementedError
 
-    def close(self, flush: bool = True) -> None:
-        """Flush and release the store (the embedded lock is freed)."""
-        if not self._open:
-            return
-        self._open = False
-        import mongoengine
-
-        if self.server is None:
-            mongoengine.disconnect(D.ALIAS)  # closes the pymongo client too
-        else:
-            _forget_mongoengine()
-        if self.server is not None:
-            from .launchpad import uninstall_shared_client
-
-            uninstall_shared_client()
-            self.server.close(flush=flush)
-        else:
-            self.client.close()
+    def close(self) -> None:  # engine
+        raise NotImplementedError
 
     def flush(self) -> None:
-        """Make every write so far durable (embedded store: atomic file write; MongoDB: no-op)."""
-        if self.server is not None:
-            self.server.flush()
+        """Make everything written so far durable (each unit of work already is; kept for callers)."""
+
+    @contextmanager
+    def _write(self):  # engine: one transaction (nested: part of the outer one)
+        yield
 
     @contextmanager
     def batch(self):
-        """Group several writes into one flush at the end of the block."""
-        with self._lock:
-            self._batch_depth += 1
-            try:
-                yield self
-            finally:
-                self._batch_depth -= 1
-                if self._batch_depth == 0:
-                    self.flush()
+        """Group several writes into one unit of work: all of them are stored, or none."""
+        with self._write():
+            yield self
 
-    def _done(self) -> None:
-        if self._batch_depth == 0:
-            self.flush()
+    def get_launchpad(self):  # engine
+        raise NotImplementedError
 
-    def get_launchpad(self):
-        """A FireWorks LaunchPad on this store's client (flushes the embedded store after each change)."""
-        from .launchpad import PesLaunchPad
-
-        s = self.settings
-        kwargs = dict(name=s.database, strm_lvl="WARNING")
-        if s.embedded:
-            kwargs["host"] = "localhost"
-        elif s.uri:
-            kwargs.update(host=s.uri, uri_mode=True,
-                          mongoclient_kwargs={"serverSelectionTimeoutMS": int(s.server_timeout_s * 1000)})
-        else:
-            kwargs.update(host=s.host, port=s.port, username=s.username, password=s.password,
-                          authsource=s.auth_source or (s.database if s.username else None),
-                          mongoclient_kwargs={"serverSelectionTimeoutMS": int(s.server_timeout_s * 1000),
-                                              **({"tls": True} if s.tls else {}),
-                                              **({"tlsCAFile": s.tls_ca_file} if s.tls_ca_file else {})})
-        return PesLaunchPad.on_client(self.client, on_change=self.flush if self.embedded else None, **kwargs)
-
-    # ---------------------------------------------------------------- collections
-    @property
-    def _references_col(self):
-        return D.Reference._get_collection()
-
-    @property
-    def _configs(self):
-        return D.Configuration._get_collection()
-
-    @property
-    def _calcs(self):
-        return D.Calculation._get_collection()
-
-    @property
-    def _models(self):
-        return D.ModelRecord._get_collection()
+    def describe(self) -> str:
+        return self.settings.describe()
 
     # ---------------------------------------------------------------- references
-    def _reference_id(self, reference) -> ObjectId:
+    def _reference_id(self, reference) -> str:
         key = reference_key(reference)
-        found = self._references_col.find_one({"key": key}, {"_id": 1})
-        if found:
-            return found["_id"]
-        doc = D.Reference(
-            key=key,
-            label=reference_label(reference),
-            formula=reference.perovskite.formula,
-            species=list(reference.perovskite.species),
-            lattice_parameter=float(reference.perovskite.lattice_parameter),
-            supercell=np.asarray(reference.matrix, dtype=int).tolist(),
-            n_atoms=int(reference.n_atoms),
+        found = self._find_reference(key)
+        if found is not None:
+            return found
+        p = reference.perovskite
+        rec = dict(
+            id=new_id(), key=key, label=reference_label(reference), prototype="cubic-perovskite-Pm-3m",
+            formula=p.formula, species=[str(s) for s in p.species], lattice_parameter=float(p.lattice_parameter),
+            supercell=np.asarray(reference.matrix, dtype=int).tolist(), n_atoms=int(reference.n_atoms),
+            created=utcnow(),
         )
-        _validate(doc, "reference")
-        son = doc.to_mongo().to_dict()
-        res = self._references_col.find_one_and_update(
-            {"key": key}, {"$setOnInsert": son}, upsert=True, projection={"_id": 1}, return_document=True
-        )
-        return res["_id"]
+        if not rec["lattice_parameter"] > 0:
+            raise InvalidRecord(f"reference: lattice parameter must be positive; got {rec['lattice_parameter']}")
+        return self._insert_reference(rec)
 
     def save_reference(self, reference) -> str:
         """Store a :class:`ReferenceSupercell` (idempotent); returns its id."""
-        oid = self._reference_id(reference)
-        self._done()
-        return str(oid)
+        with self._write():
+            return self._reference_id(reference)
 
     def get_reference(self, ref_id):
         """The :class:`ReferenceSupercell` stored under ``ref_id``."""
-        oid = _oid(ref_id, "reference")
-        if oid not in self._references:
-            d = self._references_col.find_one({"_id": oid})
+        rid = check_id(ref_id, "reference")
+        if rid not in self._references:
+            d = self._reference_doc(rid)
             if d is None:
                 raise NotFound(f"no reference with id {ref_id}")
             from ..structure import Perovskite, ReferenceSupercell
 
-            self._references[oid] = ReferenceSupercell(
+            self._references[rid] = ReferenceSupercell(
                 Perovskite(tuple(d["species"]), d["lattice_parameter"]), np.array(d["supercell"])
             )
-        return self._references[oid]
+        return self._references[rid]
 
     def list_references(self) -> list[dict]:
-        out = []
-        for d in self._references_col.find({}, {"key": 0}).sort("created", 1):
-            d["id"] = str(d.pop("_id"))
-            d["n_configurations"] = self._configs.count_documents({"reference": ObjectId(d["id"])})
-            out.append(d)
-        return out
+        """Every reference with its number of configurations, oldest first."""
+        return self._list_references()
 
     # ---------------------------------------------------------------- configurations
-    def _config_son(self, config, ref_oid: ObjectId, source: str | None) -> dict:
+    def _config_record(self, config, where: str, source: str | None) -> dict:
         from ..structure import Configuration
 
         if not isinstance(config, Configuration):
             raise InvalidRecord(
                 f"save_configurations expects perovskite_pes.structure.Configuration objects; got {type(config).__name__}"
             )
+        if getattr(config, "reference", None) is None:
+            raise InvalidRecord(f"{where} has no reference supercell")
         key, method = uniqueness_key(config)
-        tags = to_plain(config.tags, "configuration tags")
-        doc = D.Configuration(
-            key=key,
-            key_method=method,
-            reference=ref_oid,
-            strain=config.strain.tolist(),
-            n_atoms=config.reference.n_atoms,
-            tags=tags,
-            tilt_system=_str_or_none(tags.get("tilt_system")),
-            method=_str_or_none(tags.get("method")),
-            parent=_str_or_none(tags.get("parent")),
-            source=source,
+        tags = to_plain(config.tags, f"{where} tags")
+        rec = dict(
+            id=new_id(), key=key, key_method=method, reference=None, n_atoms=int(config.reference.n_atoms),
+            displacements=np.ascontiguousarray(config.displacements, dtype=float),
+            strain=np.ascontiguousarray(config.strain, dtype=float), tags=tags, source=source, created=utcnow(),
         )
-        # the (N, 3) arrays were checked by Configuration (shape, finite); adding them after the
-        # schema check skips mongoengine's per-element conversion, the slow part of an ingest
-        _validate(doc, "configuration", clean=False)
-        son = doc.to_mongo().to_dict()
-        son["displacements"] = config.displacements.tolist()
-        son["structure"] = config.to_structure().as_dict(verbosity=0)
-        return son
+        for k in TAG_FIELDS:
+            rec[k] = _str_or_none(tags.get(k))
+        return rec
 
     def save_configurations(self, configs, source: str | None = None) -> IngestReport:
         """Store configurations; one that is already stored (same uniqueness key) is not duplicated.
 
         ``ids`` follows the input order (an existing configuration's id for the ones already there).
+        Everything is validated first; then all of them are stored in one transaction.
         """
         configs = list(configs)
         if source is not None and not isinstance(source, str):
             raise InvalidRecord(f"source must be a string; got {type(source).__name__}")
-        with self._lock:
-            refs: dict = {}
-            for i, c in enumerate(configs):
-                ref = getattr(c, "reference", None)
-                if ref is None:
-                    raise InvalidRecord(f"configuration {i} has no reference supercell")
-                refs.setdefault(reference_key(ref), ref)
-            # validate every configuration before writing anything
-            placeholder = ObjectId()
-            prepared = [self._config_son(c, placeholder, source) for c in configs]
-            ref_oids = {h: self._reference_id(r) for h, r in refs.items()}
-            for son, c in zip(prepared, configs):
-                son["reference"] = ref_oids[reference_key(c.reference)]
-            report = self._insert_unique(self._configs, prepared)
-            self._done()
-            return report
-
-    def _insert_unique(self, col, sons: list[dict]) -> IngestReport:
-        from pymongo.errors import BulkWriteError
-
-        keys = [s["key"] for s in sons]
-        existing = {d["key"]: d["_id"] for d in col.find({"key": {"$in": list(set(keys))}}, {"key": 1})}
-        ids: dict[str, ObjectId] = dict(existing)
-        fresh = []
-        for s in sons:
-            if s["key"] not in ids:
-                s["_id"] = ObjectId()
-                ids[s["key"]] = s["_id"]
-                fresh.append(s)
-        new = len(fresh)
-        if fresh:
-            try:
-                col.insert_many(fresh, ordered=False)
-            except BulkWriteError as exc:  # another writer inserted some of them meanwhile (MongoDB)
-                dup = [e for e in exc.details.get("writeErrors", []) if e.get("code") == 11000]
-                if len(dup) != len(exc.details.get("writeErrors", [])):
-                    raise
-                lost = {fresh[e["index"]]["key"] for e in dup}
-                for d in col.find({"key": {"$in": list(lost)}}, {"key": 1}):
-                    ids[d["key"]] = d["_id"]
-                new -= len(lost)
-        return IngestReport(new=new, existing=len(keys) - new, ids=[str(ids[k]) for k in keys])
+        recs = [self._config_record(c, f"configuration {i}", source) for i, c in enumerate(configs)]
+        if not recs:
+            return IngestReport()
+        with self._lock, self._write():
+            ref_ids: dict = {}
+            for c, r in zip(configs, recs):
+                k = reference_key(c.reference)
+                if k not in ref_ids:
+                    ref_ids[k] = self._reference_id(c.reference)
+                r["reference"] = ref_ids[k]
+            ids_by_key, n_new = self._ingest_configurations(recs)
+        return IngestReport(new=n_new, existing=len(recs) - n_new, ids=[ids_by_key[r["key"]] for r in recs])
 
     def save_configuration(self, config, source: str | None = None) -> str:
         """Store one configuration (idempotent); returns its id."""
@@ -424,117 +279,171 @@ class Store:
     def find_configuration(self, config) -> str | None:
         """Id of the stored configuration with the same uniqueness key, or None."""
         key, _ = uniqueness_key(config)
-        d = self._configs.find_one({"key": key}, {"_id": 1})
-        return None if d is None else str(d["_id"])
+        return self._config_ids_for_keys([key]).get(key)
 
-    def _to_configuration(self, d: dict):
+    def _to_configuration(self, rec: dict):
         from ..structure import Configuration
 
-        return Configuration(
-            self.get_reference(d["reference"]), np.array(d["displacements"], dtype=float),
-            np.array(d["strain"], dtype=float), dict(d.get("tags") or {}),
-        )
+        return Configuration(self.get_reference(rec["reference"]), rec["displacements"], rec["strain"],
+                             dict(rec.get("tags") or {}))
 
     def get_configuration(self, config_id):
         """The :class:`perovskite_pes.structure.Configuration` stored under ``config_id``."""
-        d = self._configs.find_one({"_id": _oid(config_id, "configuration")})
-        if d is None:
+        cid = check_id(config_id, "configuration")
+        rec = self._configs_by_id([cid]).get(cid)
+        if rec is None:
             raise NotFound(f"no configuration with id {config_id}")
-        return self._to_configuration(d)
+        return self._to_configuration(rec)
 
     def get_configurations(self, ids) -> list:
         """Several configurations, in the order of ``ids``."""
-        oids = [_oid(i, "configuration") for i in ids]
-        found = {d["_id"]: d for d in self._configs.find({"_id": {"$in": oids}})}
-        missing = [str(o) for o in oids if o not in found]
+        cids = [check_id(i, "configuration") for i in ids]
+        found = self._configs_by_id(cids)
+        missing = [c for c in cids if c not in found]
         if missing:
             raise NotFound(f"no configuration with id {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        return [self._to_configuration(found[o]) for o in oids]
+        return [self._to_configuration(found[c]) for c in cids]
 
     def count_configurations(self, **filters) -> int:
-        return self._configs.count_documents(self._config_query(filters))
+        return self._count_configurations(self._config_spec(filters))
 
     # ---------------------------------------------------------------- calculations
-    def _prepare_calculation(self, config_id, result, launch, where="calculation") -> tuple[dict, dict]:
-        oid = _oid(config_id, "configuration")
-        cfg = self._configs.find_one({"_id": oid}, {"n_atoms": 1})
-        if cfg is None:
-            raise NotFound(f"{where}: no configuration with id {config_id}")
-        fields = validate_result(result, cfg["n_atoms"], where)
-        launch = validate_launch(launch)
-        big = {k: fields.pop(k) for k in ("forces", "final_structure")}  # validated by validate_result
-        doc = D.Calculation(configuration=oid, launch=D.LaunchInfo(**launch) if launch else None, **fields)
-        _validate(doc, where)
-        son = doc.to_mongo().to_dict()
-        son.update(big)
-        son.pop("created", None)
-        for k in ("stress", "energy", "energy_per_atom", "error", "version", "output_dir", "wall_time", "launch"):
-            son.setdefault(k, None)  # an update replaces every field, stale values included
-        return {"configuration": oid, "settings_hash": fields["settings_hash"]}, son
-
-    def save_calculation(self, config_id: str, result, launch: dict | None = None) -> str:
+    def save_calculation(self, config_id: str, result, launch: dict | None = None, replace: bool = False,
+                         allow_outliers: bool = False) -> str:
         """Store a calculation result for a stored configuration; returns the calculation id.
 
-        Idempotent on (configuration, settings_hash): storing again updates the same document.
-        ``result`` is a CalcResult (``.to_dict()``) or a dict with its keys; ``launch`` holds
-        provenance (fw_id, launch_id, host, launch_dir, time). Bad input raises InvalidRecord and
-        stores nothing.
+        One calculation per (configuration, settings_hash). Storing the same result again is a
+        no-op; a different result raises :class:`CalculationConflict` unless ``replace`` (the old
+        one is then kept as superseded, see :meth:`superseded_calculations`); a new result for a
+        *failed* calculation always replaces it. An implausible energy or force raises
+        :class:`OutlierRecord` unless ``allow_outliers``. ``result`` is a CalcResult
+        (``.to_dict()``) or a dict with its keys; ``launch`` holds provenance (fw_id, launch_id,
+        host, launch_dir, time). Bad input raises InvalidRecord and stores nothing.
         """
-        with self._lock:
-            flt, son = self._prepare_calculation(config_id, result, launch)
-            son["updated"] = D.utcnow()
-            res = self._calcs.find_one_and_update(
-                flt, {"$set": son, "$setOnInsert": {"created": son["updated"]}},
-                upsert=True, projection={"_id": 1}, return_document=True,
-            )
-            self._done()
-            return str(res["_id"])
+        return self.ingest_calculations([(config_id, result, launch)], replace=replace, allow_outliers=allow_outliers,
+                                        _single=True).ids[0]
 
-    def save_calculations(self, items) -> list[str]:
-        """Several ``(config_id, result, launch)`` at once: all validated first, one flush."""
-        with self._lock:
-            prepared = [
-                self._prepare_calculation(cid, res, launch, where=f"calculation {i}")
-                for i, (cid, res, launch) in enumerate(items)
-            ]
-            now = D.utcnow()
-            ids = []
-            with self.batch():
-                for flt, son in prepared:
-                    son["updated"] = now
-                    res = self._calcs.find_one_and_update(
-                        flt, {"$set": son, "$setOnInsert": {"created": now}},
-                        upsert=True, projection={"_id": 1}, return_document=True,
-                    )
-                    ids.append(str(res["_id"]))
-            return ids
+    def save_calculations(self, items, replace: bool = False, allow_outliers: bool = False) -> list[str]:
+        """Several ``(config_id, result, launch)`` at once: all checked first, one transaction."""
+        return self.ingest_calculations(items, replace=replace, allow_outliers=allow_outliers).ids
+
+    def ingest_calculations(self, items, replace: bool = False, allow_outliers: bool = False,
+                            _single: bool = False) -> CalcReport:
+        """Like :meth:`save_calculations`, with how many were new, unchanged and replaced."""
+        items = list(items)
+        wheres = ["calculation" if _single else f"calculation {i}" for i in range(len(items))]
+        cids = [check_id(cid, "configuration") for cid, _res, _launch in items]
+        n_atoms = self._n_atoms_by_id(list(set(cids)))
+        recs = []
+        for where, cid, (_c, res, launch) in zip(wheres, cids, items):
+            if cid not in n_atoms:
+                raise NotFound(f"{where}: no configuration with id {cid}")
+            fields = validate_result(res, n_atoms[cid], where)
+            fields.update(config_id=cid, launch=validate_launch(launch))
+            recs.append(fields)
+        if not allow_outliers:
+            self._check_outliers(recs, wheres)
+        with self._lock, self._write():
+            report = self._apply_policy(recs, wheres, replace)
+        for r in recs:
+            if r["status"] == "completed" and r["settings_hash"] in self._energy_refs:
+                self._energy_refs[r["settings_hash"]][2] += 1
+        return report
+
+    def _apply_policy(self, recs: list[dict], wheres: list[str], replace: bool) -> CalcReport:
+        current = self._current_calculations({(r["config_id"], r["settings_hash"]) for r in recs})
+        now = utcnow()
+        report = CalcReport()
+        inserts, replaces, conflicts = [], [], []
+        pending: dict = {}  # (config, hash) -> record written earlier in this batch
+        for where, r in zip(wheres, recs):
+            pair = (r["config_id"], r["settings_hash"])
+            old = pending.get(pair) or current.get(pair)
+            if old is None:
+                r.update(id=new_id(), created=now, updated=now)
+                inserts.append(r)
+                report.new += 1
+            elif same_result(old, r):
+                r = old
+                report.unchanged += 1
+            elif replace or old["status"] == "failed":
+                reason = "replaced on request" if replace and old["status"] != "failed" else "rerun of a failed calculation"
+                r.update(id=old["id"], created=old["created"], updated=now)
+                earlier = [k for k, x in enumerate(inserts) if x is old]
+                if earlier:  # new, and twice in this batch: the later one is stored
+                    inserts[earlier[0]] = r
+                else:
+                    replaces.append((old, r, reason))
+                    report.replaced += 1
+            else:
+                conflicts.append(f"{where}: configuration {r['config_id']} already has a different {r['calculator']} "
+                                 f"calculation with settings hash {r['settings_hash']} ({describe_difference(old, r)})")
+                continue
+            pending[pair] = r
+            report.ids.append(r["id"])
+        if conflicts:
+            more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+            raise CalculationConflict(f"{conflicts[0]}{more}; nothing was stored — pass --replace (replace=True) to "
+                                      "store the new result and keep the old one as superseded")
+        self._write_calculations(inserts, replaces, now)
+        return report
+
+    def _energy_reference(self, settings_hash: str):
+        """(number of stored completed calculations, their median energy per atom).
+
+        Cached once there are a hundred: the median of many moves slowly, so it is recomputed only
+        after this process stored half as many again.
+        """
+        cached = self._energy_refs.get(settings_hash)
+        if cached is None or cached[0] < 100 or cached[2] > cached[0] // 2:
+            n, median = self._median_energy(settings_hash)
+            cached = self._energy_refs[settings_hash] = [n, median, 0]
+        return cached[0], cached[1]
+
+    def _check_outliers(self, recs: list[dict], wheres: list[str]) -> None:
+        by_hash: dict = {}
+        for r in recs:
+            if r["status"] == "completed":
+                by_hash.setdefault(r["settings_hash"], []).append(r["energy_per_atom"])
+        refs = {h: median_energy_reference(*self._energy_reference(h), batch) for h, batch in by_hash.items()}
+        for where, r in zip(wheres, recs):
+            ref, what = refs.get(r["settings_hash"], (None, ""))
+            reason = outlier_reason(r, ref, what)
+            if reason:
+                raise OutlierRecord(f"{where} (configuration {r['config_id']}): {reason}; nothing was stored — pass "
+                                    "--allow-outliers (allow_outliers=True) to store it anyway")
 
     def has_calculation(self, config_id, settings_hash: str, status: str | None = "completed") -> bool:
         """Whether ``config_id`` has a calculation with this setup (and status; None = any)."""
-        q = {"configuration": _oid(config_id, "configuration"), "settings_hash": settings_hash}
+        spec = {"config_id": check_id(config_id, "configuration"), "settings_hash": settings_hash}
         if status is not None:
-            q["status"] = status
-        return self._calcs.count_documents(q, limit=1) > 0
+            spec["status"] = status
+        return self._count_calculations(spec) > 0
 
     def get_calculation(self, calc_id) -> dict:
-        """One calculation as a dict (``id``, ``config_id`` and the stored fields)."""
-        d = self._calcs.find_one({"_id": _oid(calc_id, "calculation")})
-        if d is None:
+        """One calculation as a dict (``id``, ``config_id`` and the stored fields; arrays as numpy)."""
+        rec = self._calculation_by_id(check_id(calc_id, "calculation"))
+        if rec is None:
             raise NotFound(f"no calculation with id {calc_id}")
-        return _calc_dict(d)
+        return rec
 
-    def _calc_query(self, calculator=None, settings_hash=None, status="completed") -> dict:
-        q: dict = {}
-        if calculator is not None:
-            q["calculator"] = calculator
-        if settings_hash is not None:
-            q["settings_hash"] = settings_hash
-        if status is not None:
-            q["status"] = status
-        return q
+    @staticmethod
+    def _calc_spec(calculator=None, settings_hash=None, status="completed") -> dict:
+        spec = {"calculator": calculator, "settings_hash": settings_hash, "status": status}
+        return {k: v for k, v in spec.items() if v is not None}
 
     def count_calculations(self, calculator=None, settings_hash=None, status="completed") -> int:
-        return self._calcs.count_documents(self._calc_query(calculator, settings_hash, status))
+        return self._count_calculations(self._calc_spec(calculator, settings_hash, status))
+
+    def list_calculations(self, calculator=None, settings_hash=None, status=None, limit: int | None = None) -> list[dict]:
+        """Calculations without their arrays (id, config_id, calculator, settings_hash, status, error, energy, ...)."""
+        spec = self._calc_spec(calculator, settings_hash, status)
+        return [calc for _cfg, calc in self._joined({}, spec, limit=limit, arrays=False)]
+
+    def superseded_calculations(self, config_id=None) -> list[dict]:
+        """Calculations replaced by a newer result, oldest first: the old record with ``calc_id`` (the
+        calculation that replaced it), ``superseded_at`` and ``reason``."""
+        return self._superseded(None if config_id is None else check_id(config_id, "configuration"))
 
     def training_data(self, calculator: str | None = None, settings_hash: str | None = None,
                       status: str = "completed") -> list[dict]:
@@ -543,25 +452,12 @@ class Store:
         Each item: ``dict(config=Configuration, energy, forces (N,3) array, stress (6,) array or None,
         calc_id, calculator, settings_hash, config_id)``, oldest calculation first.
         """
-        calcs = list(self._calcs.find(self._calc_query(calculator, settings_hash, status)).sort("created", 1))
-        configs = {d["_id"]: d for d in self._configs.find({"_id": {"$in": list({c["configuration"] for c in calcs})}})}
         out = []
-        for c in calcs:
-            cfg = configs.get(c["configuration"])
-            if cfg is None:
-                continue
-            out.append(
-                dict(
-                    config=self._to_configuration(cfg),
-                    energy=c.get("energy"),
-                    forces=None if c.get("forces") is None else np.array(c["forces"], dtype=float),
-                    stress=None if c.get("stress") is None else np.array(c["stress"], dtype=float),
-                    calc_id=str(c["_id"]),
-                    config_id=str(cfg["_id"]),
-                    calculator=c["calculator"],
-                    settings_hash=c["settings_hash"],
-                )
-            )
+        for cfg, c in self._joined({}, self._calc_spec(calculator, settings_hash, status), arrays=True):
+            out.append(dict(
+                config=self._to_configuration(cfg), energy=c["energy"], forces=c["forces"], stress=c["stress"],
+                calc_id=c["id"], config_id=cfg["id"], calculator=c["calculator"], settings_hash=c["settings_hash"],
+            ))
         return out
 
     # ---------------------------------------------------------------- models
@@ -570,69 +466,78 @@ class Store:
         """Record a trained model; with ``activate`` it becomes the active model for its calculator."""
         if not name or not isinstance(name, str):
             raise InvalidRecord("a model needs a name")
-        doc = D.ModelRecord(
-            name=name, path=str(path), calculator=calculator, settings_hash=settings_hash,
+        for what, v in (("calculator", calculator), ("settings_hash", settings_hash)):
+            if v is not None and not isinstance(v, str):
+                raise InvalidRecord(f"model {what} must be a string or None; got {type(v).__name__}")
+        rec = dict(
+            id=new_id(), name=name, path=str(path), calculator=calculator, settings_hash=settings_hash,
             metrics=to_plain(metrics or {}, "model metrics"),
             hyperparameters=to_plain(hyperparameters or {}, "model hyperparameters"),
-            calc_ids=[str(c) for c in (calc_ids or [])], n_train=len(calc_ids or []), active=False,
+            calc_ids=[str(c) for c in (calc_ids or [])], n_train=len(calc_ids or []), active=False, created=utcnow(),
         )
-        _validate(doc, "model")
-        son = doc.to_mongo().to_dict()
-        with self._lock, self.batch():
-            oid = self._models.insert_one(son).inserted_id
+        with self._lock, self._write():
+            self._insert_model(rec)
             if activate:
-                self._activate(oid, calculator)
-        return str(oid)
-
-    def _activate(self, oid: ObjectId, calculator) -> None:
-        self._models.update_many({"calculator": calculator, "active": True, "_id": {"$ne": oid}}, {"$set": {"active": False}})
-        self._models.update_one({"_id": oid}, {"$set": {"active": True}})
+                self._activate_model(rec["id"], calculator)
+        return rec["id"]
 
     def set_active_model(self, model_id) -> None:
-        oid = _oid(model_id, "model")
-        d = self._models.find_one({"_id": oid}, {"calculator": 1})
-        if d is None:
-            raise NotFound(f"no model with id {model_id}")
-        with self._lock, self.batch():
-            self._activate(oid, d.get("calculator"))
+        mid = check_id(model_id, "model")
+        with self._lock, self._write():
+            found = self._find_models(model_id=mid)
+            if not found:
+                raise NotFound(f"no model with id {model_id}")
+            self._activate_model(mid, found[0].get("calculator"))
 
     def active_model(self, calculator: str | None = None) -> dict | None:
         """The active model (for ``calculator``, or the newest active one of any calculator)."""
-        q = {"active": True}
-        if calculator is not None:
-            q["calculator"] = calculator
-        docs = list(self._models.find(q).sort("created", -1).limit(1))
-        return _model_dict(docs[0]) if docs else None
+        found = self._find_models(active=True, calculator=calculator)
+        return found[-1] if found else None
 
     def list_models(self) -> list[dict]:
-        return [_model_dict(d) for d in self._models.find({}).sort("created", 1)]
+        return self._find_models()
 
     # ---------------------------------------------------------------- queries
-    def _reference_oids(self, value) -> list[ObjectId]:
-        value = str(value)
-        q = [{"label": value}, {"formula": value}]
-        if ObjectId.is_valid(value):
-            q.append({"_id": ObjectId(value)})
-        return [d["_id"] for d in self._references_col.find({"$or": q}, {"_id": 1})]
-
-    def _config_query(self, filters: dict) -> dict:
+    def _config_spec(self, filters: dict) -> dict:
         unknown = sorted(set(filters) - set(CONFIG_FILTERS))
         if unknown:
             raise QueryError(f"unknown configuration field(s) {', '.join(unknown)}; known: {', '.join(CONFIG_FILTERS)}")
-        q: dict = {}
+        spec: dict = {}
         for k, v in filters.items():
             if v is None:
                 continue
             if k == "reference":
-                q["reference"] = {"$in": self._reference_oids(v)}
+                spec["reference"] = self._reference_ids_matching(str(v))
             elif k == "config_id":
-                q["_id"] = _oid(v, "configuration")
+                spec["config_id"] = check_id(v, "configuration")
             else:
-                q[k] = str(v)
-        return q
+                spec[k] = str(v)
+        return spec
+
+    def _split_filters(self, filters: dict | None, kwargs: dict) -> tuple[dict, dict | None]:
+        """(configuration spec, calculation spec or None when no calculation filter is given)."""
+        filters = {**(filters or {}), **kwargs}
+        filters = {k: v for k, v in filters.items() if v is not None}
+        unknown = sorted(set(filters) - set(QUERY_FIELDS))
+        if unknown:
+            raise QueryError(f"unknown query field(s) {', '.join(unknown)}; known fields: {', '.join(QUERY_FIELDS)}")
+        cfg_f = {k: v for k, v in filters.items() if k in CONFIG_FILTERS}
+        calc_f = {k: v for k, v in filters.items() if k in CALC_FILTERS}
+        spec = {k: str(calc_f[k]) for k in ("calculator", "settings_hash", "status") if k in calc_f}
+        if spec.get("status", "completed") not in ("completed", "failed"):
+            raise QueryError(f"status must be completed or failed; got {spec['status']!r}")
+        for k in ("emin", "emax"):
+            if k in calc_f:
+                try:
+                    spec[k] = float(calc_f[k])
+                except (TypeError, ValueError):
+                    raise QueryError(f"{k} must be a number (eV/atom); got {calc_f[k]!r}") from None
+        if "emin" in spec and "emax" in spec and spec["emin"] > spec["emax"]:
+            raise QueryError(f"empty energy window: emin {spec['emin']} > emax {spec['emax']}")
+        return self._config_spec(cfg_f), (spec if calc_f else None)
 
     def query(self, filters: dict | None = None, limit: int | None = None, **kwargs) -> list[dict]:
-        """Rows of configurations joined with their calculations.
+        """Rows of configurations joined with their calculations (no arrays).
 
         Filters (see :data:`QUERY_FIELDS`): on configurations ``reference``, ``tilt_system``,
         ``method``, ``parent``, ``source``, ``config_id``; on calculations ``calculator``,
@@ -641,142 +546,105 @@ class Store:
         calculation fields); with any, only matching calculations appear. Unknown fields raise
         QueryError.
         """
-        rows = []
-        for cfg, calc in self.iter_records(filters, limit=limit, **kwargs):
-            rows.append(_row(cfg, calc, self._labels()))
-        return rows
-
-    def _labels(self) -> dict:
-        return {d["_id"]: d["label"] for d in self._references_col.find({}, {"label": 1})}
-
-    def _split_filters(self, filters: dict | None, kwargs: dict) -> tuple[dict, dict]:
-        filters = {**(filters or {}), **kwargs}
-        filters = {k: v for k, v in filters.items() if v is not None}
-        unknown = sorted(set(filters) - set(QUERY_FIELDS))
-        if unknown:
-            raise QueryError(f"unknown query field(s) {', '.join(unknown)}; known fields: {', '.join(QUERY_FIELDS)}")
-        cfg_f = {k: v for k, v in filters.items() if k in CONFIG_FILTERS}
-        calc_f = {k: v for k, v in filters.items() if k in CALC_FILTERS}
-        cq: dict = {}
-        for k in ("calculator", "settings_hash", "status"):
-            if k in calc_f:
-                cq[k] = str(calc_f[k])
-        if "status" in cq and cq["status"] not in ("completed", "failed"):
-            raise QueryError(f"status must be completed or failed; got {cq['status']!r}")
-        window = {}
-        for k, op in (("emin", "$gte"), ("emax", "$lte")):
-            if k in calc_f:
-                try:
-                    window[op] = float(calc_f[k])
-                except (TypeError, ValueError):
-                    raise QueryError(f"{k} must be a number (eV/atom); got {calc_f[k]!r}") from None
-        if window:
-            if "$gte" in window and "$lte" in window and window["$gte"] > window["$lte"]:
-                raise QueryError(f"empty energy window: emin {window['$gte']} > emax {window['$lte']}")
-            cq["energy_per_atom"] = window
-        return self._config_query(cfg_f), (cq if calc_f else None)
+        cfg_spec, calc_spec = self._split_filters(filters, kwargs)
+        labels = self._reference_labels()
+        return [_row(cfg, calc, labels) for cfg, calc in self._joined(cfg_spec, calc_spec, limit=limit, arrays=False)]
 
     def iter_records(self, filters: dict | None = None, limit: int | None = None, **kwargs):
-        """Yield ``(configuration document, calculation document or None)`` pairs (raw dicts)."""
-        config_q, calc_q = self._split_filters(filters, kwargs)
-        n = 0
-        if calc_q is None:
-            configs = list(self._configs.find(config_q).sort("created", 1))
-            by_cfg: dict = {}
-            for c in self._calcs.find({"configuration": {"$in": [d["_id"] for d in configs]}}).sort("created", 1):
-                by_cfg.setdefault(c["configuration"], []).append(c)
-            for cfg in configs:
-                for calc in by_cfg.get(cfg["_id"], [None]):
-                    if limit is not None and n >= limit:
-                        return
-                    n += 1
-                    yield cfg, calc
-        else:
-            if config_q:
-                ids = [d["_id"] for d in self._configs.find(config_q, {"_id": 1})]
-                calc_q = {**calc_q, "configuration": {"$in": ids}}
-            calcs = list(self._calcs.find(calc_q).sort("created", 1))
-            if limit is not None:
-                calcs = calcs[:limit]
-            configs = {d["_id"]: d for d in self._configs.find({"_id": {"$in": list({c["configuration"] for c in calcs})}})}
-            for calc in calcs:
-                if calc["configuration"] in configs:
-                    yield configs[calc["configuration"]], calc
+        """Yield ``(configuration record, calculation record or None)`` pairs (dicts, arrays as numpy)."""
+        cfg_spec, calc_spec = self._split_filters(filters, kwargs)
+        yield from self._joined(cfg_spec, calc_spec, limit=limit, arrays=True)
 
     def records(self, filters: dict | None = None, limit: int | None = None, **kwargs):
         """Like :meth:`iter_records`, as ``(Configuration, calculation dict or None, config_id)``."""
         for cfg, calc in self.iter_records(filters, limit=limit, **kwargs):
-            yield self._to_configuration(cfg), (None if calc is None else _calc_dict(calc)), str(cfg["_id"])
+            yield self._to_configuration(cfg), calc, cfg["id"]
 
     def stats(self) -> dict:
         """Counts for people and scripts: what the store holds and where it lives."""
-        configs = list(self._configs.find({}, {"method": 1, "tilt_system": 1, "reference": 1}))
-        calcs = list(self._calcs.find({}, {"calculator": 1, "settings_hash": 1, "status": 1}))
-        labels = self._labels()
-        per_setup = Counter((c["calculator"], c["settings_hash"], c["status"]) for c in calcs)
-        fw_states = Counter(d.get("state") for d in self.db.fireworks.find({}, {"state": 1}))
+        c = self._counts()
+        labels = self._reference_labels()
+        fw_states, n_workflows = self._fireworks_counts()
+
+        def named(counts: dict, names=None) -> dict:
+            out = Counter()
+            for k, n in counts.items():
+                out[(names or {}).get(k, k) or "-"] += n
+            return dict(out.most_common())
+
         out = {
-            "store": self.settings.describe(),
+            "store": self.describe(),
+            "backend": self.backend,
             "embedded": self.embedded,
             "database": self.settings.database,
-            "references": {labels.get(k, str(k)): v for k, v in Counter(c["reference"] for c in configs).items()},
-            "configurations": len(configs),
-            "by_method": dict(Counter(c.get("method") or "-" for c in configs).most_common()),
-            "by_tilt_system": dict(Counter(c.get("tilt_system") or "-" for c in configs).most_common()),
-            "calculations": len(calcs),
+            "references": named(c["by_reference"], labels),
+            "configurations": sum(c["by_reference"].values()),
+            "by_method": named(c["by_method"]),
+            "by_tilt_system": named(c["by_tilt_system"]),
+            "calculations": sum(c["calculations"].values()),
             "by_calculator": [
                 {"calculator": k[0], "settings_hash": k[1], "status": k[2], "count": v}
-                for k, v in sorted(per_setup.items())
+                for k, v in sorted(c["calculations"].items())
             ],
-            "models": self._models.count_documents({}),
-            "active_models": [m["name"] for m in (_model_dict(d) for d in self._models.find({"active": True}))],
+            "superseded_calculations": c["superseded"],
+            "models": c["models"],
+            "active_models": c["active_models"],
             "fireworks": dict(fw_states),
-            "workflows": self.db.workflows.count_documents({}),
+            "workflows": n_workflows,
         }
-        if self.embedded:
-            p = self.server.path
-            out["store_file"] = str(p)
-            out["store_file_bytes"] = p.stat().st_size if p.exists() else 0
+        out.update(self._location())
         return out
 
-
-def _calc_dict(d: dict) -> dict:
-    out = {k: v for k, v in d.items() if k not in ("_id", "configuration")}
-    out["id"] = str(d["_id"])
-    out["config_id"] = str(d["configuration"])
-    return out
-
-
-def _model_dict(d: dict) -> dict:
-    out = {k: v for k, v in d.items() if k != "_id"}
-    out["id"] = str(d["_id"])
-    return out
+    # ---------------------------------------------------------------- engine primitives
+    # references
+    def _find_reference(self, key: str) -> str | None: raise NotImplementedError  # noqa: E704
+    def _insert_reference(self, rec: dict) -> str: raise NotImplementedError  # noqa: E704
+    def _reference_doc(self, ref_id: str) -> dict | None: raise NotImplementedError  # noqa: E704
+    def _list_references(self) -> list[dict]: raise NotImplementedError  # noqa: E704
+    def _reference_ids_matching(self, value: str) -> list[str]: raise NotImplementedError  # noqa: E704
+    def _reference_labels(self) -> dict: raise NotImplementedError  # noqa: E704
+    # configurations
+    def _ingest_configurations(self, recs: list[dict]) -> tuple[dict, int]: raise NotImplementedError  # noqa: E704
+    def _config_ids_for_keys(self, keys: list[str]) -> dict: raise NotImplementedError  # noqa: E704
+    def _configs_by_id(self, ids: list[str]) -> dict: raise NotImplementedError  # noqa: E704
+    def _n_atoms_by_id(self, ids: list[str]) -> dict: raise NotImplementedError  # noqa: E704
+    def _count_configurations(self, spec: dict) -> int: raise NotImplementedError  # noqa: E704
+    # calculations
+    def _current_calculations(self, pairs: set) -> dict: raise NotImplementedError  # noqa: E704
+    def _write_calculations(self, inserts: list, replaces: list, now) -> None: raise NotImplementedError  # noqa: E704
+    def _calculation_by_id(self, calc_id: str) -> dict | None: raise NotImplementedError  # noqa: E704
+    def _count_calculations(self, spec: dict) -> int: raise NotImplementedError  # noqa: E704
+    def _median_energy(self, settings_hash: str) -> tuple[int, float | None]: raise NotImplementedError  # noqa: E704
+    def _superseded(self, config_id: str | None) -> list[dict]: raise NotImplementedError  # noqa: E704
+    # configurations joined with calculations, oldest first
+    def _joined(self, cfg_spec: dict, calc_spec: dict | None, limit=None, arrays=True): raise NotImplementedError  # noqa: E704
+    # models
+    def _insert_model(self, rec: dict) -> None: raise NotImplementedError  # noqa: E704
+    def _activate_model(self, model_id: str, calculator) -> None: raise NotImplementedError  # noqa: E704
+    def _find_models(self, active=None, calculator=None, model_id=None) -> list[dict]: raise NotImplementedError  # noqa: E704
+    # statistics
+    def _counts(self) -> dict: raise NotImplementedError  # noqa: E704
+    def _fireworks_counts(self) -> tuple[Counter, int]: raise NotImplementedError  # noqa: E704
+    def _location(self) -> dict: return {}  # noqa: E704
 
 
 def _row(cfg: dict, calc: dict | None, labels: dict) -> dict:
+    calc = calc or {}
     return {
-        "config_id": str(cfg["_id"]),
-        "reference": labels.get(cfg["reference"], str(cfg["reference"])),
+        "config_id": cfg["id"],
+        "reference": labels.get(cfg["reference"], cfg["reference"]),
         "tilt_system": cfg.get("tilt_system"),
         "method": cfg.get("method"),
         "parent": cfg.get("parent"),
         "source": cfg.get("source"),
         "n_atoms": cfg.get("n_atoms"),
-        "calc_id": None if calc is None else str(calc["_id"]),
-        "calculator": None if calc is None else calc.get("calculator"),
-        "settings_hash": None if calc is None else calc.get("settings_hash"),
-        "status": None if calc is None else calc.get("status"),
-        "energy": None if calc is None else calc.get("energy"),
-        "energy_per_atom": None if calc is None else calc.get("energy_per_atom"),
+        "calc_id": calc.get("id"),
+        "calculator": calc.get("calculator"),
+        "settings_hash": calc.get("settings_hash"),
+        "status": calc.get("status"),
+        "energy": calc.get("energy"),
+        "energy_per_atom": calc.get("energy_per_atom"),
     }
-
-
-def _forget_mongoengine() -> None:
-    """Drop mongoengine's registration without closing the shared embedded client."""
-    from mongoengine import connection as mc
-
-    mc._connections.pop(D.ALIAS, None)
-    mc.disconnect(D.ALIAS)
 
 
 # ------------------------------------------------------------------------------- process singleton
@@ -787,7 +655,7 @@ _current_lock = threading.RLock()
 def get_store(settings: Settings | None = None) -> Store:
     """The process's one store for ``settings`` (default: :meth:`Settings.load`).
 
-    Asking for a store on different settings closes (flushes) the previous one first.
+    Asking for a store on different settings closes the previous one first.
     """
     global _current
     with _current_lock:
@@ -802,7 +670,7 @@ def get_store(settings: Settings | None = None) -> Store:
 
 
 def close_store() -> None:
-    """Flush and close the process's store (releases the embedded store's lock)."""
+    """Close the process's store (releases the embedded LaunchPad's lock)."""
     global _current
     with _current_lock:
         if _current is not None:
@@ -811,6 +679,5 @@ def close_store() -> None:
 
 
 def get_launchpad(settings: Settings | None = None):
-    """A FireWorks LaunchPad on the same store (and the same client) as :func:`get_store`."""
+    """A FireWorks LaunchPad on the same store as :func:`get_store`."""
     return get_store(settings).get_launchpad()
-

@@ -1,4 +1,9 @@
-"""Checks applied to everything before it is written: nothing malformed reaches the database."""
+"""Checks applied to everything before it is written: nothing malformed reaches the database.
+
+Besides the shape checks, the data policy lives here: :func:`same_result` decides whether a new
+calculation repeats a stored one (a no-op) or differs from it (refused unless replaced on purpose),
+and :func:`outlier_reason` flags energies and forces outside the physically plausible range.
+"""
 
 from __future__ import annotations
 
@@ -97,6 +102,7 @@ def validate_result(result, n_atoms: int, where: str = "calculation") -> dict:
 
     A completed result needs a finite energy, forces of shape (n_atoms, 3) and a stress of shape (6,)
     (Voigt xx, yy, zz, yz, xz, xy) or None. A failed result needs ``error``; its numbers may be None.
+    Forces and stress come back as float64 arrays.
     """
     d = result_to_dict(result)
     status = d.get("status", "completed")
@@ -151,13 +157,12 @@ def validate_result(result, n_atoms: int, where: str = "calculation") -> dict:
                 energy = None
     out["energy"] = energy
     out["energy_per_atom"] = None if energy is None else energy / n_atoms
-    out["forces"] = None if forces is None else _finite_array(forces, (n_atoms, 3), "forces", where).tolist()
+    out["forces"] = None if forces is None else _finite_array(forces, (n_atoms, 3), "forces", where)
     if stress is not None:
         s = np.asarray(stress, dtype=float) if not isinstance(stress, str) else None
         if s is not None and s.shape == (3, 3):
             s = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-        stress = _finite_array(s if s is not None else stress, (6,), "stress (Voigt xx, yy, zz, yz, xz, xy)", where)
-        out["stress"] = stress.tolist()
+        out["stress"] = _finite_array(s if s is not None else stress, (6,), "stress (Voigt xx, yy, zz, yz, xz, xy)", where)
     else:
         out["stress"] = None
     return out
@@ -193,3 +198,71 @@ def validate_launch(launch) -> dict | None:
     if extra:
         out["extra"] = to_plain(extra, "launch")
     return out
+
+
+# ------------------------------------------------------------------------------------ data policy
+#: results closer than this are the same result (a no-op when stored again): eV, eV/A, eV/A^3.
+#: Loose enough for a round trip through extended XYZ text, far below any physical difference.
+SAME_ENERGY_EV = 1e-6
+SAME_FORCE_EV_A = 1e-6
+SAME_STRESS_EV_A3 = 1e-7
+#: outside these, a completed result is physically implausible and refused unless allowed
+MAX_ENERGY_DEVIATION_EV_ATOM = 10.0
+MAX_FORCE_EV_A = 50.0
+
+
+def _close(a, b, atol: float) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= atol))
+
+
+def same_result(old: Mapping, new: Mapping) -> bool:
+    """Whether two calculation results of one configuration and setup are the same result."""
+    if old.get("status") != new.get("status"):
+        return False
+    if new.get("status") == "failed":
+        return (old.get("error") or "") == (new.get("error") or "")
+    return (
+        _close(old.get("energy"), new.get("energy"), SAME_ENERGY_EV)
+        and _close(old.get("forces"), new.get("forces"), SAME_FORCE_EV_A)
+        and _close(old.get("stress"), new.get("stress"), SAME_STRESS_EV_A3)
+    )
+
+
+def describe_difference(old: Mapping, new: Mapping) -> str:
+    """A few words on how two results of one configuration and setup differ."""
+    if old.get("status") != new.get("status"):
+        return f"stored {old.get('status')}, new {new.get('status')}"
+    if new.get("status") == "failed":
+        return f"stored error {str(old.get('error'))[:60]!r}, new {str(new.get('error'))[:60]!r}"
+    if not _close(old.get("energy"), new.get("energy"), SAME_ENERGY_EV):
+        return f"stored energy {old.get('energy'):.6f} eV, new {new.get('energy'):.6g} eV"
+    if not _close(old.get("forces"), new.get("forces"), SAME_FORCE_EV_A):
+        if old.get("forces") is None or new.get("forces") is None:
+            return "forces stored on one side only"
+        return f"forces differ by up to {np.abs(np.asarray(old['forces']) - np.asarray(new['forces'])).max():.3g} eV/A"
+    return "stresses differ"
+
+
+def outlier_reason(fields: Mapping, reference_energy: float | None, reference_what: str) -> str | None:
+    """Why a completed result is physically implausible, or None.
+
+    Forces above :data:`MAX_FORCE_EV_A` (per atom) are implausible for any structure a campaign
+    calculates; an energy per atom more than :data:`MAX_ENERGY_DEVIATION_EV_ATOM` from
+    ``reference_energy`` (eV/atom, described by ``reference_what``) too.
+    """
+    if fields.get("status") != "completed":
+        return None
+    forces = fields.get("forces")
+    if forces is not None and len(forces):
+        norms = np.linalg.norm(np.asarray(forces, dtype=float), axis=1)
+        worst = int(np.argmax(norms))
+        if norms[worst] > MAX_FORCE_EV_A:
+            return f"force {norms[worst]:.4g} eV/A on atom {worst} is above {MAX_FORCE_EV_A:g} eV/A"
+    epa = fields.get("energy_per_atom")
+    if epa is not None and reference_energy is not None and abs(epa - reference_energy) > MAX_ENERGY_DEVIATION_EV_ATOM:
+        return (f"energy {epa:.6g} eV/atom is {abs(epa - reference_energy):.4g} eV/atom from the reference "
+                f"{reference_energy:.6g} eV/atom ({reference_what}); more than {MAX_ENERGY_DEVIATION_EV_ATOM:g} is implausible")
+    return None
