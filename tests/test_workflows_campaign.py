@@ -107,7 +107,7 @@ def fireworks(lpad, **query):
 
 
 def calc_docs(store):
-    return list(store._calcs.find({}, {"configuration": 1, "settings_hash": 1, "status": 1, "error": 1}))
+    return [dict(c, _id=c["id"], configuration=c["config_id"]) for c in store.list_calculations()]
 
 
 # ---------------------------------------------------------------------------------------- shape
