@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
-from .configuration import VOIGT_PAIRS, Configuration, ConfigurationError, strain_to_matrix
+from .configuration import VOIGT_PAIRS, Configuration, ConfigurationError, matrix_to_strain, strain_to_matrix
 from .reference import ReferenceSupercell
 
 #: default spglib tolerance (Angstrom) for space-group detection of distorted structures
@@ -49,6 +49,34 @@ class SupercellSymmetry:
     def n_ops(self) -> int:
         return len(self.rotations)
 
+    @cached_property
+    def inverse_permutations(self) -> np.ndarray:
+        """(n_ops, N): site ``inverse_permutations[g, j]`` is mapped onto site ``j``."""
+        return np.argsort(self.permutations, axis=1)
+
+    @cached_property
+    def _signed_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each rotation is a signed permutation: ``R[g, a, b] = sign[g, a]`` for ``b = col[g, a]``, else 0."""
+        col = np.abs(self.rotations).argmax(axis=2)
+        sign = np.take_along_axis(self.rotations, col[:, :, None], axis=2)[:, :, 0]
+        return col, sign
+
+    @cached_property
+    def _image_gather(self) -> tuple[np.ndarray, np.ndarray]:
+        """(flat indices (n_ops, N, 3), signs (n_ops, 1, 3)): every image of a field u is u.ravel()[idx] * sign."""
+        col, sign = self._signed_columns
+        return self.inverse_permutations[:, :, None] * 3 + col[:, None, :], sign[:, None, :]
+
+    @cached_property
+    def _strain_gather(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Voigt indices (n_ops, 6), signs (n_ops, 6)): every image of a strain 6-vector is e[idx] * sign."""
+        col, sign = self._signed_columns
+        voigt = np.zeros((3, 3), dtype=int)
+        for k, (i, j) in enumerate(VOIGT_PAIRS):
+            voigt[i, j] = voigt[j, i] = k
+        i, j = np.array(VOIGT_PAIRS).T
+        return voigt[col[:, i], col[:, j]], sign[:, i] * sign[:, j]
+
     @property
     def point_op_indices(self) -> np.ndarray:
         """Operations with no translation part (the point group about the B site at the origin)."""
@@ -65,24 +93,24 @@ class SupercellSymmetry:
 
         Returns an array (n_ops, N, 3) (or (n_ops, ..., N, 3) for a batch).
         """
-        ops = np.arange(self.n_ops) if ops is None else np.asarray(ops)
         u = np.asarray(displacements, dtype=float)
+        if u.ndim == 2:  # rotations are signed permutations: one gather and a sign flip, exact and fast
+            idx, sign = self._image_gather
+            if ops is None:
+                return u.ravel()[idx] * sign
+            return u.ravel()[idx[ops]] * sign[ops]
+        ops = np.arange(self.n_ops) if ops is None else np.asarray(ops)
         # out[g, ..., perm[g, i], :] = rot[g, ..., i, :]  <=>  out[g, ..., j, :] = rot[g, ..., inv[g, j], :]
-        inv = np.argsort(self.permutations[ops], axis=1)
-        if u.ndim == 2:  # batched matmul: exact for signed permutations, and far faster than einsum here
-            rot = u[None] @ self.rotations[ops].transpose(0, 2, 1)
-            return rot[np.arange(len(ops))[:, None], inv]
+        inv = self.inverse_permutations[ops]
         rot = np.einsum("gab,...ib->g...ia", self.rotations[ops], u)
         return np.stack([rot[k][..., inv[k], :] for k in range(len(ops))])
 
     def apply_strain(self, strain, ops=None) -> np.ndarray:
         """Images (n_ops, 6) of a strain 6-vector: e' = R e R^T."""
         ops = np.arange(self.n_ops) if ops is None else np.asarray(ops)
-        e = strain_to_matrix(strain)
-        r = self.rotations[ops]
-        m = r @ e @ r.transpose(0, 2, 1)
-        i, j = np.array(VOIGT_PAIRS).T
-        return 0.5 * (m[:, i, j] + m[:, j, i])  # matrix_to_strain of every image at once
+        e = matrix_to_strain(strain_to_matrix(strain))  # a 3x3 tensor or a 6-vector, symmetrised
+        idx, sign = self._strain_gather
+        return e[idx[ops]] * sign[ops]
 
     def apply(self, config: Configuration, op: int) -> Configuration:
         """The configuration mapped by operation ``op`` (a symmetry-equivalent configuration)."""
