@@ -14,7 +14,7 @@ import sys
 from .. import __version__
 
 #: noun modules, in the order ``pes --help`` lists them
-NOUNS = ("init", "db", "enumerate", "calc", "basis", "model", "campaign", "retrain")
+NOUNS = ("init", "db", "enumerate", "calc", "basis", "model", "simulate", "campaign", "retrain")
 
 
 def build_parser() -> argparse.ArgumentParser:

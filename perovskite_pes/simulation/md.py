@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -144,8 +145,10 @@ class MDSimulation:
         if self.ensemble == "npt":
             kw = {"externalstress": -float(self.pressure_GPa) * units.GPa, "hydrostatic": False,
                   "P_tau": float(self.barostat_fs) * units.fs}
-        return LangevinBAOAB(atoms, timestep=dt, temperature_K=float(temperature_K),
-                             T_tau=float(self.thermostat_fs) * units.fs, rng=rng, **kw)
+        with warnings.catch_warnings():  # ASE notes that it picks the barostat mass from P_tau: that is the intent
+            warnings.filterwarnings("ignore", message="Using heuristic P_mass")
+            return LangevinBAOAB(atoms, timestep=dt, temperature_K=float(temperature_K),
+                                 T_tau=float(self.thermostat_fs) * units.fs, rng=rng, **kw)
 
     # ------------------------------------------------------------------ run
     def run(self, schedule, trajectory=None, checkpoint=None, progress: bool = False) -> SimulationResult:
@@ -157,7 +160,7 @@ class MDSimulation:
         it (same schedule and settings required). A blow-up raises :class:`BlowUpError` with the result
         so far; the trajectory and the checkpoint up to then stay on disk.
         """
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+        from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
         self._check()
         schedule = _check_schedule(schedule)
@@ -189,11 +192,14 @@ class MDSimulation:
             _restore_sampler(sampler, state.get("sampler"))
             logger.info("resuming %s at stage %d, step %d", ckpt, stage_i, k0)
         else:
-            MaxwellBoltzmannDistribution(atoms, temperature_K=schedule[0].target(0), rng=rng)
+            thermalize_momenta(atoms, temperature_K=schedule[0].target(0), rng=rng)
             Stationary(atoms)
         dyn = self._integrator(atoms, schedule[min(stage_i, len(schedule) - 1)].target(k0), rng)
-        if resumed and state.get("p_eps") is not None and hasattr(dyn, "p_eps"):
-            dyn.p_eps = np.array(state["p_eps"]) if isinstance(state["p_eps"], list) else float(state["p_eps"])
+        if resumed:  # the cell's momentum and force (the latter saw the momenta of mid-step)
+            for name in ("p_eps", "force_eps"):
+                value = state.get(name)
+                if value is not None and hasattr(dyn, name):
+                    setattr(dyn, name, np.array(value) if isinstance(value, list) else float(value))
 
         writer = _TrajectoryWriter(trajectory, append=resumed) if trajectory else None
         result.trajectory = str(trajectory) if trajectory else None
@@ -210,7 +216,8 @@ class MDSimulation:
                 "method": self.method, "settings": settings, "schedule": [s.to_dict() for s in schedule],
                 "supercell": ref.matrix.tolist(), "stage": stage_i, "step_in_stage": next_step, "steps": result.steps,
                 "cell": atoms.cell.array, "positions": atoms.positions, "momenta": atoms.get_momenta(),
-                "rng": rng.bit_generator.state, "p_eps": getattr(dyn, "p_eps", None), "completed": result.stages,
+                "rng": rng.bit_generator.state, "p_eps": getattr(dyn, "p_eps", None),
+                "force_eps": getattr(dyn, "force_eps", None), "completed": result.stages,
                 "series": result.series, "sampler": _sampler_state(sampler),
             })
 
