@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 
 import numpy as np
 
@@ -19,6 +20,7 @@ import numpy as np
 DECIMALS = 5
 
 
+@lru_cache(maxsize=64)
 def reference_key(reference) -> str:
     """Stable key of a :class:`ReferenceSupercell` (species, lattice parameter, supercell matrix)."""
     p = reference.perovskite

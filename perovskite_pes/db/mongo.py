@@ -43,28 +43,30 @@ def reference_record(d: dict) -> dict:
             "created": d.get("created")}
 
 
-def config_record(d: dict, arrays: bool = True) -> dict:
-    rec = {"id": str(d["_id"]), "reference": str(d["reference"]), "key": d.get("key"), "key_method": d.get("key_method"),
-           "n_atoms": d.get("n_atoms"), "tags": dict(d.get("tags") or {}), "tilt_system": d.get("tilt_system"),
-           "method": d.get("method"), "parent": d.get("parent"), "source": d.get("source"), "created": d.get("created")}
-    if arrays:
-        rec["displacements"] = _arr(d["displacements"], 3)
-        rec["strain"] = _arr(d["strain"])
+def config_record(d: dict, full: bool = True) -> dict:
+    """A configuration record (the same keys as the SQLite store's): light, or full with arrays and tags."""
+    rec = {"id": str(d["_id"]), "reference": str(d["reference"]), "n_atoms": d.get("n_atoms"),
+           "tilt_system": d.get("tilt_system"), "method": d.get("method"), "parent": d.get("parent"),
+           "source": d.get("source")}
+    if full:
+        rec.update(key=d.get("key"), key_method=d.get("key_method"), tags=dict(d.get("tags") or {}),
+                   created=d.get("created"), displacements=_arr(d["displacements"], 3), strain=_arr(d["strain"]))
     return rec
 
 
-CALC_KEYS = ("calculator", "version", "settings_hash", "settings", "status", "error", "energy", "energy_per_atom",
-             "n_atoms", "wall_time", "output_dir", "launch", "created", "updated")
+CALC_LIGHT = ("calculator", "version", "settings_hash", "status", "error", "energy", "energy_per_atom", "n_atoms",
+              "wall_time", "output_dir")
+CALC_KEYS = CALC_LIGHT + ("settings", "launch", "created", "updated")
 
 
-def calc_record(d: dict, arrays: bool = True) -> dict:
+def calc_record(d: dict, full: bool = True) -> dict:
+    """A calculation record (the same keys as the SQLite store's): light, or full with arrays and provenance."""
     rec = {"id": str(d["_id"]), "config_id": str(d["configuration"])}
-    rec.update({k: d.get(k) for k in CALC_KEYS})
-    rec["settings"] = rec["settings"] or {}
-    if arrays:
-        rec["forces"] = _arr(d.get("forces"), 3)
-        rec["stress"] = _arr(d.get("stress"))
-        rec["final_structure"] = d.get("final_structure")
+    rec.update({k: d.get(k) for k in CALC_LIGHT})
+    if full:
+        rec.update({k: d.get(k) for k in ("launch", "created", "updated")})
+        rec.update(settings=d.get("settings") or {}, forces=_arr(d.get("forces"), 3), stress=_arr(d.get("stress")),
+                   final_structure=d.get("final_structure"))
     return rec
 
 

@@ -99,11 +99,21 @@ CREATE INDEX models_active ON models (calculator, active);
 CALC_FIELDS = ("calculator", "version", "settings_hash", "settings", "status", "error", "energy", "energy_per_atom",
                "n_atoms", "forces", "stress", "wall_time", "output_dir", "final_structure", "launch", "created",
                "updated")
-_CFG_COLS = "c.cid, c.id, r.id, c.key, c.key_method, c.n_atoms, c.tags, c.tilt_system, c.method, c.parent, c.source, c.created"
-_CFG_ARRAYS = ", c.displacements, c.strain"
-_CALC_COLS = ("k.kid, k.id, k.config, k.calculator, k.version, k.settings_hash, sd.json, k.status, k.error, k.energy, "
-              "k.energy_per_atom, k.n_atoms, k.wall_time, k.output_dir, k.launch, k.created, k.updated")
-_CALC_ARRAYS = ", k.forces, k.stress, k.final_structure"
+#: columns of a configuration record: the light part (tables, counts) and what a full record adds
+_CFG_LIGHT = "c.cid, c.id, r.id, c.n_atoms, c.tilt_system, c.method, c.parent, c.source"
+_CFG_FULL = ", c.key, c.key_method, c.tags, c.created, c.displacements, c.strain"
+
+
+def _calc_cols(p: str, full: bool) -> str:
+    """Columns of a calculation record from table alias ``p`` (calculations or superseded)."""
+    light = (f"{p}.id, {p}.config, {p}.calculator, {p}.version, {p}.settings_hash, {p}.status, {p}.error, "
+             f"{p}.energy, {p}.energy_per_atom, {p}.n_atoms, {p}.wall_time, {p}.output_dir")
+    return light + (f", sd.json, {p}.launch, {p}.created, {p}.updated, {p}.forces, {p}.stress, {p}.final_structure"
+                    if full else "")
+
+
+def _calc_from(table: str, p: str, full: bool) -> str:
+    return f"{table} {p}" + (f" JOIN settings_docs sd ON sd.sid = {p}.settings" if full else "")
 
 
 # ------------------------------------------------------------------------------- encoding
@@ -547,25 +557,25 @@ class SQLiteStore(Store):
         return out
 
     @staticmethod
-    def _config_rec(row, arrays: bool) -> dict:
-        """A configuration record from a row of _CFG_COLS (without the leading cid) [+ _CFG_ARRAYS]."""
-        i, ref, key, key_method, n_atoms, tags, tilt, method, parent, source, created = row[:11]
-        rec = {"id": _sid(i), "reference": _sid(ref), "key": key, "key_method": key_method, "n_atoms": n_atoms,
-               "tags": _load(tags), "tilt_system": tilt, "method": method, "parent": parent, "source": source,
-               "created": _time(created)}
-        if arrays:
-            rec["displacements"] = _array(row[11], 3)
-            rec["strain"] = _array(row[12])
+    def _config_rec(row, full: bool) -> dict:
+        """A configuration record from a row of _CFG_LIGHT (without the leading cid) [+ _CFG_FULL]."""
+        i, ref, n_atoms, tilt, method, parent, source = row[:7]
+        rec = {"id": _sid(i), "reference": _sid(ref), "n_atoms": n_atoms, "tilt_system": tilt, "method": method,
+               "parent": parent, "source": source}
+        if full:
+            key, key_method, tags, created, disp, strain = row[7:13]
+            rec.update(key=key, key_method=key_method, tags=_load(tags), created=_time(created),
+                       displacements=_array(disp, 3), strain=_array(strain))
         return rec
 
-    def _configs_where(self, conn, column: str, values: list, arrays: bool = True) -> dict:
+    def _configs_where(self, conn, column: str, values: list, full: bool = True) -> dict:
         """{cid: record} of the configurations whose ``column`` is in ``values``."""
         out = {}
-        cols = _CFG_COLS + (_CFG_ARRAYS if arrays else "")
+        cols = _CFG_LIGHT + (_CFG_FULL if full else "")
         for part in _chunks(values):
             for row in conn.execute(f"SELECT {cols} FROM configurations c JOIN refs r ON r.rid = c.ref "
                                     f"WHERE c.{column} IN ({_marks(len(part))})", part):
-                out[row[0]] = self._config_rec(row[1:], arrays)
+                out[row[0]] = self._config_rec(row[1:], full)
         return out
 
     def _configs_by_id(self, ids: list[str]) -> dict:
@@ -618,24 +628,24 @@ class SQLiteStore(Store):
             return conn.execute(sql, params).fetchone()[0]
 
     # ---------------------------------------------------------------- calculations
-    def _calc_rec(self, row, config_id: str, arrays: bool) -> dict:
-        (_kid, i, _config, calculator, version, settings_hash, settings, status, error, energy, epa, n_atoms, wall,
-         output_dir, launch, created, updated) = row[:17]
+    @staticmethod
+    def _calc_rec(row, config_id: str, full: bool) -> dict:
+        """A calculation record from a row of _calc_cols(.., full)."""
+        (i, _config, calculator, version, settings_hash, status, error, energy, epa, n_atoms, wall,
+         output_dir) = row[:12]
         rec = {"id": _sid(i), "config_id": config_id, "calculator": calculator, "version": version,
-               "settings_hash": settings_hash, "settings": _load(settings), "status": status, "error": error,
-               "energy": energy, "energy_per_atom": epa, "n_atoms": n_atoms, "wall_time": wall,
-               "output_dir": output_dir, "launch": _load(launch), "created": _time(created), "updated": _time(updated)}
-        if arrays:
-            rec["forces"] = _array(row[17], 3)
-            rec["stress"] = _array(row[18])
-            rec["final_structure"] = _load(row[19])
+               "settings_hash": settings_hash, "status": status, "error": error, "energy": energy,
+               "energy_per_atom": epa, "n_atoms": n_atoms, "wall_time": wall, "output_dir": output_dir}
+        if full:
+            settings, launch, created, updated, forces, stress, final = row[12:19]
+            rec.update(settings=_load(settings), launch=_load(launch), created=_time(created), updated=_time(updated),
+                       forces=_array(forces, 3), stress=_array(stress), final_structure=_load(final))
         return rec
 
-    def _calcs_where(self, conn, where: str, params: list, arrays: bool = True) -> list[dict]:
-        cols = _CALC_COLS + (_CALC_ARRAYS if arrays else "")
-        rows = conn.execute(f"SELECT {cols}, c.id FROM calculations k JOIN settings_docs sd ON sd.sid = k.settings "
+    def _calcs_where(self, conn, where: str, params: list) -> list[dict]:
+        rows = conn.execute(f"SELECT {_calc_cols('k', True)}, c.id FROM {_calc_from('calculations', 'k', True)} "
                             f"JOIN configurations c ON c.cid = k.config WHERE {where} ORDER BY k.kid", params).fetchall()
-        return [self._calc_rec(row, _sid(row[-1]), arrays) for row in rows]
+        return [self._calc_rec(row, _sid(row[-1]), True) for row in rows]
 
     def _current_calculations(self, pairs: set) -> dict:
         out = {}
@@ -700,36 +710,49 @@ class SQLiteStore(Store):
         return n, row[0]
 
     def _superseded(self, config_id: str | None) -> list[dict]:
-        cols = _CALC_COLS.replace("k.", "s.").replace("s.kid", "s.xid") + _CALC_ARRAYS.replace("k.", "s.")
         where, params = ("WHERE c.id = ?", [_bid(config_id)]) if config_id else ("", [])
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {cols}, c.id, s.superseded_at, s.reason FROM superseded s JOIN settings_docs sd "
-                f"ON sd.sid = s.settings JOIN configurations c ON c.cid = s.config {where} ORDER BY s.xid", params
+                f"SELECT {_calc_cols('s', True)}, c.id, s.superseded_at, s.reason FROM "
+                f"{_calc_from('superseded', 's', True)} JOIN configurations c ON c.cid = s.config {where} ORDER BY s.xid",
+                params,
             ).fetchall()
         out = []
         for row in rows:
-            rec = self._calc_rec(row[:20], _sid(row[20]), True)
-            rec.update(calc_id=rec["id"], superseded_at=_time(row[21]), reason=row[22])
+            rec = self._calc_rec(row[:-3], _sid(row[-3]), True)
+            rec.update(calc_id=rec["id"], superseded_at=_time(row[-2]), reason=row[-1])
             out.append(rec)
         return out
 
     # ---------------------------------------------------------------- joined records
-    def _joined(self, cfg_spec: dict, calc_spec: dict | None, limit=None, arrays=True):
+    def _join_sql(self, columns: str, cfg_spec: dict, calc_spec: dict | None, limit, refs: bool = False):
+        """SELECT ``columns`` of configurations (c) joined with their calculations (k), oldest first."""
         where, params = self._config_where(cfg_spec)
         if calc_spec is None:
-            sql = "SELECT c.cid, k.kid FROM configurations c LEFT JOIN calculations k ON k.config = c.cid"
-            order = "c.cid, k.kid"
+            join, order = "LEFT JOIN calculations k ON k.config = c.cid", "c.cid, k.kid"
         else:
             cw, cp = self._calc_where(calc_spec)
             where, params = where + cw, params + cp
-            sql = "SELECT k.config, k.kid FROM calculations k" + (
-                " JOIN configurations c ON c.cid = k.config" if cfg_spec else "")
-            order = "k.kid"
-        sql += (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
+            join, order = "JOIN calculations k ON k.config = c.cid", "k.kid"
+        sql = (f"SELECT {columns} FROM configurations c {'JOIN refs r ON r.rid = c.ref ' if refs else ''}{join}"
+               + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}")
         if limit is not None:
             sql += " LIMIT ?"
             params = params + [max(int(limit), 0)]
+        return sql, params
+
+    def _query_rows(self, cfg_spec: dict, calc_spec: dict | None, limit) -> list[dict]:
+        from .store import ROW_KEYS
+
+        sql, params = self._join_sql("c.id, r.label, c.tilt_system, c.method, c.parent, c.source, c.n_atoms, k.id, "
+                                     "k.calculator, k.settings_hash, k.status, k.energy, k.energy_per_atom",
+                                     cfg_spec, calc_spec, limit, refs=True)
+        with self._read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [dict(zip(ROW_KEYS, (r[0].hex(), *r[1:7], None if r[7] is None else r[7].hex(), *r[8:]))) for r in rows]
+
+    def _joined(self, cfg_spec: dict, calc_spec: dict | None, limit=None, arrays=True):
+        sql, params = self._join_sql("c.cid, k.kid", cfg_spec, calc_spec, limit)
         with self._read() as conn:
             pairs = conn.execute(sql, params).fetchall()  # which rows, in order; then their contents by chunk
         for part in _chunks(pairs):
@@ -739,10 +762,10 @@ class SQLiteStore(Store):
                 calcs = {}
                 for chunk in _chunks(kids):
                     for row in conn.execute(
-                        f"SELECT {_CALC_COLS + (_CALC_ARRAYS if arrays else '')} FROM calculations k JOIN settings_docs sd "
-                        f"ON sd.sid = k.settings WHERE k.kid IN ({_marks(len(chunk))})", chunk
+                        f"SELECT k.kid, {_calc_cols('k', arrays)} FROM {_calc_from('calculations', 'k', arrays)} "
+                        f"WHERE k.kid IN ({_marks(len(chunk))})", chunk
                     ):
-                        calcs[row[0]] = row
+                        calcs[row[0]] = row[1:]
             for cid, kid in part:
                 cfg = configs.get(cid)
                 if cfg is None:

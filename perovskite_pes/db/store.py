@@ -230,7 +230,7 @@ class Store:
         return self._list_references()
 
     # ---------------------------------------------------------------- configurations
-    def _config_record(self, config, where: str, source: str | None) -> dict:
+    def _config_record(self, config, where: str, source: str | None, n_atoms: dict) -> dict:
         from ..structure import Configuration
 
         if not isinstance(config, Configuration):
@@ -241,8 +241,10 @@ class Store:
             raise InvalidRecord(f"{where} has no reference supercell")
         key, method = uniqueness_key(config)
         tags = to_plain(config.tags, f"{where} tags")
+        if config.reference not in n_atoms:
+            n_atoms[config.reference] = int(config.reference.n_atoms)
         rec = dict(
-            id=new_id(), key=key, key_method=method, reference=None, n_atoms=int(config.reference.n_atoms),
+            id=new_id(), key=key, key_method=method, reference=None, n_atoms=n_atoms[config.reference],
             displacements=np.ascontiguousarray(config.displacements, dtype=float),
             strain=np.ascontiguousarray(config.strain, dtype=float), tags=tags, source=source, created=utcnow(),
         )
@@ -259,7 +261,8 @@ class Store:
         configs = list(configs)
         if source is not None and not isinstance(source, str):
             raise InvalidRecord(f"source must be a string; got {type(source).__name__}")
-        recs = [self._config_record(c, f"configuration {i}", source) for i, c in enumerate(configs)]
+        n_atoms: dict = {}
+        recs = [self._config_record(c, f"configuration {i}", source, n_atoms) for i, c in enumerate(configs)]
         if not recs:
             return IngestReport()
         with self._lock, self._write():
@@ -547,6 +550,10 @@ class Store:
         QueryError.
         """
         cfg_spec, calc_spec = self._split_filters(filters, kwargs)
+        return self._query_rows(cfg_spec, calc_spec, limit)
+
+    def _query_rows(self, cfg_spec: dict, calc_spec: dict | None, limit) -> list[dict]:
+        """The rows of :meth:`query` (engines may answer it in one statement)."""
         labels = self._reference_labels()
         return [_row(cfg, calc, labels) for cfg, calc in self._joined(cfg_spec, calc_spec, limit=limit, arrays=False)]
 
@@ -628,23 +635,18 @@ class Store:
     def _location(self) -> dict: return {}  # noqa: E704
 
 
+#: the columns of a :meth:`Store.query` row: configuration, then calculation (None without one)
+ROW_KEYS = ("config_id", "reference", "tilt_system", "method", "parent", "source", "n_atoms",
+            "calc_id", "calculator", "settings_hash", "status", "energy", "energy_per_atom")
+
+
 def _row(cfg: dict, calc: dict | None, labels: dict) -> dict:
     calc = calc or {}
-    return {
-        "config_id": cfg["id"],
-        "reference": labels.get(cfg["reference"], cfg["reference"]),
-        "tilt_system": cfg.get("tilt_system"),
-        "method": cfg.get("method"),
-        "parent": cfg.get("parent"),
-        "source": cfg.get("source"),
-        "n_atoms": cfg.get("n_atoms"),
-        "calc_id": calc.get("id"),
-        "calculator": calc.get("calculator"),
-        "settings_hash": calc.get("settings_hash"),
-        "status": calc.get("status"),
-        "energy": calc.get("energy"),
-        "energy_per_atom": calc.get("energy_per_atom"),
-    }
+    return dict(zip(ROW_KEYS, (
+        cfg["id"], labels.get(cfg["reference"], cfg["reference"]), cfg.get("tilt_system"), cfg.get("method"),
+        cfg.get("parent"), cfg.get("source"), cfg.get("n_atoms"), calc.get("id"), calc.get("calculator"),
+        calc.get("settings_hash"), calc.get("status"), calc.get("energy"), calc.get("energy_per_atom"),
+    )))
 
 
 # ------------------------------------------------------------------------------- process singleton
