@@ -85,14 +85,6 @@ def test_real_single_point_cubic_and_displaced(tmp_path):
 
 
 @has_cp2k
-def test_scf_that_does_not_converge_is_a_failed_record(tmp_path):
-    calc = get_calculator("cp2k", **{**CHEAP, "max_scf": 2, "eps_scf": 1e-10, "max_errors": 1})
-    r = calc.calculate(cubic(), workdir=tmp_path)
-    assert r.status == "failed" and r.energy is None and r.forces is None
-    assert "custodian" in r.error and "Non-converging" in r.error
-
-
-@has_cp2k
 @pytest.mark.slow
 def test_stress_sign_matches_finite_difference_and_relaxation(tmp_path):
     calc = get_calculator("cp2k", **CHEAP)
@@ -107,3 +99,22 @@ def test_stress_sign_matches_finite_difference_and_relaxation(tmp_path):
     assert relaxed.status == "completed", relaxed.error
     assert np.abs(relaxed.forces).max() < 0.02
     assert relaxed.final_structure is not None and relaxed.energy < calc.calculate(s).energy
+
+
+def test_missing_basis_and_pseudopotential_data_is_one_line_naming_the_package(tmp_path, run_pes):
+    from perovskite_pes.calculators import CalculatorError
+
+    empty = tmp_path / "no_cp2k_data"
+    empty.mkdir()
+    calc = get_calculator("cp2k", data_dir=str(empty), cp2k_cmd="true")
+    with pytest.raises(CalculatorError, match="CP2K data file BASIS_MOLOPT not found in .*no_cp2k_data.*apt-get install cp2k-data") as info:
+        calc.calculate(cubic(), workdir=tmp_path / "run")
+    assert "\n" not in str(info.value)
+    path = tmp_path / "cubic.cif"
+    cubic().to(filename=str(path))
+    proc = run_pes("calc", "run", path, "-c", "cp2k", "--set", f"data_dir={empty}", "--set", "cp2k_cmd=/bin/true")
+    assert proc.returncode == 2 and "apt-get install cp2k-data" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    proc = run_pes("calc", "run", path, "-c", "cp2k", "--set", "cp2k_cmd=no-such-cp2k.psmp")
+    assert proc.returncode == 2 and "no-such-cp2k.psmp not found" in proc.stderr and "apt-get install cp2k" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shlex
 import shutil
 import uuid
@@ -13,6 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from .base import CalculatorError, CalculatorInputError
+
+# custodian logs every correction at ERROR level; without a handler of the application's, Python's
+# last-resort handler would print those lines (a handler name, nothing else) to stderr
+logging.getLogger("custodian").addHandler(logging.NullHandler())
 
 #: k-point "length" (Angstrom) equivalent to a 6x6x6 mesh on the 5.87 A primitive cell of CsPbBr3,
 #: i.e. 3x3x3 on the 2x2x2 supercell (Thomas et al. 2019)
@@ -106,19 +112,34 @@ def run_custodian(handlers, jobs, validators, directory: Path, run_options: dict
     try:
         c.run()
     except CustodianError as exc:
-        errors = []
-        for entry in c.run_log:
-            for corr in entry.get("corrections", []):
-                errors.extend(str(e) for e in corr.get("errors", []))
-        seen = list(dict.fromkeys(errors))
-        reason = f"custodian stopped the run: {exc}"
-        if seen:
-            reason += f" (errors seen, {len(errors)} correction(s) applied: {', '.join(seen)})"
-        if stderr_file:
-            err = tail(directory / stderr_file)
-            if err:
-                reason += f"; stderr: {err}"
-        return reason
+        # "<custodian.cp2k.handlers.FrozenJobErrorHandler object at 0x7f...>" -> "FrozenJobErrorHandler"
+        message = re.sub(r"<(?:[\w]+\.)*(\w+) object at 0x[0-9a-fA-F]+>", r"\1", str(exc))
+        return _custodian_reason(c.run_log, f"custodian stopped the run: {message}", directory, stderr_file)
     except FileNotFoundError as exc:
         raise CalculatorError(f"cannot start the code: {exc}") from exc
+    # an error without a correction that custodian logs without raising (e.g. a wall-time stop)
+    stopped = [entry["handler"] for entry in c.run_log if entry.get("handler") is not None]
+    if stopped:
+        name = getattr(stopped[-1], "__name__", None) or type(stopped[-1]).__name__
+        return _custodian_reason(c.run_log, f"custodian stopped the run: {name} found an error it cannot correct",
+                                 directory, stderr_file)
     return None
+
+
+def _custodian_reason(run_log, head: str, directory: Path, stderr_file: str | None) -> str:
+    errors = []
+    for entry in run_log:
+        for corr in entry.get("corrections", []):
+            errors.extend(str(e) for e in corr.get("errors", []))
+    seen = list(dict.fromkeys(errors))
+    reason = head
+    validator = run_log[-1].get("validator") if run_log else None
+    if getattr(validator, "message", ""):
+        reason += f": {validator.message}"
+    if seen:
+        reason += f" (errors seen, {len(errors)} correction(s) tried: {', '.join(seen)})"
+    if stderr_file:
+        err = tail(directory / stderr_file)
+        if err:
+            reason += f"; stderr: {err}"
+    return reason

@@ -14,8 +14,10 @@ Traps handled here:
   trajectory files of an earlier run in the same folder are removed before a run for the same reason;
 * ``CP2K_DATA_DIR`` is CP2K's own variable: the data directory is only read here to check that
   basis sets and pseudopotentials exist, never exported for pymatgen;
-* ``Cp2kOutput`` parses with ``auto_load=True``; forces come back in Hartree/Bohr and the stress in
-  GPa with CP2K's sign (positive = compressive), converted here to eV/A and ASE's convention.
+* ``Cp2kOutput`` gives the energy in eV (pymatgen's Hartree), forces in Hartree/Bohr and the stress
+  in GPa with CP2K's sign (positive = compressive); forces and trajectory energies are converted
+  with the same constants as the energy (ASE's older Hartree differs by 8e-9, 1e-4 eV on a 40-atom
+  cell), the stress to ASE's convention.
 """
 
 from __future__ import annotations
@@ -53,10 +55,18 @@ GENERIC_POTENTIAL = "GTH-PBE"
 GENERIC_BASIS = "DZVP-MOLOPT-SR-GTH"
 
 
-def _force_unit() -> float:
-    from ase.units import Bohr, Hartree
+def _hartree() -> float:
+    """eV per Hartree, the constant pymatgen's parser converts CP2K's energies with."""
+    from pymatgen.core.units import Ha_to_eV
 
-    return Hartree / Bohr
+    return float(Ha_to_eV)
+
+
+def _force_unit() -> float:
+    """eV/A per Hartree/Bohr, with the energy's constants."""
+    from pymatgen.core.units import bohr_to_ang
+
+    return _hartree() / float(bohr_to_ang)
 
 
 @functools.lru_cache(maxsize=8)
@@ -118,6 +128,9 @@ class Cp2kCalculator(Calculator):
         "polling_time_step": 1.0,
         "monitor_freq": 10,
         "max_errors": 3,
+        "walltime": None,  # seconds (CP2K's GLOBAL/WALLTIME); default: $PES_CP2K_WALLTIME, else no limit
+        "frozen_timeout": 3600,  # seconds without new output before a run counts as hung
+        "max_reruns": 2,  # reruns of a run killed from outside (signal, out-of-memory killer)
         "min_distance": DEFAULT_MIN_DISTANCE,
     }
 
@@ -134,6 +147,23 @@ class Cp2kCalculator(Calculator):
             self.run_options["cp2k_cmd"] or os.environ.get("PES_CP2K_CMD") or DEFAULT_CP2K_CMD, "cp2k_cmd"
         )
         self.data_dir = Path(self.run_options["data_dir"] or os.environ.get("CP2K_DATA_DIR") or DEFAULT_DATA_DIR)
+        for key in ("walltime", "frozen_timeout"):
+            value = self.run_options[key]
+            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+                raise CalculatorInputError(f"{key} must be a positive number of seconds; got {value!r}")
+
+    @property
+    def walltime(self) -> float | None:
+        """Seconds CP2K may run (GLOBAL/WALLTIME): the run option, else $PES_CP2K_WALLTIME, read at run time
+        so that a worker's batch script can hand over the time its job has left."""
+        value = self.run_options["walltime"]
+        if value is None and os.environ.get("PES_CP2K_WALLTIME"):
+            raw = os.environ["PES_CP2K_WALLTIME"]
+            try:
+                value = float(raw)
+            except ValueError:
+                raise CalculatorInputError(f"PES_CP2K_WALLTIME must be a number of seconds; got {raw!r}") from None
+        return None if value is None else float(value)
 
     @property
     def executable(self) -> str:
@@ -153,8 +183,9 @@ class Cp2kCalculator(Calculator):
         for key in ("basis_file", "potential_file"):
             if not (self.data_dir / self.settings[key]).is_file():
                 raise CalculatorError(
-                    f"CP2K data file {self.settings[key]} not found in {self.data_dir}; "
-                    "set CP2K_DATA_DIR or the data_dir run option to CP2K's data folder"
+                    f"CP2K data file {self.settings[key]} not found in {self.data_dir}: install CP2K's basis sets and "
+                    "pseudopotentials (Debian/Ubuntu: apt-get install cp2k-data) or point CP2K_DATA_DIR (or the "
+                    "data_dir run option) at the folder that holds them"
                 )
 
     def availability_details(self) -> dict:
@@ -239,11 +270,12 @@ class Cp2kCalculator(Calculator):
             {"METHOD": "QUICKSTEP", "STRESS_TENSOR": "ANALYTICAL"},
             [dft, subsys, sec("PRINT", subsections=[sec("FORCES", params=("ON",)), sec("STRESS_TENSOR", params=("ON",))])],
         )
-        sections = [sec("GLOBAL", {"PROJECT": PROJECT, "RUN_TYPE": run_type, "PRINT_LEVEL": "MEDIUM"}), force_eval]
+        glob = {"PROJECT": PROJECT, "RUN_TYPE": run_type, "PRINT_LEVEL": "MEDIUM"}
+        if self.walltime is not None:
+            glob["WALLTIME"] = float(self.walltime)
+        sections = [sec("GLOBAL", glob), force_eval]
         if relax is not None:
-            from ase.units import Bohr, Hartree
-
-            max_force = float(s["fmax"]) / (Hartree / Bohr)
+            max_force = float(s["fmax"]) / _force_unit()
             opt = {"OPTIMIZER": "BFGS", "MAX_ITER": int(s["max_iter"]), "MAX_FORCE": max_force}
             motion = [sec("GEO_OPT", opt)]
             if relax == "cell":
@@ -277,16 +309,29 @@ class Cp2kCalculator(Calculator):
         return directory
 
     # ------------------------------------------------------------------ run
-    def _calculate(self, structure, relax, workdir) -> CalcResult:
-        from custodian.cp2k.handlers import UnconvergedScfErrorHandler
-        from custodian.cp2k.jobs import Cp2kJob
+    def custodian_job(self):
+        """The custodian job, error handlers and validators of one run (see :mod:`.cp2k_custodian`)."""
+        from custodian.cp2k.handlers import FrozenJobErrorHandler, WalltimeHandler
 
+        from .cp2k_custodian import Cp2kProcessJob, GridChargeValidator, InterruptedRunHandler, ScfConvergenceHandler
+
+        job = Cp2kProcessJob(list(self.cp2k_cmd), input_file=INPUT_FILE, output_file=OUTPUT_FILE, final=True,
+                             backup=True)
+        handlers = [
+            ScfConvergenceHandler(input_file=INPUT_FILE, output_file=OUTPUT_FILE),
+            WalltimeHandler(output_file=OUTPUT_FILE, enable_checkpointing=False),
+            FrozenJobErrorHandler(input_file=INPUT_FILE, output_file=OUTPUT_FILE,
+                                  timeout=float(self.run_options["frozen_timeout"])),
+            InterruptedRunHandler(job, output_file=OUTPUT_FILE, max_reruns=int(self.run_options["max_reruns"])),
+        ]
+        return job, handlers, [GridChargeValidator(input_file=INPUT_FILE, output_file=OUTPUT_FILE)]
+
+    def _calculate(self, structure, relax, workdir) -> CalcResult:
         run_dir = new_run_dir(self.name, workdir)
         self.write_inputs(structure, run_dir, relax)
-        job = Cp2kJob(list(self.cp2k_cmd), input_file=INPUT_FILE, output_file=OUTPUT_FILE, final=True, backup=True)
-        handlers = [UnconvergedScfErrorHandler(input_file=INPUT_FILE, output_file=OUTPUT_FILE)]
+        job, handlers, validators = self.custodian_job()
         with environment(OMP_NUM_THREADS=str(self.run_options["omp_threads"])):
-            reason = run_custodian(handlers, [job], [], run_dir, self.run_options, stderr_file="std_err.txt")
+            reason = run_custodian(handlers, [job], validators, run_dir, self.run_options, stderr_file="std_err.txt")
         if reason is not None:
             return CalcResult.failed(self, reason, output_dir=run_dir)
         parsed = parse_cp2k_run(run_dir, len(structure), relax)
@@ -309,7 +354,7 @@ def parse_cp2k_run(directory, n_atoms: int, relax: str | None = None) -> dict:
     """
     import warnings
 
-    from ase.units import GPa, Hartree
+    from ase.units import GPa
     from pymatgen.io.cp2k.outputs import Cp2kOutput
 
     directory = Path(directory)
@@ -359,7 +404,7 @@ def parse_cp2k_run(directory, n_atoms: int, relax: str | None = None) -> dict:
         symbols, positions, frame_energy = frame
         if len(symbols) != n_atoms:
             return {"error": f"the trajectory holds {len(symbols)} atoms, expected {n_atoms}"}
-        if frame_energy is not None and abs(frame_energy * Hartree - energy) > 1e-4:
+        if frame_energy is not None and abs(frame_energy * _hartree() - energy) > 1e-5:
             return {"error": "the last trajectory frame and the last energy of the output disagree"}
         cell_file = directory / f"{PROJECT}-1.cell"
         if relax == "cell":
