@@ -11,8 +11,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "init",
         help=HELP,
-        description=HELP + ". Without --mongo-uri the embedded, file-backed store under $PES_HOME is used "
-        "(one process at a time); with it, a MongoDB server (parallel workers, clusters).",
+        description=HELP + ". Without --mongo-uri the embedded store under $PES_HOME is used (a SQLite file; "
+        "Fireworks run from one process at a time); with it, a MongoDB server (parallel workers, clusters).",
     )
     p.add_argument("--mongo-uri", help="MongoDB connection string, e.g. mongodb://USER:PASS@localhost:27017/perovskite_pes")
     p.add_argument("--database", help="database name (default: the one in the URI, else perovskite_pes)")
@@ -68,6 +68,6 @@ def cmd_init(args) -> int:
     if overridden:
         print(f"note: {', '.join(overridden)} set in the environment override{'s' if len(overridden) == 1 else ''} config.yaml")
     if settings.embedded:
-        print("note: the embedded store serves one process at a time; for parallel or cluster workers run "
-              "`pes init --mongo-uri URI` (docker compose up -d starts a local MongoDB)")
+        print("note: on the embedded store Fireworks run from one process at a time; for parallel or cluster "
+              "workers run `pes init --mongo-uri URI` (docker compose up -d starts a local MongoDB)")
     return 0
