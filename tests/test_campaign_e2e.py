@@ -30,6 +30,8 @@ training:
   n_jobs: 1
   options: {baselines: false}
 retrain: {min_new_count: 1000}
+simulate: {method: mc, supercell: 2, t_min: 50, t_max: 100, t_step: 50, steps: 2, equilibration: 1, seeds: [0],
+           directions: [heat, cool], heat_start: a0a0c+}
 """
 
 
@@ -81,6 +83,12 @@ def test_tiny_campaign_with_the_default_surrogate(sevennet_available, run_pes, p
     plots = [Path(p) for p in report["plots"]]
     assert {"energies.png", "stages.png", "parity.png"} <= {p.name for p in plots}
     assert all(p.exists() and p.stat().st_size > 1000 for p in plots)
+    # the simulate step ran the final model at temperature and put its phases into the report
+    sim = report["simulation"]
+    assert sim["model"] == report["model"]["path"] and "error" not in sim, sim
+    assert {(r["direction"], tuple(r["temperature_K"])) for r in sim["phases"]} == {("heat", (50.0, 100.0)), ("cool", (100.0, 50.0))}
+    assert isinstance(sim["transitions"], list) and "transitions.png" in {p.name for p in plots}
+    assert kinds["simulate"] == {"COMPLETED": 1}
 
     # the trained model is usable: predict the stored configurations
     from perovskite_pes.models import load_model

@@ -102,6 +102,14 @@ def test_paper_spec_matches_the_paper():
         (minimal(training={"batch_sizes": [10, 100], "epochs": [5]}), "training.epochs"),
         (minimal(retrain={"min_new_count": None, "min_new_fraction": None}), "retrain"),
         (minimal(retrain={"require": "most"}), "retrain.require"),
+        (minimal(simulate={"t_min": 400, "t_max": 300}), "simulate.t_max"),
+        (minimal(simulate={"supercell": 3}), "simulate.supercell"),
+        (minimal(simulate={"method": "langevin"}), "simulate.method"),
+        (minimal(simulate={"heat_start": "a+b+c-"}), "simulate.heat_start"),
+        (minimal(simulate={"timestep_fs": 40}), "simulate.timestep_fs"),
+        (minimal(simulate={"directions": ["up"]}), "simulate.directions[0]"),
+        (minimal(simulate={"tmax": 500}), "simulate.tmax"),
+        (minimal(simulate=True, training={"enabled": False}), "simulate"),
     ],
 )
 def test_malformed_specs_name_the_field(data, field):
@@ -153,3 +161,19 @@ def test_longer_pair_sets_and_the_staged_net_recipe_validate():
     settings = merge_settings(spec.training_settings())
     assert settings["grid"]["clusters"] == ["11p+t+o", "30p+t+o"] and settings["metric"] == "inv"
     assert settings["training"]["linear_term"] is True and settings["training"]["net_order"] == 2
+
+
+def test_simulate_step_is_off_by_default_and_builds_a_firework_before_the_report():
+    from perovskite_pes.workflows.builder import build_workflow
+
+    assert not validate_spec(minimal()).simulate.enabled
+    spec = validate_spec(minimal(simulate={"method": "mc", "t_min": 200, "t_max": 400, "seeds": [3]}))
+    assert spec.simulate.enabled and spec.simulate.supercell == 4 and spec.simulate.seeds == (3,)
+    kwargs = spec.simulate.scan_kwargs()
+    assert kwargs["method"] == "mc" and "timestep_fs" not in kwargs and "enabled" not in kwargs
+    assert validate_spec(spec.to_dict()).to_dict() == spec.to_dict()
+    wf = build_workflow(spec)
+    by_name = {fw.name: fw for fw in wf.fws}
+    sim, report, train = by_name["t: simulate"], by_name["t: report (final)"], by_name["t: train (final)"]
+    assert wf.links[train.fw_id] == [sim.fw_id] and wf.links[sim.fw_id] == [report.fw_id]
+    assert sim.tasks[0]["simulate"]["t_max"] == 400.0

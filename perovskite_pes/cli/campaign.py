@@ -133,12 +133,29 @@ def cmd_run(args) -> int:
         report = campaign_dir(spec.name) / "report.json"
         print(f"report: {report}")
         if report.exists():
-            for plot in json.loads(report.read_text()).get("plots", []):
+            data = json.loads(report.read_text())
+            for plot in data.get("plots", []):
                 print(f"  plot: {plot}")
+            _print_simulation(data.get("simulation"))
         if out["failures"]:
             print(f"{len(out['failures'])} Fireworks FIZZLED (reasons above); `pes campaign rerun-failed "
                   f"{spec.name}` runs them again")
     return 0 if not out["failures"] else 1
+
+
+def _print_simulation(sim: dict | None) -> None:
+    """The simulate step's outcome: transitions, or why there are none."""
+    if not sim:
+        return
+    if sim.get("error"):
+        print(f"simulation: {sim['error']}")
+        return
+    print(f"simulation ({sim['atoms']} atoms, {sim['wall_time_s'] / 60:.1f} min): " +
+          ("; ".join(f"{t['from']} -> {t['to']} at {t['temperature_K']:.0f} +- {t['uncertainty_K']:.0f} K"
+                     for t in sim["transitions"]) or "no transition in the range"))
+    for run in sim.get("phases", []):
+        if run.get("stopped"):
+            print(f"  {run['direction']} seed {run['seed']} stopped early: {run['stopped']}")
 
 
 def _print_status(st: dict) -> None:

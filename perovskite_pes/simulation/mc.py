@@ -37,7 +37,7 @@ from .common import (
 )
 from .errors import BlowUpError, SimulationError
 from .local import energy_engine
-from .md import _check_schedule, _progress, _restore_sampler, _sampler_state, _TrajectoryWriter
+from .md import _check_schedule, _describe, _progress, _restore_sampler, _sampler_state, _TrajectoryWriter
 from .sampler import StageSampler
 
 logger = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class _MCRun:
         result = SimulationResult(mc.method, {**settings, "schedule": [s.to_dict() for s in schedule],
                                               "engine": "local" if self.engine.local else "global",
                                               "colour_classes": len(self.colors)}, ref,
-                                  model=str(mc.model) if isinstance(mc.model, (str, Path)) else "")
+                                  model=_describe(mc.model))
         sampler = StageSampler.for_reference(ref)
         stage_i, k0 = 0, 0
         ckpt = Path(checkpoint) if checkpoint else None

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..models.calculator import PESCalculator
+from ..structure import Configuration
 from .common import (
     DEFAULT_MAX_DISPLACEMENT,
     SimulationResult,
@@ -58,7 +59,8 @@ class MDSimulation:
 
     Parameters
     ----------
-    model : a fitted EnergyModel or the path of a saved model
+    model : a fitted EnergyModel or the path of a saved model; or any ASE calculator (e.g. the surrogate
+        the model was trained on, for validation), then with ``start`` a Configuration
     supercell : N (N x N x N), three integers or a 3x3 matrix of the model's reference perovskite
     start : Glazer symbol (``a0a0a0`` = cubic), Configuration, ASE Atoms or structure file
     ensemble : ``nvt`` (Langevin, fixed cell), ``npt`` (Langevin + fully flexible cell) or ``nve``
@@ -150,6 +152,20 @@ class MDSimulation:
             return LangevinBAOAB(atoms, timestep=dt, temperature_K=float(temperature_K),
                                  T_tau=float(self.thermostat_fs) * units.fs, rng=rng, **kw)
 
+    def _setup(self):
+        """Start configuration, ASE calculator and the energy of the undistorted reference cell."""
+        from ase.calculators.calculator import BaseCalculator
+
+        if isinstance(self.model, BaseCalculator):  # e.g. the surrogate that labelled the training data
+            if not isinstance(self.start, Configuration):
+                raise SimulationError("MD with an ASE calculator needs start= a Configuration (it sets the supercell)")
+            atoms = Configuration(self.start.reference).to_ase()
+            atoms.calc = self.model
+            return self.start, self.model, float(atoms.get_potential_energy())
+        model = resolve_model(self.model)
+        config = start_configuration(model, self.supercell, self.start, self.tilt_angles)
+        return config, PESCalculator(model, supercell=config.reference), config.reference.n_cells * float(model.e0_)
+
     # ------------------------------------------------------------------ run
     def run(self, schedule, trajectory=None, checkpoint=None, progress: bool = False) -> SimulationResult:
         """Run the stages in order; returns a :class:`SimulationResult` (one summary per stage).
@@ -164,16 +180,14 @@ class MDSimulation:
 
         self._check()
         schedule = _check_schedule(schedule)
-        model = resolve_model(self.model)
-        config = start_configuration(model, self.supercell, self.start, self.tilt_angles)
+        config, calc, e_ref = self._setup()
         ref = config.reference
         atoms = config.to_ase()
-        atoms.calc = PESCalculator(model, supercell=ref)
-        e_ref = ref.n_cells * float(model.e0_)
+        atoms.calc = calc
         rng = np.random.default_rng(int(self.seed))
         settings = self.settings()
         result = SimulationResult(self.method, {**settings, "schedule": [s.to_dict() for s in schedule]}, ref,
-                                  model=str(getattr(self.model, "provenance_", {}).get("name", "")) if not isinstance(self.model, (str, Path)) else str(self.model))
+                                  model=_describe(self.model))
         sampler = StageSampler.for_reference(ref)
         stage_i, k0 = 0, 0
         ckpt = Path(checkpoint) if checkpoint else None
@@ -271,6 +285,14 @@ class MDSimulation:
         result.wall_time_s += time.perf_counter() - t0
         result.completed = True
         return result
+
+
+def _describe(model) -> str:
+    """What drove a run, for the record: a model path, a model's name or the calculator's class."""
+    if isinstance(model, (str, Path)):
+        return str(model)
+    name = (getattr(model, "provenance_", None) or {}).get("name")
+    return str(name) if name else type(model).__name__
 
 
 def _sampler_state(sampler: StageSampler) -> dict:

@@ -29,6 +29,7 @@ from .tasks import (
     EnumerateTask,
     RelaxReferenceTask,
     RelaxTiltTask,
+    SimulateTask,
     fw_spec_base,
     train_fireworks,
 )
@@ -112,6 +113,13 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
                                         mode="if_new" if spec.retrain.final else "policy", trigger="final")
         train.parents = list(enumerate_fws)
         final = [train, report]
+        if spec.simulate.enabled:  # train -> simulate -> report: the report holds the phase sequence
+            sim = Firework([SimulateTask(campaign=name, simulate=spec.simulate.scan_kwargs(), calculator=calc["name"])],
+                           spec=fw_spec_base(name, "simulate", None, pes_trigger="final", _allow_fizzled_parents=True,
+                                             _pes_name=f"{name}: simulate"),
+                           name=f"{name}: simulate", parents=[train])
+            report.parents = [sim]
+            final = [train, sim, report]
     else:  # a data-only campaign: the report waits for every calculation
         report = Firework([CampaignReportTask(campaign=name, calculator=calc["name"])],
                           spec=fw_spec_base(name, "report", None, pes_trigger="final", _allow_fizzled_parents=True,

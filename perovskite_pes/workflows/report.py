@@ -102,7 +102,7 @@ def _plot_stages(stages: dict, fireworks_share: float, path: Path, title: str) -
 
 
 def write_report(name: str, lpad=None, calculator: str | None = None, settings_hash: str | None = None,
-                 model: dict | None = None, store=None) -> dict:
+                 model: dict | None = None, store=None, simulation: dict | None = None) -> dict:
     """Write the report files of campaign ``name``; returns ``{"path", "plots", "report"}``."""
     from ..db import get_store
     from .campaign import campaign_dir, campaign_status
@@ -142,7 +142,8 @@ def write_report(name: str, lpad=None, calculator: str | None = None, settings_h
         "timings": timings,
         "model": model,
         "active_model": status["active_models"].get(calculator) if calculator else None,
-        "plots": list(dict.fromkeys(plots)),
+        "simulation": simulation,
+        "plots": list(dict.fromkeys(plots + ([simulation["plot"]] if simulation and simulation.get("plot") else []))),
     }
     path = out_dir / "report.json"
     path.write_text(json.dumps(report, indent=2, default=str))

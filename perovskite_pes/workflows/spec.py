@@ -26,6 +26,8 @@ Layout of a spec (every section except ``name`` and ``calculator`` is optional):
                test_fraction: 0.2, batch_sizes: [2, 10, 100, 1000], epochs: [20, 50, 200, 1000]}
     retrain: {enabled: true, min_new_count: 500, min_new_fraction: 0.2, require: any,
               cv_tolerance: 0.05}
+    simulate: {method: md, supercell: 4, t_min: 100, t_max: 500, t_step: 50, steps: 500,
+               equilibration: 250, seeds: [0, 1]}   # optional: the model's phase sequence at the end
 """
 
 from __future__ import annotations
@@ -294,6 +296,39 @@ class RetrainPolicySpec:
 
 
 @dataclass(frozen=True)
+class SimulateSpec:
+    """The finite-temperature step that ends a campaign: heat and cool its model, locate the transitions.
+
+    Handed to :class:`perovskite_pes.simulation.transitions.TransitionScan` (``steps`` and
+    ``equilibration`` are MD steps or MC sweeps per temperature).
+    """
+
+    enabled: bool = False
+    method: str = "md"
+    supercell: int = 4
+    t_min: float = 100.0
+    t_max: float = 500.0
+    t_step: float = 50.0
+    steps: int = 500
+    equilibration: int = 250
+    seeds: tuple[int, ...] = (0, 1)
+    directions: tuple[str, ...] = ("heat", "cool")
+    heat_start: str = "a+b-b-"
+    cool_start: str = "a0a0a0"
+    ensemble: str = "npt"
+    timestep_fs: float = 4.0
+
+    def scan_kwargs(self) -> dict:
+        """Keyword arguments of ``TransitionScan``."""
+        d = _plain(asdict(self))
+        d.pop("enabled")
+        timestep = d.pop("timestep_fs")
+        if self.method == "md":
+            d["timestep_fs"] = timestep
+        return d
+
+
+@dataclass(frozen=True)
 class CampaignSpec:
     name: str
     calculator: CalculatorSpec
@@ -305,6 +340,7 @@ class CampaignSpec:
     descriptors: DescriptorSpec = field(default_factory=DescriptorSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     retrain: RetrainPolicySpec = field(default_factory=RetrainPolicySpec)
+    simulate: SimulateSpec = field(default_factory=SimulateSpec)
     source: str | None = None
 
     @property
@@ -368,7 +404,7 @@ def _plain(obj):
 
 # --------------------------------------------------------------------------- validation
 _TOP = ("name", "seed", "reference", "supercell", "calculator", "fireworks", "steps", "descriptors",
-        "training", "retrain", "description")
+        "training", "retrain", "simulate", "description")
 
 
 def load_spec(path) -> CampaignSpec:
@@ -439,6 +475,9 @@ def validate_spec(data, source: str | None = None) -> CampaignSpec:
     descriptors = _descriptors(d.get("descriptors"))
     training = _training(d.get("training"))
     retrain = _retrain(d.get("retrain"))
+    simulate = _simulate(d.get("simulate"))
+    if simulate.enabled and not training.enabled:
+        _fail("simulate", "needs a model: enable training (the simulation runs the campaign's final model)")
     if steps.relax_tilts.enabled:
         from ..structure import Perovskite
         from ..structure.tilts import check_tilt_supercell
@@ -452,7 +491,7 @@ def validate_spec(data, source: str | None = None) -> CampaignSpec:
     return CampaignSpec(
         name=name, calculator=calculator, seed=seed, reference=reference, supercell=supercell,
         fireworks=fws, steps=steps, descriptors=descriptors, training=training, retrain=retrain,
-        source=source,
+        simulate=simulate, source=source,
     )
 
 
@@ -699,3 +738,41 @@ def _retrain(value) -> RetrainPolicySpec:
     if policy.enabled and policy.min_new_count is None and policy.min_new_fraction is None:
         _fail("retrain", "set min_new_count and/or min_new_fraction (or enabled: false)")
     return policy
+
+
+def _simulate(value) -> SimulateSpec:
+    keys = tuple(k for k in SimulateSpec.__dataclass_fields__ if k != "enabled")
+    r = _enabled_section(value, "simulate", keys, False)
+    if not r["enabled"]:
+        return SimulateSpec()
+    dflt = SimulateSpec()
+    method = _choice(r.get("method", dflt.method), "simulate.method", ("md", "mc"))
+    t_min = _float(r.get("t_min", dflt.t_min), "simulate.t_min", lo=0.0, lo_open=True)
+    t_max = _float(r.get("t_max", dflt.t_max), "simulate.t_max", lo=0.0, lo_open=True)
+    if t_max <= t_min:
+        _fail("simulate.t_max", f"must be above t_min ({t_min} K); got {t_max}")
+    t_step = _float(r.get("t_step", dflt.t_step), "simulate.t_step", lo=0.0, lo_open=True)
+    if (t_max - t_min) / t_step > 200:
+        _fail("simulate.t_step", f"{t_step} K makes more than 200 temperatures from {t_min} to {t_max} K")
+    seeds = r.get("seeds", list(dflt.seeds))
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        _fail("simulate.seeds", f"expected a non-empty list of integers; got {seeds!r}")
+    directions = r.get("directions", list(dflt.directions))
+    if not isinstance(directions, (list, tuple)) or not directions:
+        _fail("simulate.directions", f"expected a list of heat and/or cool; got {directions!r}")
+    known = glazer_symbols()
+    supercell = _int(r.get("supercell", dflt.supercell), "simulate.supercell", minimum=2)
+    if supercell % 2:
+        _fail("simulate.supercell", f"the tilt order parameters need an even N x N x N supercell; got {supercell}")
+    ensemble = _choice(r.get("ensemble", dflt.ensemble), "simulate.ensemble", ("nvt", "npt"))
+    timestep = _float(r.get("timestep_fs", dflt.timestep_fs), "simulate.timestep_fs", lo=0.1, hi=10.0)
+    return SimulateSpec(
+        enabled=True, method=method, supercell=supercell, t_min=t_min, t_max=t_max, t_step=t_step,
+        steps=_int(r.get("steps", dflt.steps), "simulate.steps", minimum=1),
+        equilibration=_int(r.get("equilibration", dflt.equilibration), "simulate.equilibration", minimum=0),
+        seeds=tuple(_int(x, f"simulate.seeds[{i}]", minimum=0) for i, x in enumerate(seeds)),
+        directions=tuple(_choice(x, f"simulate.directions[{i}]", ("heat", "cool")) for i, x in enumerate(directions)),
+        heat_start=_glazer(r.get("heat_start", dflt.heat_start), "simulate.heat_start", known),
+        cool_start=_glazer(r.get("cool_start", dflt.cool_start), "simulate.cool_start", known),
+        ensemble=ensemble, timestep_fs=timestep,
+    )

@@ -424,3 +424,40 @@ def calculate_batch(store, config_ids: list[str], calculator: dict, workdir=None
     store.flush()
     rep.seconds_store += time.perf_counter() - t0
     return rep
+
+
+def simulate_model(model_path, simulate: dict, workdir) -> dict:
+    """The campaign's finite-temperature step: a heating/cooling scan of the model (see ``SimulateTask``).
+
+    Returns a JSON-able summary: transitions, the phase per temperature of every run, the plot. A
+    model that cannot be simulated (none trained, a blow-up in the first temperature) gives a summary
+    with ``error`` instead of an exception, so the campaign report still gets written.
+    """
+    from ..simulation import SimulationError
+    from ..simulation.plots import plot_scan
+    from ..simulation.transitions import TransitionScan
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if model_path is None:
+        return {"error": "no model was trained or active: nothing to simulate", "transitions": []}
+    try:
+        scan = TransitionScan(str(model_path), **simulate).run(workdir=workdir, progress=progress_enabled())
+    except SimulationError as exc:
+        summary = {"error": str(exc), "transitions": [], "model": str(model_path)}
+        (workdir / "result.json").write_text(json.dumps(summary, indent=1))
+        return summary
+    data = scan.to_dict()
+    data["model"] = str(model_path)
+    data["plot"] = str(plot_scan(data, workdir / "transitions.png"))
+    (workdir / "result.json").write_text(json.dumps(data, indent=1))
+    return {
+        "model": str(model_path),
+        "transitions": data["transitions"],
+        "phases": [{"seed": r["seed"], "direction": r["direction"], "temperature_K": r["temperature_K"], "phase": r["phase"],
+                    "stopped": r["stopped"]} for r in data["runs"]],
+        "wall_time_s": data["wall_time_s"],
+        "atoms": data["atoms"],
+        "result": str(workdir / "result.json"),
+        "plot": data["plot"],
+    }

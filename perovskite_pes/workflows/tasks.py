@@ -354,6 +354,41 @@ class TrainModelTask(FiretaskBase):
 
 
 @explicit_serialize
+class SimulateTask(FiretaskBase):
+    """Heat and cool the campaign's model through a temperature range; locate its tilt transitions.
+
+    Runs the model the training Firework passed on (``model`` in the spec) or else the active
+    model of the calculator. Results and the plot go to ``$PES_HOME/campaigns/<campaign>/simulation/``;
+    a summary (transitions, phase per temperature) goes to the report. A run that leaves the
+    model's domain (blow-up) is recorded in the summary, not fizzled: it says where the model fails.
+
+    Required params:
+        campaign (str): campaign name.
+        simulate (dict): keyword arguments of ``perovskite_pes.simulation.transitions.TransitionScan``.
+    Optional params:
+        calculator (str): calculator whose active model to use when no model was passed on.
+    """
+
+    required_params = ["campaign", "simulate"]
+    optional_params = ["calculator"]
+
+    def run_task(self, fw_spec):
+        from .campaign import campaign_dir
+        from .steps import simulate_model
+
+        store = _store(fw_spec)
+        model = (fw_spec.get("model") or {}).get("path")
+        if model is None and self.get("calculator"):
+            active = store.active_model(calculator=self["calculator"])
+            model = active["path"] if active else None
+        workdir = campaign_dir(self["campaign"], _settings(fw_spec).home) / "simulation"
+        summary = simulate_model(model, dict(self["simulate"]), workdir)
+        # the report is this Firework's child: pass on what the training handed down as well
+        passed = {k: fw_spec.get(k) for k in ("model", "settings_hash")}
+        return FWAction(stored_data={"simulation": summary}, update_spec={"simulation": summary, **passed})
+
+
+@explicit_serialize
 class CampaignReportTask(FiretaskBase):
     """Write the campaign report (JSON + plots) under ``$PES_HOME/campaigns/<campaign>/``.
 
@@ -371,5 +406,6 @@ class CampaignReportTask(FiretaskBase):
 
         lpad = getattr(self, "launchpad", None)
         out = write_report(self["campaign"], lpad=lpad, store=_store(fw_spec), calculator=self.get("calculator"),
-                           settings_hash=fw_spec.get("settings_hash"), model=fw_spec.get("model"))
+                           settings_hash=fw_spec.get("settings_hash"), model=fw_spec.get("model"),
+                           simulation=fw_spec.get("simulation"))
         return FWAction(stored_data={"report": out["path"], "plots": out["plots"]})
