@@ -121,6 +121,9 @@ def main(argv=None) -> int:
     ap.add_argument("--mongo-uri", help="run against this MongoDB server instead (a fresh database, dropped after)")
     ap.add_argument("--home", help="PES_HOME (default: a fresh temporary directory)")
     ap.add_argument("--no-launchpad", action="store_true", help="skip the LaunchPad measurement")
+    ap.add_argument("--paired", type=int, default=3,
+                    help="chunks into a small store and into the full one, alternately, to compare them under the same "
+                    "machine load (default 3; 0 skips)")
     args = ap.parse_args(argv)
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="pes-bench-store-"))
@@ -141,7 +144,7 @@ def main(argv=None) -> int:
     store = get_store()
     print(f"store: {store.describe()}  (machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f})")
     print(f"chunks of {args.chunk:,}: seconds per chunk over the chunks stored since the previous line "
-          "(median, slowest), store size after them")
+          "(median, slowest), store size after them; the first chunk alone (it also pays for the set-up)")
     print(f"{'stored':>8} {'median s':>9} {'max s':>7} {'store MB':>9} {'B/config':>9}")
     rows, window, training = [], [], None
     n_chunks = args.n // args.chunk
@@ -168,10 +171,37 @@ def main(argv=None) -> int:
             print(f"{n_now:8,d} {row[1]:9.2f} {row[2]:7.2f} "
                   + ("        -         -" if size is None else f"{row[3]:9.1f} {row[4]:9.0f}"), flush=True)
     n = n_chunks * args.chunk
-    print(f"last chunks / first chunk (medians): {rows[-1][1] / rows[0][1]:.2f} (target <= 1.5); "
+    base = rows[1] if len(rows) > 2 else rows[0]  # the first chunk also pays for imports and symmetry set-up
+    print(f"median chunk near {n:,} / near {base[0]:,} stored: {rows[-1][1] / base[1]:.2f} (target <= 1.5); "
           f"median chunk near {n:,}: {rows[-1][1]:.2f} s (target <= 5 s)")
     if rows[-1][4] is not None:
         print(f"bytes per configuration with its calculation: {rows[-1][4]:.0f} (target <= 4,000)")
+
+    # the same comparison without the machine's load drifting in between: chunks into a store holding
+    # 1,000 and into this one, alternately
+    if args.paired:
+        from perovskite_pes.settings import Settings
+
+        small_home = Path(tempfile.mkdtemp(prefix="pes-bench-small-"))
+        small = Store.open(Settings.load(environ={**os.environ, "PES_HOME": str(small_home), "PES_MONGO_URI": "",
+                                                 "PES_DATABASE": ""}))
+        if not store.embedded:
+            small.close()
+            small = None
+        else:
+            import_records(small, make_records(ref, 10**7, args.chunk, rng), source="bench")
+        times = {"small": [], "large": []}
+        for r in range(args.paired if small is not None else 0):
+            for label, target in (("small", small), ("large", store)):
+                records = make_records(ref, (2 + r) * 10**7 + (label == "large") * 10**6, args.chunk, rng)
+                t0 = time.perf_counter()
+                import_records(target, records, source="bench")
+                times[label].append(time.perf_counter() - t0)
+        if small is not None:
+            a, b = np.median(times["small"]), np.median(times["large"])
+            print(f"alternating chunks ({args.paired} each): into a store of 1,000 {a:.2f} s, into this one ({n:,}) "
+                  f"{b:.2f} s: ratio {b / a:.2f} (target <= 1.5)")
+            small.close()
 
     settings = store.settings
     close_store()
@@ -194,7 +224,9 @@ def main(argv=None) -> int:
     t_imp, rss_imp, _ = run_child(cmd + ["db", "--help"], env)
     for label, extra in (("pes db stats --json", ["db", "stats", "--json"]),
                          ("pes db query --tilt-system a0a0c+ --emax -3.74 --json",
-                          ["db", "query", "--tilt-system", "a0a0c+", "--emax", "-3.74", "--json"])):
+                          ["db", "query", "--tilt-system", "a0a0c+", "--emax", "-3.74", "--json"]),
+                         ("pes db query --method grid --emin -3.76 --limit 100 --json",
+                          ["db", "query", "--method", "grid", "--emin", "-3.76", "--limit", "100", "--json"])):
         wall, rss, out = run_child(cmd + extra, env)
         rows_out = json.loads(out)
         what = f"{rows_out['configurations']:,} configurations" if isinstance(rows_out, dict) else f"{len(rows_out)} rows"

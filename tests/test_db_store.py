@@ -285,6 +285,12 @@ def test_batch_of_calculations_is_all_or_nothing(store, ref):
                 store.save_configurations(make_configs(ref, 3, seed=7))
                 raise RuntimeError("interrupted")
         assert store.count_calculations(status=None) == 0 and store.count_configurations() == 2
+        # a refused unit inside a batch leaves nothing of itself; the rest of the batch is kept
+        with store.batch():
+            store.save_calculation(ids[0], result(-1.0))
+            with pytest.raises(InvalidRecord):
+                store.save_calculations([(ids[1], result(-2.0), None), (ids[1], result(-3.0, forces=np.zeros(3)), None)])
+        assert store.count_calculations() == 1 and not store.has_calculation(ids[1], "h1")
 
 
 def test_query_filters(store, ref):

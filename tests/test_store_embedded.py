@@ -245,6 +245,13 @@ def test_a_full_disk_rolls_the_unit_of_work_back(pes_home):
         store.save_configurations([Configuration(ref, rng.normal(0, 0.05, (40, 3))) for _ in range(200)])
     assert "\n" not in str(err.value) and "nothing stored changed" in str(err.value)
     assert store.count_configurations() == 5
+    # inside a batch, SQLite rolls the whole transaction back: the batch says so instead of committing part
+    with pytest.raises(EmbeddedStoreError, match="rolled this unit of work back"):
+        with store.batch():
+            store.save_configuration(Configuration(ref, rng.normal(0, 0.05, (40, 3))))
+            with pytest.raises(EmbeddedStoreError, match="full"):
+                store.save_configurations([Configuration(ref, rng.normal(0, 0.05, (40, 3))) for _ in range(200)])
+    assert store.count_configurations() == 5
     store._conn().execute("PRAGMA max_page_count = 1073741823")
     assert store.save_configurations([Configuration(ref, rng.normal(0, 0.05, (40, 3))) for _ in range(3)]).new == 3
 

@@ -77,7 +77,7 @@ def _open_backup(source: Path) -> tuple[sqlite3.Connection, dict, str | None]:
     check_file(source)
     fix = "nothing was restored"
     try:
-        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, isolation_level=None)
+        src = sqlite3.connect(f"{Path(source).absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
         meta = dict(src.execute("SELECT name, value FROM meta").fetchall())
     except sqlite3.Error as exc:
         raise EmbeddedStoreError(f"{source} is not a perovskite-pes store or backup ({exc}); {fix}") from None

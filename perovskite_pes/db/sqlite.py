@@ -229,10 +229,10 @@ def _translate(exc: sqlite3.Error, path: Path, timeout: float) -> StoreError:
     )
 
 
-def _connect(path: Path, timeout: float, create: bool = False) -> sqlite3.Connection:
-    mode = "rwc" if create else "rw"
-    conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=timeout, isolation_level=None,
-                           check_same_thread=False)
+def _connect(path: Path, timeout: float) -> sqlite3.Connection:
+    """A connection to an existing store file (never creates one)."""
+    uri = f"{Path(path).absolute().as_uri()}?mode=rw"
+    conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA cache_size = -32000")  # 32 MB
@@ -301,9 +301,13 @@ class SQLiteStore(Store):
                 log.info("created a fresh store %s", p)
         check_file(p)
         store._connect()
-        store._check_format()
-        if store.initialised and path is None:
-            store._initialise_launchpad()
+        try:
+            store._check_format()
+            if store.initialised and path is None:
+                store._initialise_launchpad()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def _connect(self) -> sqlite3.Connection:
@@ -376,10 +380,22 @@ class SQLiteStore(Store):
     def _write(self):
         with self._lock:
             conn = self._conn()
-            if self._depth:
+            if self._depth:  # inside another unit of work: a savepoint, so that a failure undoes only this part
                 self._depth += 1
+                name = f"unit{self._depth}"
                 try:
+                    conn.execute(f"SAVEPOINT {name}")
                     yield conn
+                    conn.execute(f"RELEASE {name}")
+                except BaseException as exc:
+                    try:
+                        conn.execute(f"ROLLBACK TO {name}")
+                        conn.execute(f"RELEASE {name}")
+                    except sqlite3.Error:
+                        pass
+                    if isinstance(exc, sqlite3.Error):
+                        raise _translate(exc, self.path, self.settings.lock_timeout_s) from None
+                    raise
                 finally:
                     self._depth -= 1
                 return
@@ -390,6 +406,9 @@ class SQLiteStore(Store):
             self._depth = 1
             try:
                 yield conn
+                if not conn.in_transaction:  # SQLite rolled it back after an error a caller caught (disk full ...)
+                    raise EmbeddedStoreError(f"the store {self.path} rolled this unit of work back after an earlier "
+                                             "error in it (full disk?); nothing of it was stored")
                 conn.execute("COMMIT")
             except BaseException as exc:
                 try:
@@ -456,7 +475,7 @@ class SQLiteStore(Store):
         if self._server is not None and self._server.is_open:
             db = self._server.client[self.settings.database]
             return Counter(d.get("state") for d in db.fireworks.find({}, {"state": 1})), db.workflows.count_documents({})
-        from .embedded import read_fireworks_counts
+        from .lpfile import read_fireworks_counts
 
         return read_fireworks_counts(self.settings.launchpad_path, self.settings.database)
 
