@@ -57,7 +57,8 @@ def corrections(run_dir) -> list[str]:
 
 
 def cp2k_pids(run_dir: Path) -> list[int]:
-    """Ids of the cp2k.psmp processes working in ``run_dir`` (found through /proc, nothing else touched)."""
+    """Ids of the cp2k.psmp processes working in ``run_dir`` (found through /proc, nothing else touched;
+    an MPI launcher whose arguments name cp2k.psmp is not one of them)."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -67,7 +68,7 @@ def cp2k_pids(run_dir: Path) -> list[int]:
             cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cwd == str(run_dir) and any(part.endswith(b"cp2k.psmp") for part in cmd):
+        if cwd == str(run_dir) and cmd[0].endswith(b"cp2k.psmp"):
             pids.append(int(entry))
     return pids
 
@@ -78,14 +79,16 @@ def disturb(run_dir: Path, sig: int, times: int = 1, timeout: float = 300.0) -> 
 
     def work():
         done: set[int] = set()
+        rounds = 0
         deadline = time.monotonic() + timeout
-        while len(done) < times and time.monotonic() < deadline:
+        while rounds < times and time.monotonic() < deadline:
             out = run_dir / OUTPUT_FILE
             fresh = [p for p in cp2k_pids(run_dir) if p not in done]
             if fresh and out.is_file() and "Step     Update method" in out.read_text(errors="replace"):
                 for pid in fresh:
                     os.kill(pid, sig)
                     done.add(pid)
+                rounds += 1
             time.sleep(0.05)
 
     t = threading.Thread(target=work, daemon=True)
