@@ -281,7 +281,11 @@ def test_a_failed_launchpad_write_keeps_the_old_file_and_no_temporary(pes_home, 
 
 
 def test_a_killed_flush_leaves_no_temporary_behind(pes_home):
+    half_made = pes_home / ".store.sqlite.4242.1.new"  # what a kill while creating a store leaves
+    half_made.write_bytes(b"SQLite format 3\x00")
+    os.utime(half_made, (time.time() - 120, time.time() - 120))
     _seed(1)
+    assert not half_made.exists()
     stale = pes_home / ".store.launchpad.json.4242.tmp"
     stale.write_bytes(b"")  # what a kill during a flush leaves
     assert get_store().get_launchpad().fireworks.count_documents({}) == 1

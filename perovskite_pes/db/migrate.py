@@ -119,8 +119,10 @@ def migrate_legacy(settings, source: Path | None = None) -> dict | None:
             raise EmbeddedStoreError(f"{source}: calculation {orphans[0]} belongs to no stored configuration "
                                      f"({len(orphans)} such); nothing was changed")
 
+        from .sqlite import _remove_stale
+
+        _remove_stale(target.parent, f".{target.name}.*.migrating*")  # an interrupted migration's (we hold the lock)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.migrating")
-        tmp.unlink(missing_ok=True)
         store = SQLiteStore.open_file(settings, path=tmp, migrate=False)
         try:
             with store._write():

@@ -34,6 +34,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -239,9 +240,22 @@ def _connect(path: Path, timeout: float) -> sqlite3.Connection:
     return conn
 
 
+def _remove_stale(pattern_dir: Path, pattern: str, older_than_s: float = 0.0) -> None:
+    """Delete files a killed process left while making a store (only those older than ``older_than_s``)."""
+    now = time.time()
+    for leftover in pattern_dir.glob(pattern):
+        try:
+            if now - leftover.stat().st_mtime >= older_than_s:
+                leftover.unlink()
+                log.info("removed %s, left by an interrupted process", leftover)
+        except OSError:  # pragma: no cover - vanished meanwhile
+            pass
+
+
 def create_file(path: Path) -> bool:
     """Create an empty store at ``path`` atomically; False when another process created it first."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path.parent, f".{path.name}.*.new*", older_than_s=60.0)  # creation takes milliseconds
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
     for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
         leftover.unlink(missing_ok=True)
