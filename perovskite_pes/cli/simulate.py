@@ -23,6 +23,11 @@ def register(subparsers) -> None:
     md.add_argument("--thermostat", type=float, default=100.0, help="thermostat time constant in fs (default 100)")
     md.add_argument("--barostat", type=float, default=1000.0, help="barostat time constant in fs (default 1000)")
     md.add_argument("--pressure", type=float, default=0.0, help="pressure in GPa (NPT, default 0)")
+    md.add_argument("--calculator", default=None, choices=["sevennet", "chgnet"],
+                    help="drive the MD with this surrogate instead of a model (validation, labelled frames: with "
+                         "--trajectory FILE.extxyz the frames carry its energy, forces and stress for `pes db import`)")
+    md.add_argument("--lattice-parameter", type=float, default=None,
+                    help="with --calculator: the reference lattice parameter (default: the model's)")
     md.set_defaults(func=cmd_run, method="md")
 
     mc = sub.add_parser("mc", help="Metropolis Monte Carlo (local displacement moves + strain moves)")
@@ -103,15 +108,15 @@ def cmd_run(args) -> int:
     from ..simulation import BlowUpError, MDSimulation, MonteCarlo, Stage
     from ..simulation.plots import plot_run
 
-    path = _model_path(args.model)
     stage = Stage(args.temperature, args.steps, args.equilibration, args.temperature_end)
+    driver, perovskite = _driver(args)
     if args.method == "md":
-        sim = MDSimulation(path, supercell=_supercell(args.supercell), start=args.start, ensemble=args.ensemble,
+        sim = MDSimulation(driver, perovskite=perovskite, supercell=_supercell(args.supercell), start=args.start, ensemble=args.ensemble,
                            timestep_fs=args.timestep, thermostat_fs=args.thermostat, barostat_fs=args.barostat,
                            pressure_GPa=args.pressure, sample_every=args.sample_every,
                            trajectory_every=args.trajectory_every, max_displacement=args.max_displacement, seed=args.seed)
     else:
-        sim = MonteCarlo(path, supercell=_supercell(args.supercell), start=args.start, ensemble=args.ensemble,
+        sim = MonteCarlo(driver, supercell=_supercell(args.supercell), start=args.start, ensemble=args.ensemble,
                          pressure_GPa=args.pressure, displacement=args.displacement, strain_step=args.strain_step,
                          sample_every=args.sample_every, trajectory_every=args.trajectory_every, engine=args.engine,
                          max_displacement=args.max_displacement, seed=args.seed)
@@ -134,6 +139,23 @@ def cmd_run(args) -> int:
         return 0
     _print_run(data)
     return 0
+
+
+def _driver(args):
+    """(model folder or surrogate ASE calculator, reference Perovskite for a surrogate)."""
+    if not getattr(args, "calculator", None):
+        return _model_path(args.model), None
+    from ..calculators import get_calculator
+    from ..models import load_model
+    from ..structure import Perovskite
+
+    if args.lattice_parameter is not None:
+        perovskite = Perovskite(lattice_parameter=args.lattice_parameter)
+    else:
+        perovskite = load_model(_model_path(args.model)).reference_.perovskite
+    calc = get_calculator(args.calculator)
+    calc.check_available()
+    return calc.ase_calculator(), perovskite
 
 
 def _print_run(d: dict) -> None:

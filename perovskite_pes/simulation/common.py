@@ -12,7 +12,7 @@ import numpy as np
 
 from ..models.base import EnergyModel, ModelError, load_model
 from ..models.calculator import infer_supercell
-from ..structure import Configuration, ReferenceSupercell, glazer_system, tilt_configuration
+from ..structure import Configuration, Perovskite, ReferenceSupercell, glazer_system, tilt_configuration
 from ..utils import jsonable
 from .errors import BlowUpError, SimulationError
 from .order import check_tilt_commensurate, undeform
@@ -40,32 +40,31 @@ def resolve_model(model) -> EnergyModel:
     return m
 
 
-def simulation_cell(model: EnergyModel, supercell) -> ReferenceSupercell:
-    """The N x N x N (or given matrix) supercell of the model's reference perovskite."""
-    pv = model.reference_.perovskite
+def simulation_cell(perovskite: Perovskite, supercell) -> ReferenceSupercell:
+    """The N x N x N (or given matrix) supercell of the (model's) reference perovskite."""
     if isinstance(supercell, ReferenceSupercell):
-        if supercell.perovskite != pv:
+        if supercell.perovskite != perovskite:
             raise SimulationError(
                 f"the supercell is of {supercell.perovskite.formula} (a = {supercell.perovskite.lattice_parameter} A); "
-                f"the model was trained on {pv.formula} (a = {pv.lattice_parameter} A)"
+                f"the model was trained on {perovskite.formula} (a = {perovskite.lattice_parameter} A)"
             )
         return supercell
     try:
-        ref = pv.supercell(supercell)
+        return perovskite.supercell(supercell)
     except Exception as exc:
         raise SimulationError(f"supercell must be an integer N (N x N x N), three integers or a 3x3 matrix; got {supercell!r}: {exc}") from None
-    return ref
 
 
-def start_configuration(model: EnergyModel, supercell=4, start="a0a0a0", angles=None) -> Configuration:
+def start_configuration(perovskite: Perovskite, supercell=4, start="a0a0a0", angles=None) -> Configuration:
     """The start of a run: the cubic cell, a Glazer tilt system (default angles or ``angles``), or a structure.
 
+    ``perovskite`` is the reference the model was trained on (``model.reference_.perovskite``).
     ``start`` is a Glazer symbol (``a0a0a0`` is the cubic cell), a :class:`Configuration`, ASE
     ``Atoms``, or the path of a structure file ASE reads (extxyz, POSCAR, CIF, ...). A structure must
-    be a supercell of the model's reference perovskite (atoms in any order); it sets the supercell.
+    be a supercell of the reference perovskite (atoms in any order); it sets the supercell.
     """
     if isinstance(start, Configuration):
-        if start.reference.perovskite != model.reference_.perovskite:
+        if start.reference.perovskite != perovskite:
             raise SimulationError("the start configuration is not a supercell of the model's reference perovskite")
         return start
     if isinstance(start, str) and not os.path.exists(start):
@@ -73,7 +72,7 @@ def start_configuration(model: EnergyModel, supercell=4, start="a0a0a0", angles=
             g = glazer_system(start)
         except Exception as exc:
             raise SimulationError(f"start must be a Glazer symbol (e.g. a0a0a0, a+b-b-) or a structure file: {exc}") from None
-        ref = simulation_cell(model, supercell)
+        ref = simulation_cell(perovskite, supercell)
         if g.symbol == "a0a0a0":
             return Configuration(ref, tags={"start": "a0a0a0"})
         try:
@@ -89,14 +88,13 @@ def start_configuration(model: EnergyModel, supercell=4, start="a0a0a0", angles=
             atoms = read(str(start))
         except Exception as exc:
             raise SimulationError(f"cannot read the start structure {start}: {exc}") from None
-    base = model.reference_
     try:
-        ref = infer_supercell(base, atoms.cell.array, len(atoms))
+        ref = infer_supercell(perovskite.supercell(1), atoms.cell.array, len(atoms))
         return Configuration.from_structure(ref, atoms, tags={"start": str(start) if isinstance(start, (str, Path)) else "atoms"})
     except Exception as exc:
         raise SimulationError(
-            f"the start structure does not match the model's reference ({base.perovskite.formula}, a = "
-            f"{base.perovskite.lattice_parameter} A): {exc}"
+            f"the start structure does not match the model's reference ({perovskite.formula}, a = "
+            f"{perovskite.lattice_parameter} A): {exc}"
         ) from None
 
 

@@ -134,7 +134,7 @@ class MonteCarlo:
         self._check()
         schedule = _check_schedule(schedule)
         model = resolve_model(self.model)
-        config = start_configuration(model, self.supercell, self.start, self.tilt_angles)
+        config = start_configuration(model.reference_.perovskite, self.supercell, self.start, self.tilt_angles)
         with torch_threads(1):
             return _MCRun(self, model, config, schedule).run(trajectory, checkpoint, progress)
 

@@ -60,7 +60,7 @@ class MDSimulation:
     Parameters
     ----------
     model : a fitted EnergyModel or the path of a saved model; or any ASE calculator (e.g. the surrogate
-        the model was trained on, for validation), then with ``start`` a Configuration
+        the model was trained on, for validation), then with ``perovskite`` (the reference Perovskite)
     supercell : N (N x N x N), three integers or a 3x3 matrix of the model's reference perovskite
     start : Glazer symbol (``a0a0a0`` = cubic), Configuration, ASE Atoms or structure file
     ensemble : ``nvt`` (Langevin, fixed cell), ``npt`` (Langevin + fully flexible cell) or ``nve``
@@ -81,7 +81,7 @@ class MDSimulation:
                  thermostat_fs: float = 100.0, barostat_fs: float = 1000.0, pressure_GPa: float = 0.0,
                  sample_every: int = 10, trajectory_every: int = 0, checkpoint_every: int = 1000,
                  max_displacement: float = DEFAULT_MAX_DISPLACEMENT, min_energy_per_fu: float = -0.5,
-                 tilt_angles=None, seed: int = 0):
+                 tilt_angles=None, perovskite=None, seed: int = 0):
         self.model = model
         self.supercell = supercell
         self.start = start
@@ -96,6 +96,7 @@ class MDSimulation:
         self.max_displacement = max_displacement
         self.min_energy_per_fu = min_energy_per_fu
         self.tilt_angles = tilt_angles
+        self.perovskite = perovskite
         self.seed = seed
 
     # ------------------------------------------------------------------ validation
@@ -157,13 +158,15 @@ class MDSimulation:
         from ase.calculators.calculator import BaseCalculator
 
         if isinstance(self.model, BaseCalculator):  # e.g. the surrogate that labelled the training data
-            if not isinstance(self.start, Configuration):
-                raise SimulationError("MD with an ASE calculator needs start= a Configuration (it sets the supercell)")
-            atoms = Configuration(self.start.reference).to_ase()
+            if self.perovskite is None and not isinstance(self.start, Configuration):
+                raise SimulationError("MD with an ASE calculator needs perovskite= (or start= a Configuration)")
+            pv = self.perovskite if self.perovskite is not None else self.start.reference.perovskite
+            config = start_configuration(pv, self.supercell, self.start, self.tilt_angles)
+            atoms = Configuration(config.reference).to_ase()
             atoms.calc = self.model
-            return self.start, self.model, float(atoms.get_potential_energy())
+            return config, self.model, float(atoms.get_potential_energy())
         model = resolve_model(self.model)
-        config = start_configuration(model, self.supercell, self.start, self.tilt_angles)
+        config = start_configuration(model.reference_.perovskite, self.supercell, self.start, self.tilt_angles)
         return config, PESCalculator(model, supercell=config.reference), config.reference.n_cells * float(model.e0_)
 
     # ------------------------------------------------------------------ run

@@ -1,0 +1,102 @@
+"""The model against its own labels at temperature: model-driven MD vs surrogate-driven MD (prints a table).
+
+Both runs use the same cell (default 4x4x4), ensemble (NPT, fully flexible cell), thermostat, time
+step, start structure and seed; the model's run goes through PESCalculator, the surrogate's through
+its own ASE calculator (SevenNet by default). Compared per temperature: the averaged tilt amplitudes
+|R| and |M| (norm over axes of the per-frame projections, and the largest axis), the pseudo-cubic
+lattice parameters (sorted, since a domain may orient along any axis) and their product (about the volume per formula unit).
+The issue's criterion: within 10 %.
+
+    python benchmarks/validate_simulation.py --model PATH                         # 150 K and 500 K, 4x4x4
+    python benchmarks/validate_simulation.py --model PATH --temperatures 150,300,500 --steps 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _run(driver, perovskite, args, temperature: float, start: str, seed: int, label: str):
+    from perovskite_pes.simulation import BlowUpError, MDSimulation, Stage
+
+    sim = MDSimulation(driver, perovskite=perovskite, supercell=args.supercell, start=start, ensemble="npt",
+                       timestep_fs=args.timestep, sample_every=args.sample_every, seed=seed)
+    t0 = time.perf_counter()
+    try:
+        res = sim.run([Stage(temperature, args.steps, args.equilibration)], progress=True)
+    except BlowUpError as exc:
+        print(f"  {label} at {temperature:.0f} K: {exc}")
+        return None, time.perf_counter() - t0
+    return res.stages[0], time.perf_counter() - t0
+
+
+def _observables(stage: dict) -> dict:
+    lat = np.array(stage["lattice_sorted"])
+    return {
+        "|R|": stage["R_total"],
+        "|M|": stage["M_total"],
+        "max axis |R|": max(stage["R"]),
+        "max axis |M|": max(stage["M"]),
+        "a1 (sorted)": lat[0],
+        "a2 (sorted)": lat[1],
+        "a3 (sorted)": lat[2],
+        "a1*a2*a3 (A^3)": float(np.prod(lat)),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="saved model folder")
+    p.add_argument("--surrogate", default="sevennet")
+    p.add_argument("--temperatures", default="150,500")
+    p.add_argument("--starts", default="a+b-b-,a0a0a0", help="start structure per temperature (last one repeats)")
+    p.add_argument("--supercell", type=int, default=4)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--equilibration", type=int, default=500)
+    p.add_argument("--sample-every", type=int, default=10)
+    p.add_argument("--timestep", type=float, default=4.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the figures here")
+    args = p.parse_args(argv)
+
+    from perovskite_pes.calculators import get_calculator
+    from perovskite_pes.models import load_model
+
+    model = load_model(args.model)
+    pv = model.reference_.perovskite
+    calc = get_calculator(args.surrogate).ase_calculator()
+    temps = [float(t) for t in args.temperatures.split(",")]
+    starts = args.starts.split(",")
+    print(f"{args.supercell}^3 cell, NPT, {args.equilibration} + {args.steps} steps of {args.timestep} fs; "
+          f"load average {open('/proc/loadavg').read().split()[:3]}")
+    out = {"settings": vars(args), "temperatures": []}
+    for k, t in enumerate(temps):
+        start = starts[min(k, len(starts) - 1)]
+        m, tm = _run(args.model, None, args, t, start, args.seed, "model")
+        s, ts = _run(calc, pv, args, t, start, args.seed, args.surrogate)
+        row = {"temperature_K": t, "start": start, "model_s": tm, "surrogate_s": ts, "model": m, "surrogate": s}
+        out["temperatures"].append(row)
+        print(f"\n{t:.0f} K from {start}: model {tm / 60:.1f} min, {args.surrogate} {ts / 60:.1f} min")
+        if m is None or s is None:
+            continue
+        om, osur = _observables(m), _observables(s)
+        row["observables"] = {"model": om, "surrogate": osur}
+        print(f"  {'':16}{'model':>10}{args.surrogate:>10}{'diff':>9}")
+        for key in om:
+            diff = (om[key] - osur[key]) / osur[key] * 100 if osur[key] else float("nan")
+            print(f"  {key:16}{om[key]:10.3f}{osur[key]:10.3f}{diff:8.1f}%")
+        print(f"  phase: model {m['phase']['glazer']} ({m['phase']['space_group']}), "
+              f"{args.surrogate} {s['phase']['glazer']} ({s['phase']['space_group']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
