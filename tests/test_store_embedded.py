@@ -299,6 +299,7 @@ def test_read_only_commands_never_write(pes_home, run_pes, tmp_path):
     run_pes("db", "stats", check=0)
     run_pes("db", "query", "--method", "random", "--json", check=0)
     run_pes("db", "export", tmp_path / "out.jsonl", check=0)
+    run_pes("db", "lpad", "get_fws", "-d", "count", check=0)  # opens the LaunchPad, changes nothing
     assert (_digest(store_file), _digest(lp)) == before
 
 

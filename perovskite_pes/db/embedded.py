@@ -91,7 +91,8 @@ def _serialise(databases: dict) -> str:
             with col._rwlock.reader():
                 docs = list(col._documents.items())
             cols[col_name] = {"name": col.name, "documents": docs}
-        out[db_name] = cols
+        if cols:  # a database merely looked at (FireWorks' lpad touches "admin") holds nothing to keep
+            out[db_name] = cols
     # the C encoder walks the plain data; bson's hook only converts ObjectId, datetime, ... (same
     # extended JSON as json_util.dumps, which walks everything in Python first and is much slower)
     return json.dumps(out, default=json_util.default, separators=(",", ":"))
@@ -141,7 +142,8 @@ class EmbeddedServer:
             self.store = store
             self.client = mongomock.MongoClient(_store=store)
             self._pid = os.getpid()
-            self._last_written = None
+            # what the file holds already: a process that only reads (or re-creates indexes) never rewrites it
+            self._last_written = None if self.created else _serialise(store._databases)
         except BaseException:
             self._release_lock()
             raise
