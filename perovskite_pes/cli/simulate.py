@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     md.add_argument("--calculator", default=None, choices=["sevennet", "chgnet"],
                     help="drive the MD with this surrogate instead of a model (validation, labelled frames: with "
                          "--trajectory FILE.extxyz the frames carry its energy, forces and stress for `pes db import`)")
+    md.add_argument("--threads", type=int, default=1,
+                    help="torch threads for the forces (model or surrogate; default 1: fastest on a busy machine)")
     md.add_argument("--lattice-parameter", type=float, default=None,
                     help="with --calculator: the reference lattice parameter (default: the model's)")
     md.set_defaults(func=cmd_run, method="md")
@@ -58,6 +60,7 @@ def register(subparsers) -> None:
     heat.add_argument("--ensemble", default="npt", choices=["nvt", "npt"])
     heat.add_argument("--timestep", type=float, default=4.0, help="MD time step in fs")
     heat.add_argument("--sample-every", type=int, default=None)
+    heat.add_argument("--threads", type=int, default=1, help="torch threads of the MD forces (default 1)")
     heat.set_defaults(func=cmd_heat)
 
 
@@ -114,7 +117,8 @@ def cmd_run(args) -> int:
         sim = MDSimulation(driver, perovskite=perovskite, supercell=_supercell(args.supercell), start=args.start, ensemble=args.ensemble,
                            timestep_fs=args.timestep, thermostat_fs=args.thermostat, barostat_fs=args.barostat,
                            pressure_GPa=args.pressure, sample_every=args.sample_every,
-                           trajectory_every=args.trajectory_every, max_displacement=args.max_displacement, seed=args.seed)
+                           trajectory_every=args.trajectory_every, max_displacement=args.max_displacement,
+                           threads=args.threads, seed=args.seed)
     else:
         sim = MonteCarlo(driver, supercell=_supercell(args.supercell), start=args.start, ensemble=args.ensemble,
                          pressure_GPa=args.pressure, displacement=args.displacement, strain_step=args.strain_step,
@@ -153,7 +157,7 @@ def _driver(args):
         perovskite = Perovskite(lattice_parameter=args.lattice_parameter)
     else:
         perovskite = load_model(_model_path(args.model)).reference_.perovskite
-    calc = get_calculator(args.calculator)
+    calc = get_calculator(args.calculator, threads=args.threads)
     calc.check_available()
     return calc.ase_calculator(), perovskite
 
@@ -189,7 +193,7 @@ def cmd_heat(args) -> int:
     equil = args.equilibration if args.equilibration is not None else (500 if md else 100)
     options = {"ensemble": args.ensemble, "sample_every": args.sample_every or (10 if md else 1)}
     if md:
-        options["timestep_fs"] = args.timestep
+        options.update(timestep_fs=args.timestep, threads=args.threads)
     scan = TransitionScan(path, supercell=_supercell(args.supercell), method=args.method, t_min=args.t_min,
                           t_max=args.t_max, t_step=args.t_step, steps=steps, equilibration=equil, seeds=seeds,
                           directions=directions, heat_start=args.heat_start, cool_start=args.cool_start, **options)

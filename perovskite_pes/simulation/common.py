@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,23 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
 #: an atom further than this from its reference site (Angstrom) has left its cage
 DEFAULT_MAX_DISPLACEMENT = 1.5
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run with ``n`` torch threads (None: leave torch's setting). Small tensors and busy machines run
+    fastest on one thread: more threads spin-wait on each other when the cores are shared."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n is not None:
+        if int(n) < 1:
+            raise SimulationError(f"threads must be a positive integer; got {n!r}")
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def resolve_model(model) -> EnergyModel:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import numpy as np
 from ..structure import Configuration, strain_to_matrix
 from .common import (
     DEFAULT_MAX_DISPLACEMENT,
+    torch_threads,
     SimulationResult,
     check_frame,
     check_same_run,
@@ -43,19 +43,6 @@ from .sampler import StageSampler
 logger = logging.getLogger(__name__)
 
 SUBLATTICES = ("A", "B", "X")
-
-
-@contextmanager
-def torch_threads(n: int):
-    """Run with ``n`` torch threads (small tensors: one thread is fastest, and never oversubscribes)."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class MonteCarlo:

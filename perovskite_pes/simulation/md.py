@@ -33,6 +33,7 @@ from .common import (
     read_checkpoint,
     resolve_model,
     start_configuration,
+    torch_threads,
     write_checkpoint,
 )
 from .errors import BlowUpError, SimulationError
@@ -72,6 +73,7 @@ class MDSimulation:
     checkpoint_every : write the restart file every k steps
     max_displacement : an atom further than this from its site (A) stops the run (the model has left its data)
     min_energy_per_fu : an energy below this (eV per formula unit, from the cubic reference) stops the run
+    threads : torch threads for the model's forces (None: torch's default; 1 is fastest on a busy machine)
     seed : random seed of the velocities and of the thermostat
     """
 
@@ -81,7 +83,7 @@ class MDSimulation:
                  thermostat_fs: float = 100.0, barostat_fs: float = 1000.0, pressure_GPa: float = 0.0,
                  sample_every: int = 10, trajectory_every: int = 0, checkpoint_every: int = 1000,
                  max_displacement: float = DEFAULT_MAX_DISPLACEMENT, min_energy_per_fu: float = -0.5,
-                 tilt_angles=None, perovskite=None, seed: int = 0):
+                 tilt_angles=None, perovskite=None, threads: int | None = None, seed: int = 0):
         self.model = model
         self.supercell = supercell
         self.start = start
@@ -97,6 +99,7 @@ class MDSimulation:
         self.min_energy_per_fu = min_energy_per_fu
         self.tilt_angles = tilt_angles
         self.perovskite = perovskite
+        self.threads = threads
         self.seed = seed
 
     # ------------------------------------------------------------------ validation
@@ -179,6 +182,10 @@ class MDSimulation:
         it (same schedule and settings required). A blow-up raises :class:`BlowUpError` with the result
         so far; the trajectory and the checkpoint up to then stay on disk.
         """
+        with torch_threads(self.threads):
+            return self._run(schedule, trajectory, checkpoint, progress)
+
+    def _run(self, schedule, trajectory, checkpoint, progress) -> SimulationResult:
         from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
         self._check()
