@@ -110,6 +110,15 @@ def test_paper_spec_matches_the_paper():
         (minimal(simulate={"directions": ["up"]}), "simulate.directions[0]"),
         (minimal(simulate={"tmax": 500}), "simulate.tmax"),
         (minimal(simulate=True, training={"enabled": False}), "simulate"),
+        (minimal(active={"lower": 0.5, "upper": 0.2}), "active.upper"),
+        (minimal(active={"lower": 0.2, "upper": 0.2}), "active.upper"),
+        (minimal(active={"lower": -0.1}), "active.lower"),
+        (minimal(active={"budget": 0}), "active.budget"),
+        (minimal(active={"committee": 1}), "active.committee"),
+        (minimal(active={"temperatures": [300, -5]}), "active.temperatures[1]"),
+        (minimal(active={"starts": ["a+b+c-"]}), "active.starts[0]"),
+        (minimal(active={"metric": "virial"}), "active.metric"),
+        (minimal(active=True, training={"enabled": False}), "active"),
     ],
 )
 def test_malformed_specs_name_the_field(data, field):
@@ -177,3 +186,17 @@ def test_simulate_step_is_off_by_default_and_builds_a_firework_before_the_report
     sim, report, train = by_name["t: simulate"], by_name["t: report (final)"], by_name["t: train (final)"]
     assert wf.links[train.fw_id] == [sim.fw_id] and wf.links[sim.fw_id] == [report.fw_id]
     assert sim.tasks[0]["simulate"]["t_max"] == 400.0
+
+
+def test_active_loop_starts_after_the_first_training_with_a_committee():
+    from perovskite_pes.workflows.builder import build_workflow
+
+    spec = validate_spec(minimal(active={"temperatures": [300, 600], "committee": 3}, simulate={"method": "mc"}))
+    assert spec.active.enabled and spec.active.temperatures == (300.0, 600.0)
+    wf = build_workflow(spec)
+    by_name = {fw.name: fw for fw in wf.fws}
+    train, loop = by_name["t: train (initial)"], by_name["t: active learning 1"]
+    assert loop.fw_id in wf.links[train.fw_id] and "t: simulate" not in by_name  # the loop adds it at its end
+    task = loop.tasks[0]
+    assert task["iteration"] == 1 and task["training"]["committee"] == {"size": 3}
+    assert task["simulate"]["method"] == "mc" and train.tasks[0]["training"]["committee"] == {"size": 3}

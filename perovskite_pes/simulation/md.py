@@ -173,19 +173,21 @@ class MDSimulation:
         return config, PESCalculator(model, supercell=config.reference), config.reference.n_cells * float(model.e0_)
 
     # ------------------------------------------------------------------ run
-    def run(self, schedule, trajectory=None, checkpoint=None, progress: bool = False) -> SimulationResult:
+    def run(self, schedule, trajectory=None, checkpoint=None, progress: bool = False, on_sample=None) -> SimulationResult:
         """Run the stages in order; returns a :class:`SimulationResult` (one summary per stage).
 
         ``trajectory``: a ``.traj`` (ASE) or ``.xyz``/``.extxyz`` file that receives a frame every
         ``trajectory_every`` steps. ``checkpoint``: a JSON restart file, written every
         ``checkpoint_every`` steps and at the end of every stage; when it exists, the run resumes from
         it (same schedule and settings required). A blow-up raises :class:`BlowUpError` with the result
-        so far; the trajectory and the checkpoint up to then stay on disk.
+        so far; the trajectory and the checkpoint up to then stay on disk. ``on_sample(positions,
+        lattice, energy, temperature_K, step)`` is called with every sampled frame (energy in eV from
+        the cubic reference), e.g. to collect frames for labelling.
         """
         with torch_threads(self.threads):
-            return self._run(schedule, trajectory, checkpoint, progress)
+            return self._run(schedule, trajectory, checkpoint, progress, on_sample)
 
-    def _run(self, schedule, trajectory, checkpoint, progress) -> SimulationResult:
+    def _run(self, schedule, trajectory, checkpoint, progress, on_sample=None) -> SimulationResult:
         from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
         self._check()
@@ -262,6 +264,8 @@ class MDSimulation:
                                     float(self.max_displacement), self.min_energy_per_fu)
                         if k >= stage.equilibration and (step_no - stage.equilibration) % int(self.sample_every) == 0:
                             sampler.add(atoms.positions, atoms.cell.array, energy, target)
+                            if on_sample is not None:
+                                on_sample(atoms.get_positions(), atoms.cell.array.copy(), energy, target, result.steps)
                             kinetic.append(atoms.get_temperature())
                     if writer is not None and step_no % traj_every == 0:
                         writer.write(atoms)

@@ -30,6 +30,7 @@ from .tasks import (
     RelaxReferenceTask,
     RelaxTiltTask,
     SimulateTask,
+    active_firework,
     fw_spec_base,
     train_fireworks,
 )
@@ -48,6 +49,8 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
     supercell = spec.to_dict()["supercell"]
     steps_dict = spec.to_dict()["steps"]
     training = spec.training_settings()
+    if spec.active.enabled:  # exploration needs the committee's spread from the first training on
+        training["committee"] = {"size": spec.active.committee}
     policy = spec.to_dict()["retrain"]
     batch = {"per_firework": spec.fireworks.per_firework, "category": cat,
              "flush_every": spec.fireworks.flush_every, "fizzle_on": spec.fireworks.fizzle_on}
@@ -110,10 +113,16 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
 
     if spec.training.enabled:
         train, report = train_fireworks(name, calc, training, policy,
-                                        mode="if_new" if spec.retrain.final else "policy", trigger="final")
+                                        mode="if_new" if spec.retrain.final else "policy",
+                                        trigger="initial" if spec.active.enabled else "final")
         train.parents = list(enumerate_fws)
         final = [train, report]
-        if spec.simulate.enabled:  # train -> simulate -> report: the report holds the phase sequence
+        if spec.active.enabled:  # the loop appends its iterations, then [simulate ->] report (final)
+            loop = active_firework(name, 1, spec.to_dict()["active"], calc, training, policy, batch, spec.seed,
+                                   spec.simulate.scan_kwargs() if spec.simulate.enabled else None)
+            loop.parents = [train]
+            final = [train, report, loop]
+        elif spec.simulate.enabled:  # train -> simulate -> report: the report holds the phase sequence
             sim = Firework([SimulateTask(campaign=name, simulate=spec.simulate.scan_kwargs(), calculator=calc["name"])],
                            spec=fw_spec_base(name, "simulate", None, pes_trigger="final", _allow_fizzled_parents=True,
                                              _pes_name=f"{name}: simulate"),

@@ -143,8 +143,33 @@ def write_report(name: str, lpad=None, calculator: str | None = None, settings_h
         "model": model,
         "active_model": status["active_models"].get(calculator) if calculator else None,
         "simulation": simulation,
+        "active": _active_summary(out_dir),
         "plots": list(dict.fromkeys(plots + ([simulation["plot"]] if simulation and simulation.get("plot") else []))),
     }
+    conv = out_dir / "active" / "convergence.png"
+    if conv.exists():
+        report["plots"].append(str(conv))
     path = out_dir / "report.json"
     path.write_text(json.dumps(report, indent=2, default=str))
     return {"path": str(path), "plots": report["plots"], "report": report}
+
+
+def _active_summary(out_dir: Path) -> list | None:
+    """Per iteration of the active-learning loop: candidates, selected, fraction uncertain, errors, times."""
+    from .active import load_history
+
+    history = load_history(out_dir)
+    if not history:
+        return None
+    rows = []
+    for key in sorted(history, key=int):
+        r = history[key]
+        sel = r["selection"]
+        rows.append({
+            "iteration": r["iteration"], "candidates": sel["n_candidates"], "in_window": sel["n_in_window"],
+            "selected": r["n_to_label"], "fraction_uncertain": sel["fraction_uncertain"],
+            "per_temperature": {t: v["fraction_above_lower"] for t, v in sel["per_temperature"].items()},
+            "model_errors": r.get("model_errors"), "blowups": sum(1 for run in r["runs"] if run["blowup"]),
+            "wall_s": r["wall_s"], "stop": r["stop"], "reason": r["reason"],
+        })
+    return rows

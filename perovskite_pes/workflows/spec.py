@@ -329,6 +329,43 @@ class SimulateSpec:
 
 
 @dataclass(frozen=True)
+class ActiveSpec:
+    """Active learning at temperature after the first training: explore -> select -> label -> retrain.
+
+    Each iteration runs MD with the current committee (``committee`` models, bootstrap resamples)
+    at every temperature, start and strain in the training supercell, keeps the frames whose committee
+    spread lies in the trust window [``lower``, ``upper``) (``metric``: max force deviation in eV/A, or
+    energy spread in eV/atom), spreads them out and de-duplicates them, labels at most
+    ``max_selected`` with the campaign's calculator and retrains. It stops when, at every temperature,
+    less than ``stop_fraction`` of the explored frames lie above ``lower``, after ``iterations``
+    iterations, or when ``budget`` calculations have been spent.
+    """
+
+    enabled: bool = False
+    iterations: int = 5
+    budget: int = 2000
+    committee: int = 4
+    temperatures: tuple[float, ...] = (150.0, 300.0, 450.0, 600.0)
+    starts: tuple[str, ...] = ("a+b-b-", "a0a0c+", "a0a0a0")
+    strains: tuple[float, ...] = (0.0,)
+    steps: int = 300
+    equilibration: int = 100
+    sample_every: int = 10
+    timestep_fs: float = 4.0
+    metric: str = "force"
+    lower: float = 0.05
+    upper: float = 0.5
+    max_selected: int = 100
+    uniqueness_tolerance: float = 0.05
+    stop_fraction: float = 0.05
+
+    def explore_kwargs(self) -> dict:
+        return {"temperatures": list(self.temperatures), "starts": list(self.starts), "strains": list(self.strains),
+                "steps": self.steps, "equilibration": self.equilibration, "sample_every": self.sample_every,
+                "timestep_fs": self.timestep_fs}
+
+
+@dataclass(frozen=True)
 class CampaignSpec:
     name: str
     calculator: CalculatorSpec
@@ -341,6 +378,7 @@ class CampaignSpec:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     retrain: RetrainPolicySpec = field(default_factory=RetrainPolicySpec)
     simulate: SimulateSpec = field(default_factory=SimulateSpec)
+    active: ActiveSpec = field(default_factory=ActiveSpec)
     source: str | None = None
 
     @property
@@ -404,7 +442,7 @@ def _plain(obj):
 
 # --------------------------------------------------------------------------- validation
 _TOP = ("name", "seed", "reference", "supercell", "calculator", "fireworks", "steps", "descriptors",
-        "training", "retrain", "simulate", "description")
+        "training", "retrain", "simulate", "active", "description")
 
 
 def load_spec(path) -> CampaignSpec:
@@ -478,6 +516,9 @@ def validate_spec(data, source: str | None = None) -> CampaignSpec:
     simulate = _simulate(d.get("simulate"))
     if simulate.enabled and not training.enabled:
         _fail("simulate", "needs a model: enable training (the simulation runs the campaign's final model)")
+    active = _active(d.get("active"))
+    if active.enabled and not training.enabled:
+        _fail("active", "needs a model to explore with: enable training")
     if steps.relax_tilts.enabled:
         from ..structure import Perovskite
         from ..structure.tilts import check_tilt_supercell
@@ -491,7 +532,7 @@ def validate_spec(data, source: str | None = None) -> CampaignSpec:
     return CampaignSpec(
         name=name, calculator=calculator, seed=seed, reference=reference, supercell=supercell,
         fireworks=fws, steps=steps, descriptors=descriptors, training=training, retrain=retrain,
-        simulate=simulate, source=source,
+        simulate=simulate, active=active, source=source,
     )
 
 
@@ -775,4 +816,46 @@ def _simulate(value) -> SimulateSpec:
         heat_start=_glazer(r.get("heat_start", dflt.heat_start), "simulate.heat_start", known),
         cool_start=_glazer(r.get("cool_start", dflt.cool_start), "simulate.cool_start", known),
         ensemble=ensemble, timestep_fs=timestep,
+    )
+
+
+def _active(value) -> ActiveSpec:
+    keys = tuple(k for k in ActiveSpec.__dataclass_fields__ if k != "enabled")
+    r = _enabled_section(value, "active", keys, False)
+    if not r["enabled"]:
+        return ActiveSpec()
+    dflt = ActiveSpec()
+    known = glazer_symbols()
+
+    def listed(key, convert):
+        v = r.get(key, list(getattr(dflt, key)))
+        if isinstance(v, (int, float, str)) and not isinstance(v, bool):
+            v = [v]
+        if not isinstance(v, (list, tuple)) or not v:
+            _fail(f"active.{key}", f"expected a non-empty list; got {v!r}")
+        return tuple(convert(x, f"active.{key}[{i}]") for i, x in enumerate(v))
+
+    lower = _float(r.get("lower", dflt.lower), "active.lower", lo=0.0)
+    upper = _float(r.get("upper", dflt.upper), "active.upper", lo=0.0)
+    if upper <= lower:
+        _fail("active.upper", f"the trust window needs lower < upper; got lower={lower}, upper={upper}")
+    return ActiveSpec(
+        enabled=True,
+        iterations=_int(r.get("iterations", dflt.iterations), "active.iterations", minimum=1),
+        budget=_int(r.get("budget", dflt.budget), "active.budget", minimum=1),
+        committee=_int(r.get("committee", dflt.committee), "active.committee", minimum=2),
+        temperatures=listed("temperatures", lambda x, p: _float(x, p, lo=0.0, hi=3000.0, lo_open=True)),
+        starts=listed("starts", lambda x, p: _glazer(x, p, known)),
+        strains=listed("strains", lambda x, p: _float(x, p, lo=-0.1, hi=0.1)),
+        steps=_int(r.get("steps", dflt.steps), "active.steps", minimum=1),
+        equilibration=_int(r.get("equilibration", dflt.equilibration), "active.equilibration", minimum=0),
+        sample_every=_int(r.get("sample_every", dflt.sample_every), "active.sample_every", minimum=1),
+        timestep_fs=_float(r.get("timestep_fs", dflt.timestep_fs), "active.timestep_fs", lo=0.1, hi=10.0),
+        metric=_choice(r.get("metric", dflt.metric), "active.metric", ("force", "energy")),
+        lower=lower,
+        upper=upper,
+        max_selected=_int(r.get("max_selected", dflt.max_selected), "active.max_selected", minimum=1),
+        uniqueness_tolerance=_float(r.get("uniqueness_tolerance", dflt.uniqueness_tolerance),
+                                    "active.uniqueness_tolerance", lo=0.0),
+        stop_fraction=_float(r.get("stop_fraction", dflt.stop_fraction), "active.stop_fraction", lo=0.0, hi=1.0),
     )

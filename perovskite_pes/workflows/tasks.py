@@ -389,6 +389,103 @@ class SimulateTask(FiretaskBase):
 
 
 @explicit_serialize
+class ActiveLearningTask(FiretaskBase):
+    """One iteration of active learning at temperature; appends the next one until the loop stops.
+
+    Explores with the committee the previous training passed on (``model`` in the spec), selects the
+    frames in the trust window, stores them and appends: their calculation Fireworks -> a training of
+    a committee on all data -> the next iteration. When the loop stops (converged, budget or
+    iterations spent, nothing new) it appends the final steps instead (simulate, if configured, and
+    the report). Every iteration's numbers go to the campaign's ``active/history.json``.
+
+    Required params:
+        campaign (str): campaign name.
+        iteration (int): 1, 2, ...
+        active (dict): the spec's ``active`` section.
+        calculator (dict): ``name`` and ``settings``.
+        training (dict): training settings (a ``committee`` entry makes committees).
+        policy (dict): retrain policy (CV tolerance of the activation).
+        batch (dict): calculation batching (``per_firework``, ``category``, ...).
+    Optional params:
+        seed (int): random seed (default 0).
+        simulate (dict): TransitionScan settings of the final simulate step.
+    """
+
+    required_params = ["campaign", "iteration", "active", "calculator", "training", "policy", "batch"]
+    optional_params = ["seed", "simulate"]
+
+    def run_task(self, fw_spec):
+        from .active import active_iteration
+        from .campaign import campaign_dir
+
+        store = _store(fw_spec)
+        calc = self["calculator"]
+        passed = fw_spec.get("model") or {}
+        model_path = passed.get("path")
+        record_of = store.active_model(calculator=calc["name"])
+        if model_path is None and record_of:
+            model_path = record_of["path"]
+        if model_path is None:
+            raise ValueError(f"campaign {self['campaign']}: no trained model to explore with")
+        errors = _model_errors(store, passed.get("model_id") or (record_of or {}).get("id"))
+        i = int(self["iteration"])
+        cdir = campaign_dir(self["campaign"], _settings(fw_spec).home)
+        rec = active_iteration(store, model_path, dict(self["active"]), i, calc, self["campaign"], cdir,
+                               seed=int(self.get("seed", 0)), model_errors=errors)
+        summary = {k: rec[k] for k in ("iteration", "n_to_label", "stop", "reason")}
+        summary["fraction_uncertain"] = rec["selection"]["fraction_uncertain"]
+        if rec["stop"]:
+            return FWAction(stored_data={"active": summary},
+                            additions=[Workflow(final_fireworks(self["campaign"], calc, self.get("simulate")))])
+        h = steps.get_calculator_cached(calc).settings_hash
+        label = batch_fireworks(self["campaign"], rec["todo"], calc, self["batch"], f"active {i}", None, None, h)
+        train, report = train_fireworks(self["campaign"], calc, self["training"], self["policy"], mode="force",
+                                        trigger=f"active-{i}", dupe=[self["campaign"], "active", i, rec["todo"]])
+        nxt = active_firework(self["campaign"], i + 1, dict(self["active"]), calc, self["training"], self["policy"],
+                              self["batch"], int(self.get("seed", 0)), self.get("simulate"))
+        links = {fw.fw_id: [train.fw_id] for fw in label}
+        links[train.fw_id] = [report.fw_id, nxt.fw_id]
+        return FWAction(stored_data={"active": summary}, additions=[Workflow(label + [train, report, nxt], links_dict=links)])
+
+
+def _model_errors(store, model_id) -> dict:
+    if not model_id:
+        return {}
+    for m in store.list_models():
+        if m["id"] == model_id:
+            metrics = m.get("metrics") or {}
+            return {k: metrics.get(k) for k in ("cv_rmse", "test_rmse")} | {"n_train": m.get("n_train")}
+    return {}
+
+
+def active_firework(campaign: str, iteration: int, active: dict, calculator: dict, training: dict, policy: dict,
+                    batch: dict, seed: int = 0, simulate: dict | None = None) -> Firework:
+    """The Firework of one active-learning iteration (no category: it runs MD with the model anywhere)."""
+    name = f"{campaign}: active learning {iteration}"
+    task = ActiveLearningTask(campaign=campaign, iteration=iteration, active=active, calculator=calculator,
+                              training=training, policy=policy, batch=batch, seed=seed,
+                              **({"simulate": simulate} if simulate else {}))
+    return Firework([task], spec=fw_spec_base(campaign, "active", None, pes_iteration=iteration, _pes_name=name,
+                                              _allow_fizzled_parents=True), name=name)
+
+
+def final_fireworks(campaign: str, calculator: dict, simulate: dict | None) -> list[Firework]:
+    """[simulate ->] report: what ends a campaign once its model is final."""
+    report = Firework([CampaignReportTask(campaign=campaign, calculator=calculator["name"])],
+                      spec=fw_spec_base(campaign, "report", None, pes_trigger="final", _allow_fizzled_parents=True,
+                                        _pes_name=f"{campaign}: report (final)"),
+                      name=f"{campaign}: report (final)")
+    if not simulate:
+        return [report]
+    sim = Firework([SimulateTask(campaign=campaign, simulate=simulate, calculator=calculator["name"])],
+                   spec=fw_spec_base(campaign, "simulate", None, pes_trigger="final", _allow_fizzled_parents=True,
+                                     _pes_name=f"{campaign}: simulate"),
+                   name=f"{campaign}: simulate")
+    report.parents = [sim]
+    return [sim, report]
+
+
+@explicit_serialize
 class CampaignReportTask(FiretaskBase):
     """Write the campaign report (JSON + plots) under ``$PES_HOME/campaigns/<campaign>/``.
 

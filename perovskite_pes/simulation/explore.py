@@ -1,0 +1,228 @@
+"""Active learning at temperature, the science half: explore with MD, select what the committee does not know.
+
+:func:`explore` runs MD with the current model over a ladder of temperatures, start structures (tilt
+systems) and strains in the training supercell, and keeps every sampled frame as a candidate. A run
+that blows up is stopped; the frames it sampled before (where the model starts to fail) stay
+candidates, marked ``blowup``.
+
+:func:`select` asks a committee for its spread on every candidate (per-atom maximum force
+deviation, as DP-GEN defines it, or the energy spread per atom) and keeps the frames inside a trust
+window: below ``lower`` the model already knows the region, above ``upper`` the frame is nonsense
+(except frames from just before a blow-up, which is where the model fails). Frames with atoms closer
+than ``min_distance`` are dropped. The rest are spread out in descriptor space (farthest-point
+order, starting from the most uncertain), de-duplicated with the symmetry-aware uniqueness filter
+against each other and against what is already known, and capped.
+
+Example
+-------
+>>> cands, runs = explore(committee, temperatures=[300, 600], starts=["a+b-b-", "a0a0a0"])  # doctest: +SKIP
+>>> sel = select(committee, cands, lower=0.05, upper=0.5, max_selected=50)
+>>> sel.configurations, sel.per_temperature
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..structure import Configuration, UniquenessFilter
+from ..structure.sampling import DEFAULT_MIN_DISTANCE
+from .common import resolve_model, start_configuration
+from .errors import BlowUpError, SimulationError
+from .md import MDSimulation
+from .sampler import Stage
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("force", "energy")
+
+
+@dataclass
+class Candidate:
+    """One explored frame and where it came from."""
+
+    config: Configuration
+    temperature_K: float
+    start: str
+    strain: float
+    step: int
+    blowup: bool = False
+
+
+def explore(model, temperatures, starts=("a+b-b-", "a0a0a0"), strains=(0.0,), supercell=2, steps: int = 400,
+            equilibration: int = 100, sample_every: int = 10, timestep_fs: float = 4.0, seed: int = 0,
+            threads: int | None = 1, keep_before_blowup: int = 5, progress: bool = False):
+    """MD with ``model`` for every (temperature, start, strain); returns ``(candidates, runs)``.
+
+    ``strains`` are hydrostatic strains of the cell (0: NPT, flexible cell; otherwise NVT in the
+    strained cell). ``runs`` has one record per MD run (steps done, blow-up message).
+    """
+    m = resolve_model(model)
+    pv = m.reference_.perovskite
+    candidates: list[Candidate] = []
+    runs = []
+    k = 0
+    for t in temperatures:
+        for start in starts:
+            for strain in strains:
+                base = start_configuration(pv, supercell, start)
+                e = float(strain)
+                config = Configuration(base.reference, base.displacements, [e, e, e, 0.0, 0.0, 0.0], dict(base.tags))
+                frames: list[Candidate] = []
+
+                def keep(positions, lattice, energy, temperature, step, _t=t, _s=start, _e=e, _frames=frames, _ref=config.reference):
+                    c = Configuration.from_arrays(_ref, lattice, positions, remove_translation=True,
+                                                  tags={"method": "active", "temperature_K": float(_t), "start": _s,
+                                                        "strain": _e})
+                    _frames.append(Candidate(c, float(_t), _s, _e, int(step)))
+
+                sim = MDSimulation(m, supercell=supercell, start=config, ensemble="npt" if e == 0.0 else "nvt",
+                                   timestep_fs=timestep_fs, sample_every=sample_every, threads=threads,
+                                   seed=int(seed) * 1000 + k)
+                k += 1
+                record = {"temperature_K": float(t), "start": start, "strain": e, "blowup": None}
+                try:
+                    res = sim.run([Stage(float(t), int(steps), int(equilibration))], progress=progress, on_sample=keep)
+                    record["steps"] = res.steps
+                except BlowUpError as exc:
+                    record["blowup"] = str(exc)
+                    record["steps"] = exc.step
+                    for c in frames[-int(keep_before_blowup):]:
+                        c.blowup = True
+                    frames[:] = frames[-int(keep_before_blowup):] if keep_before_blowup else []
+                    logger.info("exploration at %.0f K from %s (strain %g) blew up at step %d", t, start, e, exc.step)
+                record["frames"] = len(frames)
+                runs.append(record)
+                candidates += frames
+    return candidates, runs
+
+
+@dataclass
+class Selection:
+    """What :func:`select` kept, and the statistics the stopping rule and the report need."""
+
+    configurations: list = field(default_factory=list)
+    spreads: list = field(default_factory=list)
+    per_temperature: dict = field(default_factory=dict)
+    n_candidates: int = 0
+    n_in_window: int = 0
+    n_duplicates: int = 0
+    n_too_close: int = 0
+
+    def fraction_uncertain(self) -> float:
+        """Largest fraction, over temperatures, of explored frames above the lower trust bound."""
+        return max((v["fraction_above_lower"] for v in self.per_temperature.values()), default=0.0)
+
+    def to_dict(self) -> dict:
+        return {
+            "n_candidates": self.n_candidates,
+            "n_in_window": self.n_in_window,
+            "n_selected": len(self.configurations),
+            "n_duplicates": self.n_duplicates,
+            "n_too_close": self.n_too_close,
+            "fraction_uncertain": self.fraction_uncertain(),
+            "per_temperature": self.per_temperature,
+            "selected_spreads": [float(s) for s in self.spreads],
+        }
+
+
+def spreads_of(committee, configs, metric: str = "force") -> np.ndarray:
+    """The committee's spread per configuration: max force deviation (eV/A) or energy spread per atom (eV)."""
+    if metric not in METRICS:
+        raise SimulationError(f"spread metric must be one of {METRICS}; got {metric!r}")
+    if not hasattr(committee, "predict_uncertainty"):
+        raise SimulationError(f"{type(committee).__name__} gives no uncertainty: train a committee (several models)")
+    unc = committee.predict_uncertainty(configs)
+    if metric == "force":
+        return np.asarray(unc["max_force_deviation"], dtype=float)
+    n_atoms = np.array([c.reference.n_atoms for c in configs], dtype=float)
+    return np.asarray(unc["energy_std"], dtype=float) / n_atoms
+
+
+def _descriptors(configs) -> np.ndarray:
+    """Invariant descriptor vectors (orbit sums of the paper's basis per primitive cell), standardised."""
+    import torch
+
+    from ..models.featurizers import build_featurizer
+
+    out = []
+    by_ref: dict = {}
+    for k, c in enumerate(configs):
+        by_ref.setdefault(c.reference, []).append(k)
+    rows = [None] * len(configs)
+    for ref, idx in by_ref.items():
+        fz = build_featurizer(ref, "7p+t+o", 2)
+        pos = torch.as_tensor(np.stack([configs[k].positions for k in idx]))
+        lat = torch.as_tensor(np.stack([configs[k].lattice for k in idx]))
+        with torch.no_grad():
+            x = torch.cat([f.sum(1) for f in fz.cluster_features(pos, lat)], dim=1).numpy() / ref.n_cells
+        for j, k in enumerate(idx):
+            rows[k] = x[j]
+    out = np.array(rows)
+    std = out.std(axis=0)
+    std[std < 1e-12] = 1.0
+    return (out - out.mean(axis=0)) / std
+
+
+def farthest_point_order(x: np.ndarray, first: int) -> list[int]:
+    """Indices of ``x`` rows in farthest-point order, starting from ``first``."""
+    n = len(x)
+    order = [int(first)]
+    d = np.linalg.norm(x - x[first], axis=1)
+    for _ in range(n - 1):
+        nxt = int(np.argmax(d))
+        if d[nxt] <= 0 and len(order) >= n:
+            break
+        order.append(nxt)
+        d = np.minimum(d, np.linalg.norm(x - x[nxt], axis=1))
+    return list(dict.fromkeys(order))[:n]
+
+
+def select(committee, candidates: list[Candidate], lower: float, upper: float, max_selected: int,
+           uniqueness_tolerance: float = 0.05, known=(), metric: str = "force",
+           min_distance: float = DEFAULT_MIN_DISTANCE) -> Selection:
+    """Frames inside the trust window, spread out in descriptor space, unique, at most ``max_selected``."""
+    if not 0 <= lower < upper:
+        raise SimulationError(f"trust window needs 0 <= lower < upper; got lower={lower}, upper={upper}")
+    if int(max_selected) < 1:
+        raise SimulationError(f"max_selected must be a positive integer; got {max_selected}")
+    sel = Selection(n_candidates=len(candidates))
+    if not candidates:
+        return sel
+    configs = [c.config for c in candidates]
+    s = spreads_of(committee, configs, metric)
+    temps = np.array([c.temperature_K for c in candidates])
+    for t in np.unique(temps):
+        m = temps == t
+        sel.per_temperature[f"{t:.0f}"] = {
+            "frames": int(m.sum()),
+            "fraction_above_lower": float((s[m] >= lower).mean()),
+            "fraction_above_upper": float((s[m] >= upper).mean()),
+            "median_spread": float(np.median(s[m])),
+        }
+    blow = np.array([c.blowup for c in candidates])
+    ok = np.array([c.config.min_distance() >= min_distance for c in candidates])
+    sel.n_too_close = int((~ok).sum())
+    window = (s >= lower) & ((s < upper) | blow) & ok
+    sel.n_in_window = int(window.sum())
+    idx = np.flatnonzero(window)
+    if not len(idx):
+        return sel
+    x = _descriptors([configs[k] for k in idx])
+    order = [idx[j] for j in farthest_point_order(x, int(np.argmax(s[idx])))]
+    unique = UniquenessFilter(uniqueness_tolerance)
+    ref = configs[idx[0]].reference
+    for c in known:
+        if c.reference == ref:
+            unique.add(c)
+    for k in order:
+        if len(sel.configurations) >= int(max_selected):
+            break
+        if configs[k].reference == ref and unique.accept(configs[k]):
+            sel.configurations.append(configs[k])
+            sel.spreads.append(float(s[k]))
+        else:
+            sel.n_duplicates += 1
+    return sel

@@ -1,0 +1,96 @@
+"""Active-learning selection: trust window, cap, uniqueness, descriptor spread; exploration keeps frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perovskite_pes.simulation import SimulationError
+from perovskite_pes.simulation.explore import Candidate, explore, farthest_point_order, select
+from perovskite_pes.structure import Configuration, Perovskite
+
+REF = Perovskite().supercell(2)
+
+
+class SpreadByAmplitude:
+    """A stand-in committee whose spread is the largest displacement (A) of a configuration."""
+
+    def predict_uncertainty(self, configs):
+        amp = np.array([np.abs(c.displacements).max() for c in configs])
+        return {"max_force_deviation": amp, "energy_std": amp * 40}
+
+
+def _candidates(amplitudes, seed=0, temperature=300.0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, a in enumerate(amplitudes):
+        u = rng.normal(0, 1, (REF.n_atoms, 3))
+        u *= a / np.abs(u).max()
+        out.append(Candidate(Configuration(REF, u), temperature, "a0a0a0", 0.0, k))
+    return out
+
+
+def test_selection_respects_the_trust_window_and_the_cap():
+    amps = np.linspace(0.01, 0.6, 40)
+    cands = _candidates(amps)
+    sel = select(SpreadByAmplitude(), cands, lower=0.1, upper=0.4, max_selected=100, uniqueness_tolerance=0.0)
+    spreads = np.array(sel.spreads)
+    assert len(spreads) == ((amps >= 0.1) & (amps < 0.4)).sum()
+    assert spreads.min() >= 0.1 and spreads.max() < 0.4
+    stats = sel.per_temperature["300"]
+    assert stats["fraction_above_lower"] == pytest.approx((amps >= 0.1).mean())
+    assert stats["fraction_above_upper"] == pytest.approx((amps >= 0.4).mean())
+    capped = select(SpreadByAmplitude(), cands, lower=0.1, upper=0.4, max_selected=5, uniqueness_tolerance=0.0)
+    assert len(capped.configurations) == 5
+    assert capped.spreads[0] == pytest.approx(spreads.max())  # farthest-point order starts at the most uncertain
+
+
+def test_blow_up_frames_pass_the_upper_bound_but_not_atoms_on_top_of_each_other():
+    cands = _candidates([0.7, 0.8, 0.05])
+    cands[0].blowup = True
+    cands[1].blowup = True
+    cands[1].config.displacements[1] = cands[1].config.displacements[0] + REF.positions[0] - REF.positions[1] + 0.3
+    sel = select(SpreadByAmplitude(), cands, lower=0.1, upper=0.4, max_selected=10, uniqueness_tolerance=0.0)
+    assert len(sel.configurations) == 1 and sel.configurations[0] is cands[0].config
+    assert sel.n_too_close == 1
+
+
+def test_duplicates_and_known_configurations_are_not_selected():
+    base = _candidates([0.2], seed=3)[0]
+    twin = Candidate(Configuration(REF, base.config.displacements + 0.001), 300.0, "a0a0a0", 0.0, 1)
+    other = _candidates([0.25], seed=4)[0]
+    sel = select(SpreadByAmplitude(), [base, twin, other], lower=0.1, upper=0.4, max_selected=10, uniqueness_tolerance=0.05)
+    assert len(sel.configurations) == 2 and sel.n_duplicates == 1
+    known = select(SpreadByAmplitude(), [base, twin, other], lower=0.1, upper=0.4, max_selected=10,
+                   uniqueness_tolerance=0.05, known=[other.config])
+    assert len(known.configurations) == 1 and known.configurations[0] is not other.config
+
+
+def test_bad_trust_windows_are_refused():
+    with pytest.raises(SimulationError, match="lower < upper"):
+        select(SpreadByAmplitude(), _candidates([0.1]), lower=0.5, upper=0.2, max_selected=3)
+    with pytest.raises(SimulationError, match="lower < upper"):
+        select(SpreadByAmplitude(), _candidates([0.1]), lower=-0.1, upper=0.2, max_selected=3)
+
+
+def test_farthest_point_order_spreads_points_out():
+    x = np.array([[0.0], [0.1], [0.2], [5.0], [10.0]])
+    assert farthest_point_order(x, 0)[:3] == [0, 4, 3]
+    assert sorted(farthest_point_order(x, 2)) == [0, 1, 2, 3, 4]
+
+
+def test_exploration_returns_labelled_frames_in_every_setting():
+    from perovskite_pes.models import LinearCE
+
+    from test_models_support import morse_energy, random_configs, small_reference
+
+    configs = random_configs(small_reference(), 120, seed=3, amplitude=0.15, strain=0.01)
+    model = LinearCE(clusters="4p", max_order=2, reference_energy_per_fu=-3.0).fit(configs, morse_energy(configs))
+    cands, runs = explore(model, temperatures=[100.0], starts=["a0a0a0", "a0a0c+"], strains=[0.0, 0.01], steps=20,
+                          equilibration=0, sample_every=5)
+    assert len(runs) == 4 and all(r["blowup"] is None for r in runs)
+    assert len(cands) == 16 and all(c.config.reference == configs[0].reference for c in cands)
+    strained = [c for c in cands if c.strain == 0.01]
+    assert all(c.config.tags["method"] == "active" for c in cands)
+    # NVT in the strained cell: the frames keep the applied hydrostatic strain
+    assert np.allclose([c.config.strain[:3] for c in strained], 0.01, atol=1e-9)
