@@ -22,7 +22,7 @@ def plot_scan(scan: dict, path) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(3, 1, figsize=(7.5, 10), sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for n, run in enumerate(scan["runs"]):
+    for n, run in enumerate(r for r in scan["runs"] if r["temperature_K"]):
         t = np.array(run["temperature_K"])
         style = "-" if run["direction"] == "heat" else "--"
         label = f"{run['direction']} seed {run['seed']}"

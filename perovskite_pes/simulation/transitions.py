@@ -180,10 +180,12 @@ class TransitionScan:
                 try:
                     res = sim.run(ladder, checkpoint=ckpt, progress=progress)
                 except BlowUpError as exc:
-                    if exc.result is None or not exc.result.stages:
-                        raise
                     res, blown = exc.result, str(exc)
                     logger.warning("%s run, seed %s stopped early: %s", direction, seed, exc)
+                    if res is None or not res.stages:
+                        result.runs.append({"seed": int(seed), "direction": direction, "temperature_K": [], "phase": [],
+                                            "transitions": [], "stopped": blown})
+                        continue
                 temps = [s["temperature_K"] for s in res.stages]
                 labels = [s["phase"]["glazer"] for s in res.stages]
                 run = {
@@ -210,5 +212,7 @@ class TransitionScan:
                 result.steps += res.steps
                 result.atoms = res.atoms
         result.wall_time_s = time.perf_counter() - t0
+        if not any(run["temperature_K"] for run in result.runs):
+            raise SimulationError(f"every run stopped before its first temperature was sampled: {result.runs[0]['stopped']}")
         result.transitions = combine_transitions(result.runs, float(self.t_step))
         return result
