@@ -84,6 +84,7 @@ def test_tiny_campaign_with_the_default_surrogate(sevennet_available, run_pes, p
     assert {"energies.png", "stages.png", "parity.png"} <= {p.name for p in plots}
     assert all(p.exists() and p.stat().st_size > 1000 for p in plots)
     # the simulate step ran the final model at temperature and put its phases into the report
+    assert report["status"]["complete"], report["status"]["fireworks"]  # the report counts itself as done
     sim = report["simulation"]
     assert sim["model"] == report["model"]["path"] and "error" not in sim, sim
     assert {(r["direction"], tuple(r["temperature_K"])) for r in sim["phases"]} == {("heat", (50.0, 100.0)), ("cool", (100.0, 50.0))}

@@ -117,3 +117,24 @@ def test_pes_retrain_without_new_data_does_nothing_and_says_so(run_pes, store):
 def test_pes_retrain_without_anything_names_what_is_missing(run_pes, pes_home):
     proc = run_pes("retrain", check=2)
     assert "no --calculator given and no active model" in proc.stderr
+
+
+def test_interpolation_paths_include_the_relaxed_end_points_and_measure_from_the_cubic_cell():
+    """The store keeps the parents' tags for the path's end points: they are added back from the parents."""
+    from perovskite_pes.structure import Configuration, Perovskite
+    from perovskite_pes.workflows.retrain import interpolation_paths
+
+    ref = Perovskite().supercell(2)
+
+    def item(tags, energy):
+        return {"config": Configuration(ref, tags=tags), "energy": energy}
+
+    path = "a0a0a0->a0a0c+->a+b-b-"
+    data = [item({"method": "interpolate", "path": path, "path_coordinate": x}, -1.0 - x) for x in (0.5, 1.5, 1.0)]
+    data += [item({"method": "tilt", "tilt_system": "a0a0a0", "relaxed": None}, -1.0),
+             item({"method": "tilt", "tilt_system": "a+b-b-", "relaxed": "cell"}, -3.2),
+             item({"method": "tilt", "tilt_system": "a0a0c-", "relaxed": "cell"}, -2.0)]
+    out = interpolation_paths(data)
+    p = out[path]
+    assert p["x"] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert p["energies"][0] == -1.0 and p["energies"][-1] == -3.2 and p["zero"] == 0

@@ -102,7 +102,7 @@ def _plot_stages(stages: dict, fireworks_share: float, path: Path, title: str) -
 
 
 def write_report(name: str, lpad=None, calculator: str | None = None, settings_hash: str | None = None,
-                 model: dict | None = None, store=None, simulation: dict | None = None) -> dict:
+                 model: dict | None = None, store=None, simulation: dict | None = None, fw_id: int | None = None) -> dict:
     """Write the report files of campaign ``name``; returns ``{"path", "plots", "report"}``."""
     from ..db import get_store
     from .campaign import campaign_dir, campaign_status
@@ -111,7 +111,7 @@ def write_report(name: str, lpad=None, calculator: str | None = None, settings_h
     lpad = lpad or store.get_launchpad()
     out_dir = campaign_dir(name, store.settings.home)
     out_dir.mkdir(parents=True, exist_ok=True)
-    status = campaign_status(name, lpad=lpad, store=store)
+    status = campaign_status(name, lpad=lpad, store=store, finishing=fw_id)
     timings = stage_timings(lpad, name)
     plots = []
 

@@ -19,6 +19,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import PesError
 from ..utils import jsonable
 
@@ -207,18 +209,29 @@ def interpolation_paths(data: list[dict], min_points: int = 3) -> dict:
     ordered by ``path_coordinate``.
     """
     groups: dict = {}
+    ends: dict = {}
     for d in data:
         tags = d["config"].tags or {}
         if tags.get("method") == "interpolate" and tags.get("path") and tags.get("path_coordinate") is not None:
-            groups.setdefault(str(tags["path"]), []).append(d)
+            groups.setdefault(str(tags["path"]), []).append((float(tags["path_coordinate"]), d))
+        elif tags.get("method") == "tilt" and tags.get("tilt_system"):
+            # the path's end points are the stored parents (the store keeps their tags, not the path's):
+            # the relaxed tilt systems and the undistorted cubic cell
+            g = str(tags["tilt_system"])
+            if tags.get("relaxed") or g == "a0a0a0":
+                ends.setdefault(g, d)
     out = {}
     for name, items in sorted(groups.items()):
+        have = {round(x, 9) for x, _ in items}
+        for k, node in enumerate(name.split("->")):
+            if float(k) not in have and node in ends:
+                items.append((float(k), ends[node]))
         if len(items) < min_points:
             continue
-        items.sort(key=lambda d: float(d["config"].tags["path_coordinate"]))
-        out[name] = {"x": [float(d["config"].tags["path_coordinate"]) for d in items],
-                     "configs": [d["config"] for d in items], "energies": [float(d["energy"]) for d in items],
-                     "xlabel": f"path coordinate ({name})", "zero": 0}
+        items.sort(key=lambda t: t[0])
+        x = [t[0] for t in items]
+        out[name] = {"x": x, "configs": [d["config"] for _, d in items], "energies": [float(d["energy"]) for _, d in items],
+                     "xlabel": f"path coordinate ({name})", "zero": int(np.argmin(np.abs(np.array(x))))}
     return out
 
 

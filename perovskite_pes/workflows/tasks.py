@@ -504,5 +504,5 @@ class CampaignReportTask(FiretaskBase):
         lpad = getattr(self, "launchpad", None)
         out = write_report(self["campaign"], lpad=lpad, store=_store(fw_spec), calculator=self.get("calculator"),
                            settings_hash=fw_spec.get("settings_hash"), model=fw_spec.get("model"),
-                           simulation=fw_spec.get("simulation"))
+                           simulation=fw_spec.get("simulation"), fw_id=getattr(self, "fw_id", None))
         return FWAction(stored_data={"report": out["path"], "plots": out["plots"]})
