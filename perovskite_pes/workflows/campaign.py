@@ -166,8 +166,11 @@ def run_campaign(spec: CampaignSpec, progress: bool = True, max_fireworks: int |
     n_launched = 0
     cwd = os.getcwd()
     counts = _counts(lpad, spec.name)
+    # enumerations and the retraining/active-learning loop add Fireworks as they run, so the total grows:
+    # show what is known so far and the elapsed time, no ETA (it would mislead)
     bar = tqdm(total=sum(counts.values()), desc=f"campaign {spec.name}", unit="fw", disable=not progress,
-               file=stream, initial=counts.get("COMPLETED", 0) + counts.get("FIZZLED", 0))
+               file=stream, initial=counts.get("COMPLETED", 0) + counts.get("FIZZLED", 0),
+               bar_format="{desc}: {n_fmt}/{total_fmt} Fireworks known so far done [{elapsed}] {postfix}")
     try:
         with environment(PES_PROGRESS=1 if progress else 0), quiet_fireworks(quiet):
             while True:
