@@ -361,7 +361,14 @@ def test_an_old_json_store_is_migrated_on_first_open(pes_home):
 
 
 def test_pes_db_migrate_and_a_damaged_old_store(pes_home, run_pes):
+    from perovskite_pes.db.embedded import holding_lock
+
     _legacy_store(pes_home)
+    legacy = pes_home / "store.json"
+    with holding_lock(legacy, legacy.with_name("store.json.lock"), 0):  # as a running earlier version does
+        msg = _one_line_error(run_pes("db", "stats", env={"PES_LOCK_TIMEOUT": "0"}))
+        assert f"{legacy} cannot be migrated now: it is in use by process {os.getpid()}" in msg
+    assert legacy.exists() and not (pes_home / "store.sqlite").exists()
     out = run_pes("db", "migrate", check=0).stdout
     assert "migrated 12 configurations, 12 calculations, 1 models and 1 Fireworks" in out
     assert "exists already" in _one_line_error(run_pes("db", "migrate", pes_home / "store.json.migrated"))

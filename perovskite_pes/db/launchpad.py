@@ -80,6 +80,10 @@ class PesLaunchPad(LaunchPad):
     @classmethod
     def on_client(cls, client, on_change=None, **kwargs) -> "PesLaunchPad":
         """Build a LaunchPad whose connection is ``client`` (kwargs are LaunchPad's: host, name, ...)."""
+        if type(client).__module__.startswith("mongomock"):
+            from .embedded import _enable_gridfs
+
+            _enable_gridfs()  # FireWorks' LaunchPad builds a GridFS on its database
         with use_client(client):
             lp = cls(**kwargs)
         lp._pes_on_change = on_change

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .embedded import _write_atomic, holding_lock, load_document
-from .errors import EmbeddedStoreError
+from .errors import EmbeddedStoreError, EmbeddedStoreLocked
 from .mongo import calc_record, config_record, model_record, reference_record
 
 log = logging.getLogger(__name__)
@@ -84,14 +84,24 @@ def migrate_legacy(settings, source: Path | None = None) -> dict | None:
     Returns None when another process migrated it meanwhile. Refuses (one line, nothing changed) an
     empty or damaged old file, or a target store that exists already.
     """
-    from .sqlite import SQLiteStore
-
     automatic = source is None
     source = Path(source if source is not None else settings.legacy_store_path).absolute()
     target = settings.store_path
     lp_path = settings.launchpad_path
     if not source.is_file():
         raise EmbeddedStoreError(f"{source}: no such file to migrate")
+    # earlier versions hold <store.json>.lock while they run: never convert under a process still writing it
+    try:
+        with holding_lock(source, source.with_name(source.name + ".lock"), settings.lock_timeout_s):
+            return _migrate_locked(settings, source, target, lp_path, automatic)
+    except EmbeddedStoreLocked as exc:
+        holder = str(exc).split(" in use by ", 1)[-1]
+        raise EmbeddedStoreLocked(f"{source} cannot be migrated now: it is in use by {holder}") from None
+
+
+def _migrate_locked(settings, source: Path, target: Path, lp_path: Path, automatic: bool) -> dict | None:
+    from .sqlite import SQLiteStore
+
     with holding_lock(lp_path, settings.lock_path, settings.lock_timeout_s):
         if target.exists():
             if automatic:
