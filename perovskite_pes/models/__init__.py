@@ -4,6 +4,7 @@
 * :class:`LinearCE` -- linear anharmonic cluster expansion, Eq. (2).
 * :class:`ClusterNet` -- one MLP per cluster orbit, summed over its clusters, Eq. (13).
 * :class:`SiteNet` -- one MLP per site orbit on site correlation functions, Eqs. (15)-(16).
+* :class:`Committee` -- K models of one kind on resamples: the mean and its spread (uncertainty).
 
 All are scikit-learn-style estimators (hyperparameters in the constructor, ``fit`` returns
 self), give energies, forces and stress by autograd for any supercell of the reference, and
@@ -13,15 +14,17 @@ cross-validated model selection; :class:`PESCalculator` is an ASE calculator.
 
 from .base import EnergyModel, ModelError, NotFittedError, load_model
 from .calculator import PESCalculator
+from .committee import Committee
 from .linear import LinearCE
 from .nets import ClusterNet, SiteNet
 from .pair import PairPotential
 from .selection import DEFAULT_SETTINGS, train_and_select
 
-MODEL_TYPES = {cls.model_type: cls for cls in (PairPotential, LinearCE, ClusterNet, SiteNet)}
+MODEL_TYPES = {cls.model_type: cls for cls in (PairPotential, LinearCE, ClusterNet, SiteNet, Committee)}
 
 __all__ = [
     "ClusterNet",
+    "Committee",
     "DEFAULT_SETTINGS",
     "EnergyModel",
     "LinearCE",

@@ -120,6 +120,30 @@ def unwrap_positions(reference: ReferenceSupercell, positions, lattice) -> np.nd
     return (frac - shift) @ lattice
 
 
+def strain_handles(pos, lat):
+    """Leaf tensors for forces and stress: ``(positions, strain, (deformed positions, deformed lattice))``.
+
+    The energy of the deformed geometry ``x (I + e)``, ``L (I + e)`` at ``e = 0`` differentiated by
+    the positions gives minus the forces, by ``e`` the volume times the stress.
+    """
+    import torch
+
+    pos = pos.clone().requires_grad_(True)
+    eps = torch.zeros(pos.shape[0], 3, 3, dtype=torch.float64, requires_grad=True)
+    deform = torch.eye(3, dtype=torch.float64) + eps
+    return pos, eps, (pos @ deform, lat @ deform)
+
+
+def stress_from_gradient(g_eps, lat):
+    """Voigt stress ``[B, 6]`` (eV/A^3, ASE sign) from ``dE/d(strain)`` ``[B, 3, 3]`` (None: zero)."""
+    import torch
+
+    vol = torch.linalg.det(lat).abs()
+    g = g_eps if g_eps is not None else torch.zeros(lat.shape, dtype=torch.float64)
+    sig = 0.5 * (g + g.transpose(1, 2)) / vol[:, None, None]
+    return torch.stack([sig[:, i, j] for i, j in VOIGT], dim=1)
+
+
 # ---------------------------------------------------------------------------------------- model
 class EnergyModel:
     """Base class: subclasses implement ``_energy`` and the (de)serialisation hooks."""
@@ -127,12 +151,54 @@ class EnergyModel:
     model_type: str = ""
 
     # ----------------------------------------------------------------- subclass hooks
-    def _energy(self, positions, lattice, reference: ReferenceSupercell):  # pragma: no cover - abstract
-        """Total energies ``[B]`` (eV, torch float64) of a batch of configurations of ``reference``."""
-        raise NotImplementedError
-
     def _hyperparameters(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    #: what the model's inputs are: "cluster" (cluster features), "site" (site features), "pair"
+    #: (pair-potential features); models with the same kind and featurizer can share one featurisation
+    feature_kind: str = ""
+
+    def _features(self, positions, lattice, reference: ReferenceSupercell):  # pragma: no cover - abstract
+        """Differentiable input features of a batch (what :meth:`_energy_from_features` takes)."""
+        raise NotImplementedError
+
+    def _energy_from_features(self, raw, reference: ReferenceSupercell):  # pragma: no cover - abstract
+        """Total energies ``[B]`` (eV, torch, differentiable) from :meth:`_features` of ``reference``."""
+        raise NotImplementedError
+
+    def _energy(self, positions, lattice, reference: ReferenceSupercell):
+        return self._energy_from_features(self._features(positions, lattice, reference), reference)
+
+    def precompute(self, configs, featurizer=None, batch_size: int = 256):
+        """Input features of configurations of one supercell, without gradients (to fit or score from).
+
+        Cluster/site models: a list per orbit of ``[B, U, F]`` tensors from ``featurizer`` (default:
+        the model's own recipe); the pair potential: its relative features ``[B, n_features]``.
+        """
+        import torch
+
+        configs = check_configurations(configs)
+        if self.feature_kind == "pair":
+            return self.relative_features(configs, batch_size)
+        fz = featurizer if featurizer is not None else self._prepare_featurizer(configs[0].reference)
+        chunks = []
+        for s in range(0, len(configs), batch_size):
+            pos, lat = (torch.as_tensor(x) for x in geometry(configs[s : s + batch_size]))
+            with torch.no_grad():
+                x = fz.cluster_features(pos, lat) if self.feature_kind == "cluster" else fz.site_features(pos, lat)
+            chunks.append([t.detach() for t in x])
+        return [torch.cat([c[g] for c in chunks]) for g in range(len(chunks[0]))]
+
+    def energies_from_features(self, raw, reference: ReferenceSupercell) -> np.ndarray:
+        """Total energies (eV, numpy) from precomputed features (list per orbit of ``[B, U, F]``, or a
+        pair-feature matrix), as model selection computes them once for every fold and setting."""
+        import torch
+
+        self._check_fitted()
+        if isinstance(raw, (list, tuple)):
+            raw = [torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64) for x in raw]
+        with torch.no_grad():
+            return self._energy_from_features(raw, reference).numpy()
 
     def _state(self) -> dict:  # pragma: no cover - abstract
         """Learned state as JSON-able data (the nets also write a torch state dict)."""
@@ -182,6 +248,29 @@ class EnergyModel:
         """
         import torch
 
+        pos, lat, single = self._batch_input(positions, lattice, reference)
+        out = {}
+        if not forces and not stress:
+            with torch.no_grad():
+                e = self._energy(pos, lat, reference)
+            out["energy"] = e.numpy()
+        else:
+            pos, eps, deformed = strain_handles(pos, lat)
+            e = self._energy(*deformed, reference)
+            g_pos, g_eps = torch.autograd.grad(e.sum(), [pos, eps], allow_unused=True)
+            out["energy"] = e.detach().numpy()
+            if forces:
+                out["forces"] = (-g_pos).numpy() if g_pos is not None else np.zeros(tuple(pos.shape))
+            if stress:
+                out["stress"] = stress_from_gradient(g_eps, lat).numpy()
+        if single:
+            out = {k: v[0] for k, v in out.items()}
+        return out
+
+    def _batch_input(self, positions, lattice, reference: ReferenceSupercell):
+        """Checked torch float64 positions ``[B, N, 3]`` and lattices ``[B, 3, 3]``, and whether one was given."""
+        import torch
+
         self._check_fitted()
         pos = torch.as_tensor(np.asarray(positions, dtype=float), dtype=torch.float64)
         lat = torch.as_tensor(np.asarray(lattice, dtype=float), dtype=torch.float64)
@@ -193,28 +282,7 @@ class EnergyModel:
                 f"positions must be [B, {reference.n_atoms}, 3] and lattice [B, 3, 3] for this reference; "
                 f"got {tuple(pos.shape)} and {tuple(lat.shape)}"
             )
-        out = {}
-        if not forces and not stress:
-            with torch.no_grad():
-                e = self._energy(pos, lat, reference)
-            out["energy"] = e.numpy()
-        else:
-            pos = pos.clone().requires_grad_(True)
-            eps = torch.zeros(pos.shape[0], 3, 3, dtype=torch.float64, requires_grad=True)
-            deform = torch.eye(3, dtype=torch.float64) + eps
-            e = self._energy(pos @ deform, lat @ deform, reference)
-            g_pos, g_eps = torch.autograd.grad(e.sum(), [pos, eps], allow_unused=True)
-            out["energy"] = e.detach().numpy()
-            if forces:
-                out["forces"] = (-g_pos).numpy() if g_pos is not None else np.zeros(tuple(pos.shape))
-            if stress:
-                vol = torch.linalg.det(lat).abs()
-                g = g_eps if g_eps is not None else torch.zeros_like(eps)
-                sig = 0.5 * (g + g.transpose(1, 2)) / vol[:, None, None]
-                out["stress"] = torch.stack([sig[:, i, j] for i, j in VOIGT], dim=1).numpy()
-        if single:
-            out = {k: v[0] for k, v in out.items()}
-        return out
+        return pos, lat, single
 
     def _batches(self, configs, batch_size):
         configs = check_configurations(configs)

@@ -7,6 +7,10 @@
 The atoms must be a supercell of the model's reference perovskite (any size, e.g. 6x6x6). The
 supercell is inferred from the cell or given as ``supercell=``; atoms may be in any order
 (matched once to the reference sites and then kept), rotated, translated and wrapped.
+
+With a :class:`~perovskite_pes.models.Committee`, ``results`` (and ``get_property``) also hold
+``energy_std`` (eV), ``forces_std`` (eV/A per atom, in the atoms' order) and
+``max_force_deviation`` (eV/A), the spread of the committee's members.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ..structure import ReferenceSupercell
 from .base import EnergyModel, ModelError, load_model, unwrap_positions
+
+
+#: extra results of a committee model (see :class:`~perovskite_pes.models.Committee`)
+SPREAD_PROPERTIES = ("energy_std", "forces_std", "max_force_deviation")
 
 
 def infer_supercell(reference: ReferenceSupercell, cell, n_atoms: int, supercell=None) -> ReferenceSupercell:
@@ -70,6 +78,11 @@ class PESCalculator(Calculator):
         if self.base_reference is None:
             raise ModelError("the model does not record the reference supercell it was trained on; refit or resave it")
         self.supercell = supercell
+        # a committee also reports its spread: energy_std (eV), forces_std (eV/A per atom) and
+        # max_force_deviation (eV/A), in results and through get_property
+        self.uncertainty = callable(getattr(self.model, "compute_spread", None))
+        if self.uncertainty:
+            self.implemented_properties = list(type(self).implemented_properties) + list(SPREAD_PROPERTIES)
         self._key = None
         self._reference = None
         self._order = None
@@ -98,7 +111,10 @@ class PESCalculator(Calculator):
         lattice = np.asarray(self.atoms.cell.array, dtype=float)
         positions = unwrap_positions(ref, self.atoms.positions[order], lattice)
         # forces and stress cost one backward pass together; MD and relaxations ask for them next anyway
-        r = self.model.compute(positions, lattice, ref, forces=True, stress=True)
+        if self.uncertainty:
+            r = self.model.compute_spread(positions, lattice, ref)
+        else:
+            r = self.model.compute(positions, lattice, ref, forces=True, stress=True)
         forces = np.empty_like(r["forces"])
         forces[order] = r["forces"]
         self.results = {
@@ -107,6 +123,14 @@ class PESCalculator(Calculator):
             "forces": forces,
             "stress": np.asarray(r["stress"], dtype=float),
         }
+        if self.uncertainty:
+            forces_std = np.empty_like(r["forces_std"])
+            forces_std[order] = r["forces_std"]
+            self.results.update(
+                energy_std=float(r["energy_std"]),
+                forces_std=forces_std,
+                max_force_deviation=float(r["max_force_deviation"]),
+            )
 
 
 def _structure(atoms):

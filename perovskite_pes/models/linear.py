@@ -161,20 +161,16 @@ class LinearCE(EnergyModel):
         reg = LassoCV(fit_intercept=False, **kw).fit(x / scale, y - e0)
         return reg.coef_ / scale, e0, float(reg.alpha_)
 
-    def _energy(self, positions, lattice, reference):
+    feature_kind = "cluster"
+
+    def _features(self, positions, lattice, reference):
+        return list(self._family(reference).cluster_features(positions, lattice))
+
+    def _energy_from_features(self, raw, reference):
         import torch
 
-        fz = self._family(reference)
-        x = self.orbit_sums(fz.cluster_features(positions, lattice))
+        x = self.orbit_sums(raw)
         return reference.n_cells * self.e0_ + x @ torch.as_tensor(self.coef_, dtype=x.dtype)
-
-    def energies_from_features(self, raw, reference) -> np.ndarray:
-        import torch
-
-        self._check_fitted()
-        with torch.no_grad():
-            x = self.orbit_sums(raw)
-            return (reference.n_cells * self.e0_ + x @ torch.as_tensor(self.coef_, dtype=x.dtype)).numpy()
 
     unit_kind = "cluster"
 

@@ -276,19 +276,6 @@ class _NeuralModel(EnergyModel):
             fz = build_featurizer(reference, self.clusters, self.max_order, self.metric, self.truncated)
         return fz
 
-    def precompute(self, configs, featurizer=None, batch_size: int = 256):
-        """Raw features of configurations of one supercell: list per orbit of ``[B, U, F]`` tensors."""
-        torch = _torch()
-        configs = check_configurations(configs)
-        ref = configs[0].reference
-        fz = featurizer if featurizer is not None else self._prepare_featurizer(ref)
-        chunks = []
-        for s in range(0, len(configs), batch_size):
-            pos, lat = geometry(configs[s : s + batch_size])
-            with torch.no_grad():
-                chunks.append([x.detach() for x in self._raw(fz, torch.as_tensor(pos), torch.as_tensor(lat))])
-        return [torch.cat([c[g] for c in chunks]) for g in range(len(chunks[0]))]
-
     # ------------------------------------------------------------------ fit
     def fit(self, configs, energies, forces=None, features=None):
         """Train on total energies (eV) and, when ``force_weight > 0``, forces (eV/A).
@@ -493,7 +480,13 @@ class _NeuralModel(EnergyModel):
         fz = self._family(reference)
         if self.feature_kind == "site" and self.net_order is not None and self.mlps_.linear is not None and hasattr(fz, "site_feature_sums"):
             return reference.n_cells * self.e0_ + self.output_scale_ * self._split_sum(fz, positions, lattice)
-        x = self._standardise(self._raw(fz, positions, lattice))
+        return self._energy_from_features(self._features(positions, lattice, reference), reference)
+
+    def _features(self, positions, lattice, reference):
+        return self._raw(self._family(reference), positions, lattice)
+
+    def _energy_from_features(self, raw, reference):
+        x = self._standardise(raw)
         return reference.n_cells * self.e0_ + self.output_scale_ * orbit_sum(self.mlps_, x, self._anchors())
 
     def _split_sum(self, fz, positions, lattice):
@@ -528,15 +521,6 @@ class _NeuralModel(EnergyModel):
         if self.mlps_.linear is not None:
             out = out + x @ self.mlps_.linear[group, : x.shape[-1]]
         return self.output_scale_ * out
-
-    def energies_from_features(self, raw, reference) -> np.ndarray:
-        """Total energies from precomputed raw features (list per orbit of ``[B, U, F]``)."""
-        torch = _torch()
-        self._check_fitted()
-        with torch.no_grad():
-            x = self._standardise(raw)
-            e = reference.n_cells * self.e0_ + self.output_scale_ * orbit_sum(self.mlps_, x, self._anchors())
-        return e.numpy()
 
     @property
     def orbit_names(self) -> list[str]:

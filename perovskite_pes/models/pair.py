@@ -236,17 +236,16 @@ class PairPotential(EnergyModel):
         self.coef_, self.e0_, self.alpha_ = _ridge(x, y, alphas, self.reference_energy_per_fu, RidgeCV, standardize=False)
         return self
 
-    def energies_from_features(self, features, reference) -> np.ndarray:
-        """Total energies from :meth:`relative_features` ``[B, n_features]``."""
-        self._check_fitted()
-        return reference.n_cells * self.e0_ + np.asarray(features, dtype=float) @ self.coef_
+    feature_kind = "pair"
 
-    def _energy(self, positions, lattice, reference):
+    def _features(self, positions, lattice, reference):
+        return self.features(positions, lattice, reference) - self._reference_features(reference)
+
+    def _energy_from_features(self, features, reference):
         import torch
 
-        g = self.features(positions, lattice, reference) - self._reference_features(reference)
-        w = torch.as_tensor(self.coef_, dtype=g.dtype)
-        return reference.n_cells * self.e0_ + g @ w
+        g = torch.as_tensor(features, dtype=torch.float64)
+        return reference.n_cells * self.e0_ + g @ torch.as_tensor(self.coef_, dtype=g.dtype)
 
     # ---------------------------------------------------------------- persistence
     def _hyperparameters(self) -> dict:

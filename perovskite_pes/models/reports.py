@@ -5,6 +5,8 @@
 * :func:`cv_grid_plot` -- mean and spread of train/validation RMSE per setting (Fig. 7)
 * :func:`path_plot` -- energies along paths, model against the reference calculator (Fig. 9)
 * :func:`learning_curve_plot` -- test RMSE against training-set size
+* :func:`spread_calibration` / :func:`calibration_plot` -- a committee's spread against its error on
+  held-out data: Spearman rank correlation and RMS error per spread bin
 """
 
 from __future__ import annotations
@@ -181,6 +183,73 @@ def learning_curve_plot(path, curve: dict) -> Path:
     ax.set_title("learning curve")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def spread_calibration(spread, error, n_bins: int = 10) -> dict:
+    """How well a committee's spread predicts its error on held-out data.
+
+    ``spread`` and ``error`` (signed or absolute, same units) per structure. Returns the Spearman
+    rank correlation of spread and |error| (with its p-value), the RMS spread and RMS error, and
+    per bin of spread (quantiles, up to ``n_bins`` bins of equal counts): count, spread range,
+    RMS spread and RMS error. For a calibrated committee the binned RMS error follows the RMS
+    spread; a rank correlation near zero means the spread does not tell good from bad predictions.
+    """
+    from scipy.stats import spearmanr
+
+    spread = np.asarray(spread, dtype=float).reshape(-1)
+    err = np.abs(np.asarray(error, dtype=float).reshape(-1))
+    if spread.shape != err.shape:
+        raise ValueError(f"spread and error must have one value per structure each; got {spread.size} and {err.size}")
+    out = {"n": int(spread.size), "spearman": None, "spearman_p": None,
+           "rms_spread": float(np.sqrt(np.mean(spread**2))) if spread.size else None,
+           "rms_error": float(np.sqrt(np.mean(err**2))) if err.size else None, "bins": []}
+    if spread.size >= 3 and np.ptp(spread) > 0 and np.ptp(err) > 0:
+        rho, p = spearmanr(spread, err)
+        out["spearman"], out["spearman_p"] = float(rho), float(p)
+    if not spread.size:
+        return out
+    order = np.argsort(spread, kind="stable")
+    for chunk in np.array_split(order, max(1, min(int(n_bins), spread.size))):
+        if not len(chunk):
+            continue
+        s, e = spread[chunk], err[chunk]
+        out["bins"].append({"n": int(len(chunk)), "spread_lo": float(s.min()), "spread_hi": float(s.max()),
+                            "rms_spread": float(np.sqrt(np.mean(s**2))), "rms_error": float(np.sqrt(np.mean(e**2)))})
+    return out
+
+
+def calibration_plot(path, panels: dict, n_bins: int = 10) -> Path:
+    """One panel per quantity: ``panels[label] = (spread, error)`` per structure (label names the unit).
+
+    Points: |error| against spread per structure; line: RMS error per spread bin against the bin's
+    RMS spread; dashed: error = spread (a calibrated committee). Log axes; Spearman's rho in the title.
+    """
+    plt = _plt()
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 4.4), squeeze=False)
+    for ax, (label, (spread, error)) in zip(axes.ravel(), panels.items()):
+        spread = np.asarray(spread, dtype=float)
+        err = np.abs(np.asarray(error, dtype=float))
+        stats = spread_calibration(spread, err, n_bins)
+        pos = (spread > 0) & (err > 0)
+        ax.scatter(spread[pos], err[pos], s=6, alpha=0.35, color="tab:gray", label="structures")
+        if stats["bins"]:
+            ax.plot([b["rms_spread"] for b in stats["bins"]], [b["rms_error"] for b in stats["bins"]], "o-",
+                    color="tab:red", label="RMS error per spread bin")
+        vals = np.concatenate([spread[pos], err[pos]]) if pos.any() else np.array([1e-3, 1.0])
+        lo, hi = float(vals.min()), float(vals.max())
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="error = spread")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"committee spread, {label}")
+        ax.set_ylabel(f"|error|, {label}")
+        rho = stats["spearman"]
+        ax.set_title(f"Spearman rho = {rho:.2f} (n = {stats['n']})" if rho is not None else f"n = {stats['n']}", fontsize=10)
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
