@@ -75,8 +75,8 @@ def _common(p, single: bool) -> None:
         p.add_argument("--trajectory-every", type=int, default=0, help="frame every k steps (default: every sample)")
         p.add_argument("--checkpoint", default=None, help="restart file: written as the run goes, resumed from if present")
         p.add_argument("--seed", type=int, default=0, help="random seed (velocities, thermostat, moves)")
-        p.add_argument("--max-displacement", type=float, default=1.5,
-                       help="stop when an atom is further than this from its site, in A (default 1.5: out of its cage)")
+        p.add_argument("--max-displacement", type=float, default=2.0,
+                       help="stop when an atom is further than this from its site, in A (default 2: out of its cage)")
     p.add_argument("--workdir", default=None, help="output folder (default $PES_HOME/simulations/<verb>-<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")

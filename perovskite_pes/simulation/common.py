@@ -21,8 +21,8 @@ from .order import check_tilt_commensurate, undeform
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
-#: an atom further than this from its reference site (Angstrom) has left its cage
-DEFAULT_MAX_DISPLACEMENT = 1.5
+#: an atom further than this from its reference site (Angstrom, a third of the cubic cell) has left its cage
+DEFAULT_MAX_DISPLACEMENT = 2.0
 
 
 @contextmanager
