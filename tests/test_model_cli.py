@@ -127,3 +127,43 @@ def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
     assert model.model_type == "site" and out["name"] == "sevennet-site"
     assert model.linear_term and model.net_order == 1 and model.lbfgs_iterations == 5 and tuple(model.hidden_layers) == (3,)
     assert model.featurizer_.to_dict()["metric"] == "inv" and model.max_order == 2
+
+
+def test_committee_train_predict_evaluate_report_the_spread(seeded, run_pes, tmp_path):
+    """--committee K trains and registers a committee; predict and evaluate print its spread next to the error."""
+    from perovskite_pes.models import Committee
+
+    configs, labels = seeded
+    out = json.loads(run_pes("model", "train", "--models", "linear", "--clusters", "4p+o", "--folds", "3", "--n-jobs", "1",
+                             "--committee", "3", "--resample", "folds", "--json", check=0, timeout=600).stdout)
+    assert out["name"] == "sevennet-linear-committee3"
+    assert out["metrics"]["committee"]["size"] == 3 and out["metrics"]["committee"]["resample"] == "folds"
+    assert "calibration" in out["metrics"]["figures"]
+    model = load_model(out["path"])
+    assert isinstance(model, Committee) and model.resample == "folds"
+    u = model.predict_uncertainty(configs[:3])
+
+    xyz = tmp_path / "s.extxyz"
+    orders = _write_extxyz(xyz, configs[:3], shuffle_seed=4)
+    pred = json.loads(run_pes("model", "predict", xyz, "--forces", "--json", check=0).stdout)["structures"]
+    for k, s in enumerate(pred):
+        assert s["energy"] == pytest.approx(u["energy"][k], abs=1e-8)
+        # the extended XYZ file rounds the positions: equal to about 1e-8
+        assert s["energy_std"] == pytest.approx(u["energy_std"][k], rel=1e-6)
+        assert s["max_force_deviation"] == pytest.approx(u["max_force_deviation"][k], rel=1e-6)
+        np.testing.assert_allclose(s["forces_std"], u["forces_std"][k][orders[k]], rtol=1e-6, atol=1e-9)
+    assert "max force dev." in run_pes("model", "predict", xyz, check=0).stdout
+
+    lab = tmp_path / "labelled.extxyz"
+    _write_extxyz(lab, configs, labels["energy"])
+    png = tmp_path / "cal.png"
+    ev = json.loads(run_pes("model", "evaluate", lab, "--plot", png, "--json", check=0).stdout)
+    u = model.predict_uncertainty(configs, forces=False)
+    np.testing.assert_allclose(ev["spread"]["energy_std_mev_per_atom"], u["energy_std"] / 40 * 1000, rtol=1e-6)
+    from scipy.stats import spearmanr
+
+    err = np.abs(u["energy"] - labels["energy"])
+    assert ev["spread"]["energy"]["spearman"] == pytest.approx(spearmanr(u["energy_std"], err)[0], abs=1e-6)
+    assert png.stat().st_size > 1000
+    text = run_pes("model", "evaluate", lab, "--plot", tmp_path / "c2.png", check=0).stdout
+    assert "Spearman rank correlation of spread and |error|" in text and (tmp_path / "c2.png").is_file()

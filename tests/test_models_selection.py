@@ -156,3 +156,32 @@ def test_ase_calculator_md_and_atom_order(ref, featurizer, data):
         bad = Configuration(ref).to_ase()[:35]
         bad.calc = PESCalculator(model)
         bad.get_potential_energy()
+
+
+def test_train_and_select_refits_the_best_as_a_committee(data, tmp_path):
+    """committee: {size: K}: the selected setting comes back as K bootstrap members with a calibrated spread."""
+    from perovskite_pes.models import Committee
+
+    configs, e, f = data
+    settings = {"grid": {"model": ["cluster"], "clusters": ["4p+o"], "nodes": [4]}, "n_folds": 2, "n_jobs": 1,
+                "training": dict(NET, epochs=(5, 10)), "committee": {"size": 3}, "progress": False}
+    model, report = train_and_select(configs, e, list(f), settings, tmp_path)
+    assert isinstance(model, Committee) and len(model.members_) == 3 and model.resample == "bootstrap"
+    assert all(list(m.hidden_layers) == [4] and m.model_type == "cluster" for m in model.members_)
+    assert report["models"]["best"]["label"] == "cluster 4p+o o2 1x4 (committee of 3)"
+    assert report["models"]["linear"]["label"] == "linear 4p+o o2"  # baselines stay single models
+    test = [configs[i] for i in report["test_indices"]]
+    u = model.predict_uncertainty(test)
+    cal = report["committee"]
+    assert cal["size"] == 3 and cal["test_energy"]["n"] == len(test) == cal["test_forces"]["n"]
+    np.testing.assert_allclose(cal["test_energy"]["spread"], u["energy_std"] / 40 * 1000, rtol=1e-8)
+    np.testing.assert_allclose(cal["test_forces"]["spread"], u["max_force_deviation"], rtol=1e-8)
+    assert -1 <= cal["test_energy"]["spearman"] <= 1
+    assert (tmp_path / "calibration.png").stat().st_size > 1000
+    again = load_model(tmp_path / "model")
+    assert isinstance(again, Committee)
+    np.testing.assert_array_equal(again.predict(test), model.predict(test))
+    with pytest.raises(ModelError, match="committee.size must be 0"):
+        train_and_select(configs, e, None, dict(settings, committee={"size": 1}))
+    with pytest.raises(ModelError, match="unknown committee setting"):
+        train_and_select(configs, e, None, dict(settings, committee={"members": 3}))

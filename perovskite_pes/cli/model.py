@@ -46,6 +46,10 @@ def register(subparsers) -> None:
     t.add_argument("--force-weight", type=float, default=None, help="weight of the force term in the loss (default 0)")
     t.add_argument("--n-jobs", type=int, default=2, help="parallel cross-validation workers (default 2)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--committee", type=int, default=None, metavar="K",
+                   help="refit the selected setting as a committee of K models (K >= 2) whose spread estimates the error")
+    t.add_argument("--resample", default=None, choices=["bootstrap", "folds", "none"],
+                   help="training data of the committee's members: bootstrap resamples (default), K-fold complements, or all")
     t.add_argument("--learning-curve", default=None, help="training fractions for a learning curve, e.g. 0.25,0.5,1")
     t.add_argument("--settings", default=None, metavar="FILE", help="YAML/JSON file with train_and_select settings (merged first)")
     t.add_argument("--workdir", default=None, help="output folder (default $PES_HOME/models/<name>-<time>)")
@@ -79,6 +83,8 @@ def register(subparsers) -> None:
             v.set_defaults(func=cmd_predict)
         else:
             v.add_argument("--energy-key", default="energy", help="info key of the reference energy (default: the file's energy)")
+            v.add_argument("--plot", default=None, metavar="PNG",
+                           help="committee models: where to write the calibration plot (default calibration-<file>.png here)")
             v.set_defaults(func=cmd_evaluate)
 
 
@@ -176,8 +182,10 @@ def _supercell_arg(text):
 
 
 def _predict_frames(model_dir, frames, supercell):
-    """Per frame: energy, forces (file order), stress with the model, via the ASE calculator."""
+    """Per frame: energy, forces (file order), stress with the model, via the ASE calculator; for a
+    committee also its spread (energy_std, forces_std, max_force_deviation)."""
     from ..models import ModelError, PESCalculator
+    from ..models.calculator import SPREAD_PROPERTIES
 
     calc = PESCalculator(model_dir, supercell=supercell)
     out = []
@@ -185,9 +193,12 @@ def _predict_frames(model_dir, frames, supercell):
         a = atoms.copy()
         a.calc = calc
         try:
-            out.append({"energy": a.get_potential_energy(), "forces": a.get_forces(), "stress": a.get_stress(), "n_atoms": len(a)})
+            r = {"energy": a.get_potential_energy(), "forces": a.get_forces(), "stress": a.get_stress(), "n_atoms": len(a)}
         except ModelError as exc:
             raise ModelError(f"structure {i}: {exc}") from None
+        if calc.uncertainty:
+            r.update({k: calc.results[k] for k in SPREAD_PROPERTIES})
+        out.append(r)
     return calc, out
 
 
@@ -248,6 +259,15 @@ def cmd_train(args) -> int:
     settings["training"] = training
     if args.learning_curve:
         settings["learning_curve"] = [float(x) for x in args.learning_curve.split(",") if x]
+    if args.committee is not None or args.resample is not None:
+        committee = dict(settings.get("committee") or {})
+        if args.committee is not None:
+            committee["size"] = args.committee
+        if args.resample is not None:
+            committee["resample"] = args.resample
+        if not committee.get("size"):
+            raise ModelError("--resample needs --committee K (or committee.size in the settings file)")
+        settings["committee"] = committee
 
     configs = [d["config"] for d in data]
     energies = np.array([float(d["energy"]) for d in data])
@@ -256,7 +276,8 @@ def cmd_train(args) -> int:
         raise ModelError("--force-weight > 0 but some calculations have no forces")
     forces = None if any(f is None for f in forces) else forces
 
-    name = args.name or f"{calculator}-{'-'.join(grid['model'])}"
+    size = int((settings.get("committee") or {}).get("size") or 0)
+    name = args.name or f"{calculator}-{'-'.join(grid['model'])}" + (f"-committee{size}" if size else "")
     workdir = Path(args.workdir) if args.workdir else Settings.load().home / "models" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     model, report = train_and_select(configs, energies, forces, settings, workdir)
     metrics = _metrics(report)
@@ -273,6 +294,8 @@ def cmd_train(args) -> int:
         return 0
     _print_cv(report)
     _print_test(report)
+    if report.get("committee"):
+        _print_calibration(report["committee"])
     print(f"model {name} ({model_id}) saved in {workdir / 'model'}{' and activated' if not args.no_activate else ''}")
     print(f"report and figures: {workdir}")
     return 0
@@ -288,7 +311,25 @@ def _metrics(report: dict) -> dict:
     }
     if report.get("figures"):
         m["figures"] = report["figures"]
+    if report.get("committee"):
+        c = report["committee"]
+        m["committee"] = {"size": c["size"], "resample": c["resample"],
+                          "test_spread_rms": c["test_energy"]["rms_spread"], "test_spearman_energy": c["test_energy"]["spearman"]}
+        if c.get("test_forces"):
+            m["committee"].update(test_max_force_deviation_rms=c["test_forces"]["rms_spread"],
+                                  test_spearman_forces=c["test_forces"]["spearman"])
     return {k: v for k, v in m.items() if v is not None}
+
+
+def _print_calibration(cal: dict) -> None:
+    """Spread against error on the test set: one row per quantity."""
+    rows = []
+    for key, what in (("test_energy", "energy (meV/atom)"), ("test_forces", "max force over atoms (eV/A)")):
+        c = cal.get(key)
+        if c:
+            rows.append([what, c["n"], _fmt(c["rms_spread"], 4), _fmt(c["rms_error"], 4), _fmt(c["spearman"], 2)])
+    _model_table(f"committee of {cal['size']} ({cal['resample']}): spread against error on the test set",
+                 ["quantity", "n", "RMS spread", "RMS error", "Spearman rho"], rows)
 
 
 def _print_cv(report):
@@ -363,26 +404,40 @@ def cmd_show(args) -> int:
 def cmd_predict(args) -> int:
     frames = _read_frames(args.file, args.format)
     _rec, path = _resolve_model(args.model)
-    _calc, res = _predict_frames(path, frames, _supercell_arg(args.supercell))
+    calc, res = _predict_frames(path, frames, _supercell_arg(args.supercell))
+    spread = calc.uncertainty
     if args.json:
         out = []
         for i, r in enumerate(res):
             d = {"index": i, "n_atoms": r["n_atoms"], "energy": r["energy"], "energy_per_atom": r["energy"] / r["n_atoms"]}
+            if spread:
+                d.update(energy_std=r["energy_std"], energy_std_per_atom=r["energy_std"] / r["n_atoms"],
+                         max_force_deviation=r["max_force_deviation"])
             if args.forces:
                 d["forces"] = r["forces"].tolist()
+                if spread:
+                    d["forces_std"] = r["forces_std"].tolist()
             if args.stress:
                 d["stress"] = r["stress"].tolist()
             out.append(d)
         print(json.dumps({"model": str(path), "structures": out}, indent=2))
         return 0
-    _model_table(f"predictions of {path}", ["#", "atoms", "energy (eV)", "eV/atom"] + (["stress (eV/A^3)"] if args.stress else []),
-           [[i, r["n_atoms"], f"{r['energy']:.6f}", f"{r['energy'] / r['n_atoms']:.6f}"] + ([" ".join(f"{s:.5f}" for s in r["stress"])] if args.stress else [])
-            for i, r in enumerate(res)])
+    columns = ["#", "atoms", "energy (eV)", "eV/atom"] + (["spread (meV/atom)", "max force dev. (eV/A)"] if spread else [])
+    rows = []
+    for i, r in enumerate(res):
+        row = [i, r["n_atoms"], f"{r['energy']:.6f}", f"{r['energy'] / r['n_atoms']:.6f}"]
+        if spread:
+            row += [f"{1000 * r['energy_std'] / r['n_atoms']:.3f}", f"{r['max_force_deviation']:.4f}"]
+        if args.stress:
+            row.append(" ".join(f"{s:.5f}" for s in r["stress"]))
+        rows.append(row)
+    _model_table(f"predictions of {path}" + (" (committee mean and spread)" if spread else ""),
+                 columns + (["stress (eV/A^3)"] if args.stress else []), rows)
     if args.forces:
         for i, (atoms, r) in enumerate(zip(frames, res)):
-            print(f"forces of structure {i} (eV/A):")
-            for sym, f in zip(atoms.get_chemical_symbols(), r["forces"]):
-                print(f"  {sym:<3}{f[0]:12.6f}{f[1]:12.6f}{f[2]:12.6f}")
+            print(f"forces of structure {i} (eV/A){'; last column: deviation among the committee' if spread else ''}:")
+            for k, (sym, f) in enumerate(zip(atoms.get_chemical_symbols(), r["forces"])):
+                print(f"  {sym:<3}{f[0]:12.6f}{f[1]:12.6f}{f[2]:12.6f}" + (f"{r['forces_std'][k]:12.6f}" if spread else ""))
     return 0
 
 
@@ -405,17 +460,20 @@ def cmd_evaluate(args) -> int:
         ref_e.append(float(e))
     ref_e = np.array(ref_e)
     _rec, path = _resolve_model(args.model)
-    _calc, res = _predict_frames(path, frames, _supercell_arg(args.supercell))
+    calc, res = _predict_frames(path, frames, _supercell_arg(args.supercell))
     pred = np.array([r["energy"] for r in res])
     n = np.array([r["n_atoms"] for r in res], dtype=float)
     err = (pred - ref_e) / n * 1000.0
     out = {"model": str(path), "file": str(args.file), "n": len(frames), "rmse_mev_per_atom": float(np.sqrt(np.mean(err**2))),
            "mae_mev_per_atom": float(np.mean(np.abs(err))), "max_abs_error_mev_per_atom": float(np.max(np.abs(err)))}
     ref_f = [_forces_of(a) for a in frames]
-    if all(f is not None for f in ref_f):
+    has_forces = all(f is not None for f in ref_f)
+    if has_forces:
         df = np.concatenate([(r["forces"] - f).ravel() for r, f in zip(res, ref_f)])
         out["force_rmse_ev_per_a"] = float(np.sqrt(np.mean(df**2)))
         out["force_mae_ev_per_a"] = float(np.mean(np.abs(df)))
+    if calc.uncertainty:
+        out["spread"] = _evaluate_spread(args, res, err, n, ref_f if has_forces else None)
     if args.json:
         out["errors_mev_per_atom"] = err.tolist()
         print(json.dumps(out, indent=2))
@@ -425,7 +483,39 @@ def cmd_evaluate(args) -> int:
           f"max {out['max_abs_error_mev_per_atom']:.3f} meV/atom")
     if "force_rmse_ev_per_a" in out:
         print(f"force RMSE {out['force_rmse_ev_per_a']:.4f} eV/A   MAE {out['force_mae_ev_per_a']:.4f} eV/A")
+    if "spread" in out:
+        sp = out["spread"]
+        _model_table("committee spread next to the error, per structure",
+                     ["#", "error (meV/atom)", "spread (meV/atom)"] + (["max force error (eV/A)", "max force dev. (eV/A)"] if has_forces else []),
+                     [[i, f"{err[i]:.3f}", f"{sp['energy_std_mev_per_atom'][i]:.3f}"]
+                      + ([f"{sp['max_force_error'][i]:.4f}", f"{sp['max_force_deviation'][i]:.4f}"] if has_forces else [])
+                      for i in range(len(err))])
+        line = f"Spearman rank correlation of spread and |error|: energy {_fmt(sp['energy']['spearman'], 2)}"
+        if has_forces:
+            line += f", max force {_fmt(sp['forces']['spearman'], 2)}"
+        print(line)
+        print(f"calibration plot: {sp['plot']}")
     return 0
+
+
+def _evaluate_spread(args, res, err, n_atoms, ref_forces) -> dict:
+    """A committee's spread per structure next to its error, rank correlations, and the calibration plot."""
+    import numpy as np
+
+    from ..models import reports
+
+    spread = np.array([r["energy_std"] for r in res]) / n_atoms * 1000.0
+    out = {"energy_std_mev_per_atom": spread.tolist(), "max_force_deviation": [float(r["max_force_deviation"]) for r in res],
+           "energy": reports.spread_calibration(spread, err)}
+    panels = {"energy, meV/atom": (spread, err)}
+    if ref_forces is not None:
+        f_err = np.array([np.linalg.norm(r["forces"] - f, axis=1).max() for r, f in zip(res, ref_forces)])
+        out["max_force_error"] = f_err.tolist()
+        out["forces"] = reports.spread_calibration(out["max_force_deviation"], f_err)
+        panels["max force over atoms, eV/A"] = (out["max_force_deviation"], f_err)
+    plot = Path(args.plot) if args.plot else Path(f"calibration-{Path(args.file).stem}.png")
+    out["plot"] = str(reports.calibration_plot(plot, panels))
+    return out
 
 
 def _forces_of(atoms):

@@ -228,23 +228,34 @@ def calibration_plot(path, panels: dict, n_bins: int = 10) -> Path:
     Points: |error| against spread per structure; line: RMS error per spread bin against the bin's
     RMS spread; dashed: error = spread (a calibrated committee). Log axes; Spearman's rho in the title.
     """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     plt = _plt()
     n = max(1, len(panels))
-    fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 4.6), squeeze=False)
     for ax, (label, (spread, error)) in zip(axes.ravel(), panels.items()):
         spread = np.asarray(spread, dtype=float)
         err = np.abs(np.asarray(error, dtype=float))
-        stats = spread_calibration(spread, err, n_bins)
+        # at least 5 structures per bin, so the binned RMS error means something
+        stats = spread_calibration(spread, err, max(1, min(int(n_bins), spread.size // 5)))
         pos = (spread > 0) & (err > 0)
         ax.scatter(spread[pos], err[pos], s=6, alpha=0.35, color="tab:gray", label="structures")
         if stats["bins"]:
             ax.plot([b["rms_spread"] for b in stats["bins"]], [b["rms_error"] for b in stats["bins"]], "o-",
                     color="tab:red", label="RMS error per spread bin")
         vals = np.concatenate([spread[pos], err[pos]]) if pos.any() else np.array([1e-3, 1.0])
-        lo, hi = float(vals.min()), float(vals.max())
+        lo, hi = float(vals.min()) / 1.3, float(vals.max()) * 1.3
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="error = spread")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+        subs = (1.0, 2.0, 5.0) if np.log10(hi / lo) < 2.5 else (1.0,)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(LogLocator(base=10, subs=subs))
+            axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"committee spread, {label}")
         ax.set_ylabel(f"|error|, {label}")
         rho = stats["spearman"]

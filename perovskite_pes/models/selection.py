@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import ModelError, check_configurations, check_energies, check_forces, geometry, n_atoms_of
+from .committee import RESAMPLING, Committee
 from .featurizers import build_featurizer, featurizer_from_recipe
 from .linear import LinearCE
 from .nets import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, ClusterNet, SiteNet
@@ -61,6 +62,9 @@ DEFAULT_SETTINGS: dict = {
     "linear": {"method": "ridge"},
     "pair": {"cutoff": 7.8, "n_gaussians": 24},
     "reference_energy_per_fu": None,
+    # size >= 2: the selected setting is refitted as a committee of that many models (bootstrap
+    # resamples or folds of the training part, one seed each); its spread is calibrated on the test set
+    "committee": {"size": 0, "resample": "bootstrap"},
     "baselines": True,
     "learning_curve": None,  # e.g. [0.1, 0.25, 0.5, 1.0]: fractions of the training part
     "window_mev_per_fu": 125.0,
@@ -80,7 +84,7 @@ def merge_settings(settings: dict | None) -> dict:
         if key not in out:
             raise ModelError(f"unknown selection setting {key!r}; known: {sorted(list(out) + ['paths'])}")
         if isinstance(out[key], dict) and isinstance(value, dict):
-            unknown = set(value) - set(out[key]) if key in ("grid", "training") else set()
+            unknown = set(value) - set(out[key]) if key in ("grid", "training", "committee") else set()
             if unknown:
                 raise ModelError(f"unknown {key} setting(s) {sorted(unknown)}; known: {sorted(out[key])}")
             out[key].update(value)
@@ -207,8 +211,12 @@ class FeatureBank:
         return out
 
 
-def _fit_and_score(setting, cfg, featurizer, reference, feats, energies, n_atoms, train_idx, eval_sets, geometry_arrays=None, forces=None, threads=1, seed=None, keep_model=False):
-    """Fit one setting on ``train_idx`` and return its energies on each of ``eval_sets`` (worker-safe)."""
+def _fit_and_score(setting, cfg, featurizer, reference, feats, energies, n_atoms, train_idx, eval_sets, geometry_arrays=None, forces=None, threads=1, seed=None, keep_model=False, committee=None):
+    """Fit one setting on ``train_idx`` and return its energies on each of ``eval_sets`` (worker-safe).
+
+    ``committee`` (``{"size": K, "resample": ...}``) fits a :class:`Committee` of the setting instead
+    and also returns every member's energies (``member_predictions``, ``[K, n]`` per set).
+    """
     import torch
 
     if threads:
@@ -217,25 +225,24 @@ def _fit_and_score(setting, cfg, featurizer, reference, feats, energies, n_atoms
         featurizer = featurizer_from_recipe(featurizer, reference)
     t0 = time.perf_counter()
     model = make_model(setting, cfg, seed=seed, featurizer=featurizer)
-    sub = lambda idx: [np.ascontiguousarray(x[idx]) for x in feats]  # noqa: E731
-    if setting["model"] == "pair":
-        model.fit_arrays(reference, energies[train_idx], sub(train_idx)[0])
-    elif setting["model"] == "linear":
-        model.fit_arrays(reference, energies[train_idx], sub(train_idx), featurizer=featurizer)
+    if committee:
+        model = Committee(model, size=committee["size"], resample=committee["resample"], seed=int(cfg["seed"] if seed is None else seed),
+                          n_jobs=int(cfg.get("n_jobs") or 1), featurizer=featurizer)
+    pair = setting["model"] == "pair"
+    sub = lambda idx: (lambda f: f[0] if pair else f)([np.ascontiguousarray(x[idx]) for x in feats])  # noqa: E731
+    kw = {}
+    if setting["model"] in ("cluster", "site") and float(cfg["training"].get("force_weight") or 0) > 0:
+        pos, lat = geometry_arrays
+        kw = dict(positions=pos[train_idx], lattice=lat[train_idx], forces=forces[train_idx])
+    if pair and not committee:
+        model.fit_arrays(reference, energies[train_idx], sub(train_idx))
     else:
-        kw = {}
-        if model.force_weight > 0:
-            pos, lat = geometry_arrays
-            kw = dict(positions=pos[train_idx], lattice=lat[train_idx], forces=forces[train_idx])
-        model.fit_arrays(reference, energies[train_idx], [torch.from_numpy(x) for x in sub(train_idx)], featurizer=featurizer, **kw)
+        model.fit_arrays(reference, energies[train_idx], sub(train_idx), featurizer=featurizer, **kw)
     out = {"fit_time": time.perf_counter() - t0, "predictions": []}
     for idx in eval_sets:
-        f = sub(idx)
-        if setting["model"] == "pair":
-            pred = model.energies_from_features(f[0], reference)
-        else:
-            pred = model.energies_from_features([torch.from_numpy(x) for x in f], reference)
-        out["predictions"].append(pred)
+        out["predictions"].append(model.energies_from_features(sub(idx), reference))
+        if committee:
+            out.setdefault("member_predictions", []).append(model.member_energies_from_features(sub(idx), reference))
     if keep_model:
         out["model"] = model
     return out
@@ -324,6 +331,7 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     if not 0 < tf < 1:
         raise ModelError(f"test_fraction must be in (0, 1); got {tf}")
     seed = int(cfg["seed"])
+    committee = committee_settings(cfg)
     train_idx, test_idx = train_test_split(np.arange(n), test_size=tf, random_state=seed, shuffle=True)
     train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
     progress = bool(cfg.get("progress"))
@@ -350,7 +358,8 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
         # a linear model or the pair potential won: still report the best net on the same split
         to_fit.append(("best_net", grid[min(nets, key=lambda i: table[i]["val_rmse_mean"])]))
     for name, setting in to_fit:
-        res = _fit_and_score(setting, cfg, bank.featurizer(setting), ref, bank.features(setting), e, n_atoms, train_idx, [train_idx, test_idx], geo, f, threads=0, keep_model=True)
+        res = _fit_and_score(setting, cfg, bank.featurizer(setting), ref, bank.features(setting), e, n_atoms, train_idx, [train_idx, test_idx], geo, f,
+                             threads=0, keep_model=True, committee=committee if name == "best" else None)
         fits[name] = {"setting": setting, **res}
 
     kinds = np.array(_kinds(configs))
@@ -359,7 +368,7 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     for name, res in fits.items():
         p_tr, p_te = res["predictions"]
         summary[name] = {
-            "label": setting_label(res["setting"]),
+            "label": setting_label(res["setting"]) + (f" (committee of {committee['size']})" if "member_predictions" in res else ""),
             "setting": res["setting"],
             "train": reports.error_stats(p_tr, e[train_idx], n_atoms[train_idx], e_min_per_fu=e_min_fu, window_mev_per_fu=cfg["window_mev_per_fu"]),
             "test": reports.error_stats(p_te, e[test_idx], n_atoms[test_idx], e_min_per_fu=e_min_fu, window_mev_per_fu=cfg["window_mev_per_fu"]),
@@ -389,6 +398,11 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
         "units": "RMSE in meV/atom; energy windows in meV per formula unit above the lowest energy",
     }
 
+    if committee:
+        report["committee"] = committee_calibration(best, fits["best"]["member_predictions"][1], p_te, e[test_idx], n_atoms[test_idx],
+                                                    [configs[i] for i in test_idx], None if forces is None else [forces[i] for i in test_idx])
+        report["committee"].update(committee)
+
     if cfg.get("learning_curve"):
         report["learning_curve"] = learning_curve(bank, e, train_idx, test_idx, cfg, [s for _, s in to_fit], cfg["learning_curve"], progress)
 
@@ -402,6 +416,8 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
         "train_rmse_mev_per_atom": report["train_rmse"],
         "n_train": report["n_train"],
     }
+    if committee:
+        best.provenance_["committee"] = {**committee, "test_spearman_energy": report["committee"]["test_energy"]["spearman"]}
     report["wall_time"] = time.perf_counter() - t0
     if workdir is not None:
         workdir = Path(workdir)
@@ -465,7 +481,54 @@ def write_figures(workdir: Path, report, e, p_tr, p_te, train_idx, test_idx, n_a
         figs["learning_curve"] = str(reports.learning_curve_plot(workdir / "learning_curve.png", report["learning_curve"]))
     if report.get("paths"):
         figs["paths"] = str(reports.path_plot(workdir / "paths.png", report["paths"]))
+    if report.get("committee"):
+        figs["calibration"] = str(reports.calibration_plot(workdir / "calibration.png", calibration_panels(report["committee"])))
     return figs
+
+
+def committee_settings(cfg: dict) -> dict | None:
+    """The checked ``committee`` setting (``{"size": K, "resample": ...}``), or None when it is off."""
+    c = cfg.get("committee") or {}
+    if not isinstance(c, dict):
+        raise ModelError(f"committee must be a mapping like {{size: 5, resample: bootstrap}}; got {c!r}")
+    size = c.get("size") or 0
+    if int(size) != size or size < 0 or size == 1:
+        raise ModelError(f"committee.size must be 0 (no committee) or an integer >= 2; got {size!r}")
+    if not size:
+        return None
+    resample = c.get("resample", "bootstrap")
+    if resample not in RESAMPLING:
+        raise ModelError(f"committee.resample must be one of {list(RESAMPLING)}; got {resample!r}")
+    return {"size": int(size), "resample": resample}
+
+
+def committee_calibration(model, member_energies, energies, reference_energies, n_atoms, configs, forces=None) -> dict:
+    """A committee's spread against its error on held-out configurations (per configuration).
+
+    Energies: spread and error in meV/atom. Forces (when the reference forces are known): the max
+    force deviation against the largest force error over the atoms (eV/A). Each with its Spearman
+    rank correlation and binned RMS error (:func:`reports.spread_calibration`); the per-configuration
+    values are kept for the calibration plot.
+    """
+    spread = np.asarray(member_energies).std(axis=0) / n_atoms * 1000.0
+    err = (np.asarray(energies) - np.asarray(reference_energies)) / n_atoms * 1000.0
+    out = {"test_energy": {**reports.spread_calibration(spread, err), "spread": spread.tolist(), "error": err.tolist(),
+                           "units": "meV/atom"}}
+    if forces is not None and all(f is not None for f in forces):
+        u = model.predict_uncertainty(configs)
+        f_err = np.array([np.linalg.norm(p - np.asarray(r), axis=1).max() for p, r in zip(u["forces"], forces)])
+        dev = np.asarray(u["max_force_deviation"])
+        out["test_forces"] = {**reports.spread_calibration(dev, f_err), "spread": dev.tolist(), "error": f_err.tolist(),
+                              "units": "eV/A (max over atoms)"}
+    return out
+
+
+def calibration_panels(calibration: dict) -> dict:
+    """Panels for :func:`reports.calibration_plot` from :func:`committee_calibration`'s result."""
+    panels = {"energy, meV/atom": (calibration["test_energy"]["spread"], calibration["test_energy"]["error"])}
+    if calibration.get("test_forces"):
+        panels["max force over atoms, eV/A"] = (calibration["test_forces"]["spread"], calibration["test_forces"]["error"])
+    return panels
 
 
 def _json_settings(cfg: dict) -> dict:
