@@ -15,7 +15,7 @@ REF = Perovskite().supercell(2)
 class SpreadByAmplitude:
     """A stand-in committee whose spread is the largest displacement (A) of a configuration."""
 
-    def predict_uncertainty(self, configs):
+    def predict_uncertainty(self, configs, forces=True):
         amp = np.array([np.abs(c.displacements).max() for c in configs])
         return {"max_force_deviation": amp, "energy_std": amp * 40}
 

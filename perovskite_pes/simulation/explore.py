@@ -134,7 +134,7 @@ def spreads_of(committee, configs, metric: str = "force") -> np.ndarray:
         raise SimulationError(f"spread metric must be one of {METRICS}; got {metric!r}")
     if not hasattr(committee, "predict_uncertainty"):
         raise SimulationError(f"{type(committee).__name__} gives no uncertainty: train a committee (several models)")
-    unc = committee.predict_uncertainty(configs)
+    unc = committee.predict_uncertainty(configs, forces=metric == "force")
     if metric == "force":
         return np.asarray(unc["max_force_deviation"], dtype=float)
     n_atoms = np.array([c.reference.n_atoms for c in configs], dtype=float)

@@ -16,6 +16,7 @@ from ..structure import ReferenceSupercell
 from .errors import SimulationError
 from .order import (
     DEFAULT_TILT_THRESHOLD,
+    check_tilt_commensurate,
     OctahedronMap,
     OrderParameters,
     phase_of,
@@ -104,6 +105,11 @@ class StageSampler:
 
     @classmethod
     def for_reference(cls, reference: ReferenceSupercell, octahedra: OctahedronMap | None = None) -> "StageSampler":
+        """A sampler for frames of ``reference``; an odd supercell gets no tilt order parameters (NaN)."""
+        try:
+            check_tilt_commensurate(reference)
+        except SimulationError:
+            return cls(reference, None)
         return cls(reference, octahedra if octahedra is not None else OctahedronMap.build(reference))
 
     @property
@@ -114,8 +120,11 @@ class StageSampler:
         """One frame: positions ``(N, 3)`` in the reference site order (may be wrapped), lattice rows ``(3, 3)``."""
         u, strain = undeform(self.reference, positions, lattice)
         u = u - u.mean(axis=1, keepdims=True)
-        rot = rotations_from_displacements(self.reference, u, self.octahedra)
-        r, m = tilt_projections(self.reference, rot, self.octahedra)
+        if self.octahedra is None:
+            r = m = np.full((1, 3), np.nan)
+        else:
+            rot = rotations_from_displacements(self.reference, u, self.octahedra)
+            r, m = tilt_projections(self.reference, rot, self.octahedra)
         self.R.append(r[0])
         self.M.append(m[0])
         self.lattice.append(lattice_parameters(self.reference, lattice)[0])
@@ -147,7 +156,10 @@ class StageSampler:
                 "heat_capacity_kB_per_fu": _heat_capacity(e, t_mean, self.reference.n_cells),
             }
         )
-        out["phase"] = phase_of(self.reference, op, threshold)
+        if self.octahedra is None:  # an odd supercell holds no M- or R-point tilt pattern
+            out["phase"] = {"glazer": None, "glazer_space_group": None, "space_group": None, "space_group_number": None}
+        else:
+            out["phase"] = phase_of(self.reference, op, threshold)
         return out
 
     def series(self) -> dict:

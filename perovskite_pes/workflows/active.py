@@ -68,6 +68,7 @@ def active_iteration(store, model_path, settings: dict, iteration: int, calculat
     model = load_model(model_path)
     kw = {k: settings[k] for k in ("temperatures", "starts", "strains", "steps", "equilibration", "sample_every",
                                     "timestep_fs")}
+    kw["supercell"] = settings.get("supercell", 2)
     candidates, runs = explore(model, seed=seed + 7919 * iteration, progress=progress_enabled(), **kw)
     t_explore = time.perf_counter() - t0
     h = get_calculator_cached(calculator).settings_hash
@@ -80,18 +81,18 @@ def active_iteration(store, model_path, settings: dict, iteration: int, calculat
     t_select = time.perf_counter() - t1
     for c in sel.configurations:
         c.tags["iteration"] = int(iteration)
-    chosen = sel.configurations if remaining > 0 else []
-    saved = store_configurations(store, chosen, campaign, h)
     uncertain = sel.fraction_uncertain()
     reason = None
     if uncertain < float(settings["stop_fraction"]):
         reason = (f"converged: at every temperature less than {settings['stop_fraction']:.0%} of the explored frames "
                   f"lie above the lower trust bound (largest fraction {uncertain:.1%})")
-    elif remaining - len(saved["todo"]) <= 0:
+    elif remaining <= 0:
         reason = f"budget of {settings['budget']} calculations spent"
-    elif iteration >= int(settings["iterations"]):
+    elif iteration > int(settings["iterations"]):
         reason = f"{settings['iterations']} iterations done"
-    elif not saved["todo"]:
+    # the selection is labelled only when the loop goes on (a last exploration measures, it does not label)
+    saved = store_configurations(store, sel.configurations, campaign, h) if reason is None else {"todo": []}
+    if reason is None and not saved["todo"]:
         reason = "nothing new to label in the trust window"
     record = {
         "iteration": int(iteration),

@@ -118,7 +118,8 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
         train.parents = list(enumerate_fws)
         final = [train, report]
         if spec.active.enabled:  # the loop appends its iterations, then [simulate ->] report (final)
-            loop = active_firework(name, 1, spec.to_dict()["active"], calc, training, policy, batch, spec.seed,
+            active = {**spec.to_dict()["active"], "supercell": supercell}  # explore in the training supercell
+            loop = active_firework(name, 1, active, calc, training, policy, batch, spec.seed,
                                    spec.simulate.scan_kwargs() if spec.simulate.enabled else None)
             loop.parents = [train]
             final = [train, report, loop]

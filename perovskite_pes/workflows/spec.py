@@ -338,7 +338,8 @@ class ActiveSpec:
     energy spread in eV/atom), spreads them out and de-duplicates them, labels at most
     ``max_selected`` with the campaign's calculator and retrains. It stops when, at every temperature,
     less than ``stop_fraction`` of the explored frames lie above ``lower``, after ``iterations``
-    iterations, or when ``budget`` calculations have been spent.
+    rounds of labelling (one more exploration then measures the final committee), or when ``budget``
+    calculations have been spent.
     """
 
     enabled: bool = False
