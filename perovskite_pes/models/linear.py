@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from .base import EnergyModel, ModelError, check_configurations, check_energies
+from .bounds import BoundedInputs
 from .featurizers import FeaturizerFamily, build_featurizer, featurizer_for_load, reference_of
 from .pair import _ridge
 
 
-class LinearCE(EnergyModel):
+class LinearCE(BoundedInputs, EnergyModel):
     """Linear cluster expansion on the same invariant features as the nets (the baseline they must beat).
 
     Parameters
@@ -33,6 +34,12 @@ class LinearCE(EnergyModel):
         Folds of ``LassoCV``.
     reference_energy_per_fu:
         Energy of one primitive cell of the reference; fitted (intercept) when None.
+    bounded, bound_width, bound_strength:
+        Keep the energy bounded below and rising outside the training data: the ECIs see each
+        basis function through a smooth clamp to its training range (``bound_width`` standard
+        deviations of saturation) and a quadratic wall of ``bound_strength`` eV per standard
+        deviation squared rises outside it (:mod:`perovskite_pes.models.bounds`). Identity
+        inside the training window, so the fitted ECIs are the same.
     """
 
     model_type = "linear"
@@ -49,6 +56,9 @@ class LinearCE(EnergyModel):
         reference_energy_per_fu: float | None = None,
         seed: int = 0,
         featurizer=None,
+        bounded: bool = False,
+        bound_width: float = 1.0,
+        bound_strength: float = 0.1,
     ):
         self.clusters = clusters
         self.max_order = max_order
@@ -60,6 +70,9 @@ class LinearCE(EnergyModel):
         self.reference_energy_per_fu = reference_energy_per_fu
         self.seed = seed
         self.featurizer = featurizer
+        self.bounded = bounded
+        self.bound_width = bound_width
+        self.bound_strength = bound_strength
         self.e0_ = None
 
     def _prepare_featurizer(self, reference):
@@ -108,13 +121,14 @@ class LinearCE(EnergyModel):
         e = check_energies(energies, len(configs))
         ref = configs[0].reference
         fz = self._prepare_featurizer(ref)
-        if features is not None:
+        if features is not None or self.bounded:
             if any(c.reference != ref for c in configs):
-                raise ModelError("precomputed features need all configurations in one supercell")
-            return self.fit_arrays(ref, e, features, featurizer=fz)
+                raise ModelError("precomputed features and bounded=True need all configurations in one supercell")
+            return self.fit_arrays(ref, e, features if features is not None else self.precompute(configs, fz), featurizer=fz)
         x = self.design_matrix(configs, fz)
         ncell = np.array([c.reference.n_cells for c in configs], dtype=float)
         self.reference_ = ref
+        self.window_ = None
         return self._fit_design(fz, x, e / ncell)
 
     def fit_arrays(self, reference, energies, features, featurizer=None):
@@ -125,6 +139,7 @@ class LinearCE(EnergyModel):
         raw = [torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64) for x in features]
         x = self.orbit_sums(raw).numpy() / reference.n_cells
         self.reference_ = reference
+        self._fit_window(raw, fz)
         return self._fit_design(fz, x, np.asarray(energies, dtype=float) / reference.n_cells)
 
     def _fit_design(self, fz, x, y):
@@ -169,8 +184,9 @@ class LinearCE(EnergyModel):
     def _energy_from_features(self, raw, reference):
         import torch
 
-        x = self.orbit_sums(raw)
-        return reference.n_cells * self.e0_ + x @ torch.as_tensor(self.coef_, dtype=x.dtype)
+        inputs, wall = self._bounded(raw)
+        x = self.orbit_sums(inputs)
+        return reference.n_cells * self.e0_ + x @ torch.as_tensor(self.coef_, dtype=x.dtype) + wall
 
     unit_kind = "cluster"
 
@@ -180,7 +196,8 @@ class LinearCE(EnergyModel):
         self._check_fitted()
         k = sum(self.n_functions_[:group])
         coef = torch.as_tensor(self.coef_[k : k + self.n_functions_[group]], dtype=raw.dtype)
-        return raw @ coef
+        inputs, wall = self._bounded_unit(group, raw)
+        return inputs @ coef + wall
 
     @property
     def ecis(self) -> dict:
@@ -204,6 +221,7 @@ class LinearCE(EnergyModel):
             "cv": int(self.cv),
             "reference_energy_per_fu": self.reference_energy_per_fu,
             "seed": int(self.seed),
+            **self._bound_params(),
         }
 
     def _state(self) -> dict:
@@ -212,6 +230,7 @@ class LinearCE(EnergyModel):
             "n_functions": list(self.n_functions_),
             "coef": np.asarray(self.coef_).tolist(),
             "alpha": float(self.alpha_),
+            "window": self._window_state(),
         }
 
     def _set_state(self, state: dict, directory: Path) -> None:
@@ -224,3 +243,4 @@ class LinearCE(EnergyModel):
             raise ModelError(f"{directory}: featurizer rebuilt with {self.n_functions_} functions, model expects {state['n_functions']}")
         self.coef_ = np.asarray(state["coef"], dtype=float)
         self.alpha_ = float(state["alpha"])
+        self._load_window(state, self.n_functions_, directory)

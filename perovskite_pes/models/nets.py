@@ -14,6 +14,10 @@ reference is subtracted, so ``E(reference) = n_cells * e0`` exactly, and
 
 with a fixed output scale ``s`` set from the spread of the training energies. ``e0`` (energy of
 one primitive cell of the reference) is given or trained with the weights.
+
+``bounded=True`` keeps the energy bounded below and rising outside the training data: the MLPs see
+each input through a smooth clamp to its training range and a quadratic wall rises outside it
+(:mod:`perovskite_pes.models.bounds`); inside the training window nothing changes.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import EnergyModel, ModelError, check_configurations, check_energies, check_forces, geometry
+from .bounds import BoundedInputs
 from .featurizers import FeaturizerFamily, build_featurizer, featurizer_for_load, reference_of
 from .training import TrainingHistory, adam_schedule, lbfgs_refine, module_state, split_validation
 
@@ -178,7 +183,7 @@ def orbit_sum(mlps, feats, anchors):
     return mlps(pack(feats, f), unit_groups(feats), counts, a)
 
 
-class _NeuralModel(EnergyModel):
+class _NeuralModel(BoundedInputs, EnergyModel):
     """Shared implementation of the cluster- and site-based nets (scikit-learn style)."""
 
     feature_kind = ""  # "cluster" or "site"
@@ -204,6 +209,9 @@ class _NeuralModel(EnergyModel):
         seed: int = 0,
         verbose: bool = False,
         featurizer=None,
+        bounded: bool = False,
+        bound_width: float = 1.0,
+        bound_strength: float = 0.1,
     ):
         self.clusters = clusters
         self.max_order = max_order
@@ -224,6 +232,9 @@ class _NeuralModel(EnergyModel):
         self.seed = seed
         self.verbose = verbose
         self.featurizer = featurizer
+        self.bounded = bounded
+        self.bound_width = bound_width
+        self.bound_strength = bound_strength
         self.e0_ = None
 
     # ------------------------------------------------------------------ features
@@ -333,6 +344,7 @@ class _NeuralModel(EnergyModel):
             mean.append(m)
             std.append(s)
         self._set_scaler(mean, std)
+        self._fit_window(raw, fz)
 
         ncell = float(ref.n_cells)
         units_per_cell = sum(x.shape[1] for x in raw) / ncell
@@ -478,7 +490,8 @@ class _NeuralModel(EnergyModel):
 
     def _energy(self, positions, lattice, reference):
         fz = self._family(reference)
-        if self.feature_kind == "site" and self.net_order is not None and self.mlps_.linear is not None and hasattr(fz, "site_feature_sums"):
+        if (self.feature_kind == "site" and self.net_order is not None and self.mlps_.linear is not None
+                and hasattr(fz, "site_feature_sums") and getattr(self, "window_", None) is None):
             return reference.n_cells * self.e0_ + self.output_scale_ * self._split_sum(fz, positions, lattice)
         return self._energy_from_features(self._features(positions, lattice, reference), reference)
 
@@ -486,8 +499,9 @@ class _NeuralModel(EnergyModel):
         return self._raw(self._family(reference), positions, lattice)
 
     def _energy_from_features(self, raw, reference):
-        x = self._standardise(raw)
-        return reference.n_cells * self.e0_ + self.output_scale_ * orbit_sum(self.mlps_, x, self._anchors())
+        inputs, wall = self._bounded(raw)
+        x = self._standardise(inputs)
+        return reference.n_cells * self.e0_ + self.output_scale_ * orbit_sum(self.mlps_, x, self._anchors()) + wall
 
     def _split_sum(self, fz, positions, lattice):
         """``orbit_sum`` of a site net with ``net_order``, without the site features the MLPs do not see.
@@ -516,11 +530,12 @@ class _NeuralModel(EnergyModel):
 
     def unit_energies(self, group: int, raw):
         self._check_fitted()
-        x = (raw - self._mean_t[group]) / self._std_t[group]
+        inputs, wall = self._bounded_unit(group, raw)
+        x = (inputs - self._mean_t[group]) / self._std_t[group]
         out = self.mlps_._mlp_group(group, x)
         if self.mlps_.linear is not None:
             out = out + x @ self.mlps_.linear[group, : x.shape[-1]]
-        return self.output_scale_ * out
+        return self.output_scale_ * out + wall
 
     @property
     def orbit_names(self) -> list[str]:
@@ -557,6 +572,7 @@ class _NeuralModel(EnergyModel):
             "net_order": None if self.net_order is None else int(self.net_order),
             "reference_energy_per_fu": self.reference_energy_per_fu,
             "seed": int(self.seed),
+            **self._bound_params(),
         }
 
     def _state_for_save(self, directory: Path) -> dict:
@@ -569,6 +585,7 @@ class _NeuralModel(EnergyModel):
             "scaler": {"mean": [m.tolist() for m in self._mean_t], "std": [s.tolist() for s in self._std_t]},
             "output_scale": float(self.output_scale_),
             "history": getattr(self, "history_", TrainingHistory()).to_dict(),
+            "window": self._window_state(),
         }
 
     def _set_state(self, state: dict, directory: Path) -> None:
@@ -582,6 +599,7 @@ class _NeuralModel(EnergyModel):
         self._family = FeaturizerFamily(fz)
         self._set_scaler(state["scaler"]["mean"], state["scaler"]["std"])
         self.output_scale_ = float(state["output_scale"])
+        self._load_window(state, n_inputs, directory)
         self.mlps_ = build_mlps(n_inputs, self._check_hyperparameters(), bool(self.linear_term), self._input_mask(fz))
         weights = directory / "weights.pt"
         if not weights.is_file():

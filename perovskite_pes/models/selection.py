@@ -62,6 +62,8 @@ DEFAULT_SETTINGS: dict = {
     "linear": {"method": "ridge"},
     "pair": {"cutoff": 7.8, "n_gaussians": 24},
     "reference_energy_per_fu": None,
+    # linear CE and nets bounded below and rising outside the training window (models/bounds.py)
+    "bounds": {"enabled": False, "width": 1.0, "strength": 0.1},
     # size >= 2: the selected setting is refitted as a committee of that many models (bootstrap
     # resamples or folds of the training part, one seed each); its spread is calibrated on the test set
     "committee": {"size": 0, "resample": "bootstrap"},
@@ -84,7 +86,7 @@ def merge_settings(settings: dict | None) -> dict:
         if key not in out:
             raise ModelError(f"unknown selection setting {key!r}; known: {sorted(list(out) + ['paths'])}")
         if isinstance(out[key], dict) and isinstance(value, dict):
-            unknown = set(value) - set(out[key]) if key in ("grid", "training", "committee") else set()
+            unknown = set(value) - set(out[key]) if key in ("grid", "training", "committee", "bounds") else set()
             if unknown:
                 raise ModelError(f"unknown {key} setting(s) {sorted(unknown)}; known: {sorted(out[key])}")
             out[key].update(value)
@@ -139,9 +141,11 @@ def make_model(setting: dict, cfg: dict, seed: int | None = None, featurizer=Non
     e0 = cfg.get("reference_energy_per_fu")
     if setting["model"] == "pair":
         return PairPotential(reference_energy_per_fu=e0, **cfg.get("pair", {}))
+    bounds = cfg.get("bounds") or {}
     common = dict(
         clusters=setting["clusters"], max_order=setting["max_order"], metric=cfg["metric"], truncated=cfg["truncated"],
-        reference_energy_per_fu=e0, featurizer=featurizer,
+        reference_energy_per_fu=e0, featurizer=featurizer, bounded=bool(bounds.get("enabled")),
+        bound_width=float(bounds.get("width", 1.0)), bound_strength=float(bounds.get("strength", 0.1)),
     )
     if setting["model"] == "linear":
         return LinearCE(seed=seed, **common, **cfg.get("linear", {}))
