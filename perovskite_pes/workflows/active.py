@@ -66,6 +66,11 @@ def active_iteration(store, model_path, settings: dict, iteration: int, calculat
     history = load_history(campaign_dir)
     history.pop(str(iteration), None)
     model = load_model(model_path)
+    if not hasattr(model, "predict_uncertainty"):
+        from ..simulation import SimulationError
+
+        raise SimulationError(f"{model_path} holds a {type(model).__name__}, not a committee: the loop needs the "
+                              "spread of several models (training.options committee, or active.committee)")
     kw = {k: settings[k] for k in ("temperatures", "starts", "strains", "steps", "equilibration", "sample_every",
                                     "timestep_fs")}
     kw["supercell"] = settings.get("supercell", 2)

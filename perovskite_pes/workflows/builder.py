@@ -112,8 +112,9 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
         ))
 
     if spec.training.enabled:
-        train, report = train_fireworks(name, calc, training, policy,
-                                        mode="if_new" if spec.retrain.final else "policy",
+        # the loop explores with a committee: train one even when a plain model of the same data is active
+        mode = "force" if spec.active.enabled else ("if_new" if spec.retrain.final else "policy")
+        train, report = train_fireworks(name, calc, training, policy, mode=mode,
                                         trigger="initial" if spec.active.enabled else "final")
         train.parents = list(enumerate_fws)
         final = [train, report]
