@@ -57,6 +57,12 @@ def get_calculator(name: str = DEFAULT_CALCULATOR, **settings) -> Calculator:
     return calculator_class(name)(**settings)
 
 
+def check_submit(name: str, settings: dict | None = None) -> None:
+    """Raise :class:`CalculatorError` if a campaign with this calculator cannot run on its workers
+    (e.g. VASP without a vasp_cmd or POTCARs); called on the machine that submits the campaign."""
+    get_calculator(name, **(settings or {})).check_submit()
+
+
 def calculate_many(structures, calculator: Calculator | str = DEFAULT_CALCULATOR, relax=None, workdir=None,
                    progress: bool = True, **settings) -> list[CalcResult]:
     """Calculate a batch of structures with one calculator (progress bar with tqdm).
@@ -119,6 +125,7 @@ __all__ = [
     "calculator_class",
     "check_calculators",
     "check_structure",
+    "check_submit",
     "get_calculator",
     "settings_hash",
 ]
