@@ -69,9 +69,11 @@ def submit_campaign(spec: CampaignSpec, lpad=None, force: bool = False) -> dict:
     configuration that already has a calculation with these settings is skipped, so nothing is
     computed twice.
     """
+    from ..calculators import check_submit
     from .builder import build_workflow, spec_hash
 
-    check_calculator(spec).check_submit()  # e.g. a VASP campaign without vasp_cmd or POTCARs is refused here
+    check_calculator(spec)
+    check_submit(spec.calculator.name, dict(spec.calculator.settings))  # e.g. VASP without vasp_cmd or POTCARs
     check_training(spec)
     lpad = lpad or _store().get_launchpad()
     h = spec_hash(spec)
