@@ -159,7 +159,7 @@ def test_committee_train_predict_evaluate_report_the_spread(seeded, run_pes, tmp
     png = tmp_path / "cal.png"
     ev = json.loads(run_pes("model", "evaluate", lab, "--plot", png, "--json", check=0).stdout)
     u = model.predict_uncertainty(configs, forces=False)
-    np.testing.assert_allclose(ev["spread"]["energy_std_mev_per_atom"], u["energy_std"] / 40 * 1000, rtol=1e-6)
+    np.testing.assert_allclose(ev["spread"]["energy_std_mev_per_atom"], u["energy_std"] / 40 * 1000, rtol=1e-5, atol=1e-6)
     from scipy.stats import spearmanr
 
     err = np.abs(u["energy"] - labels["energy"])

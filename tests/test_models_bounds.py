@@ -90,7 +90,7 @@ def test_energy_rises_as_a_pair_is_compressed_below_the_shortest_training_distan
         u[x] = (d - d0) * v
         energies.append(bounded.predict([Configuration(ref, u)])[0])
     assert np.all(np.diff(energies) > 0)
-    assert energies[-1] - energies[0] > 1.0  # a wall (eV), not a plateau
+    assert energies[-1] - energies[0] > 0.3  # a wall (eV), not a plateau
     if kind != "linear":  # the free nets saturate (tanh): nothing stops the compression
         u = np.zeros((ref.n_atoms, 3))
         u[x] = -0.45 * d0 * v
@@ -176,7 +176,7 @@ def test_save_load_and_models_saved_before_the_option(pairs, data, tmp_path, fea
         free.save(tmp_path / f"old-{kind}")
         f = tmp_path / f"old-{kind}" / "model.json"
         recipe = json.loads(f.read_text())
-        for key in ("bounded", "bound_width", "bound_strength"):
+        for key in ("bounded", "bound_width", "bound_strength", "bound_offset", "bound_scale"):
             recipe["hyperparameters"].pop(key)
         recipe["state"].pop("window")
         f.write_text(json.dumps(recipe))
@@ -192,4 +192,4 @@ def test_bounded_committee_and_bad_settings(featurizer, data):
     with pytest.raises(ModelError, match="bound_width must be > 0"):
         LinearCE(featurizer=featurizer, bounded=True, bound_width=0).fit(configs[:10], e[:10])
     with pytest.raises(ModelError, match="one degree per feature"):
-        FeatureWindow([[0.0, 0.0]], [[1.0, 1.0]], [[1.0, 1.0]], degrees=[[1.0]])
+        FeatureWindow([[0.0, 0.0]], [[1.0, 1.0]], degrees=[[1.0]])

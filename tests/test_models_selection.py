@@ -81,6 +81,15 @@ def test_grid_expansion_and_settings_validation():
         merge_settings({"n_fold": 3})
     with pytest.raises(ModelError, match="unknown training setting"):
         merge_settings({"training": {"epoch": 3}})
+    # newly selected models are bounded outside their training window unless switched off
+    from perovskite_pes.models.selection import make_model
+
+    lin = {"model": "linear", "clusters": "4p+o", "max_order": 2}
+    assert make_model(lin, merge_settings(None)).bounded
+    assert not make_model(lin, merge_settings({"bounds": {"enabled": False}})).bounded
+    assert make_model(lin, merge_settings({"bounds": {"strength": 0.5}})).bound_strength == 0.5
+    with pytest.raises(ModelError, match="unknown bounds setting"):
+        merge_settings({"bounds": {"stiffness": 1.0}})
 
 
 def test_train_and_select_report_model_and_figures(data, tmp_path):

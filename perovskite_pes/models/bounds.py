@@ -2,27 +2,29 @@
 
 A model fitted to polynomials of cluster deformations extrapolates like a polynomial: once atoms
 leave the window the training data covered, its energy can fall without bound (MD then runs
-away). :class:`FeatureWindow` fixes this on the model's own inputs, per orbit and basis function:
+away). :class:`FeatureWindow` fixes this on the model's own inputs, per orbit and basis function,
+from the training range ``[lo, hi]`` of every input feature over all units (clusters or sites) of
+all training configurations (widened to contain the reference, 0), with ``r = hi - lo``:
 
-* the training range ``[lo, hi]`` of every input feature over all units (clusters or sites) of
-  all training configurations, widened to contain the reference (0);
 * **clamp**: the learned part of the energy sees each feature through a smooth clamp that is the
-  identity inside ``[lo, hi]`` and saturates within ``width`` (in training standard deviations)
-  outside, ``hi + w tanh((x - hi) / w)``: the learned energy stays bounded whatever the geometry;
-* **wall**: a penalty per unit, zero inside the window and rising outside it,
-  ``strength * sum_f z_f^2 / (1 + z_f)^(2 - 2/k_f)`` with ``z = excess / s`` (``excess`` the distance
-  of the feature beyond ``lo`` or ``hi``, ``s`` its training standard deviation, ``k`` its degree
-  in the deformations): quadratic in ``z`` at the edge (continuous forces) and, far out,
-  quadratic in the displacement whatever the degree of the feature (``z ~ t^k``), so the energy
-  rises as a bond is compressed or stretched beyond anything seen, or an atom leaves its cage,
-  without the stiffness of a high power.
+  identity inside ``[lo, hi]`` and saturates within ``w = width * r`` outside it,
+  ``hi + w tanh((x - hi) / w)``: whatever the geometry, the learned energy stays within what it
+  takes on a slightly widened training window, and directions the training data never excited
+  (``r = 0``) stay at their training value;
+* **wall**: on the degree-1 features (the totally symmetric deformation of each cluster: for a
+  pair, its relative bond-length change in the chosen metric), zero inside the window and rising
+  quadratically outside, ``strength * (excess / scale - offset)^2`` per unit (``excess`` the
+  distance of the feature beyond ``lo`` or ``hi``; ``scale`` in feature units, 0.05 = 5 % of a
+  bond length by default, or the training range ``r`` when None): the energy rises as a bond is
+  compressed below its shortest training length or stretched beyond its longest, or an atom
+  leaves its cage. Higher-degree features get no wall: in thermal configurations they leave
+  their (often tiny) training ranges by far.
 
 Inside the training window both are exactly the identity and zero, so the fit on the training
 configurations is unchanged (the baseline subtracted from the targets is exactly zero there) and
 the model's accuracy inside its data is unchanged; both act per unit, so the energy stays a sum
-of cluster (site) terms and local Monte Carlo moves stay exact. Every invariant of the basis is a
-monotonic function of each pair distance near the window's edge, so compressing one pair below
-its shortest training distance moves its features further out and the energy rises.
+of cluster (site) terms and local Monte Carlo moves stay exact. The defaults were chosen on the
+quickstart campaign's data (docs/models.md, "Bounded models").
 """
 
 from __future__ import annotations
@@ -39,55 +41,59 @@ def _torch():
 
 
 class FeatureWindow:
-    """Training window of a model's input features per orbit: smooth clamp and quadratic wall.
+    """Training window of a model's input features per orbit: smooth clamp and a wall beyond it.
 
-    ``lo``, ``hi``, ``scale``: per orbit, one value per feature (training min, max and standard
-    deviation); ``degrees``: per orbit, the degree of each feature in the deformations (1 when not
-    known); ``width``: clamp width in standard deviations; ``strength``: the wall's scale (eV; a
-    degree-1 feature one standard deviation outside costs ``strength``).
+    ``lo``, ``hi``: per orbit, one value per feature (training minimum and maximum); ``degrees``:
+    per orbit, each feature's degree in the deformations (the wall acts on degree 1; without
+    degrees every feature counts as degree 1); ``width``: clamp width in training ranges;
+    ``strength``: wall energy (eV) of a unit one ``scale`` beyond the wall's start; ``offset``:
+    where the wall starts, in ``scale`` units beyond the window; ``scale``: the wall's length
+    scale in feature units (None: each feature's training range).
     """
 
-    def __init__(self, lo, hi, scale, degrees=None, width: float = 1.0, strength: float = 0.1):
+    #: ranges below this (features the training set never moved) pin the clamp; a range-scaled
+    #: wall never drops below WALL_SCALE (the features are dimensionless deformations of order 0.01-0.1)
+    TINY = 1e-12
+    WALL_SCALE = 1e-3
+
+    def __init__(self, lo, hi, degrees=None, width: float = 1.0, strength: float = 0.01, offset: float = 0.0, scale=0.05):
         torch = _torch()
-        if not (float(width) > 0 and float(strength) >= 0):
-            raise ModelError(f"bound_width must be > 0 and bound_strength >= 0; got {width} and {strength}")
+        if scale is not None and not float(scale) > 0:
+            raise ModelError(f"bound_scale must be > 0 (or None: the training range); got {scale}")
+        self.wall_scale = None if scale is None else float(scale)
+        if not (float(width) > 0 and float(strength) >= 0 and float(offset) >= 0):
+            raise ModelError(f"bound_width must be > 0, bound_strength and bound_offset >= 0; got {width}, {strength} and {offset}")
         self.lo = [torch.as_tensor(np.asarray(v, dtype=float)) for v in lo]
         self.hi = [torch.as_tensor(np.asarray(v, dtype=float)) for v in hi]
-        self.scale = [torch.as_tensor(np.asarray(v, dtype=float)) for v in scale]
         if degrees is None:
             degrees = [np.ones(len(v)) for v in self.lo]
-        self.degrees = [torch.as_tensor(np.maximum(np.asarray(d, dtype=float), 1.0)) for d in degrees]
+        self.degrees = [torch.as_tensor(np.asarray(d, dtype=float)) for d in degrees]
         if [len(d) for d in self.degrees] != [len(v) for v in self.lo]:
             raise ModelError("feature degrees must give one degree per feature of every orbit")
         self.width = float(width)
         self.strength = float(strength)
+        self.offset = float(offset)
+        self._range = [torch.clamp(h - l, min=self.TINY) for l, h in zip(self.lo, self.hi)]
+        self._wall = [(d <= 1).to(torch.float64) for d in self.degrees]
 
     @classmethod
-    def from_features(cls, raw, degrees=None, width: float = 1.0, strength: float = 0.1) -> "FeatureWindow":
+    def from_features(cls, raw, degrees=None, width: float = 1.0, strength: float = 0.01, offset: float = 0.0, scale=0.05) -> "FeatureWindow":
         """The window of training features ``raw`` (list per orbit of ``[B, U, F]``)."""
         torch = _torch()
-        lo, hi, scale = [], [], []
+        lo, hi = [], []
         for x in raw:
             x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64)
             flat = x.reshape(-1, x.shape[-1])
-            if flat.shape[0] == 0:
-                zero = torch.zeros(x.shape[-1], dtype=torch.float64)
-                lo.append(zero), hi.append(zero), scale.append(torch.ones_like(zero))
-                continue
-            lo.append(torch.minimum(flat.min(0).values, torch.zeros(())))
-            hi.append(torch.maximum(flat.max(0).values, torch.zeros(())))
-            s = flat.std(0) if flat.shape[0] > 1 else torch.zeros(x.shape[-1], dtype=torch.float64)
-            rng = hi[-1] - lo[-1]
-            # a feature that never varied: fall back to its range, then to 1
-            s = torch.where(s > 1e-12, s, torch.where(rng > 1e-12, rng, torch.ones_like(rng)))
-            scale.append(s)
-        return cls(lo, hi, scale, degrees, width, strength)
+            zero = torch.zeros(x.shape[-1], dtype=torch.float64)
+            lo.append(torch.minimum(flat.min(0).values, zero) if flat.shape[0] else zero)
+            hi.append(torch.maximum(flat.max(0).values, zero) if flat.shape[0] else zero)
+        return cls(lo, hi, degrees, width, strength, offset, scale)
 
     def clamp(self, group: int, x):
         """Features of orbit ``group`` (``[..., F]``) smoothly clamped into the (widened) window."""
         torch = _torch()
         lo, hi = self.lo[group], self.hi[group]
-        w = self.width * self.scale[group]
+        w = self.width * self._range[group]
         above = hi + w * torch.tanh((x - hi) / w)
         below = lo - w * torch.tanh((lo - x) / w)
         return torch.where(x > hi, above, torch.where(x < lo, below, x))
@@ -95,8 +101,13 @@ class FeatureWindow:
     def penalty(self, group: int, x):
         """Wall energy (eV) of every unit of orbit ``group``: ``[...]`` for features ``[..., F]``."""
         torch = _torch()
-        z = (torch.relu(x - self.hi[group]) + torch.relu(self.lo[group] - x)) / self.scale[group]
-        return self.strength * (z**2 / (1 + z) ** (2 - 2 / self.degrees[group])).sum(-1)
+        if self.wall_scale is None:
+            r = torch.clamp(self._range[group], min=self.WALL_SCALE)
+        else:
+            r = self.wall_scale
+        excess = torch.relu(x - self.hi[group]) + torch.relu(self.lo[group] - x)
+        z = torch.relu(excess / r - self.offset)
+        return self.strength * (self._wall[group] * z**2).sum(-1)
 
     def apply(self, raw):
         """(clamped features, wall energy ``[B]``) of a batch (list per orbit of ``[B, U, F]``)."""
@@ -108,15 +119,16 @@ class FeatureWindow:
         return {
             "lo": [v.tolist() for v in self.lo],
             "hi": [v.tolist() for v in self.hi],
-            "scale": [v.tolist() for v in self.scale],
             "degrees": [v.tolist() for v in self.degrees],
             "width": self.width,
             "strength": self.strength,
+            "offset": self.offset,
+            "scale": self.wall_scale,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureWindow":
-        return cls(d["lo"], d["hi"], d["scale"], d.get("degrees"), d["width"], d["strength"])
+        return cls(d["lo"], d["hi"], d.get("degrees"), d["width"], d["strength"], d.get("offset", 0.0), d.get("scale"))
 
     def check(self, n_inputs: list[int], where) -> None:
         if [len(v) for v in self.lo] != [int(n) for n in n_inputs]:
@@ -126,8 +138,9 @@ class FeatureWindow:
 class BoundedInputs:
     """Mixin of the cluster-descriptor models: the ``bounded`` option on their input features.
 
-    Hyperparameters ``bounded``, ``bound_width``, ``bound_strength`` (set by the model's
-    constructor); learned ``window_`` (a :class:`FeatureWindow`, or None when not bounded).
+    Hyperparameters ``bounded``, ``bound_width``, ``bound_strength``, ``bound_offset``, ``bound_scale``
+    (set by the model's constructor, see :class:`FeatureWindow`); learned ``window_`` (a
+    :class:`FeatureWindow`, or None when not bounded).
     """
 
     def _fit_window(self, raw, featurizer) -> None:
@@ -136,7 +149,7 @@ class BoundedInputs:
             return
         site = getattr(self, "feature_kind", "cluster") == "site"
         degrees = getattr(featurizer, "site_degrees" if site else "degrees", None)
-        self.window_ = FeatureWindow.from_features(raw, degrees, self.bound_width, self.bound_strength)
+        self.window_ = FeatureWindow.from_features(raw, degrees, self.bound_width, self.bound_strength, self.bound_offset, self.bound_scale)
 
     def _bounded(self, raw):
         """(inputs of the learned part, wall energy ``[B]`` or 0) for a batch of raw features."""
@@ -149,7 +162,8 @@ class BoundedInputs:
         return (raw, 0.0) if window is None else (window.clamp(group, raw), window.penalty(group, raw))
 
     def _bound_params(self) -> dict:
-        return {"bounded": bool(self.bounded), "bound_width": float(self.bound_width), "bound_strength": float(self.bound_strength)}
+        return {"bounded": bool(self.bounded), "bound_width": float(self.bound_width), "bound_strength": float(self.bound_strength),
+                "bound_offset": float(self.bound_offset), "bound_scale": None if self.bound_scale is None else float(self.bound_scale)}
 
     def _window_state(self) -> dict | None:
         window = getattr(self, "window_", None)

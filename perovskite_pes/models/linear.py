@@ -34,12 +34,11 @@ class LinearCE(BoundedInputs, EnergyModel):
         Folds of ``LassoCV``.
     reference_energy_per_fu:
         Energy of one primitive cell of the reference; fitted (intercept) when None.
-    bounded, bound_width, bound_strength:
+    bounded, bound_width, bound_strength, bound_offset, bound_scale:
         Keep the energy bounded below and rising outside the training data: the ECIs see each
-        basis function through a smooth clamp to its training range (``bound_width`` standard
-        deviations of saturation) and a quadratic wall of ``bound_strength`` eV per standard
-        deviation squared rises outside it (:mod:`perovskite_pes.models.bounds`). Identity
-        inside the training window, so the fitted ECIs are the same.
+        basis function through a smooth clamp to its training range and a wall rises on the
+        degree-1 functions outside it (:class:`perovskite_pes.models.bounds.FeatureWindow`).
+        Identity inside the training window, so the fitted ECIs are the same.
     """
 
     model_type = "linear"
@@ -58,7 +57,9 @@ class LinearCE(BoundedInputs, EnergyModel):
         featurizer=None,
         bounded: bool = False,
         bound_width: float = 1.0,
-        bound_strength: float = 0.1,
+        bound_strength: float = 0.01,
+        bound_offset: float = 0.0,
+        bound_scale: float | None = 0.05,
     ):
         self.clusters = clusters
         self.max_order = max_order
@@ -73,6 +74,8 @@ class LinearCE(BoundedInputs, EnergyModel):
         self.bounded = bounded
         self.bound_width = bound_width
         self.bound_strength = bound_strength
+        self.bound_offset = bound_offset
+        self.bound_scale = bound_scale
         self.e0_ = None
 
     def _prepare_featurizer(self, reference):

@@ -211,7 +211,9 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         featurizer=None,
         bounded: bool = False,
         bound_width: float = 1.0,
-        bound_strength: float = 0.1,
+        bound_strength: float = 0.01,
+        bound_offset: float = 0.0,
+        bound_scale: float | None = 0.05,
     ):
         self.clusters = clusters
         self.max_order = max_order
@@ -235,6 +237,8 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         self.bounded = bounded
         self.bound_width = bound_width
         self.bound_strength = bound_strength
+        self.bound_offset = bound_offset
+        self.bound_scale = bound_scale
         self.e0_ = None
 
     # ------------------------------------------------------------------ features

@@ -244,7 +244,9 @@ def calibration_plot(path, panels: dict, n_bins: int = 10) -> Path:
             ax.plot([b["rms_spread"] for b in stats["bins"]], [b["rms_error"] for b in stats["bins"]], "o-",
                     color="tab:red", label="RMS error per spread bin")
         vals = np.concatenate([spread[pos], err[pos]]) if pos.any() else np.array([1e-3, 1.0])
-        lo, hi = float(vals.min()) / 1.3, float(vals.max()) * 1.3
+        # structures with (almost) no spread or error (the reference itself) would stretch the axes
+        # over many decades: show three decades below the median at most
+        lo, hi = max(float(vals.min()), 1e-3 * float(np.median(vals))) / 1.3, float(vals.max()) * 1.3
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="error = spread")
         ax.set_xscale("log")
         ax.set_yscale("log")

@@ -63,7 +63,7 @@ DEFAULT_SETTINGS: dict = {
     "pair": {"cutoff": 7.8, "n_gaussians": 24},
     "reference_energy_per_fu": None,
     # linear CE and nets bounded below and rising outside the training window (models/bounds.py)
-    "bounds": {"enabled": False, "width": 1.0, "strength": 0.1},
+    "bounds": {"enabled": True, "width": 1.0, "strength": 0.01, "offset": 0.0, "scale": 0.05},
     # size >= 2: the selected setting is refitted as a committee of that many models (bootstrap
     # resamples or folds of the training part, one seed each); its spread is calibrated on the test set
     "committee": {"size": 0, "resample": "bootstrap"},
@@ -145,7 +145,8 @@ def make_model(setting: dict, cfg: dict, seed: int | None = None, featurizer=Non
     common = dict(
         clusters=setting["clusters"], max_order=setting["max_order"], metric=cfg["metric"], truncated=cfg["truncated"],
         reference_energy_per_fu=e0, featurizer=featurizer, bounded=bool(bounds.get("enabled")),
-        bound_width=float(bounds.get("width", 1.0)), bound_strength=float(bounds.get("strength", 0.1)),
+        bound_width=bounds.get("width", 1.0), bound_strength=bounds.get("strength", 0.01),
+        bound_offset=bounds.get("offset", 0.0), bound_scale=bounds.get("scale", 0.05),
     )
     if setting["model"] == "linear":
         return LinearCE(seed=seed, **common, **cfg.get("linear", {}))
