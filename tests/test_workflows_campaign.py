@@ -170,8 +170,8 @@ def test_tiny_campaign_runs_to_a_registered_model(calc, store):
     assert model["metrics"]["cv_rmse"] == pytest.approx(10 / np.sqrt(n_configs))
     assert out["active_models"]["sevennet"]["errors"]["test_rmse"] > 0
     report = pes_report(store, "tiny")
-    fw_states = report["status"]["fireworks"]["by_state"]  # written while the report Firework runs
-    assert fw_states == {"COMPLETED": report["status"]["fireworks"]["total"] - 1, "RUNNING": 1}
+    fw_states = report["status"]["fireworks"]["by_state"]  # the report counts its own Firework done
+    assert fw_states == {"COMPLETED": report["status"]["fireworks"]["total"]}
     assert all(Path(p).exists() for p in report["plots"]) and len(report["plots"]) >= 2
     assert report["timings"]["stages"]["calculate"] > 0
 
