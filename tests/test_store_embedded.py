@@ -256,6 +256,52 @@ def test_a_full_disk_rolls_the_unit_of_work_back(pes_home):
     assert store.save_configurations([Configuration(ref, rng.normal(0, 0.05, (40, 3))) for _ in range(3)]).new == 3
 
 
+def _no_room_to_grow_files():  # as on a full disk: this process may create files but not write into them
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE semantics of Linux")
+def test_a_full_disk_lets_reading_commands_work_and_others_fail_in_one_line(pes_home, tmp_path):
+    ids = _seed(5)
+    store_file = pes_home / "store.sqlite"
+    for leftover in ("-wal", "-shm"):  # as after every process closed it: SQLite must make its WAL index anew
+        assert not store_file.with_name(store_file.name + leftover).exists()
+    before = _digest(store_file)
+    ref = Perovskite().supercell(2)
+    incoming = tmp_path / "incoming.jsonl"
+    incoming.write_text(json.dumps({"configuration": Configuration(ref, np.full((40, 3), 0.03)).to_dict()}) + "\n")
+
+    def pes(*args):
+        return subprocess.run([sys.executable, "-m", "perovskite_pes", *map(str, args)], capture_output=True, text=True,
+                              timeout=120, env=dict(os.environ), preexec_fn=_no_room_to_grow_files)
+
+    st = pes("db", "stats", "--json")
+    assert st.returncode == 0 and json.loads(st.stdout)["configurations"] == 5, st.stderr
+    rows = pes("db", "query", "--json")
+    assert rows.returncode == 0 and [r["config_id"] for r in json.loads(rows.stdout)] == ids, rows.stderr
+    msg = _one_line_error(pes("db", "import", incoming, "--structures-only"))
+    assert str(store_file) in msg and "reading only" in msg and "nothing was written" in msg
+    out = tmp_path / "out" / "export.jsonl"
+    msg = _one_line_error(pes("db", "export", out))
+    assert f"cannot write {out}" in msg and not out.exists() and not list(out.parent.iterdir())
+    msg = _one_line_error(pes("db", "query", "-o", tmp_path / "frames.xyz"))
+    assert "frames.xyz" in msg and not (tmp_path / "frames.xyz").exists()
+    msg = _one_line_error(pes("db", "backup", tmp_path / "copy.sqlite"))
+    assert "no backup was written" in msg and not [p for p in tmp_path.iterdir() if "copy.sqlite" in p.name]
+    assert _digest(store_file) == before
+    # room again: the same import works, on top of whatever SQLite's failed attempts left next to the store
+    store = get_store()
+    assert store.read_only_reason is None and store.count_configurations() == 5
+    close_store()
+    assert subprocess.run([sys.executable, "-m", "perovskite_pes", "db", "import", incoming, "--structures-only"],
+                          capture_output=True, text=True, timeout=120).returncode == 0
+    store = get_store()
+    assert store.count_configurations() == 6
+    assert store._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_a_failed_launchpad_write_keeps_the_old_file_and_no_temporary(pes_home, monkeypatch):
     import perovskite_pes.db.embedded as emb
     from fireworks import Firework, ScriptTask
@@ -399,6 +445,10 @@ def test_backup_and_restore(pes_home, run_pes, tmp_path):
     garbage.write_bytes(b"SQLite format 3\x00" + b"\x01" * 5000)
     before = _digest(pes_home / "store.sqlite")
     assert str(garbage) in _one_line_error(run_pes("db", "restore", garbage, "--force"))
+    not_a_backup = tmp_path / "frames.xyz"
+    not_a_backup.write_text("40\n\n")
+    msg = _one_line_error(run_pes("db", "restore", not_a_backup, "--force"))
+    assert f"the backup {not_a_backup} is not a SQLite database" in msg and "nothing was restored" in msg
     assert _digest(pes_home / "store.sqlite") == before
     run_pes("db", "restore", backup, "--force", check=0)
     st = json.loads(run_pes("db", "stats", "--json", check=0).stdout)

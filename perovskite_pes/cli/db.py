@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
 from ._tables import print_table
 
 HELP = "inspect, query, export, import, back up and migrate the configuration database"
+
+
+def _one_line(func):
+    """Run a ``pes db`` command; an OS error (a full disk, a missing directory) becomes one line, exit 2."""
+
+    @functools.wraps(func)
+    def run(args):
+        from ..errors import PesError
+
+        try:
+            return func(args)
+        except BrokenPipeError:  # the reader went away: `pes` ends quietly
+            raise
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise PesError(f"{where}{exc.strerror or exc}; nothing stored changed") from None
+
+    return run
 
 
 def register(subparsers) -> None:
@@ -17,7 +36,7 @@ def register(subparsers) -> None:
 
     s = verbs.add_parser("stats", help="counts of references, configurations, calculations, models, fireworks")
     s.add_argument("--json", action="store_true", help="print JSON for scripts")
-    s.set_defaults(func=cmd_stats)
+    s.set_defaults(func=_one_line(cmd_stats))
 
     q = verbs.add_parser(
         "query",
@@ -31,14 +50,14 @@ def register(subparsers) -> None:
     q.add_argument("-o", "--output", metavar="PATH",
                    help="also write the structures: FILE.xyz/.extxyz (extended XYZ with energies), FILE.jsonl, "
                    "or a directory (one POSCAR per configuration)")
-    q.set_defaults(func=cmd_query)
+    q.set_defaults(func=_one_line(cmd_query))
 
     e = verbs.add_parser("export", help="write configurations with energy, forces and stress (extended XYZ or JSON lines)")
     e.add_argument("file", help="output file: .xyz/.extxyz or .jsonl")
     e.add_argument("--format", choices=("extxyz", "jsonl"), help="override the format implied by the extension")
     _add_filters(e)
     e.add_argument("--limit", type=int, default=None)
-    e.set_defaults(func=cmd_export)
+    e.set_defaults(func=_one_line(cmd_export))
 
     i = verbs.add_parser(
         "import",
@@ -64,7 +83,7 @@ def register(subparsers) -> None:
                    help="store energies more than 10 eV/atom from the reference and forces above 50 eV/A")
     i.add_argument("--dry-run", action="store_true", help="validate only, store nothing")
     i.add_argument("--json", action="store_true")
-    i.set_defaults(func=cmd_import)
+    i.set_defaults(func=_one_line(cmd_import))
 
     for name, what, description, force, func in (
         ("backup", "copy the embedded store and its LaunchPad into one file (while others write)",
@@ -79,7 +98,7 @@ def register(subparsers) -> None:
         b.add_argument("file")
         b.add_argument("--force", action="store_true", help=force)
         b.add_argument("--json", action="store_true")
-        b.set_defaults(func=func)
+        b.set_defaults(func=_one_line(func))
 
     m = verbs.add_parser("migrate", help="convert an embedded store of earlier versions (store.json) to SQLite",
                          description="Convert the mongomock JSON store of earlier versions into the SQLite store and "
@@ -87,7 +106,7 @@ def register(subparsers) -> None:
                          "FILE.migrated.")
     m.add_argument("file", nargs="?", help="the old store (default: store.json next to the configured store)")
     m.add_argument("--json", action="store_true")
-    m.set_defaults(func=cmd_migrate)
+    m.set_defaults(func=_one_line(cmd_migrate))
 
     lp = verbs.add_parser(
         "lpad",
@@ -96,7 +115,7 @@ def register(subparsers) -> None:
         "embedded store this holds the LaunchPad's lock and writes atomically, which a plain `lpad` cannot.",
     )
     lp.add_argument("lpad_args", nargs="...", help="arguments for lpad")
-    lp.set_defaults(func=cmd_lpad)
+    lp.set_defaults(func=_one_line(cmd_lpad))
 
 
 def _add_filters(p) -> None:
@@ -204,15 +223,20 @@ def _write_structures(store, filters, limit, output) -> int:
     out = Path(output)
     if out.suffix.lower() in _SUFFIXES:
         return export_records(store.records(filters, limit=limit), out)
-    out.mkdir(parents=True, exist_ok=True)
+    from ..errors import PesError
+
     n = 0
     seen = set()
-    for config, _calc, cid in store.records(filters, limit=limit):
-        if cid in seen:
-            continue
-        seen.add(cid)
-        config.to_structure().to(filename=str(out / f"{cid}.vasp"), fmt="poscar")
-        n += 1
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for config, _calc, cid in store.records(filters, limit=limit):
+            if cid in seen:
+                continue
+            seen.add(cid)
+            config.to_structure().to(filename=str(out / f"{cid}.vasp"), fmt="poscar")
+            n += 1
+    except OSError as exc:
+        raise PesError(f"cannot write the structures into {out}: {exc.strerror or exc} ({n} written)") from None
     return n
 
 

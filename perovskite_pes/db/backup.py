@@ -41,11 +41,18 @@ def write_backup(store, target: Path, force: bool = False) -> dict:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
+    failed = None
     try:
         dst = sqlite3.connect(tmp, isolation_level=None)
         try:
             with store._read() as conn:
-                conn.backup(dst)
+                try:
+                    conn.backup(dst)
+                except sqlite3.Error as exc:  # most likely the copy's side: no room for it
+                    failed = exc
+            if failed is not None:
+                raise EmbeddedStoreError(f"backing up {store.path} to {target} failed ({failed}; a full disk?); the "
+                                         "store was not changed and no backup was written")
             dst.execute("PRAGMA journal_mode = DELETE")  # a self-contained single file
             dst.execute(f"CREATE TABLE {BACKUP_TABLE} (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
             info = [("source", str(store.path)), ("made_at", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))]
@@ -59,8 +66,9 @@ def write_backup(store, target: Path, force: bool = False) -> dict:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except OSError as exc:
-        raise EmbeddedStoreError(f"cannot write the backup {target}: {exc.strerror or exc}; nothing was written") from None
+    except (OSError, sqlite3.Error) as exc:
+        raise EmbeddedStoreError(f"cannot write the backup {target}: {getattr(exc, 'strerror', None) or exc}; nothing "
+                                 "was written") from None
     finally:
         tmp.unlink(missing_ok=True)
     return {"file": str(target), "bytes": target.stat().st_size, "launchpad": lp is not None, **counts}
@@ -74,8 +82,8 @@ def _counts(conn) -> dict:
 
 def _open_backup(source: Path) -> tuple[sqlite3.Connection, dict, str | None]:
     """A read-only connection to a checked backup, what it holds, and its LaunchPad text."""
-    check_file(source)
     fix = "nothing was restored"
+    check_file(source, "the backup", f"restore from a file written by pes db backup; {fix}")
     try:
         src = sqlite3.connect(f"{Path(source).absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
         meta = dict(src.execute("SELECT name, value FROM meta").fetchall())

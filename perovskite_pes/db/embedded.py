@@ -203,7 +203,11 @@ class EmbeddedServer:
             return "another process"
 
     def _acquire_lock(self) -> None:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise EmbeddedStoreError(f"cannot open the lock {self.lock_path}: {exc.strerror or exc}; nothing was "
+                                     "changed") from None
         deadline = time.monotonic() + max(self.lock_timeout, 0.0)
         while True:
             try:
@@ -224,8 +228,11 @@ class EmbeddedServer:
                     )
                 time.sleep(0.05)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv[:4], "since": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:  # who holds the lock, for others' messages: best effort (a full disk must not stop a reader)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError as exc:
+            log.info("could not note this process in %s: %s", self.lock_path, exc)
         self._lock_fd = fd
 
     def _release_lock(self) -> None:

@@ -38,6 +38,10 @@ class ImportFormatError(PesError, ValueError):
     """A file that cannot be imported as given."""
 
 
+class ExportError(PesError):
+    """An export file could not be written (its directory, a full disk); one line for ``pes``."""
+
+
 def detect_format(path, fmt: str | None = None) -> str:
     if fmt:
         if fmt not in FORMATS:
@@ -121,23 +125,40 @@ def to_atoms(config, calc: dict | None = None, config_id: str | None = None):
 
 
 def export_records(records, path, fmt: str | None = None) -> int:
-    """Write ``(Configuration, calculation dict or None, config_id)`` records; returns how many."""
+    """Write ``(Configuration, calculation dict or None, config_id)`` records; returns how many.
+
+    Records are streamed (memory does not grow with their number) into a temporary file that
+    replaces ``path`` only when complete; a failure (a full disk) removes it and is one line.
+    """
     path = Path(path)
     fmt = detect_format(path, fmt)
-    records = list(records)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    if fmt == "jsonl":
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for config, calc, cid in records:
-                fh.write(json.dumps(_record_dict(config, calc, cid), default=_json_default) + "\n")
-    else:
-        from ase.io import write
+    n = 0
 
-        frames = [to_atoms(config, calc, cid) for config, calc, cid in records]
-        write(tmp, frames, format="extxyz")
-    tmp.replace(path)
-    return len(records)
+    def counted():
+        nonlocal n
+        for rec in records:
+            n += 1
+            yield rec
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "jsonl":
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for config, calc, cid in counted():
+                    fh.write(json.dumps(_record_dict(config, calc, cid), default=_json_default) + "\n")
+        else:
+            from ase.io import write
+
+            write(tmp, (to_atoms(config, calc, cid) for config, calc, cid in counted()), format="extxyz")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}; nothing was written") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
 
 
 # ------------------------------------------------------------------------------------- import

@@ -183,19 +183,23 @@ def _chunks(seq, n: int = CHUNK):
 
 
 # ------------------------------------------------------------------------------- file checks
-def check_file(path: Path) -> None:
-    """Refuse a store file that SQLite would misread or silently treat as empty (one-line errors)."""
+def check_file(path: Path, kind: str = "the store", fix: str | None = None) -> None:
+    """Refuse a store file that SQLite would misread or silently treat as empty (one-line errors).
+
+    ``kind`` names the file in the message ("the store", "the backup") and ``fix`` says what to do.
+    """
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
             header = fh.read(100)
     except OSError as exc:
-        raise EmbeddedStoreError(f"cannot read the store {path}: {exc.strerror}") from None
-    fix = "restore a backup (pes db restore FILE) or move it away to start a fresh store; it was not changed"
+        raise EmbeddedStoreError(f"cannot read {kind} {path}: {exc.strerror}") from None
+    if fix is None:
+        fix = "restore a backup (pes db restore FILE) or move it away to start a fresh store; it was not changed"
     if size == 0:
-        raise EmbeddedStoreError(f"the store {path} is empty (0 bytes): it was truncated or never written; {fix}")
+        raise EmbeddedStoreError(f"{kind} {path} is empty (0 bytes): it was truncated or never written; {fix}")
     if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
-        raise EmbeddedStoreError(f"the store {path} is not a SQLite database (unrecognised content); {fix}")
+        raise EmbeddedStoreError(f"{kind} {path} is not a SQLite database (unrecognised content); {fix}")
     page = int.from_bytes(header[16:18], "big")
     page = 65536 if page == 1 else page
     pages = int.from_bytes(header[28:32], "big")
@@ -203,10 +207,10 @@ def check_file(path: Path) -> None:
     wal = path.with_name(path.name + "-wal")
     wal_has_frames = wal.exists() and wal.stat().st_size > 32
     if valid and not wal_has_frames and size < page * pages:
-        raise EmbeddedStoreError(f"the store {path} is truncated ({size} bytes; its header says {page * pages}); {fix}")
+        raise EmbeddedStoreError(f"{kind} {path} is truncated ({size} bytes; its header says {page * pages}); {fix}")
 
 
-def _translate(exc: sqlite3.Error, path: Path, timeout: float) -> StoreError:
+def _translate(exc: sqlite3.Error, path: Path, timeout: float, reading: bool = False) -> StoreError:
     msg = str(exc)
     low = msg.lower()
     if "locked" in low or "busy" in low:
@@ -222,8 +226,10 @@ def _translate(exc: sqlite3.Error, path: Path, timeout: float) -> StoreError:
     if isinstance(exc, sqlite3.IntegrityError):
         return StoreError(f"the store {path} refused a write ({msg}); nothing was written")
     if "i/o" in low:
+        if reading:
+            return EmbeddedStoreError(f"the store {path} could not be read ({msg}); nothing was changed")
         return EmbeddedStoreError(f"the store {path} could not be read or written ({msg}); the unit of work was "
-                                  "rolled back")
+                                  "rolled back and nothing stored changed")
     return EmbeddedStoreError(
         f"the store {path} is corrupt or not a perovskite-pes store ({msg}); restore a backup "
         "(pes db restore FILE) or move it away to start a fresh store; it was not changed"
@@ -237,6 +243,33 @@ def _connect(path: Path, timeout: float) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA cache_size = -32000")  # 32 MB
+    return conn
+
+
+#: errors of a first read that mean SQLite could not create or grow the WAL index (``-shm``) next
+#: to the store: a full disk, a read-only directory, a file-size limit
+_NO_ROOM = ("SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_SHMOPEN", "SQLITE_IOERR_SHMMAP", "SQLITE_FULL", "SQLITE_CANTOPEN",
+            "SQLITE_READONLY_CANTINIT", "SQLITE_READONLY_DIRECTORY", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_TRUNCATE")
+
+
+def _wal_is_empty(path: Path) -> bool:
+    """True when the store file alone holds every committed write (no write-ahead log, or an empty one)."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        return wal.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+def _connect_snapshot(path: Path) -> sqlite3.Connection:
+    """A read-only connection that needs no ``-shm`` file and takes no locks (SQLite's ``immutable``).
+
+    Only for a store whose write-ahead log is empty, when the disk has no room for the WAL index:
+    the file then holds the last committed state, and no other process can be writing to it.
+    """
+    uri = f"{Path(path).absolute().as_uri()}?mode=ro&immutable=1"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA query_only = ON")
     return conn
 
 
@@ -298,6 +331,8 @@ class SQLiteStore(Store):
         self._depth = 0
         self._ref_rids: dict[int, str] = {}
         self._server = None  # EmbeddedServer of the LaunchPad, once asked for
+        #: why the store could be opened for reading only (no room on its disk), or None
+        self.read_only_reason: str | None = None
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -325,10 +360,26 @@ class SQLiteStore(Store):
         return store
 
     def _connect(self) -> sqlite3.Connection:
+        conn = None
+        self.read_only_reason = None
         try:
-            self._conn_obj = _connect(self.path, self.settings.lock_timeout_s)
+            conn = _connect(self.path, self.settings.lock_timeout_s)
+            conn.execute("PRAGMA schema_version").fetchone()  # the first read maps the WAL index (-shm)
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path, self.settings.lock_timeout_s) from None
+            if conn is not None:
+                conn.close()
+            if getattr(exc, "sqlite_errorname", "") not in _NO_ROOM or not _wal_is_empty(self.path):
+                raise _translate(exc, self.path, self.settings.lock_timeout_s) from None
+            # no room for SQLite's WAL index next to the store (a full disk): the file itself holds the last
+            # committed state, so reading it still works; writing is refused with one line (see _write)
+            try:
+                conn = _connect_snapshot(self.path)
+                conn.execute("PRAGMA schema_version").fetchone()
+            except sqlite3.Error as exc2:
+                raise _translate(exc2, self.path, self.settings.lock_timeout_s) from None
+            self.read_only_reason = f"{exc} ({exc.sqlite_errorname})"
+            log.info("the store %s is open for reading only: %s", self.path, self.read_only_reason)
+        self._conn_obj = conn
         self._pid = os.getpid()
         return self._conn_obj
 
@@ -388,12 +439,17 @@ class SQLiteStore(Store):
             try:
                 yield self._conn()
             except sqlite3.Error as exc:
-                raise _translate(exc, self.path, self.settings.lock_timeout_s) from None
+                raise _translate(exc, self.path, self.settings.lock_timeout_s, reading=True) from None
 
     @contextmanager
     def _write(self):
         with self._lock:
             conn = self._conn()
+            if self.read_only_reason:
+                raise EmbeddedStoreError(
+                    f"the store {self.path} could be opened for reading only: SQLite has no room next to it for its "
+                    f"write-ahead log index ({self.read_only_reason}; a full disk?); free some space and run it "
+                    "again; nothing was written")
             if self._depth:  # inside another unit of work: a savepoint, so that a failure undoes only this part
                 self._depth += 1
                 name = f"unit{self._depth}"
