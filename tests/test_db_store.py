@@ -241,6 +241,12 @@ def test_outliers_are_refused_unless_allowed(store, ref):
         store.save_calculations([(ids[i], result(e, settings_hash="h9"), None)
                                  for i, e in ((0, -150.0), (1, -151.0), (2, -151.0 + 12 * N))])
     assert store.count_calculations(settings_hash="h9") == 0
+    # a lone first result of a new setup, or a batch of equally absurd ones, has no sane reference: the absolute bound
+    for batch in ([(ids[6], result(1e300, settings_hash="h8"), None)],
+                  [(ids[i], result(-1e12, settings_hash="h8"), None) for i in (5, 6, 7)]):
+        with pytest.raises(OutlierRecord, match="beyond 1e\\+06 eV/atom"):
+            store.save_calculations(batch)
+    assert store.count_calculations(settings_hash="h8") == 0
     # an outlier replacing a good result is refused even with replace=True
     with pytest.raises(OutlierRecord):
         store.save_calculation(ids[0], result(1e300), replace=True)
@@ -310,6 +316,11 @@ def test_query_filters(store, ref):
     assert {r["config_id"] for r in store.query(method="random", status="completed")} == {b[0]}
     assert [r["config_id"] for r in store.query(config_id=b[1])] == [b[1]]
     assert len(store.query(limit=3)) == 3 and len(store.query(calculator="sevennet", limit=1)) == 1
+    # limit 0 is no rows on every engine (MongoDB's cursor would read it as "no limit")
+    assert store.query(limit=0) == store.query(calculator="sevennet", limit=0) == [] == list(store.records(limit=0))
+    for bad in (-1, 1.5, "3"):
+        with pytest.raises(QueryError, match="limit must be a whole number"):
+            store.query(limit=bad)
     assert store.count_configurations(method="random") == 2
     with pytest.raises(QueryError, match="unknown query field.*colour"):
         store.query(colour="red")

@@ -123,6 +123,15 @@ def _str_or_none(v):
     return str(v)
 
 
+def check_limit(limit) -> int | None:
+    """``limit`` as a row count (None: no limit); a negative or non-integer one is a QueryError."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0:
+        raise QueryError(f"limit must be a whole number >= 0; got {limit!r}")
+    return int(limit)
+
+
 def median_energy_reference(n_stored: int, stored_median, batch: list[float]):
     """(reference energy per atom, what it is) for the outlier check of one settings hash."""
     if n_stored:
@@ -441,6 +450,8 @@ class Store:
     def list_calculations(self, calculator=None, settings_hash=None, status=None, limit: int | None = None) -> list[dict]:
         """Calculations without their arrays (id, config_id, calculator, settings_hash, status, error, energy, ...)."""
         spec = self._calc_spec(calculator, settings_hash, status)
+        if check_limit(limit) == 0:
+            return []
         return [calc for _cfg, calc in self._joined({}, spec, limit=limit, arrays=False)]
 
     def superseded_calculations(self, config_id=None) -> list[dict]:
@@ -550,6 +561,8 @@ class Store:
         QueryError.
         """
         cfg_spec, calc_spec = self._split_filters(filters, kwargs)
+        if check_limit(limit) == 0:
+            return []
         return self._query_rows(cfg_spec, calc_spec, limit)
 
     def _query_rows(self, cfg_spec: dict, calc_spec: dict | None, limit) -> list[dict]:
@@ -560,6 +573,8 @@ class Store:
     def iter_records(self, filters: dict | None = None, limit: int | None = None, **kwargs):
         """Yield ``(configuration record, calculation record or None)`` pairs (dicts, arrays as numpy)."""
         cfg_spec, calc_spec = self._split_filters(filters, kwargs)
+        if check_limit(limit) == 0:
+            return
         yield from self._joined(cfg_spec, calc_spec, limit=limit, arrays=True)
 
     def records(self, filters: dict | None = None, limit: int | None = None, **kwargs):

@@ -209,6 +209,9 @@ SAME_STRESS_EV_A3 = 1e-7
 #: outside these, a completed result is physically implausible and refused unless allowed
 MAX_ENERGY_DEVIATION_EV_ATOM = 10.0
 MAX_FORCE_EV_A = 50.0
+#: no code's total energy reaches this per atom (all-electron totals of the heaviest elements are a few 1e5 eV
+#: per atom): it catches a first result of a new settings hash, which has no reference to be compared with
+MAX_ABS_ENERGY_EV_ATOM = 1e6
 
 
 def _close(a, b, atol: float) -> bool:
@@ -251,7 +254,8 @@ def outlier_reason(fields: Mapping, reference_energy: float | None, reference_wh
 
     Forces above :data:`MAX_FORCE_EV_A` (per atom) are implausible for any structure a campaign
     calculates; an energy per atom more than :data:`MAX_ENERGY_DEVIATION_EV_ATOM` from
-    ``reference_energy`` (eV/atom, described by ``reference_what``) too.
+    ``reference_energy`` (eV/atom, described by ``reference_what``) too, and, with or without a
+    reference, one beyond :data:`MAX_ABS_ENERGY_EV_ATOM` in magnitude.
     """
     if fields.get("status") != "completed":
         return None
@@ -265,4 +269,6 @@ def outlier_reason(fields: Mapping, reference_energy: float | None, reference_wh
     if epa is not None and reference_energy is not None and abs(epa - reference_energy) > MAX_ENERGY_DEVIATION_EV_ATOM:
         return (f"energy {epa:.6g} eV/atom is {abs(epa - reference_energy):.4g} eV/atom from the reference "
                 f"{reference_energy:.6g} eV/atom ({reference_what}); more than {MAX_ENERGY_DEVIATION_EV_ATOM:g} is implausible")
+    if epa is not None and abs(epa) > MAX_ABS_ENERGY_EV_ATOM:
+        return f"energy {epa:.6g} eV/atom is beyond {MAX_ABS_ENERGY_EV_ATOM:g} eV/atom in magnitude, which no code produces"
     return None
