@@ -126,6 +126,7 @@ def test_malformed_specs_name_the_field(data, field):
         validate_spec(data)
     msg = str(info.value)
     assert msg.startswith(f"campaign spec: {field}:"), msg
+    assert "\n" not in msg and "pydantic" not in msg  # one line of ours, not a validation-error dump
     assert isinstance(info.value, PesError) and isinstance(info.value, ValueError)
 
 
@@ -200,3 +201,96 @@ def test_active_loop_starts_after_the_first_training_with_a_committee():
     task = loop.tasks[0]
     assert task["iteration"] == 1 and task["training"]["committee"] == {"size": 3}
     assert task["simulate"]["method"] == "mc" and train.tasks[0]["training"]["committee"] == {"size": 3}
+
+
+# a spec touching every section, in the short forms a YAML file may use (scalars for lists, true/false
+# for steps, a switched-off section with values, defaults left out)
+EVERY_SECTION = {
+    "name": "t", "calculator": {"name": "sevennet"}, "simulate": {"enabled": False, "t_min": 7},
+    "steps": {"relax_tilts": {"systems": "a0a0c+", "angles_deg": {"a": 5, "b": 6, "c": 7}}, "mode_grid": {"amplitudes": 0.1},
+              "random": True, "strain_grid": False, "interpolations": [{"path": ["a0a0a0", "a0a0c+"]}]},
+    "supercell": [2, 2, 2], "reference": {"lattice_parameter": 6}, "retrain": False,
+    "training": {"batch_sizes": 10, "epochs": [3], "options": {"training": {"patience": 5}}},
+}
+
+
+def test_spec_hashes_do_not_change():
+    """Submitted campaigns are recognised by the hash of the filled-in spec: it must not drift."""
+    from perovskite_pes.workflows.builder import spec_hash
+
+    assert spec_hash(validate_spec(minimal())) == "54584283070c85e07d418b452af7f1d97ab28ef8"
+    assert spec_hash(validate_spec(EVERY_SECTION)) == "3bbe8ee58d13a239b2e2a066be2157fe5a6a967c"
+    assert spec_hash(load_spec(ROOT / "workflows" / "quickstart.yaml")) == "b3f48cc52494cb7d7ea7a932b1332706845a9f01"
+
+
+def test_short_forms_and_switches():
+    spec = validate_spec(EVERY_SECTION)
+    st = spec.steps
+    assert st.relax_tilts.systems == ("a0a0c+",) and st.relax_tilts.angles_deg == {"a": 5.0, "b": 6.0, "c": 7.0}
+    assert st.mode_grid.enabled and st.mode_grid.amplitudes == (0.1,)  # a mapping switches a step on
+    assert st.random.enabled and st.random.count == 100  # true: on, with its defaults
+    assert not st.strain_grid.enabled and not spec.retrain.enabled
+    assert spec.simulate == validate_spec(minimal()).simulate  # switched off: back to its defaults
+    assert spec.training.batch_sizes == (10,) and spec.training.epochs == (3,)
+    assert spec.reference.lattice_parameter == 6.0 and isinstance(spec.reference.lattice_parameter, float)
+    assert validate_spec(minimal(steps={"random": {}})).steps.random.enabled  # an empty mapping is a mapping
+    assert not validate_spec(minimal(steps={"random": None})).steps.random.enabled  # an empty entry is no entry
+    assert not validate_spec(minimal(steps={"mode_grid": {"enabled": False, "amplitudes": [0.2]}})).steps.mode_grid.enabled
+    # the file it came from is kept, but it is no field of the spec
+    with pytest.raises(SpecError, match="source: unknown field"):
+        validate_spec(minimal(source="x.yaml"))
+    assert load_spec(ROOT / "workflows" / "quickstart.yaml").source.endswith("quickstart.yaml")
+    assert "source" not in spec.to_dict() and "description" not in validate_spec(minimal(description="text")).to_dict()
+
+
+def test_specs_are_frozen_typed_models():
+    import pydantic
+
+    spec = validate_spec(minimal())
+    assert isinstance(spec, pydantic.BaseModel)
+    with pytest.raises(pydantic.ValidationError):
+        spec.seed = 3
+    with pytest.raises(pydantic.ValidationError):
+        spec.steps.random.count = 3
+
+
+def test_training_defaults_are_train_and_selects():
+    """Defaults the spec shares with model selection are written once, in the selection settings."""
+    from perovskite_pes.models.selection import SelectionSettings, merge_settings
+
+    sel = SelectionSettings()
+    t = validate_spec(minimal()).training
+    assert (t.folds, t.test_fraction, t.n_jobs) == (sel.n_folds, sel.test_fraction, sel.n_jobs)
+    assert list(t.batch_sizes) == sel.training.batch_sizes and list(t.epochs) == sel.training.epochs
+    assert (t.learning_rate, t.force_weight) == (sel.training.learning_rate, sel.training.force_weight)
+    merged = merge_settings(validate_spec(minimal()).training_settings())
+    defaults = sel.to_dict()
+    for key in ("n_folds", "test_fraction", "n_jobs", "metric", "truncated"):
+        assert merged[key] == defaults[key], key
+    assert merged["training"] == defaults["training"]
+
+
+def test_schema_command_prints_a_schema_the_shipped_specs_satisfy(capsys):
+    import json
+
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    from perovskite_pes.cli import main
+    from perovskite_pes.workflows.spec import CampaignSpec
+
+    assert main(["campaign", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert set(schema["required"]) == {"name", "calculator"}
+    assert set(schema["properties"]) == set(CampaignSpec.input_fields()) and "source" not in schema["properties"]
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in SHIPPED:
+        errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
+        assert not errors, (path.name, [e.message for e in errors])
+    assert not list(validator.iter_errors(EVERY_SECTION))
+    # what an editor can flag without running anything: unknown keys, bounds, choices, Glazer symbols
+    for bad in (minimal(colour="red"), minimal(steps={"random": {"count": -3}}), minimal(steps={"random": {"radius": 1}}),
+                minimal(fireworks={"category": "gpu"}), minimal(simulate={"heat_start": "a+b+c-"}),
+                minimal(training={"test_fraction": 0}), {"name": "t"}):
+        assert list(validator.iter_errors(bad)), bad

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-HELP = "FireWorks campaigns from a YAML spec: validate, submit, run, status, rerun-failed"
+HELP = "FireWorks campaigns from a YAML spec: validate, submit, run, schema, status, rerun-failed"
 
 
 def register(subparsers) -> None:
@@ -39,6 +39,14 @@ def register(subparsers) -> None:
     r.add_argument("--verbose", action="store_true", help="show FireWorks' own log lines")
     r.add_argument("--json", action="store_true", help="print the final status as JSON")
     r.set_defaults(func=cmd_run)
+
+    sc = verbs.add_parser(
+        "schema", help="print the JSON schema of a campaign spec (for editors)",
+        description="Print the JSON schema (draft 2020-12) of a campaign spec. YAML editors check specs against "
+        "it, e.g. with the YAML language server: `pes campaign schema > campaign.schema.json`, then a first line "
+        "`# yaml-language-server: $schema=campaign.schema.json` in the spec.")
+    sc.add_argument("-o", "--output", metavar="FILE", help="write the schema to FILE instead of printing it")
+    sc.set_defaults(func=cmd_schema)
 
     st = verbs.add_parser("status", help="Fireworks by state, failures with reasons, data counts, active model")
     st.add_argument("name", nargs="?", help="campaign name (default: all campaigns)")
@@ -181,6 +189,20 @@ def _print_status(st: dict) -> None:
                 else "no errors recorded"
             print(f"active model ({cname}): {m['name']} [{m['id']}] trained on {m['n_train']} calculations; {errs}")
             print(f"  path: {m['path']}")
+
+
+def cmd_schema(args) -> int:
+    from ..workflows.spec import spec_json_schema
+
+    text = json.dumps(spec_json_schema(), indent=2)
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(text + "\n")
+        print(f"JSON schema of a campaign spec written to {args.output}")
+    else:
+        print(text)
+    return 0
 
 
 def cmd_status(args) -> int:

@@ -77,9 +77,7 @@ def cmd_retrain(args) -> int:
         training = prev.get("training_settings")
         if training is None:
             training = validate_spec({"name": "retrain", "calculator": {"name": calculator}}).training_settings()
-        from dataclasses import asdict
-
-        base_policy = asdict(RetrainPolicySpec())
+        base_policy = RetrainPolicySpec().to_dict()
     for key, value in (("min_new_count", args.min_new_count), ("min_new_fraction", args.min_new_fraction),
                        ("require", args.require), ("cv_tolerance", args.cv_tolerance)):
         if value is not None:

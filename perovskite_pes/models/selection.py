@@ -14,14 +14,16 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import math
 import time
 from pathlib import Path
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .base import ModelError, check_configurations, check_energies, check_forces, geometry, n_atoms_of
 from .committee import RESAMPLING, Committee
@@ -33,66 +35,213 @@ from . import reports
 
 MODEL_KINDS = ("cluster", "site", "linear", "pair")
 
-DEFAULT_SETTINGS: dict = {
-    "grid": {
-        "model": ["cluster", "site"],
-        "clusters": ["7p+t+o"],
-        "max_order": [2],
-        "layers": [1],
-        "nodes": [8],
-    },
-    "metric": "lin",
-    "truncated": False,
-    "n_folds": 10,
-    "test_fraction": 0.2,
-    "seed": 0,
-    "n_jobs": 2,
-    "training": {
-        "batch_sizes": list(DEFAULT_BATCH_SIZES),
-        "epochs": list(DEFAULT_EPOCHS),
-        "learning_rate": 1e-3,
-        "patience": 100,
-        "validation_fraction": 0.1,
-        "force_weight": 0.0,
-        "weight_decay": 0.0,
-        "lbfgs_iterations": 0,
-        "linear_term": False,
-        "net_order": None,
-    },
-    "linear": {"method": "ridge"},
-    "pair": {"cutoff": 7.8, "n_gaussians": 24},
-    "reference_energy_per_fu": None,
-    # linear CE and nets bounded below and rising outside the training window (models/bounds.py)
-    "bounds": {"enabled": True, "width": 1.0, "strength": 0.01, "offset": 0.0, "scale": 0.05},
-    # size >= 2: the selected setting is refitted as a committee of that many models (bootstrap
-    # resamples or folds of the training part, one seed each); its spread is calibrated on the test set
-    "committee": {"size": 0, "resample": "bootstrap"},
-    "baselines": True,
-    "learning_curve": None,  # e.g. [0.1, 0.25, 0.5, 1.0]: fractions of the training part
-    "window_mev_per_fu": 125.0,
-    "bin_mev_per_fu": 25.0,
-    "plots": True,
-    "progress": True,
-}
+
+# ------------------------------------------------------------------------------------ settings
+class SettingsError(ModelError):
+    """Selection settings that do not validate; the message is one line naming the setting."""
+
+
+def _invalid(message: str):
+    raise PydanticCustomError("selection_setting", "{message}", {"message": message})
+
+
+def _as_list(value):
+    """A scalar or a tuple given where a list of values is expected (the grid) becomes a list."""
+    if value is None:
+        return value
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+class _Section(BaseModel):
+    """A nested group of selection settings: a mapping whose unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=False)
+    _label: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data):
+        if data is None:
+            return {}
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(cls.model_fields))
+            if unknown:
+                _invalid(f"unknown {cls._label} setting(s) {unknown}; known: {sorted(cls.model_fields)}")
+        return data
+
+
+class GridSettings(_Section):
+    """Hyperparameter grid: every combination is cross-validated (one value or a list each)."""
+
+    _label: ClassVar[str] = "grid"
+    model: Annotated[list[str], BeforeValidator(_as_list)] = ["cluster", "site"]
+    clusters: Annotated[list[Any], BeforeValidator(_as_list)] = ["7p+t+o"]
+    max_order: Annotated[list[int], BeforeValidator(_as_list)] = [2]
+    layers: Annotated[list[int], BeforeValidator(_as_list)] = [1]
+    nodes: Annotated[list[int], BeforeValidator(_as_list)] = [8]
+
+
+class NetTrainingSettings(_Section):
+    """How the nets are trained (keyword arguments of :class:`ClusterNet` / :class:`SiteNet`)."""
+
+    _label: ClassVar[str] = "training"
+    #: Adam batch-size schedule and the epochs of each stage (one number: the same for every stage)
+    batch_sizes: list[int] = list(DEFAULT_BATCH_SIZES)
+    epochs: int | list[int] = list(DEFAULT_EPOCHS)
+    learning_rate: float = 1e-3
+    patience: int | None = 100
+    validation_fraction: float = 0.1
+    #: weight of the force term in the loss (0: energies only, as in the paper)
+    force_weight: float = 0.0
+    weight_decay: float = 0.0
+    lbfgs_iterations: int = 0
+    linear_term: bool = False
+    net_order: int | None = None
+
+
+class BoundsSettings(_Section):
+    """Linear CE and nets bounded below and rising outside the training window (models/bounds.py)."""
+
+    _label: ClassVar[str] = "bounds"
+    enabled: bool = True
+    width: float = 1.0
+    strength: float = 0.01
+    offset: float = 0.0
+    scale: float = 0.05
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_is_off(cls, data):
+        return {"enabled": False} if data is None else data
+
+
+class CommitteeSettings(_Section):
+    """size >= 2: the selected setting is refitted as a committee of that many models (bootstrap
+    resamples or folds of the training part, one seed each); its spread is calibrated on the test set."""
+
+    _label: ClassVar[str] = "committee"
+    size: int = 0
+    resample: str = "bootstrap"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data):
+        if data is not None and not isinstance(data, dict):
+            _invalid(f"committee must be a mapping like {{size: 5, resample: bootstrap}}; got {data!r}")
+        return data
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, value):
+        value = value or 0
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 0 or value == 1:
+            _invalid(f"committee.size must be 0 (no committee) or an integer >= 2; got {value!r}")
+        return int(value)
+
+    @field_validator("resample")
+    @classmethod
+    def _resample(cls, value):
+        if value not in RESAMPLING:
+            _invalid(f"committee.resample must be one of {list(RESAMPLING)}; got {value!r}")
+        return value
+
+
+def _merged_with(defaults: dict):
+    """Keyword-argument groups handed on unchanged: the given keys update the defaults."""
+    def merge(value):
+        return {**defaults, **value} if isinstance(value, dict) else value
+    return BeforeValidator(merge)
+
+
+class SelectionSettings(_Section):
+    """Settings of :func:`train_and_select`; every default is here and only here.
+
+    Built from a nested mapping with :meth:`from_input` (nested groups are merged with their
+    defaults, unknown keys refused); :meth:`to_dict` gives the plain dict the selection steps read.
+    """
+
+    _label: ClassVar[str] = "selection"
+    grid: GridSettings = GridSettings()
+    metric: str = "lin"
+    truncated: bool = False
+    n_folds: int = 10
+    test_fraction: float = 0.2
+    seed: int = 0
+    #: parallel workers for the cross-validation fits (None or 1: in this process)
+    n_jobs: int | None = 2
+    training: NetTrainingSettings = NetTrainingSettings()
+    #: keyword arguments of LinearCE and PairPotential
+    linear: Annotated[dict[str, Any], _merged_with({"method": "ridge"})] = {"method": "ridge"}
+    pair: Annotated[dict[str, Any], _merged_with({"cutoff": 7.8, "n_gaussians": 24})] = {"cutoff": 7.8, "n_gaussians": 24}
+    reference_energy_per_fu: float | None = None
+    bounds: BoundsSettings = BoundsSettings()
+    committee: CommitteeSettings = CommitteeSettings()
+    #: also fit the pair potential and the linear CE (and the best net) on the same split
+    baselines: bool = True
+    #: e.g. [0.1, 0.25, 0.5, 1.0]: fractions of the training part
+    learning_curve: list[float] | None = None
+    window_mev_per_fu: float = 125.0
+    bin_mev_per_fu: float = 25.0
+    plots: bool = True
+    progress: bool = True
+    #: path name -> {"x", "configs", "energies", "xlabel"[, "zero"]}: energies along paths (Fig. 9)
+    paths: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data):
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            _invalid(f"expected a mapping of selection settings; got {data!r}")
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            _invalid(f"unknown selection setting {unknown[0]!r}; known: {sorted(cls.model_fields)}")
+        return data
+
+    @classmethod
+    def from_input(cls, settings) -> "SelectionSettings":
+        """Validated settings from a (partial, nested) mapping; raises :class:`SettingsError` (one line)."""
+        if isinstance(settings, cls):
+            return settings
+        try:
+            return cls.model_validate(settings or {})
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc, "selection settings")) from None
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (``paths`` only when given)."""
+        out = self.model_dump(exclude={"paths"})
+        if self.paths is not None:
+            out["paths"] = self.paths
+        return out
+
+
+_TYPE_TAGS = {"int", "float", "str", "bool", "none", "dict", "list", "tuple"}
+
+
+def _one_line(exc: ValidationError, what: str) -> str:
+    """The first error of a pydantic ValidationError as ``what: dotted.path: message``."""
+    err = exc.errors(include_url=False)[0]
+    # union members show up in the location as type tags ('int', 'list[int]'): not part of the path
+    loc = [x for x in err["loc"] if not (isinstance(x, str) and (x in _TYPE_TAGS or "[" in x or "-" in x))]
+    path = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc).lstrip(".")
+    if err["type"] == "selection_setting":
+        message = err["ctx"]["message"]
+        if message.startswith(path + " "):  # the message names the setting itself
+            path = ""
+    else:
+        message = f"{err['msg'][:1].lower()}{err['msg'][1:]}; got {err.get('input')!r}"
+    return f"{what}: {path + ': ' if path else ''}{message}"
+
+
+#: the defaults as a plain dict (read-only use; :class:`SelectionSettings` holds them)
+DEFAULT_SETTINGS: dict = SelectionSettings().to_dict()
 
 
 def merge_settings(settings: dict | None) -> dict:
-    """Defaults updated by ``settings`` (nested dicts merged one level deep); unknown keys refused."""
-    out = copy.deepcopy(DEFAULT_SETTINGS)
-    for key, value in (settings or {}).items():
-        if key == "paths":
-            out[key] = value
-            continue
-        if key not in out:
-            raise ModelError(f"unknown selection setting {key!r}; known: {sorted(list(out) + ['paths'])}")
-        if isinstance(out[key], dict) and isinstance(value, dict):
-            unknown = set(value) - set(out[key]) if key in ("grid", "training", "committee", "bounds") else set()
-            if unknown:
-                raise ModelError(f"unknown {key} setting(s) {sorted(unknown)}; known: {sorted(out[key])}")
-            out[key].update(value)
-        else:
-            out[key] = value
-    return out
+    """Defaults updated by ``settings`` (nested groups merged with theirs), validated, as a plain dict."""
+    return SelectionSettings.from_input(settings).to_dict()
 
 
 def expand_grid(grid: dict) -> list[dict]:
@@ -492,19 +641,9 @@ def write_figures(workdir: Path, report, e, p_tr, p_te, train_idx, test_idx, n_a
 
 
 def committee_settings(cfg: dict) -> dict | None:
-    """The checked ``committee`` setting (``{"size": K, "resample": ...}``), or None when it is off."""
-    c = cfg.get("committee") or {}
-    if not isinstance(c, dict):
-        raise ModelError(f"committee must be a mapping like {{size: 5, resample: bootstrap}}; got {c!r}")
-    size = c.get("size") or 0
-    if int(size) != size or size < 0 or size == 1:
-        raise ModelError(f"committee.size must be 0 (no committee) or an integer >= 2; got {size!r}")
-    if not size:
-        return None
-    resample = c.get("resample", "bootstrap")
-    if resample not in RESAMPLING:
-        raise ModelError(f"committee.resample must be one of {list(RESAMPLING)}; got {resample!r}")
-    return {"size": int(size), "resample": resample}
+    """The ``committee`` setting of merged settings (``{"size": K, "resample": ...}``), or None when it is off."""
+    c = CommitteeSettings.model_validate(cfg.get("committee"))
+    return {"size": c.size, "resample": c.resample} if c.size else None
 
 
 def committee_calibration(model, member_energies, energies, reference_energies, n_atoms, configs, forces=None) -> dict:

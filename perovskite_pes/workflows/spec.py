@@ -1,9 +1,11 @@
 """Campaign specifications: a YAML file that says what to enumerate, calculate and train.
 
-A spec is validated completely before anything is submitted; every error names the field (as a
-dotted path such as ``steps.random.count``) and what is allowed there. The validated spec is a
-frozen tree of dataclasses; :meth:`CampaignSpec.to_dict` gives back a plain, JSON-able dict
-(defaults filled in) that travels inside Firework specs.
+A spec is validated completely before anything is submitted; every error is one line that names the
+field (as a dotted path such as ``steps.random.count``) and what is allowed there. The validated spec
+is a frozen tree of pydantic models (each default written once, on its field);
+:meth:`CampaignSpec.to_dict` gives back a plain, JSON-able dict (defaults filled in) that travels
+inside Firework specs and whose hash identifies the campaign, and :func:`spec_json_schema` the JSON
+schema editors check a YAML spec with (``pes campaign schema``).
 
 Layout of a spec (every section except ``name`` and ``calculator`` is optional)::
 
@@ -30,14 +32,17 @@ Layout of a spec (every section except ``name`` and ``calculator`` is optional):
                equilibration: 250, seeds: [0, 1]}   # optional: the model's phase sequence at the end
 """
 
-from __future__ import annotations
-
 import re
-from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from ..errors import PesError
+from ..models.selection import SelectionSettings
 
 #: calculators known to :func:`perovskite_pes.calculators.get_calculator`
 CALCULATORS = ("sevennet", "chgnet", "cp2k", "vasp")
@@ -52,87 +57,104 @@ MODEL_TYPES = ("cluster", "site", "linear", "pair")
 GRID_KEYS = ("clusters", "max_order", "layers", "nodes")
 RELAX_MODES = ("positions", "cell")
 CATEGORIES = ("auto", "dft", "ml", "none")
+ORDERS = (2, 4, 6)
+CUBIC = "a0a0a0"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: the selection defaults the training section shares (train_and_select holds them)
+_SELECTION = SelectionSettings()
 
 
 class SpecError(PesError, ValueError):
     """A campaign spec is malformed; the message names the field and what is allowed."""
 
 
-# --------------------------------------------------------------------------- helpers
-def _fail(path: str, message: str):
-    raise SpecError(f"campaign spec: {path}: {message}")
+# --------------------------------------------------------------------------- errors
+def _fail(at: str, message: str):
+    """Refuse the value being validated; ``at`` is the rest of the field path below it ('' for itself)."""
+    raise PydanticCustomError("campaign_spec", "{message}", {"message": message, "at": at})
 
 
-def _mapping(value, path: str, allowed: tuple[str, ...]) -> dict:
+def _join(*parts) -> str:
+    """Field path from location parts: ``('steps', 'interpolations', 0, 'path[1]')`` -> ``steps.interpolations[0].path[1]``."""
+    out = ""
+    for p in parts:
+        if p is None or p == "":
+            continue
+        p = f"[{p}]" if isinstance(p, int) else str(p)
+        out += p if (not out or p.startswith("[")) else f".{p}"
+    return out
+
+
+#: union members appear in pydantic's error locations as type tags ('int', 'tuple[str, ...]')
+_TYPE_TAGS = {"int", "float", "str", "bool", "none", "dict", "list", "tuple", "literal"}
+
+
+def _error_line(exc: ValidationError) -> str:
+    """The first error of a validation as one line: ``campaign spec: <field path>: <what is wrong>``."""
+    err = exc.errors(include_url=False)[0]
+    loc = [x for x in err["loc"] if not (isinstance(x, str) and (x in _TYPE_TAGS or "[" in x or "-" in x))]
+    ctx = err.get("ctx") or {}
+    if err["type"] == "campaign_spec":
+        path, message = _join(*loc, ctx.get("at")), ctx["message"]
+    elif err["type"] == "missing":
+        path, message = _join(*loc), "required"
+    else:  # pydantic's own checks (the validators below leave little to them)
+        path, message = _join(*loc), f"{err['msg'][:1].lower()}{err['msg'][1:]}; got {err.get('input')!r}"
+    return f"campaign spec: {path}: {message}" if path else f"campaign spec: {message}"
+
+
+# --------------------------------------------------------------------------- value checks
+def _check_mapping(value, allowed) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        _fail(path, f"expected a mapping with keys {list(allowed)}; got {type(value).__name__} {value!r}")
+        _fail("", f"expected a mapping with keys {list(allowed)}; got {type(value).__name__} {value!r}")
     unknown = [k for k in value if k not in allowed]
     if unknown:
-        _fail(f"{path}.{unknown[0]}" if path else str(unknown[0]), f"unknown field; allowed fields here are {list(allowed)}")
+        _fail(str(unknown[0]), f"unknown field; allowed fields here are {list(allowed)}")
     return dict(value)
 
 
-def _bool(value, path: str) -> bool:
+def _bool(value, at: str = "") -> bool:
     if not isinstance(value, bool):
-        _fail(path, f"expected true or false; got {value!r}")
+        _fail(at, f"expected true or false; got {value!r}")
     return value
 
 
-def _int(value, path: str, minimum: int | None = None, allow_none: bool = False) -> int | None:
+def _int(value, minimum: int | None = None, allow_none: bool = False, at: str = "") -> int | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        _fail(path, f"expected an integer{'' if minimum is None else f' >= {minimum}'}; got {value!r}")
+        _fail(at, f"expected an integer{'' if minimum is None else f' >= {minimum}'}; got {value!r}")
     if minimum is not None and value < minimum:
-        _fail(path, f"must be >= {minimum}; got {value}")
+        _fail(at, f"must be >= {minimum}; got {value}")
     return int(value)
 
 
-def _float(value, path: str, lo: float | None = None, hi: float | None = None, allow_none: bool = False,
-           lo_open: bool = False) -> float | None:
+def _float(value, lo: float | None = None, hi: float | None = None, lo_open: bool = False, allow_none: bool = False,
+           at: str = "") -> float | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(path, f"expected a number; got {value!r}")
+        _fail(at, f"expected a number; got {value!r}")
     v = float(value)
     if v != v or v in (float("inf"), float("-inf")):
-        _fail(path, f"expected a finite number; got {value!r}")
+        _fail(at, f"expected a finite number; got {value!r}")
     if lo is not None and (v < lo or (lo_open and v == lo)):
-        _fail(path, f"must be {'>' if lo_open else '>='} {lo}; got {v}")
+        _fail(at, f"must be {'>' if lo_open else '>='} {float(lo)}; got {v}")
     if hi is not None and v > hi:
-        _fail(path, f"must be <= {hi}; got {v}")
+        _fail(at, f"must be <= {float(hi)}; got {v}")
     return v
 
 
-def _choice(value, path: str, allowed: tuple[str, ...]) -> str:
+def _choice(value, allowed, at: str = ""):
     if value not in allowed:
-        _fail(path, f"must be one of {list(allowed)}; got {value!r}")
+        _fail(at, f"must be one of {list(allowed)}; got {value!r}")
     return value
 
 
-def _float_list(value, path: str, allow_empty: bool = False) -> tuple[float, ...]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or (not value and not allow_empty):
-        _fail(path, f"expected a non-empty list of numbers; got {value!r}")
-    return tuple(_float(v, f"{path}[{i}]") for i, v in enumerate(value))
-
-
-def _str_list_or_all(value, path: str) -> str | tuple[str, ...]:
-    if value == "all" or value is None:
-        return "all"
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
-        _fail(path, f"expected 'all' or a non-empty list of names; got {value!r}")
-    return tuple(value)
-
-
-def glazer_symbols() -> list[str]:
-    """The 15 Glazer tilt-system symbols the structure layer knows (Howard & Stokes order)."""
+@lru_cache(maxsize=1)
+def _glazer_tuple() -> tuple[str, ...]:
     from ..structure import GLAZER_SYSTEMS
 
     out = []
@@ -143,193 +165,548 @@ def glazer_symbols() -> list[str]:
             out.append(entry.get("glazer") or entry.get("symbol"))
         else:
             out.append(getattr(entry, "glazer", None) or getattr(entry, "symbol", None) or entry[0])
-    return out
+    return tuple(out)
 
 
-def _glazer(value, path: str, known: list[str]) -> str:
+def glazer_symbols() -> list[str]:
+    """The 15 Glazer tilt-system symbols the structure layer knows (Howard & Stokes order)."""
+    return list(_glazer_tuple())
+
+
+def _glazer(value, at: str = "") -> str:
+    known = glazer_symbols()
     if not isinstance(value, str) or value not in known:
-        _fail(path, f"unknown Glazer tilt system {value!r}; allowed: {known}")
+        _fail(at, f"unknown Glazer tilt system {value!r}; allowed: {known}")
     return value
 
 
+def _listed(value, element, what: str, wrap: tuple = (int, float, str)) -> tuple:
+    """A non-empty list (a lone scalar of the ``wrap`` types counts as a list of one), each item checked."""
+    if isinstance(value, wrap) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        _fail("", f"{what}; got {value!r}")
+    return tuple(element(v, at=f"[{i}]") for i, v in enumerate(value))
+
+
+def _str_list_or_all(value) -> str | tuple[str, ...]:
+    if value == "all" or value is None:
+        return "all"
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        _fail("", f"expected 'all' or a non-empty list of names; got {value!r}")
+    return tuple(value)
+
+
+_CLUSTER_TOKEN = re.compile(r"^(\d+p|p\d+|t|triplet|o|octahedron|tet|tetrahedron)$")
+_CLUSTER_HELP = (f"must be one of the paper's sets {list(CLUSTER_SETS)}, another '+'-joined set of <k>p (the first k pairs), "
+                 "p<k>, t, o, tet (e.g. 30p+t+o)")
+
+
+def _cluster_set(value: str, at: str = "") -> str:
+    tokens = [x.strip() for x in value.split("+")]
+    if not all(_CLUSTER_TOKEN.match(x) for x in tokens) or any(x in ("0p", "p0") for x in tokens):
+        _fail(at, f"{_CLUSTER_HELP}; got {value!r}")
+    return value
+
+
+def _order(value, at: str = "") -> int:
+    order = _int(value, minimum=1, at=at)
+    if order not in ORDERS:
+        _fail(at, f"must be one of {list(ORDERS)}; got {value!r}")
+    return order
+
+
+def _plain(obj):
+    """Tuples -> lists, recursively (JSON/BSON friendly)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------- field types
+def _checked(kind, check, schema_input=None, **field):
+    """``kind`` validated by ``check`` (which refuses with the spec's one-line messages)."""
+    validator = BeforeValidator(check) if schema_input is None else BeforeValidator(check, json_schema_input_type=schema_input)
+    return Annotated[kind, Field(**field), validator] if field else Annotated[kind, validator]
+
+
+def _Int(minimum: int | None = None, optional: bool = False):
+    bounds = {} if (minimum is None or optional) else {"ge": minimum}
+    return _checked(int | None if optional else int, lambda v: _int(v, minimum, allow_none=optional), **bounds)
+
+
+def _Float(lo: float | None = None, hi: float | None = None, lo_open: bool = False, optional: bool = False):
+    bounds = {}
+    if not optional:
+        if lo is not None:
+            bounds["gt" if lo_open else "ge"] = lo
+        if hi is not None:
+            bounds["le"] = hi
+    return _checked(float | None if optional else float,
+                    lambda v: _float(v, lo, hi, lo_open=lo_open, allow_none=optional), **bounds)
+
+
+def _Choice(*allowed):
+    return _checked(Literal[allowed], lambda v: _choice(v, allowed))
+
+
+Bool = _checked(bool, _bool)
+Glazer = _checked(str, _glazer, json_schema_extra=lambda schema: schema.update(enum=glazer_symbols()))
+GlazerList = tuple[Glazer, ...]
+AllOrNames = _checked(Literal["all"] | tuple[str, ...], _str_list_or_all, str | list[str])
+Mapping = _checked(dict[str, Any], lambda v: _check_mapping(v, ()) if not isinstance(v, dict) else dict(v))
+
+
+def _amplitudes(limit: float, closed: bool, what: str):
+    def check(value):
+        values = _listed(value, _float, "expected a non-empty list of numbers", wrap=(int, float))
+        for i, a in enumerate(values):
+            if abs(a) > limit or (not closed and abs(a) == limit):
+                _fail(f"[{i}]", f"{what}; got {a}")
+        return values
+    return _checked(tuple[float, ...], check, float | list[float])
+
+
+def _switch(value):
+    """A step given as a mapping is on unless it says ``enabled: false``; true/false switch it with its
+    defaults; an empty entry is the same as leaving the step out."""
+    if value is None:
+        return {}
+    if isinstance(value, bool):
+        return {"enabled": value}
+    if isinstance(value, dict) and "enabled" not in value:
+        return {**value, "enabled": True}
+    return value
+
+
+def _switchable(section):
+    """A step or section that may also be given as true/false (on/off with its defaults) or left empty."""
+    return Annotated[section, BeforeValidator(_switch, json_schema_input_type=section | bool | None)]
+
+
 # --------------------------------------------------------------------------- sections
-@dataclass(frozen=True)
-class ReferenceSpec:
-    species: tuple[str, str, str] = ("Cs", "Pb", "Br")
-    lattice_parameter: float = 5.87
+class _Section(BaseModel):
+    """A mapping of the spec: unknown fields are refused by name, values checked field by field."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    #: fields a YAML spec cannot set
+    _internal: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def input_fields(cls) -> list[str]:
+        return [k for k in cls.model_fields if k not in cls._internal]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_mapping(cls, data):
+        if isinstance(data, cls):
+            return data
+        return _check_mapping(data, cls.input_fields())
 
 
-@dataclass(frozen=True)
-class CalculatorSpec:
-    name: str = "sevennet"
-    settings: dict = field(default_factory=dict)
+class _Step(_Section):
+    """A section with an ``enabled`` switch (see :func:`_switch` for how a spec sets it);
+    ``_reset_when_off``: a switched-off section keeps its defaults whatever else it says."""
+
+    _reset_when_off: ClassVar[bool] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_mapping(cls, data):
+        if isinstance(data, cls):
+            return data
+        if data is None:
+            return {}
+        if isinstance(data, bool):
+            return {"enabled": data}
+        d = _check_mapping(data, [k for k in cls.input_fields() if k != "enabled"] + ["enabled"])
+        if "enabled" in d:
+            d["enabled"] = _bool(d["enabled"], "enabled")
+            if cls._reset_when_off and not d["enabled"]:
+                return {"enabled": False}
+        return d
+
+
+class ReferenceSpec(_Section):
+    """The cubic reference perovskite ABX3 (the relaxed lattice parameter replaces the starting one)."""
+
+    species: _checked(tuple[str, str, str], lambda v: _species(v)) = ("Cs", "Pb", "Br")
+    lattice_parameter: _Float(0.0, lo_open=True) = 5.87
+
+
+def _species(value) -> tuple[str, str, str]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(isinstance(s, str) for s in value):
+        _fail("", f"expected three element symbols [A, B, X]; got {value!r}")
+    from pymatgen.core import Element
+
+    for i, s in enumerate(value):
+        if not Element.is_valid_symbol(s):
+            _fail(f"[{i}]", f"unknown chemical element {s!r}")
+    return tuple(value)
+
+
+def _calculator_settings(value) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        _fail("", f"expected a mapping of calculator settings; got {value!r}")
+    return dict(value)
+
+
+class CalculatorSpec(_Section):
+    name: _Choice(*CALCULATORS)
+    #: settings of :func:`perovskite_pes.calculators.get_calculator` (see docs/calculators.md)
+    settings: _checked(dict[str, Any], _calculator_settings, dict[str, Any] | None) = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_mapping(cls, data):
+        d = _check_mapping(data, cls.input_fields())
+        if "name" not in d:
+            _fail("name", f"required: one of {list(CALCULATORS)}")
+        return d
 
     @property
     def is_dft(self) -> bool:
         return self.name in DFT_CALCULATORS
 
 
-@dataclass(frozen=True)
-class FireworksSpec:
+class FireworksSpec(_Section):
     #: configurations calculated by one Firework (hundreds for surrogates on the embedded store)
-    per_firework: int = 200
+    per_firework: _Int(1) = 200
     #: FireWorks category of calculation Fireworks: auto = "dft" for VASP/CP2K, no category for the
     #: surrogates (any worker runs them); "none" = no category; "dft"/"ml" force one
-    category: str = "auto"
+    category: _Choice(*CATEGORIES) = "auto"
     #: flush the store every this many calculations inside a batch (0: once, at the end of the batch)
-    flush_every: int = 0
+    flush_every: _Int(0) = 0
     #: a batch Firework FIZZLES when this many of its calculations failed: "any" or "all"
-    fizzle_on: str = "any"
+    fizzle_on: _Choice("any", "all") = "any"
 
 
-@dataclass(frozen=True)
-class RelaxReferenceSpec:
-    enabled: bool = True
-    relax: str = "cell"
+class RelaxReferenceSpec(_Step):
+    enabled: Bool = True
+    relax: _Choice(*RELAX_MODES) = "cell"
 
 
-@dataclass(frozen=True)
-class RelaxTiltsSpec:
-    enabled: bool = True
-    systems: str | tuple[str, ...] = "all"
+def _tilt_systems(value):
+    systems = _str_list_or_all(value)
+    if systems != "all":
+        systems = tuple(_glazer(g, f"[{i}]") for i, g in enumerate(systems))
+        if len(set(systems)) != len(systems):
+            _fail("", f"lists a tilt system twice: {list(systems)}")
+    return systems
+
+
+def _tilt_angles(value):
+    if isinstance(value, dict):
+        angles = _check_mapping(value, ("a", "b", "c"))
+        angles = {k: _float(v, lo=0.0, hi=45.0, lo_open=True, at=k) for k, v in angles.items()}
+        for letter in "abc":
+            if letter not in angles:
+                _fail(letter, "missing: give an angle (degrees) for each letter a, b and c")
+        if len({angles["a"], angles["b"], angles["c"]}) != 3:
+            _fail("", f"letters a, b, c need different angles; got {angles}")
+        return angles
+    return _float(value, lo=0.0, hi=30.0, lo_open=True, allow_none=True)
+
+
+class RelaxTiltsSpec(_Step):
+    enabled: Bool = True
+    systems: _checked(Literal["all"] | tuple[str, ...], _tilt_systems, str | list[str]) = "all"
     #: starting tilt angles: None (the structure layer's defaults: a 8, b 6, c 10 degrees), a number
     #: (the angle of letter a; b and c scaled like the defaults) or a mapping {a: .., b: .., c: ..}
-    angles_deg: float | dict | None = None
-    relax: str = "cell"
+    angles_deg: _checked(float | dict[str, float] | None, _tilt_angles) = None
+    relax: _Choice(*RELAX_MODES) = "cell"
 
 
-@dataclass(frozen=True)
-class ModeGridSpec:
-    enabled: bool = False
-    amplitudes: tuple[float, ...] = (-0.1, 0.1)
-    subspaces: str | tuple[str, ...] = "all"
-    max_per_parent: int | None = None
+class ModeGridSpec(_Step):
+    enabled: Bool = False
+    amplitudes: _amplitudes(1.5, True, "displacement amplitudes are in Angstrom and must lie in [-1.5, 1.5]") = (-0.1, 0.1)
+    subspaces: AllOrNames = "all"
+    max_per_parent: _Int(1, optional=True) = None
     #: "all" modes of each chosen subspace, or the "first" of each (its partners are symmetry images
     #: at the cubic parent)
-    components: str = "all"
+    components: _Choice("all", "first") = "all"
 
 
-@dataclass(frozen=True)
-class StrainGridSpec:
-    enabled: bool = False
-    amplitudes: tuple[float, ...] = (-0.02, 0.02)
-    subspaces: str | tuple[str, ...] = "all"
-    around: str = "reference"
+def _strain_subspaces(value):
+    names = _str_list_or_all(value)
+    if names != "all":
+        names = tuple(_choice(w, ("A1g", "Eg", "T2g"), f"[{i}]") for i, w in enumerate(names))
+    return names
 
 
-@dataclass(frozen=True)
-class RandomSpec:
-    enabled: bool = False
-    count: int = 100
-    displacement_radius: float = 0.3
-    strain_radius: float = 0.02
-    uniqueness_tolerance: float = 0.0
-    around: str | tuple[str, ...] = "all"
+class StrainGridSpec(_Step):
+    enabled: Bool = False
+    amplitudes: _amplitudes(0.3, False, "strain amplitudes are dimensionless and must lie in (-0.3, 0.3)") = (-0.02, 0.02)
+    subspaces: _checked(Literal["all"] | tuple[Literal["A1g", "Eg", "T2g"], ...], _strain_subspaces, str | list[str]) = "all"
+    around: _Choice("reference", "all") = "reference"
+
+
+def _random_around(value):
+    if value in ("all", "reference"):
+        return value
+    return tuple(_glazer(g, f"[{i}]") for i, g in enumerate(_str_list_or_all(value)))
+
+
+class RandomSpec(_Step):
+    enabled: Bool = False
+    count: _Int(1) = 100
+    displacement_radius: _Float(0.0, 1.5) = 0.3
+    strain_radius: _Float(0.0, 0.3) = 0.02
+    uniqueness_tolerance: _Float(0.0) = 0.0
+    #: parents to sample around: "all", "reference" (the cubic cell) or a list of Glazer symbols
+    around: _checked(Literal["all", "reference"] | tuple[str, ...], _random_around, str | list[str]) = "all"
     #: draw uniformly inside the n-balls instead of on their surface
-    fill: bool = False
+    fill: Bool = False
+
+    @model_validator(mode="after")
+    def _moves_something(self):
+        if self.enabled and self.displacement_radius == 0 and self.strain_radius == 0:
+            _fail("", "displacement_radius and strain_radius are both 0: every sample would be the parent itself")
+        return self
 
 
-@dataclass(frozen=True)
-class InterpolationSpec:
-    path: tuple[str, ...]
-    n: int = 8
+def _path(value):
+    if not isinstance(value, (list, tuple)) or len(value) < 2:
+        _fail("", f"expected a list of at least two Glazer symbols; got {value!r}")
+    return tuple(_glazer(g, f"[{j}]") for j, g in enumerate(value))
 
 
-@dataclass(frozen=True)
-class StepsSpec:
-    relax_reference: RelaxReferenceSpec = field(default_factory=RelaxReferenceSpec)
-    relax_tilts: RelaxTiltsSpec = field(default_factory=RelaxTiltsSpec)
-    mode_grid: ModeGridSpec = field(default_factory=ModeGridSpec)
-    strain_grid: StrainGridSpec = field(default_factory=StrainGridSpec)
-    random: RandomSpec = field(default_factory=RandomSpec)
-    interpolations: tuple[InterpolationSpec, ...] = ()
+class InterpolationSpec(_Section):
+    path: _checked(tuple[str, ...], _path, list[str])
+    n: _Int(2) = 8
 
 
-@dataclass(frozen=True)
-class DescriptorSpec:
-    clusters: str | tuple = "7p+t+o"
-    max_order: int = 2
-    metric: str = "lin"
-    truncated: bool = False
+def _interpolations(value):
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        _fail("", f"expected a list of {{path: [glazer, glazer, ...], n: int}}; got {value!r}")
+    return list(value)
 
 
-@dataclass(frozen=True)
-class TrainingSpec:
+class StepsSpec(_Section):
+    relax_reference: _switchable(RelaxReferenceSpec) = RelaxReferenceSpec()
+    relax_tilts: _switchable(RelaxTiltsSpec) = RelaxTiltsSpec()
+    mode_grid: _switchable(ModeGridSpec) = ModeGridSpec()
+    strain_grid: _switchable(StrainGridSpec) = StrainGridSpec()
+    random: _switchable(RandomSpec) = RandomSpec()
+    interpolations: _checked(tuple[InterpolationSpec, ...], _interpolations) = ()
+
+    @model_validator(mode="after")
+    def _parents_are_relaxed(self):
+        """Parents that interpolations and ``random.around`` name must be produced by the relax steps."""
+        available = set(campaign_parents(self))
+        for i, ip in enumerate(self.interpolations):
+            for j, g in enumerate(ip.path):
+                if g not in available:
+                    _fail(f"interpolations[{i}].path[{j}]",
+                          f"tilt system {g!r} is not relaxed by this campaign; relaxed parents are {sorted(available)}")
+        if isinstance(self.random.around, tuple):
+            for j, g in enumerate(self.random.around):
+                if g not in available:
+                    _fail(f"random.around[{j}]",
+                          f"tilt system {g!r} is not relaxed by this campaign; relaxed parents are {sorted(available)}")
+        return self
+
+    @model_validator(mode="after")
+    def _something_to_do(self):
+        if not (self.mode_grid.enabled or self.strain_grid.enabled or self.random.enabled or self.interpolations
+                or self.relax_tilts.enabled or self.relax_reference.enabled):
+            _fail("", "no step is enabled: enable relax_reference, relax_tilts, mode_grid, strain_grid, random or interpolations")
+        return self
+
+
+def campaign_parents(steps: StepsSpec) -> list[str]:
+    """Glazer symbols of the relaxed parents a campaign enumerates around ("a0a0a0" = the reference)."""
+    out = [CUBIC]
+    if steps.relax_tilts.enabled:
+        systems = glazer_symbols() if steps.relax_tilts.systems == "all" else list(steps.relax_tilts.systems)
+        out += [g for g in systems if g != CUBIC]
+    return out
+
+
+def _clusters(value, at: str = ""):
+    """A named cluster set, or an explicit non-empty list of clusters."""
+    if isinstance(value, str):
+        return _cluster_set(value, at)
+    if isinstance(value, (list, tuple)) and value:
+        return tuple(_plain(list(value)))
+    _fail(at, f"{_CLUSTER_HELP} or an explicit non-empty list of clusters; got {value!r}")
+
+
+class DescriptorSpec(_Section):
+    clusters: _checked(str | tuple[Any, ...], _clusters, str | list[Any]) = "7p+t+o"
+    max_order: _checked(Literal[ORDERS], _order) = 2
+    metric: _Choice(*METRICS) = "lin"
+    truncated: Bool = False
+
+
+def _grid_value(key: str):
+    def check(x, at):
+        if key == "clusters":
+            if isinstance(x, str):
+                return _cluster_set(x, at)
+            if not (isinstance(x, list) and x):
+                _fail(at, f"{_CLUSTER_HELP} or an explicit list of clusters; got {x!r}")
+            return x
+        if key == "max_order":
+            if x not in ORDERS:
+                _fail(at, f"must be one of {list(ORDERS)}; got {x!r}")
+            return x
+        return _int(x, minimum=1, at=at)
+    return check
+
+
+def _grid(value) -> dict:
+    grid = _check_mapping(value, GRID_KEYS)
+    out = {}
+    for k, v in grid.items():
+        if not isinstance(v, list):
+            v = [v]
+        if not v:
+            _fail(k, "expected a non-empty list of values to try")
+        out[k] = _plain([_grid_value(k)(x, f"{k}[{i}]") for i, x in enumerate(v)])
+    return out
+
+
+def _options(value) -> dict:
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        _fail("", f"expected a mapping of extra train_and_select settings; got {value!r}")
+    return dict(value)
+
+
+class TrainingSpec(_Section):
     """Model selection settings (paper section III.C), handed to ``perovskite_pes.models.train_and_select``.
 
     The grid scans ``models`` x clusters x max_order x layers x nodes; clusters and max_order
-    default to the ``descriptors`` section.
+    default to the ``descriptors`` section. Defaults shared with ``train_and_select`` (folds,
+    test fraction, batch sizes, epochs, learning rate, force weight, workers) are its defaults.
     """
 
     #: false: the campaign only produces data (no training, no retraining)
-    enabled: bool = True
-    models: tuple[str, ...] = ("cluster",)
+    enabled: Bool = True
+    models: _checked(tuple[Literal[MODEL_TYPES], ...],
+                     lambda v: _listed(v, lambda m, at: _choice(m, MODEL_TYPES, at),
+                                       f"expected a non-empty list of model kinds from {list(MODEL_TYPES)}", wrap=(str,)),
+                     str | list[str]) = ("cluster",)
     #: hyperparameter grid: clusters, max_order, layers, nodes -> lists of values to try
-    grid: dict = field(default_factory=dict)
-    folds: int = 10
-    test_fraction: float = 0.2
+    grid: _checked(dict[str, list[Any]], _grid, dict[str, Any] | None) = {}
+    #: cross-validation folds (train_and_select's ``n_folds``)
+    folds: _Int(2) = _SELECTION.n_folds
+    test_fraction: _Float(0.0, 0.9, lo_open=True) = _SELECTION.test_fraction
     #: Adam batch-size schedule and epochs per stage (one number or one per stage)
-    batch_sizes: tuple[int, ...] = (2, 10, 100, 1000)
-    epochs: Any = (20, 50, 200, 1000)
-    learning_rate: float = 1e-3
+    batch_sizes: _checked(tuple[int, ...],
+                          lambda v: _listed(v, lambda b, at: _int(b, minimum=1, at=at),
+                                            "expected a non-empty list of positive integers", wrap=(int,)),
+                          int | list[int]) = tuple(_SELECTION.training.batch_sizes)
+    epochs: int | list[int] | tuple[int, ...] = (
+        tuple(_SELECTION.training.epochs) if isinstance(_SELECTION.training.epochs, list) else _SELECTION.training.epochs)
+    learning_rate: _Float(0.0, lo_open=True) = _SELECTION.training.learning_rate
     #: weight of the force term in the loss (0: energies only, as in the paper)
-    force_weight: float = 0.0
+    force_weight: _Float(0.0) = _SELECTION.training.force_weight
     #: parallel workers for the cross-validation folds
-    n_jobs: int = 2
+    n_jobs: _Int(1) = _SELECTION.n_jobs
     #: other settings handed unchanged to perovskite_pes.models.train_and_select (merged last)
-    options: dict = field(default_factory=dict)
+    options: _checked(dict[str, Any], _options, dict[str, Any] | None) = {}
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _epochs(cls, value, info: ValidationInfo):
+        if isinstance(value, (list, tuple)):
+            n = len(info.data["batch_sizes"]) if "batch_sizes" in info.data else len(value)
+            if len(value) != n:
+                _fail("", f"give one number of epochs or one per batch size ({n}); got {value!r}")
+            return tuple(_int(x, minimum=1, at=f"[{i}]") for i, x in enumerate(value))
+        return _int(value, minimum=1)
 
 
-@dataclass(frozen=True)
-class RetrainPolicySpec:
-    enabled: bool = True
+class RetrainPolicySpec(_Step):
+    enabled: Bool = True
     #: retrain when at least this many new valid calculations arrived since the active model
-    min_new_count: int | None = 500
+    min_new_count: _Int(1, optional=True) = 500
     #: ... and/or when they are at least this fraction of the data the active model was trained on
-    min_new_fraction: float | None = 0.2
+    min_new_fraction: _Float(0.0, lo_open=True, optional=True) = 0.2
     #: "any": either threshold suffices; "all": every threshold that is set must be passed
-    require: str = "any"
+    require: _Choice("any", "all") = "any"
     #: a retrained model is activated only if its CV RMSE <= old CV RMSE * (1 + cv_tolerance)
-    cv_tolerance: float = 0.05
+    cv_tolerance: _Float(0.0) = 0.05
     #: train at the end of the campaign whenever any new data arrived (independent of the thresholds)
-    final: bool = True
+    final: Bool = True
+
+    @model_validator(mode="after")
+    def _has_a_threshold(self):
+        if self.enabled and self.min_new_count is None and self.min_new_fraction is None:
+            _fail("", "set min_new_count and/or min_new_fraction (or enabled: false)")
+        return self
+
+    def to_dict(self) -> dict:
+        return self.model_dump()
 
 
-@dataclass(frozen=True)
-class SimulateSpec:
+def _even_supercell(value):
+    n = _int(value, minimum=2)
+    if n % 2:
+        _fail("", f"the tilt order parameters need an even N x N x N supercell; got {n}")
+    return n
+
+
+class SimulateSpec(_Step):
     """The finite-temperature step that ends a campaign: heat and cool its model, locate the transitions.
 
     Handed to :class:`perovskite_pes.simulation.transitions.TransitionScan` (``steps`` and
-    ``equilibration`` are MD steps or MC sweeps per temperature).
+    ``equilibration`` are MD steps or MC sweeps per temperature). Off unless given; switched off, it
+    keeps its defaults.
     """
 
-    enabled: bool = False
-    method: str = "md"
-    supercell: int = 4
-    t_min: float = 100.0
-    t_max: float = 500.0
-    t_step: float = 50.0
-    steps: int = 500
-    equilibration: int = 250
-    seeds: tuple[int, ...] = (0, 1)
-    directions: tuple[str, ...] = ("heat", "cool")
-    heat_start: str = "a+b-b-"
-    cool_start: str = "a0a0a0"
-    ensemble: str = "npt"
-    timestep_fs: float = 4.0
+    _reset_when_off: ClassVar[bool] = True
+    enabled: Bool = False
+    method: _Choice("md", "mc") = "md"
+    supercell: _checked(int, _even_supercell, ge=2) = 4
+    t_min: _Float(0.0, lo_open=True) = 100.0
+    t_max: _Float(0.0, lo_open=True) = 500.0
+    t_step: _Float(0.0, lo_open=True) = 50.0
+    steps: _Int(1) = 500
+    equilibration: _Int(0) = 250
+    seeds: _checked(tuple[int, ...], lambda v: _listed(v, lambda x, at: _int(x, minimum=0, at=at),
+                                                       "expected a non-empty list of integers", wrap=()), list[int]) = (0, 1)
+    directions: _checked(tuple[Literal["heat", "cool"], ...],
+                         lambda v: _listed(v, lambda x, at: _choice(x, ("heat", "cool"), at),
+                                           "expected a list of heat and/or cool", wrap=()), list[str]) = ("heat", "cool")
+    heat_start: Glazer = "a+b-b-"
+    cool_start: Glazer = "a0a0a0"
+    ensemble: _Choice("nvt", "npt") = "npt"
+    timestep_fs: _Float(0.1, 10.0) = 4.0
+
+    @model_validator(mode="after")
+    def _temperatures(self):
+        if self.t_max <= self.t_min:
+            _fail("t_max", f"must be above t_min ({self.t_min} K); got {self.t_max}")
+        if (self.t_max - self.t_min) / self.t_step > 200:
+            _fail("t_step", f"{self.t_step} K makes more than 200 temperatures from {self.t_min} to {self.t_max} K")
+        return self
 
     def scan_kwargs(self) -> dict:
         """Keyword arguments of ``TransitionScan``."""
-        d = _plain(asdict(self))
-        d.pop("enabled")
+        d = _plain(self.model_dump(exclude={"enabled"}))
         timestep = d.pop("timestep_fs")
         if self.method == "md":
             d["timestep_fs"] = timestep
         return d
 
 
-@dataclass(frozen=True)
-class ActiveSpec:
+def _listed_of(element, wrap=(int, float, str)):
+    return lambda v: _listed(v, element, "expected a non-empty list", wrap=wrap)
+
+
+class ActiveSpec(_Step):
     """Active learning at temperature after the first training: explore -> select -> label -> retrain.
 
     Each iteration runs MD with the current committee (``committee`` models, bootstrap resamples)
@@ -339,26 +716,35 @@ class ActiveSpec:
     ``max_selected`` with the campaign's calculator and retrains. It stops when, at every temperature,
     less than ``stop_fraction`` of the explored frames lie above ``lower``, after ``iterations``
     rounds of labelling (one more exploration then measures the final committee), or when ``budget``
-    calculations have been spent.
+    calculations have been spent. Off unless given; switched off, it keeps its defaults.
     """
 
-    enabled: bool = False
-    iterations: int = 5
-    budget: int = 2000
-    committee: int = 4
-    temperatures: tuple[float, ...] = (150.0, 300.0, 450.0, 600.0)
-    starts: tuple[str, ...] = ("a+b-b-", "a0a0c+", "a0a0a0")
-    strains: tuple[float, ...] = (0.0,)
-    steps: int = 300
-    equilibration: int = 100
-    sample_every: int = 10
-    timestep_fs: float = 4.0
-    metric: str = "force"
-    lower: float = 0.05
-    upper: float = 0.5
-    max_selected: int = 100
-    uniqueness_tolerance: float = 0.05
-    stop_fraction: float = 0.05
+    _reset_when_off: ClassVar[bool] = True
+    enabled: Bool = False
+    iterations: _Int(1) = 5
+    budget: _Int(1) = 2000
+    committee: _Int(2) = 4
+    temperatures: _checked(tuple[float, ...], _listed_of(lambda x, at: _float(x, lo=0.0, hi=3000.0, lo_open=True, at=at)),
+                           float | list[float]) = (150.0, 300.0, 450.0, 600.0)
+    starts: _checked(tuple[str, ...], _listed_of(_glazer), str | list[str]) = ("a+b-b-", "a0a0c+", "a0a0a0")
+    strains: _checked(tuple[float, ...], _listed_of(lambda x, at: _float(x, lo=-0.1, hi=0.1, at=at)),
+                      float | list[float]) = (0.0,)
+    steps: _Int(1) = 300
+    equilibration: _Int(0) = 100
+    sample_every: _Int(1) = 10
+    timestep_fs: _Float(0.1, 10.0) = 4.0
+    metric: _Choice("force", "energy") = "force"
+    lower: _Float(0.0) = 0.05
+    upper: _Float(0.0) = 0.5
+    max_selected: _Int(1) = 100
+    uniqueness_tolerance: _Float(0.0) = 0.05
+    stop_fraction: _Float(0.0, 1.0) = 0.05
+
+    @model_validator(mode="after")
+    def _trust_window(self):
+        if self.upper <= self.lower:
+            _fail("upper", f"the trust window needs lower < upper; got lower={self.lower}, upper={self.upper}")
+        return self
 
     def explore_kwargs(self) -> dict:
         return {"temperatures": list(self.temperatures), "starts": list(self.starts), "strains": list(self.strains),
@@ -366,21 +752,79 @@ class ActiveSpec:
                 "timestep_fs": self.timestep_fs}
 
 
-@dataclass(frozen=True)
-class CampaignSpec:
-    name: str
+def _name(value) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        _fail("", f"must be 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit; got {value!r}")
+    return value
+
+
+def _supercell(value):
+    from ..structure import supercell_matrix
+
+    try:
+        supercell_matrix(value)
+    except (ValueError, TypeError) as exc:
+        _fail("", f"{exc}")
+    return _plain(value) if isinstance(value, (list, tuple)) else value
+
+
+class CampaignSpec(_Section):
+    """A validated campaign spec (build it with :func:`validate_spec` or :func:`load_spec`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", title="perovskite-pes campaign spec")
+    _internal: ClassVar[tuple[str, ...]] = ("source",)
+
+    name: _checked(str, _name, description="campaign name: 1-64 letters, digits, '.', '_' or '-'")
     calculator: CalculatorSpec
-    seed: int = 0
-    reference: ReferenceSpec = field(default_factory=ReferenceSpec)
-    supercell: Any = 2
-    fireworks: FireworksSpec = field(default_factory=FireworksSpec)
-    steps: StepsSpec = field(default_factory=StepsSpec)
-    descriptors: DescriptorSpec = field(default_factory=DescriptorSpec)
-    training: TrainingSpec = field(default_factory=TrainingSpec)
-    retrain: RetrainPolicySpec = field(default_factory=RetrainPolicySpec)
-    simulate: SimulateSpec = field(default_factory=SimulateSpec)
-    active: ActiveSpec = field(default_factory=ActiveSpec)
-    source: str | None = None
+    #: random seed of every sampler and of training
+    seed: _Int(0) = 0
+    reference: ReferenceSpec = ReferenceSpec()
+    #: n, [n1, n2, n3] or a 3x3 integer matrix (kept as written: it is part of the campaign's identity)
+    supercell: _checked(Any, _supercell, int | list[int] | list[list[int]]) = 2
+    fireworks: FireworksSpec = FireworksSpec()
+    steps: StepsSpec = StepsSpec()
+    descriptors: DescriptorSpec = DescriptorSpec()
+    training: TrainingSpec = TrainingSpec()
+    retrain: _switchable(RetrainPolicySpec) = RetrainPolicySpec()
+    simulate: _switchable(SimulateSpec) = SimulateSpec()
+    active: _switchable(ActiveSpec) = ActiveSpec()
+    #: free text for people; not part of the campaign's identity
+    description: Annotated[Any, Field(exclude=True)] = None
+    #: the file the spec was read from (set by load_spec, not by the YAML)
+    source: SkipJsonSchema[str | None] = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_mapping(cls, data):
+        if isinstance(data, cls):
+            return data
+        d = _check_mapping(data, cls.input_fields())
+        if "name" not in d:
+            _fail("name", "required: a campaign name (letters, digits, '.', '_', '-')")
+        if "calculator" not in d:
+            _fail("calculator", f"required: a mapping with 'name' (one of {list(CALCULATORS)}) and optional 'settings'")
+        return d
+
+    @model_validator(mode="after")
+    def _needs_a_model(self):
+        if self.simulate.enabled and not self.training.enabled:
+            _fail("simulate", "needs a model: enable training (the simulation runs the campaign's final model)")
+        if self.active.enabled and not self.training.enabled:
+            _fail("active", "needs a model to explore with: enable training")
+        return self
+
+    @model_validator(mode="after")
+    def _supercell_holds_the_tilts(self):
+        if self.steps.relax_tilts.enabled:
+            from ..structure.tilts import check_tilt_supercell
+
+            cell = self.reference_supercell()
+            for g in campaign_parents(self.steps):
+                try:
+                    check_tilt_supercell(cell, g)
+                except ValueError as exc:
+                    _fail("supercell", f"{exc} (needed by steps.relax_tilts)")
+        return self
 
     @property
     def category(self) -> str | None:
@@ -391,9 +835,8 @@ class CampaignSpec:
         return None if cat == "none" else cat
 
     def to_dict(self) -> dict:
-        d = _plain(asdict(self))
-        d.pop("source", None)
-        return d
+        """Plain JSON-able dict with every default filled in (its hash identifies the campaign)."""
+        return _plain(self.model_dump())
 
     @classmethod
     def from_dict(cls, d: dict, source: str | None = None) -> "CampaignSpec":
@@ -432,20 +875,7 @@ class CampaignSpec:
         return out
 
 
-def _plain(obj):
-    """Tuples -> lists, recursively (JSON/BSON friendly)."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-# --------------------------------------------------------------------------- validation
-_TOP = ("name", "seed", "reference", "supercell", "calculator", "fireworks", "steps", "descriptors",
-        "training", "retrain", "simulate", "active", "description")
-
-
+# --------------------------------------------------------------------------- entry points
 def load_spec(path) -> CampaignSpec:
     """Read and validate a campaign spec from a YAML file."""
     import yaml
@@ -461,402 +891,18 @@ def load_spec(path) -> CampaignSpec:
 
 
 def validate_spec(data, source: str | None = None) -> CampaignSpec:
-    """Validate a spec given as a dict (as read from YAML) and fill in the defaults."""
-    d = _mapping(data, "", _TOP)
-    if "name" not in d:
-        _fail("name", "required: a campaign name (letters, digits, '.', '_', '-')")
-    name = d["name"]
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        _fail("name", f"must be 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit; got {name!r}")
-    seed = _int(d.get("seed", 0), "seed", minimum=0)
+    """Validate a spec given as a dict (as read from YAML) and fill in the defaults.
 
-    r = _mapping(d.get("reference"), "reference", ("species", "lattice_parameter"))
-    species = r.get("species", ["Cs", "Pb", "Br"])
-    if not isinstance(species, (list, tuple)) or len(species) != 3 or not all(isinstance(s, str) for s in species):
-        _fail("reference.species", f"expected three element symbols [A, B, X]; got {species!r}")
-    from pymatgen.core import Element
-
-    for i, s in enumerate(species):
-        if not Element.is_valid_symbol(s):
-            _fail(f"reference.species[{i}]", f"unknown chemical element {s!r}")
-    reference = ReferenceSpec(
-        tuple(species), _float(r.get("lattice_parameter", 5.87), "reference.lattice_parameter", lo=0.0, lo_open=True)
-    )
-
-    supercell = d.get("supercell", 2)
-    from ..structure import supercell_matrix
-
+    Raises :class:`SpecError` with one line naming the first offending field.
+    """
     try:
-        supercell_matrix(supercell)
-    except (ValueError, TypeError) as exc:
-        _fail("supercell", f"{exc}")
-    if isinstance(supercell, (list, tuple)):
-        supercell = _plain(supercell)
-
-    if "calculator" not in d:
-        _fail("calculator", f"required: a mapping with 'name' (one of {list(CALCULATORS)}) and optional 'settings'")
-    c = _mapping(d["calculator"], "calculator", ("name", "settings"))
-    calc_name = _choice(c.get("name"), "calculator.name", CALCULATORS)
-    calc_settings = c.get("settings") or {}
-    if not isinstance(calc_settings, dict):
-        _fail("calculator.settings", f"expected a mapping of calculator settings; got {calc_settings!r}")
-    calculator = CalculatorSpec(calc_name, dict(calc_settings))
-
-    f = _mapping(d.get("fireworks"), "fireworks", ("per_firework", "category", "flush_every", "fizzle_on"))
-    fws = FireworksSpec(
-        per_firework=_int(f.get("per_firework", 200), "fireworks.per_firework", minimum=1),
-        category=_choice(f.get("category", "auto"), "fireworks.category", CATEGORIES),
-        flush_every=_int(f.get("flush_every", 0), "fireworks.flush_every", minimum=0),
-        fizzle_on=_choice(f.get("fizzle_on", "any"), "fireworks.fizzle_on", ("any", "all")),
-    )
-
-    steps = _steps(d.get("steps"))
-    descriptors = _descriptors(d.get("descriptors"))
-    training = _training(d.get("training"))
-    retrain = _retrain(d.get("retrain"))
-    simulate = _simulate(d.get("simulate"))
-    if simulate.enabled and not training.enabled:
-        _fail("simulate", "needs a model: enable training (the simulation runs the campaign's final model)")
-    active = _active(d.get("active"))
-    if active.enabled and not training.enabled:
-        _fail("active", "needs a model to explore with: enable training")
-    if steps.relax_tilts.enabled:
-        from ..structure import Perovskite
-        from ..structure.tilts import check_tilt_supercell
-
-        cell = Perovskite(reference.species, reference.lattice_parameter).supercell(supercell)
-        for g in campaign_parents(steps):
-            try:
-                check_tilt_supercell(cell, g)
-            except ValueError as exc:
-                _fail("supercell", f"{exc} (needed by steps.relax_tilts)")
-    return CampaignSpec(
-        name=name, calculator=calculator, seed=seed, reference=reference, supercell=supercell,
-        fireworks=fws, steps=steps, descriptors=descriptors, training=training, retrain=retrain,
-        simulate=simulate, active=active, source=source,
-    )
+        spec = CampaignSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_error_line(exc)) from None
+    return spec if source is None else spec.model_copy(update={"source": source})
 
 
-def _enabled_section(value, path: str, allowed: tuple[str, ...], default_enabled: bool) -> dict | None:
-    """A step may be given as a mapping, as true/false, or left out (its default)."""
-    if value is None:
-        return {"enabled": default_enabled}
-    if isinstance(value, bool):
-        return {"enabled": value}
-    out = _mapping(value, path, allowed + ("enabled",))
-    out.setdefault("enabled", True)
-    out["enabled"] = _bool(out["enabled"], f"{path}.enabled")
-    return out
-
-
-def _steps(value) -> StepsSpec:
-    s = _mapping(value, "steps", ("relax_reference", "relax_tilts", "mode_grid", "strain_grid", "random", "interpolations"))
-    known = None
-
-    def glazers():
-        nonlocal known
-        if known is None:
-            known = glazer_symbols()
-        return known
-
-    rr = _enabled_section(s.get("relax_reference"), "steps.relax_reference", ("relax",), True)
-    relax_reference = RelaxReferenceSpec(
-        rr["enabled"], _choice(rr.get("relax", "cell"), "steps.relax_reference.relax", RELAX_MODES)
-    )
-
-    rt = _enabled_section(s.get("relax_tilts"), "steps.relax_tilts", ("systems", "angles_deg", "relax"), True)
-    systems = _str_list_or_all(rt.get("systems", "all"), "steps.relax_tilts.systems")
-    if systems != "all":
-        systems = tuple(_glazer(g, f"steps.relax_tilts.systems[{i}]", glazers()) for i, g in enumerate(systems))
-        if len(set(systems)) != len(systems):
-            _fail("steps.relax_tilts.systems", f"lists a tilt system twice: {list(systems)}")
-    angles = rt.get("angles_deg")
-    if isinstance(angles, dict):
-        angles = _mapping(angles, "steps.relax_tilts.angles_deg", ("a", "b", "c"))
-        angles = {k: _float(v, f"steps.relax_tilts.angles_deg.{k}", lo=0.0, hi=45.0, lo_open=True) for k, v in angles.items()}
-        for letter in "abc":
-            if letter not in angles:
-                _fail(f"steps.relax_tilts.angles_deg.{letter}", "missing: give an angle (degrees) for each letter a, b and c")
-        if len({angles["a"], angles["b"], angles["c"]}) != 3:
-            _fail("steps.relax_tilts.angles_deg", f"letters a, b, c need different angles; got {angles}")
-    elif angles is not None:
-        angles = _float(angles, "steps.relax_tilts.angles_deg", lo=0.0, hi=30.0, lo_open=True)
-    relax_tilts = RelaxTiltsSpec(
-        rt["enabled"], systems, angles,
-        _choice(rt.get("relax", "cell"), "steps.relax_tilts.relax", RELAX_MODES),
-    )
-
-    mg = _enabled_section(s.get("mode_grid"), "steps.mode_grid",
-                          ("amplitudes", "subspaces", "max_per_parent", "components"), False)
-    mode_grid = ModeGridSpec(
-        mg["enabled"],
-        _float_list(mg.get("amplitudes", [-0.1, 0.1]), "steps.mode_grid.amplitudes"),
-        _str_list_or_all(mg.get("subspaces", "all"), "steps.mode_grid.subspaces"),
-        _int(mg.get("max_per_parent"), "steps.mode_grid.max_per_parent", minimum=1, allow_none=True),
-        _choice(mg.get("components", "all"), "steps.mode_grid.components", ("all", "first")),
-    )
-    for i, a in enumerate(mode_grid.amplitudes):
-        if abs(a) > 1.5:
-            _fail(f"steps.mode_grid.amplitudes[{i}]", f"displacement amplitudes are in Angstrom and must lie in [-1.5, 1.5]; got {a}")
-
-    sg = _enabled_section(s.get("strain_grid"), "steps.strain_grid", ("amplitudes", "subspaces", "around"), False)
-    strain_grid = StrainGridSpec(
-        sg["enabled"],
-        _float_list(sg.get("amplitudes", [-0.02, 0.02]), "steps.strain_grid.amplitudes"),
-        _str_list_or_all(sg.get("subspaces", "all"), "steps.strain_grid.subspaces"),
-        _choice(sg.get("around", "reference"), "steps.strain_grid.around", ("reference", "all")),
-    )
-    if strain_grid.subspaces != "all":
-        for i, w in enumerate(strain_grid.subspaces):
-            _choice(w, f"steps.strain_grid.subspaces[{i}]", ("A1g", "Eg", "T2g"))
-    for i, a in enumerate(strain_grid.amplitudes):
-        if abs(a) >= 0.3:
-            _fail(f"steps.strain_grid.amplitudes[{i}]", f"strain amplitudes are dimensionless and must lie in (-0.3, 0.3); got {a}")
-
-    rd = _enabled_section(
-        s.get("random"), "steps.random",
-        ("count", "displacement_radius", "strain_radius", "uniqueness_tolerance", "around", "fill"), False,
-    )
-    around = rd.get("around", "all")
-    if around not in ("all", "reference"):
-        around = _str_list_or_all(around, "steps.random.around")
-        around = tuple(_glazer(g, f"steps.random.around[{i}]", glazers()) for i, g in enumerate(around))
-    random = RandomSpec(
-        rd["enabled"],
-        _int(rd.get("count", 100), "steps.random.count", minimum=1),
-        _float(rd.get("displacement_radius", 0.3), "steps.random.displacement_radius", lo=0.0, hi=1.5),
-        _float(rd.get("strain_radius", 0.02), "steps.random.strain_radius", lo=0.0, hi=0.3),
-        _float(rd.get("uniqueness_tolerance", 0.0), "steps.random.uniqueness_tolerance", lo=0.0),
-        around,
-        _bool(rd.get("fill", False), "steps.random.fill"),
-    )
-    if random.enabled and random.displacement_radius == 0 and random.strain_radius == 0:
-        _fail("steps.random", "displacement_radius and strain_radius are both 0: every sample would be the parent itself")
-
-    interps = s.get("interpolations", [])
-    if interps is None:
-        interps = []
-    if not isinstance(interps, list):
-        _fail("steps.interpolations", f"expected a list of {{path: [glazer, glazer, ...], n: int}}; got {interps!r}")
-    paths = []
-    for i, item in enumerate(interps):
-        p = f"steps.interpolations[{i}]"
-        it = _mapping(item, p, ("path", "n"))
-        path = it.get("path")
-        if not isinstance(path, list) or len(path) < 2:
-            _fail(f"{p}.path", f"expected a list of at least two Glazer symbols; got {path!r}")
-        path = tuple(_glazer(g, f"{p}.path[{j}]", glazers()) for j, g in enumerate(path))
-        paths.append(InterpolationSpec(path, _int(it.get("n", 8), f"{p}.n", minimum=2)))
-
-    steps = StepsSpec(relax_reference, relax_tilts, mode_grid, strain_grid, random, tuple(paths))
-    # parents that interpolations and 'random.around' name must be produced by the relax steps
-    available = set(campaign_parents(steps))
-    for i, ip in enumerate(steps.interpolations):
-        for j, g in enumerate(ip.path):
-            if g not in available:
-                _fail(f"steps.interpolations[{i}].path[{j}]",
-                      f"tilt system {g!r} is not relaxed by this campaign; relaxed parents are {sorted(available)}")
-    if isinstance(random.around, tuple):
-        for j, g in enumerate(random.around):
-            if g not in available:
-                _fail(f"steps.random.around[{j}]", f"tilt system {g!r} is not relaxed by this campaign; relaxed parents are {sorted(available)}")
-    if not (mode_grid.enabled or strain_grid.enabled or random.enabled or steps.interpolations
-            or relax_tilts.enabled or relax_reference.enabled):
-        _fail("steps", "no step is enabled: enable relax_reference, relax_tilts, mode_grid, strain_grid, random or interpolations")
-    return steps
-
-
-CUBIC = "a0a0a0"
-
-
-def campaign_parents(steps: StepsSpec) -> list[str]:
-    """Glazer symbols of the relaxed parents a campaign enumerates around ("a0a0a0" = the reference)."""
-    out = [CUBIC]
-    if steps.relax_tilts.enabled:
-        systems = glazer_symbols() if steps.relax_tilts.systems == "all" else list(steps.relax_tilts.systems)
-        out += [g for g in systems if g != CUBIC]
-    return out
-
-
-_CLUSTER_TOKEN = re.compile(r"^(\d+p|p\d+|t|triplet|o|octahedron|tet|tetrahedron)$")
-_CLUSTER_HELP = (f"must be one of the paper's sets {list(CLUSTER_SETS)}, another '+'-joined set of <k>p (the first k pairs), "
-                 "p<k>, t, o, tet (e.g. 30p+t+o)")
-
-
-def _cluster_set(value: str, path: str) -> str:
-    tokens = [x.strip() for x in value.split("+")]
-    if not all(_CLUSTER_TOKEN.match(x) for x in tokens) or any(x in ("0p", "p0") for x in tokens):
-        _fail(path, f"{_CLUSTER_HELP}; got {value!r}")
-    return value
-
-
-def _descriptors(value) -> DescriptorSpec:
-    d = _mapping(value, "descriptors", ("clusters", "max_order", "metric", "truncated"))
-    clusters = d.get("clusters", "7p+t+o")
-    if isinstance(clusters, str):
-        _cluster_set(clusters, "descriptors.clusters")
-    elif isinstance(clusters, list) and clusters:
-        clusters = tuple(_plain(clusters))
-    else:
-        _fail("descriptors.clusters", f"{_CLUSTER_HELP} or an explicit non-empty list of clusters; got {clusters!r}")
-    order = _int(d.get("max_order", 2), "descriptors.max_order", minimum=1)
-    if order not in (2, 4, 6):
-        _fail("descriptors.max_order", f"must be one of [2, 4, 6]; got {order}")
-    return DescriptorSpec(
-        clusters, order, _choice(d.get("metric", "lin"), "descriptors.metric", METRICS),
-        _bool(d.get("truncated", False), "descriptors.truncated"),
-    )
-
-
-def _training(value) -> TrainingSpec:
-    t = _mapping(value, "training", ("enabled", "models", "grid", "folds", "test_fraction", "batch_sizes", "epochs",
-                                     "learning_rate", "force_weight", "n_jobs", "options"))
-    models = t.get("models", ["cluster"])
-    if isinstance(models, str):
-        models = [models]
-    if not isinstance(models, list) or not models:
-        _fail("training.models", f"expected a non-empty list of model kinds from {list(MODEL_TYPES)}; got {models!r}")
-    models = tuple(_choice(m, f"training.models[{i}]", MODEL_TYPES) for i, m in enumerate(models))
-    grid = _mapping(t.get("grid"), "training.grid", GRID_KEYS)
-    for k, v in grid.items():
-        if not isinstance(v, list):
-            v = grid[k] = [v]
-        if not v:
-            _fail(f"training.grid.{k}", "expected a non-empty list of values to try")
-        for i, x in enumerate(v):
-            p = f"training.grid.{k}[{i}]"
-            if k == "clusters":
-                if isinstance(x, str):
-                    _cluster_set(x, p)
-                elif not (isinstance(x, list) and x):
-                    _fail(p, f"{_CLUSTER_HELP} or an explicit list of clusters; got {x!r}")
-            elif k == "max_order":
-                if x not in (2, 4, 6):
-                    _fail(p, f"must be one of [2, 4, 6]; got {x!r}")
-            else:
-                _int(x, p, minimum=1)
-    batch_sizes = t.get("batch_sizes", [2, 10, 100, 1000])
-    if isinstance(batch_sizes, int) and not isinstance(batch_sizes, bool):
-        batch_sizes = [batch_sizes]
-    if not isinstance(batch_sizes, list) or not batch_sizes:
-        _fail("training.batch_sizes", f"expected a non-empty list of positive integers; got {batch_sizes!r}")
-    batch_sizes = tuple(_int(b, f"training.batch_sizes[{i}]", minimum=1) for i, b in enumerate(batch_sizes))
-    epochs = t.get("epochs", [20, 50, 200, 1000])
-    if isinstance(epochs, list):
-        if len(epochs) != len(batch_sizes):
-            _fail("training.epochs", f"give one number of epochs or one per batch size ({len(batch_sizes)}); got {epochs!r}")
-        epochs = tuple(_int(x, f"training.epochs[{i}]", minimum=1) for i, x in enumerate(epochs))
-    else:
-        epochs = _int(epochs, "training.epochs", minimum=1)
-    options = t.get("options") or {}
-    if not isinstance(options, dict):
-        _fail("training.options", f"expected a mapping of extra train_and_select settings; got {options!r}")
-    test_fraction = _float(t.get("test_fraction", 0.2), "training.test_fraction", lo=0.0, hi=0.9, lo_open=True)
-    return TrainingSpec(
-        enabled=_bool(t.get("enabled", True), "training.enabled"),
-        models=models, grid=_plain(dict(grid)),
-        folds=_int(t.get("folds", 10), "training.folds", minimum=2),
-        test_fraction=test_fraction,
-        batch_sizes=batch_sizes,
-        epochs=epochs,
-        learning_rate=_float(t.get("learning_rate", 1e-3), "training.learning_rate", lo=0.0, lo_open=True),
-        force_weight=_float(t.get("force_weight", 0.0), "training.force_weight", lo=0.0),
-        n_jobs=_int(t.get("n_jobs", 2), "training.n_jobs", minimum=1),
-        options=dict(options),
-    )
-
-
-def _retrain(value) -> RetrainPolicySpec:
-    r = _enabled_section(value, "retrain", ("min_new_count", "min_new_fraction", "require", "cv_tolerance", "final"), True)
-    policy = RetrainPolicySpec(
-        enabled=r["enabled"],
-        min_new_count=_int(r.get("min_new_count", 500), "retrain.min_new_count", minimum=1, allow_none=True),
-        min_new_fraction=_float(r.get("min_new_fraction", 0.2), "retrain.min_new_fraction", lo=0.0, allow_none=True,
-                                lo_open=True),
-        require=_choice(r.get("require", "any"), "retrain.require", ("any", "all")),
-        cv_tolerance=_float(r.get("cv_tolerance", 0.05), "retrain.cv_tolerance", lo=0.0),
-        final=_bool(r.get("final", True), "retrain.final"),
-    )
-    if policy.enabled and policy.min_new_count is None and policy.min_new_fraction is None:
-        _fail("retrain", "set min_new_count and/or min_new_fraction (or enabled: false)")
-    return policy
-
-
-def _simulate(value) -> SimulateSpec:
-    keys = tuple(k for k in SimulateSpec.__dataclass_fields__ if k != "enabled")
-    r = _enabled_section(value, "simulate", keys, False)
-    if not r["enabled"]:
-        return SimulateSpec()
-    dflt = SimulateSpec()
-    method = _choice(r.get("method", dflt.method), "simulate.method", ("md", "mc"))
-    t_min = _float(r.get("t_min", dflt.t_min), "simulate.t_min", lo=0.0, lo_open=True)
-    t_max = _float(r.get("t_max", dflt.t_max), "simulate.t_max", lo=0.0, lo_open=True)
-    if t_max <= t_min:
-        _fail("simulate.t_max", f"must be above t_min ({t_min} K); got {t_max}")
-    t_step = _float(r.get("t_step", dflt.t_step), "simulate.t_step", lo=0.0, lo_open=True)
-    if (t_max - t_min) / t_step > 200:
-        _fail("simulate.t_step", f"{t_step} K makes more than 200 temperatures from {t_min} to {t_max} K")
-    seeds = r.get("seeds", list(dflt.seeds))
-    if not isinstance(seeds, (list, tuple)) or not seeds:
-        _fail("simulate.seeds", f"expected a non-empty list of integers; got {seeds!r}")
-    directions = r.get("directions", list(dflt.directions))
-    if not isinstance(directions, (list, tuple)) or not directions:
-        _fail("simulate.directions", f"expected a list of heat and/or cool; got {directions!r}")
-    known = glazer_symbols()
-    supercell = _int(r.get("supercell", dflt.supercell), "simulate.supercell", minimum=2)
-    if supercell % 2:
-        _fail("simulate.supercell", f"the tilt order parameters need an even N x N x N supercell; got {supercell}")
-    ensemble = _choice(r.get("ensemble", dflt.ensemble), "simulate.ensemble", ("nvt", "npt"))
-    timestep = _float(r.get("timestep_fs", dflt.timestep_fs), "simulate.timestep_fs", lo=0.1, hi=10.0)
-    return SimulateSpec(
-        enabled=True, method=method, supercell=supercell, t_min=t_min, t_max=t_max, t_step=t_step,
-        steps=_int(r.get("steps", dflt.steps), "simulate.steps", minimum=1),
-        equilibration=_int(r.get("equilibration", dflt.equilibration), "simulate.equilibration", minimum=0),
-        seeds=tuple(_int(x, f"simulate.seeds[{i}]", minimum=0) for i, x in enumerate(seeds)),
-        directions=tuple(_choice(x, f"simulate.directions[{i}]", ("heat", "cool")) for i, x in enumerate(directions)),
-        heat_start=_glazer(r.get("heat_start", dflt.heat_start), "simulate.heat_start", known),
-        cool_start=_glazer(r.get("cool_start", dflt.cool_start), "simulate.cool_start", known),
-        ensemble=ensemble, timestep_fs=timestep,
-    )
-
-
-def _active(value) -> ActiveSpec:
-    keys = tuple(k for k in ActiveSpec.__dataclass_fields__ if k != "enabled")
-    r = _enabled_section(value, "active", keys, False)
-    if not r["enabled"]:
-        return ActiveSpec()
-    dflt = ActiveSpec()
-    known = glazer_symbols()
-
-    def listed(key, convert):
-        v = r.get(key, list(getattr(dflt, key)))
-        if isinstance(v, (int, float, str)) and not isinstance(v, bool):
-            v = [v]
-        if not isinstance(v, (list, tuple)) or not v:
-            _fail(f"active.{key}", f"expected a non-empty list; got {v!r}")
-        return tuple(convert(x, f"active.{key}[{i}]") for i, x in enumerate(v))
-
-    lower = _float(r.get("lower", dflt.lower), "active.lower", lo=0.0)
-    upper = _float(r.get("upper", dflt.upper), "active.upper", lo=0.0)
-    if upper <= lower:
-        _fail("active.upper", f"the trust window needs lower < upper; got lower={lower}, upper={upper}")
-    return ActiveSpec(
-        enabled=True,
-        iterations=_int(r.get("iterations", dflt.iterations), "active.iterations", minimum=1),
-        budget=_int(r.get("budget", dflt.budget), "active.budget", minimum=1),
-        committee=_int(r.get("committee", dflt.committee), "active.committee", minimum=2),
-        temperatures=listed("temperatures", lambda x, p: _float(x, p, lo=0.0, hi=3000.0, lo_open=True)),
-        starts=listed("starts", lambda x, p: _glazer(x, p, known)),
-        strains=listed("strains", lambda x, p: _float(x, p, lo=-0.1, hi=0.1)),
-        steps=_int(r.get("steps", dflt.steps), "active.steps", minimum=1),
-        equilibration=_int(r.get("equilibration", dflt.equilibration), "active.equilibration", minimum=0),
-        sample_every=_int(r.get("sample_every", dflt.sample_every), "active.sample_every", minimum=1),
-        timestep_fs=_float(r.get("timestep_fs", dflt.timestep_fs), "active.timestep_fs", lo=0.1, hi=10.0),
-        metric=_choice(r.get("metric", dflt.metric), "active.metric", ("force", "energy")),
-        lower=lower,
-        upper=upper,
-        max_selected=_int(r.get("max_selected", dflt.max_selected), "active.max_selected", minimum=1),
-        uniqueness_tolerance=_float(r.get("uniqueness_tolerance", dflt.uniqueness_tolerance),
-                                    "active.uniqueness_tolerance", lo=0.0),
-        stop_fraction=_float(r.get("stop_fraction", dflt.stop_fraction), "active.stop_fraction", lo=0.0, hi=1.0),
-    )
+def spec_json_schema() -> dict:
+    """JSON schema (draft 2020-12) of a campaign spec, for editors that check YAML files."""
+    schema = CampaignSpec.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
