@@ -136,23 +136,60 @@ def test_sigkill_at_random_moments_leaves_a_prefix_and_a_rerun_completes(writer,
     n = 300
     get_store()
     close_store()
-    for delay in np.random.default_rng(2024).uniform(0.0, 2.0, size=3):
+    rng = np.random.default_rng(2024)
+    # each kill lands while the writer is storing: after a random number of acknowledged writes, a random delay later
+    for after, delay in zip(rng.integers(0, n - 100, size=4), rng.uniform(0.0, 0.05, size=4)):
         p = writer(5, n)
-        _wait_for(p, "open")
+        _wait_for(p, f"stored {after}")
         time.sleep(delay)
         os.kill(p.pid, signal.SIGKILL)
-        p.wait(timeout=30)
+        assert p.wait(timeout=30) == -signal.SIGKILL  # killed, not finished
         acknowledged = sum(1 for line in p.stdout.read().splitlines() if line.startswith("stored"))
         store = get_store()
         got = _writes_of(store, 5)
         assert got == list(range(len(got)))  # a prefix of the work, no gaps
-        assert len(got) >= acknowledged  # everything reported stored is stored
+        assert len(got) >= max(acknowledged, after + 1)  # everything reported stored is stored
         assert store._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         close_store()
     p = writer(5, n)
     assert p.wait(timeout=300) == 0, p.stderr.read()
     store = get_store()
     assert _writes_of(store, 5) == list(range(n)) and store.count_configurations() == n  # no duplicates
+    close_store()
+    assert sorted(f.name for f in pes_home.iterdir()) == ["store.launchpad.json", "store.launchpad.json.lock",
+                                                         "store.sqlite"]  # nothing half-made left behind
+
+
+def test_a_killed_import_stores_all_or_nothing_and_a_rerun_completes(pes_home, tmp_path):
+    from perovskite_pes.db.interchange import export_records
+
+    n = 200
+    ref = Perovskite().supercell(2)
+    rng = np.random.default_rng(31)
+    records = [(Configuration(ref, rng.normal(0, 0.05, (40, 3))),
+                dict(energy=-150.0 - 0.01 * i, forces=rng.normal(size=(40, 3)), stress=np.zeros(6), calculator="vasp",
+                     settings_hash="v1", status="completed"), None) for i in range(n)]
+    data = tmp_path / "frames.jsonl"
+    export_records(records, data)
+    get_store()
+    close_store()
+    cmd = [sys.executable, "-m", "perovskite_pes", "db", "import", str(data)]
+    for delay in rng.uniform(0.5, 6.0, size=3):  # while it reads, validates, computes keys or writes
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        p.kill()
+        p.communicate(timeout=30)
+        store = get_store()
+        n_cfg, n_calc = store.count_configurations(), store.count_calculations()
+        assert (n_cfg, n_calc) in ((0, 0), (n, n)), (delay, n_cfg, n_calc)  # one unit of work: all or nothing
+        assert store._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        close_store()
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+    again = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=300)
+    assert json.loads(again.stdout)["calculations_unchanged"] == n
+    store = get_store()
+    assert (store.count_configurations(), store.count_calculations()) == (n, n)  # no duplicates
+    assert sorted(d["energy"] for d in store.training_data()) == sorted(-150.0 - 0.01 * i for i in range(n))
 
 
 def test_a_long_write_makes_other_writers_wait_and_readers_proceed(writer, pes_home, run_pes):
@@ -172,6 +209,31 @@ def test_a_long_write_makes_other_writers_wait_and_readers_proceed(writer, pes_h
     assert store.count_configurations() == 2  # the killed process's open transaction left nothing
     store.save_configuration(Configuration(Perovskite().supercell(2), np.full((40, 3), 0.01)))
     assert store.count_configurations() == 3
+
+
+def test_an_import_computes_its_keys_before_it_takes_the_write_lock(pes_home, monkeypatch):
+    """The costly part of an import (uniqueness keys: symmetry images of every configuration) runs outside
+    its transaction, so a campaign worker waiting to store a result waits for the writes only."""
+    import perovskite_pes.db.store as store_mod
+    from perovskite_pes.db.interchange import ImportRecord, import_records
+
+    store = get_store()
+    ref = Perovskite().supercell(2)
+    rng = np.random.default_rng(12)
+    records = [ImportRecord(Configuration(ref, rng.normal(0, 0.05, (40, 3))),
+                            dict(energy=-150.0 - 0.1 * i, forces=rng.normal(size=(40, 3)), stress=np.zeros(6),
+                                 calculator="vasp", settings_hash="v1"), f"frame {i + 1}") for i in range(6)]
+    in_transaction = []
+    real = store_mod.uniqueness_key
+
+    def watched(config):
+        in_transaction.append(store._conn().in_transaction)
+        return real(config)
+
+    monkeypatch.setattr(store_mod, "uniqueness_key", watched)
+    summary = import_records(store, records, source="import:test")
+    assert (summary["configurations_new"], summary["calculations_new"]) == (6, 6)
+    assert in_transaction == [False] * 6
 
 
 def test_the_launchpad_serves_one_process_and_stats_still_work(writer, pes_home, run_pes):

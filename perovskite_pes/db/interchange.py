@@ -345,8 +345,9 @@ def import_records(store, records: list[ImportRecord], source: str, replace: boo
     configuration and settings hash, or an implausible one, stops the import with nothing stored
     unless ``replace`` / ``allow_outliers`` (see :meth:`perovskite_pes.db.Store.save_calculation`).
     """
+    prepared = store.prepare_configurations([r.config for r in records], source=source)  # keys: outside the lock
     with store.batch():
-        report = store.save_configurations([r.config for r in records], source=source)
+        report = store.save_configurations(prepared)
         items = [(cid, r.result, None) for cid, r in zip(report.ids, records) if r.result is not None]
         calcs = store.ingest_calculations(items, replace=replace, allow_outliers=allow_outliers) if items else None
     return {

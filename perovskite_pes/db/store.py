@@ -74,6 +74,14 @@ class CalcReport:
     ids: list[str] = field(default_factory=list)
 
 
+@dataclass
+class PreparedConfigurations:
+    """Configurations validated, with their records and uniqueness keys (:meth:`Store.prepare_configurations`)."""
+
+    configs: list
+    records: list[dict]
+
+
 #: filters on configurations
 CONFIG_FILTERS = {
     "reference": "reference label (e.g. CsPbBr3_a5.8700_2x2x2), formula (CsPbBr3) or id",
@@ -261,17 +269,26 @@ class Store:
             rec[k] = _str_or_none(tags.get(k))
         return rec
 
-    def save_configurations(self, configs, source: str | None = None) -> IngestReport:
-        """Store configurations; one that is already stored (same uniqueness key) is not duplicated.
-
-        ``ids`` follows the input order (an existing configuration's id for the ones already there).
-        Everything is validated first; then all of them are stored in one transaction.
-        """
+    def prepare_configurations(self, configs, source: str | None = None) -> "PreparedConfigurations":
+        """Validate configurations and compute their uniqueness keys (the costly part) without touching
+        the store; :meth:`save_configurations` takes the result. Lets a caller that groups several
+        writes in :meth:`batch` keep this work out of the transaction (other writers wait less)."""
         configs = list(configs)
         if source is not None and not isinstance(source, str):
             raise InvalidRecord(f"source must be a string; got {type(source).__name__}")
         n_atoms: dict = {}
         recs = [self._config_record(c, f"configuration {i}", source, n_atoms) for i, c in enumerate(configs)]
+        return PreparedConfigurations(configs, recs)
+
+    def save_configurations(self, configs, source: str | None = None) -> IngestReport:
+        """Store configurations; one that is already stored (same uniqueness key) is not duplicated.
+
+        ``ids`` follows the input order (an existing configuration's id for the ones already there).
+        Everything is validated first; then all of them are stored in one transaction. ``configs``
+        may be the result of :meth:`prepare_configurations` (``source`` is then ignored).
+        """
+        prepared = configs if isinstance(configs, PreparedConfigurations) else self.prepare_configurations(configs, source)
+        configs, recs = prepared.configs, prepared.records
         if not recs:
             return IngestReport()
         with self._lock, self._write():
