@@ -7,7 +7,7 @@ from scipy.spatial.transform import Rotation
 
 from perovskite_pes.errors import PesError
 from perovskite_pes.structure import Configuration, ConfigurationError, Perovskite, canonical_key, tilt_configuration
-from perovskite_pes.structure.mapping import match_structure
+from perovskite_pes.structure import match_structure
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from perovskite_pes.errors import PesError
-from perovskite_pes.structure import Configuration, ConfigurationError, Perovskite, ReferenceError, space_group
+from perovskite_pes.structure import Configuration, ConfigurationError, Perovskite, ReferenceStructureError, space_group
 
 
 def test_reference_supercell_counts_and_order():
@@ -31,7 +31,7 @@ def test_reference_supercell_counts_and_order():
     ],
 )
 def test_bad_reference_input(species, matrix, message):
-    with pytest.raises(ReferenceError, match=message) as err:
+    with pytest.raises(ReferenceStructureError, match=message) as err:
         Perovskite(species).supercell(matrix)
     assert isinstance(err.value, PesError) and isinstance(err.value, ValueError)
 

@@ -62,11 +62,11 @@ def register(subparsers) -> None:
 
 def _perovskite(args):
     from ..descriptors import DescriptorError
-    from ..structure import Perovskite, ReferenceError
+    from ..structure import Perovskite, ReferenceStructureError
 
     try:
         return Perovskite(tuple(args.species), args.lattice_parameter)
-    except ReferenceError as exc:
+    except ReferenceStructureError as exc:
         raise DescriptorError(str(exc)) from exc
 
 

@@ -3,11 +3,17 @@
 Pure numpy / pymatgen / spglib: no database, no FireWorks.
 """
 
-from .configuration import Configuration, ConfigurationError, matrix_to_strain, strain_to_matrix
+from .configuration import (
+    Configuration,
+    ConfigurationError,
+    configuration_from_structure,
+    match_structure,
+    matrix_to_strain,
+    strain_to_matrix,
+)
 from .io import ConfigurationIOError, read_configurations, write_configurations
-from .mapping import configuration_from_structure, match_structure
 from .modes import ModeBasis, ModeSubspace, StrainBasis, displacement_modes, strain_basis
-from .reference import Perovskite, ReferenceError, ReferenceSupercell, supercell_matrix
+from .reference import Perovskite, ReferenceStructureError, ReferenceSupercell, supercell_matrix
 from .sampling import (
     DEFAULT_MIN_DISTANCE,
     SamplingError,
@@ -43,7 +49,7 @@ __all__ = [
     "ModeBasis",
     "ModeSubspace",
     "Perovskite",
-    "ReferenceError",
+    "ReferenceStructureError",
     "ReferenceSupercell",
     "SamplingError",
     "StrainBasis",

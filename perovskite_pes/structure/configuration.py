@@ -11,40 +11,24 @@ Conventions (used everywhere in the project):
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import PesError
+from .mapping import match_sites
 from .reference import ReferenceSupercell
+from .strain import VOIGT_PAIRS, ConfigurationError, matrix_to_strain, strain_to_matrix
 
-VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
-
-
-class ConfigurationError(PesError, ValueError):
-    """Raised when a structure or array cannot be represented as a configuration."""
-
-
-def strain_to_matrix(strain) -> np.ndarray:
-    """6-vector (xx, yy, zz, yz, xz, xy) -> symmetric 3x3 tensor."""
-    s = np.asarray(strain, dtype=float)
-    if s.shape == (3, 3):
-        if not np.allclose(s, s.T, atol=1e-10):
-            raise ConfigurationError("strain tensor must be symmetric")
-        return s.copy()
-    if s.shape != (6,):
-        raise ConfigurationError(f"strain must be a 6-vector (xx, yy, zz, yz, xz, xy) or a symmetric 3x3; got shape {s.shape}")
-    m = np.zeros((3, 3))
-    for k, (i, j) in enumerate(VOIGT_PAIRS):
-        m[i, j] = m[j, i] = s[k]
-    return m
-
-
-def matrix_to_strain(m) -> np.ndarray:
-    """Symmetric 3x3 tensor -> 6-vector (xx, yy, zz, yz, xz, xy)."""
-    m = np.asarray(m, dtype=float)
-    return np.array([0.5 * (m[i, j] + m[j, i]) for i, j in VOIGT_PAIRS])
-
+__all__ = [
+    "VOIGT_PAIRS",
+    "Configuration",
+    "ConfigurationError",
+    "configuration_from_structure",
+    "match_structure",
+    "matrix_to_strain",
+    "strain_to_matrix",
+]
 
 @dataclass(eq=False)
 class Configuration:
@@ -69,6 +53,16 @@ class Configuration:
         self.strain = matrix_to_strain(strain_to_matrix(np.zeros(6) if self.strain is None else self.strain))
         if not np.all(np.isfinite(self.strain)):
             raise ConfigurationError("strain contains NaN or infinite values")
+
+    def __repr__(self) -> str:
+        """One line: the supercell, the largest displacement and strain, the tags (not the arrays)."""
+        u = float(np.linalg.norm(self.displacements, axis=1).max()) if len(self.displacements) else 0.0
+        short = reprlib.Repr()
+        short.maxstring = short.maxother = 30
+        items = [f"{short.repr(k)}: {short.repr(v)}" for k, v in list(self.tags.items())[:3]]
+        tags = "{" + ", ".join(items + (["..."] if len(self.tags) > 3 else [])) + "}"
+        return (f"Configuration({self.reference!r}, max |u| {u:.3f} A, max |strain| "
+                f"{float(np.abs(self.strain).max()):.4f}, tags={tags})")
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -136,8 +130,6 @@ class Configuration:
         species). Raises ConfigurationError when no unique matching exists. See
         :mod:`perovskite_pes.structure.mapping`.
         """
-        from .mapping import match_structure
-
         return match_structure(
             reference, structure, remove_translation=remove_translation, max_displacement=max_displacement, tags=tags
         )[0]
@@ -178,3 +170,26 @@ class Configuration:
         if remove_translation:
             disp -= disp.mean(axis=0)
         return cls(reference, disp, matrix_to_strain(u - np.eye(3)), dict(tags or {}))
+
+
+def match_structure(
+    reference: ReferenceSupercell,
+    structure,
+    remove_translation: bool = False,
+    max_displacement: float | None = None,
+    tags: dict | None = None,
+) -> tuple[Configuration, np.ndarray]:
+    """Map a structure (any site order, rotated, translated, wrapped) onto the reference supercell.
+
+    Returns the configuration and ``order`` with ``order[site] = index of the input atom`` matched
+    to reference site ``site``. ``max_displacement`` (Angstrom) bounds each matched displacement
+    (default: just under half the distance between neighbouring sites of the same species). The
+    steps are those of :func:`perovskite_pes.structure.mapping.match_sites`.
+    """
+    disp, strain, order = match_sites(reference, structure, remove_translation, max_displacement)
+    return Configuration(reference, disp, strain, dict(tags or {})), order
+
+
+def configuration_from_structure(reference: ReferenceSupercell, structure, **kwargs) -> Configuration:
+    """:func:`match_structure` without the permutation."""
+    return match_structure(reference, structure, **kwargs)[0]

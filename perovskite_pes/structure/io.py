@@ -10,7 +10,7 @@ configurations back:
   ``#pes: {"reference": ..., "tags": ...}`` precedes each block.
 * POSCAR (a directory, files ``POSCAR-00000`` ...): the comment line is ``pes: {...}`` (JSON).
 
-Reading maps each structure onto the reference supercell (:func:`.mapping.match_structure`), so
+Reading maps each structure onto the reference supercell (:func:`.configuration.match_structure`), so
 files written by other programs (any site order, rotated, wrapped) are read too; then a
 reference must be given unless the file records one.
 """
@@ -18,15 +18,17 @@ reference must be given unless the file records one.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import PesError
-from .configuration import Configuration
-from .mapping import match_structure
+from .configuration import Configuration, match_structure
 from .reference import Perovskite, ReferenceSupercell
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("extxyz", "cif", "poscar")
 
@@ -179,11 +181,10 @@ def read_configurations(path, reference: ReferenceSupercell | None = None, fmt: 
     if not path.exists():
         raise ConfigurationIOError(f"no such file or directory: {str(path)!r}")
     fmt = detect_format(path, fmt)
-    if fmt == "extxyz":
-        return _read_extxyz(path, reference)
-    if fmt == "cif":
-        return _read_cif(path, reference)
-    return _read_poscars(path, reference)
+    readers = {"extxyz": _read_extxyz, "cif": _read_cif}
+    configs = readers.get(fmt, _read_poscars)(path, reference)
+    logger.info("read %d configurations (%s) from %s", len(configs), fmt, path)
+    return configs
 
 
 def _read_extxyz(path: Path, reference):

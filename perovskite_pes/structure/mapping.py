@@ -1,6 +1,7 @@
 """Structure -> configuration: undo a rigid rotation, a translation, re-wrapping and a site permutation.
 
-Steps (:func:`match_structure`):
+Steps (:func:`match_sites`; :func:`perovskite_pes.structure.configuration.match_structure` builds the
+configuration from its result):
 
 1. Polar decomposition of the deformation gradient of the lattice, F_total = R U: the rigid
    rotation R is dropped and U - I is the strain (the lattice rows must be the rotated/strained
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .configuration import Configuration, ConfigurationError, matrix_to_strain
 from .reference import ReferenceSupercell
+from .strain import ConfigurationError, matrix_to_strain
 
 
 def _arrays(structure):
@@ -75,18 +76,18 @@ def unstrain(reference: ReferenceSupercell, lattice, positions):
     return rot, u, undeformed
 
 
-def match_structure(
+def match_sites(
     reference: ReferenceSupercell,
     structure,
     remove_translation: bool = False,
     max_displacement: float | None = None,
-    tags: dict | None = None,
-) -> tuple[Configuration, np.ndarray]:
-    """Map a structure (any site order, rotated, translated, wrapped) onto the reference supercell.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Displacements ``(N, 3)``, strain (6-vector) and site order of a structure (any site order,
+    rotated, translated, wrapped) mapped onto the reference supercell.
 
-    Returns the configuration and ``order`` with ``order[site] = index of the input atom`` matched
-    to reference site ``site``. ``max_displacement`` (Angstrom) bounds each matched displacement
-    (default: just under half the distance between neighbouring sites of the same species).
+    ``order[site]`` is the index of the input atom matched to reference site ``site``.
+    ``max_displacement`` (Angstrom) bounds each matched displacement (default: just under half the
+    distance between neighbouring sites of the same species).
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -139,10 +140,4 @@ def match_structure(
         disp -= disp.mean(axis=0)
     else:
         disp += tau_cart
-    config = Configuration(reference, disp, matrix_to_strain(u_stretch - np.eye(3)), dict(tags or {}))
-    return config, order
-
-
-def configuration_from_structure(reference: ReferenceSupercell, structure, **kwargs) -> Configuration:
-    """:func:`match_structure` without the permutation."""
-    return match_structure(reference, structure, **kwargs)[0]
+    return disp, matrix_to_strain(u_stretch - np.eye(3)), order

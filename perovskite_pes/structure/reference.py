@@ -31,7 +31,7 @@ SUBLATTICES = ("A", "B", "X")
 CSPBBR3_LATTICE_PARAMETER = 5.87
 
 
-class ReferenceError(PesError, ValueError):
+class ReferenceStructureError(PesError, ValueError):
     """Raised for an invalid reference crystal or supercell specification."""
 
 
@@ -53,18 +53,18 @@ class Perovskite:
     def __post_init__(self):
         species = tuple(self.species)
         if len(species) != 3:
-            raise ReferenceError(
+            raise ReferenceStructureError(
                 f"an ABX3 perovskite needs exactly 3 species (A, B, X); got {len(species)}: {list(species)}"
             )
         from pymatgen.core import Element
 
         for s in species:
             if not isinstance(s, str) or not Element.is_valid_symbol(s):
-                raise ReferenceError(f"unknown chemical element {s!r} in species {list(species)}")
+                raise ReferenceStructureError(f"unknown chemical element {s!r} in species {list(species)}")
         object.__setattr__(self, "species", species)
         a = float(self.lattice_parameter)
         if not np.isfinite(a) or a <= 0:
-            raise ReferenceError(f"lattice parameter must be a positive length in Angstrom; got {self.lattice_parameter!r}")
+            raise ReferenceStructureError(f"lattice parameter must be a positive length in Angstrom; got {self.lattice_parameter!r}")
         object.__setattr__(self, "lattice_parameter", a)
 
     @property
@@ -114,17 +114,17 @@ def supercell_matrix(matrix) -> np.ndarray:
     elif m.shape == (3,):
         m = np.diag(m)
     elif m.shape != (3, 3):
-        raise ReferenceError(
+        raise ReferenceStructureError(
             f"supercell matrix must be an integer, 3 integers or a 3x3 integer matrix; got shape {m.shape}"
         )
     if not np.all(np.isfinite(m)) or not np.allclose(m, np.round(m)):
-        raise ReferenceError(f"supercell matrix must contain integers only; got {m.tolist()}")
+        raise ReferenceStructureError(f"supercell matrix must contain integers only; got {m.tolist()}")
     mi = np.round(m).astype(int)
     det = int(round(np.linalg.det(mi)))
     if det == 0:
-        raise ReferenceError(f"supercell matrix {mi.tolist()} is singular (determinant 0)")
+        raise ReferenceStructureError(f"supercell matrix {mi.tolist()} is singular (determinant 0)")
     if det < 0:
-        raise ReferenceError(
+        raise ReferenceStructureError(
             f"supercell matrix {mi.tolist()} is left-handed (determinant {det}); use a right-handed one"
         )
     return mi
@@ -149,6 +149,11 @@ class ReferenceSupercell:
 
     def __hash__(self):
         return hash((self.perovskite, self.matrix.tobytes()))
+
+    def __repr__(self) -> str:
+        m = self.matrix
+        size = "x".join(str(int(v)) for v in np.diag(m)) if np.array_equal(m, np.diag(np.diag(m))) else str(m.tolist())
+        return f"ReferenceSupercell({self.perovskite.formula}, {size}, {self.n_atoms} atoms)"
 
     @property
     def n_cells(self) -> int:
@@ -177,7 +182,7 @@ class ReferenceSupercell:
         inside = np.all((frac > -1e-8) & (frac < 1 - 1e-8), axis=1)
         t = grid[inside]
         if len(t) != self.n_cells:  # pragma: no cover - guards the geometry above
-            raise ReferenceError(f"found {len(t)} lattice points in supercell, expected {self.n_cells}")
+            raise ReferenceStructureError(f"found {len(t)} lattice points in supercell, expected {self.n_cells}")
         order = np.lexsort((t[:, 2], t[:, 1], t[:, 0]))
         return t[order]
 
