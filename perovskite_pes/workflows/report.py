@@ -8,9 +8,12 @@ bin, ...) from the training directory.
 
 from __future__ import annotations
 
+import logging
 import json
 import time
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 STAGES = ("relax", "enumerate", "calculate", "store", "load_data", "featurise", "train", "register")
 
@@ -22,7 +25,7 @@ def stage_timings(lpad, name: str) -> dict:
     the time inside the tasks is what the Firework machinery (checkout, state updates, store
     flushes of the LaunchPad) cost.
     """
-    from .campaign import campaign_fw_ids
+    from .status import campaign_fw_ids
 
     fws = list(lpad.fireworks.find({"fw_id": {"$in": campaign_fw_ids(lpad, name)}},
                                    {"fw_id": 1, "launches": 1, "spec.pes_kind": 1}))
@@ -62,6 +65,7 @@ def _runtime(history: list) -> float | None:
         parse = datetime.fromisoformat
         return (parse(str(end)) - parse(str(start))).total_seconds()
     except ValueError:
+        logger.debug("launch timestamps %r and %r are not ISO times: no run time", start, end)
         return None
 
 
@@ -105,7 +109,7 @@ def write_report(name: str, lpad=None, calculator: str | None = None, settings_h
                  model: dict | None = None, store=None, simulation: dict | None = None, fw_id: int | None = None) -> dict:
     """Write the report files of campaign ``name``; returns ``{"path", "plots", "report"}``."""
     from ..db import get_store
-    from .campaign import campaign_dir, campaign_status
+    from .status import campaign_dir, campaign_status
 
     store = store or get_store()
     lpad = lpad or store.get_launchpad()
@@ -151,6 +155,7 @@ def write_report(name: str, lpad=None, calculator: str | None = None, settings_h
         report["plots"].append(str(conv))
     path = out_dir / "report.json"
     path.write_text(json.dumps(report, indent=2, default=str))
+    logger.info("campaign %s: report written to %s", name, path)
     return {"path": str(path), "plots": report["plots"], "report": report}
 
 

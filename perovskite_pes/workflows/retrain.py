@@ -12,6 +12,7 @@ Nothing here imports FireWorks: the campaign Firetasks and ``pes retrain`` both 
 
 from __future__ import annotations
 
+import logging
 import json
 import math
 import os
@@ -23,6 +24,8 @@ import numpy as np
 
 from ..errors import PesError
 from ..utils import jsonable
+
+logger = logging.getLogger(__name__)
 
 
 class RetrainError(PesError):
@@ -252,10 +255,7 @@ def train_and_register(
     tolerance of the active one. Returns a summary dict (model id, path, metrics, activated, why).
     ``timings`` (if given) receives the seconds spent loading data, training and registering.
     """
-    try:
-        from ..models import train_and_select
-    except ImportError:  # older layouts keep it in the selection module only
-        from ..models.selection import train_and_select
+    from ..models import train_and_select
 
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
@@ -289,7 +289,7 @@ def train_and_register(
     model_path = base / "model"
     if not (model_path / "model.json").exists():
         model.save(str(model_path))
-    report = jsonable(report or {}, repr)
+    report = jsonable(report.to_dict() if hasattr(report, "to_dict") else report or {}, repr)  # a SelectionReport
     metrics = metrics_from_report(report)
     hyper = {"best": report.get("best"), "training_settings": jsonable(training, repr)}
     new_cv = cv_rmse(metrics)
@@ -314,6 +314,8 @@ def train_and_register(
     if not (base / "report.json").exists():
         (base / "report.json").write_text(json.dumps(report, indent=2, default=str))
     timings["register"] = timings.get("register", 0.0) + time.perf_counter() - t0
+    logger.info("model %s trained on %d %s calculations: %s (%s)", name, len(calc_ids), calculator,
+                "activated" if activate else "registered, not activated", why)
     return {
         "model_id": str(model_id),
         "name": name,

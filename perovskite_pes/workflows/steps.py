@@ -8,6 +8,8 @@ store (:func:`perovskite_pes.db.get_store`).
 
 from __future__ import annotations
 
+import logging
+import warnings
 import json
 import os
 import time
@@ -18,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PesError
+
+logger = logging.getLogger(__name__)
 
 CUBIC = "a0a0a0"
 
@@ -46,10 +50,6 @@ def get_calculator_cached(calculator: dict):
     if key not in _CALCULATORS:
         _CALCULATORS[key] = get_calculator(calculator["name"], **(calculator.get("settings") or {}))
     return _CALCULATORS[key]
-
-
-def clear_calculator_cache() -> None:
-    _CALCULATORS.clear()
 
 
 def progress_enabled() -> bool:
@@ -344,6 +344,8 @@ def store_configurations(store, configs: list, campaign: str | None, settings_ha
     seen = set()
     unique = [i for i in ids if not (i in seen or seen.add(i))]
     todo = [i for i in unique if settings_hash is None or not _has_completed(store, i, settings_hash)]
+    logger.info("stored %d configurations (%d new, %d known); %d still to calculate", len(unique), int(report.new),
+                int(report.existing), len(todo))
     return {"new": int(report.new), "existing": int(report.existing), "ids": unique, "todo": todo}
 
 
@@ -352,6 +354,8 @@ def _has_completed(store, config_id: str, settings_hash: str) -> bool:
     try:
         return bool(store.has_calculation(config_id, settings_hash, status="completed"))
     except TypeError:
+        warnings.warn(f"{type(store).__name__}.has_calculation takes no status: a failed calculation of {config_id} "
+                      "counts as done and is not repeated", RuntimeWarning, stacklevel=2)
         return bool(store.has_calculation(config_id, settings_hash))
 
 
@@ -423,6 +427,8 @@ def calculate_batch(store, config_ids: list[str], calculator: dict, workdir=None
     t0 = time.perf_counter()
     store.flush()
     rep.seconds_store += time.perf_counter() - t0
+    logger.info("%s: %d of %d configurations calculated, %d failed, %d skipped (done before) in %.1f s",
+                calculator["name"], rep.calculated, rep.n, len(rep.failed), rep.skipped, rep.seconds_calculate)
     return rep
 
 

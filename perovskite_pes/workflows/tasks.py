@@ -373,7 +373,7 @@ class SimulateTask(FiretaskBase):
     optional_params = ["calculator"]
 
     def run_task(self, fw_spec):
-        from .campaign import campaign_dir
+        from .status import campaign_dir
         from .steps import simulate_model
 
         store = _store(fw_spec)
@@ -416,7 +416,7 @@ class ActiveLearningTask(FiretaskBase):
 
     def run_task(self, fw_spec):
         from .active import active_iteration
-        from .campaign import campaign_dir
+        from .status import campaign_dir
 
         store = _store(fw_spec)
         calc = self["calculator"]
