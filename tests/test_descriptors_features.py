@@ -70,6 +70,29 @@ def test_shapes_and_names(feat):
     assert "triplet" in feat.site_feature_orbits[1] and "octahedron" in feat.site_feature_orbits[2]
 
 
+def test_labelled_features_name_every_column(feat):
+    configs = [random_config(3), random_config(4)]
+    cluster = feat.featurize_labelled(configs)
+    assert list(cluster) == feat.orbit_names
+    raw = feat.featurize(configs)
+    for (orbit, item), x, deg in zip(cluster.items(), raw, feat.degrees):
+        assert item["values"].shape == tuple(x.shape)
+        np.testing.assert_array_equal(item["values"], x.numpy())
+        assert item["names"] == [f"{orbit}/phi{m}_d{d}" for m, d in enumerate(deg)]
+    sites = feat.featurize_labelled(configs, sites=True)
+    assert list(sites) == ["A", "B", "X"]
+    for item, n, orbits in zip(sites.values(), feat.n_site_features, feat.site_feature_orbits):
+        assert item["values"].shape[-1] == len(item["names"]) == n
+        # the columns are the contributing cluster orbits' functions side by side, in order
+        assert [name.split("/")[0] for name in item["names"]] == [o for o in orbits for _ in range(len(cluster[o]["names"]))]
+
+
+def test_featurizer_repr_is_one_short_line(feat):
+    text = repr(feat)
+    assert "\n" not in text and len(text) < 200
+    assert "'7p+t+o+tet'" in text and f"{sum(feat.n_functions)} functions" in text and "40-atom" in text
+
+
 def test_rigid_rotation_and_translation(feat):
     from scipy.spatial.transform import Rotation
 

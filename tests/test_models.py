@@ -9,7 +9,7 @@ import torch
 from perovskite_pes.errors import PesError
 from perovskite_pes.models import ClusterNet, LinearCE, ModelError, NotFittedError, PairPotential, SiteNet, load_model
 from perovskite_pes.structure import Configuration, Perovskite
-from test_models_support import ShellFeaturizer, morse_energy, random_configs, repeat_configuration, small_reference
+from models_support import ShellFeaturizer, morse_energy, random_configs, repeat_configuration, small_reference
 
 torch.set_num_threads(1)
 
@@ -228,7 +228,7 @@ def test_save_load_reproduces_predictions_exactly(kind, fitted, data, tmp_path, 
     assert type(again) is type(model)
     np.testing.assert_array_equal(again.predict(configs), model.predict(configs))
     np.testing.assert_array_equal(again.predict_forces(configs[:2]), model.predict_forces(configs[:2]))
-    assert again.get_params() == model.get_params()
+    assert again.hyperparameters() == model.hyperparameters()
 
 
 def test_weights_are_read_without_unpickling(fitted, tmp_path, featurizer):

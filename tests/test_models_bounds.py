@@ -11,7 +11,7 @@ import torch
 from perovskite_pes.models import ClusterNet, Committee, LinearCE, ModelError, SiteNet, load_model
 from perovskite_pes.models.bounds import FeatureWindow
 from perovskite_pes.structure import Configuration
-from test_models_support import ShellFeaturizer, morse_energy, random_configs, small_reference
+from models_support import ShellFeaturizer, morse_energy, random_configs, small_reference
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,7 @@ import torch
 from perovskite_pes.models import ClusterNet, Committee, LinearCE, ModelError, PESCalculator, load_model
 from perovskite_pes.models import reports
 from perovskite_pes.structure import Configuration, Perovskite
-from test_models_support import ShellFeaturizer, morse_energy, random_configs, repeat_configuration, small_reference
+from models_support import ShellFeaturizer, morse_energy, random_configs, repeat_configuration, small_reference
 
 torch.set_num_threads(1)
 
@@ -110,7 +110,7 @@ def test_save_load_round_trip_gives_identical_mean_and_spread(committee, data, t
     committee.save(tmp_path / "c")
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["member_00", "member_01", "member_02", "member_03", "model.json"]
     again = load_model(tmp_path / "c", featurizer=featurizer)
-    assert isinstance(again, Committee) and again.get_params() == committee.get_params()
+    assert isinstance(again, Committee) and again.hyperparameters() == committee.hyperparameters()
     a, b = committee.predict_uncertainty(configs), again.predict_uncertainty(configs)
     for key in ("energy", "energy_std", "max_force_deviation", "stress", "stress_std", "member_energies"):
         np.testing.assert_array_equal(a[key], b[key])

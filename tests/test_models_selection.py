@@ -12,7 +12,7 @@ from perovskite_pes.descriptors import Featurizer
 from perovskite_pes.models import ClusterNet, LinearCE, ModelError, PESCalculator, PairPotential, SiteNet, load_model, train_and_select
 from perovskite_pes.models.selection import expand_grid, merge_settings
 from perovskite_pes.structure import Configuration, Perovskite, tilt_configuration
-from test_models_support import random_configs, repeat_configuration
+from models_support import random_configs, repeat_configuration
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,7 @@ import pytest
 from perovskite_pes.cli import main
 from perovskite_pes.models import LinearCE
 
-from test_models_support import morse_energy, random_configs, small_reference
+from models_support import morse_energy, random_configs, small_reference
 
 
 @pytest.fixture(scope="module")

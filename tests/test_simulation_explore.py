@@ -82,7 +82,7 @@ def test_farthest_point_order_spreads_points_out():
 def test_exploration_returns_labelled_frames_in_every_setting():
     from perovskite_pes.models import LinearCE
 
-    from test_models_support import morse_energy, random_configs, small_reference
+    from models_support import morse_energy, random_configs, small_reference
 
     configs = random_configs(small_reference(), 120, seed=3, amplitude=0.15, strain=0.01)
     model = LinearCE(clusters="4p", max_order=2, reference_energy_per_fu=-3.0).fit(configs, morse_energy(configs))

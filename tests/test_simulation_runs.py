@@ -22,7 +22,7 @@ from perovskite_pes.simulation import md as md_module
 from perovskite_pes.simulation.transitions import combine_transitions, run_transitions, smooth_phases
 from perovskite_pes.structure import Configuration
 
-from test_models_support import morse_energy, random_configs, small_reference
+from models_support import morse_energy, random_configs, small_reference
 
 
 @pytest.fixture(scope="session")

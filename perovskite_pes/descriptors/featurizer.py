@@ -17,7 +17,9 @@ Forces and stress follow by autograd through positions and lattice.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 import numpy as np
 
@@ -25,6 +27,8 @@ from .ccd import DEFAULT_SAMPLES, DEFAULT_SIGMA_FRACTION, ClusterBasis
 from .clusters import ClusterOrbit, ClusterPrototype, parse_clusters, site_orbits
 from .errors import DescriptorError
 from .metrics import check_metric, metric_from_ratio2
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "perovskite_pes.descriptors.Featurizer"
 FORMAT_VERSION = 1
@@ -138,6 +142,7 @@ class Featurizer:
         check_metric(metric)
         if isinstance(max_order, bool) or int(max_order) != max_order or max_order < 1:
             raise DescriptorError(f"max_order must be a positive integer; got {max_order!r}")
+        t0 = time.perf_counter()
         prototypes = parse_clusters(clusters, reference.perovskite)
         bases = [
             ClusterBasis.build(p, reference.perovskite, metric, int(max_order), truncated, sigma_fraction, n_samples, seed)
@@ -145,6 +150,7 @@ class Featurizer:
         ]
         self._init(reference, prototypes, bases, clusters, int(max_order), metric, bool(truncated),
                    {"sigma_fraction": float(sigma_fraction), "n_samples": int(n_samples), "seed": int(seed)})
+        logger.debug("%r built in %.2f s", self, time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ setup
     def _init(self, reference, prototypes, bases, spec, max_order, metric, truncated, settings):
@@ -191,7 +197,7 @@ class Featurizer:
 
         # groups of orbits that share metric, U and invariants (e.g. all pair orbits)
         groups: dict[tuple, dict] = {}
-        for o, (orb, basis) in enumerate(zip(self.orbits, self.bases)):
+        for o, basis in enumerate(self.bases):
             key = (basis.metric, basis.U.shape, basis.U.tobytes(), repr(basis.invariants.to_dict()))
             g = groups.setdefault(key, {"orbits": [], "basis": basis})
             g["orbits"].append(o)
@@ -244,7 +250,7 @@ class Featurizer:
     def device(self):
         return self._bi.device
 
-    def to(self, device) -> "Featurizer":
+    def to(self, device) -> Featurizer:
         """Move the index and coefficient tensors to a torch device (in place); returns self."""
         import torch
 
@@ -301,6 +307,24 @@ class Featurizer:
     def site_indices(self) -> list[np.ndarray]:
         """Supercell site indices of every site orbit (the order of site_features' rows)."""
         return [m.copy() for m in self._site_members]
+
+    def feature_names(self, sites: bool = False) -> list[list[str]]:
+        """Column names of :meth:`cluster_features` (one list per cluster orbit) or, with ``sites``, of
+        :meth:`site_features` (one list per site orbit): ``"<cluster orbit>/phi<m>_d<degree>"``."""
+        names = [[f"{orb}/phi{m}_d{d}" for m, d in enumerate(deg)] for orb, deg in zip(self.orbit_names, self.degrees)]
+        if not sites:
+            return names
+        return [[n for item in contrib for n in names[item[0]]] for contrib in self._site_contrib]
+
+    def featurize_labelled(self, configs, sites: bool = False, batch_size: int = 128) -> dict[str, dict]:
+        """:meth:`featurize` with names: per orbit (cluster orbits, or site orbits with ``sites``)
+        ``{"names": [F column names], "values": array [B, U, F]}`` (numpy), in orbit order."""
+        feats = self.featurize(configs, batch_size=batch_size, sites=sites)
+        orbits = self.site_orbit_names if sites else self.orbit_names
+        return {
+            orbit: {"names": names, "values": x.numpy()}
+            for orbit, names, x in zip(orbits, self.feature_names(sites=sites), feats)
+        }
 
     def describe(self) -> list[dict]:
         """One row per cluster orbit: what ``pes basis show`` prints."""
@@ -375,7 +399,7 @@ class Featurizer:
         pos, lat = self._inputs(positions, lattice)
         frac = pos @ torch.linalg.inv(lat)
         out = []
-        for o, orb in enumerate(self.orbits):
+        for o in range(len(self.orbits)):
             nf = self.bases[o].invariants.n_functions
             out.append(torch.zeros(pos.shape[0], 0, nf, dtype=pos.dtype, device=pos.device))
         for g in self._groups:
@@ -549,7 +573,7 @@ class Featurizer:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, reference=None) -> "Featurizer":
+    def from_dict(cls, d: dict, reference=None) -> Featurizer:
         from ..structure import ReferenceSupercell
 
         if not isinstance(d, dict) or d.get("format") != FORMAT:
@@ -563,7 +587,7 @@ class Featurizer:
                   bool(d["truncated"]), d.get("settings", {}))
         return obj
 
-    def for_reference(self, other) -> "Featurizer":
+    def for_reference(self, other) -> Featurizer:
         """The identical basis (same U and polynomials) on another supercell, e.g. 6x6x6."""
         from ..structure import ReferenceSupercell
 
@@ -579,9 +603,11 @@ class Featurizer:
         return obj
 
     def __repr__(self):
+        clusters = self.clusters if isinstance(self.clusters, str) else f"{len(self.orbits)} custom orbits"
         return (
-            f"Featurizer({self.reference.n_atoms}-atom supercell, clusters={self.orbit_names}, "
-            f"max_order={self.max_order}, metric={self.metric!r}, truncated={self.truncated})"
+            f"Featurizer(clusters={clusters!r}, max_order={self.max_order}, metric={self.metric!r}, "
+            f"truncated={self.truncated}; {len(self.orbits)} orbits, {sum(self.n_functions)} functions, "
+            f"{self.reference.n_atoms}-atom supercell)"
         )
 
 

@@ -18,8 +18,12 @@ dict read with ``weights_only=True``). Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
+import logging
 import os
+import reprlib
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +36,8 @@ RECIPE_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 FORMAT_VERSION = 1
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+logger = logging.getLogger(__name__)
 
 
 class ModelError(PesError, ValueError):
@@ -99,10 +105,6 @@ def geometry(configs: list[Configuration]):
     return pos, lat
 
 
-def n_cells_of(configs: list[Configuration]) -> np.ndarray:
-    return np.array([c.reference.n_cells for c in configs], dtype=float)
-
-
 def n_atoms_of(configs: list[Configuration]) -> np.ndarray:
     return np.array([c.reference.n_atoms for c in configs], dtype=float)
 
@@ -146,7 +148,13 @@ def stress_from_gradient(g_eps, lat):
 
 # ---------------------------------------------------------------------------------------- model
 class EnergyModel:
-    """Base class: subclasses implement ``_energy`` and the (de)serialisation hooks."""
+    """Base class: subclasses implement ``_energy`` and the (de)serialisation hooks.
+
+    The models are scikit-learn estimators: the constructor only stores its arguments (the
+    hyperparameters, listed by :meth:`get_params`), :meth:`fit` does the work and sets the learned
+    attributes, whose names end in ``_`` (``e0_``, ``coef_``, ``mlps_``, ``featurizer_``, ...), and
+    :func:`sklearn.base.clone` gives an unfitted copy with the same hyperparameters.
+    """
 
     model_type: str = ""
 
@@ -212,12 +220,104 @@ class EnergyModel:
     def is_fitted(self) -> bool:
         return getattr(self, "e0_", None) is not None
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return self.is_fitted
+
+    def __sklearn_tags__(self):
+        """A regressor of total energies whose inputs are configurations, not a 2-d array."""
+        from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="regressor",
+            target_tags=TargetTags(required=True),
+            regressor_tags=RegressorTags(),
+            non_deterministic=False,
+            input_tags=InputTags(two_d_array=False),
+            no_validation=True,
+        )
+
     def _check_fitted(self):
         if not self.is_fitted:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load a saved model first")
 
-    def get_params(self) -> dict:
+    # ----------------------------------------------------------------- scikit-learn estimator API
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """The constructor's arguments (the hyperparameters), sorted."""
+        sig = inspect.signature(cls.__init__)
+        names = [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD]
+        return sorted(names)
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The hyperparameters as given to the constructor (``deep``: with those of nested estimators
+        as ``name__param``), what :func:`sklearn.base.clone` rebuilds the model from.
+
+        :meth:`hyperparameters` gives them normalised to JSON types, as saved in ``model.json``.
+        """
+        out = {}
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{k}", v) for k, v in value.get_params().items())
+            out[name] = value
+        return out
+
+    def set_params(self, **params):
+        """Set hyperparameters (``name`` or, for a nested estimator, ``name__param``); returns self."""
+        if not params:
+            return self
+        valid = self._get_param_names()
+        nested: dict[str, dict] = {}
+        for key, value in params.items():
+            name, _, sub = key.partition("__")
+            if name not in valid:
+                raise ModelError(f"{type(self).__name__} has no hyperparameter {name!r}; valid: {', '.join(valid)}")
+            if sub:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+        for name, sub_params in nested.items():
+            inner = getattr(self, name)
+            if not hasattr(inner, "set_params"):
+                raise ModelError(f"{type(self).__name__}.{name} is not an estimator; cannot set {sorted(sub_params)}")
+            inner.set_params(**sub_params)
+        return self
+
+    def __sklearn_clone__(self):
+        """An unfitted copy with the same hyperparameters (:func:`sklearn.base.clone`).
+
+        Hyperparameters are deep-copied as scikit-learn does, except a given featurizer: it is an
+        immutable descriptor basis, shared (as a :class:`Committee` shares it among its members).
+        """
+        params = {}
+        for name, value in self.get_params(deep=False).items():
+            if name == "featurizer":
+                params[name] = value
+            elif hasattr(value, "get_params") and not isinstance(value, type):
+                from sklearn.base import clone
+
+                params[name] = clone(value, safe=False)
+            else:
+                params[name] = copy.deepcopy(value)
+        return type(self)(**params)
+
+    def hyperparameters(self) -> dict:
+        """The hyperparameters normalised to JSON types, as ``model.json`` stores them (no featurizer)."""
         return self._hyperparameters()
+
+    def __repr__(self) -> str:
+        """``ClusterNet(hidden_layers=(16,), max_order=4)``: the hyperparameters that differ from the defaults."""
+        sig = inspect.signature(type(self).__init__)
+        short = reprlib.Repr()
+        short.maxstring, short.maxother, short.maxlist, short.maxtuple, short.maxdict = 40, 60, 6, 6, 4
+        parts = []
+        for name in self._get_param_names():
+            value = getattr(self, name, None)
+            default = sig.parameters[name].default
+            if _same_value(value, default):
+                continue
+            parts.append(f"{name}={short.repr(value)}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     # ----------------------------------------------------------------- locality (cluster-based models)
     #: what the energy is a sum over: "cluster" (one term per cluster), "site" (one per site), or "" (neither)
@@ -366,6 +466,18 @@ class EnergyModel:
         return model
 
 
+def _same_value(value, default) -> bool:
+    """Whether a hyperparameter equals its default (values numpy cannot compare count as different)."""
+    if value is default:
+        return True
+    if type(value) is not type(default):
+        return False
+    try:
+        return bool(value == default)
+    except (ValueError, TypeError):
+        return False
+
+
 def read_recipe(directory) -> dict:
     directory = Path(directory)
     f = directory / RECIPE_FILE
@@ -407,4 +519,5 @@ def load_model(directory, featurizer=None) -> EnergyModel:
     model.reference_ = ReferenceSupercell.from_dict(recipe["reference"]) if recipe.get("reference") else None
     model.provenance_ = dict(recipe.get("provenance") or {})
     model._set_state(recipe["state"], Path(directory))
+    logger.debug("loaded a %s from %s", cls.__name__, directory)
     return model

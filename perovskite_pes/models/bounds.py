@@ -29,6 +29,8 @@ quickstart campaign's data (docs/models.md, "Bounded models").
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .base import ModelError
@@ -73,11 +75,11 @@ class FeatureWindow:
         self.width = float(width)
         self.strength = float(strength)
         self.offset = float(offset)
-        self._range = [torch.clamp(h - l, min=self.TINY) for l, h in zip(self.lo, self.hi)]
+        self._range = [torch.clamp(high - low, min=self.TINY) for low, high in zip(self.lo, self.hi)]
         self._wall = [(d <= 1).to(torch.float64) for d in self.degrees]
 
     @classmethod
-    def from_features(cls, raw, degrees=None, width: float = 1.0, strength: float = 0.01, offset: float = 0.0, scale=0.05) -> "FeatureWindow":
+    def from_features(cls, raw, degrees=None, width: float = 1.0, strength: float = 0.01, offset: float = 0.0, scale=0.05) -> FeatureWindow:
         """The window of training features ``raw`` (list per orbit of ``[B, U, F]``)."""
         torch = _torch()
         lo, hi = [], []
@@ -127,7 +129,7 @@ class FeatureWindow:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureWindow":
+    def from_dict(cls, d: dict) -> FeatureWindow:
         return cls(d["lo"], d["hi"], d.get("degrees"), d["width"], d["strength"], d.get("offset", 0.0), d.get("scale"))
 
     def check(self, n_inputs: list[int], where) -> None:
@@ -172,6 +174,9 @@ class BoundedInputs:
     def _load_window(self, state: dict, n_inputs, directory) -> None:
         """The saved window (models saved before the option have none and load unbounded)."""
         d = state.get("window")
+        if d is None and self.bounded:
+            warnings.warn(f"{directory}: the model says bounded=True but holds no feature window (saved before "
+                          "bounded models existed?); it is evaluated unbounded", RuntimeWarning, stacklevel=3)
         self.window_ = None if d is None else FeatureWindow.from_dict(d)
         if self.window_ is not None:
             self.window_.check(n_inputs, directory)

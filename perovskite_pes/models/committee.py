@@ -102,7 +102,6 @@ class Committee(EnergyModel):
         self.seeds = seeds
         self.n_jobs = n_jobs
         self.featurizer = featurizer
-        self.e0_ = None
 
     # ------------------------------------------------------------------ recipe
     def _recipe(self) -> tuple[str, dict]:
@@ -110,7 +109,7 @@ class Committee(EnergyModel):
         from . import MODEL_TYPES
 
         if isinstance(self.model, EnergyModel):
-            kind, params = self.model.model_type, dict(self.model.get_params())
+            kind, params = self.model.model_type, dict(self.model.get_params(deep=False))
         elif isinstance(self.model, str):
             kind, params = self.model, {}
         else:
@@ -331,7 +330,7 @@ class Committee(EnergyModel):
     def _hyperparameters(self) -> dict:
         kind, params = self._recipe()
         # every member hyperparameter, normalised by the member class (JSON types, defaults filled in)
-        full = _build_member(kind, params, 0, None).get_params()
+        full = _build_member(kind, params, 0, None).hyperparameters()
         full.pop("seed", None)
         return {
             "model": kind,

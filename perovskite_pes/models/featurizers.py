@@ -11,9 +11,13 @@ The models only rely on the descriptors layer's contract (``perovskite_pes.descr
 from __future__ import annotations
 
 import json
+import logging
+import time
 
 from ..structure import ReferenceSupercell
 from .base import ModelError
+
+logger = logging.getLogger(__name__)
 
 _CACHE: dict = {}
 
@@ -37,7 +41,10 @@ def build_featurizer(reference: ReferenceSupercell, clusters="7p+t+o", max_order
     )
     if key not in _CACHE:
         cls = _featurizer_class()
+        t0 = time.perf_counter()
         _CACHE[key] = cls(reference, clusters=clusters, max_order=max_order, metric=metric, truncated=truncated)
+        logger.info("built the descriptor basis clusters=%s max_order=%d metric=%s on a %d-atom supercell in %.1f s",
+                    clusters, int(max_order), metric, reference.n_atoms, time.perf_counter() - t0)
     return _CACHE[key]
 
 

@@ -9,6 +9,7 @@ on standardised orbit sums); forces and stress come by autograd through the desc
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from .base import EnergyModel, ModelError, check_configurations, check_energies
 from .bounds import BoundedInputs
 from .featurizers import FeaturizerFamily, build_featurizer, featurizer_for_load, reference_of
 from .pair import _ridge
+
+logger = logging.getLogger(__name__)
 
 
 class LinearCE(BoundedInputs, EnergyModel):
@@ -76,7 +79,6 @@ class LinearCE(BoundedInputs, EnergyModel):
         self.bound_strength = bound_strength
         self.bound_offset = bound_offset
         self.bound_scale = bound_scale
-        self.e0_ = None
 
     def _prepare_featurizer(self, reference):
         if self.featurizer is not None:
@@ -85,7 +87,7 @@ class LinearCE(BoundedInputs, EnergyModel):
         return build_featurizer(reference, self.clusters, self.max_order, self.metric, self.truncated)
 
     @staticmethod
-    def orbit_sums(raw) -> "torch.Tensor":  # noqa: F821
+    def orbit_sums(raw) -> torch.Tensor:  # noqa: F821
         """Concatenate ``sum over clusters`` of each orbit's basis functions: ``[B, sum n_functions]``."""
         import torch
 
@@ -158,6 +160,8 @@ class LinearCE(BoundedInputs, EnergyModel):
         else:
             self.coef_, self.e0_, self.alpha_ = self._lasso(x, y)
         self.n_functions_ = [int(n) for n in fz.n_functions]
+        logger.info("LinearCE (%s): %d ECIs fitted to %d configurations, alpha %.3g, e0 %.6f eV per cell",
+                    self.method, len(self.coef_), len(y), self.alpha_, self.e0_)
         return self
 
     def _lasso(self, x, y):
@@ -211,6 +215,16 @@ class LinearCE(BoundedInputs, EnergyModel):
             out[name] = self.coef_[k : k + n].tolist()
             k += n
         return out
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of the columns of :meth:`design_matrix` (and of ``coef_``): ``"<orbit>/phi<m>_d<degree>"``."""
+        self._check_fitted()
+        fz = self.featurizer_
+        if hasattr(fz, "feature_names"):
+            names = fz.feature_names()
+        else:
+            names = [[f"{orbit}/phi{m}" for m in range(n)] for orbit, n in zip(fz.orbit_names, self.n_functions_)]
+        return np.array([n for orbit in names for n in orbit], dtype=object)
 
     # ------------------------------------------------------------------ persistence
     def _hyperparameters(self) -> dict:

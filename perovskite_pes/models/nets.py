@@ -22,6 +22,7 @@ each input through a smooth clamp to its training range and a quadratic wall ris
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,8 @@ from .base import EnergyModel, ModelError, check_configurations, check_energies,
 from .bounds import BoundedInputs
 from .featurizers import FeaturizerFamily, build_featurizer, featurizer_for_load, reference_of
 from .training import TrainingHistory, adam_schedule, lbfgs_refine, module_state, split_validation
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZES = (2, 10, 100, 1000)
 DEFAULT_EPOCHS = (20, 50, 200, 1000)
@@ -41,121 +44,14 @@ def _torch():
     return torch
 
 
-def build_mlps(n_inputs: list[int], hidden_layers, linear: bool = False, mask=None) -> "OrbitMLPs":
-    """One tanh MLP (``n_in -> hidden... -> 1``) per orbit, evaluated together (see :class:`OrbitMLPs`).
+def build_mlps(n_inputs: list[int], hidden_layers, linear: bool = False, mask=None):
+    """One tanh MLP (``n_in -> hidden... -> 1``) per orbit, evaluated together (:class:`~perovskite_pes.models.mlp.OrbitMLPs`).
 
     ``mask`` (per orbit, one 0/1 per input) limits what the MLPs see; the linear term sees every input.
     """
+    from .mlp import OrbitMLPs
+
     return OrbitMLPs(n_inputs, hidden_layers, linear, mask)
-
-
-def _orbit_mlps_class():
-    torch = _torch()
-    nn = torch.nn
-
-    class _OrbitMLPs(nn.Module):
-        """G independent MLPs (one per orbit), stored as stacked weights ``[G, n_in, n_out]``.
-
-        All units (clusters or sites) of all orbits go through one batched matrix product per
-        layer: inputs are packed to ``[B, U, F_max]`` (zero-padded features; padded input rows of
-        the first weight matrix are zero and never matter) with ``group[u]`` the orbit of unit u.
-        Mathematically the same as a separate ``nn.Sequential`` per orbit, with far fewer ops.
-        """
-
-        def __init__(self, n_inputs, hidden, linear: bool = False, mask=None):
-            super().__init__()
-            self.n_inputs = [int(n) for n in n_inputs]
-            g = len(self.n_inputs)
-            f = max([1] + self.n_inputs)
-            dims = [f] + [int(h) for h in hidden]
-            self.weights = nn.ParameterList()
-            self.biases = nn.ParameterList()
-            for k in range(len(dims) - 1):
-                fan = torch.tensor([max(n, 1) for n in self.n_inputs] if k == 0 else [dims[k]] * g, dtype=torch.float64)
-                bound = 1.0 / torch.sqrt(fan)
-                w = (torch.rand(g, dims[k], dims[k + 1], dtype=torch.float64) * 2 - 1) * bound[:, None, None]
-                if k == 0:
-                    for j, n in enumerate(self.n_inputs):
-                        w[j, n:, :] = 0.0
-                b = (torch.rand(g, dims[k + 1], dtype=torch.float64) * 2 - 1) * bound[:, None]
-                self.weights.append(nn.Parameter(w))
-                self.biases.append(nn.Parameter(b))
-            h = dims[-1]
-            self.w_out = nn.Parameter((torch.rand(g, h, dtype=torch.float64) * 2 - 1) / h**0.5)
-            self.b_out = nn.Parameter((torch.rand(g, dtype=torch.float64) * 2 - 1) / h**0.5)
-            self.n_features = f
-            # optional linear term per orbit (a linear cluster expansion the MLPs correct)
-            self.linear = nn.Parameter(torch.zeros(g, f, dtype=torch.float64)) if linear else None
-            # optional input mask of the MLPs (derived from the featurizer, so not saved)
-            if mask is not None:
-                m = torch.zeros(g, f, dtype=torch.float64)
-                for j, row in enumerate(mask):
-                    m[j, : len(row)] = torch.as_tensor(np.asarray(row, dtype=float))
-                self.register_buffer("mask", m, persistent=False)
-                # the columns each MLP sees, in order (the models evaluate on the CPU)
-                self.keep = [torch.nonzero(m[j]).flatten() for j in range(g)]
-            else:
-                self.mask = None
-                self.keep = None
-
-        def units(self, x, group):
-            """Per-unit outputs ``[B, U]`` of packed inputs ``x`` ``[B, U, F]``; ``group`` ``[U]`` (sorted)."""
-            h = x if self.mask is None else x * self.mask[group]
-            for w, b in zip(self.weights, self.biases):
-                h = torch.tanh(torch.einsum("buf,ufh->buh", h, w[group]) + b[group])
-            out = (h * self.w_out[group]).sum(-1) + self.b_out[group]
-            if self.linear is not None:
-                out = out + (x * self.linear[group]).sum(-1)
-            return out
-
-        def _mlp_group(self, g, x):
-            """Orbit g's MLP on its own features ``x`` ``[B, U_g, F_g]`` (no padding): ``[B, U_g]``."""
-            return self.mlp_inputs(g, x if self.keep is None else x[..., self.keep[g]])
-
-        def mlp_inputs(self, g, x):
-            """Orbit g's MLP on the inputs it sees (all features, or the unmasked ones in order)."""
-            w0 = self.weights[0][g, : x.shape[-1]] if self.keep is None else self.weights[0][g, self.keep[g]]
-            h = torch.tanh(x @ w0 + self.biases[0][g])
-            for w, b in zip(list(self.weights)[1:], list(self.biases)[1:]):
-                h = torch.tanh(h @ w[g] + b[g])
-            return h @ self.w_out[g] + self.b_out[g]
-
-        def grouped(self, feats, counts, anchors):
-            """:meth:`forward` on unpacked per-orbit features (large batches: no padded copy)."""
-            total = 0.0
-            for g, x in enumerate(feats):
-                if x.shape[1] == 0:
-                    continue
-                total = total + self._mlp_group(g, x).sum(1)
-                if self.linear is not None:
-                    total = total + x.sum(1) @ self.linear[g, : x.shape[-1]]
-            return total - (counts * self.anchor(anchors)).sum()
-
-        def anchor(self, a):
-            """Each orbit's MLP at its own input ``a[g]`` (``[G, F]``): ``[G]``."""
-            h = a if self.mask is None else a * self.mask
-            for w, b in zip(self.weights, self.biases):
-                h = torch.tanh(torch.einsum("gf,gfh->gh", h, w) + b)
-            out = (h * self.w_out).sum(-1) + self.b_out
-            if self.linear is not None:
-                out = out + (a * self.linear).sum(-1)
-            return out
-
-        def forward(self, x, group, counts, anchors):
-            """``sum_u N_{g(u)}(x_u) - sum_g counts_g N_g(anchor_g)``: ``[B]``."""
-            return self.units(x, group).sum(-1) - (counts * self.anchor(anchors)).sum()
-
-    return _OrbitMLPs
-
-
-_ORBIT_MLPS = None
-
-
-def OrbitMLPs(n_inputs, hidden, linear: bool = False, mask=None):  # noqa: N802 - a lazily defined torch module class
-    global _ORBIT_MLPS
-    if _ORBIT_MLPS is None:
-        _ORBIT_MLPS = _orbit_mlps_class()
-    return _ORBIT_MLPS(n_inputs, hidden, linear, mask)
 
 
 def pack(feats, n_features: int):
@@ -165,7 +61,7 @@ def pack(feats, n_features: int):
     return torch.cat([f.pad(x, (0, n_features - x.shape[-1])) for x in feats], dim=1)
 
 
-def unit_groups(feats) -> "torch.Tensor":  # noqa: F821
+def unit_groups(feats) -> torch.Tensor:  # noqa: F821
     torch = _torch()
     return torch.cat([torch.full((x.shape[1],), g, dtype=torch.long) for g, x in enumerate(feats)])
 
@@ -239,7 +135,6 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         self.bound_strength = bound_strength
         self.bound_offset = bound_offset
         self.bound_scale = bound_scale
-        self.e0_ = None
 
     # ------------------------------------------------------------------ features
     def _raw(self, featurizer, positions, lattice):
@@ -266,7 +161,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         return list(featurizer.orbit_names if self.feature_kind == "cluster" else featurizer.site_orbit_names)
 
     def _standardise(self, raw):
-        return [(x - m) / s for x, m, s in zip(raw, self._mean_t, self._std_t)]
+        return [(x - m) / s for x, m, s in zip(raw, self.scaler_mean_, self.scaler_std_)]
 
     def _check_hyperparameters(self):
         hl = self.hidden_layers
@@ -319,122 +214,69 @@ class _NeuralModel(BoundedInputs, EnergyModel):
 
     def fit_arrays(self, reference, energies, features, positions=None, lattice=None, forces=None, featurizer=None):
         """Train from arrays: raw features (list per orbit, ``[B, U, F]``), energies ``[B]`` (eV) and,
-        for the force term, positions ``[B, N, 3]``, lattices ``[B, 3, 3]`` and forces ``[B, N, 3]``."""
+        for the force term, positions ``[B, N, 3]``, lattices ``[B, 3, 3]`` and forces ``[B, N, 3]``.
+
+        The steps: check the inputs and set the featurizer; fit the input scaler (and the feature
+        window when bounded); scale the targets; build the MLPs; minimise the loss
+        (:class:`_Objective`) with the Adam schedule and optional L-BFGS; keep the result.
+        """
         torch = _torch()
         hidden = self._check_hyperparameters()
-        ref = reference
         e = np.asarray(energies, dtype=float)
         use_forces = self.force_weight > 0
         if use_forces and (forces is None or positions is None or lattice is None):
             raise ModelError("force_weight > 0 needs positions, lattices and forces of the training configurations")
         raw = [torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64) for x in features]
-        fz = featurizer if featurizer is not None else self._prepare_featurizer(ref)
-        self.reference_ = ref
-        self.featurizer_ = fz
-        self._family = FeaturizerFamily(fz)
-        n_inputs = self._n_inputs(fz)
-        if len(raw) != len(n_inputs) or any(x.shape[0] != len(e) for x in raw) or any(
-            x.shape[-1] != n for x, n in zip(raw, n_inputs)
-        ):
-            raise ModelError("precomputed features do not match the configurations and the featurizer")
-
-        # scaler: per orbit and function, over all units of all training configurations
-        mean, std = [], []
-        for x in raw:
-            flat = x.reshape(-1, x.shape[-1])
-            m = flat.mean(0) if flat.shape[0] else torch.zeros(x.shape[-1], dtype=torch.float64)
-            s = flat.std(0) if flat.shape[0] > 1 else torch.ones(x.shape[-1], dtype=torch.float64)
-            s = torch.where(s > 1e-12, s, torch.ones_like(s))
-            mean.append(m)
-            std.append(s)
-        self._set_scaler(mean, std)
+        fz = featurizer if featurizer is not None else self._prepare_featurizer(reference)
+        n_inputs = self._set_featurizer(reference, fz, raw, len(e))
+        self._set_scaler(*_feature_scaler(raw))
         self._fit_window(raw, fz)
-
-        ncell = float(ref.n_cells)
-        units_per_cell = sum(x.shape[1] for x in raw) / ncell
-        y = e / ncell
-        if self.reference_energy_per_fu is None:
-            summed = np.concatenate([x.sum(1).numpy() / ncell for x in raw], axis=1)
-            e0_init = _intercept(summed, y)
-        else:
-            e0_init = float(self.reference_energy_per_fu)
-        sy = float(np.sqrt(np.mean((y - e0_init) ** 2)))
-        sy = sy if sy > 1e-8 else 1e-3
-        self.output_scale_ = sy / units_per_cell
-        target = torch.as_tensor((y - e0_init) / sy)
-
+        targets = _EnergyTargets.of(raw, e, reference.n_cells, self.reference_energy_per_fu)
+        self.output_scale_ = targets.scale / targets.units_per_cell
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.seed))
             self.mlps_ = build_mlps(n_inputs, hidden, bool(self.linear_term), self._input_mask(fz))
         offset = torch.zeros((), dtype=torch.float64, requires_grad=self.reference_energy_per_fu is None)
+        train_idx, val_idx = split_validation(len(e), float(self.validation_fraction), int(self.seed))
+        force_data = _ForceData(positions, lattice, forces, self.force_weight, fz, self._raw) if use_forces else None
+        objective = _Objective(self.mlps_, self._standardise(raw), self._anchors(), targets, offset,
+                               train_idx, val_idx, self._standardise, force_data, float(self.weight_decay))
         params = list(self.mlps_.parameters()) + ([offset] if offset.requires_grad else [])
-        std_feats = self._standardise(raw)
-        anchors = self._anchors()
-        norm = 1.0 / (units_per_cell * ncell)
         if self.linear_term:
             # staged: the linear term is the ridge solution (a linear CE on the same inputs) and
             # stays fixed while the MLPs learn the remaining, non-linear part of the energy
-            self._init_linear_term(std_feats, anchors, target, norm, offset)
+            self._init_linear_term(objective.features, objective.anchors, objective.target, objective.norm, offset)
             params = [p for p in params if p is not self.mlps_.linear]
+        logger.info("training a %s on %d configurations (%d for validation), %d parameters%s",
+                    type(self).__name__, len(e), len(val_idx), sum(p.numel() for p in params),
+                    f", force weight {self.force_weight}" if use_forces else "")
+        self.history_: TrainingHistory = self._minimise(params, objective, offset)
+        self.e0_ = float(targets.e0_init + targets.scale * float(offset.detach()))
+        self._freeze()
+        return self
 
-        train_idx, val_idx = split_validation(len(e), float(self.validation_fraction), int(self.seed))
-        train_idx_t = torch.as_tensor(train_idx)
-        val_idx_t = torch.as_tensor(val_idx)
+    def _set_featurizer(self, reference, fz, raw, n_configs: int) -> list[int]:
+        """Keep the training supercell and featurizer; check the raw features against them."""
+        self.reference_ = reference
+        self.featurizer_ = fz
+        self._family = FeaturizerFamily(fz)
+        n_inputs = self._n_inputs(fz)
+        if len(raw) != len(n_inputs) or any(x.shape[0] != n_configs for x in raw) or any(
+            x.shape[-1] != n for x, n in zip(raw, n_inputs)
+        ):
+            raise ModelError("precomputed features do not match the configurations and the featurizer")
+        return n_inputs
 
-        if use_forces:
-            pos_all = torch.as_tensor(np.asarray(positions, dtype=float))
-            lat_all = torch.as_tensor(np.asarray(lattice, dtype=float))
-            f_all = torch.as_tensor(np.asarray(forces, dtype=float))
-            sf = float(torch.sqrt((f_all**2).mean()))
-            sf = sf if sf > 1e-8 else 1.0
-            fw = float(self.force_weight)
-
-            def loss_on(idx, create_graph):
-                pos = pos_all[idx].clone().requires_grad_(True)
-                x = self._standardise(self._raw(fz, pos, lat_all[idx]))
-                pred = offset + norm * orbit_sum(self.mlps_, x, anchors)
-                (g,) = torch.autograd.grad(pred.sum(), pos, create_graph=create_graph)
-                fpred = -ncell * sy * g
-                le = ((pred - target[idx]) ** 2).mean()
-                lf = (((fpred - f_all[idx]) / sf) ** 2).mean()
-                return le + fw * lf
-
-            def step_loss(idx):
-                return loss_on(train_idx_t[idx], True)
-
-            def val_loss():
-                return float(loss_on(val_idx_t, False).detach())
-
-        else:
-
-            def step_loss(idx):
-                sel = train_idx_t[idx]
-                pred = offset + norm * orbit_sum(self.mlps_, [x[sel] for x in std_feats], anchors)
-                return ((pred - target[sel]) ** 2).mean()
-
-            def val_loss():
-                with torch.no_grad():
-                    pred = offset + norm * orbit_sum(self.mlps_, [x[val_idx_t] for x in std_feats], anchors)
-                    return float(((pred - target[val_idx_t]) ** 2).mean())
-
-        wd = float(self.weight_decay)
-        if wd > 0:
-            # L2 penalty on the MLP weight matrices only (not biases, not the linear term), so it
-            # acts in the L-BFGS refinement as well and pulls the nets towards the linear model
-            hidden_w = list(self.mlps_.weights) + [self.mlps_.w_out]
-            n_w = float(sum(w.numel() for w in hidden_w))
-            data_loss = step_loss
-
-            def step_loss(idx):  # noqa: F811 - the data loss plus the penalty
-                return data_loss(idx) + wd * sum((w**2).sum() for w in hidden_w) / n_w
-
-        tracked = list(self.mlps_.parameters()) + [offset]
-        get_state, set_state = module_state(tracked)
+    def _minimise(self, params, objective: _Objective, offset) -> TrainingHistory:
+        """Adam through the batch-size schedule, then (``lbfgs_iterations``) L-BFGS; best state kept."""
+        torch = _torch()
+        validation = objective.validation if objective.has_validation else None
+        get_state, set_state = module_state(list(self.mlps_.parameters()) + [offset])
         hist = adam_schedule(
             params,
-            step_loss,
-            val_loss if len(val_idx) else None,
-            len(train_idx),
+            objective.step,
+            validation,
+            objective.n_train,
             batch_sizes=self.batch_sizes,
             epochs=self.epochs,
             learning_rate=self.learning_rate,
@@ -445,23 +287,24 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             progress=bool(self.verbose),
         )
         if int(self.lbfgs_iterations or 0) > 0:
-            all_train = torch.arange(len(train_idx))
+            everything = torch.arange(objective.n_train)
             lbfgs_refine(
                 params,
-                lambda: step_loss(all_train),
-                val_loss if len(val_idx) else None,
+                lambda: objective.step(everything),
+                validation,
                 int(self.lbfgs_iterations),
                 hist,
                 get_state,
                 set_state,
                 progress=bool(self.verbose),
             )
-        self.history_: TrainingHistory = hist
-        self.e0_ = float(e0_init + sy * float(offset.detach()))
+        return hist
+
+    def _freeze(self) -> None:
+        """Evaluation mode, no gradients on the weights (a fitted or loaded net is not trained further)."""
         self.mlps_.eval()
         for p in self.mlps_.parameters():
             p.requires_grad_(False)
-        return self
 
     def _init_linear_term(self, std_feats, anchors, target, norm, offset):
         """Set the linear term to the ridge solution (a linear CE on the same inputs)."""
@@ -486,11 +329,11 @@ class _NeuralModel(BoundedInputs, EnergyModel):
     # ------------------------------------------------------------------ energy
     def _set_scaler(self, mean, std):
         torch = _torch()
-        self._mean_t = [torch.as_tensor(m, dtype=torch.float64) for m in mean]
-        self._std_t = [torch.as_tensor(s, dtype=torch.float64) for s in std]
+        self.scaler_mean_ = [torch.as_tensor(m, dtype=torch.float64) for m in mean]
+        self.scaler_std_ = [torch.as_tensor(s, dtype=torch.float64) for s in std]
 
     def _anchors(self):
-        return [(-m / s) for m, s in zip(self._mean_t, self._std_t)]
+        return [(-m / s) for m, s in zip(self.scaler_mean_, self.scaler_std_)]
 
     def _energy(self, positions, lattice, reference):
         fz = self._family(reference)
@@ -515,7 +358,6 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         (``Featurizer.site_feature_sums``, straight from the cluster features). Same value as the
         general path (tested); much less work for large cells.
         """
-        torch = _torch()
         cf = fz.cluster_features(positions, lattice)
         low = fz.site_features(positions, lattice, cf, max_degree=int(self.net_order))
         sums = fz.site_feature_sums(cf)
@@ -524,7 +366,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         for g, (x, G) in enumerate(zip(low, sums)):
             n_in = G.shape[-1]
             keep = mlps.keep[g]
-            mean, std = self._mean_t[g], self._std_t[g]
+            mean, std = self.scaler_mean_[g], self.scaler_std_[g]
             xs = (x - mean[keep]) / std[keep]
             a = (-mean[keep] / std[keep])[None, None, :]
             if x.shape[1]:
@@ -535,7 +377,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
     def unit_energies(self, group: int, raw):
         self._check_fitted()
         inputs, wall = self._bounded_unit(group, raw)
-        x = (inputs - self._mean_t[group]) / self._std_t[group]
+        x = (inputs - self.scaler_mean_[group]) / self.scaler_std_[group]
         out = self.mlps_._mlp_group(group, x)
         if self.mlps_.linear is not None:
             out = out + x @ self.mlps_.linear[group, : x.shape[-1]]
@@ -545,11 +387,6 @@ class _NeuralModel(BoundedInputs, EnergyModel):
     def orbit_names(self) -> list[str]:
         self._check_fitted()
         return self._group_names(self.featurizer_)
-
-    @property
-    def n_parameters(self) -> int:
-        self._check_fitted()
-        return int(sum(p.numel() for p in self.mlps_.parameters()))
 
     # ------------------------------------------------------------------ persistence
     def _hyperparameters(self) -> dict:
@@ -586,7 +423,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             "featurizer": self.featurizer_.to_dict(),
             "n_inputs": self._n_inputs(self.featurizer_),
             "orbit_names": self._group_names(self.featurizer_),
-            "scaler": {"mean": [m.tolist() for m in self._mean_t], "std": [s.tolist() for s in self._std_t]},
+            "scaler": {"mean": [m.tolist() for m in self.scaler_mean_], "std": [s.tolist() for s in self.scaler_std_]},
             "output_scale": float(self.output_scale_),
             "history": getattr(self, "history_", TrainingHistory()).to_dict(),
             "window": self._window_state(),
@@ -613,9 +450,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         except Exception as exc:  # torch raises several types for corrupt/unsafe files
             raise ModelError(f"{weights}: cannot read the weights safely: {exc}") from None
         self.mlps_.load_state_dict(sd)
-        self.mlps_.eval()
-        for p in self.mlps_.parameters():
-            p.requires_grad_(False)
+        self._freeze()
         self.history_ = TrainingHistory()
         h = state.get("history") or {}
         for k in ("stage", "batch_size", "train_loss", "val_loss"):
@@ -632,6 +467,131 @@ def _intercept(x: np.ndarray, y: np.ndarray) -> float:
     xs = (x - x.mean(0)) / scale
     reg = RidgeCV(alphas=np.logspace(-6, 2, 9)).fit(xs, y)
     return float(reg.intercept_ - (reg.coef_ / scale) @ x.mean(0))
+
+
+def _feature_scaler(raw):
+    """Mean and standard deviation per orbit and function over all units of all configurations."""
+    torch = _torch()
+    mean, std = [], []
+    for x in raw:
+        flat = x.reshape(-1, x.shape[-1])
+        m = flat.mean(0) if flat.shape[0] else torch.zeros(x.shape[-1], dtype=torch.float64)
+        s = flat.std(0) if flat.shape[0] > 1 else torch.ones(x.shape[-1], dtype=torch.float64)
+        mean.append(m)
+        std.append(torch.where(s > 1e-12, s, torch.ones_like(s)))
+    return mean, std
+
+
+class _EnergyTargets:
+    """The training energies as the nets learn them: per primitive cell, less ``e0``, in units of their spread."""
+
+    def __init__(self, target, e0_init: float, scale: float, units_per_cell: float, n_cells: float):
+        self.target = target
+        self.e0_init = e0_init
+        self.scale = scale
+        self.units_per_cell = units_per_cell
+        self.n_cells = n_cells
+
+    @classmethod
+    def of(cls, raw, energies, n_cells, reference_energy_per_fu) -> _EnergyTargets:
+        torch = _torch()
+        ncell = float(n_cells)
+        y = energies / ncell
+        if reference_energy_per_fu is None:
+            summed = np.concatenate([x.sum(1).numpy() / ncell for x in raw], axis=1)
+            e0_init = _intercept(summed, y)
+        else:
+            e0_init = float(reference_energy_per_fu)
+        sy = float(np.sqrt(np.mean((y - e0_init) ** 2)))
+        sy = sy if sy > 1e-8 else 1e-3
+        units_per_cell = sum(x.shape[1] for x in raw) / ncell
+        return cls(torch.as_tensor((y - e0_init) / sy), e0_init, sy, units_per_cell, ncell)
+
+
+class _ForceData:
+    """Geometry and forces of the training configurations for the force term of the loss."""
+
+    def __init__(self, positions, lattice, forces, weight: float, featurizer, raw_features):
+        torch = _torch()
+        self.positions = torch.as_tensor(np.asarray(positions, dtype=float))
+        self.lattice = torch.as_tensor(np.asarray(lattice, dtype=float))
+        self.forces = torch.as_tensor(np.asarray(forces, dtype=float))
+        sf = float(torch.sqrt((self.forces**2).mean()))
+        self.scale = sf if sf > 1e-8 else 1.0
+        self.weight = float(weight)
+        self.featurizer = featurizer
+        self.raw_features = raw_features
+
+
+class _Objective:
+    """The loss a net minimises: mean squared error of the scaled energies (Eq. 18) on a batch of the
+    training configurations, plus ``force_weight`` times that of the scaled forces, plus an L2
+    penalty on the MLP weight matrices (``weight_decay``); and the same loss on the validation set."""
+
+    def __init__(self, mlps, features, anchors, targets: _EnergyTargets, offset, train_idx, val_idx,
+                 standardise, forces: _ForceData | None = None, weight_decay: float = 0.0):
+        torch = _torch()
+        self.mlps = mlps
+        self.features = features
+        self.anchors = anchors
+        self.target = targets.target
+        self.targets = targets
+        self.offset = offset
+        self.norm = 1.0 / (targets.units_per_cell * targets.n_cells)
+        self.train_idx = torch.as_tensor(train_idx)
+        self.val_idx = torch.as_tensor(val_idx)
+        self.standardise = standardise
+        self.forces = forces
+        self.weight_decay = weight_decay
+        # L2 penalty on the weight matrices only (not biases, not the linear term), so that it acts
+        # in the L-BFGS refinement as well and pulls the nets towards the linear model
+        self._penalised = list(mlps.weights) + [mlps.w_out]
+        self._n_penalised = float(sum(w.numel() for w in self._penalised))
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_idx)
+
+    @property
+    def has_validation(self) -> bool:
+        return len(self.val_idx) > 0
+
+    def _scaled_energy(self, features):
+        return self.offset + self.norm * orbit_sum(self.mlps, features, self.anchors)
+
+    def _energy_loss(self, idx):
+        pred = self._scaled_energy([x[idx] for x in self.features])
+        return ((pred - self.target[idx]) ** 2).mean()
+
+    def _energy_and_force_loss(self, idx, create_graph: bool):
+        torch = _torch()
+        fd = self.forces
+        pos = fd.positions[idx].clone().requires_grad_(True)
+        pred = self._scaled_energy(self.standardise(fd.raw_features(fd.featurizer, pos, fd.lattice[idx])))
+        (g,) = torch.autograd.grad(pred.sum(), pos, create_graph=create_graph)
+        fpred = -self.targets.n_cells * self.targets.scale * g
+        le = ((pred - self.target[idx]) ** 2).mean()
+        lf = (((fpred - fd.forces[idx]) / fd.scale) ** 2).mean()
+        return le + fd.weight * lf
+
+    def penalty(self):
+        if self.weight_decay <= 0:
+            return 0.0
+        return self.weight_decay * sum((w**2).sum() for w in self._penalised) / self._n_penalised
+
+    def step(self, batch):
+        """Training loss of the batch ``batch`` (positions in the training set), with the penalty."""
+        idx = self.train_idx[batch]
+        data = self._energy_and_force_loss(idx, True) if self.forces is not None else self._energy_loss(idx)
+        return data + self.penalty()
+
+    def validation(self) -> float:
+        """Loss on the validation configurations (no penalty)."""
+        torch = _torch()
+        if self.forces is not None:
+            return float(self._energy_and_force_loss(self.val_idx, False).detach())
+        with torch.no_grad():
+            return float(self._energy_loss(self.val_idx))
 
 
 class ClusterNet(_NeuralModel):

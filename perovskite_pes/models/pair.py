@@ -13,12 +13,15 @@ centred, unscaled features.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from ..structure import ReferenceSupercell
 from .base import EnergyModel, ModelError, check_configurations, check_energies, geometry, group_by_reference
+
+logger = logging.getLogger(__name__)
 
 SUBLATTICE_INDEX = {"A": 0, "B": 1, "X": 2}
 PAIR_TYPES = ("AA", "AB", "AX", "BB", "BX", "XX")
@@ -94,9 +97,24 @@ class PairPotential(EnergyModel):
         self.skin = skin
         self.alphas = alphas
         self.reference_energy_per_fu = reference_energy_per_fu
-        self.e0_ = None
-        self._pairs: dict = {}
-        self._g_ref: dict = {}
+
+    # pair lists and reference features per supercell: caches built on first use, emptied when a
+    # hyperparameter they depend on changes (set_params or plain assignment)
+    def _cache(self, name: str) -> dict:
+        key = (self.cutoff, self.n_gaussians, self.r_min, self.width, self.skin)
+        caches = self.__dict__.setdefault("_caches", {})
+        if caches.get("key") != key:
+            caches.clear()
+            caches["key"] = key
+        return caches.setdefault(name, {})
+
+    @property
+    def _pairs(self) -> dict:
+        return self._cache("pairs")
+
+    @property
+    def _g_ref(self) -> dict:
+        return self._cache("reference_features")
 
     # ---------------------------------------------------------------- features
     def _check_params(self):
@@ -122,6 +140,10 @@ class PairPotential(EnergyModel):
     def n_features(self) -> int:
         return len(PAIR_TYPES) * int(self.n_gaussians)
 
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of the pair features' columns (:meth:`features`, ``coef_``): ``"<pair type>/g<k>@<centre> A"``."""
+        return np.array([f"{t}/g{k}@{mu:.2f} A" for t in PAIR_TYPES for k, mu in enumerate(self.centres)], dtype=object)
+
     def _pair_list(self, reference: ReferenceSupercell, needed: float) -> PairList:
         """The pair list of ``reference`` out to ``cutoff + skin``; with the automatic skin it is
         rebuilt (with room to spare) when a batch needs more than the cached one covers."""
@@ -133,6 +155,9 @@ class PairPotential(EnergyModel):
         else:
             skin = max(1.0, 1.25 * needed)
         if cached is None or cached[0] != skin:
+            if cached is not None:
+                logger.debug("pair list of the %d-atom supercell rebuilt with skin %.2f A (was %.2f A)",
+                             reference.n_atoms, skin, cached[0])
             self._pairs[reference] = (skin, PairList(reference, self.cutoff + skin))
         return self._pairs[reference][1]
 
@@ -234,6 +259,7 @@ class PairPotential(EnergyModel):
         # unscaled features: Gaussians that the training set barely samples stay small instead of being
         # blown up by standardisation (which extrapolates wildly on smaller training sets)
         self.coef_, self.e0_, self.alpha_ = _ridge(x, y, alphas, self.reference_energy_per_fu, RidgeCV, standardize=False)
+        logger.info("PairPotential: %d weights fitted to %d configurations, alpha %.3g", len(self.coef_), len(y), self.alpha_)
         return self
 
     feature_kind = "pair"

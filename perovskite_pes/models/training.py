@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .base import ModelError
+
+logger = logging.getLogger(__name__)
 
 
 def per_stage(value, n_stages: int, name: str, kind=float) -> list:
@@ -155,11 +158,15 @@ def adam_schedule(
                     break
             # continue the next stage from the best parameters found so far
             set_state(best_state)
+            logger.debug("stage %d (batch size %d): %d epochs, best loss %.4g at epoch %d",
+                         stage, bs, sum(1 for s in hist.stage if s == stage), hist.best_val_loss, hist.best_epoch)
     finally:
         if bar is not None:
             bar.close()
     set_state(best_state)
     hist.wall_time = time.perf_counter() - t0
+    logger.info("Adam: %d epochs in %.1f s, best %s loss %.4g at epoch %d", len(hist.train_loss), hist.wall_time,
+                "validation" if val_loss is not None else "training", hist.best_val_loss, hist.best_epoch)
     return hist
 
 
