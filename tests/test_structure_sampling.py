@@ -128,7 +128,8 @@ def test_uniqueness_filter_rejects_near_duplicates(ref):
 
 def test_random_with_uniqueness_counts_rejections(cubic):
     flt = UniquenessFilter(tol=0.5)
-    cfgs = random_nsphere(cubic, 50, displacement_radius=0.3, seed=2, uniqueness=flt, max_tries=60)
+    with pytest.warns(RuntimeWarning, match=r"max_tries=60 draws with \d+ of 50 configurations"):
+        cfgs = random_nsphere(cubic, 50, displacement_radius=0.3, seed=2, uniqueness=flt, max_tries=60)
     assert flt.n_accepted == len(cfgs) < 50
     assert flt.n_rejected > 0
     # every accepted pair is at least tol apart

@@ -17,6 +17,8 @@ Candidates that put two atoms closer than ``min_distance`` (Angstrom) raise
 from __future__ import annotations
 
 import itertools
+import logging
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -24,6 +26,8 @@ import numpy as np
 from ..errors import PesError
 from .configuration import Configuration, strain_to_matrix
 from .symmetry import canonical_key, supercell_symmetry
+
+logger = logging.getLogger(__name__)
 
 #: default smallest allowed interatomic distance of a sampled configuration (Angstrom)
 DEFAULT_MIN_DISTANCE = 1.5
@@ -238,6 +242,7 @@ def grid(
 
         points = tqdm(points, total=total, desc="grid", unit="cfg", disable=None)
     base_tags = {"method": "grid", **_parent_tags(parent)}
+    n_close = 0
     for amps in points:
         amps = np.array(amps, float)
         tags = {**base_tags, "amplitudes": [float(a) for a in amps]}
@@ -253,8 +258,11 @@ def grid(
             except SamplingError:
                 if too_close == "raise":
                     raise
+                n_close += 1
                 continue
         out.append(config)
+    if n_close:
+        logger.info("grid: %d of %d points skipped (atoms closer than %.2f A)", n_close, total, min_distance)
     return out
 
 
@@ -316,7 +324,7 @@ def random_nsphere(
         from tqdm import tqdm
 
         bar = tqdm(total=n, desc="random", unit="cfg", disable=None)
-    tries = 0
+    tries = n_close = n_similar = 0
     while len(out) < n and tries < max_tries:
         tries += 1
         amps = np.concatenate([sphere(len(disp), displacement_radius), sphere(len(strain), strain_radius)])
@@ -328,14 +336,21 @@ def random_nsphere(
             except SamplingError:
                 if too_close == "raise":
                     raise
+                n_close += 1
                 continue
         if uniqueness is not None and not uniqueness.accept(config):
+            n_similar += 1
             continue
         out.append(config)
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
+    logger.info("random sampling: %d accepted of %d drawn (%d too close, %d not unique)", len(out), tries, n_close, n_similar)
+    if len(out) < n:
+        warnings.warn(f"random sampling stopped after max_tries={max_tries} draws with {len(out)} of {n} configurations "
+                      f"({n_close} too close, {n_similar} not unique); lower the uniqueness threshold or the radii",
+                      RuntimeWarning, stacklevel=2)
     return out
 
 
