@@ -1,4 +1,4 @@
-"""Shared fixtures: a temporary PES_HOME, the process's store on it, and a `pes` runner.
+"""Shared fixtures: a temporary PES_HOME, the process's store on it, and the `pes` runner (in-process).
 
 ``store`` runs on the embedded store, and also on a real MongoDB when ``PES_TEST_MONGO_URI`` is
 set (a fresh database per test, dropped afterwards).
@@ -7,11 +7,11 @@ set (a fresh database per test, dropped afterwards).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 
 import pytest
+
+from cli_support import pes
 
 #: environment variables that would point a test at a user's data
 _PES_VARS = (
@@ -67,20 +67,15 @@ def store(store_backend):
 
 @pytest.fixture
 def run_pes(pes_home):
-    """Run ``python -m perovskite_pes ARGS`` in a subprocess with this test's environment."""
+    """Run ``pes ARGS`` (see :func:`pes`) on this test's PES_HOME; ``check=N`` asserts the exit status."""
 
-    def run(*args, check=None, timeout=120, env=None, input=None):
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        proc = subprocess.run(
-            [sys.executable, "-m", "perovskite_pes", *map(str, args)],
-            capture_output=True, text=True, timeout=timeout, env=full_env, input=input,
-        )
-        if check is not None and proc.returncode != check:
+    def run(*args, check=None, env=None, input=None, process=False, timeout=300):
+        result = pes(*args, env=env, input=input, process=process, timeout=timeout)
+        if check is not None and result.returncode != check:
             raise AssertionError(
-                f"pes {' '.join(map(str, args))} exited {proc.returncode}, expected {check}\n"
-                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+                f"pes {' '.join(map(str, args))} exited {result.returncode}, expected {check}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
             )
-        return proc
+        return result
 
     return run

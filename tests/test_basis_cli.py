@@ -1,18 +1,14 @@
-"""``pes basis show`` and ``pes basis count`` through the command line."""
+"""``pes basis show`` and ``pes basis count`` through the command line (in-process)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from cli_support import pes as run_pes_command
+
 
 def pes(*args, home):
-    import os
-
-    env = dict(os.environ, PES_HOME=str(home))
-    return subprocess.run([sys.executable, "-m", "perovskite_pes", "basis", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return run_pes_command("basis", *args, env={"PES_HOME": str(home)})
 
 
 def test_count_octahedron_json(tmp_path):

@@ -1,23 +1,19 @@
-"""``pes calc run`` and ``pes calc check`` through the command line."""
+"""``pes calc run`` and ``pes calc check`` through the command line (in-process)."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from cli_support import pes as run_pes_command
 from perovskite_pes.structure.reference import Perovskite
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vasp"
 
 
 def pes(*args, home, env=None):
-    environ = {**os.environ, "PES_HOME": str(home), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "perovskite_pes", *args], capture_output=True, text=True, env=environ, timeout=300
-    )
+    return run_pes_command(*args, env={"PES_HOME": str(home), **(env or {})})
 
 
 @pytest.fixture()

@@ -1,31 +1,21 @@
-"""`pes enumerate` through the command line (subprocess, temporary PES_HOME)."""
+"""`pes enumerate` through the command line (in-process, temporary PES_HOME)."""
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from cli_support import pes
 from perovskite_pes.structure import read_configurations
-
-_ENV_DROP = ("PES_MONGO_URI", "PES_MONGO_HOST", "PES_DATABASE", "PES_STORE_FILE", "MONGOMOCK_SERVERSTORE_FILE", "FW_CONFIG_FILE")
 
 
 @pytest.fixture
-def run(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-    env["PES_HOME"] = str(home)
+def run(pes_home, tmp_path):
+    """``pes enumerate ARGS`` in-process, in ``tmp_path``, on a fresh PES_HOME."""
 
     def _run(*args, ok=True):
-        proc = subprocess.run(
-            [sys.executable, "-m", "perovskite_pes", "enumerate", *args],
-            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
-        )
+        proc = pes("enumerate", *args, cwd=tmp_path)
         if ok:
             assert proc.returncode == 0, proc.stderr
         return proc
