@@ -404,11 +404,16 @@ def test_read_only_commands_never_write(pes_home, run_pes, tmp_path):
     _seed(5)
     store_file, lp = pes_home / "store.sqlite", pes_home / "store.launchpad.json"
     before = (_digest(store_file), _digest(lp))
+    files = sorted(p.name for p in pes_home.iterdir())
     run_pes("db", "stats", check=0)
     run_pes("db", "query", "--method", "random", "--json", check=0)
+    run_pes("db", "query", "-o", tmp_path / "poscars", check=0)
     run_pes("db", "export", tmp_path / "out.jsonl", check=0)
+    run_pes("db", "backup", tmp_path / "copy.sqlite", check=0)
     run_pes("db", "lpad", "get_fws", "-d", "count", check=0)  # opens the LaunchPad, changes nothing
+    close_store()  # when run_pes runs the commands in this process
     assert (_digest(store_file), _digest(lp)) == before
+    assert sorted(p.name for p in pes_home.iterdir()) == files  # and leave nothing next to them
 
 
 # ------------------------------------------------------------------------------------ migration
@@ -435,12 +440,15 @@ def _legacy_store(home):
     old.register_model("net", "/models/net", "sevennet", "h1", {"rmse": 0.5}, {"nodes": 8}, calc_ids)
     old.get_launchpad().add_wf(Firework(ScriptTask.from_str("echo old"), name="old workflow"))
     (home / "store.json").write_text(_serialise(client._store._databases))
+    before = {"calcs": [old.get_calculation(c) for c in calc_ids], "rows": old.query(),
+              "tags": [old.get_configuration(i).tags for i in ids], "models": old.list_models(),
+              "references": old.list_references()}
     old.close()
-    return configs, ids, calc_ids, forces
+    return configs, ids, calc_ids, forces, before
 
 
 def test_an_old_json_store_is_migrated_on_first_open(pes_home):
-    configs, ids, calc_ids, forces = _legacy_store(pes_home)
+    configs, ids, calc_ids, forces, before = _legacy_store(pes_home)
     original = (pes_home / "store.json").read_bytes()
     fw = pes_home / "fireworks"
     fw.mkdir()
@@ -458,6 +466,17 @@ def test_an_old_json_store_is_migrated_on_first_open(pes_home):
         np.testing.assert_array_equal(d["config"].strain, c.strain)
         np.testing.assert_array_equal(d["forces"], f)
     assert store.get_calculation(calc_ids[3])["launch"]["fw_id"] == 3
+    # nothing lost: every field of every record, dates to the microsecond
+    assert store.query() == before["rows"] and [store.get_configuration(i).tags for i in ids] == before["tags"]
+    for old_calc in before["calcs"]:
+        new_calc = store.get_calculation(old_calc["id"])
+        assert set(new_calc) == set(old_calc)
+        for k, v in old_calc.items():
+            if isinstance(v, np.ndarray):
+                np.testing.assert_array_equal(new_calc[k], v)
+            else:
+                assert new_calc[k] == v, k
+    assert store.list_models() == before["models"] and store.list_references() == before["references"]
     model = store.active_model("sevennet")
     assert model["calc_ids"] == calc_ids and model["hyperparameters"] == {"nodes": 8}
     assert store.save_configurations(configs).new == 0  # the uniqueness keys came along
