@@ -508,6 +508,26 @@ def test_pes_db_migrate_and_a_damaged_old_store(pes_home, run_pes):
 
 
 # ------------------------------------------------------------------------------------ backup
+def test_a_backup_taken_while_another_process_writes_is_one_consistent_moment(writer, pes_home, tmp_path):
+    from perovskite_pes.db.sqlite import SQLiteStore
+
+    get_store()
+    close_store()
+    p = writer(9, 300)
+    _wait_for(p, "stored 20")
+    summary = get_store().backup(tmp_path / "snapshot.sqlite")
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    snap = SQLiteStore.open_file(Settings.load(environ={"PES_HOME": str(tmp_path / "elsewhere")}),
+                                 path=tmp_path / "snapshot.sqlite", migrate=False)
+    try:
+        got = sorted(c.tags["i"] for c, _calc, _id in snap.records(source="writer-9"))
+        assert got == list(range(len(got))) and 21 <= len(got) == summary["configurations"]  # a prefix: one moment
+        assert snap._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        snap.close()
+    assert get_store().count_configurations() == 300
+
+
 def test_backup_and_restore(pes_home, run_pes, tmp_path):
     _seed(5)
     backup = tmp_path / "backup.sqlite"
