@@ -154,8 +154,10 @@ class Featurizer:
 
     # ------------------------------------------------------------------ setup
     def _init(self, reference, prototypes, bases, spec, max_order, metric, truncated, settings):
-        import torch
-
+        """Set up the featurizer from its recipe (the constructor, :meth:`from_dict` and
+        :meth:`for_reference` all end here): the orbits of the prototypes on ``reference``, then
+        the index tables evaluation uses (:meth:`_index_bonds`, :meth:`_group_orbits`,
+        :meth:`_index_sites`)."""
         self.reference = reference
         self.prototypes = list(prototypes)
         self.bases = list(bases)
@@ -165,8 +167,16 @@ class Featurizer:
         self.truncated = truncated
         self.settings = dict(settings)
         self.orbits = [ClusterOrbit(p, reference) for p in self.prototypes]
+        self._index_bonds()
+        self._group_orbits()
+        self._index_cache: dict = {}  # column subsets and incidence weights, built on first use
+        self._index_sites(reference)
 
-        # distinct bonds over all clusters
+    def _index_bonds(self):
+        """Every distinct bond (site pair and image offset) of all clusters, once: ``_bi``, ``_bj``,
+        ``_bs0``; ``_bond_idx[o]`` ``(n_clusters, n_pairs)`` points each pair of orbit o at its bond."""
+        import torch
+
         bond_key: dict[tuple, int] = {}
         bi, bj, bs0 = [], [], []
         self._bond_idx = []
@@ -195,7 +205,11 @@ class Featurizer:
         self._bj = torch.as_tensor(np.array(bj, dtype=np.int64))
         self._bs0 = torch.as_tensor(np.array(bs0, dtype=float).reshape(-1, 3))
 
-        # groups of orbits that share metric, U and invariants (e.g. all pair orbits)
+    def _group_orbits(self):
+        """``_groups``: orbits that share metric, U and invariants (e.g. all pair orbits) are evaluated
+        together, with their bond indices and reference distances stacked."""
+        import torch
+
         groups: dict[tuple, dict] = {}
         for o, basis in enumerate(self.bases):
             key = (basis.metric, basis.U.shape, basis.U.tobytes(), repr(basis.invariants.to_dict()))
@@ -223,8 +237,10 @@ class Featurizer:
                 }
             )
 
-        self._index_cache: dict = {}  # column subsets and incidence weights, built on first use
-        # site orbits and cluster -> site incidence
+    def _index_sites(self, reference):
+        """Site orbits and, per site orbit, the clusters that contain each of its sites (Eq. 15)."""
+        import torch
+
         self.site_orbit_names, self._site_members = site_orbits(reference)
         self._site_contrib = []
         self.site_feature_orbits = []
