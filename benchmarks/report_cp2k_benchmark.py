@@ -9,6 +9,14 @@ calculated; and the active model's errors. With ``--surrogate``, the same wells 
 (positions relaxed in the cubic cell at SevenNet's own lattice parameter, as the campaign does) and
 SevenNet's energy of the rigid 8-degree a0a0c- tilt of the convergence table.
 Reads the store; changes nothing.
+
+    PES_HOME=/data/cp2k_bench python benchmarks/report_cp2k_benchmark.py --runs [--json]
+
+reads CP2K's own output files under $PES_HOME/campaigns instead of the store, so it works while the
+benchmark runs (the embedded store serves one process at a time): every run with its type, atoms,
+optimisation steps, last energy and largest force, CP2K's wall time, and the tilt wells from the
+finished relaxations against the 40-atom cubic single point (or, until that one has run, eight times
+the energy of the relaxed 5-atom cell, which is marked as such).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 from pathlib import Path
 
@@ -75,12 +84,105 @@ def surrogate_wells(angle: float = 8.0) -> dict:
     return out
 
 
+_ENERGY = re.compile(r"ENERGY\| Total FORCE_EVAL \( QS \) energy \[a\.u\.\]:\s+(\S+)")
+_GRADIENT = re.compile(r"Max\. gradient\s+=\s+(\S+)")
+_CP2K_TIME = re.compile(r"^ CP2K\s+1\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+([\d.]+)", re.M)
+
+
+def read_run(directory: Path) -> dict:
+    """What one CP2K run folder holds, read from its own files (cp2k.inp, structure.xyz, cp2k.out)."""
+    from ase.units import Bohr, Hartree
+
+    out = (directory / "cp2k.out").read_text(errors="replace")
+    inp = (directory / "cp2k.inp").read_text(errors="replace")
+    xyz = (directory / "structure.xyz").read_text().splitlines()
+    energies = [float(e) * Hartree for e in _ENERGY.findall(out)]
+    gradients = [float(g) * Hartree / Bohr for g in _GRADIENT.findall(out)]
+    force_block = out.rsplit("ATOMIC FORCES in [a.u.]", 1)
+    max_force = None
+    if len(force_block) == 2:
+        rows = [ln.split() for ln in force_block[1].split("SUM OF ATOMIC FORCES", 1)[0].splitlines()
+                if re.match(r"^\s+\d+\s+\d+\s+\w+\s+-?\d", ln)]
+        if rows:
+            max_force = max(abs(float(x)) for r in rows for x in r[3:6]) * Hartree / Bohr
+    seconds = _CP2K_TIME.search(out)
+    run_type = re.search(r"RUN_TYPE\s+(\w+)", inp).group(1)
+    return {
+        "dir": str(directory), "name": directory.name, "run_type": run_type, "n_atoms": int(xyz[0].split()[0]),
+        "ended": "PROGRAM ENDED AT" in out,
+        "optimised": "GEOMETRY OPTIMIZATION COMPLETED" in out if run_type != "ENERGY_FORCE" else None,
+        "steps": out.count("OPTIMIZATION STEP:") + 1 if run_type != "ENERGY_FORCE" else None,
+        "energy": energies[-1] if energies else None, "energies": energies,
+        "max_gradient": gradients[-1] if gradients else None, "max_force": max_force,
+        "seconds": float(seconds.group(1)) if seconds else None,
+        "positions": [[float(x) for x in ln.split()[1:4]] for ln in xyz[2:2 + int(xyz[0].split()[0])]],
+        "cell": [float(x) for x in re.findall(r"^\s+A\s+(\S+)", inp, re.M)[:1]],
+    }
+
+
+def runs_report(home: Path) -> dict:
+    """The campaigns' CP2K runs and the tilt wells, from the run folders alone."""
+    import numpy as np
+
+    from perovskite_pes.structure import Perovskite
+
+    runs = [read_run(p.parent) for p in sorted(home.glob("campaigns/*/launches/**/cp2k.out"))]
+    out = {"runs": runs, "wells_meV_per_fu": {}, "cubic_reference": None}
+    ref5 = [r for r in runs if r["name"] == "relax_reference" and r["ended"] and r["optimised"]]
+    cubic = None
+    if ref5:
+        a = float(np.loadtxt(Path(ref5[-1]["dir"]) / "pes-1.cell", ndmin=2)[-1, 2])
+        out["lattice_parameter"] = a
+        ideal = np.array(Perovskite(lattice_parameter=round(a, 4)).supercell(2).to_structure().cart_coords)
+        for r in runs:
+            if r["run_type"] == "ENERGY_FORCE" and r["n_atoms"] == 40 and r["ended"] and r["energy"] is not None:
+                if np.abs(np.array(r["positions"]) - ideal).max() < 1e-4:
+                    cubic = {"energy": r["energy"], "source": "40-atom cubic single point", "dir": r["dir"]}
+        if cubic is None:
+            cubic = {"energy": 8 * ref5[-1]["energy"], "source": "8 x relaxed 5-atom cell (no 40-atom cubic run yet)",
+                     "dir": ref5[-1]["dir"]}
+    out["cubic_reference"] = cubic
+    for r in runs:
+        if r["name"].startswith("relax_") and r["name"] != "relax_reference" and r["energies"] and cubic:
+            g = r["name"][len("relax_"):]
+            out["wells_meV_per_fu"][g] = {
+                "meV_per_fu": (r["energy"] - cubic["energy"]) / 8 * 1000, "finished": bool(r["ended"] and r["optimised"]),
+                "steps": r["steps"], "max_gradient_eV_per_A": r["max_gradient"]}
+    return out
+
+
+def print_runs(rep: dict) -> None:
+    print(f"{'run':<28} {'type':<12} {'atoms':>5} {'steps':>5} {'ended':>5} {'energy (eV)':>16} {'max F (eV/A)':>12} {'s':>7}")
+    for r in rep["runs"]:
+        f = r["max_gradient"] if r["max_gradient"] is not None else r["max_force"]
+        print(f"{r['name'][:28]:<28} {r['run_type']:<12} {r['n_atoms']:>5} {r['steps'] or '':>5} {str(r['ended']):>5} "
+              f"{r['energy'] if r['energy'] is not None else float('nan'):>16.6f} "
+              f"{f if f is not None else float('nan'):>12.4f} {r['seconds'] or float('nan'):>7.0f}")
+    if rep.get("lattice_parameter"):
+        print(f"relaxed cubic lattice parameter: {rep['lattice_parameter']:.4f} A")
+    if rep["cubic_reference"]:
+        print(f"cubic reference: {rep['cubic_reference']['source']}")
+    for g, w in rep["wells_meV_per_fu"].items():
+        state = "relaxed" if w["finished"] else f"NOT finished, step {w['steps']}, max gradient {w['max_gradient_eV_per_A']}"
+        print(f"  well {g}: {w['meV_per_fu']:.1f} meV/f.u. ({state})")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--surrogate", action="store_true", help="also compute the wells with SevenNet")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--runs", action="store_true", help="read CP2K's run folders, not the store (works while it runs)")
     args = p.parse_args(argv)
     home = Path(os.environ.get("PES_HOME") or Path.home() / ".perovskite_pes")
+    if args.runs:
+        rep = runs_report(home)
+        if args.json:
+            for r in rep["runs"]:
+                r.pop("positions")
+            print(json.dumps(rep, indent=2, default=str))
+        else:
+            print_runs(rep)
+        return 0
     from perovskite_pes.db import get_store
 
     store = get_store()

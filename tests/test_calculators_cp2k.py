@@ -118,3 +118,32 @@ def test_missing_basis_and_pseudopotential_data_is_one_line_naming_the_package(t
     proc = run_pes("calc", "run", path, "-c", "cp2k", "--set", "cp2k_cmd=no-such-cp2k.psmp")
     assert proc.returncode == 2 and "no-such-cp2k.psmp not found" in proc.stderr and "apt-get install cp2k" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@has_cp2k
+def test_relaxation_stops_on_fmax_not_on_cp2ks_step_size_defaults(tmp_path):
+    """CP2K stops a GEO_OPT only when MAX_FORCE, RMS_FORCE, MAX_DR and RMS_DR all hold; with its
+    defaults for the last three a loose fmax would be overruled by a 3e-3 bohr step-size limit."""
+    import re
+
+    from ase.units import Bohr, Hartree
+
+    fmax = 0.1  # eV/A
+    calc = get_calculator("cp2k", **{**CHEAP, "basis": {el: "SZV-MOLOPT-SR-GTH" for el in ("Cs", "Pb", "Br")},
+                                     "cutoff": 150, "fmax": fmax})
+    s = cubic()
+    s.translate_sites([2], [0.1, 0, 0], frac_coords=False)  # Br along its Pb-Br bond
+    r = calc.calculate(s, relax="positions", workdir=tmp_path)
+    assert r.status == "completed", r.error
+    text = (tmp_path / INPUT_FILE).read_text()
+    max_force = float(re.search(r"MAX_FORCE\s+(\S+)", text).group(1))
+    assert max_force == pytest.approx(fmax / (Hartree / Bohr), rel=1e-6)
+    assert float(re.search(r"RMS_FORCE\s+(\S+)", text).group(1)) == max_force
+    out = (tmp_path / "cp2k.out").read_text()
+    assert "GEOMETRY OPTIMIZATION COMPLETED" in out
+    assert np.abs(r.forces).max() < fmax
+    # it stopped on the forces while its next step was still larger than CP2K's default MAX_DR,
+    # i.e. CP2K's defaults would have gone on
+    last_step = float(re.findall(r"Max\. step size\s+=\s+(\S+)", out)[-1])
+    assert last_step > 3e-3
+    assert r.energy < calc.calculate(s, workdir=tmp_path / "start").energy
