@@ -249,6 +249,65 @@ def test_the_launchpad_serves_one_process_and_stats_still_work(writer, pes_home,
     assert get_store().get_launchpad().fireworks.count_documents({}) == 1  # the dead holder's lock is gone
 
 
+# ------------------------------------------------------------------------------------ durability, indexes
+def _plans_with_scans(store, work):
+    """The SELECTs the store ran during ``work()`` whose query plan scans a whole table."""
+    conn = store._conn()
+    statements = []
+    conn.set_trace_callback(statements.append)  # statements with their values filled in
+    try:
+        work()
+    finally:
+        conn.set_trace_callback(None)
+    out = []
+    for sql in statements:
+        if sql.lstrip().upper().startswith("SELECT"):
+            scans = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)
+                     if row[-1].startswith("SCAN") and not row[-1].startswith("SCAN refs")]  # a row per reference
+            if scans:
+                out.append((sql[:120], scans))
+    return out
+
+
+def test_every_lookup_uses_an_index_and_every_unit_of_work_is_durable(pes_home):
+    store = get_store()
+    assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: on disk when a commit returns
+    ref = Perovskite().supercell(2)
+    rng = np.random.default_rng(4)
+    ids = store.save_configurations([Configuration(ref, rng.normal(0, 0.05, (40, 3)),
+                                                   tags={"method": "random", "tilt_system": "a0a0c+", "parent": "p"})
+                                     for _ in range(4)]).ids
+    store.save_calculations([(i, dict(energy=-150.0 - k, forces=rng.normal(size=(40, 3)), calculator="vasp",
+                                      settings_hash="v1"), None) for k, i in enumerate(ids[:3])])
+    label = store.list_references()[0]["label"]
+
+    def lookups():  # what imports, campaigns and filtered queries look up
+        store.find_configuration(Configuration(ref, rng.normal(0, 0.05, (40, 3))))
+        store.save_configurations([Configuration(ref, rng.normal(0, 0.05, (40, 3)))])
+        store.has_calculation(ids[0], "v1")
+        store.save_calculation(ids[3], dict(energy=-151.0, forces=rng.normal(size=(40, 3)), calculator="vasp",
+                                            settings_hash="v1"))
+        store.get_configuration(ids[1])
+        store.get_calculation(store.query(config_id=ids[2])[0]["calc_id"])
+        for filters in ({"tilt_system": "a0a0c+"}, {"method": "random"}, {"parent": "p"}, {"reference": label},
+                        {"calculator": "vasp", "settings_hash": "v1", "emin": -4.0, "emax": -3.0},
+                        {"settings_hash": "v1", "status": "completed"}):
+            store.query(filters, limit=10)
+            if set(filters) <= {"tilt_system", "method", "parent", "reference"}:
+                store.count_configurations(**filters)
+        store.training_data(calculator="vasp", settings_hash="v1")
+
+    assert _plans_with_scans(store, lookups) == []
+    # and the check itself finds a scan when an index is missing
+    store._conn().execute("DROP INDEX configurations_tilt_system")
+    assert _plans_with_scans(store, lambda: store.query(tilt_system="a0a0c+"))
+    # committed means visible to, and durable for, any other process as soon as the call returns
+    out = subprocess.run([sys.executable, "-c", "from perovskite_pes.db import get_store; "
+                          "print(get_store().count_configurations())"], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split()[-1] == "5", out.stderr
+
+
 # ------------------------------------------------------------------------------------ corruption
 def _valid_store_bytes(pes_home):
     _seed(60, launchpad=False)
