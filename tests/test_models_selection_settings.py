@@ -3,7 +3,13 @@
 import pytest
 
 from perovskite_pes.models import DEFAULT_SETTINGS, ModelError
-from perovskite_pes.models.selection import SelectionSettings, SettingsError, committee_settings, expand_grid, merge_settings
+from perovskite_pes.models.selection import (
+    SelectionSettings,
+    SettingsError,
+    committee_settings,
+    expand_grid,
+    merge_settings,
+)
 
 
 def test_defaults_live_in_the_settings_model():
@@ -47,3 +53,46 @@ def test_bad_settings_are_one_line_naming_the_setting(settings, line):
     msg = str(info.value)
     assert msg.startswith(line), msg
     assert "\n" not in msg and isinstance(info.value, ModelError)
+
+
+def _pair_selection(tmp_path=None, **settings):
+    """A quick selection: pair potentials only, on 24 configurations whose energy is a sum of pair terms."""
+    import numpy as np
+
+    from perovskite_pes.models import PairPotential, train_and_select
+    from perovskite_pes.structure import Configuration, Perovskite
+
+    ref = Perovskite().supercell(2)
+    rng = np.random.default_rng(3)
+    configs = [Configuration(ref, rng.normal(0, 0.08, (ref.n_atoms, 3)), rng.normal(0, 0.01, 6), {"kind": "random"})
+               for _ in range(24)]
+    truth = PairPotential(n_gaussians=6).fit(configs[:12], rng.normal(0, 0.05, 12))  # any smooth pair energy
+    energies = truth.predict(configs)
+    cfg = {"grid": {"model": ["pair"]}, "pair": {"n_gaussians": 6}, "n_folds": 3, "n_jobs": 1, "baselines": False,
+           "progress": False, **settings}
+    return configs, energies, train_and_select(configs, energies, None, cfg, tmp_path)
+
+
+def test_the_report_is_typed_and_reads_like_the_dict_it_was(tmp_path):
+    import json
+
+    import numpy as np
+
+    from perovskite_pes.models.selection import SelectionReport
+
+    configs, energies, (model, report) = _pair_selection(tmp_path, plots=False)
+    assert isinstance(report, SelectionReport)
+    assert report.n_train == report["n_train"] == 19 and report.n_test == 5 and report.n_configurations == 24
+    assert report.best == {"model": "pair"} and report["best_label"] == "pair" and set(report["models"]) == {"best"}
+    test = [configs[i] for i in report.test_indices]
+    rmse = np.sqrt(np.mean(((model.predict(test) - energies[report.test_indices]) / 40 * 1000) ** 2))
+    assert report.test_rmse == report["models"]["best"]["test"]["rmse_mev_per_atom"] == np.float64(rmse).item()
+    # optional parts are there only when the run made them
+    assert "committee" not in report and report.get("committee") is None and "learning_curve" not in report
+    with pytest.raises(KeyError):
+        report["paths"]
+    assert "figures" not in report and report["model_dir"] == str(tmp_path / "model")
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved == json.loads(json.dumps(report.to_dict())) and list(saved) == report.keys()
+    assert SelectionReport.model_validate(saved).test_rmse == report.test_rmse  # reads its own JSON back
+    assert model.provenance_["test_rmse_mev_per_atom"] == report.test_rmse and model.provenance_["n_train"] == 19

@@ -22,16 +22,30 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from .base import ModelError, check_configurations, check_energies, check_forces, geometry, n_atoms_of
+from . import reports
+from .base import (
+    ModelError,
+    check_configurations,
+    check_energies,
+    check_forces,
+    geometry,
+    n_atoms_of,
+)
 from .committee import RESAMPLING, Committee
 from .featurizers import build_featurizer, featurizer_from_recipe
 from .linear import LinearCE
 from .nets import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, ClusterNet, SiteNet
 from .pair import PairPotential
-from . import reports
 
 MODEL_KINDS = ("cluster", "site", "linear", "pair")
 
@@ -200,7 +214,7 @@ class SelectionSettings(_Section):
         return data
 
     @classmethod
-    def from_input(cls, settings) -> "SelectionSettings":
+    def from_input(cls, settings) -> SelectionSettings:
         """Validated settings from a (partial, nested) mapping; raises :class:`SettingsError` (one line)."""
         if isinstance(settings, cls):
             return settings
@@ -365,7 +379,8 @@ class FeatureBank:
         return out
 
 
-def _fit_and_score(setting, cfg, featurizer, reference, feats, energies, n_atoms, train_idx, eval_sets, geometry_arrays=None, forces=None, threads=1, seed=None, keep_model=False, committee=None):
+def _fit_and_score(setting, cfg, featurizer, reference, feats, energies, n_atoms, train_idx, eval_sets, geometry_arrays=None,
+                   forces=None, threads=1, seed=None, keep_model=False, committee=None):
     """Fit one setting on ``train_idx`` and return its energies on each of ``eval_sets`` (worker-safe).
 
     ``committee`` (``{"size": K, "resample": ...}``) fits a :class:`Committee` of the setting instead
@@ -425,7 +440,7 @@ def cross_validate(bank: FeatureBank, grid: list[dict], energies, train_idx, cfg
         if fz is not None and n_jobs != 1:
             fz = fz.to_dict()  # featurizers hold torch objects: workers rebuild them from the recipe
         feats = bank.features(setting)
-        for fi, (tr, va) in enumerate(folds):
+        for tr, va in folds:
             tr_idx, va_idx = train_idx[tr], train_idx[va]
             jobs.append(delayed(_fit_and_score)(setting, cfg, fz, ref, feats, energies, n_atoms, tr_idx, [tr_idx, va_idx], geo, forces, 1))
             meta.append((si, tr_idx, va_idx))
@@ -453,135 +468,240 @@ def _kinds(configs) -> list[str]:
     return [str(c.tags.get("kind", "other")) if isinstance(c.tags, dict) else "other" for c in configs]
 
 
-def train_and_select(configs, energies, forces=None, settings: dict | None = None, workdir=None):
-    """Cross-validated selection, refit and test evaluation; returns ``(best_model, report)``.
+class SelectionReport(BaseModel):
+    """What :func:`train_and_select` found; RMSEs in meV/atom.
 
-    ``settings`` overrides :data:`DEFAULT_SETTINGS` (``grid``, ``n_folds``, ``test_fraction``,
-    ``seed``, ``n_jobs``, ``training``, ``baselines``, ``learning_curve``, ``paths``, ...).
-    ``paths`` (optional) maps a path name to ``{"x": [...], "configs": [...], "energies": [...],
-    "xlabel": str}`` with reference-calculator energies, drawn as in Fig. 9. With ``workdir``,
-    the best model is saved to ``workdir/model`` and the report (``report.json``) and PNG
-    figures are written there. RMSEs are in meV/atom.
+    Read it by attribute (``report.test_rmse``) or by key as the dict it used to be
+    (``report["test_rmse"]``, ``report.get("committee")``, ``"paths" in report``: the optional
+    parts are there only when the run made them). :meth:`to_dict` gives the JSON of ``report.json``.
     """
-    from sklearn.model_selection import train_test_split
 
-    cfg = merge_settings(settings)
+    model_config = ConfigDict(extra="forbid")
+
+    n_configurations: int
+    n_train: int
+    n_test: int
+    train_indices: list[int]
+    test_indices: list[int]
+    #: the merged settings the selection ran with (``paths`` by name only)
+    settings: dict[str, Any]
+    #: one row per grid setting: RMSE per fold and their mean and standard deviation, train and validation
+    cv_table: list[dict[str, Any]]
+    #: the selected grid setting (lowest mean validation RMSE) and its label
+    best: dict[str, Any]
+    best_label: str
+    test_rmse: float | None
+    train_rmse: float | None
+    #: test RMSE of the configurations within ``window_mev_per_fu`` of the lowest energy
+    test_rmse_low: float | None
+    #: "best" and the baselines refitted on the same split ("pair", "linear", "best_net"): label,
+    #: setting, train and test error statistics, test errors per configuration kind, fit time
+    models: dict[str, dict[str, Any]]
+    #: errors per energy bin above the lowest energy, train and test
+    energy_bins: dict[str, Any]
+    units: str
+    #: the committee's spread against its test error (only with committee.size >= 2)
+    committee: dict[str, Any] | None = None
+    #: test RMSE against the number of training configurations (only with learning_curve)
+    learning_curve: dict[str, Any] | None = None
+    #: energies along the given paths, reference and models (only with paths)
+    paths: dict[str, Any] | None = None
+    wall_time: float | None = None
+    #: where the model and the figures were written (only with a workdir)
+    model_dir: str | None = None
+    figures: dict[str, str] | None = None
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict of the parts this run made."""
+        return _clean(self.model_dump(exclude_unset=True))
+
+    # read access by key, as for the dict this report used to be
+    def __getitem__(self, key: str):
+        if key not in self.model_fields_set:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key) -> bool:
+        return key in self.model_fields_set
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in self.model_fields_set else default
+
+    def keys(self) -> list[str]:
+        return [k for k in type(self).model_fields if k in self.model_fields_set]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+
+def _check_inputs(configs, energies, forces, cfg: dict):
+    """Configurations, energies and (when a force term is trained) forces as arrays, and the grid."""
     configs = check_configurations(configs)
     e = check_energies(energies, len(configs))
-    refs = {c.reference for c in configs}
-    if len(refs) != 1:
+    if len({c.reference for c in configs}) != 1:
         raise ModelError("train_and_select needs all configurations in one supercell of the reference")
     grid = expand_grid(cfg["grid"])
-    use_forces = float(cfg["training"].get("force_weight") or 0) > 0 and any(s["model"] in ("cluster", "site") for s in grid)
     f = None
-    if use_forces:
+    if _uses_forces(cfg, grid):
         if forces is None:
             raise ModelError("training.force_weight > 0 needs forces for every configuration")
         f = np.stack(check_forces(forces, configs))
-    n = len(configs)
-    if n < 10:
-        raise ModelError(f"model selection needs at least 10 configurations; got {n}")
-    tf = float(cfg["test_fraction"])
+    if len(configs) < 10:
+        raise ModelError(f"model selection needs at least 10 configurations; got {len(configs)}")
+    return configs, e, f, grid
+
+
+def _uses_forces(cfg: dict, grid: list[dict]) -> bool:
+    return float(cfg["training"].get("force_weight") or 0) > 0 and any(s["model"] in ("cluster", "site") for s in grid)
+
+
+def split_train_test(n: int, test_fraction: float, seed: int):
+    """Seeded, shuffled split of ``range(n)`` into sorted train and test indices."""
+    from sklearn.model_selection import train_test_split
+
+    tf = float(test_fraction)
     if not 0 < tf < 1:
         raise ModelError(f"test_fraction must be in (0, 1); got {tf}")
-    seed = int(cfg["seed"])
-    committee = committee_settings(cfg)
-    train_idx, test_idx = train_test_split(np.arange(n), test_size=tf, random_state=seed, shuffle=True)
-    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
-    progress = bool(cfg.get("progress"))
-    t0 = time.perf_counter()
-    bank = FeatureBank(configs, cfg, progress=progress)
-    n_atoms = n_atoms_of(configs)
-    ref = bank.reference
+    train_idx, test_idx = train_test_split(np.arange(n), test_size=tf, random_state=int(seed), shuffle=True)
+    return np.sort(train_idx), np.sort(test_idx)
 
-    table = cross_validate(bank, grid, e, train_idx, cfg, forces=f, progress=progress)
-    best_i = int(np.argmin([r["val_rmse_mean"] for r in table]))
-    best_setting = grid[best_i]
 
-    geo = geometry(configs) if use_forces else None
-    fits = {}
-    to_fit = [("best", best_setting)]
-    if cfg.get("baselines", True):
-        if best_setting["model"] != "pair":
-            to_fit.append(("pair", {"model": "pair"}))
-        if best_setting["model"] != "linear":
-            lin = {"model": "linear", "clusters": best_setting.get("clusters", "7p+t+o"), "max_order": best_setting.get("max_order", 2)}
-            to_fit.append(("linear", lin))
+def settings_to_refit(grid: list[dict], table: list[dict], best_i: int, baselines: bool) -> list[tuple[str, dict]]:
+    """The selected setting and the baselines refitted on the same split: ``[(name, setting), ...]``."""
+    best = grid[best_i]
+    out = [("best", best)]
+    if baselines:
+        if best["model"] != "pair":
+            out.append(("pair", {"model": "pair"}))
+        if best["model"] != "linear":
+            out.append(("linear", {"model": "linear", "clusters": best.get("clusters", "7p+t+o"),
+                                   "max_order": best.get("max_order", 2)}))
     nets = [i for i, g in enumerate(grid) if g["model"] in ("cluster", "site")]
-    if best_setting["model"] not in ("cluster", "site") and nets:
+    if best["model"] not in ("cluster", "site") and nets:
         # a linear model or the pair potential won: still report the best net on the same split
-        to_fit.append(("best_net", grid[min(nets, key=lambda i: table[i]["val_rmse_mean"])]))
-    for name, setting in to_fit:
-        res = _fit_and_score(setting, cfg, bank.featurizer(setting), ref, bank.features(setting), e, n_atoms, train_idx, [train_idx, test_idx], geo, f,
-                             threads=0, keep_model=True, committee=committee if name == "best" else None)
-        fits[name] = {"setting": setting, **res}
+        out.append(("best_net", grid[min(nets, key=lambda i: table[i]["val_rmse_mean"])]))
+    return out
 
+
+def _refit(to_fit, bank, e, f, train_idx, test_idx, cfg, committee) -> dict:
+    """Fit each named setting on the whole training part; predictions on train and test, and the model."""
+    n_atoms = n_atoms_of(bank.configs)
+    geo = geometry(bank.configs) if f is not None else None
+    fits = {}
+    for name, setting in to_fit:
+        res = _fit_and_score(setting, cfg, bank.featurizer(setting), bank.reference, bank.features(setting), e, n_atoms,
+                             train_idx, [train_idx, test_idx], geo, f, threads=0, keep_model=True,
+                             committee=committee if name == "best" else None)
+        fits[name] = {"setting": setting, **res}
+    return fits
+
+
+def _summarise_fits(fits, configs, e, train_idx, test_idx, cfg, committee) -> dict:
+    """Error statistics of every refitted model: train, test, test per configuration kind."""
+    n_atoms = n_atoms_of(configs)
     kinds = np.array(_kinds(configs))
     e_min_fu = float(np.min(e / (n_atoms / 5.0)))
+    window = cfg["window_mev_per_fu"]
     summary = {}
     for name, res in fits.items():
         p_tr, p_te = res["predictions"]
         summary[name] = {
             "label": setting_label(res["setting"]) + (f" (committee of {committee['size']})" if "member_predictions" in res else ""),
             "setting": res["setting"],
-            "train": reports.error_stats(p_tr, e[train_idx], n_atoms[train_idx], e_min_per_fu=e_min_fu, window_mev_per_fu=cfg["window_mev_per_fu"]),
-            "test": reports.error_stats(p_te, e[test_idx], n_atoms[test_idx], e_min_per_fu=e_min_fu, window_mev_per_fu=cfg["window_mev_per_fu"]),
+            "train": reports.error_stats(p_tr, e[train_idx], n_atoms[train_idx], e_min_per_fu=e_min_fu, window_mev_per_fu=window),
+            "test": reports.error_stats(p_te, e[test_idx], n_atoms[test_idx], e_min_per_fu=e_min_fu, window_mev_per_fu=window),
             "test_per_kind": reports.per_kind_stats(p_te, e[test_idx], n_atoms[test_idx], kinds[test_idx], e_min_per_fu=e_min_fu),
             "fit_time": res["fit_time"],
         }
-    best = fits["best"]["model"]
-    p_tr, p_te = fits["best"]["predictions"]
-    report = {
-        "n_configurations": n,
-        "n_train": int(len(train_idx)),
-        "n_test": int(len(test_idx)),
-        "train_indices": train_idx.tolist(),
-        "test_indices": test_idx.tolist(),
-        "settings": _json_settings(cfg),
-        "cv_table": [{k: v for k, v in r.items()} for r in table],
-        "best": best_setting,
-        "best_label": setting_label(best_setting),
-        "test_rmse": summary["best"]["test"]["rmse_mev_per_atom"],
-        "train_rmse": summary["best"]["train"]["rmse_mev_per_atom"],
-        "test_rmse_low": summary["best"]["test"]["rmse_low_mev_per_atom"],
-        "models": summary,
-        "energy_bins": {
-            "train": reports.binned_errors(p_tr, e[train_idx], n_atoms[train_idx], cfg["bin_mev_per_fu"], cfg["window_mev_per_fu"], e_min_fu),
-            "test": reports.binned_errors(p_te, e[test_idx], n_atoms[test_idx], cfg["bin_mev_per_fu"], cfg["window_mev_per_fu"], e_min_fu),
-        },
-        "units": "RMSE in meV/atom; energy windows in meV per formula unit above the lowest energy",
-    }
+    return summary
 
-    if committee:
-        report["committee"] = committee_calibration(best, fits["best"]["member_predictions"][1], p_te, e[test_idx], n_atoms[test_idx],
-                                                    [configs[i] for i in test_idx], None if forces is None else [forces[i] for i in test_idx])
-        report["committee"].update(committee)
 
-    if cfg.get("learning_curve"):
-        report["learning_curve"] = learning_curve(bank, e, train_idx, test_idx, cfg, [s for _, s in to_fit], cfg["learning_curve"], progress)
+def _energy_bins(predictions, e, n_atoms, train_idx, test_idx, cfg) -> dict:
+    p_tr, p_te = predictions
+    e_min_fu = float(np.min(e / (n_atoms / 5.0)))
+    bins, window = cfg["bin_mev_per_fu"], cfg["window_mev_per_fu"]
+    return {"train": reports.binned_errors(p_tr, e[train_idx], n_atoms[train_idx], bins, window, e_min_fu),
+            "test": reports.binned_errors(p_te, e[test_idx], n_atoms[test_idx], bins, window, e_min_fu)}
 
-    if cfg.get("paths"):
-        report["paths"] = evaluate_paths(cfg["paths"], {summary[k]["label"]: fits[k]["model"] for k in fits})
 
+def _record_provenance(best, report: SelectionReport, committee) -> None:
+    """What the selected model carries about how it was chosen (saved with it)."""
     best.provenance_ = {
         "selected_by": "k-fold cross-validation",
-        "setting": best_setting,
-        "test_rmse_mev_per_atom": report["test_rmse"],
-        "train_rmse_mev_per_atom": report["train_rmse"],
-        "n_train": report["n_train"],
+        "setting": report.best,
+        "test_rmse_mev_per_atom": report.test_rmse,
+        "train_rmse_mev_per_atom": report.train_rmse,
+        "n_train": report.n_train,
     }
     if committee:
-        best.provenance_["committee"] = {**committee, "test_spearman_energy": report["committee"]["test_energy"]["spearman"]}
-    report["wall_time"] = time.perf_counter() - t0
+        best.provenance_["committee"] = {**committee, "test_spearman_energy": report.committee["test_energy"]["spearman"]}
+
+
+def _write_outputs(workdir, best, report: SelectionReport, parts: dict, e, predictions, train_idx, test_idx, n_atoms, table,
+                   best_i, plots) -> None:
+    """The model under ``workdir/model``, the figures (drawn from the unrounded ``parts`` of the
+    report: NaN where a bin is empty) and ``report.json``."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    best.save(workdir / "model")
+    report.model_dir = str(workdir / "model")
+    if plots:
+        report.figures = write_figures(workdir, parts, e, *predictions, train_idx, test_idx, n_atoms, table, best_i)
+    (workdir / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
+
+
+def train_and_select(configs, energies, forces=None, settings: dict | None = None, workdir=None):
+    """Cross-validated selection, refit and test evaluation; returns ``(best_model, report)``.
+
+    ``settings`` overrides the defaults of :class:`SelectionSettings` (``grid``, ``n_folds``,
+    ``test_fraction``, ``seed``, ``n_jobs``, ``training``, ``baselines``, ``learning_curve``,
+    ``paths``, ...). ``paths`` (optional) maps a path name to ``{"x": [...], "configs": [...],
+    "energies": [...], "xlabel": str}`` with reference-calculator energies, drawn as in Fig. 9. With
+    ``workdir``, the best model is saved to ``workdir/model`` and the report (``report.json``) and
+    PNG figures are written there. The report is a :class:`SelectionReport` (read by attribute or
+    by key); RMSEs are in meV/atom.
+    """
+    cfg = merge_settings(settings)
+    configs, e, f, grid = _check_inputs(configs, energies, forces, cfg)
+    committee = committee_settings(cfg)
+    train_idx, test_idx = split_train_test(len(configs), cfg["test_fraction"], cfg["seed"])
+    progress = bool(cfg.get("progress"))
+    t0 = time.perf_counter()
+    bank = FeatureBank(configs, cfg, progress=progress)
+    n_atoms = n_atoms_of(configs)
+
+    table = cross_validate(bank, grid, e, train_idx, cfg, forces=f, progress=progress)
+    best_i = int(np.argmin([r["val_rmse_mean"] for r in table]))
+    to_fit = settings_to_refit(grid, table, best_i, cfg.get("baselines", True))
+    fits = _refit(to_fit, bank, e, f, train_idx, test_idx, cfg, committee)
+    summary = _summarise_fits(fits, configs, e, train_idx, test_idx, cfg, committee)
+    best, predictions = fits["best"]["model"], fits["best"]["predictions"]
+
+    parts = {
+        "n_configurations": len(configs), "n_train": len(train_idx), "n_test": len(test_idx),
+        "train_indices": train_idx.tolist(), "test_indices": test_idx.tolist(), "settings": _json_settings(cfg),
+        "cv_table": table, "best": grid[best_i], "best_label": setting_label(grid[best_i]),
+        "test_rmse": summary["best"]["test"]["rmse_mev_per_atom"], "train_rmse": summary["best"]["train"]["rmse_mev_per_atom"],
+        "test_rmse_low": summary["best"]["test"]["rmse_low_mev_per_atom"], "models": summary,
+        "energy_bins": _energy_bins(predictions, e, n_atoms, train_idx, test_idx, cfg),
+        "units": "RMSE in meV/atom; energy windows in meV per formula unit above the lowest energy",
+    }
+    if committee:
+        parts["committee"] = {
+            **committee_calibration(best, fits["best"]["member_predictions"][1], predictions[1], e[test_idx], n_atoms[test_idx],
+                                    [configs[i] for i in test_idx], None if forces is None else [forces[i] for i in test_idx]),
+            **committee}
+    if cfg.get("learning_curve"):
+        parts["learning_curve"] = learning_curve(bank, e, train_idx, test_idx, cfg, [s for _, s in to_fit], cfg["learning_curve"], progress)
+    if cfg.get("paths"):
+        parts["paths"] = evaluate_paths(cfg["paths"], {summary[k]["label"]: fits[k]["model"] for k in fits})
+    report = SelectionReport(**_clean(parts))
+    _record_provenance(best, report, committee)
+    report.wall_time = time.perf_counter() - t0
     if workdir is not None:
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        best.save(workdir / "model")
-        report["model_dir"] = str(workdir / "model")
-        if cfg.get("plots", True):
-            report["figures"] = write_figures(workdir, report, e, p_tr, p_te, train_idx, test_idx, n_atoms, table, best_i)
-        (workdir / "report.json").write_text(json.dumps(_clean(report), indent=1))
-    return best, _clean(report)
+        _write_outputs(workdir, best, report, parts, e, predictions, train_idx, test_idx, n_atoms, table, best_i,
+                       cfg.get("plots", True))
+    return best, report
 
 
 def learning_curve(bank, energies, train_idx, test_idx, cfg, settings, fractions, progress=False) -> dict:
@@ -615,7 +735,8 @@ def evaluate_paths(paths: dict, models: dict) -> dict:
         x = np.asarray(p.get("x", np.arange(len(cfgs))), dtype=float)
         n_fu = n_atoms_of(cfgs) / 5.0
         zero = int(np.argmin(np.abs(x))) if p.get("zero") is None else int(p["zero"])
-        entry = {"x": x.tolist(), "xlabel": p.get("xlabel", "path coordinate"), "reference": ((ref_e - ref_e[zero]) / n_fu * 1000).tolist(), "models": {}, "rmse_mev_per_atom": {}}
+        entry = {"x": x.tolist(), "xlabel": p.get("xlabel", "path coordinate"),
+                 "reference": ((ref_e - ref_e[zero]) / n_fu * 1000).tolist(), "models": {}, "rmse_mev_per_atom": {}}
         for label, m in models.items():
             pred = m.predict(cfgs)
             entry["models"][label] = ((pred - pred[zero]) / n_fu * 1000).tolist()
@@ -626,9 +747,11 @@ def evaluate_paths(paths: dict, models: dict) -> dict:
 
 def write_figures(workdir: Path, report, e, p_tr, p_te, train_idx, test_idx, n_atoms, table, best_i) -> dict:
     figs = {}
-    figs["parity"] = str(reports.parity_plot(workdir / "parity.png", (e[train_idx], p_tr), (e[test_idx], p_te), n_atoms[train_idx], n_atoms[test_idx], title=report["best_label"]))
+    figs["parity"] = str(reports.parity_plot(workdir / "parity.png", (e[train_idx], p_tr), (e[test_idx], p_te), n_atoms[train_idx],
+                                             n_atoms[test_idx], title=report["best_label"]))
     figs["energy_bins"] = str(
-        reports.error_bins_plot(workdir / "energy_bins.png", report["energy_bins"]["train"], report["energy_bins"]["test"], report["train_rmse"], report["test_rmse"])
+        reports.error_bins_plot(workdir / "energy_bins.png", report["energy_bins"]["train"], report["energy_bins"]["test"],
+                                report["train_rmse"], report["test_rmse"])
     )
     figs["cv_grid"] = str(reports.cv_grid_plot(workdir / "cv_grid.png", table, best_i))
     if report.get("learning_curve"):
@@ -683,9 +806,9 @@ def _json_settings(cfg: dict) -> dict:
 
 
 def _clean(obj):
-    """JSON-safe copy (numpy to lists, NaN to None, models dropped)."""
+    """JSON-safe copy (numpy to lists, NaN to None, fitted models dropped; a setting's "model" kind stays)."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items() if k != "model"}
+        return {str(k): _clean(v) for k, v in obj.items() if not (k == "model" and hasattr(v, "predict"))}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
     if isinstance(obj, np.ndarray):

@@ -32,12 +32,22 @@ Layout of a spec (every section except ``name`` and ``calculator`` is optional):
                equilibration: 250, seeds: [0, 1]}   # optional: the model's phase sequence at the end
 """
 
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -138,7 +148,7 @@ def _float(value, lo: float | None = None, hi: float | None = None, lo_open: boo
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         _fail(at, f"expected a number; got {value!r}")
     v = float(value)
-    if v != v or v in (float("inf"), float("-inf")):
+    if not math.isfinite(v):
         _fail(at, f"expected a finite number; got {value!r}")
     if lo is not None and (v < lo or (lo_open and v == lo)):
         _fail(at, f"must be {'>' if lo_open else '>='} {float(lo)}; got {v}")
