@@ -9,6 +9,11 @@ The issue's criterion: within 10 %.
 
     python benchmarks/validate_simulation.py --model PATH                         # 150 K and 500 K, 4x4x4
     python benchmarks/validate_simulation.py --model PATH --temperatures 150,300,500 --steps 2000
+
+The surrogate's runs are the expensive half (about a second per step of a 4x4x4 cell on one core):
+``--surrogate-json FILE`` keeps them, keyed by temperature, start and run settings, so that another
+model is compared with the same surrogate runs; without ``--model`` only the surrogate runs
+(``--lattice-parameter`` then gives the cubic start, the surrogate's own relaxed value by default).
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ def _run(driver, perovskite, args, temperature: float, start: str, seed: int, la
     from perovskite_pes.simulation import BlowUpError, MDSimulation, Stage
 
     sim = MDSimulation(driver, perovskite=perovskite, supercell=args.supercell, start=start, ensemble="npt",
-                       timestep_fs=args.timestep, sample_every=args.sample_every, seed=seed)
+                       timestep_fs=args.timestep, sample_every=args.sample_every, seed=seed,
+                       threads=args.threads)
     t0 = time.perf_counter()
     try:
         res = sim.run([Stage(temperature, args.steps, args.equilibration)], progress=True)
@@ -50,9 +56,29 @@ def _observables(stage: dict) -> dict:
     }
 
 
+def _key(args, temperature: float, start: str) -> str:
+    return (f"{args.surrogate} {args.supercell}^3 T={temperature:g} start={start} steps={args.equilibration}+{args.steps} "
+            f"dt={args.timestep:g} every={args.sample_every} seed={args.seed}")
+
+
+def _surrogate_stage(calc, pv, args, temperature: float, start: str, cache: dict):
+    key = _key(args, temperature, start)
+    if key in cache:
+        print(f"  {args.surrogate} at {temperature:.0f} K from {start}: from {args.surrogate_json}")
+        return cache[key]["stage"], cache[key]["seconds"]
+    stage, seconds = _run(calc, pv, args, temperature, start, args.seed, args.surrogate)
+    if args.surrogate_json and stage is not None:
+        cache[key] = {"stage": stage, "seconds": seconds, "load_average": open("/proc/loadavg").read().split()[:3]}
+        Path(args.surrogate_json).write_text(json.dumps(cache, indent=1, default=float))
+    return stage, seconds
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="saved model folder")
+    p.add_argument("--model", default=None, help="saved model folder (without it, only the surrogate runs)")
+    p.add_argument("--lattice-parameter", type=float, default=5.9435,
+                   help="cubic lattice parameter (A) of the surrogate's start when no model is given")
+    p.add_argument("--surrogate-json", default=None, help="keep (and reuse) the surrogate's runs here")
     p.add_argument("--surrogate", default="sevennet")
     p.add_argument("--temperatures", default="150,500")
     p.add_argument("--starts", default="a+b-b-,a0a0a0", help="start structure per temperature (last one repeats)")
@@ -62,14 +88,22 @@ def main(argv=None) -> int:
     p.add_argument("--sample-every", type=int, default=10)
     p.add_argument("--timestep", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (one is fastest on a shared machine)")
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args(argv)
 
     from perovskite_pes.calculators import get_calculator
     from perovskite_pes.models import load_model
 
-    model = load_model(args.model)
-    pv = model.reference_.perovskite
+    from perovskite_pes.structure import Perovskite
+
+    if args.model:
+        pv = load_model(args.model).reference_.perovskite
+    else:
+        pv = Perovskite(lattice_parameter=args.lattice_parameter)
+    cache = {}
+    if args.surrogate_json and Path(args.surrogate_json).exists():
+        cache = json.loads(Path(args.surrogate_json).read_text())
     calc = get_calculator(args.surrogate).ase_calculator()
     temps = [float(t) for t in args.temperatures.split(",")]
     starts = args.starts.split(",")
@@ -78,8 +112,8 @@ def main(argv=None) -> int:
     out = {"settings": vars(args), "temperatures": []}
     for k, t in enumerate(temps):
         start = starts[min(k, len(starts) - 1)]
-        m, tm = _run(args.model, None, args, t, start, args.seed, "model")
-        s, ts = _run(calc, pv, args, t, start, args.seed, args.surrogate)
+        m, tm = _run(args.model, None, args, t, start, args.seed, "model") if args.model else (None, 0.0)
+        s, ts = _surrogate_stage(calc, pv, args, t, start, cache)
         row = {"temperature_K": t, "start": start, "model_s": tm, "surrogate_s": ts, "model": m, "surrogate": s}
         out["temperatures"].append(row)
         print(f"\n{t:.0f} K from {start}: model {tm / 60:.1f} min, {args.surrogate} {ts / 60:.1f} min")

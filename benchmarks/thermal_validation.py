@@ -1,0 +1,225 @@
+"""A validation set sampled differently from any training set, and models scored on it per kind.
+
+Step 1 (cached in ``--dataset``): configurations a campaign never enumerates, labelled by the
+surrogate (SevenNet ``7net-mf-0`` by default):
+
+* ``md-NxNxN-TK`` -- snapshots of MD driven by the surrogate itself (NPT, fully flexible cell,
+  Langevin, 4 fs) at each temperature, from the orthorhombic a+b-b- cell below 400 K and from the
+  cubic cell above, in 2x2x2 and (optionally, it is expensive) 4x4x4 cells; the forces and stress
+  of each snapshot are those the surrogate computed for the step;
+* ``tilt-large`` -- the 14 tilted Glazer systems at 13-20 degrees (beyond the 15 degrees of the
+  enumerations);
+* ``strain-large`` -- homogeneous strains of 3-5 % around the cubic cell and random tilt systems.
+
+Step 2: every model given with ``--model`` (a saved model folder, repeatable, ``label=PATH`` to name
+it) predicts each snapshot through ``PESCalculator``; the energy RMSE (meV/atom, energies per atom
+relative to each model's and the surrogate's own cubic cell at the snapshot's size) and force RMSE
+(eV/A) per kind and overall, against the issue's targets (1 meV/atom, 0.05 eV/A). Prints a table,
+writes ``--json`` and a bar chart (``--plot``).
+
+    python benchmarks/thermal_validation.py --generate-only                       # the set (hours on 1 core)
+    python benchmarks/thermal_validation.py --sizes 2 --frames 20 --model qs=PATH --model al=PATH2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy_cspbbr3 import Labeller, nsphere, random_tilt, read_dataset, write_dataset  # noqa: E402
+
+TARGET_E = 1.0  # meV/atom
+TARGET_F = 0.05  # eV/A
+
+
+def md_frames(calc, perovskite, n: int, temperature: float, args, seed: int):
+    """Snapshots of surrogate-driven MD: (configurations, energies, forces, stresses)."""
+    from perovskite_pes.simulation import MDSimulation, Stage
+    from perovskite_pes.structure import configuration_from_structure
+
+    start = "a+b-b-" if temperature < 400 else "a0a0a0"
+    frames = []
+
+    def keep(positions, lattice, energy, target, step):
+        frames.append((positions.copy(), lattice.copy()))
+
+    sim = MDSimulation(calc, perovskite=perovskite, supercell=n, start=start, ensemble="npt", timestep_fs=4.0,
+                       sample_every=args.every, seed=seed, threads=args.threads)
+    sim.run([Stage(temperature, args.every * args.frames, args.equilibration)], progress=True, on_sample=keep)
+    from ase import Atoms
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    ref = perovskite.supercell(n)
+    out = []
+    for positions, lattice in frames:
+        atoms = Atoms(numbers=ref.atomic_numbers, positions=positions, cell=lattice, pbc=True)
+        atoms.calc = calc
+        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        config = configuration_from_structure(ref, AseAtomsAdaptor.get_structure(atoms), remove_translation=True)
+        config.tags.update({"kind": f"md-{n}x{n}x{n}-{temperature:.0f}K", "start": start})
+        out.append((config, (e, f, s)))
+    return out
+
+
+def static_frames(labeller, ref, args, rng):
+    from perovskite_pes.structure import Configuration
+
+    out = []
+    for _ in range(args.n_large):
+        c = random_tilt(ref, rng, max_angle=20.0)
+        while max(np.abs(np.atleast_1d(c.tags["angles"]))) < 13.0:
+            c = random_tilt(ref, rng, max_angle=20.0)
+        out.append(Configuration(ref, c.displacements, None, {"kind": "tilt-large", "tilt_system": c.tags["tilt_system"]}))
+    for k in range(args.n_large):
+        amp = rng.uniform(0.03, 0.05)
+        u, system = (np.zeros((ref.n_atoms, 3)), "a0a0a0") if k % 2 == 0 else (None, None)
+        if u is None:
+            t = random_tilt(ref, rng)
+            u, system = t.displacements, t.tags["tilt_system"]
+        out.append(Configuration(ref, u, nsphere(rng, 6, amp), {"kind": "strain-large", "parent": system,
+                                                                  "amplitude": float(amp)}))
+    return [(c, labeller(c)) for c in out]
+
+
+def build(args) -> Path:
+    from perovskite_pes.calculators import get_calculator
+    from perovskite_pes.structure import Perovskite
+
+    path = Path(args.dataset)
+    if path.is_file():
+        print(f"validation set: {path} (cached)")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pv = Perovskite(lattice_parameter=args.lattice_parameter)
+    calc = get_calculator(args.calculator, threads=args.threads).ase_calculator()
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(args.seed)
+    labelled = static_frames(Labeller(args.calculator, args.threads), pv.supercell(2), args, rng)
+    for n in [int(x) for x in args.sizes.split(",")]:
+        for k, t in enumerate(float(x) for x in args.temperatures.split(",")):
+            print(f"surrogate MD {n}x{n}x{n} at {t:.0f} K", flush=True)
+            labelled += md_frames(calc, pv, n, t, args, args.seed + k)
+    write_dataset(path, [c for c, _ in labelled], [lab for _, lab in labelled])
+    print(f"validation set: {path} ({len(labelled)} configurations in {time.perf_counter() - t0:.0f} s, "
+          f"load average {open('/proc/loadavg').read().split()[:3]})")
+    return path
+
+
+def score(model_path: str, configs, energies, forces, calculator: str, threads: int) -> dict:
+    """Per-kind energy and force RMSE of one model against the labels."""
+    import torch
+
+    from perovskite_pes.models import PESCalculator, load_model
+    from perovskite_pes.structure import Configuration
+
+    torch.set_num_threads(threads)
+    model = load_model(model_path)
+    calc = PESCalculator(model)
+    cubic_label = {}  # surrogate's energy per atom of the cubic cell, per size
+    labeller = Labeller(calculator, threads)
+    rows = {}
+    for c, e, f in zip(configs, energies, forces):
+        atoms = c.to_ase()
+        atoms.calc = calc
+        n = c.reference.n_atoms
+        if n not in cubic_label:
+            cubic = Configuration(c.reference)
+            cubic_label[n] = (labeller(cubic)[0] / n, _predict(calc, cubic) / n)
+        e_ref, e_model0 = cubic_label[n]
+        err_e = (atoms.get_potential_energy() / n - e_model0) - (e / n - e_ref)
+        err_f = atoms.get_forces() - f
+        for kind in (c.tags["kind"], "all"):
+            r = rows.setdefault(kind, {"e": [], "f": []})
+            r["e"].append(err_e)
+            r["f"].append(err_f.ravel())
+    out = {}
+    for kind, r in rows.items():
+        out[kind] = {"n": len(r["e"]), "energy_rmse_meV_atom": float(np.sqrt(np.mean(np.square(r["e"]))) * 1000),
+                     "energy_max_meV_atom": float(np.max(np.abs(r["e"])) * 1000),
+                     "force_rmse_eV_A": float(np.sqrt(np.mean(np.square(np.concatenate(r["f"])))))}
+    return out
+
+
+def _predict(calc, config) -> float:
+    atoms = config.to_ase()
+    atoms.calc = calc
+    return float(atoms.get_potential_energy())
+
+
+def plot(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted({k for r in results.values() for k in r if k != "all"}) + ["all"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / max(1, len(results))
+    for i, (label, r) in enumerate(results.items()):
+        x = np.arange(len(kinds)) + i * width
+        axes[0].bar(x, [r.get(k, {}).get("energy_rmse_meV_atom", np.nan) for k in kinds], width, label=label)
+        axes[1].bar(x, [r.get(k, {}).get("force_rmse_eV_A", np.nan) for k in kinds], width, label=label)
+    for ax, target, ylabel in ((axes[0], TARGET_E, "energy RMSE (meV/atom)"), (axes[1], TARGET_F, "force RMSE (eV/A)")):
+        ax.axhline(target, color="k", ls="--", lw=1, label="target")
+        ax.set_xticks(np.arange(len(kinds)) + 0.4 - width / 2, kinds, rotation=45, ha="right")
+        ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="thermal_validation.extxyz", help="the cached validation set")
+    p.add_argument("--calculator", default="sevennet")
+    p.add_argument("--lattice-parameter", type=float, default=5.9435, help="cubic a (A); the surrogate's relaxed value")
+    p.add_argument("--sizes", default="2,4", help="N of the N x N x N MD cells")
+    p.add_argument("--temperatures", default="100,300,450,600")
+    p.add_argument("--frames", type=int, default=20, help="snapshots per MD run")
+    p.add_argument("--every", type=int, default=10, help="MD steps between snapshots")
+    p.add_argument("--equilibration", type=int, default=100)
+    p.add_argument("--n-large", type=int, default=30, help="large tilts, and as many large strains")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--generate-only", action="store_true")
+    p.add_argument("--model", action="append", default=[], help="[LABEL=]PATH of a saved model (repeatable)")
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot", default="thermal_validation.png")
+    args = p.parse_args(argv)
+
+    path = build(args)
+    if args.generate_only or not args.model:
+        return 0
+    configs, energies, forces = read_dataset(path)
+    results = {}
+    for spec in args.model:
+        label, _, model_path = spec.rpartition("=")
+        results[label or Path(model_path).name] = score(model_path, configs, energies, forces, args.calculator,
+                                                        args.threads)
+    kinds = sorted({k for r in results.values() for k in r if k != "all"}) + ["all"]
+    print(f"\n{'kind':20}{'n':>5}" + "".join(f"{lab[:18]:>22}" for lab in results))
+    print(f"{'':25}" + "".join(f"{'E meV/at  F eV/A':>22}" for _ in results))
+    for k in kinds:
+        n = next(r[k]["n"] for r in results.values() if k in r)
+        cells = "".join(f"{r[k]['energy_rmse_meV_atom']:11.2f}{r[k]['force_rmse_eV_A']:11.3f}" if k in r else f"{'-':>22}"
+                        for r in results.values())
+        print(f"{k:20}{n:5d}{cells}")
+    print(f"targets: energy <= {TARGET_E} meV/atom, forces <= {TARGET_F} eV/A per kind")
+    if args.plot:
+        plot(results, args.plot)
+        print(f"plot: {args.plot}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
