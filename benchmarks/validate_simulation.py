@@ -94,7 +94,6 @@ def main(argv=None) -> int:
 
     from perovskite_pes.calculators import get_calculator
     from perovskite_pes.models import load_model
-
     from perovskite_pes.structure import Perovskite
 
     if args.model:
