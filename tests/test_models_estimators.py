@@ -153,6 +153,8 @@ def test_model_repr_lists_only_the_changed_parameters():
     assert repr(SiteNet(hidden_layers=(16,), max_order=4)) == "SiteNet(hidden_layers=(16,), max_order=4)"
     assert repr(PairPotential(cutoff=6.0)) == "PairPotential(cutoff=6.0)"
     assert repr(Committee(LinearCE(metric="log"), size=3)) == "Committee(model=LinearCE(metric='log'), size=3)"
+    # a saved and loaded model holds lists where the defaults are tuples: still only what differs
+    assert repr(ClusterNet(batch_sizes=[2, 10, 100, 1000], hidden_layers=[16])) == "ClusterNet(hidden_layers=[16])"
 
 
 def test_reprs_stay_short_with_arrays_and_featurizers(featurizer, ref):

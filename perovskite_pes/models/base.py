@@ -470,7 +470,9 @@ def _same_value(value, default) -> bool:
     """Whether a hyperparameter equals its default (values numpy cannot compare count as different)."""
     if value is default:
         return True
-    if type(value) is not type(default):
+    if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
+        value, default = tuple(value), tuple(default)  # a loaded model has lists where the defaults are tuples
+    elif type(value) is not type(default):
         return False
     try:
         return bool(value == default)
