@@ -6,6 +6,7 @@ Run through the command line, as a user would.
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -61,7 +62,10 @@ def test_tiny_campaign_with_the_default_surrogate(sevennet_available, run_pes, p
     assert st["data"]["calculations"]["sevennet"] == {"completed": n_configs, "failed": 0}
     model = st["active_models"]["sevennet"]
     assert model["n_train"] == n_configs
-    assert model["errors"]["test_rmse"] > 0 and model["errors"]["cv_rmse"] > 0
+    # the status shows the registered model's errors: those of the selection report written next to it
+    selection = json.loads((Path(model["path"]).parent / "report.json").read_text())
+    assert model["errors"]["test_rmse"] == pytest.approx(selection["test_rmse"])
+    assert 0 < model["errors"]["cv_rmse"] < float("inf") and 0 < model["errors"]["test_rmse"] < float("inf")
 
     from perovskite_pes.db import get_store
 
@@ -76,7 +80,6 @@ def test_tiny_campaign_with_the_default_surrogate(sevennet_available, run_pes, p
     refs = store.list_references()
     assert len(refs) == 1 and 5.5 < refs[0]["lattice_parameter"] < 6.3 and refs[0]["lattice_parameter"] != 5.87
     active = store.active_model("sevennet")
-    from pathlib import Path
 
     assert (Path(active["path"]) / "model.json").exists()
     report = json.loads((pes_home / "campaigns" / "e2e" / "report.json").read_text())
