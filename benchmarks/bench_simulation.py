@@ -178,7 +178,8 @@ def main(argv=None):
     p.add_argument("--md-steps", type=int, default=10)
     p.add_argument("--surrogate", default="sevennet", help="surrogate for the MD ratio ('' to skip)")
     p.add_argument("--surrogate-steps", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2, help="torch threads of the surrogate (the models use torch's default)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch threads of the models and the surrogate (one is fastest on a shared, loaded machine)")
     p.add_argument("--mc-seconds", type=float, default=10.0)
     p.add_argument("--skip-md", action="store_true")
     p.add_argument("--skip-mc", action="store_true")
@@ -191,6 +192,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     import torch
 
+    torch.set_num_threads(args.threads)
     print(f"torch threads {torch.get_num_threads()}; load average {open('/proc/loadavg').read().split()[:3]}")
     models = _models(dict(batch_sizes=(50,), epochs=2, validation_fraction=0.0))
     out = {}
