@@ -18,6 +18,7 @@ subspaces of largest eigenvalue, for clusters with more pairs than degrees of fr
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
 import numpy as np
@@ -26,6 +27,8 @@ from .clusters import ClusterPrototype
 from .errors import DescriptorError
 from .invariants import InvariantPolynomials
 from .metrics import check_metric, metric_from_ratio2, ratio_from_metric
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_SIGMA_FRACTION = 0.15
 DEFAULT_SAMPLES = 200_000
@@ -104,7 +107,7 @@ class ClusterBasis:
         sigma_fraction: float = DEFAULT_SIGMA_FRACTION,
         n_samples: int = DEFAULT_SAMPLES,
         seed: int = 0,
-    ) -> "ClusterBasis":
+    ) -> ClusterBasis:
         check_metric(metric)
         if not (0 < float(sigma_fraction) < 1):
             raise DescriptorError(f"sigma_fraction must be in (0, 1); got {sigma_fraction!r}")
@@ -136,6 +139,8 @@ class ClusterBasis:
         obj.check_block_diagonal()
         obj.invariants = _invariants_cached(u.tobytes(), u.shape, prototype.key(), tuple(perovskite.species),
                                             float(perovskite.lattice_parameter), int(max_order))
+        logger.debug("cluster %s (%s): %d CCDs = %s, %d invariants up to degree %d", prototype.name, obj.group_name,
+                     obj.n_ccd, obj.irrep_summary(), obj.invariants.n_functions, int(max_order))
         return obj
 
     # ------------------------------------------------------------------ symmetry
@@ -205,7 +210,7 @@ class ClusterBasis:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, perovskite) -> "ClusterBasis":
+    def from_dict(cls, d: dict, perovskite) -> ClusterBasis:
         try:
             proto = ClusterPrototype.from_dict(d["prototype"])
             obj = cls(
@@ -298,10 +303,10 @@ def _build_u_cached(pkey, species, a, metric, truncated, sigma_fraction, n_sampl
         p = b @ b.T
         cand = p.T  # column l: projection of e_l
         norms = np.round(np.linalg.norm(cand, axis=0), 9)
-        order = sorted(range(n_pairs), key=lambda l: (-norms[l], l))
+        order = sorted(range(n_pairs), key=lambda k: (-norms[k], k))
         basis = []
-        for l in order:
-            vec = cand[:, l].copy()
+        for col in order:
+            vec = cand[:, col].copy()
             for u in basis:
                 vec -= (u @ vec) * u
             nv = np.linalg.norm(vec)
