@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -202,6 +203,7 @@ def main(argv=None) -> int:
             print(f"alternating chunks ({args.paired} each): into a store of 1,000 {a:.2f} s, into this one ({n:,}) "
                   f"{b:.2f} s: ratio {b / a:.2f} (target <= 1.5)")
             small.close()
+        shutil.rmtree(small_home, ignore_errors=True)
 
     settings = store.settings
     close_store()
@@ -238,7 +240,9 @@ def main(argv=None) -> int:
 
         pymongo.MongoClient(args.mongo_uri).drop_database(db_name)
     elif not args.no_launchpad:
-        lp = bench_launchpad(Path(tempfile.mkdtemp(prefix="pes-bench-lp-")))
+        lp_home = Path(tempfile.mkdtemp(prefix="pes-bench-lp-"))
+        lp = bench_launchpad(lp_home)
+        shutil.rmtree(lp_home, ignore_errors=True)
         print(f"LaunchPad at the paper's scale: {lp['fireworks']} Fireworks of 200 configurations, file "
               f"{lp['file_MB']:.1f} MB, add_wf {lp['add_s']:.2f} s, one write {lp['write_s'] * 1000:.0f} ms")
     print(f"n = {n:,}; PES_HOME {home}")
