@@ -284,6 +284,8 @@ def test_schema_command_prints_a_schema_the_shipped_specs_satisfy(capsys):
     jsonschema.Draft202012Validator.check_schema(schema)
     assert set(schema["required"]) == {"name", "calculator"}
     assert set(schema["properties"]) == set(CampaignSpec.input_fields()) and "source" not in schema["properties"]
+    # editors show the fields' documentation
+    assert "one Firework" in schema["$defs"]["FireworksSpec"]["properties"]["per_firework"]["description"]
     validator = jsonschema.Draft202012Validator(schema)
     for path in SHIPPED:
         errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))

@@ -302,7 +302,8 @@ def _switchable(section):
 class _Section(BaseModel):
     """A mapping of the spec: unknown fields are refused by name, values checked field by field."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # field docstrings become the descriptions of the JSON schema (editors show them)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
     #: fields a YAML spec cannot set
     _internal: ClassVar[tuple[str, ...]] = ()
 
@@ -369,8 +370,8 @@ def _calculator_settings(value) -> dict:
 
 class CalculatorSpec(_Section):
     name: _Choice(*CALCULATORS)
-    #: settings of :func:`perovskite_pes.calculators.get_calculator` (see docs/calculators.md)
     settings: _checked(dict[str, Any], _calculator_settings, dict[str, Any] | None) = {}
+    """Settings of :func:`perovskite_pes.calculators.get_calculator` (see docs/calculators.md)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -386,15 +387,16 @@ class CalculatorSpec(_Section):
 
 
 class FireworksSpec(_Section):
-    #: configurations calculated by one Firework (hundreds for surrogates on the embedded store)
     per_firework: _Int(1) = 200
-    #: FireWorks category of calculation Fireworks: auto = "dft" for VASP/CP2K, no category for the
-    #: surrogates (any worker runs them); "none" = no category; "dft"/"ml" force one
+    """Configurations calculated by one Firework (hundreds for surrogates on the embedded store)."""
     category: _Choice(*CATEGORIES) = "auto"
-    #: flush the store every this many calculations inside a batch (0: once, at the end of the batch)
+    """FireWorks category of calculation Fireworks: auto = "dft" for VASP/CP2K, no category for the surrogates (any
+    worker runs them); "none" = no category; "dft"/"ml" force one.
+    """
     flush_every: _Int(0) = 0
-    #: a batch Firework FIZZLES when this many of its calculations failed: "any" or "all"
+    """Flush the store every this many calculations inside a batch (0: once, at the end of the batch)."""
     fizzle_on: _Choice("any", "all") = "any"
+    """A batch Firework FIZZLES when this many of its calculations failed: "any" or "all"."""
 
 
 class RelaxReferenceSpec(_Step):
@@ -427,9 +429,10 @@ def _tilt_angles(value):
 class RelaxTiltsSpec(_Step):
     enabled: Bool = True
     systems: _checked(Literal["all"] | tuple[str, ...], _tilt_systems, str | list[str]) = "all"
-    #: starting tilt angles: None (the structure layer's defaults: a 8, b 6, c 10 degrees), a number
-    #: (the angle of letter a; b and c scaled like the defaults) or a mapping {a: .., b: .., c: ..}
     angles_deg: _checked(float | dict[str, float] | None, _tilt_angles) = None
+    """Starting tilt angles: None (the structure layer's defaults: a 8, b 6, c 10 degrees), a number (the angle of
+    letter a; b and c scaled like the defaults) or a mapping {a: .., b: .., c: ..}.
+    """
     relax: _Choice(*RELAX_MODES) = "cell"
 
 
@@ -438,9 +441,10 @@ class ModeGridSpec(_Step):
     amplitudes: _amplitudes(1.5, True, "displacement amplitudes are in Angstrom and must lie in [-1.5, 1.5]") = (-0.1, 0.1)
     subspaces: AllOrNames = "all"
     max_per_parent: _Int(1, optional=True) = None
-    #: "all" modes of each chosen subspace, or the "first" of each (its partners are symmetry images
-    #: at the cubic parent)
     components: _Choice("all", "first") = "all"
+    """Modes to use: "all" of each chosen subspace, or the "first" of each (its partners are symmetry images at the cubic
+    parent).
+    """
 
 
 def _strain_subspaces(value):
@@ -469,10 +473,10 @@ class RandomSpec(_Step):
     displacement_radius: _Float(0.0, 1.5) = 0.3
     strain_radius: _Float(0.0, 0.3) = 0.02
     uniqueness_tolerance: _Float(0.0) = 0.0
-    #: parents to sample around: "all", "reference" (the cubic cell) or a list of Glazer symbols
     around: _checked(Literal["all", "reference"] | tuple[str, ...], _random_around, str | list[str]) = "all"
-    #: draw uniformly inside the n-balls instead of on their surface
+    """Parents to sample around: "all", "reference" (the cubic cell) or a list of Glazer symbols."""
     fill: Bool = False
+    """Draw uniformly inside the n-balls instead of on their surface."""
 
     @model_validator(mode="after")
     def _moves_something(self):
@@ -601,31 +605,31 @@ class TrainingSpec(_Section):
     test fraction, batch sizes, epochs, learning rate, force weight, workers) are its defaults.
     """
 
-    #: false: the campaign only produces data (no training, no retraining)
     enabled: Bool = True
+    """False: the campaign only produces data (no training, no retraining)."""
     models: _checked(tuple[Literal[MODEL_TYPES], ...],
                      lambda v: _listed(v, lambda m, at: _choice(m, MODEL_TYPES, at),
                                        f"expected a non-empty list of model kinds from {list(MODEL_TYPES)}", wrap=(str,)),
                      str | list[str]) = ("cluster",)
-    #: hyperparameter grid: clusters, max_order, layers, nodes -> lists of values to try
     grid: _checked(dict[str, list[Any]], _grid, dict[str, Any] | None) = {}
-    #: cross-validation folds (train_and_select's ``n_folds``)
+    """Hyperparameter grid: clusters, max_order, layers, nodes -> lists of values to try."""
     folds: _Int(2) = _SELECTION.n_folds
+    """Cross-validation folds (train_and_select's ``n_folds``)."""
     test_fraction: _Float(0.0, 0.9, lo_open=True) = _SELECTION.test_fraction
-    #: Adam batch-size schedule and epochs per stage (one number or one per stage)
     batch_sizes: _checked(tuple[int, ...],
                           lambda v: _listed(v, lambda b, at: _int(b, minimum=1, at=at),
                                             "expected a non-empty list of positive integers", wrap=(int,)),
                           int | list[int]) = tuple(_SELECTION.training.batch_sizes)
+    """Adam batch-size schedule and epochs per stage (one number or one per stage)."""
     epochs: int | list[int] | tuple[int, ...] = (
         tuple(_SELECTION.training.epochs) if isinstance(_SELECTION.training.epochs, list) else _SELECTION.training.epochs)
     learning_rate: _Float(0.0, lo_open=True) = _SELECTION.training.learning_rate
-    #: weight of the force term in the loss (0: energies only, as in the paper)
     force_weight: _Float(0.0) = _SELECTION.training.force_weight
-    #: parallel workers for the cross-validation folds
+    """Weight of the force term in the loss (0: energies only, as in the paper)."""
     n_jobs: _Int(1) = _SELECTION.n_jobs
-    #: other settings handed unchanged to perovskite_pes.models.train_and_select (merged last)
+    """Parallel workers for the cross-validation folds."""
     options: _checked(dict[str, Any], _options, dict[str, Any] | None) = {}
+    """Other settings handed unchanged to perovskite_pes.models.train_and_select (merged last)."""
 
     @field_validator("epochs", mode="before")
     @classmethod
@@ -640,16 +644,16 @@ class TrainingSpec(_Section):
 
 class RetrainPolicySpec(_Step):
     enabled: Bool = True
-    #: retrain when at least this many new valid calculations arrived since the active model
     min_new_count: _Int(1, optional=True) = 500
-    #: ... and/or when they are at least this fraction of the data the active model was trained on
+    """Retrain when at least this many new valid calculations arrived since the active model."""
     min_new_fraction: _Float(0.0, lo_open=True, optional=True) = 0.2
-    #: "any": either threshold suffices; "all": every threshold that is set must be passed
+    """... and/or when they are at least this fraction of the data the active model was trained on."""
     require: _Choice("any", "all") = "any"
-    #: a retrained model is activated only if its CV RMSE <= old CV RMSE * (1 + cv_tolerance)
+    """Either threshold suffices ("any"), or every threshold that is set must be passed ("all")."""
     cv_tolerance: _Float(0.0) = 0.05
-    #: train at the end of the campaign whenever any new data arrived (independent of the thresholds)
+    """A retrained model is activated only if its CV RMSE <= old CV RMSE * (1 + cv_tolerance)."""
     final: Bool = True
+    """Train at the end of the campaign whenever any new data arrived (independent of the thresholds)."""
 
     @model_validator(mode="after")
     def _has_a_threshold(self):
@@ -781,16 +785,16 @@ def _supercell(value):
 class CampaignSpec(_Section):
     """A validated campaign spec (build it with :func:`validate_spec` or :func:`load_spec`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", title="perovskite-pes campaign spec")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, title="perovskite-pes campaign spec")
     _internal: ClassVar[tuple[str, ...]] = ("source",)
 
     name: _checked(str, _name, description="campaign name: 1-64 letters, digits, '.', '_' or '-'")
     calculator: CalculatorSpec
-    #: random seed of every sampler and of training
     seed: _Int(0) = 0
+    """Random seed of every sampler and of training."""
     reference: ReferenceSpec = ReferenceSpec()
-    #: n, [n1, n2, n3] or a 3x3 integer matrix (kept as written: it is part of the campaign's identity)
     supercell: _checked(Any, _supercell, int | list[int] | list[list[int]]) = 2
+    """The supercell: n, [n1, n2, n3] or a 3x3 integer matrix (kept as written: it is part of the campaign's identity)."""
     fireworks: FireworksSpec = FireworksSpec()
     steps: StepsSpec = StepsSpec()
     descriptors: DescriptorSpec = DescriptorSpec()
@@ -798,10 +802,10 @@ class CampaignSpec(_Section):
     retrain: _switchable(RetrainPolicySpec) = RetrainPolicySpec()
     simulate: _switchable(SimulateSpec) = SimulateSpec()
     active: _switchable(ActiveSpec) = ActiveSpec()
-    #: free text for people; not part of the campaign's identity
     description: Annotated[Any, Field(exclude=True)] = None
-    #: the file the spec was read from (set by load_spec, not by the YAML)
+    """Free text for people; not part of the campaign's identity."""
     source: SkipJsonSchema[str | None] = Field(default=None, exclude=True)
+    """The file the spec was read from (set by load_spec, not by the YAML)."""
 
     @model_validator(mode="before")
     @classmethod
