@@ -9,8 +9,9 @@
 #    with its sampling and training switched off and one tilt system, as a campaign of its own with the
 #    same settings: the cubic reference relaxed (cell, once: the later campaigns find it done), the tilt
 #    system relaxed at its volume (positions), and the relaxed parents' single points in the 40-atom
-#    cell. One system at a time, because a 40-atom relaxation takes hours on a loaded shared core and
-#    the one-parameter systems (a0a0c-, a0a0c+: one tilt angle in a fixed cubic cell) finish first;
+#    cell. One system at a time and all relaxations before the single points, because a 40-atom
+#    calculation takes 10-20 min on a loaded shared core and the one-parameter systems (a0a0c-,
+#    a0a0c+: one tilt angle in a fixed cubic cell) finish first;
 # 2. the whole campaign workflows/cspbbr3_cp2k.yaml (57 configurations, model): its relaxations have the
 #    same duplicate keys as those of step 1, so they are not repeated;
 # 3. the convergence of the a0a0c- tilt energy with the k-point mesh at 250 Ry
@@ -22,11 +23,12 @@ cd "$(dirname "$0")/.."
 : "${PES_HOME:?set PES_HOME to a folder of its own for the benchmark}"
 PYTHON=${PYTHON:-python}
 mkdir -p "$PES_HOME"
-for system in a0a0c- a0a0c+ a+b-b-; do
-    python - "$system" > "$PES_HOME/cspbbr3_cp2k_wells_$system.yaml" <<'PY'
+wells_spec() {  # the wells campaign of one tilt system: its spec file
+    local tag=${1//+/p}; tag=${tag//-/m}
+    python - "$1" "$tag" > "$PES_HOME/cspbbr3_cp2k_wells_$tag.yaml" <<'PY'
 import sys, yaml
 spec = yaml.safe_load(open("workflows/cspbbr3_cp2k.yaml"))
-spec["name"] = "cspbbr3_cp2k_wells_" + sys.argv[1].replace("+", "p").replace("-", "m")
+spec["name"] = "cspbbr3_cp2k_wells_" + sys.argv[2]
 spec["steps"]["relax_tilts"]["systems"] = [sys.argv[1]]
 for step in ("mode_grid", "strain_grid", "random"):
     spec["steps"][step] = False
@@ -34,7 +36,22 @@ spec["training"] = {"enabled": False}
 spec["retrain"] = False
 yaml.safe_dump(spec, sys.stdout, sort_keys=False)
 PY
-    $PYTHON -m perovskite_pes campaign run "$PES_HOME/cspbbr3_cp2k_wells_$system.yaml" --no-progress || true
+    echo "$PES_HOME/cspbbr3_cp2k_wells_$tag.yaml"
+}
+# 1a. the relaxations first (the relaxed parents' single points repeat the relaxations' last energies,
+#     so they wait): a system whose relaxation finished is skipped, otherwise its campaign runs the
+#     reference (found done after the first), the relaxation and the instant enumeration
+for system in a0a0c- a0a0c+ a+b-b-; do
+    spec=$(wells_spec "$system")
+    tag=$(basename "$spec" .yaml)
+    if grep -qs "GEOMETRY OPTIMIZATION COMPLETED" "$PES_HOME"/campaigns/"$tag"/launches/*/relax_"$system"/cp2k.out; then
+        continue
+    fi
+    $PYTHON -m perovskite_pes campaign run "$spec" --no-progress --max-fireworks 3 || true
+done
+# 1b. the relaxed parents' single points (and the 40-atom cubic cell's)
+for system in a0a0c- a0a0c+ a+b-b-; do
+    $PYTHON -m perovskite_pes campaign run "$(wells_spec "$system")" --no-progress || true
 done
 $PYTHON -m perovskite_pes campaign run workflows/cspbbr3_cp2k.yaml --no-progress || true
 $PYTHON benchmarks/bench_cp2k_convergence.py --out "$PES_HOME/convergence.jsonl" --cutoffs 250 --kmeshes 3,1 --k-cutoff 250
