@@ -326,12 +326,14 @@ def main(argv=None):
     epochs = ints(args.epochs)
     epochs = epochs[0] if len(epochs) == 1 else epochs
     settings = {
-        "grid": {"model": args.models.split(","), "clusters": args.clusters.split(","), "max_order": ints(args.orders), "layers": ints(args.layers), "nodes": ints(args.nodes)},
+        "grid": {"model": args.models.split(","), "clusters": args.clusters.split(","), "max_order": ints(args.orders),
+                 "layers": ints(args.layers), "nodes": ints(args.nodes)},
         "metric": args.metric,
         "n_folds": args.folds,
         "n_jobs": args.n_jobs,
         "seed": args.seed,
-        "training": {"batch_sizes": ints(args.batch_sizes), "epochs": epochs, "learning_rate": args.learning_rate, "patience": args.patience, "force_weight": args.force_weight, "weight_decay": args.weight_decay,
+        "training": {"batch_sizes": ints(args.batch_sizes), "epochs": epochs, "learning_rate": args.learning_rate,
+                     "patience": args.patience, "force_weight": args.force_weight, "weight_decay": args.weight_decay,
                      "lbfgs_iterations": args.lbfgs_iterations, "linear_term": not args.no_linear_term,
                      "net_order": args.net_order or None},
         "learning_curve": [float(x) for x in args.learning_curve.split(",")] if args.learning_curve else None,
@@ -357,8 +359,9 @@ def print_report(report, wall, out):
     head = f"  {'model':<32}{'train':>8}{'test':>8}{'<125meV':>9}" + "".join(f"{k:>9}" for k in kinds)
     print("\ntest RMSE (meV/atom); <125meV: test configurations within 125 meV/f.u. of the lowest energy")
     print(head)
-    for name, m in report["models"].items():
-        row = f"  {m['label']:<32}{m['train']['rmse_mev_per_atom']:8.3f}{m['test']['rmse_mev_per_atom']:8.3f}{m['test']['rmse_low_mev_per_atom'] or float('nan'):9.3f}"
+    for m in report["models"].values():
+        low = m["test"]["rmse_low_mev_per_atom"] or float("nan")
+        row = f"  {m['label']:<32}{m['train']['rmse_mev_per_atom']:8.3f}{m['test']['rmse_mev_per_atom']:8.3f}{low:9.3f}"
         row += "".join(f"{m['test_per_kind'].get(k, {}).get('rmse_mev_per_atom', float('nan')):9.3f}" for k in kinds)
         print(row)
     if report.get("learning_curve"):

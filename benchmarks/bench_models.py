@@ -90,8 +90,8 @@ def bench_6x6x6(args):
         m.predict([config])  # builds the 6x6x6 featurizer / pair list once
     setup = time.perf_counter() - t0
     for name, m in models.items():
-        t_ef = _timeit(lambda: m.compute(config.positions, config.lattice, big, forces=True, stress=True), args.repeat)
-        t_e = _timeit(lambda: m.compute(config.positions, config.lattice, big, forces=False, stress=False), args.repeat)
+        t_ef = _timeit(lambda m=m: m.compute(config.positions, config.lattice, big, forces=True, stress=True), args.repeat)
+        t_e = _timeit(lambda m=m: m.compute(config.positions, config.lattice, big, forces=False, stress=False), args.repeat)
         rows.append((name, t_e, t_ef))
     print(f"  (one-off setup for the 6x6x6 cell, all models: {setup:.2f} s)")
     surrogates = {}
@@ -108,7 +108,7 @@ def bench_6x6x6(args):
             it = iter(shaken)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                surrogates[name] = _timeit(lambda: _check(calc.calculate(next(it))), max(1, args.repeat // 2))
+                surrogates[name] = _timeit(lambda calc=calc, it=it: _check(calc.calculate(next(it))), max(1, args.repeat // 2))
         except Exception as exc:  # report and continue: a missing surrogate must not hide the model timings
             print(f"  {name}: not timed ({exc})")
     print(f"\n  {'model':<30}{'energy (s)':>12}{'E+F+S (s)':>12}" + "".join(f"{'vs ' + k:>14}" for k in surrogates))

@@ -368,7 +368,7 @@ class Settings:
         return path
 
     @classmethod
-    def load(cls, home: str | Path | None = None, environ: dict | None = None) -> "Settings":
+    def load(cls, home: str | Path | None = None, environ: dict | None = None) -> Settings:
         """Read ``$PES_HOME/config.yaml`` (if present) and the environment."""
         env = os.environ if environ is None else environ
         if home is None:

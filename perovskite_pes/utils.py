@@ -26,8 +26,9 @@ def jsonable(obj, other=lambda o: o):
 
     Anything else that JSON cannot hold is passed to ``other`` (default: returned unchanged).
     """
-    import numpy as np
     from pathlib import PurePath
+
+    import numpy as np
 
     if isinstance(obj, dict):
         return {str(k): jsonable(v, other) for k, v in obj.items()}

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cli_support import pes as run_pes_command
 from perovskite_pes.structure.reference import Perovskite
+
+from cli_support import pes as run_pes_command
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vasp"
 

@@ -7,8 +7,6 @@ batch script sets to the time its job has left); the next run has time again.
 
 import json
 
-import pytest
-
 from test_calculators_cp2k_failures import CHEAP, pytestmark  # noqa: F401 - skipped where CP2K cannot run
 
 SPEC = {

@@ -19,7 +19,6 @@ from perovskite_pes.calculators.cp2k import OUTPUT_FILE
 from perovskite_pes.calculators.cp2k_custodian import grid_charge_error, scf_convergence_values
 from perovskite_pes.structure.reference import Perovskite
 
-
 _CP2K = check_calculators(["cp2k"])[0]
 pytestmark = pytest.mark.skipif(not _CP2K["usable"], reason=f"CP2K not usable here: {_CP2K['detail']}")
 

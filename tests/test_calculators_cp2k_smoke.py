@@ -78,7 +78,8 @@ def test_campaign_runs_to_a_trained_linear_model(smoke, store):
 
 
 def test_every_stored_number_was_parsed_from_a_real_cp2k_run(store):
-    from pymatgen.core.units import Ha_to_eV as Hartree, bohr_to_ang as Bohr
+    from pymatgen.core.units import Ha_to_eV as Hartree
+    from pymatgen.core.units import bohr_to_ang as Bohr
 
     calc = spec_calculator()
     banner = subprocess.run([calc.executable, "--version"], capture_output=True, text=True).stdout

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from cli_support import pes
 from perovskite_pes.structure import read_configurations
+
+from cli_support import pes
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 from perovskite_pes.db import close_store, get_store
 from perovskite_pes.models import PairPotential, load_model
 from perovskite_pes.structure import Perovskite
+
 from models_support import random_configs, repeat_configuration
 
 TRAIN = ("--models", "linear,cluster", "--clusters", "4p+o", "--nodes", "4", "--folds", "3", "--epochs", "3,10",

@@ -11,6 +11,7 @@ import torch
 from perovskite_pes.models import ClusterNet, Committee, LinearCE, ModelError, SiteNet, load_model
 from perovskite_pes.models.bounds import FeatureWindow
 from perovskite_pes.structure import Configuration
+
 from models_support import ShellFeaturizer, morse_energy, random_configs, small_reference
 
 torch.set_num_threads(1)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from perovskite_pes.models import ClusterNet, Committee, LinearCE, ModelError, PESCalculator, load_model
-from perovskite_pes.models import reports
-from perovskite_pes.structure import Configuration, Perovskite
+from perovskite_pes.models import ClusterNet, Committee, LinearCE, ModelError, PESCalculator, load_model, reports
+from perovskite_pes.structure import Perovskite
+
 from models_support import ShellFeaturizer, morse_energy, random_configs, repeat_configuration, small_reference
 
 torch.set_num_threads(1)

@@ -9,9 +9,19 @@ import pytest
 import torch
 
 from perovskite_pes.descriptors import Featurizer
-from perovskite_pes.models import ClusterNet, LinearCE, ModelError, PESCalculator, PairPotential, SiteNet, load_model, train_and_select
+from perovskite_pes.models import (
+    ClusterNet,
+    LinearCE,
+    ModelError,
+    PairPotential,
+    PESCalculator,
+    SiteNet,
+    load_model,
+    train_and_select,
+)
 from perovskite_pes.models.selection import expand_grid, merge_settings
 from perovskite_pes.structure import Configuration, Perovskite, tilt_configuration
+
 from models_support import random_configs, repeat_configuration
 
 torch.set_num_threads(1)
@@ -71,7 +81,8 @@ def test_ccd_models_are_invariant_and_extensive(cls, ref, featurizer, data, tmp_
 
 
 def test_grid_expansion_and_settings_validation():
-    grid = expand_grid({"model": ["cluster", "site", "linear", "pair"], "clusters": ["4p+o", "7p+t+o"], "max_order": [2, 4], "layers": [1, 2], "nodes": [8, 16]})
+    grid = expand_grid({"model": ["cluster", "site", "linear", "pair"], "clusters": ["4p+o", "7p+t+o"], "max_order": [2, 4],
+                        "layers": [1, 2], "nodes": [8, 16]})
     kinds = [g["model"] for g in grid]
     assert kinds.count("cluster") == kinds.count("site") == 2 * 2 * 2 * 2
     assert kinds.count("linear") == 4 and kinds.count("pair") == 1

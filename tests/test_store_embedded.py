@@ -424,8 +424,9 @@ def test_a_full_disk_lets_reading_commands_work_and_others_fail_in_one_line(pes_
 
 
 def test_a_failed_launchpad_write_keeps_the_old_file_and_no_temporary(pes_home, monkeypatch):
-    import perovskite_pes.db.embedded as emb
     from fireworks import Firework, ScriptTask
+
+    import perovskite_pes.db.embedded as emb
 
     store = get_store()
     lp = store.get_launchpad()

@@ -6,8 +6,14 @@ from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
 
 from perovskite_pes.errors import PesError
-from perovskite_pes.structure import Configuration, ConfigurationError, Perovskite, canonical_key, tilt_configuration
-from perovskite_pes.structure import match_structure
+from perovskite_pes.structure import (
+    Configuration,
+    ConfigurationError,
+    Perovskite,
+    canonical_key,
+    match_structure,
+    tilt_configuration,
+)
 
 
 @pytest.fixture(scope="module")

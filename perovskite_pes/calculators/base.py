@@ -84,7 +84,7 @@ class CalcResult:
         return self.status == "completed"
 
     @classmethod
-    def failed(cls, calc: "Calculator", reason: str, wall_time: float = 0.0, output_dir=None) -> "CalcResult":
+    def failed(cls, calc: Calculator, reason: str, wall_time: float = 0.0, output_dir=None) -> CalcResult:
         return cls(
             energy=None,
             forces=None,
@@ -109,7 +109,7 @@ class CalcResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CalcResult":
+    def from_dict(cls, d: dict) -> CalcResult:
         d = dict(d)
         for key in ("forces", "stress"):
             if d.get(key) is not None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils import environment
 from ._common import (
     DEFAULT_KPOINT_LENGTH,
     kpoint_mesh,
@@ -39,8 +40,7 @@ from ._common import (
     split_command,
     tail,
 )
-from .base import CalcResult, Calculator, CalculatorError, CalculatorInputError, DEFAULT_MIN_DISTANCE
-from ..utils import environment
+from .base import DEFAULT_MIN_DISTANCE, CalcResult, Calculator, CalculatorError, CalculatorInputError
 
 DEFAULT_CP2K_CMD = "mpirun --allow-run-as-root -np 2 cp2k.psmp"
 DEFAULT_DATA_DIR = "/usr/share/cp2k"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import CalcResult, Calculator, CalculatorError, CalculatorInputError, DEFAULT_MIN_DISTANCE
+from .base import DEFAULT_MIN_DISTANCE, CalcResult, Calculator, CalculatorError, CalculatorInputError
 
 _MODEL_CACHE: dict[tuple, object] = {}
 _CACHE_LOCK = threading.Lock()

@@ -28,7 +28,7 @@ from ._common import (
     split_command,
     tail,
 )
-from .base import CalcResult, Calculator, CalculatorError, CalculatorInputError, DEFAULT_MIN_DISTANCE
+from .base import DEFAULT_MIN_DISTANCE, CalcResult, Calculator, CalculatorError, CalculatorInputError
 
 try:  # pymatgen is a hard dependency; the import is kept local to the VASP layer
     from pymatgen.io.vasp.sets import MPRelaxSet, VaspInputSet

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 #: width of tables written to a pipe or a file: wide enough that ids are never cut
 PIPE_WIDTH = 1000
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as _dt
 
 from mongoengine import (
+    CASCADE,
     BooleanField,
     DateTimeField,
     DictField,
@@ -37,7 +38,6 @@ from mongoengine import (
     StringField,
     ValidationError,
 )
-from mongoengine import CASCADE
 
 ALIAS = "perovskite_pes"
 

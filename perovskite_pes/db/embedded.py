@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # process-wide registry: one server per store file
-_servers: dict[str, "EmbeddedServer"] = {}
+_servers: dict[str, EmbeddedServer] = {}
 _registry_lock = threading.RLock()
 
 
@@ -65,7 +65,7 @@ def _key(path) -> str:
     return os.path.realpath(os.fspath(path))
 
 
-def open_embedded(path, lock_path=None, lock_timeout: float = 60.0) -> "EmbeddedServer":
+def open_embedded(path, lock_path=None, lock_timeout: float = 60.0) -> EmbeddedServer:
     """The process's server for the store file ``path`` (opened, locked and loaded on first use)."""
     with _registry_lock:
         key = _key(path)
@@ -78,7 +78,7 @@ def open_embedded(path, lock_path=None, lock_timeout: float = 60.0) -> "Embedded
         return server
 
 
-def open_servers() -> list["EmbeddedServer"]:
+def open_servers() -> list[EmbeddedServer]:
     return [s for s in _servers.values() if s.is_open]
 
 
@@ -131,7 +131,7 @@ class EmbeddedServer:
     def is_open(self) -> bool:
         return self.client is not None and self._pid == os.getpid()
 
-    def open(self) -> "EmbeddedServer":
+    def open(self) -> EmbeddedServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         try:
@@ -225,7 +225,7 @@ class EmbeddedServer:
                         f"the embedded LaunchPad {self.path} is in use by {holder} {waited}; it serves one "
                         "process at a time, so wait for that process to finish, raise PES_LOCK_TIMEOUT, "
                         "or use MongoDB for parallel workers (pes init --mongo-uri URI, or set PES_MONGO_URI)"
-                    )
+                    ) from None
                 time.sleep(0.05)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv[:4], "since": time.time()}
         try:  # who holds the lock, for others' messages: best effort (a full disk must not stop a reader)
@@ -254,7 +254,7 @@ class EmbeddedServer:
 
 # ---------------------------------------------------------------------------------------------
 # final flush at normal exit
-_closers: "weakref.WeakSet[EmbeddedServer]" = weakref.WeakSet()
+_closers: weakref.WeakSet[EmbeddedServer] = weakref.WeakSet()
 
 
 @atexit.register

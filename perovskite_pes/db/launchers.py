@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 import re
 import sys
+from pathlib import Path
 
 from ..errors import PesError
 from ..settings import Settings

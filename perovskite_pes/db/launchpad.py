@@ -78,7 +78,7 @@ class PesLaunchPad(LaunchPad):
     _pes_on_change = None
 
     @classmethod
-    def on_client(cls, client, on_change=None, **kwargs) -> "PesLaunchPad":
+    def on_client(cls, client, on_change=None, **kwargs) -> PesLaunchPad:
         """Build a LaunchPad whose connection is ``client`` (kwargs are LaunchPad's: host, name, ...)."""
         if type(client).__module__.startswith("mongomock"):
             from .embedded import _enable_gridfs

@@ -145,12 +145,12 @@ class MongoStore(Store):
         self._open = True
 
     @classmethod
-    def connect(cls, settings) -> "MongoStore":
+    def connect(cls, settings) -> MongoStore:
         """Connect to the configured server (an unreachable one is an error within server_timeout_s)."""
         return cls.on_client(settings, _connect_mongo(settings))
 
     @classmethod
-    def on_client(cls, settings, client) -> "MongoStore":
+    def on_client(cls, settings, client) -> MongoStore:
         """The store on an existing client (a mongomock client in tests)."""
         store = cls(settings, client)
         try:

@@ -336,7 +336,7 @@ class SQLiteStore(Store):
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
-    def open_file(cls, settings, path: Path | None = None, migrate: bool = True) -> "SQLiteStore":
+    def open_file(cls, settings, path: Path | None = None, migrate: bool = True) -> SQLiteStore:
         """Open (creating, or migrating an old ``store.json``, when there is none) the store file."""
         store = cls(settings, path)
         p = store.path

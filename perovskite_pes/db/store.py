@@ -165,7 +165,7 @@ class Store:
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
-    def open(cls, settings: Settings | None = None) -> "Store":
+    def open(cls, settings: Settings | None = None) -> Store:
         """The store the settings point at: the embedded SQLite file or a MongoDB server."""
         settings = settings or Settings.load()
         if settings.embedded:
@@ -269,7 +269,7 @@ class Store:
             rec[k] = _str_or_none(tags.get(k))
         return rec
 
-    def prepare_configurations(self, configs, source: str | None = None) -> "PreparedConfigurations":
+    def prepare_configurations(self, configs, source: str | None = None) -> PreparedConfigurations:
         """Validate configurations and compute their uniqueness keys (the costly part) without touching
         the store; :meth:`save_configurations` takes the result. Lets a caller that groups several
         writes in :meth:`batch` keep this work out of the transaction (other writers wait less)."""

@@ -133,13 +133,13 @@ class ClusterPrototype:
         return {"name": self.name, "kind": self.kind, "points": self.points.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ClusterPrototype":
+    def from_dict(cls, d: dict) -> ClusterPrototype:
         if not isinstance(d, dict) or "points" not in d:
             raise DescriptorError(f"a cluster dict needs 'points' (primitive fractional coordinates); got {d!r}")
         return cls(str(d.get("name") or "custom"), np.array(d["points"], dtype=float), str(d.get("kind", "custom")))
 
     # ------------------------------------------------------------------ symmetry
-    def symmetry(self, perovskite) -> "ClusterSymmetry":
+    def symmetry(self, perovskite) -> ClusterSymmetry:
         return ClusterSymmetry.of(self, perovskite)
 
 
@@ -157,7 +157,7 @@ class ClusterSymmetry:
     group: PointGroup = field(repr=False)
 
     @classmethod
-    def of(cls, proto: ClusterPrototype, perovskite) -> "ClusterSymmetry":
+    def of(cls, proto: ClusterPrototype, perovskite) -> ClusterSymmetry:
         rots, trans = primitive_operations(perovskite)
         pts = proto.points
         keys = _point_keys(pts)

@@ -18,7 +18,6 @@ import numpy as np
 
 from .errors import DescriptorError
 
-
 #: upper bound on the terms expanded for one degree's Reynolds matrix (time and memory guard)
 MAX_REYNOLDS_TERMS = 3e8
 
@@ -109,7 +108,7 @@ class InvariantPolynomials:
         ]
 
     @classmethod
-    def build(cls, mats, max_order: int) -> "InvariantPolynomials":
+    def build(cls, mats, max_order: int) -> InvariantPolynomials:
         """Linearly independent invariants of degrees 1..max_order for the matrices M^(Q)(g)."""
         if int(max_order) != max_order or max_order < 1:
             raise DescriptorError(f"max_order must be a positive integer; got {max_order!r}")
@@ -207,7 +206,7 @@ class InvariantPolynomials:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InvariantPolynomials":
+    def from_dict(cls, d: dict) -> InvariantPolynomials:
         try:
             return cls(
                 d["n_vars"],

@@ -21,7 +21,6 @@ from ase.calculators.calculator import Calculator, all_changes
 from ..structure import ReferenceSupercell
 from .base import EnergyModel, ModelError, load_model, unwrap_positions
 
-
 #: extra results of a committee model (see :class:`~perovskite_pes.models.Committee`)
 SPREAD_PROPERTIES = ("energy_std", "forces_std", "max_force_deviation")
 

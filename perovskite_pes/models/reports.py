@@ -130,8 +130,10 @@ def cv_grid_plot(path, table: list[dict], best: int | None = None) -> Path:
     n = len(table)
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * n + 2), 4.5))
     x = np.arange(n)
-    ax.errorbar(x - 0.1, [r["train_rmse_mean"] for r in table], yerr=[r["train_rmse_std"] for r in table], fmt="o", color="tab:green", label="train", ms=4, capsize=2)
-    ax.errorbar(x + 0.1, [r["val_rmse_mean"] for r in table], yerr=[r["val_rmse_std"] for r in table], fmt="s", color="tab:blue", label="validation (CV)", ms=4, capsize=2)
+    ax.errorbar(x - 0.1, [r["train_rmse_mean"] for r in table], yerr=[r["train_rmse_std"] for r in table], fmt="o",
+                color="tab:green", label="train", ms=4, capsize=2)
+    ax.errorbar(x + 0.1, [r["val_rmse_mean"] for r in table], yerr=[r["val_rmse_std"] for r in table], fmt="s",
+                color="tab:blue", label="validation (CV)", ms=4, capsize=2)
     if best is not None:
         ax.plot([best + 0.1], [table[best]["val_rmse_mean"]], "o", mfc="none", mec="k", ms=12, label="selected")
     ax.set_xticks(x)

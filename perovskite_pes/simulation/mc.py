@@ -26,13 +26,13 @@ import numpy as np
 from ..structure import Configuration, strain_to_matrix
 from .common import (
     DEFAULT_MAX_DISPLACEMENT,
-    torch_threads,
     SimulationResult,
     check_frame,
     check_same_run,
     read_checkpoint,
     resolve_model,
     start_configuration,
+    torch_threads,
     write_checkpoint,
 )
 from .errors import BlowUpError, SimulationError

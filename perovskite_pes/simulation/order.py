@@ -111,7 +111,7 @@ class OctahedronMap:
     half: float  # a/2, Angstrom
 
     @classmethod
-    def build(cls, reference: ReferenceSupercell) -> "OctahedronMap":
+    def build(cls, reference: ReferenceSupercell) -> OctahedronMap:
         frac = reference.frac_coords()
         key = {tuple(np.round(np.mod(f, 1.0) * 1e6).astype(np.int64) % 1000000): i for i, f in enumerate(frac)}
         b_sites = np.flatnonzero(reference.sublattice == "B")

@@ -16,15 +16,15 @@ from ..structure import ReferenceSupercell
 from .errors import SimulationError
 from .order import (
     DEFAULT_TILT_THRESHOLD,
-    check_tilt_commensurate,
     OctahedronMap,
     OrderParameters,
+    check_tilt_commensurate,
+    lattice_parameters,
     phase_of,
     rotations_from_displacements,
     thermal_averages,
     tilt_projections,
     undeform,
-    lattice_parameters,
 )
 
 
@@ -104,7 +104,7 @@ class StageSampler:
     sum_strain: np.ndarray | None = None
 
     @classmethod
-    def for_reference(cls, reference: ReferenceSupercell, octahedra: OctahedronMap | None = None) -> "StageSampler":
+    def for_reference(cls, reference: ReferenceSupercell, octahedra: OctahedronMap | None = None) -> StageSampler:
         """A sampler for frames of ``reference``; an odd supercell gets no tilt order parameters (NaN)."""
         try:
             check_tilt_commensurate(reference)

@@ -110,7 +110,7 @@ class Configuration:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Configuration":
+    def from_dict(cls, d: dict) -> Configuration:
         return cls(
             ReferenceSupercell.from_dict(d["reference"]),
             np.array(d["displacements"]),
@@ -121,7 +121,7 @@ class Configuration:
     @classmethod
     def from_structure(
         cls, reference: ReferenceSupercell, structure, remove_translation: bool = False, max_displacement=None, tags=None
-    ) -> "Configuration":
+    ) -> Configuration:
         """Map a pymatgen Structure or ASE Atoms in any site order onto the reference supercell.
 
         Undoes a rigid rotation (polar decomposition), a rigid translation (with
@@ -137,7 +137,7 @@ class Configuration:
     @classmethod
     def from_arrays(
         cls, reference: ReferenceSupercell, lattice, positions, tags=None, remove_translation: bool = False
-    ) -> "Configuration":
+    ) -> Configuration:
         """Map a deformed cell (lattice rows, cartesian positions in reference site order) back.
 
         The polar decomposition F_total = R U removes a rigid rotation R; strain = U - I;

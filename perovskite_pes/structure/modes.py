@@ -163,7 +163,7 @@ class ModeBasis:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModeBasis":
+    def from_dict(cls, d: dict) -> ModeBasis:
         return cls(
             ReferenceSupercell.from_dict(d["reference"]),
             np.array(d["vectors"], dtype=float),

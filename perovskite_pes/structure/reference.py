@@ -91,7 +91,7 @@ class Perovskite:
                 coords.append(fc)
         return Structure(Lattice(self.lattice), species, coords)
 
-    def supercell(self, matrix=2) -> "ReferenceSupercell":
+    def supercell(self, matrix=2) -> ReferenceSupercell:
         """Supercell given by an integer matrix (rows: supercell vectors in primitive units).
 
         ``matrix`` may be an int n (n x n x n), three ints (diagonal) or a 3x3 integer matrix.
@@ -102,7 +102,7 @@ class Perovskite:
         return {"species": list(self.species), "lattice_parameter": self.lattice_parameter}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Perovskite":
+    def from_dict(cls, d: dict) -> Perovskite:
         return cls(tuple(d["species"]), float(d["lattice_parameter"]))
 
 
@@ -251,5 +251,5 @@ class ReferenceSupercell:
         return {"perovskite": self.perovskite.to_dict(), "matrix": self.matrix.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ReferenceSupercell":
+    def from_dict(cls, d: dict) -> ReferenceSupercell:
         return cls(Perovskite.from_dict(d["perovskite"]), np.array(d["matrix"]))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

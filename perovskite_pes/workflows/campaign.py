@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 from ..errors import PesError
 from ..utils import environment

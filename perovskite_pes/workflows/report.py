@@ -8,8 +8,8 @@ bin, ...) from the training directory.
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import time
 from pathlib import Path
 

@@ -12,8 +12,8 @@ Nothing here imports FireWorks: the campaign Firetasks and ``pes retrain`` both 
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import math
 import os
 import time
@@ -61,7 +61,7 @@ class RetrainPolicy:
             raise RetrainError(f"retrain policy: cv_tolerance must be >= 0; got {self.cv_tolerance}")
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "RetrainPolicy":
+    def from_dict(cls, d: dict | None) -> RetrainPolicy:
         d = dict(d or {})
         known = {"min_new_count", "min_new_fraction", "require", "cv_tolerance", "enabled"}
         return cls(**{k: v for k, v in d.items() if k in known})

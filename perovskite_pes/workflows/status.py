@@ -66,7 +66,8 @@ def _reason(fw: dict, launches: dict) -> str:
 
 
 def campaign_names(lpad) -> list[str]:
-    return sorted({d.get("metadata", {}).get("campaign") for d in lpad.workflows.find({"metadata.campaign": {"$exists": True}}, {"metadata.campaign": 1})} - {None})
+    docs = lpad.workflows.find({"metadata.campaign": {"$exists": True}}, {"metadata.campaign": 1})
+    return sorted({d.get("metadata", {}).get("campaign") for d in docs} - {None})
 
 
 def campaign_status(name: str | None = None, lpad=None, store=None, finishing: int | None = None) -> dict:

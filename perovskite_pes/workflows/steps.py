@@ -8,11 +8,11 @@ store (:func:`perovskite_pes.db.get_store`).
 
 from __future__ import annotations
 
-import logging
-import warnings
 import json
+import logging
 import os
 import time
+import warnings
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

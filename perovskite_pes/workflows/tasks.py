@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 
-from fireworks import Firework, FiretaskBase, FWAction, Workflow, explicit_serialize
+from fireworks import FiretaskBase, Firework, FWAction, Workflow, explicit_serialize
 
 from . import steps
 from .dupefinder import CampaignDupeFinder, dupe_key
