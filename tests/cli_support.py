@@ -11,26 +11,14 @@ import os
 import subprocess
 import sys
 
+from perovskite_pes.utils import environment
+
 
 class PesRun:
     """What a ``pes`` command did: ``returncode``, ``stdout``, ``stderr`` (like ``subprocess.CompletedProcess``)."""
 
     def __init__(self, args, returncode: int, stdout: str, stderr: str):
         self.args, self.returncode, self.stdout, self.stderr = args, returncode, stdout, stderr
-
-
-@contextlib.contextmanager
-def _environment(env: dict | None):
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update({k: str(v) for k, v in (env or {}).items()})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def pes(*args, env=None, input=None, cwd=None, process=False, timeout=300) -> PesRun:
@@ -49,7 +37,7 @@ def pes(*args, env=None, input=None, cwd=None, process=False, timeout=300) -> Pe
     out, err = io.StringIO(), io.StringIO()
     stdin = sys.stdin
     here = os.getcwd()
-    with _environment(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with environment(**(env or {})), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         sys.stdin = io.StringIO(input or "")
         try:
             if cwd is not None:

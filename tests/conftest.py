@@ -23,6 +23,22 @@ _PES_VARS = (
 STORE_BACKENDS = ["embedded"] + (["mongo"] if os.environ.get("PES_TEST_MONGO_URI") else [])
 
 
+@pytest.fixture(scope="module")
+def ref():
+    """The model tests' small reference (models_support); a module that needs another defines its own."""
+    from models_support import small_reference
+
+    return small_reference()
+
+
+@pytest.fixture(scope="module")
+def featurizer(ref):
+    """The model tests' pair-shell featurizer on ``ref``; modules with their own ``ref`` define their own."""
+    from models_support import ShellFeaturizer
+
+    return ShellFeaturizer(ref)
+
+
 @pytest.fixture
 def pes_home(tmp_path, monkeypatch):
     """A fresh, empty PES_HOME (embedded store) for this test; the process's store is closed after."""

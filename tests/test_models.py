@@ -10,21 +10,11 @@ from perovskite_pes.errors import PesError
 from perovskite_pes.models import ClusterNet, LinearCE, ModelError, NotFittedError, PairPotential, SiteNet, load_model
 from perovskite_pes.structure import Configuration, Perovskite
 
-from models_support import ShellFeaturizer, morse_energy, random_configs, repeat_configuration, small_reference
+from models_support import ShellFeaturizer, morse_energy, random_configs, repeat_configuration
 
 torch.set_num_threads(1)
 
 FAST_NET = dict(batch_sizes=(4, 16, 64), epochs=(40, 80, 200), learning_rate=1e-2, patience=None, hidden_layers=(16,))
-
-
-@pytest.fixture(scope="module")
-def ref():
-    return small_reference()
-
-
-@pytest.fixture(scope="module")
-def featurizer(ref):
-    return ShellFeaturizer(ref)
 
 
 @pytest.fixture(scope="module")

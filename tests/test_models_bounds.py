@@ -12,21 +12,11 @@ from perovskite_pes.models import ClusterNet, Committee, LinearCE, ModelError, S
 from perovskite_pes.models.bounds import FeatureWindow
 from perovskite_pes.structure import Configuration
 
-from models_support import ShellFeaturizer, morse_energy, random_configs, small_reference
+from models_support import morse_energy, random_configs
 
 torch.set_num_threads(1)
 
 NET = dict(batch_sizes=(8, 40), epochs=(30, 60), learning_rate=1e-2, patience=None, hidden_layers=[6])
-
-
-@pytest.fixture(scope="module")
-def ref():
-    return small_reference()
-
-
-@pytest.fixture(scope="module")
-def featurizer(ref):
-    return ShellFeaturizer(ref)
 
 
 @pytest.fixture(scope="module")

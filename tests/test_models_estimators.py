@@ -12,22 +12,12 @@ from sklearn.utils.validation import check_is_fitted
 from perovskite_pes.models import ClusterNet, Committee, LinearCE, ModelError, NotFittedError, PairPotential, SiteNet
 from perovskite_pes.structure import Configuration
 
-from models_support import ShellFeaturizer, morse_energy, random_configs, small_reference
+from models_support import morse_energy, random_configs
 
 torch.set_num_threads(1)
 
 TINY_NET = dict(batch_sizes=(8,), epochs=(5,), patience=None, hidden_layers=(3,))
 CLASSES = (PairPotential, LinearCE, ClusterNet, SiteNet, Committee)
-
-
-@pytest.fixture(scope="module")
-def ref():
-    return small_reference()
-
-
-@pytest.fixture(scope="module")
-def featurizer(ref):
-    return ShellFeaturizer(ref)
 
 
 @pytest.fixture(scope="module")
