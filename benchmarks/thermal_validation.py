@@ -40,30 +40,30 @@ TARGET_F = 0.05  # eV/A
 
 def md_frames(calc, perovskite, n: int, temperature: float, args, seed: int):
     """Snapshots of surrogate-driven MD: (configurations, energies, forces, stresses)."""
+    from ase import Atoms
+    from pymatgen.io.ase import AseAtomsAdaptor
+
     from perovskite_pes.simulation import MDSimulation, Stage
     from perovskite_pes.structure import configuration_from_structure
 
     start = "a+b-b-" if temperature < 400 else "a0a0a0"
+    ref = perovskite.supercell(n)
     frames = []
 
     def keep(positions, lattice, energy, target, step):
-        frames.append((positions.copy(), lattice.copy()))
+        # right after the step the surrogate holds this frame's results: ASE returns them, nothing is recomputed
+        atoms = Atoms(numbers=ref.atomic_numbers, positions=positions, cell=lattice, pbc=True)
+        atoms.calc = calc
+        frames.append((atoms, (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())))
 
     sim = MDSimulation(calc, perovskite=perovskite, supercell=n, start=start, ensemble="npt", timestep_fs=4.0,
                        sample_every=args.every, seed=seed, threads=args.threads)
     sim.run([Stage(temperature, args.every * args.frames, args.equilibration)], progress=True, on_sample=keep)
-    from ase import Atoms
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    ref = perovskite.supercell(n)
     out = []
-    for positions, lattice in frames:
-        atoms = Atoms(numbers=ref.atomic_numbers, positions=positions, cell=lattice, pbc=True)
-        atoms.calc = calc
-        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    for atoms, labels in frames:
         config = configuration_from_structure(ref, AseAtomsAdaptor.get_structure(atoms), remove_translation=True)
         config.tags.update({"kind": f"md-{n}x{n}x{n}-{temperature:.0f}K", "start": start})
-        out.append((config, (e, f, s)))
+        out.append((config, labels))
     return out
 
 
@@ -111,8 +111,18 @@ def build(args) -> Path:
     return path
 
 
-def score(model_path: str, configs, energies, forces, calculator: str, threads: int) -> dict:
-    """Per-kind energy and force RMSE of one model against the labels."""
+def cubic_energies(configs, calculator: str, threads: int) -> dict:
+    """The surrogate's energy per atom of the cubic cell of every supercell in the set (by atom count)."""
+    from perovskite_pes.structure import Configuration
+
+    labeller = Labeller(calculator, threads)
+    refs = {c.reference.n_atoms: c.reference for c in configs}
+    return {n: labeller(Configuration(ref))[0] / n for n, ref in refs.items()}
+
+
+def score(model_path: str, configs, energies, forces, cubic: dict, threads: int) -> dict:
+    """Per-kind energy and force RMSE of one model against the labels; energies per atom are taken
+    from each side's own cubic cell (``cubic``: the surrogate's, from :func:`cubic_energies`)."""
     import torch
 
     from perovskite_pes.models import PESCalculator, load_model
@@ -121,18 +131,15 @@ def score(model_path: str, configs, energies, forces, calculator: str, threads: 
     torch.set_num_threads(threads)
     model = load_model(model_path)
     calc = PESCalculator(model)
-    cubic_label = {}  # surrogate's energy per atom of the cubic cell, per size
-    labeller = Labeller(calculator, threads)
+    model_cubic = {}  # the model's energy per atom of the cubic cell, per size
     rows = {}
     for c, e, f in zip(configs, energies, forces):
         atoms = c.to_ase()
         atoms.calc = calc
         n = c.reference.n_atoms
-        if n not in cubic_label:
-            cubic = Configuration(c.reference)
-            cubic_label[n] = (labeller(cubic)[0] / n, _predict(calc, cubic) / n)
-        e_ref, e_model0 = cubic_label[n]
-        err_e = (atoms.get_potential_energy() / n - e_model0) - (e / n - e_ref)
+        if n not in model_cubic:
+            model_cubic[n] = _predict(calc, Configuration(c.reference)) / n
+        err_e = (atoms.get_potential_energy() / n - model_cubic[n]) - (e / n - cubic[n])
         err_f = atoms.get_forces() - f
         for kind in (c.tags["kind"], "all"):
             r = rows.setdefault(kind, {"e": [], "f": []})
@@ -199,11 +206,11 @@ def main(argv=None) -> int:
     if args.generate_only or not args.model:
         return 0
     configs, energies, forces = read_dataset(path)
+    cubic = cubic_energies(configs, args.calculator, args.threads)
     results = {}
     for spec in args.model:
         label, _, model_path = spec.rpartition("=")
-        results[label or Path(model_path).name] = score(model_path, configs, energies, forces, args.calculator,
-                                                        args.threads)
+        results[label or Path(model_path).name] = score(model_path, configs, energies, forces, cubic, args.threads)
     kinds = sorted({k for r in results.values() for k in r if k != "all"}) + ["all"]
     print(f"\n{'kind':20}{'n':>5}" + "".join(f"{lab[:18]:>22}" for lab in results))
     print(f"{'':25}" + "".join(f"{'E meV/at  F eV/A':>22}" for _ in results))
