@@ -43,9 +43,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus, unquote
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import PesError
 
@@ -183,45 +186,128 @@ def _check_uri_credentials(uri: str) -> None:
         )
 
 
-@dataclass
-class Settings:
-    """Where the configuration database and the FireWorks LaunchPad live."""
+#: numeric settings: (type, smallest allowed value)
+_NUMBERS = {"port": (int, 1), "server_timeout_s": (float, 0.1), "lock_timeout_s": (float, 0.0)}
 
-    home: Path = field(default_factory=default_home)
-    uri: str | None = field(default=None, repr=False)
+
+def _invalid(message: str):
+    """Fail a field's validation with ``message`` as the whole of the error (see :func:`_one_line`)."""
+    raise PydanticCustomError("setting", "{message}", {"message": message})
+
+
+def _checked(check, *args):
+    try:
+        return check(*args)
+    except SettingsError as exc:
+        _invalid(str(exc))
+
+
+def _one_line(exc: ValidationError) -> str:
+    """The first error of a validation as one line naming the setting."""
+    err = exc.errors(include_url=False)[0]
+    name = ".".join(str(x) for x in err["loc"])
+    if err["type"] == "setting":
+        return err["ctx"]["message"]
+    if err["type"] == "extra_forbidden":
+        return f"unknown setting {name!r}; expected some of {', '.join(Settings.model_fields)}"
+    return f"{name}: {err['msg'][:1].lower()}{err['msg'][1:]}; got {err.get('input')!r}"
+
+
+class Settings(BaseModel):
+    """Where the configuration database and the FireWorks LaunchPad live.
+
+    A typed, immutable settings document: every default is written once, here; a bad value raises
+    :class:`SettingsError` with one line naming the setting. :meth:`load` reads ``config.yaml`` and
+    the environment.
+
+    >>> Settings(home="/tmp/pes", port="27018").port
+    27018
+    >>> Settings(home="/tmp/pes").embedded
+    True
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    home: Path = Field(default_factory=default_home)
+    """directory for everything a run writes"""
+    uri: str | None = Field(default=None, repr=False)
+    """MongoDB connection string (mongodb:// or mongodb+srv://)"""
     host: str | None = None
+    """MongoDB host (instead of a URI)"""
     port: int = DEFAULT_PORT
+    """MongoDB port"""
     username: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = Field(default=None, repr=False)
     auth_source: str | None = None
+    """authentication database (default: the database itself, as in FireWorks)"""
     tls: bool = False
     tls_ca_file: str | None = None
     database_name: str | None = None
+    """database name (default perovskite_pes, or the one named in the URI)"""
     server_timeout_s: float = 5.0
+    """give up on an unreachable server after this many seconds"""
     store_file: Path | None = None
+    """embedded store: the SQLite file of the configuration database (relative paths are under home)"""
     lock_timeout_s: float = 60.0
-    sections: dict = field(default_factory=dict)
+    """how long a process waits for another one's write (0 = refuse at once)"""
+    sections: dict[str, Any] = Field(default_factory=dict)
+    """free-form sections of config.yaml kept by other layers"""
     config_file: Path | None = None
+    """the config.yaml these settings were read from, if any"""
 
-    def __post_init__(self):
-        self.home = Path(self.home).expanduser()
-        if self.store_file is not None:
-            p = Path(self.store_file).expanduser()
-            self.store_file = p if p.is_absolute() else self.home / p
-        self.port = int(_as_number(self.port, "port", int, 1))
-        self.server_timeout_s = _as_number(self.server_timeout_s, "server_timeout_s", float, 0.1)
-        self.lock_timeout_s = _as_number(self.lock_timeout_s, "lock_timeout_s", float, 0.0)
-        self.tls = _as_bool(self.tls, "tls")
-        if self.uri is not None and not str(self.uri).startswith(("mongodb://", "mongodb+srv://")):
-            raise SettingsError(
-                f"mongo_uri must start with mongodb:// or mongodb+srv://; got {redact_uri(str(self.uri))!r}"
-            )
-        if self.uri:
-            _check_uri_credentials(str(self.uri))
+    def __init__(self, **data):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc)) from None
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home(cls, value):
+        return Path(value).expanduser()
+
+    @field_validator("port", "server_timeout_s", "lock_timeout_s", mode="before")
+    @classmethod
+    def _number(cls, value, info):
+        kind, minimum = _NUMBERS[info.field_name]
+        return _checked(_as_number, value, info.field_name, kind, minimum)
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls(cls, value):
+        return _checked(_as_bool, value, "tls")
+
+    @field_validator("uri", mode="before")
+    @classmethod
+    def _uri(cls, value):
+        if value is None:
+            return None
+        value = str(value)
+        if not value.startswith(("mongodb://", "mongodb+srv://")):
+            _invalid(f"mongo_uri must start with mongodb:// or mongodb+srv://; got {redact_uri(value)!r}")
+        _checked(_check_uri_credentials, value)
+        return value
+
+    @field_validator("database_name", mode="before")
+    @classmethod
+    def _database_name(cls, value):
+        if value is not None:
+            _checked(_check_database_name, value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
         if self.uri and self.host:
-            raise SettingsError("give either mongo_uri or host/port, not both")
-        if self.database_name is not None:
-            _check_database_name(self.database_name)
+            _invalid("give either mongo_uri or host/port, not both")
+        return self
+
+    @field_validator("store_file", mode="after")
+    @classmethod
+    def _store_file(cls, value, info):
+        if value is None:
+            return None
+        value = value.expanduser()
+        return value if value.is_absolute() else info.data.get("home", default_home()) / value
 
     # ------------------------------------------------------------------ contract properties
     @property

@@ -127,6 +127,15 @@ def test_configuration_round_trip(store, ref):
         store.get_configuration("nope")
 
 
+def test_reference_round_trip_is_idempotent(store):
+    other = Perovskite(("Cs", "Pb", "I"), 6.3).supercell(2)
+    rid = store.save_reference(other)
+    assert store.save_reference(other) == rid  # the same reference is stored once
+    back = store.get_reference(rid)
+    assert back == other and back.n_atoms == N
+    assert [r["label"] for r in store.list_references()] == ["CsPbI3_a6.3000_2x2x2"]
+
+
 def test_idempotent_configuration_ingestion(store, ref):
     configs = make_configs(ref, 6, method="random")
     first = store.save_configurations(configs)

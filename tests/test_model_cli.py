@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def seeded(pes_home):
     return configs, labels
 
 
-def _write_extxyz(path, configs, energies=None, shuffle_seed=None):
+def _write_extxyz(path, configs, energies=None, shuffle_seed=None, info=None):
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.io import write
 
@@ -51,6 +52,7 @@ def _write_extxyz(path, configs, energies=None, shuffle_seed=None):
         atoms.wrap()
         if energies is not None:
             atoms.calc = SinglePointCalculator(atoms, energy=float(energies[i]))
+        atoms.info.update((info or {}).get(i, {}))
         frames.append(atoms)
         orders.append(order)
     write(str(path), frames, format="extxyz")
@@ -91,6 +93,27 @@ def test_train_list_show_predict_evaluate(seeded, run_pes, tmp_path):
     assert ev["n"] == 40 and ev["rmse_mev_per_atom"] == pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-6)
     assert "RMSE" in run_pes("model", "evaluate", lab, check=0).stdout
     assert "no reference energy" in _one_line_error(run_pes("model", "evaluate", xyz))
+
+    # the breakdown by the file's tags and by energy, and the structures outside the training energies
+    report = json.loads((Path(out["path"]).parent / "report.json").read_text())
+    train_fu = labels["energy"][report["train_indices"]] / 8
+    lo, hi = model.provenance_["training_energy_range_ev_per_fu"]
+    assert (lo, hi) == pytest.approx((train_fu.min(), train_fu.max()), abs=1e-12)
+    far = random_configs(Perovskite().supercell(2), 1, seed=5, amplitude=0.4)
+    tagged = configs + far
+    energies = np.concatenate([labels["energy"], _truth().predict(far)])
+    _write_extxyz(lab, tagged, energies, info={i: {"kind": "far" if i == 40 else "ab"[i % 2]} for i in range(41)})
+    proc = run_pes("model", "evaluate", lab, "--json", check=0)
+    ev = json.loads(proc.stdout)
+    err = (model.predict(tagged) - energies) / 40 * 1000
+    assert {k: g["n"] for k, g in ev["by"]["kind"].items()} == {"a": 20, "b": 20, "far": 1}
+    assert ev["by"]["kind"]["b"]["rmse_mev_per_atom"] == pytest.approx(np.sqrt(np.mean(err[1:40:2] ** 2)), rel=1e-5)
+    above = (energies / 8 - lo) * 1000
+    assert ev["outside_training_energy_range"] == [i for i in range(41) if above[i] < -1 or above[i] > (hi - lo) * 1000 + 1]
+    assert 40 in ev["outside_training_energy_range"] and "warning: " in proc.stderr
+    assert sum(b["n"] for b in ev["by_energy_mev_per_fu"]) == int((above >= 0).sum())
+    text = run_pes("model", "evaluate", lab, "--by", "kind", check=0).stdout
+    assert "energy error by kind" in text and "per formula unit above the lowest energy of the model's training data" in text
 
     # a 6x6x6 periodic repetition: the supercell is inferred and the energy is 27 times the 2x2x2 one
     big = tmp_path / "big.extxyz"

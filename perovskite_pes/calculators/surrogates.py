@@ -46,12 +46,6 @@ def set_torch_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def clear_model_cache() -> None:
-    """Forget the ML models loaded in this process."""
-    with _CACHE_LOCK:
-        _MODEL_CACHE.clear()
-
-
 class SurrogateCalculator(Calculator):
     """Common machinery for ASE-calculator based ML potentials."""
 

@@ -187,7 +187,9 @@ def _print_status(st: dict) -> None:
         else:
             errs = (", ".join(f"{k}={v:.4g}" for k, v in m["errors"].items()) + " meV/atom") if m["errors"] \
                 else "no errors recorded"
-            print(f"active model ({cname}): {m['name']} [{m['id']}] trained on {m['n_train']} calculations; {errs}")
+            data_line = (f"fitted on {m['n_fit']} of {m['n_train']} calculations, tested on the other {m['n_test']}"
+                         if m.get("n_fit") is not None and m.get("n_test") is not None else f"{m['n_train']} calculations")
+            print(f"active model ({cname}): {m['name']} [{m['id']}] {data_line}; {errs}")
             print(f"  path: {m['path']}")
 
 

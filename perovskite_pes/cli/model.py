@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -83,6 +84,9 @@ def register(subparsers) -> None:
             v.set_defaults(func=cmd_predict)
         else:
             v.add_argument("--energy-key", default="energy", help="info key of the reference energy (default: the file's energy)")
+            v.add_argument("--by", action="append", default=None, metavar="KEY",
+                           help="break the errors down by this info key of the file (repeatable; default: every text key "
+                                "with 2-50 distinct values, e.g. kind or tilt_system)")
             v.add_argument("--plot", default=None, metavar="PNG",
                            help="committee models: where to write the calibration plot (default calibration-<file>.png here)")
             v.set_defaults(func=cmd_evaluate)
@@ -362,9 +366,20 @@ def cmd_list(args) -> int:
     for m in models:
         met = m.get("metrics") or {}
         rows.append([m["id"], m["name"], m.get("calculator"), met.get("best"), _fmt(met.get("cv_rmse")), _fmt(met.get("test_rmse")),
-                     m.get("n_train"), "yes" if m.get("active") else "", str(m.get("created", ""))[:19]])
-    _model_table("models (RMSE meV/atom)", ["id", "name", "calculator", "selected", "CV RMSE", "test RMSE", "n train", "active", "created"], rows)
+                     met.get("n_train", m.get("n_train")), met.get("n_test", "-"), "yes" if m.get("active") else "", str(m.get("created", ""))[:19]])
+    _model_table("models (RMSE meV/atom)",
+                 ["id", "name", "calculator", "selected", "CV RMSE", "test RMSE", "n fit", "n test", "active", "created"], rows)
     return 0
+
+
+def _data_line(rec: dict) -> str:
+    """How many of a model's calculations it was fitted on and how many it was tested on."""
+    met = rec.get("metrics") or {}
+    n_data = len(rec.get("calc_ids") or []) or rec.get("n_train")
+    if "n_train" in met and "n_test" in met:
+        return (f"fitted on {met['n_train']} of {n_data} {rec.get('calculator')} calculations, "
+                f"tested on the other {met['n_test']}")
+    return f"{n_data} {rec.get('calculator')} calculations"
 
 
 def cmd_show(args) -> int:
@@ -387,8 +402,8 @@ def cmd_show(args) -> int:
         print(json.dumps(out, indent=2, default=str))
         return 0
     if rec:
-        print(f"model {rec['name']} ({rec['id']}){'  [active]' if rec.get('active') else ''}, trained on {rec.get('n_train')} "
-              f"{rec.get('calculator')} calculations (settings {rec.get('settings_hash')})")
+        print(f"model {rec['name']} ({rec['id']}){'  [active]' if rec.get('active') else ''}: {_data_line(rec)} "
+              f"(settings {rec.get('settings_hash')})")
     print(f"folder: {path}")
     print(f"type: {recipe['model_type']}   E0: {recipe['e0_per_fu']:.6f} eV per formula unit")
     hp = recipe["hyperparameters"]
@@ -474,6 +489,13 @@ def cmd_evaluate(args) -> int:
         out["force_mae_ev_per_a"] = float(np.mean(np.abs(df)))
     if calc.uncertainty:
         out["spread"] = _evaluate_spread(args, res, err, n, ref_f if has_forces else None)
+    out.update(_breakdown(frames, pred, ref_e, n, args.by, path))
+    outside = out["outside_training_energy_range"]
+    if outside:
+        lo, hi = out["training_energy_range_mev_per_fu"]
+        print(f"warning: {len(outside)} of {len(frames)} structures lie outside the energy range of the model's training data "
+              f"({lo:.1f} to {hi:.1f} meV/f.u. above its lowest energy), so their errors measure extrapolation: "
+              f"structures {', '.join(map(str, outside[:20]))}{' ...' if len(outside) > 20 else ''}", file=sys.stderr)
     if args.json:
         out["errors_mev_per_atom"] = err.tolist()
         print(json.dumps(out, indent=2))
@@ -483,6 +505,7 @@ def cmd_evaluate(args) -> int:
           f"max {out['max_abs_error_mev_per_atom']:.3f} meV/atom")
     if "force_rmse_ev_per_a" in out:
         print(f"force RMSE {out['force_rmse_ev_per_a']:.4f} eV/A   MAE {out['force_mae_ev_per_a']:.4f} eV/A")
+    _print_breakdown(out)
     if "spread" in out:
         sp = out["spread"]
         _model_table("committee spread next to the error, per structure",
@@ -496,6 +519,47 @@ def cmd_evaluate(args) -> int:
         print(line)
         print(f"calibration plot: {sp['plot']}")
     return 0
+
+
+def _breakdown(frames, pred, ref_e, n_atoms, keys, model_dir) -> dict:
+    """Errors (meV/atom) per bin of reference energy and per value of the file's info keys, and the
+    structures outside the energy range of the model's training data."""
+    import numpy as np
+
+    from ..models import reports
+    from ..models.base import read_recipe
+
+    per_fu = ref_e / (n_atoms / 5.0)
+    trained = (read_recipe(model_dir).get("provenance") or {}).get("training_energy_range_ev_per_fu")
+    zero = float(trained[0]) if trained else float(per_fu.min())
+    above = (per_fu - zero) * 1000.0
+    top = max(125.0, 25.0 * math.ceil(float(above.max()) / 25.0))
+    out = {"energy_zero": "the lowest energy of the model's training data" if trained else "the lowest energy in the file",
+           "by_energy_mev_per_fu": [b for b in reports.binned_errors(pred, ref_e, n_atoms, 25.0, top, zero) if b["n"]],
+           "outside_training_energy_range": [], "training_energy_range_mev_per_fu": None}
+    if trained:
+        lo, hi = 0.0, (float(trained[1]) - zero) * 1000.0
+        out["training_energy_range_mev_per_fu"] = [lo, hi]
+        out["outside_training_energy_range"] = [int(i) for i in np.flatnonzero((above < lo - 1.0) | (above > hi + 1.0))]
+    if keys is None:
+        keys = sorted({k for a in frames for k, v in a.info.items() if isinstance(v, str)})
+        keys = [k for k in keys if 2 <= len({str(a.info.get(k)) for a in frames}) <= 50]
+    out["by"] = {}
+    for key in keys:
+        values = [str(a.info.get(key, "(none)")) for a in frames]
+        stats = reports.per_kind_stats(pred, ref_e, n_atoms, values, e_min_per_fu=zero)
+        out["by"][key] = {v: {"n": st["n"], "rmse_mev_per_atom": st["rmse_mev_per_atom"], "max_mev_per_atom": st["max_mev_per_atom"]}
+                          for v, st in stats.items()}
+    return out
+
+
+def _print_breakdown(out: dict) -> None:
+    print(f"reference energies binned in meV per formula unit above {out['energy_zero']}")
+    _model_table("energy error per energy bin", ["meV/f.u.", "n", "RMSE (meV/atom)"],
+                 [[f"{b['lo']:.0f}-{b['hi']:.0f}", b["n"], _fmt(b["rmse_mev_per_atom"])] for b in out["by_energy_mev_per_fu"]])
+    for key, groups in out["by"].items():
+        _model_table(f"energy error by {key}", [key, "n", "RMSE (meV/atom)", "max |error| (meV/atom)"],
+                     [[v, g["n"], _fmt(g["rmse_mev_per_atom"]), _fmt(g["max_mev_per_atom"])] for v, g in groups.items()])
 
 
 def _evaluate_spread(args, res, err, n_atoms, ref_forces) -> dict:
@@ -529,4 +593,4 @@ def _forces_of(atoms):
 
 
 def _model_table(title: str, columns: list[str], rows: list[list]) -> None:
-    print_table(title, columns, rows, width=max(100, 20 * len(columns)))
+    print_table(title, columns, rows)

@@ -78,10 +78,6 @@ def open_embedded(path, lock_path=None, lock_timeout: float = 60.0) -> EmbeddedS
         return server
 
 
-def open_servers() -> list[EmbeddedServer]:
-    return [s for s in _servers.values() if s.is_open]
-
-
 def _serialise(databases: dict) -> str:
     """JSON text of a mongomock server's databases, in mongomock-persistence's file format."""
     out = {}

@@ -624,14 +624,16 @@ def _energy_bins(predictions, e, n_atoms, train_idx, test_idx, cfg) -> dict:
             "test": reports.binned_errors(p_te, e[test_idx], n_atoms[test_idx], bins, window, e_min_fu)}
 
 
-def _record_provenance(best, report: SelectionReport, committee) -> None:
-    """What the selected model carries about how it was chosen (saved with it)."""
+def _record_provenance(best, report: SelectionReport, committee, e_train_per_fu) -> None:
+    """What the selected model carries about how it was chosen (saved with it), and the energy range
+    of its training data (eV per formula unit), so that predictions outside it can be flagged."""
     best.provenance_ = {
         "selected_by": "k-fold cross-validation",
         "setting": report.best,
         "test_rmse_mev_per_atom": report.test_rmse,
         "train_rmse_mev_per_atom": report.train_rmse,
         "n_train": report.n_train,
+        "training_energy_range_ev_per_fu": [float(np.min(e_train_per_fu)), float(np.max(e_train_per_fu))],
     }
     if committee:
         best.provenance_["committee"] = {**committee, "test_spearman_energy": report.committee["test_energy"]["spearman"]}
@@ -696,7 +698,7 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     if cfg.get("paths"):
         parts["paths"] = evaluate_paths(cfg["paths"], {summary[k]["label"]: fits[k]["model"] for k in fits})
     report = SelectionReport(**_clean(parts))
-    _record_provenance(best, report, committee)
+    _record_provenance(best, report, committee, (e / (n_atoms / 5.0))[train_idx])
     report.wall_time = time.perf_counter() - t0
     if workdir is not None:
         _write_outputs(workdir, best, report, parts, e, predictions, train_idx, test_idx, n_atoms, table, best_i,

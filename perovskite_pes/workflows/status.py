@@ -114,7 +114,9 @@ def campaign_status(name: str | None = None, lpad=None, store=None, finishing: i
         if m:
             metrics = m.get("metrics") or {}
             models[cname] = {
+                # n_train: the calculations the model was given; n_fit of them fitted it, n_test tested it
                 "id": m.get("id"), "name": m.get("name"), "path": m.get("path"), "n_train": m.get("n_train"),
+                "n_fit": metrics.get("n_train"), "n_test": metrics.get("n_test"),
                 "created": str(m.get("created")),
                 "errors": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "rmse" in k.lower()
                            or k.lower().endswith("mae")},
