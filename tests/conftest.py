@@ -13,6 +13,12 @@ import pytest
 
 from cli_support import pes
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one worker per core: each keeps to one thread (torch, BLAS, and the processes tests start), so
+    # workers never spin-wait for each other's cores
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 #: environment variables that would point a test at a user's data
 _PES_VARS = (
     "PES_MONGO_URI", "PES_MONGO_HOST", "PES_MONGO_PORT", "PES_MONGO_USER", "PES_MONGO_PASSWORD",

@@ -15,10 +15,15 @@ def _temporary_pes_home(tmp_path, monkeypatch):
     monkeypatch.setenv("PES_HOME", str(tmp_path / "pes_home"))
 
 
-has_cp2k = pytest.mark.skipif(
+_skip_without_cp2k = pytest.mark.skipif(
     shutil.which("cp2k.psmp") is None or shutil.which("mpirun") is None,
     reason="CP2K (cp2k.psmp + mpirun) not installed; see 'pes calc check'",
 )
+
+
+def has_cp2k(test):
+    """A test that runs real CP2K: marked ``dft`` (``pytest -m dft``), skipped where CP2K is missing."""
+    return pytest.mark.dft(_skip_without_cp2k(test))
 
 #: cheap settings for tests only (production: 400 Ry, mesh from the cell)
 CHEAP = {"cutoff": 200, "rel_cutoff": 30, "kpoints": [2, 2, 2], "eps_scf": 1e-6, "polling_time_step": 0.2}

@@ -20,7 +20,8 @@ from perovskite_pes.calculators.cp2k_custodian import grid_charge_error, scf_con
 from perovskite_pes.structure.reference import Perovskite
 
 _CP2K = check_calculators(["cp2k"])[0]
-pytestmark = pytest.mark.skipif(not _CP2K["usable"], reason=f"CP2K not usable here: {_CP2K['detail']}")
+#: real CP2K runs: marked dft (``pytest -m dft``; CI runs them), skipped where CP2K cannot run
+pytestmark = [pytest.mark.dft, pytest.mark.skipif(not _CP2K["usable"], reason=f"CP2K not usable here: {_CP2K['detail']}")]
 
 #: cheap settings for these tests only: minimal basis, 150 Ry, 2x2x2 mesh on the 5-atom cell
 CHEAP = {

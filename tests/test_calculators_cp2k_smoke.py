@@ -24,7 +24,8 @@ N_CONFIGS = 10
 
 
 _CP2K = check_calculators(["cp2k"])[0]
-pytestmark = pytest.mark.skipif(not _CP2K["usable"], reason=f"CP2K not usable here: {_CP2K['detail']}")
+#: real CP2K runs: marked dft (``pytest -m dft``; CI runs them), skipped where CP2K cannot run
+pytestmark = [pytest.mark.dft, pytest.mark.skipif(not _CP2K["usable"], reason=f"CP2K not usable here: {_CP2K['detail']}")]
 
 
 @pytest.fixture(scope="module")
