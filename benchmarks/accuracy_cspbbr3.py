@@ -39,8 +39,20 @@ from pathlib import Path
 import numpy as np
 
 TILTED = [
-    "a+b+c+", "a+a+a+", "a+b-c-", "a+a+c-", "a+b-b-", "a-b-c-", "a-b-b-",
-    "a-a-a-", "a0b+b+", "a0b+c-", "a0b-c-", "a0b-b-", "a0a0c+", "a0a0c-",
+    "a+b+c+",
+    "a+a+a+",
+    "a+b-c-",
+    "a+a+c-",
+    "a+b-b-",
+    "a-b-c-",
+    "a-b-b-",
+    "a-a-a-",
+    "a0b+b+",
+    "a0b+c-",
+    "a0b-c-",
+    "a0b-b-",
+    "a0a0c+",
+    "a0a0c-",
 ]
 
 
@@ -163,7 +175,9 @@ def sample(ref, n_tilt, n_random, n_strain, seed):
             c = random_tilt(ref, rng)
             parent, system = c.displacements, c.tags["tilt_system"]
         u = parent + ball(rng, ref.n_atoms, 0.02)
-        out.append(Configuration(ref, u, nsphere(rng, 6, amp), {"kind": "strain", "parent": system, "amplitude": float(amp)}))
+        out.append(
+            Configuration(ref, u, nsphere(rng, 6, amp), {"kind": "strain", "parent": system, "amplitude": float(amp)})
+        )
     return out
 
 
@@ -182,7 +196,9 @@ def paths(ref, labeller, n_path):
     seg2 = interpolate(beta, gamma, half + 1, align=True)
     for i, c in enumerate(seg1 + seg2[1:]):
         x = i / half  # 0 = cubic, 1 = tetragonal, 2 = orthorhombic
-        out.append(Configuration(ref, c.displacements, c.strain, {"kind": "path", "path": "alpha-beta-gamma", "x": float(x)}))
+        out.append(
+            Configuration(ref, c.displacements, c.strain, {"kind": "path", "path": "alpha-beta-gamma", "x": float(x)})
+        )
     for angle in np.linspace(0, 15, n_path):
         d = tilt_configuration(ref, "a0a0c+", angle).displacements if angle > 0 else np.zeros((ref.n_atoms, 3))
         out.append(Configuration(ref, d, None, {"kind": "path", "path": "in-phase tilt", "x": float(angle)}))
@@ -223,7 +239,14 @@ def read_dataset(path: Path):
     for atoms in read(str(path), index=":", format="extxyz"):
         key = atoms.info["pes_reference"]
         ref = refs.setdefault(key, ReferenceSupercell.from_dict(json.loads(key)))
-        configs.append(Configuration(ref, atoms.arrays["pes_displacement"], np.asarray(atoms.info["pes_strain"]), json.loads(atoms.info["pes_tags"])))
+        configs.append(
+            Configuration(
+                ref,
+                atoms.arrays["pes_displacement"],
+                np.asarray(atoms.info["pes_strain"]),
+                json.loads(atoms.info["pes_tags"]),
+            )
+        )
         e.append(atoms.get_potential_energy())
         f.append(atoms.get_forces())
     return configs, np.array(e), np.array(f)
@@ -262,14 +285,25 @@ def path_data(configs, energies):
         if not idx:
             continue
         idx.sort(key=lambda i: configs[i].tags["x"])
-        xlabel = {"alpha-beta-gamma": "cubic (0) -> tetragonal (1) -> orthorhombic (2)", "volume": "volumetric strain",
-                  "in-phase tilt": "a0a0c+ tilt angle (deg)", "anti-phase tilt": "a0a0c- tilt angle (deg)"}[name]
-        out[name] = {"x": [configs[i].tags["x"] for i in idx], "configs": [configs[i] for i in idx], "energies": energies[idx], "xlabel": xlabel}
+        xlabel = {
+            "alpha-beta-gamma": "cubic (0) -> tetragonal (1) -> orthorhombic (2)",
+            "volume": "volumetric strain",
+            "in-phase tilt": "a0a0c+ tilt angle (deg)",
+            "anti-phase tilt": "a0a0c- tilt angle (deg)",
+        }[name]
+        out[name] = {
+            "x": [configs[i].tags["x"] for i in idx],
+            "configs": [configs[i] for i in idx],
+            "energies": energies[idx],
+            "xlabel": xlabel,
+        }
     return out
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--calculator", default="sevennet")
     p.add_argument("--n-tilt", type=int, default=1500)
     p.add_argument("--n-random", type=int, default=1500)
@@ -279,27 +313,57 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads for labelling")
     p.add_argument("--generate-only", action="store_true")
     p.add_argument("--quick", action="store_true", help="small data set and short training (smoke run)")
-    p.add_argument("--models", default="site,linear", help="model types in the CV grid (cluster, site, linear, pair); "
-                   "cluster nets on 11p+t+o take ~10 min per fit on a busy 2-core machine")
-    p.add_argument("--clusters", default="11p+t+o,30p+t+o", help="comma-separated cluster sets for the grid (11p: pairs up to "
-                   "7.2 A, 30p: up to 11.7 A, the 2x2x2 cell edge)")
+    p.add_argument(
+        "--models",
+        default="site,linear",
+        help="model types in the CV grid (cluster, site, linear, pair); "
+        "cluster nets on 11p+t+o take ~10 min per fit on a busy 2-core machine",
+    )
+    p.add_argument(
+        "--clusters",
+        default="11p+t+o,30p+t+o",
+        help="comma-separated cluster sets for the grid (11p: pairs up to "
+        "7.2 A, 30p: up to 11.7 A, the 2x2x2 cell edge)",
+    )
     p.add_argument("--orders", default="4", help="comma-separated basis orders for the grid")
-    p.add_argument("--metric", default="inv", choices=["lin", "quad", "log", "inv"], help="pair deformation metric (one for the whole grid)")
+    p.add_argument(
+        "--metric",
+        default="inv",
+        choices=["lin", "quad", "log", "inv"],
+        help="pair deformation metric (one for the whole grid)",
+    )
     p.add_argument("--layers", default="1")
     p.add_argument("--nodes", default="8")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--n-jobs", type=int, default=2)
-    p.add_argument("--epochs", default="0", help="Adam epochs per batch-size stage (2,10,100,1000), one number or one per "
-                   "stage; 0: no Adam (with the linear term, L-BFGS from the ridge start did best here)")
-    p.add_argument("--no-linear-term", action="store_true", help="nets without the linear term (a ridge linear CE the MLPs correct)")
-    p.add_argument("--net-order", type=int, default=2, help="highest degree of the basis functions the MLPs see (the linear "
-                   "term sees all up to the basis order); 0: all")
-    p.add_argument("--lbfgs-iterations", type=int, default=1000, help="full-batch L-BFGS refinement after Adam (0: Adam only)")
+    p.add_argument(
+        "--epochs",
+        default="0",
+        help="Adam epochs per batch-size stage (2,10,100,1000), one number or one per "
+        "stage; 0: no Adam (with the linear term, L-BFGS from the ridge start did best here)",
+    )
+    p.add_argument(
+        "--no-linear-term",
+        action="store_true",
+        help="nets without the linear term (a ridge linear CE the MLPs correct)",
+    )
+    p.add_argument(
+        "--net-order",
+        type=int,
+        default=2,
+        help="highest degree of the basis functions the MLPs see (the linear "
+        "term sees all up to the basis order); 0: all",
+    )
+    p.add_argument(
+        "--lbfgs-iterations", type=int, default=1000, help="full-batch L-BFGS refinement after Adam (0: Adam only)"
+    )
     p.add_argument("--batch-sizes", default="2,10,100,1000")
     p.add_argument("--learning-rate", type=float, default=3e-3)
     p.add_argument("--patience", type=int, default=30)
     p.add_argument("--force-weight", type=float, default=0.0)
-    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty on the nets' weight matrices (mean square weight)")
+    p.add_argument(
+        "--weight-decay", type=float, default=0.0, help="L2 penalty on the nets' weight matrices (mean square weight)"
+    )
     p.add_argument("--learning-curve", default="0.1,0.25,0.5,1.0")
     p.add_argument("--max-train", type=int, default=5000, help="the issue's cap on training configurations")
     p.add_argument("--out", default=None, help="report folder (default $PES_HOME/reports/accuracy_cspbbr3)")
@@ -326,16 +390,28 @@ def main(argv=None):
     epochs = ints(args.epochs)
     epochs = epochs[0] if len(epochs) == 1 else epochs
     settings = {
-        "grid": {"model": args.models.split(","), "clusters": args.clusters.split(","), "max_order": ints(args.orders),
-                 "layers": ints(args.layers), "nodes": ints(args.nodes)},
+        "grid": {
+            "model": args.models.split(","),
+            "clusters": args.clusters.split(","),
+            "max_order": ints(args.orders),
+            "layers": ints(args.layers),
+            "nodes": ints(args.nodes),
+        },
         "metric": args.metric,
         "n_folds": args.folds,
         "n_jobs": args.n_jobs,
         "seed": args.seed,
-        "training": {"batch_sizes": ints(args.batch_sizes), "epochs": epochs, "learning_rate": args.learning_rate,
-                     "patience": args.patience, "force_weight": args.force_weight, "weight_decay": args.weight_decay,
-                     "lbfgs_iterations": args.lbfgs_iterations, "linear_term": not args.no_linear_term,
-                     "net_order": args.net_order or None},
+        "training": {
+            "batch_sizes": ints(args.batch_sizes),
+            "epochs": epochs,
+            "learning_rate": args.learning_rate,
+            "patience": args.patience,
+            "force_weight": args.force_weight,
+            "weight_decay": args.weight_decay,
+            "lbfgs_iterations": args.lbfgs_iterations,
+            "linear_term": not args.no_linear_term,
+            "net_order": args.net_order or None,
+        },
         "learning_curve": [float(x) for x in args.learning_curve.split(",")] if args.learning_curve else None,
         "paths": path_data(configs, energies),
     }
@@ -348,12 +424,16 @@ def main(argv=None):
 
 
 def print_report(report, wall, out):
-    print(f"\n{report['n_configurations']} configurations: {report['n_train']} train / {report['n_test']} test; "
-          f"selection + refits took {wall:.0f} s")
+    print(
+        f"\n{report['n_configurations']} configurations: {report['n_train']} train / {report['n_test']} test; "
+        f"selection + refits took {wall:.0f} s"
+    )
     print("\ncross-validation (RMSE meV/atom, mean +- std over folds)")
     for r in report["cv_table"]:
-        print(f"  {r['label']:<32} train {r['train_rmse_mean']:7.3f} +- {r['train_rmse_std']:.3f}   "
-              f"validation {r['val_rmse_mean']:7.3f} +- {r['val_rmse_std']:.3f}")
+        print(
+            f"  {r['label']:<32} train {r['train_rmse_mean']:7.3f} +- {r['train_rmse_std']:.3f}   "
+            f"validation {r['val_rmse_mean']:7.3f} +- {r['val_rmse_std']:.3f}"
+        )
     print(f"\nselected: {report['best_label']}")
     kinds = sorted({k for m in report["models"].values() for k in m["test_per_kind"]})
     head = f"  {'model':<32}{'train':>8}{'test':>8}{'<125meV':>9}" + "".join(f"{k:>9}" for k in kinds)
@@ -373,8 +453,10 @@ def print_report(report, wall, out):
         for name, pth in report["paths"].items():
             print(f"  {name:<20}" + "  ".join(f"{k}: {v:.3f}" for k, v in pth["rmse_mev_per_atom"].items()))
     best = report["models"]["best"]["test"]
-    print(f"\ntarget: test RMSE <= 1 meV/atom (got {best['rmse_mev_per_atom']:.3f}), "
-          f"<= 0.5 within 125 meV/f.u. (got {best['rmse_low_mev_per_atom']:.3f})")
+    print(
+        f"\ntarget: test RMSE <= 1 meV/atom (got {best['rmse_mev_per_atom']:.3f}), "
+        f"<= 0.5 within 125 meV/f.u. (got {best['rmse_low_mev_per_atom']:.3f})"
+    )
     print(f"report and figures: {out}")
 
 

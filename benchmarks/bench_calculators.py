@@ -86,7 +86,9 @@ def main(argv=None) -> int:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
     for r in [header, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
-    print(f"(cpu cores: {os.cpu_count()}, torch threads: {args.threads}; s/calc: median of {args.repeat} for ML models)")
+    print(
+        f"(cpu cores: {os.cpu_count()}, torch threads: {args.threads}; s/calc: median of {args.repeat} for ML models)"
+    )
     return 0
 
 

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         t1 = time.perf_counter()
         configs = [x["config"] for x in data]
         for i in range(0, len(configs), 256):
-            fz.featurize(configs[i:i + 256])
+            fz.featurize(configs[i : i + 256])
         feat_s = (t_build, time.perf_counter() - t1)
 
     in_launches = t["launch_seconds"]
@@ -80,13 +80,18 @@ def main(argv=None) -> int:
     n_fw = status["fireworks"]["total"]
 
     print(f"campaign {spec.name} ({args.spec}) on {store.settings.describe()}")
-    print(f"  Fireworks: {n_fw} ({status['fireworks']['by_state']}), configurations: {status['data']['configurations']}")
+    print(
+        f"  Fireworks: {n_fw} ({status['fireworks']['by_state']}), configurations: {status['data']['configurations']}"
+    )
     for cname, c in status["data"]["calculations"].items():
         print(f"  calculations ({cname}): {c['completed']} completed, {c['failed']} failed")
     m = next(iter(status["active_models"].values()), None)
     if m:
-        print(f"  model: {m['name']} on {m['n_train']} calculations; " +
-              ", ".join(f"{k}={v:.3g}" for k, v in m["errors"].items()) + " (meV/atom)")
+        print(
+            f"  model: {m['name']} on {m['n_train']} calculations; "
+            + ", ".join(f"{k}={v:.3g}" for k, v in m["errors"].items())
+            + " (meV/atom)"
+        )
     print()
     print(f"{'stage':28s} {'seconds':>9s} {'share':>7s}")
     rows = [(k, v) for k, v in stages.items()]
@@ -96,11 +101,17 @@ def main(argv=None) -> int:
     print(f"{'total wall time':28s} {wall:9.1f}")
     print()
     store_s = stages.get("store", 0.0) + stages.get("load_data", 0.0) + stages.get("register", 0.0)
-    print(f"share in FireWorks: {100 * fireworks_s / wall:.1f}%   in the store (inside tasks): {100 * store_s / wall:.1f}%")
-    print(f"Firework rate: {n_fw / wall:.2f} fw/s overall; FireWorks overhead {fireworks_s / max(n_fw, 1):.2f} s per Firework")
+    print(
+        f"share in FireWorks: {100 * fireworks_s / wall:.1f}%   in the store (inside tasks): {100 * store_s / wall:.1f}%"
+    )
+    print(
+        f"Firework rate: {n_fw / wall:.2f} fw/s overall; FireWorks overhead {fireworks_s / max(n_fw, 1):.2f} s per Firework"
+    )
     if feat_s is not None:
-        print(f"featurise (measured separately, part of 'train'): build {feat_s[0]:.1f} s + "
-              f"{len(data)} configurations {feat_s[1]:.1f} s; loading them from the store {t_load:.1f} s")
+        print(
+            f"featurise (measured separately, part of 'train'): build {feat_s[0]:.1f} s + "
+            f"{len(data)} configurations {feat_s[1]:.1f} s; loading them from the store {t_load:.1f} s"
+        )
     print("per step kind (launch seconds): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(t["per_kind"].items())))
     from perovskite_pes.db import close_store
 

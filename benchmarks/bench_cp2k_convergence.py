@@ -66,9 +66,18 @@ def run(args) -> list[dict]:
             workdir = out.parent / "convergence" / f"{name.replace('-', 'm')}_{cutoff:g}Ry_k{k}"
             logger.info("%s at %g Ry, %dx%dx%d k-points ...", name, cutoff, k, k, k)
             r = calc.calculate(structure, workdir=workdir)
-            row = {"structure": name, "cutoff": cutoff, "k": k, "status": r.status, "energy": r.energy,
-                   "wall_time": r.wall_time, "error": r.error, "settings_hash": r.settings_hash,
-                   "version": r.version, "output_dir": r.output_dir}
+            row = {
+                "structure": name,
+                "cutoff": cutoff,
+                "k": k,
+                "status": r.status,
+                "energy": r.energy,
+                "wall_time": r.wall_time,
+                "error": r.error,
+                "settings_hash": r.settings_hash,
+                "version": r.version,
+                "output_dir": r.output_dir,
+            }
             with out.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             done[(name, cutoff, k)] = row
@@ -84,18 +93,32 @@ def table(rows: list[dict], n_formula_units: int = 8) -> list[dict]:
     for (cutoff, k), pair in sorted(by.items()):
         if len(pair) == 2:
             de = (pair["a0a0c-"]["energy"] - pair["cubic"]["energy"]) / n_formula_units * 1000
-            out.append({"cutoff": cutoff, "k": k, "tilt_meV_per_fu": de,
-                        "seconds": [pair["cubic"]["wall_time"], pair["a0a0c-"]["wall_time"]]})
+            out.append(
+                {
+                    "cutoff": cutoff,
+                    "k": k,
+                    "tilt_meV_per_fu": de,
+                    "seconds": [pair["cubic"]["wall_time"], pair["a0a0c-"]["wall_time"]],
+                }
+            )
     return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.path.join(os.environ.get("PES_HOME", "."), "bench_cp2k_convergence.jsonl"))
-    p.add_argument("--cutoffs", default="350,450,250", type=lambda s: [float(x) for x in s.split(",")],
-                   help="cutoffs (Ry) scanned at --base-k, in this order")
-    p.add_argument("--kmeshes", default="1,2,3", type=lambda s: [int(x) for x in s.split(",")],
-                   help="n of the n x n x n supercell meshes scanned at --k-cutoff")
+    p.add_argument(
+        "--cutoffs",
+        default="350,450,250",
+        type=lambda s: [float(x) for x in s.split(",")],
+        help="cutoffs (Ry) scanned at --base-k, in this order",
+    )
+    p.add_argument(
+        "--kmeshes",
+        default="1,2,3",
+        type=lambda s: [int(x) for x in s.split(",")],
+        help="n of the n x n x n supercell meshes scanned at --k-cutoff",
+    )
     p.add_argument("--base-k", type=int, default=2)
     p.add_argument("--k-cutoff", type=float, default=250.0)
     p.add_argument("--angle", type=float, default=8.0, help="a0a0c- tilt angle (degrees)")

@@ -66,8 +66,10 @@ def main(argv=None) -> int:
             f_mat[:, j, i] += strain[:, k]
     pos = torch.as_tensor(np.einsum("bni,bij->bnj", ref.positions[None] + disp, f_mat))
     lat = torch.as_tensor(np.einsum("ij,bjk->bik", ref.lattice, f_mat))
-    print(f"perovskite-pes descriptor benchmark: {ref.n_atoms}-atom CsPbBr3 supercell, clusters {args.clusters}, "
-          f"{n} configurations, {args.threads} torch threads, batch {args.batch_size}")
+    print(
+        f"perovskite-pes descriptor benchmark: {ref.n_atoms}-atom CsPbBr3 supercell, clusters {args.clusters}, "
+        f"{n} configurations, {args.threads} torch threads, batch {args.batch_size}"
+    )
     print(f"input arrays: {(pos.numel() + lat.numel()) * 8 / 2**20:.1f} MiB; RSS {rss_mb():.0f} MiB")
 
     for order in args.orders:

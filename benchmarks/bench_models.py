@@ -76,7 +76,9 @@ def bench_6x6x6(args):
     models = {
         "cluster net 7p+t+o o2 1x8": ClusterNet(featurizer=fz, hidden_layers=(8,), **quick).fit(configs, energies),
         "site net 11p+t+o o2 1x16": SiteNet(featurizer=fz11, hidden_layers=(16,), **quick).fit(configs, energies),
-        "site net 30p+t+o o4 inv": SiteNet(featurizer=fz30, hidden_layers=(8,), linear_term=True, net_order=2, **quick).fit(configs, energies),
+        "site net 30p+t+o o4 inv": SiteNet(
+            featurizer=fz30, hidden_layers=(8,), linear_term=True, net_order=2, **quick
+        ).fit(configs, energies),
         "site net 7p+t+o o2 1x8": SiteNet(featurizer=fz, hidden_layers=(8,), **quick).fit(configs, energies),
         "linear CE 7p+t+o o2": LinearCE(featurizer=fz).fit(configs, energies),
         "pair potential": PairPotential().fit(configs, energies),
@@ -90,8 +92,12 @@ def bench_6x6x6(args):
         m.predict([config])  # builds the 6x6x6 featurizer / pair list once
     setup = time.perf_counter() - t0
     for name, m in models.items():
-        t_ef = _timeit(lambda m=m: m.compute(config.positions, config.lattice, big, forces=True, stress=True), args.repeat)
-        t_e = _timeit(lambda m=m: m.compute(config.positions, config.lattice, big, forces=False, stress=False), args.repeat)
+        t_ef = _timeit(
+            lambda m=m: m.compute(config.positions, config.lattice, big, forces=True, stress=True), args.repeat
+        )
+        t_e = _timeit(
+            lambda m=m: m.compute(config.positions, config.lattice, big, forces=False, stress=False), args.repeat
+        )
         rows.append((name, t_e, t_ef))
     print(f"  (one-off setup for the 6x6x6 cell, all models: {setup:.2f} s)")
     surrogates = {}
@@ -103,12 +109,18 @@ def bench_6x6x6(args):
 
             calc = get_calculator(name, threads=args.threads)
             # a new structure every call: ASE calculators return cached results for unchanged atoms
-            shaken = [Configuration(big, config.displacements + rng.normal(0, 1e-3, (big.n_atoms, 3)), config.strain).to_structure()
-                      for _ in range(max(1, args.repeat // 2) + 1)]
+            shaken = [
+                Configuration(
+                    big, config.displacements + rng.normal(0, 1e-3, (big.n_atoms, 3)), config.strain
+                ).to_structure()
+                for _ in range(max(1, args.repeat // 2) + 1)
+            ]
             it = iter(shaken)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                surrogates[name] = _timeit(lambda calc=calc, it=it: _check(calc.calculate(next(it))), max(1, args.repeat // 2))
+                surrogates[name] = _timeit(
+                    lambda calc=calc, it=it: _check(calc.calculate(next(it))), max(1, args.repeat // 2)
+                )
         except Exception as exc:  # report and continue: a missing surrogate must not hide the model timings
             print(f"  {name}: not timed ({exc})")
     print(f"\n  {'model':<30}{'energy (s)':>12}{'E+F+S (s)':>12}" + "".join(f"{'vs ' + k:>14}" for k in surrogates))
@@ -130,11 +142,20 @@ def bench_cv(args):
     configs, energies = synthetic_set(ref, args.n_configs, seed=2)
     t_data = time.perf_counter() - t0
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
-    cfg = merge_settings({
-        "grid": {"model": ["cluster"], "clusters": ["7p+t+o"], "max_order": [2], "layers": [1], "nodes": [8]},
-        "n_folds": args.folds, "n_jobs": args.n_jobs, "progress": True,
-        "training": {"batch_sizes": ints(args.batch_sizes), "epochs": ints(args.epochs), "learning_rate": 1e-3, "patience": None},
-    })
+    cfg = merge_settings(
+        {
+            "grid": {"model": ["cluster"], "clusters": ["7p+t+o"], "max_order": [2], "layers": [1], "nodes": [8]},
+            "n_folds": args.folds,
+            "n_jobs": args.n_jobs,
+            "progress": True,
+            "training": {
+                "batch_sizes": ints(args.batch_sizes),
+                "epochs": ints(args.epochs),
+                "learning_rate": 1e-3,
+                "patience": None,
+            },
+        }
+    )
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     bank = FeatureBank(configs, cfg, progress=True)
@@ -147,15 +168,19 @@ def bench_cv(args):
     r = table[0]
     print(f"\nCV of the cluster net (7p+t+o, order 2, 1x8) on {len(configs)} configurations")
     print(f"  synthetic labels: {t_data:.1f} s; features of all configurations: {t_feat:.1f} s")
-    print(f"  {args.folds}-fold CV with {args.n_jobs} workers, batch sizes {args.batch_sizes}, epochs {args.epochs}: "
-          f"{t_cv:.1f} s = {t_cv / 60:.1f} min (mean fit {r['fit_time_mean']:.1f} s per fold)")
+    print(
+        f"  {args.folds}-fold CV with {args.n_jobs} workers, batch sizes {args.batch_sizes}, epochs {args.epochs}: "
+        f"{t_cv:.1f} s = {t_cv / 60:.1f} min (mean fit {r['fit_time_mean']:.1f} s per fold)"
+    )
     print(f"  validation RMSE {r['val_rmse_mean']:.3f} +- {r['val_rmse_std']:.3f} meV/atom (synthetic energies)")
     return t_cv
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=1, help="torch threads for the 6x6x6 timings (same for the surrogates)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads for the 6x6x6 timings (same for the surrogates)"
+    )
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--surrogates", default="sevennet,chgnet")
     p.add_argument("--skip-cv", action="store_true")

@@ -41,10 +41,13 @@ def _models(quick_fit: dict):
     fz = Featurizer(small, clusters="7p+t+o", max_order=2)
     fz30 = Featurizer(small, clusters="30p+t+o", max_order=4, metric="inv")
     return {
-        "cluster net 7p+t+o o2 1x8 (paper)": ClusterNet(featurizer=fz, hidden_layers=(8,), **quick_fit).fit(configs, energies),
+        "cluster net 7p+t+o o2 1x8 (paper)": ClusterNet(featurizer=fz, hidden_layers=(8,), **quick_fit).fit(
+            configs, energies
+        ),
         "linear CE 7p+t+o o2": LinearCE(featurizer=fz).fit(configs, energies),
-        "site net 30p+t+o o4 inv (recommended)": SiteNet(featurizer=fz30, hidden_layers=(8,), linear_term=True, net_order=2,
-                                                        **quick_fit).fit(configs, energies),
+        "site net 30p+t+o o4 inv (recommended)": SiteNet(
+            featurizer=fz30, hidden_layers=(8,), linear_term=True, net_order=2, **quick_fit
+        ).fit(configs, energies),
     }
 
 
@@ -58,8 +61,16 @@ def _md_step_time(calc, config, steps: int) -> float:
     thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dyn = LangevinBAOAB(atoms, timestep=4 * units.fs, temperature_K=300, T_tau=100 * units.fs, externalstress=0.0,
-                            hydrostatic=False, P_tau=1000 * units.fs, rng=np.random.default_rng(1))
+        dyn = LangevinBAOAB(
+            atoms,
+            timestep=4 * units.fs,
+            temperature_K=300,
+            T_tau=100 * units.fs,
+            externalstress=0.0,
+            hydrostatic=False,
+            P_tau=1000 * units.fs,
+            rng=np.random.default_rng(1),
+        )
     dyn.step()  # warm-up: builds the supercell's featurizer and caches
     times = []
     for _ in range(steps):
@@ -138,22 +149,41 @@ def bench_mc(models, sizes, args):
                     ge.commit([False])
                     g += 1
                 glob = g / (time.perf_counter() - t0)
-                row["models"][name] = {"local_moves_per_s": local, "global_moves_per_s": glob, "classes": len(classes),
-                                       "setup_s": setup}
+                row["models"][name] = {
+                    "local_moves_per_s": local,
+                    "global_moves_per_s": glob,
+                    "classes": len(classes),
+                    "setup_s": setup,
+                }
             rows.append(row)
             print(f"\nMC trial moves on {n}x{n}x{n} = {ref.n_atoms} atoms (one torch thread):")
             for name, r in row["models"].items():
-                print(f"  {name:<40} local {r['local_moves_per_s']:9.0f}/s ({r['classes']} classes, setup {r['setup_s']:.1f} s)"
-                      f"   full evaluation {r['global_moves_per_s']:7.1f}/s   ratio {r['local_moves_per_s'] / r['global_moves_per_s']:6.0f}x")
+                print(
+                    f"  {name:<40} local {r['local_moves_per_s']:9.0f}/s ({r['classes']} classes, setup {r['setup_s']:.1f} s)"
+                    f"   full evaluation {r['global_moves_per_s']:7.1f}/s   ratio {r['local_moves_per_s'] / r['global_moves_per_s']:6.0f}x"
+                )
     return rows
 
 
 def bench_heat(model, args):
     from perovskite_pes.simulation.transitions import TransitionScan
 
-    scan = TransitionScan(model, supercell=args.heat_size, method="md", t_min=100.0, t_max=500.0, t_step=args.heat_step,
-                          steps=args.heat_steps, equilibration=args.heat_equilibration, seeds=(0,), directions=("heat",),
-                          heat_start="a+b-b-", ensemble="npt", timestep_fs=4.0, max_displacement=5.0)
+    scan = TransitionScan(
+        model,
+        supercell=args.heat_size,
+        method="md",
+        t_min=100.0,
+        t_max=500.0,
+        t_step=args.heat_step,
+        steps=args.heat_steps,
+        equilibration=args.heat_equilibration,
+        seeds=(0,),
+        directions=("heat",),
+        heat_start="a+b-b-",
+        ensemble="npt",
+        timestep_fs=4.0,
+        max_displacement=5.0,
+    )
     t0 = time.perf_counter()
     try:
         res = scan.run(progress=True)
@@ -165,9 +195,11 @@ def bench_heat(model, args):
         print(f"  (stopped: {exc})")
     n_t = int(round(400 / args.heat_step)) + 1
     total = n_t * (args.heat_steps + args.heat_equilibration)
-    print(f"\nHeating run 100 -> 500 K, {args.heat_size}^3 cell, {n_t} temperatures x "
-          f"{args.heat_equilibration}+{args.heat_steps} steps of 4 fs ({total * 4e-3:.0f} ps, "
-          f"{400 / (total * 4e-6):.0f} K/ns): {wall / 60:.1f} min for {steps} steps")
+    print(
+        f"\nHeating run 100 -> 500 K, {args.heat_size}^3 cell, {n_t} temperatures x "
+        f"{args.heat_equilibration}+{args.heat_steps} steps of 4 fs ({total * 4e-3:.0f} ps, "
+        f"{400 / (total * 4e-6):.0f} K/ns): {wall / 60:.1f} min for {steps} steps"
+    )
     return {"wall_s": wall, "steps": steps, "planned_steps": total}
 
 
@@ -178,8 +210,12 @@ def main(argv=None):
     p.add_argument("--md-steps", type=int, default=10)
     p.add_argument("--surrogate", default="sevennet", help="surrogate for the MD ratio ('' to skip)")
     p.add_argument("--surrogate-steps", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2,
-                   help="torch threads of the models and the surrogate (one is fastest on a shared, loaded machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads of the models and the surrogate (one is fastest on a shared, loaded machine)",
+    )
     p.add_argument("--mc-seconds", type=float, default=10.0)
     p.add_argument("--skip-md", action="store_true")
     p.add_argument("--skip-mc", action="store_true")

@@ -49,18 +49,27 @@ def make_records(ref, start: int, n: int, rng):
     for i in range(start, start + n):
         tags = {"method": METHODS[i % len(METHODS)], "tilt_system": TILTS[i % len(TILTS)], "index": i}
         config = Configuration(ref, rng.normal(0, 0.08, (N_ATOMS, 3)), rng.normal(0, 0.01, 6), tags)
-        result = dict(energy=-150.0 + rng.normal(0, 0.5), forces=rng.normal(0, 0.5, (N_ATOMS, 3)),
-                      stress=rng.normal(0, 1e-3, 6), calculator="sevennet", version="0.13.0",
-                      settings={"model": "7net-mf-0", "modal": "PBE"}, settings_hash="bench-h1", wall_time=0.5,
-                      status="completed")
+        result = dict(
+            energy=-150.0 + rng.normal(0, 0.5),
+            forces=rng.normal(0, 0.5, (N_ATOMS, 3)),
+            stress=rng.normal(0, 1e-3, 6),
+            calculator="sevennet",
+            version="0.13.0",
+            settings={"model": "7net-mf-0", "modal": "PBE"},
+            settings_hash="bench-h1",
+            wall_time=0.5,
+            status="completed",
+        )
         out.append(ImportRecord(config, validate_result(result, N_ATOMS, f"record {i}"), f"record {i}"))
     return out
 
 
 #: runs a command and writes its peak RSS (KiB) to a file: started from this small process, the child's
 #: figure does not inherit the benchmark's own memory (Linux keeps the high-water mark across fork)
-_LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[2:]); _, status, usage = os.wait4(p.pid, 0); "
-             "open(sys.argv[1], 'w').write(str(usage.ru_maxrss)); sys.exit(os.waitstatus_to_exitcode(status))")
+_LAUNCHER = (
+    "import os, subprocess, sys; p = subprocess.Popen(sys.argv[2:]); _, status, usage = os.wait4(p.pid, 0); "
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss)); sys.exit(os.waitstatus_to_exitcode(status))"
+)
 
 
 def run_child(args: list[str], env: dict) -> tuple[float, float, str]:
@@ -68,8 +77,9 @@ def run_child(args: list[str], env: dict) -> tuple[float, float, str]:
     with tempfile.TemporaryDirectory() as tmp:
         rss_file = Path(tmp) / "rss"
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", _LAUNCHER, str(rss_file), *args], capture_output=True, text=True,
-                              env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, str(rss_file), *args], capture_output=True, text=True, env=env
+        )
         wall = time.perf_counter() - t0
         if proc.returncode:
             raise SystemExit(f"{' '.join(args)} failed: {proc.stderr.strip()}")
@@ -95,9 +105,14 @@ def bench_launchpad(home: Path, n_configs: int = 31_000, per_firework: int = 200
     store = get_store(Settings.load(environ={"PES_HOME": str(home)}))
     lp = store.get_launchpad()
     ids = [str(ObjectId()) for _ in range(n_configs)]
-    fws = [Firework(ScriptTask.from_str("true"), name=f"calculate {k}",
-                    spec={"config_ids": ids[k:k + per_firework], "pes_kind": "calculate"})
-           for k in range(0, n_configs, per_firework)]
+    fws = [
+        Firework(
+            ScriptTask.from_str("true"),
+            name=f"calculate {k}",
+            spec={"config_ids": ids[k : k + per_firework], "pes_kind": "calculate"},
+        )
+        for k in range(0, n_configs, per_firework)
+    ]
     t0 = time.perf_counter()
     lp.add_wf(Workflow(fws, name="paper-scale"))
     add = time.perf_counter() - t0
@@ -122,9 +137,13 @@ def main(argv=None) -> int:
     ap.add_argument("--mongo-uri", help="run against this MongoDB server instead (a fresh database, dropped after)")
     ap.add_argument("--home", help="PES_HOME (default: a fresh temporary directory)")
     ap.add_argument("--no-launchpad", action="store_true", help="skip the LaunchPad measurement")
-    ap.add_argument("--paired", type=int, default=3,
-                    help="chunks into a small store and into the full one, alternately, to compare them under the same "
-                    "machine load (default 3; 0 skips)")
+    ap.add_argument(
+        "--paired",
+        type=int,
+        default=3,
+        help="chunks into a small store and into the full one, alternately, to compare them under the same "
+        "machine load (default 3; 0 skips)",
+    )
     args = ap.parse_args(argv)
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="pes-bench-store-"))
@@ -144,8 +163,10 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     store = get_store()
     print(f"store: {store.describe()}  (machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f})")
-    print(f"chunks of {args.chunk:,}: seconds per chunk over the chunks stored since the previous line "
-          "(median, slowest), store size after them; the first chunk alone (it also pays for the set-up)")
+    print(
+        f"chunks of {args.chunk:,}: seconds per chunk over the chunks stored since the previous line "
+        "(median, slowest), store size after them; the first chunk alone (it also pays for the set-up)"
+    )
     print(f"{'stored':>8} {'median s':>9} {'max s':>7} {'store MB':>9} {'B/config':>9}")
     rows, window, training = [], [], None
     n_chunks = args.n // args.chunk
@@ -165,16 +186,26 @@ def main(argv=None) -> int:
         if k == 0 or (k + 1) % args.every == 0 or k == n_chunks - 1:
             size = store_bytes(store)
             n_now = stored + args.chunk
-            row = (n_now, float(np.median(window)), max(window), None if size is None else size / 1e6,
-                   None if size is None else size / n_now)
+            row = (
+                n_now,
+                float(np.median(window)),
+                max(window),
+                None if size is None else size / 1e6,
+                None if size is None else size / n_now,
+            )
             rows.append(row)
             window = []
-            print(f"{n_now:8,d} {row[1]:9.2f} {row[2]:7.2f} "
-                  + ("        -         -" if size is None else f"{row[3]:9.1f} {row[4]:9.0f}"), flush=True)
+            print(
+                f"{n_now:8,d} {row[1]:9.2f} {row[2]:7.2f} "
+                + ("        -         -" if size is None else f"{row[3]:9.1f} {row[4]:9.0f}"),
+                flush=True,
+            )
     n = n_chunks * args.chunk
     base = rows[1] if len(rows) > 2 else rows[0]  # the first chunk also pays for imports and symmetry set-up
-    print(f"median chunk near {n:,} / near {base[0]:,} stored: {rows[-1][1] / base[1]:.2f} (target <= 1.5); "
-          f"median chunk near {n:,}: {rows[-1][1]:.2f} s (target <= 5 s)")
+    print(
+        f"median chunk near {n:,} / near {base[0]:,} stored: {rows[-1][1] / base[1]:.2f} (target <= 1.5); "
+        f"median chunk near {n:,}: {rows[-1][1]:.2f} s (target <= 5 s)"
+    )
     if rows[-1][4] is not None:
         print(f"bytes per configuration with its calculation: {rows[-1][4]:.0f} (target <= 4,000)")
 
@@ -184,8 +215,9 @@ def main(argv=None) -> int:
         from perovskite_pes.settings import Settings
 
         small_home = Path(tempfile.mkdtemp(prefix="pes-bench-small-"))
-        small = Store.open(Settings.load(environ={**os.environ, "PES_HOME": str(small_home), "PES_MONGO_URI": "",
-                                                 "PES_DATABASE": ""}))
+        small = Store.open(
+            Settings.load(environ={**os.environ, "PES_HOME": str(small_home), "PES_MONGO_URI": "", "PES_DATABASE": ""})
+        )
         if not store.embedded:
             small.close()
             small = None
@@ -200,8 +232,10 @@ def main(argv=None) -> int:
                 times[label].append(time.perf_counter() - t0)
         if small is not None:
             a, b = np.median(times["small"]), np.median(times["large"])
-            print(f"alternating chunks ({args.paired} each): into a store of 1,000 {a:.2f} s, into this one ({n:,}) "
-                  f"{b:.2f} s: ratio {b / a:.2f} (target <= 1.5)")
+            print(
+                f"alternating chunks ({args.paired} each): into a store of 1,000 {a:.2f} s, into this one ({n:,}) "
+                f"{b:.2f} s: ratio {b / a:.2f} (target <= 1.5)"
+            )
             small.close()
         shutil.rmtree(small_home, ignore_errors=True)
 
@@ -211,9 +245,11 @@ def main(argv=None) -> int:
     s = Store.open(settings)
     st = s.stats()
     print(f"open + stats() in-process at {st['configurations']:,}: {time.perf_counter() - t0:.3f} s (target <= 1 s)")
-    queries = {"tilt_system=a0a0c+, emax": dict(tilt_system="a0a0c+", emax=-3.74),
-               "method=grid (all rows)": dict(method="grid"),
-               "calculator, window, limit 50": dict(calculator="sevennet", emin=-3.76, emax=-3.74, limit=50)}
+    queries = {
+        "tilt_system=a0a0c+, emax": dict(tilt_system="a0a0c+", emax=-3.74),
+        "method=grid (all rows)": dict(method="grid"),
+        "calculator, window, limit 50": dict(calculator="sevennet", emin=-3.76, emax=-3.74, limit=50),
+    }
     for label, q in queries.items():
         limit = q.pop("limit", None)
         t0 = time.perf_counter()
@@ -224,14 +260,22 @@ def main(argv=None) -> int:
     env = dict(os.environ)
     cmd = [sys.executable, "-m", "perovskite_pes"]
     t_imp, rss_imp, _ = run_child(cmd + ["db", "--help"], env)
-    for label, extra in (("pes db stats --json", ["db", "stats", "--json"]),
-                         ("pes db query --tilt-system a0a0c+ --emax -3.74 --json",
-                          ["db", "query", "--tilt-system", "a0a0c+", "--emax", "-3.74", "--json"]),
-                         ("pes db query --method grid --emin -3.76 --limit 100 --json",
-                          ["db", "query", "--method", "grid", "--emin", "-3.76", "--limit", "100", "--json"])):
+    for label, extra in (
+        ("pes db stats --json", ["db", "stats", "--json"]),
+        (
+            "pes db query --tilt-system a0a0c+ --emax -3.74 --json",
+            ["db", "query", "--tilt-system", "a0a0c+", "--emax", "-3.74", "--json"],
+        ),
+        (
+            "pes db query --method grid --emin -3.76 --limit 100 --json",
+            ["db", "query", "--method", "grid", "--emin", "-3.76", "--limit", "100", "--json"],
+        ),
+    ):
         wall, rss, out = run_child(cmd + extra, env)
         rows_out = json.loads(out)
-        what = f"{rows_out['configurations']:,} configurations" if isinstance(rows_out, dict) else f"{len(rows_out)} rows"
+        what = (
+            f"{rows_out['configurations']:,} configurations" if isinstance(rows_out, dict) else f"{len(rows_out)} rows"
+        )
         print(f"{label}: {wall:.2f} s, peak RSS {rss:.1f} MB ({what}; target <= 300 MB)")
     print(f"(pes db --help, i.e. Python start and imports only: {t_imp:.2f} s, {rss_imp:.1f} MB)")
 
@@ -243,8 +287,10 @@ def main(argv=None) -> int:
         lp_home = Path(tempfile.mkdtemp(prefix="pes-bench-lp-"))
         lp = bench_launchpad(lp_home)
         shutil.rmtree(lp_home, ignore_errors=True)
-        print(f"LaunchPad at the paper's scale: {lp['fireworks']} Fireworks of 200 configurations, file "
-              f"{lp['file_MB']:.1f} MB, add_wf {lp['add_s']:.2f} s, one write {lp['write_s'] * 1000:.0f} ms")
+        print(
+            f"LaunchPad at the paper's scale: {lp['fireworks']} Fireworks of 200 configurations, file "
+            f"{lp['file_MB']:.1f} MB, add_wf {lp['add_s']:.2f} s, one write {lp['write_s'] * 1000:.0f} ms"
+        )
     print(f"n = {n:,}; PES_HOME {home}")
     return 0
 

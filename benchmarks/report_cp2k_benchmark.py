@@ -57,8 +57,11 @@ def campaign_data(store) -> dict:
         "completed": len(done),
         "failed": {c["config_id"]: c.get("error") for c in calcs if c["status"] == "failed"},
         "seconds_per_40_atom_calculation": {
-            "n": len(seconds), "median": statistics.median(seconds) if seconds else None,
-            "min": min(seconds) if seconds else None, "max": max(seconds) if seconds else None},
+            "n": len(seconds),
+            "median": statistics.median(seconds) if seconds else None,
+            "min": min(seconds) if seconds else None,
+            "max": max(seconds) if seconds else None,
+        },
         "tilt_wells_meV_per_fu": wells,
     }
 
@@ -101,21 +104,29 @@ def read_run(directory: Path) -> dict:
     force_block = out.rsplit("ATOMIC FORCES in [a.u.]", 1)
     max_force = None
     if len(force_block) == 2:
-        rows = [ln.split() for ln in force_block[1].split("SUM OF ATOMIC FORCES", 1)[0].splitlines()
-                if re.match(r"^\s+\d+\s+\d+\s+\w+\s+-?\d", ln)]
+        rows = [
+            ln.split()
+            for ln in force_block[1].split("SUM OF ATOMIC FORCES", 1)[0].splitlines()
+            if re.match(r"^\s+\d+\s+\d+\s+\w+\s+-?\d", ln)
+        ]
         if rows:
             max_force = max(abs(float(x)) for r in rows for x in r[3:6]) * Hartree / Bohr
     seconds = _CP2K_TIME.search(out)
     run_type = re.search(r"RUN_TYPE\s+(\w+)", inp).group(1)
     return {
-        "dir": str(directory), "name": directory.name, "run_type": run_type, "n_atoms": int(xyz[0].split()[0]),
+        "dir": str(directory),
+        "name": directory.name,
+        "run_type": run_type,
+        "n_atoms": int(xyz[0].split()[0]),
         "ended": "PROGRAM ENDED AT" in out,
         "optimised": "GEOMETRY OPTIMIZATION COMPLETED" in out if run_type != "ENERGY_FORCE" else None,
         "steps": out.count("OPTIMIZATION STEP:") + 1 if run_type != "ENERGY_FORCE" else None,
-        "energy": energies[-1] if energies else None, "energies": energies,
-        "max_gradient": gradients[-1] if gradients else None, "max_force": max_force,
+        "energy": energies[-1] if energies else None,
+        "energies": energies,
+        "max_gradient": gradients[-1] if gradients else None,
+        "max_force": max_force,
         "seconds": float(seconds.group(1)) if seconds else None,
-        "positions": [[float(x) for x in ln.split()[1:4]] for ln in xyz[2:2 + int(xyz[0].split()[0])]],
+        "positions": [[float(x) for x in ln.split()[1:4]] for ln in xyz[2 : 2 + int(xyz[0].split()[0])]],
         "cell": [float(x) for x in re.findall(r"^\s+A\s+(\S+)", inp, re.M)[:1]],
     }
 
@@ -139,31 +150,45 @@ def runs_report(home: Path) -> dict:
                 if np.abs(np.array(r["positions"]) - ideal).max() < 1e-4:
                     cubic = {"energy": r["energy"], "source": "40-atom cubic single point", "dir": r["dir"]}
         if cubic is None:
-            cubic = {"energy": 8 * ref5[-1]["energy"], "source": "8 x relaxed 5-atom cell (no 40-atom cubic run yet)",
-                     "dir": ref5[-1]["dir"]}
+            cubic = {
+                "energy": 8 * ref5[-1]["energy"],
+                "source": "8 x relaxed 5-atom cell (no 40-atom cubic run yet)",
+                "dir": ref5[-1]["dir"],
+            }
     out["cubic_reference"] = cubic
     for r in runs:
         if r["name"].startswith("relax_") and r["name"] != "relax_reference" and r["energies"] and cubic:
-            g = r["name"][len("relax_"):]
+            g = r["name"][len("relax_") :]
             out["wells_meV_per_fu"][g] = {
-                "meV_per_fu": (r["energy"] - cubic["energy"]) / 8 * 1000, "finished": bool(r["ended"] and r["optimised"]),
-                "steps": r["steps"], "max_gradient_eV_per_A": r["max_gradient"]}
+                "meV_per_fu": (r["energy"] - cubic["energy"]) / 8 * 1000,
+                "finished": bool(r["ended"] and r["optimised"]),
+                "steps": r["steps"],
+                "max_gradient_eV_per_A": r["max_gradient"],
+            }
     return out
 
 
 def print_runs(rep: dict) -> None:
-    print(f"{'run':<28} {'type':<12} {'atoms':>5} {'steps':>5} {'ended':>5} {'energy (eV)':>16} {'max F (eV/A)':>12} {'s':>7}")
+    print(
+        f"{'run':<28} {'type':<12} {'atoms':>5} {'steps':>5} {'ended':>5} {'energy (eV)':>16} {'max F (eV/A)':>12} {'s':>7}"
+    )
     for r in rep["runs"]:
         f = r["max_gradient"] if r["max_gradient"] is not None else r["max_force"]
-        print(f"{r['name'][:28]:<28} {r['run_type']:<12} {r['n_atoms']:>5} {r['steps'] or '':>5} {str(r['ended']):>5} "
-              f"{r['energy'] if r['energy'] is not None else float('nan'):>16.6f} "
-              f"{f if f is not None else float('nan'):>12.4f} {r['seconds'] or float('nan'):>7.0f}")
+        print(
+            f"{r['name'][:28]:<28} {r['run_type']:<12} {r['n_atoms']:>5} {r['steps'] or '':>5} {str(r['ended']):>5} "
+            f"{r['energy'] if r['energy'] is not None else float('nan'):>16.6f} "
+            f"{f if f is not None else float('nan'):>12.4f} {r['seconds'] or float('nan'):>7.0f}"
+        )
     if rep.get("lattice_parameter"):
         print(f"relaxed cubic lattice parameter: {rep['lattice_parameter']:.4f} A")
     if rep["cubic_reference"]:
         print(f"cubic reference: {rep['cubic_reference']['source']}")
     for g, w in rep["wells_meV_per_fu"].items():
-        state = "relaxed" if w["finished"] else f"NOT finished, step {w['steps']}, max gradient {w['max_gradient_eV_per_A']}"
+        state = (
+            "relaxed"
+            if w["finished"]
+            else f"NOT finished, step {w['steps']}, max gradient {w['max_gradient_eV_per_A']}"
+        )
         print(f"  well {g}: {w['meV_per_fu']:.1f} meV/f.u. ({state})")
 
 
@@ -188,9 +213,15 @@ def main(argv=None) -> int:
     store = get_store()
     out = {"convergence": convergence(home), "campaign": campaign_data(store)}
     model = store.active_model("cp2k")
-    out["model"] = None if model is None else {
-        "name": model.get("name"), "n_train": model.get("n_train"),
-        "errors_meV_per_atom": {k: v for k, v in (model.get("metrics") or {}).items() if "rmse" in k}}
+    out["model"] = (
+        None
+        if model is None
+        else {
+            "name": model.get("name"),
+            "n_train": model.get("n_train"),
+            "errors_meV_per_atom": {k: v for k, v in (model.get("metrics") or {}).items() if "rmse" in k},
+        }
+    )
     if args.surrogate:
         out["sevennet"] = surrogate_wells()
     if args.json:
@@ -198,12 +229,16 @@ def main(argv=None) -> int:
         return 0
     print("a0a0c- (8 deg, a = 5.93 A) minus cubic, meV/f.u.:")
     for r in out["convergence"]:
-        print(f"  {r['cutoff']:6g} Ry  {r['k']}x{r['k']}x{r['k']}  {r['tilt_meV_per_fu']:8.2f}   "
-              f"({'/'.join(f'{s:.0f}' for s in r['seconds'])} s)")
+        print(
+            f"  {r['cutoff']:6g} Ry  {r['k']}x{r['k']}x{r['k']}  {r['tilt_meV_per_fu']:8.2f}   "
+            f"({'/'.join(f'{s:.0f}' for s in r['seconds'])} s)"
+        )
     c = out["campaign"]
     s = c["seconds_per_40_atom_calculation"]
-    print(f"campaign: {c['completed']} completed, {len(c['failed'])} failed; 40-atom calculations: n={s['n']}, "
-          f"median {s['median']} s, min {s['min']} s, max {s['max']} s")
+    print(
+        f"campaign: {c['completed']} completed, {len(c['failed'])} failed; 40-atom calculations: n={s['n']}, "
+        f"median {s['median']} s, min {s['min']} s, max {s['max']} s"
+    )
     for cid, why in c["failed"].items():
         print(f"  failed {cid}: {why}")
     for g, w in c["tilt_wells_meV_per_fu"].items():

@@ -56,8 +56,17 @@ def md_frames(calc, perovskite, n: int, temperature: float, args, seed: int):
         atoms.calc = calc
         frames.append((atoms, (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())))
 
-    sim = MDSimulation(calc, perovskite=perovskite, supercell=n, start=start, ensemble="npt", timestep_fs=4.0,
-                       sample_every=args.every, seed=seed, threads=args.threads)
+    sim = MDSimulation(
+        calc,
+        perovskite=perovskite,
+        supercell=n,
+        start=start,
+        ensemble="npt",
+        timestep_fs=4.0,
+        sample_every=args.every,
+        seed=seed,
+        threads=args.threads,
+    )
     sim.run([Stage(temperature, args.every * args.frames, args.equilibration)], progress=True, on_sample=keep)
     out = []
     for atoms, labels in frames:
@@ -75,15 +84,20 @@ def static_frames(labeller, ref, args, rng):
         c = random_tilt(ref, rng, max_angle=20.0)
         while max(np.abs(np.atleast_1d(c.tags["angles"]))) < 13.0:
             c = random_tilt(ref, rng, max_angle=20.0)
-        out.append(Configuration(ref, c.displacements, None, {"kind": "tilt-large", "tilt_system": c.tags["tilt_system"]}))
+        out.append(
+            Configuration(ref, c.displacements, None, {"kind": "tilt-large", "tilt_system": c.tags["tilt_system"]})
+        )
     for k in range(args.n_large):
         amp = rng.uniform(0.03, 0.05)
         u, system = (np.zeros((ref.n_atoms, 3)), "a0a0a0") if k % 2 == 0 else (None, None)
         if u is None:
             t = random_tilt(ref, rng)
             u, system = t.displacements, t.tags["tilt_system"]
-        out.append(Configuration(ref, u, nsphere(rng, 6, amp), {"kind": "strain-large", "parent": system,
-                                                                  "amplitude": float(amp)}))
+        out.append(
+            Configuration(
+                ref, u, nsphere(rng, 6, amp), {"kind": "strain-large", "parent": system, "amplitude": float(amp)}
+            )
+        )
     return [(c, labeller(c)) for c in out]
 
 
@@ -106,8 +120,10 @@ def build(args) -> Path:
             print(f"surrogate MD {n}x{n}x{n} at {t:.0f} K", flush=True)
             labelled += md_frames(calc, pv, n, t, args, args.seed + k)
     write_dataset(path, [c for c, _ in labelled], [lab for _, lab in labelled])
-    print(f"validation set: {path} ({len(labelled)} configurations in {time.perf_counter() - t0:.0f} s, "
-          f"load average {open('/proc/loadavg').read().split()[:3]})")
+    print(
+        f"validation set: {path} ({len(labelled)} configurations in {time.perf_counter() - t0:.0f} s, "
+        f"load average {open('/proc/loadavg').read().split()[:3]})"
+    )
     return path
 
 
@@ -147,9 +163,12 @@ def score(model_path: str, configs, energies, forces, cubic: dict, threads: int)
             r["f"].append(err_f.ravel())
     out = {}
     for kind, r in rows.items():
-        out[kind] = {"n": len(r["e"]), "energy_rmse_meV_atom": float(np.sqrt(np.mean(np.square(r["e"]))) * 1000),
-                     "energy_max_meV_atom": float(np.max(np.abs(r["e"])) * 1000),
-                     "force_rmse_eV_A": float(np.sqrt(np.mean(np.square(np.concatenate(r["f"])))))}
+        out[kind] = {
+            "n": len(r["e"]),
+            "energy_rmse_meV_atom": float(np.sqrt(np.mean(np.square(r["e"]))) * 1000),
+            "energy_max_meV_atom": float(np.max(np.abs(r["e"])) * 1000),
+            "force_rmse_eV_A": float(np.sqrt(np.mean(np.square(np.concatenate(r["f"]))))),
+        }
     return out
 
 
@@ -216,8 +235,10 @@ def main(argv=None) -> int:
     print(f"{'':25}" + "".join(f"{'E meV/at  F eV/A':>22}" for _ in results))
     for k in kinds:
         n = next(r[k]["n"] for r in results.values() if k in r)
-        cells = "".join(f"{r[k]['energy_rmse_meV_atom']:11.2f}{r[k]['force_rmse_eV_A']:11.3f}" if k in r else f"{'-':>22}"
-                        for r in results.values())
+        cells = "".join(
+            f"{r[k]['energy_rmse_meV_atom']:11.2f}{r[k]['force_rmse_eV_A']:11.3f}" if k in r else f"{'-':>22}"
+            for r in results.values()
+        )
         print(f"{k:20}{n:5d}{cells}")
     print(f"targets: energy <= {TARGET_E} meV/atom, forces <= {TARGET_F} eV/A per kind")
     if args.plot:

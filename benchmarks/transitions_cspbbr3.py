@@ -47,9 +47,18 @@ def main(argv=None) -> int:
         for steps in [int(x) for x in args.steps.split(",")]:
             equil = int(round(args.equilibration_fraction * steps))
             opts = {"timestep_fs": args.timestep, "threads": args.threads} if args.method == "md" else {}
-            scan = TransitionScan(args.model, supercell=n, method=args.method, t_min=args.t_min, t_max=args.t_max,
-                                  t_step=args.t_step, steps=steps, equilibration=equil,
-                                  seeds=[int(s) for s in args.seeds.split(",")], **opts)
+            scan = TransitionScan(
+                args.model,
+                supercell=n,
+                method=args.method,
+                t_min=args.t_min,
+                t_max=args.t_max,
+                t_step=args.t_step,
+                steps=steps,
+                equilibration=equil,
+                seeds=[int(s) for s in args.seeds.split(",")],
+                **opts,
+            )
             work = out / f"{args.method}-{n}x{n}x{n}-{steps}"
             t0 = time.perf_counter()
             res = scan.run(workdir=work, progress=True)
@@ -59,16 +68,33 @@ def main(argv=None) -> int:
             (work / "result.json").write_text(json.dumps(data, indent=1))
             per_t = (steps + equil) * (args.timestep if args.method == "md" else 1.0)
             rate = f"{args.t_step / (per_t * 1e-6):.0f} K/ns" if args.method == "md" else f"{steps + equil} sweeps/T"
-            rows.append({"N": n, "atoms": res.atoms, "steps": steps, "rate": rate, "wall_s": wall,
-                         "transitions": res.transitions, "plot": str(plot),
-                         "phases": [(r["direction"], r["seed"], list(zip(r["temperature_K"], r["phase"]))) for r in res.runs]})
+            rows.append(
+                {
+                    "N": n,
+                    "atoms": res.atoms,
+                    "steps": steps,
+                    "rate": rate,
+                    "wall_s": wall,
+                    "transitions": res.transitions,
+                    "plot": str(plot),
+                    "phases": [
+                        (r["direction"], r["seed"], list(zip(r["temperature_K"], r["phase"]))) for r in res.runs
+                    ],
+                }
+            )
             print(f"\n{n}x{n}x{n} ({res.atoms} atoms), {rate}: {wall / 60:.1f} min")
             for r in res.runs:
-                print(f"  {r['direction']} seed {r['seed']}: " + " ".join(f"{p}@{t:.0f}" for t, p in zip(r["temperature_K"], r["phase"])))
+                print(
+                    f"  {r['direction']} seed {r['seed']}: "
+                    + " ".join(f"{p}@{t:.0f}" for t, p in zip(r["temperature_K"], r["phase"]))
+                )
             for tr in res.transitions:
                 exp = EXPERIMENT.get((tr["from"], tr["to"]))
-                print(f"  {tr['from']:>8} -> {tr['to']:<8} {tr['temperature_K']:6.0f} +- {tr['uncertainty_K']:3.0f} K"
-                      f"  (heating {tr['heating_K']}, cooling {tr['cooling_K']})" + (f"  experiment {exp:.0f} K" if exp else ""))
+                print(
+                    f"  {tr['from']:>8} -> {tr['to']:<8} {tr['temperature_K']:6.0f} +- {tr['uncertainty_K']:3.0f} K"
+                    f"  (heating {tr['heating_K']}, cooling {tr['cooling_K']})"
+                    + (f"  experiment {exp:.0f} K" if exp else "")
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
     return 0

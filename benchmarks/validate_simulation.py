@@ -30,9 +30,17 @@ import numpy as np
 def _run(driver, perovskite, args, temperature: float, start: str, seed: int, label: str):
     from perovskite_pes.simulation import BlowUpError, MDSimulation, Stage
 
-    sim = MDSimulation(driver, perovskite=perovskite, supercell=args.supercell, start=start, ensemble="npt",
-                       timestep_fs=args.timestep, sample_every=args.sample_every, seed=seed,
-                       threads=args.threads)
+    sim = MDSimulation(
+        driver,
+        perovskite=perovskite,
+        supercell=args.supercell,
+        start=start,
+        ensemble="npt",
+        timestep_fs=args.timestep,
+        sample_every=args.sample_every,
+        seed=seed,
+        threads=args.threads,
+    )
     t0 = time.perf_counter()
     try:
         res = sim.run([Stage(temperature, args.steps, args.equilibration)], progress=True)
@@ -57,8 +65,10 @@ def _observables(stage: dict) -> dict:
 
 
 def _key(args, temperature: float, start: str) -> str:
-    return (f"{args.surrogate} {args.supercell}^3 T={temperature:g} start={start} steps={args.equilibration}+{args.steps} "
-            f"dt={args.timestep:g} every={args.sample_every} seed={args.seed}")
+    return (
+        f"{args.surrogate} {args.supercell}^3 T={temperature:g} start={start} steps={args.equilibration}+{args.steps} "
+        f"dt={args.timestep:g} every={args.sample_every} seed={args.seed}"
+    )
 
 
 def _surrogate_stage(calc, pv, args, temperature: float, start: str, cache: dict):
@@ -76,8 +86,12 @@ def _surrogate_stage(calc, pv, args, temperature: float, start: str, cache: dict
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="saved model folder (without it, only the surrogate runs)")
-    p.add_argument("--lattice-parameter", type=float, default=5.9435,
-                   help="cubic lattice parameter (A) of the surrogate's start when no model is given")
+    p.add_argument(
+        "--lattice-parameter",
+        type=float,
+        default=5.9435,
+        help="cubic lattice parameter (A) of the surrogate's start when no model is given",
+    )
     p.add_argument("--surrogate-json", default=None, help="keep (and reuse) the surrogate's runs here")
     p.add_argument("--surrogate", default="sevennet")
     p.add_argument("--temperatures", default="150,500")
@@ -106,8 +120,10 @@ def main(argv=None) -> int:
     calc = get_calculator(args.surrogate).ase_calculator()
     temps = [float(t) for t in args.temperatures.split(",")]
     starts = args.starts.split(",")
-    print(f"{args.supercell}^3 cell, NPT, {args.equilibration} + {args.steps} steps of {args.timestep} fs; "
-          f"load average {open('/proc/loadavg').read().split()[:3]}")
+    print(
+        f"{args.supercell}^3 cell, NPT, {args.equilibration} + {args.steps} steps of {args.timestep} fs; "
+        f"load average {open('/proc/loadavg').read().split()[:3]}"
+    )
     out = {"settings": vars(args), "temperatures": []}
     for k, t in enumerate(temps):
         start = starts[min(k, len(starts) - 1)]
@@ -124,8 +140,10 @@ def main(argv=None) -> int:
         for key in om:
             diff = (om[key] - osur[key]) / osur[key] * 100 if osur[key] else float("nan")
             print(f"  {key:16}{om[key]:10.3f}{osur[key]:10.3f}{diff:8.1f}%")
-        print(f"  phase: model {m['phase']['glazer']} ({m['phase']['space_group']}), "
-              f"{args.surrogate} {s['phase']['glazer']} ({s['phase']['space_group']})")
+        print(
+            f"  phase: model {m['phase']['glazer']} ({m['phase']['space_group']}), "
+            f"{args.surrogate} {s['phase']['glazer']} ({s['phase']['space_group']})"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=float))
     return 0

@@ -131,7 +131,7 @@ def _split_credentials(uri: str):
     at = rest.rfind("@")
     if at < 0:
         return None
-    return scheme, rest[:at], rest[at + 1:]
+    return scheme, rest[:at], rest[at + 1 :]
 
 
 def redact_uri(uri: str | None) -> str | None:
@@ -491,7 +491,7 @@ _FILE_KEYS = tuple(_ENV)
 def _check_database_name(name) -> None:
     if not isinstance(name, str) or not name or any(c in name for c in '/\\. "$') or len(name) > 63:
         raise SettingsError(
-            f"database must be a non-empty name without / \\ . space \" or $ (at most 63 characters); got {name!r}"
+            f'database must be a non-empty name without / \\ . space " or $ (at most 63 characters); got {name!r}'
         )
 
 

@@ -28,9 +28,15 @@ def pes(*args, env=None, input=None, cwd=None, process=False, timeout=300) -> Pe
     of an uncaught error). ``env`` adds environment variables for the call; ``input`` is stdin."""
     argv = [str(a) for a in args]
     if process:
-        proc = subprocess.run([sys.executable, "-m", "perovskite_pes", *argv], capture_output=True, text=True,
-                              timeout=timeout, env={**os.environ, **{k: str(v) for k, v in (env or {}).items()}},
-                              input=input, cwd=cwd)
+        proc = subprocess.run(
+            [sys.executable, "-m", "perovskite_pes", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **{k: str(v) for k, v in (env or {}).items()}},
+            input=input,
+            cwd=cwd,
+        )
         return PesRun(argv, proc.returncode, proc.stdout, proc.stderr)
     from perovskite_pes.cli import main
 

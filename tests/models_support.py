@@ -36,7 +36,14 @@ class ShellFeaturizer:
         self._orbits = []
         for name in names:
             sel = np.array([k == name for k in key])
-            self._orbits.append((torch.as_tensor(i[sel]), torch.as_tensor(j[sel]), torch.as_tensor(s[sel], dtype=torch.float64), torch.as_tensor(d[sel])))
+            self._orbits.append(
+                (
+                    torch.as_tensor(i[sel]),
+                    torch.as_tensor(j[sel]),
+                    torch.as_tensor(s[sel], dtype=torch.float64),
+                    torch.as_tensor(d[sel]),
+                )
+            )
         self.n_functions = [2] * len(self._orbits)
         self.site_orbit_names = ["A", "B", "X"]
         self.n_site_features = [2 * len(self._orbits)] * 3
@@ -101,7 +108,9 @@ def morse_energy(configs, pairs=(("BX", 2.935, 0.6, 1.6), ("AX", 4.15, 0.05, 1.2
 def random_configs(reference, n, seed=0, amplitude=0.08, strain=0.01):
     rng = np.random.default_rng(seed)
     return [
-        Configuration(reference, rng.normal(0, amplitude, (reference.n_atoms, 3)), rng.normal(0, strain, 6), {"kind": "random"})
+        Configuration(
+            reference, rng.normal(0, amplitude, (reference.n_atoms, 3)), rng.normal(0, strain, 6), {"kind": "random"}
+        )
         for _ in range(n)
     ]
 
@@ -117,5 +126,8 @@ def repeat_configuration(config: Configuration, reference_big: ReferenceSupercel
     lookup = {}
     for k in range(small.n_atoms):
         lookup[(int(small.primitive_index[k]), *map(int, small.cell_translation[k] % reps))] = k
-    idx = [lookup[(int(reference_big.primitive_index[k]), *map(int, reference_big.cell_translation[k] % reps))] for k in range(reference_big.n_atoms)]
+    idx = [
+        lookup[(int(reference_big.primitive_index[k]), *map(int, reference_big.cell_translation[k] % reps))]
+        for k in range(reference_big.n_atoms)
+    ]
     return Configuration(reference_big, config.displacements[idx], config.strain)

@@ -37,8 +37,9 @@ def sevennet_available():
         pytest.skip(f"default surrogate not usable here: {exc}")
 
 
-def test_two_rounds_of_active_learning_resume_and_label_each_configuration_once(sevennet_available, run_pes, pes_home,
-                                                                                 tmp_path):
+def test_two_rounds_of_active_learning_resume_and_label_each_configuration_once(
+    sevennet_available, run_pes, pes_home, tmp_path
+):
     spec = tmp_path / "al.yaml"
     spec.write_text(SPEC)
     # stop part-way (as a kill between Fireworks would), then resume

@@ -68,9 +68,22 @@ def test_calc_run_fake_vasp_with_set_options(tmp_path, home):
     Perovskite().primitive_structure().to(filename=str(path), fmt="poscar")
     cmd = f"{sys.executable} {FIXTURES / 'fake_vasp.py'} {FIXTURES / 'static_cubic'}"
     out = pes(
-        "calc", "run", str(path), "-c", "vasp", "--json", "--workdir", str(tmp_path / "run"),
-        "--set", "potcar_spec=true", "--set", "polling_time_step=0.02", "--set", "monitor_freq=1",
-        home=home, env={"PES_VASP_CMD": cmd},
+        "calc",
+        "run",
+        str(path),
+        "-c",
+        "vasp",
+        "--json",
+        "--workdir",
+        str(tmp_path / "run"),
+        "--set",
+        "potcar_spec=true",
+        "--set",
+        "polling_time_step=0.02",
+        "--set",
+        "monitor_freq=1",
+        home=home,
+        env={"PES_VASP_CMD": cmd},
     )
     assert out.returncode == 0, out.stderr
     (result,) = json.loads(out.stdout)

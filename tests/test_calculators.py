@@ -70,7 +70,10 @@ def test_settings_hash_is_stable_and_changes_with_physics_settings_only():
     assert get_calculator("cp2k", polling_time_step=0.1, cp2k_cmd="cp2k.psmp").settings_hash == a.settings_hash
     # relaxation thresholds do not: single points of one campaign share a key whatever fmax is
     assert get_calculator("cp2k", fmax=0.05, max_iter=10).settings_hash == a.settings_hash
-    assert get_calculator("sevennet", fmax=0.05, optimizer="FIRE").settings_hash == get_calculator("sevennet").settings_hash
+    assert (
+        get_calculator("sevennet", fmax=0.05, optimizer="FIRE").settings_hash
+        == get_calculator("sevennet").settings_hash
+    )
     assert get_calculator("vasp", ediffg=-0.02, nsw=50).settings_hash == get_calculator("vasp").settings_hash
     assert get_calculator("vasp", encut=520).settings_hash != get_calculator("vasp").settings_hash
     # different calculators / modals never share a hash

@@ -25,6 +25,7 @@ def has_cp2k(test):
     """A test that runs real CP2K: marked ``dft`` (``pytest -m dft``), skipped where CP2K is missing."""
     return pytest.mark.dft(_skip_without_cp2k(test))
 
+
 #: cheap settings for tests only (production: 400 Ry, mesh from the cell)
 CHEAP = {"cutoff": 200, "rel_cutoff": 30, "kpoints": [2, 2, 2], "eps_scf": 1e-6, "polling_time_step": 0.2}
 
@@ -112,7 +113,9 @@ def test_missing_basis_and_pseudopotential_data_is_one_line_naming_the_package(t
     empty = tmp_path / "no_cp2k_data"
     empty.mkdir()
     calc = get_calculator("cp2k", data_dir=str(empty), cp2k_cmd="true")
-    with pytest.raises(CalculatorError, match="CP2K data file BASIS_MOLOPT not found in .*no_cp2k_data.*apt-get install cp2k-data") as info:
+    with pytest.raises(
+        CalculatorError, match="CP2K data file BASIS_MOLOPT not found in .*no_cp2k_data.*apt-get install cp2k-data"
+    ) as info:
         calc.calculate(cubic(), workdir=tmp_path / "run")
     assert "\n" not in str(info.value)
     path = tmp_path / "cubic.cif"
@@ -121,7 +124,9 @@ def test_missing_basis_and_pseudopotential_data_is_one_line_naming_the_package(t
     assert proc.returncode == 2 and "apt-get install cp2k-data" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     proc = run_pes("calc", "run", path, "-c", "cp2k", "--set", "cp2k_cmd=no-such-cp2k.psmp")
-    assert proc.returncode == 2 and "no-such-cp2k.psmp not found" in proc.stderr and "apt-get install cp2k" in proc.stderr
+    assert (
+        proc.returncode == 2 and "no-such-cp2k.psmp not found" in proc.stderr and "apt-get install cp2k" in proc.stderr
+    )
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
@@ -134,8 +139,10 @@ def test_relaxation_stops_on_fmax_not_on_cp2ks_step_size_defaults(tmp_path):
     from ase.units import Bohr, Hartree
 
     fmax = 0.1  # eV/A
-    calc = get_calculator("cp2k", **{**CHEAP, "basis": {el: "SZV-MOLOPT-SR-GTH" for el in ("Cs", "Pb", "Br")},
-                                     "cutoff": 150, "fmax": fmax})
+    calc = get_calculator(
+        "cp2k",
+        **{**CHEAP, "basis": {el: "SZV-MOLOPT-SR-GTH" for el in ("Cs", "Pb", "Br")}, "cutoff": 150, "fmax": fmax},
+    )
     s = cubic()
     s.translate_sites([2], [0.1, 0, 0], frac_coords=False)  # Br along its Pb-Br bond
     r = calc.calculate(s, relax="positions", workdir=tmp_path)

@@ -15,8 +15,11 @@ SPEC = {
     "reference": {"species": ["Cs", "Pb", "Br"], "lattice_parameter": 5.93},
     "calculator": {"name": "cp2k", "settings": {k: v for k, v in CHEAP.items()}},
     "fireworks": {"per_firework": 2, "flush_every": 1},
-    "steps": {"relax_reference": False, "relax_tilts": False,
-              "strain_grid": {"amplitudes": [0.01], "subspaces": ["A1g"]}},
+    "steps": {
+        "relax_reference": False,
+        "relax_tilts": False,
+        "strain_grid": {"amplitudes": [0.01], "subspaces": ["A1g"]},
+    },
     "training": {"enabled": False},
 }
 

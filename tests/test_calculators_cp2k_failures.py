@@ -21,13 +21,20 @@ from perovskite_pes.structure.reference import Perovskite
 
 _CP2K = check_calculators(["cp2k"])[0]
 #: real CP2K runs: marked dft (``pytest -m dft``; CI runs them), skipped where CP2K cannot run
-pytestmark = [pytest.mark.dft, pytest.mark.skipif(not _CP2K["usable"], reason=f"CP2K not usable here: {_CP2K['detail']}")]
+pytestmark = [
+    pytest.mark.dft,
+    pytest.mark.skipif(not _CP2K["usable"], reason=f"CP2K not usable here: {_CP2K['detail']}"),
+]
 
 #: cheap settings for these tests only: minimal basis, 150 Ry, 2x2x2 mesh on the 5-atom cell
 CHEAP = {
     "basis": {el: "SZV-MOLOPT-SR-GTH" for el in ("Cs", "Pb", "Br")},
-    "cutoff": 150.0, "rel_cutoff": 30.0, "kpoints": [2, 2, 2], "eps_scf": 1e-6,
-    "polling_time_step": 0.1, "monitor_freq": 2,
+    "cutoff": 150.0,
+    "rel_cutoff": 30.0,
+    "kpoints": [2, 2, 2],
+    "eps_scf": 1e-6,
+    "polling_time_step": 0.1,
+    "monitor_freq": 2,
 }
 
 

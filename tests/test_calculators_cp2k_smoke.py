@@ -25,7 +25,10 @@ N_CONFIGS = 10
 
 _CP2K = check_calculators(["cp2k"])[0]
 #: real CP2K runs: marked dft (``pytest -m dft``; CI runs them), skipped where CP2K cannot run
-pytestmark = [pytest.mark.dft, pytest.mark.skipif(not _CP2K["usable"], reason=f"CP2K not usable here: {_CP2K['detail']}")]
+pytestmark = [
+    pytest.mark.dft,
+    pytest.mark.skipif(not _CP2K["usable"], reason=f"CP2K not usable here: {_CP2K['detail']}"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +40,14 @@ def smoke(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PES_MONGO", "PES_DATABASE", "PES_STORE"))}
     env.update(PES_HOME=str(home), PES_LOCK_TIMEOUT="10")
     env.pop("PES_CP2K_WALLTIME", None)
-    proc = subprocess.run([sys.executable, "-m", "perovskite_pes", "campaign", "run", str(SPEC), "--no-progress"],
-                          capture_output=True, text=True, env=env, timeout=1800, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "perovskite_pes", "campaign", "run", str(SPEC), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+        cwd=ROOT,
+    )
     return home, proc
 
 
@@ -95,7 +104,9 @@ def test_every_stored_number_was_parsed_from_a_real_cp2k_run(store):
         inp = (run / "cp2k.inp").read_text()
         assert "PARAMETRIZATION PBESOL" in inp and "CUTOFF 120.0" in inp and "MONKHORST-PACK 2 2 2" in inp
         assert (run / "custodian.json").is_file() and "PROGRAM ENDED AT" in out
-        cp2k_seconds = float(re.search(r"^ CP2K\s+1\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+([\d.]+)", out, re.M).group(1))
+        cp2k_seconds = float(
+            re.search(r"^ CP2K\s+1\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+([\d.]+)", out, re.M).group(1)
+        )
         assert cp2k_seconds <= r["wall_time"] < cp2k_seconds + 120
         # the energy and the forces are CP2K's, converted to eV and eV/A
         energy = float(re.findall(r"ENERGY\| Total FORCE_EVAL \( QS \) energy \[a\.u\.\]:\s+(\S+)", out)[-1])

@@ -200,12 +200,23 @@ def test_vasp_campaign_without_vasp_cmd_or_potcars_is_refused_at_submit(monkeypa
     monkeypatch.setitem(SETTINGS, "PMG_VASP_PSP_DIR", None)
 
     def spec(**settings):
-        return validate_spec({"name": "vasp-submit", "supercell": 1, "calculator": {"name": "vasp", "settings": settings},
-                              "steps": {"relax_reference": False, "relax_tilts": False,
-                                        "strain_grid": {"amplitudes": [0.01], "subspaces": ["A1g"]}},
-                              "training": {"enabled": False}})
+        return validate_spec(
+            {
+                "name": "vasp-submit",
+                "supercell": 1,
+                "calculator": {"name": "vasp", "settings": settings},
+                "steps": {
+                    "relax_reference": False,
+                    "relax_tilts": False,
+                    "strain_grid": {"amplitudes": [0.01], "subspaces": ["A1g"]},
+                },
+                "training": {"enabled": False},
+            }
+        )
 
-    with pytest.raises(CalculatorError, match="^VASP campaign refused: no vasp_cmd: .*; no POTCARs: set PMG_VASP_PSP_DIR"):
+    with pytest.raises(
+        CalculatorError, match="^VASP campaign refused: no vasp_cmd: .*; no POTCARs: set PMG_VASP_PSP_DIR"
+    ):
         submit_campaign(spec())
     with pytest.raises(CalculatorError, match="refused: no POTCARs") as info:
         submit_campaign(spec(vasp_cmd="srun vasp_std"))

@@ -90,7 +90,10 @@ def test_tiny_campaign_with_the_default_surrogate(sevennet_available, run_pes, p
     assert report["status"]["complete"], report["status"]["fireworks"]  # the report counts itself as done
     sim = report["simulation"]
     assert sim["model"] == report["model"]["path"] and "error" not in sim, sim
-    assert {(r["direction"], tuple(r["temperature_K"])) for r in sim["phases"]} == {("heat", (50.0, 100.0)), ("cool", (100.0, 50.0))}
+    assert {(r["direction"], tuple(r["temperature_K"])) for r in sim["phases"]} == {
+        ("heat", (50.0, 100.0)),
+        ("cool", (100.0, 50.0)),
+    }
     assert isinstance(sim["transitions"], list) and "transitions.png" in {p.name for p in plots}
     assert kinds["simulate"] == {"COMPLETED": 1}
 

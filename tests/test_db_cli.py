@@ -19,14 +19,30 @@ def _seed_store(n=3):
     """Store n configurations (one tilted, two random) with sevennet calculations; release the store."""
     ref = Perovskite().supercell(2)
     rng = np.random.default_rng(4)
-    configs = [Configuration(ref, rng.normal(0, 0.05, (N, 3)), rng.normal(0, 0.01, 6),
-                             {"method": "tilt" if i == 0 else "random", "tilt_system": "a0a0c+" if i == 0 else None})
-               for i in range(n)]
+    configs = [
+        Configuration(
+            ref,
+            rng.normal(0, 0.05, (N, 3)),
+            rng.normal(0, 0.01, 6),
+            {"method": "tilt" if i == 0 else "random", "tilt_system": "a0a0c+" if i == 0 else None},
+        )
+        for i in range(n)
+    ]
     store = get_store()
     ids = store.save_configurations(configs).ids
     for i, cid in enumerate(ids):
-        store.save_calculation(cid, dict(energy=-3.0 * N - i, forces=rng.normal(size=(N, 3)), stress=rng.normal(size=6) * 1e-3,
-                                         calculator="sevennet", version="0.13.0", settings_hash="h1", status="completed"))
+        store.save_calculation(
+            cid,
+            dict(
+                energy=-3.0 * N - i,
+                forces=rng.normal(size=(N, 3)),
+                stress=rng.normal(size=6) * 1e-3,
+                calculator="sevennet",
+                version="0.13.0",
+                settings_hash="h1",
+                status="completed",
+            ),
+        )
     close_store()
     return configs, ids
 
@@ -134,13 +150,24 @@ def test_export_import_round_trip(run_pes, pes_home, tmp_path, fmt):
 def test_import_refuses_bad_files_and_stores_nothing(run_pes, store_backend, tmp_path):
     ref = Perovskite().supercell(2)
     c = Configuration(ref, np.random.default_rng(0).normal(0, 0.05, (N, 3)))
-    good = {"configuration": c.to_dict(), "calculation": {"energy": -1.0, "forces": np.zeros((N, 3)).tolist(),
-                                                          "stress": [0.0] * 6, "calculator": "cp2k", "settings_hash": "x"}}
+    good = {
+        "configuration": c.to_dict(),
+        "calculation": {
+            "energy": -1.0,
+            "forces": np.zeros((N, 3)).tolist(),
+            "stress": [0.0] * 6,
+            "calculator": "cp2k",
+            "settings_hash": "x",
+        },
+    }
     no_energy = json.loads(json.dumps(good))
     del no_energy["calculation"]["energy"]
     short_forces = json.loads(json.dumps(good))
     short_forces["calculation"]["forces"] = short_forces["calculation"]["forces"][:-1]
-    cases = {"no_energy": (no_energy, "line 2: missing energy"), "forces": (short_forces, "line 2: forces must have shape 40x3")}
+    cases = {
+        "no_energy": (no_energy, "line 2: missing energy"),
+        "forces": (short_forces, "line 2: forces must have shape 40x3"),
+    }
     for name, (bad, words) in cases.items():
         path = tmp_path / f"{name}.jsonl"
         path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
@@ -150,7 +177,9 @@ def test_import_refuses_bad_files_and_stores_nothing(run_pes, store_backend, tmp
 
     atoms = c.to_ase()
     write(tmp_path / "noenergy.xyz", [atoms], format="extxyz")
-    assert "frame 1: missing energy" in _one_line_error(run_pes("db", "import", tmp_path / "noenergy.xyz", "--calculator", "vasp"))
+    assert "frame 1: missing energy" in _one_line_error(
+        run_pes("db", "import", tmp_path / "noenergy.xyz", "--calculator", "vasp")
+    )
     from ase.calculators.singlepoint import SinglePointCalculator
 
     short = atoms[:-1]
@@ -189,8 +218,9 @@ def test_lpad_and_pes_see_the_same_data(run_pes, pes_home):
     run_pes("init", check=0)
     run_pes("db", "lpad", "add_scripts", "echo hi", "-n", "hello", check=0)
     env = dict(os.environ, FW_CONFIG_FILE=str(pes_home / "fireworks" / "FW_config.yaml"))
-    plain = subprocess.run(["lpad", "get_fws", "-d", "count"], capture_output=True, text=True, env=env, timeout=120,
-                           cwd=pes_home)
+    plain = subprocess.run(
+        ["lpad", "get_fws", "-d", "count"], capture_output=True, text=True, env=env, timeout=120, cwd=pes_home
+    )
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.strip().splitlines()[-1] == "1"
     assert json.loads(run_pes("db", "stats", "--json", check=0).stdout)["fireworks"] == {"READY": 1}
@@ -209,7 +239,9 @@ def test_wheel_installs_ship_every_launcher_template_and_spec(tmp_path, monkeypa
     root = Path(__file__).resolve().parents[1]
     cfg = configparser.ConfigParser()
     cfg.read(root / "setup.cfg")
-    shipped = {k: {Path(x.strip()).name for x in v.split("\n") if x.strip()} for k, v in cfg["options.data_files"].items()}
+    shipped = {
+        k: {Path(x.strip()).name for x in v.split("\n") if x.strip()} for k, v in cfg["options.data_files"].items()
+    }
     assert shipped["share/perovskite_pes/launchers"] == {p.name for p in (root / "launchers").iterdir() if p.is_file()}
     assert shipped["share/perovskite_pes/workflows"] == {p.name for p in (root / "workflows").glob("*.yaml")}
     # a wheel install: no source tree next to the package, templates under <prefix>/share
@@ -217,7 +249,9 @@ def test_wheel_installs_ship_every_launcher_template_and_spec(tmp_path, monkeypa
     shutil.copytree(root / "launchers", share)
     monkeypatch.delenv("PES_LAUNCHER_TEMPLATES", raising=False)
     monkeypatch.setattr(sys, "prefix", str(tmp_path))
-    monkeypatch.setattr(launchers, "__file__", str(tmp_path / "site-packages" / "perovskite_pes" / "db" / "launchers.py"))
+    monkeypatch.setattr(
+        launchers, "__file__", str(tmp_path / "site-packages" / "perovskite_pes" / "db" / "launchers.py")
+    )
     assert launchers.template_dir() == share
     shutil.rmtree(share)
     with pytest.raises(PesError, match="launcher templates not found"):
@@ -230,9 +264,16 @@ def _jsonl(path, records):
 
 
 def _record(config, energy, forces, calculator="cp2k", settings_hash="x"):
-    return {"configuration": config.to_dict(), "calculation": {
-        "energy": energy, "forces": np.asarray(forces).tolist(), "stress": [0.0] * 6, "calculator": calculator,
-        "settings_hash": settings_hash}}
+    return {
+        "configuration": config.to_dict(),
+        "calculation": {
+            "energy": energy,
+            "forces": np.asarray(forces).tolist(),
+            "stress": [0.0] * 6,
+            "calculator": calculator,
+            "settings_hash": settings_hash,
+        },
+    }
 
 
 def test_import_data_policy(run_pes, pes_home, tmp_path):
@@ -293,11 +334,24 @@ def test_a_closed_pipe_ends_quietly(pes_home, tmp_path):
     rng = np.random.default_rng(1)
     get_store().save_configurations([Configuration(ref, rng.normal(0, 0.05, (N, 3))) for _ in range(400)])
     close_store()
-    proc = subprocess.run(f"{sys.executable} -m perovskite_pes db query --json | head -n 2", shell=True,
-                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    proc = subprocess.run(
+        f"{sys.executable} -m perovskite_pes db query --json | head -n 2",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     assert proc.stdout.splitlines() == ["[", " {"] and proc.stderr == ""
-    proc = subprocess.run(f"set -o pipefail; {sys.executable} -m perovskite_pes db query | head -n 1", shell=True,
-                          executable="/bin/bash", capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    proc = subprocess.run(
+        f"set -o pipefail; {sys.executable} -m perovskite_pes db query | head -n 1",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     assert proc.returncode == 0 and proc.stderr == ""
 
 

@@ -80,18 +80,27 @@ def ref():
 def make_configs(ref, n, seed=0, **tags):
     rng = np.random.default_rng(seed)
     return [
-        Configuration(ref, rng.normal(0, 0.05, (N, 3)), rng.normal(0, 0.01, 6), dict(tags, index=i))
-        for i in range(n)
+        Configuration(ref, rng.normal(0, 0.05, (N, 3)), rng.normal(0, 0.01, 6), dict(tags, index=i)) for i in range(n)
     ]
 
 
 def result(energy=-100.0, settings_hash="h1", calculator="sevennet", **kw):
     seed = int(abs(energy) * 1000) % 2**32 if energy is not None and np.isfinite(energy) else 0
     rng = np.random.default_rng(seed)
-    d = dict(energy=energy, forces=rng.normal(size=(N, 3)), stress=rng.normal(size=6) * 1e-3,
-             calculator=calculator, version="0.13.0", settings={"model": "7net-mf-0"},
-             settings_hash=settings_hash, wall_time=1.5, status="completed", error=None,
-             output_dir=None, final_structure=None)
+    d = dict(
+        energy=energy,
+        forces=rng.normal(size=(N, 3)),
+        stress=rng.normal(size=6) * 1e-3,
+        calculator=calculator,
+        version="0.13.0",
+        settings={"model": "7net-mf-0"},
+        settings_hash=settings_hash,
+        wall_time=1.5,
+        status="completed",
+        error=None,
+        output_dir=None,
+        final_structure=None,
+    )
     d.update(kw)
     return d
 
@@ -107,8 +116,12 @@ class FakeCalcResult:
 
 
 def test_configuration_round_trip(store, ref):
-    c = Configuration(ref, np.random.default_rng(1).normal(0, 0.1, (N, 3)), [0.01, 0.0, -0.02, 0.003, 0.0, 0.001],
-                      {"tilt_system": "a0a0c+", "method": "tilt", "angles": np.array([0.0, 0.0, 8.0]), "parent": None})
+    c = Configuration(
+        ref,
+        np.random.default_rng(1).normal(0, 0.1, (N, 3)),
+        [0.01, 0.0, -0.02, 0.003, 0.0, 0.001],
+        {"tilt_system": "a0a0c+", "method": "tilt", "angles": np.array([0.0, 0.0, 8.0]), "parent": None},
+    )
     cid = store.save_configuration(c, source="test")
     back = store.get_configuration(cid)
     assert back.reference == ref
@@ -148,8 +161,10 @@ def test_idempotent_configuration_ingestion(store, ref):
 
     sym = supercell_symmetry(ref)
     img = sym.apply_displacements(configs[0].displacements)[5]
-    moved = [Configuration(ref, configs[0].displacements + 0.3, configs[0].strain),
-             Configuration(ref, img, sym.apply_strain(configs[0].strain)[5])]
+    moved = [
+        Configuration(ref, configs[0].displacements + 0.3, configs[0].strain),
+        Configuration(ref, img, sym.apply_strain(configs[0].strain)[5]),
+    ]
     assert store.save_configurations(moved).ids == [first.ids[0]] * 2
     assert store.find_configuration(moved[1]) == first.ids[0]
     assert store.count_configurations() == 6
@@ -164,10 +179,14 @@ def test_idempotent_configuration_ingestion(store, ref):
 
 def test_calculations_training_data_and_order(store, ref):
     ids = store.save_configurations(make_configs(ref, 3)).ids
-    c1 = store.save_calculation(ids[0], result(-100.0), launch={"fw_id": 7, "host": "node1", "launch_dir": "/x", "time": 0})
+    c1 = store.save_calculation(
+        ids[0], result(-100.0), launch={"fw_id": 7, "host": "node1", "launch_dir": "/x", "time": 0}
+    )
     c2 = store.save_calculation(ids[0], result(-99.0, settings_hash="h2"))
     c3 = store.save_calculation(ids[1], FakeCalcResult(energy=-98.0))
-    store.save_calculation(ids[2], result(None, status="failed", error="SCF did not converge", forces=None, stress=None))
+    store.save_calculation(
+        ids[2], result(None, status="failed", error="SCF did not converge", forces=None, stress=None)
+    )
     assert len({c1, c2, c3}) == 3
     assert store.count_calculations() == 3 and store.count_calculations(status=None) == 4
     assert store.count_calculations(settings_hash="h1") == 2
@@ -237,9 +256,11 @@ def test_failed_calculation_is_replaced_by_a_rerun_but_never_replaces_a_result(s
 def test_outliers_are_refused_unless_allowed(store, ref):
     ids = store.save_configurations(make_configs(ref, 8)).ids
     store.save_calculations([(cid, result(-150.0 - i), None) for i, cid in enumerate(ids[:5])])  # about -3.8 eV/atom
-    for bad, words in ((result(1e300), ["eV/atom from the reference", "median of the 5 stored"]),
-                       (result(-1e12), ["eV/atom from the reference"]),
-                       (result(-150.0, forces=np.full((N, 3), 40.0)), ["above 50 eV/A", "atom 0"])):
+    for bad, words in (
+        (result(1e300), ["eV/atom from the reference", "median of the 5 stored"]),
+        (result(-1e12), ["eV/atom from the reference"]),
+        (result(-150.0, forces=np.full((N, 3), 40.0)), ["above 50 eV/A", "atom 0"]),
+    ):
         with pytest.raises(OutlierRecord) as err:
             store.save_calculation(ids[5], bad)
         msg = str(err.value)
@@ -247,12 +268,15 @@ def test_outliers_are_refused_unless_allowed(store, ref):
     assert not store.has_calculation(ids[5], "h1")
     # a new setup has no stored reference: the batch's own median is used
     with pytest.raises(OutlierRecord, match="median of the 3 new"):
-        store.save_calculations([(ids[i], result(e, settings_hash="h9"), None)
-                                 for i, e in ((0, -150.0), (1, -151.0), (2, -151.0 + 12 * N))])
+        store.save_calculations(
+            [(ids[i], result(e, settings_hash="h9"), None) for i, e in ((0, -150.0), (1, -151.0), (2, -151.0 + 12 * N))]
+        )
     assert store.count_calculations(settings_hash="h9") == 0
     # a lone first result of a new setup, or a batch of equally absurd ones, has no sane reference: the absolute bound
-    for batch in ([(ids[6], result(1e300, settings_hash="h8"), None)],
-                  [(ids[i], result(-1e12, settings_hash="h8"), None) for i in (5, 6, 7)]):
+    for batch in (
+        [(ids[6], result(1e300, settings_hash="h8"), None)],
+        [(ids[i], result(-1e12, settings_hash="h8"), None) for i in (5, 6, 7)],
+    ):
         with pytest.raises(OutlierRecord, match="beyond 1e\\+06 eV/atom"):
             store.save_calculations(batch)
     assert store.count_calculations(settings_hash="h8") == 0
@@ -304,7 +328,9 @@ def test_batch_of_calculations_is_all_or_nothing(store, ref):
         with store.batch():
             store.save_calculation(ids[0], result(-1.0))
             with pytest.raises(InvalidRecord):
-                store.save_calculations([(ids[1], result(-2.0), None), (ids[1], result(-3.0, forces=np.zeros(3)), None)])
+                store.save_calculations(
+                    [(ids[1], result(-2.0), None), (ids[1], result(-3.0, forces=np.zeros(3)), None)]
+                )
         assert store.count_calculations() == 1 and not store.has_calculation(ids[1], "h1")
 
 
@@ -390,9 +416,11 @@ def test_reopen_keeps_data_and_uniqueness(engine, ref):
             import sqlite3
 
             with pytest.raises(sqlite3.IntegrityError):
-                s._conn().execute("INSERT INTO calculations (id, config, calculator, settings_hash, settings, status, "
-                                  "n_atoms, created, updated) SELECT randomblob(12), config, calculator, settings_hash, "
-                                  "settings, status, n_atoms, created, updated FROM calculations")
+                s._conn().execute(
+                    "INSERT INTO calculations (id, config, calculator, settings_hash, settings, status, "
+                    "n_atoms, created, updated) SELECT randomblob(12), config, calculator, settings_hash, "
+                    "settings, status, n_atoms, created, updated FROM calculations"
+                )
         else:
             from pymongo.errors import DuplicateKeyError
 

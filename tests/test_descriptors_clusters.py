@@ -23,7 +23,14 @@ def test_pair_orbits_ordered_by_distance_and_species():
     pairs = pair_prototypes(PV, 8)
     names = [p.name for p in pairs]
     assert names == [
-        "p1_Pb-Br", "p2_Cs-Br", "p3_Br-Br", "p4_Cs-Pb", "p5_Cs-Cs", "p6_Pb-Pb", "p7_Br-Br", "p8_Br-Br",
+        "p1_Pb-Br",
+        "p2_Cs-Br",
+        "p3_Br-Br",
+        "p4_Cs-Pb",
+        "p5_Cs-Cs",
+        "p6_Pb-Pb",
+        "p7_Br-Br",
+        "p8_Br-Br",
     ]
     d = [p.distances(PV)[0] for p in pairs]
     assert np.allclose(d, [A / 2, A / np.sqrt(2), A / np.sqrt(2), A * np.sqrt(3) / 2, A, A, A, A])
@@ -35,8 +42,19 @@ def test_pair_orbits_ordered_by_distance_and_species():
 
 @pytest.mark.parametrize(
     "proto, size",
-    [("p1", 48), ("p2", 96), ("p3", 96), ("p4", 64), ("p5", 24), ("p6", 24), ("p7", 24), ("p8", 48),
-     ("triplet", 24), ("octahedron", 8), ("tetrahedron", 16)],
+    [
+        ("p1", 48),
+        ("p2", 96),
+        ("p3", 96),
+        ("p4", 64),
+        ("p5", 24),
+        ("p6", 24),
+        ("p7", 24),
+        ("p8", 48),
+        ("triplet", 24),
+        ("octahedron", 8),
+        ("tetrahedron", 16),
+    ],
 )
 def test_orbit_sizes_in_2x2x2(proto, size):
     ref = PV.supercell(2)

@@ -84,7 +84,9 @@ def test_labelled_features_name_every_column(feat):
     for item, n, orbits in zip(sites.values(), feat.n_site_features, feat.site_feature_orbits):
         assert item["values"].shape[-1] == len(item["names"]) == n
         # the columns are the contributing cluster orbits' functions side by side, in order
-        assert [name.split("/")[0] for name in item["names"]] == [o for o in orbits for _ in range(len(cluster[o]["names"]))]
+        assert [name.split("/")[0] for name in item["names"]] == [
+            o for o in orbits for _ in range(len(cluster[o]["names"]))
+        ]
 
 
 def test_featurizer_repr_is_one_short_line(feat):

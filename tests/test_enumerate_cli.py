@@ -41,12 +41,15 @@ def test_tilt_grid_random_interpolate_write_files(run, tmp_path):
     assert gamma.tags["tilt_system"] == "a+b-b-" and gamma.tags["angles"] == [10.0, 8.0, 8.0]
 
     # T2g shear grid {-e, 0, e}^3: 27 candidates, 5 symmetry-distinct
-    summary = json.loads(run("grid", "--strains", "T2g", "--strain-amplitudes", "-0.01", "0", "0.01",
-                             "-o", "shear.cif", "--json").stdout)
+    summary = json.loads(
+        run("grid", "--strains", "T2g", "--strain-amplitudes", "-0.01", "0", "0.01", "-o", "shear.cif", "--json").stdout
+    )
     assert (summary["candidates"], summary["made"], summary["duplicates"]) == (27, 5, 22)
     assert len(read_configurations(tmp_path / "shear.cif")) == 5
 
-    out = run("grid", "--parent", "gamma.extxyz:0", "--modes", "R4+", "--amplitudes", "0", "0.1", "-o", "g.extxyz").stdout
+    out = run(
+        "grid", "--parent", "gamma.extxyz:0", "--modes", "R4+", "--amplitudes", "0", "0.1", "-o", "g.extxyz"
+    ).stdout
     assert "rejected" in out and "wrote" in out
     around = read_configurations(tmp_path / "g.extxyz")
     assert all(c.tags["parent"] == "a+b-b-" for c in around)
@@ -57,7 +60,9 @@ def test_tilt_grid_random_interpolate_write_files(run, tmp_path):
     a, b = read_configurations(tmp_path / "r.extxyz"), read_configurations(tmp_path / "r2.extxyz")
     assert all(np.allclose(x.displacements, y.displacements) for x, y in zip(a, b))  # seeded
     # a large tolerance rejects near-duplicates and says so
-    s3 = json.loads(run("random", "--n", "30", "--radius", "0.2", "--tol", "0.28", "--max-tries", "40", "--json").stdout)
+    s3 = json.loads(
+        run("random", "--n", "30", "--radius", "0.2", "--tol", "0.28", "--max-tries", "40", "--json").stdout
+    )
     assert s3["duplicates"] > 0 and s3["made"] + s3["duplicates"] <= 40
 
     out = run("interpolate", "cubic", "a0a0c-@8", "gamma.extxyz", "--n", "4", "-o", "path").stdout

@@ -38,8 +38,11 @@ def _graph() -> dict[str, set[str]]:
     files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     modules = set(files)
     # edges between modules; a package's __init__ only re-exports, so it is left out of the cycle search
-    return {m: {t for t in _imports(p, modules) if files[t].name != "__init__.py"}
-            for m, p in files.items() if p.name != "__init__.py"}
+    return {
+        m: {t for t in _imports(p, modules) if files[t].name != "__init__.py"}
+        for m, p in files.items()
+        if p.name != "__init__.py"
+    }
 
 
 def _cycle_through(graph: dict[str, set[str]], start: str) -> list[str] | None:

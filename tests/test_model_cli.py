@@ -14,8 +14,24 @@ from perovskite_pes.structure import Perovskite
 
 from models_support import random_configs, repeat_configuration
 
-TRAIN = ("--models", "linear,cluster", "--clusters", "4p+o", "--nodes", "4", "--folds", "3", "--epochs", "3,10",
-         "--batch-sizes", "8,32", "--learning-rate", "0.01", "--n-jobs", "1")
+TRAIN = (
+    "--models",
+    "linear,cluster",
+    "--clusters",
+    "4p+o",
+    "--nodes",
+    "4",
+    "--folds",
+    "3",
+    "--epochs",
+    "3,10",
+    "--batch-sizes",
+    "8,32",
+    "--learning-rate",
+    "0.01",
+    "--n-jobs",
+    "1",
+)
 
 
 def _truth():
@@ -33,8 +49,18 @@ def seeded(pes_home):
     store = get_store()
     ids = store.save_configurations(configs, source="test").ids
     for cid, e, f, s in zip(ids, labels["energy"], labels["forces"], labels["stress"]):
-        store.save_calculation(cid, dict(energy=float(e), forces=f, stress=s, calculator="sevennet", version="test",
-                                         settings_hash="h1", status="completed"))
+        store.save_calculation(
+            cid,
+            dict(
+                energy=float(e),
+                forces=f,
+                stress=s,
+                calculator="sevennet",
+                version="test",
+                settings_hash="h1",
+                status="completed",
+            ),
+        )
     close_store()
     return configs, labels
 
@@ -109,11 +135,16 @@ def test_train_list_show_predict_evaluate(seeded, run_pes, tmp_path):
     assert {k: g["n"] for k, g in ev["by"]["kind"].items()} == {"a": 20, "b": 20, "far": 1}
     assert ev["by"]["kind"]["b"]["rmse_mev_per_atom"] == pytest.approx(np.sqrt(np.mean(err[1:40:2] ** 2)), rel=1e-5)
     above = (energies / 8 - lo) * 1000
-    assert ev["outside_training_energy_range"] == [i for i in range(41) if above[i] < -1 or above[i] > (hi - lo) * 1000 + 1]
+    assert ev["outside_training_energy_range"] == [
+        i for i in range(41) if above[i] < -1 or above[i] > (hi - lo) * 1000 + 1
+    ]
     assert 40 in ev["outside_training_energy_range"] and "warning: " in proc.stderr
     assert sum(b["n"] for b in ev["by_energy_mev_per_fu"]) == int((above >= 0).sum())
     text = run_pes("model", "evaluate", lab, "--by", "kind", check=0).stdout
-    assert "energy error by kind" in text and "per formula unit above the lowest energy of the model's training data" in text
+    assert (
+        "energy error by kind" in text
+        and "per formula unit above the lowest energy of the model's training data" in text
+    )
 
     # a 6x6x6 periodic repetition: the supercell is inferred and the energy is 27 times the 2x2x2 one
     big = tmp_path / "big.extxyz"
@@ -143,13 +174,41 @@ def test_errors_are_one_line(pes_home, run_pes, tmp_path):
 def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
     """--metric/--linear-term/--net-order reach the saved model; a settings file's grid is kept unless a flag overrides it."""
     settings = tmp_path / "sel.yaml"
-    settings.write_text("grid: {model: [site], clusters: ['4p+o'], max_order: [2], nodes: [3]}\ntraining: {lbfgs_iterations: 5}\n")
-    out = json.loads(run_pes("model", "train", "--settings", settings, "--metric", "inv", "--linear-term", "--net-order", "1",
-                             "--folds", "2", "--epochs", "2", "--batch-sizes", "16", "--n-jobs", "1", "--json",
-                             check=0, timeout=600).stdout)
+    settings.write_text(
+        "grid: {model: [site], clusters: ['4p+o'], max_order: [2], nodes: [3]}\ntraining: {lbfgs_iterations: 5}\n"
+    )
+    out = json.loads(
+        run_pes(
+            "model",
+            "train",
+            "--settings",
+            settings,
+            "--metric",
+            "inv",
+            "--linear-term",
+            "--net-order",
+            "1",
+            "--folds",
+            "2",
+            "--epochs",
+            "2",
+            "--batch-sizes",
+            "16",
+            "--n-jobs",
+            "1",
+            "--json",
+            check=0,
+            timeout=600,
+        ).stdout
+    )
     model = load_model(out["path"])
     assert model.model_type == "site" and out["name"] == "sevennet-site"
-    assert model.linear_term and model.net_order == 1 and model.lbfgs_iterations == 5 and tuple(model.hidden_layers) == (3,)
+    assert (
+        model.linear_term
+        and model.net_order == 1
+        and model.lbfgs_iterations == 5
+        and tuple(model.hidden_layers) == (3,)
+    )
     assert model.featurizer_.to_dict()["metric"] == "inv" and model.max_order == 2
 
 
@@ -158,8 +217,27 @@ def test_committee_train_predict_evaluate_report_the_spread(seeded, run_pes, tmp
     from perovskite_pes.models import Committee
 
     configs, labels = seeded
-    out = json.loads(run_pes("model", "train", "--models", "linear", "--clusters", "4p+o", "--folds", "3", "--n-jobs", "1",
-                             "--committee", "3", "--resample", "folds", "--json", check=0, timeout=600).stdout)
+    out = json.loads(
+        run_pes(
+            "model",
+            "train",
+            "--models",
+            "linear",
+            "--clusters",
+            "4p+o",
+            "--folds",
+            "3",
+            "--n-jobs",
+            "1",
+            "--committee",
+            "3",
+            "--resample",
+            "folds",
+            "--json",
+            check=0,
+            timeout=600,
+        ).stdout
+    )
     assert out["name"] == "sevennet-linear-committee3"
     assert out["metrics"]["committee"]["size"] == 3 and out["metrics"]["committee"]["resample"] == "folds"
     assert "calibration" in out["metrics"]["figures"]
@@ -183,7 +261,9 @@ def test_committee_train_predict_evaluate_report_the_spread(seeded, run_pes, tmp
     png = tmp_path / "cal.png"
     ev = json.loads(run_pes("model", "evaluate", lab, "--plot", png, "--json", check=0).stdout)
     u = model.predict_uncertainty(configs, forces=False)
-    np.testing.assert_allclose(ev["spread"]["energy_std_mev_per_atom"], u["energy_std"] / 40 * 1000, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        ev["spread"]["energy_std_mev_per_atom"], u["energy_std"] / 40 * 1000, rtol=1e-5, atol=1e-6
+    )
     from scipy.stats import spearmanr
 
     err = np.abs(u["energy"] - labels["energy"])

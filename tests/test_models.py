@@ -100,7 +100,9 @@ def test_net_with_force_term_learns_forces(ref, featurizer):
     configs = random_configs(ref, 24, seed=5)
     labels = truth.predict_all(configs)
     e, forces = labels["energy"], np.stack(labels["forces"])
-    common = dict(batch_sizes=(4, 24), epochs=(40, 100), learning_rate=1e-2, validation_fraction=0.0, hidden_layers=(16,))
+    common = dict(
+        batch_sizes=(4, 24), epochs=(40, 100), learning_rate=1e-2, validation_fraction=0.0, hidden_layers=(16,)
+    )
     e_only = ClusterNet(featurizer=featurizer, **common).fit(configs, e)
     with_f = ClusterNet(featurizer=featurizer, force_weight=1.0, **common).fit(configs, e, forces)
     err = lambda m: np.sqrt(np.mean((m.predict_forces(configs) - forces) ** 2))  # noqa: E731
@@ -136,9 +138,11 @@ def test_stress_matches_strain_derivative(kind, fitted, data, ref):
     for v, (i, j) in enumerate(((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))):
         e = np.zeros((3, 3))
         e[i, j] = e[j, i] = h
+
         def energy(sign, e=e):
             f = np.eye(3) + sign * e
             return model.compute(c.positions @ f, c.lattice @ f, ref, False, False)["energy"]
+
         de = (energy(1) - energy(-1)) / (2 * h)
         if i != j:
             de /= 2  # symmetric strain moves both tensor components
@@ -204,11 +208,13 @@ def test_extensive_on_a_6x6x6_repetition(kind, fitted, data, ref):
     assert r["energy"][0] == pytest.approx(27 * e_small, rel=1e-10, abs=1e-8)
     f_small = model.predict_forces([c])[0]
     # forces repeat periodically as well
-    same_site = [(c.reference.primitive_index == big.reference.primitive_index[k])
-                 & np.all(c.reference.cell_translation == big.reference.cell_translation[k] % 2, axis=1)
-                 for k in range(0, big.reference.n_atoms, 97)]
+    same_site = [
+        (c.reference.primitive_index == big.reference.primitive_index[k])
+        & np.all(c.reference.cell_translation == big.reference.cell_translation[k] % 2, axis=1)
+        for k in range(0, big.reference.n_atoms, 97)
+    ]
     idx = [np.flatnonzero(mask)[0] for mask in same_site]
-    np.testing.assert_allclose(r["forces"][0][:: 97], f_small[idx], atol=1e-9)
+    np.testing.assert_allclose(r["forces"][0][::97], f_small[idx], atol=1e-9)
     np.testing.assert_allclose(r["stress"][0], model.predict_stress([c])[0], atol=1e-10)
 
 
@@ -256,7 +262,9 @@ def test_seeds_make_runs_repeatable(featurizer, data):
 
 def test_given_reference_energy_is_kept(featurizer, data, ref):
     configs, e = data
-    model = ClusterNet(featurizer=featurizer, reference_energy_per_fu=-3.0, **dict(FAST_NET, epochs=(1, 1, 1))).fit(configs[:20], e[:20])
+    model = ClusterNet(featurizer=featurizer, reference_energy_per_fu=-3.0, **dict(FAST_NET, epochs=(1, 1, 1))).fit(
+        configs[:20], e[:20]
+    )
     assert model.e0_ == -3.0
     assert model.predict([Configuration(ref)])[0] == pytest.approx(-3.0 * ref.n_cells, abs=1e-12)
 
@@ -311,7 +319,15 @@ def test_linear_term_is_the_ridge_solution_and_the_mlps_learn_the_rest(featurize
 def test_net_order_hides_higher_degrees_from_the_mlps_only(featurizer, data, tmp_path, kind):
     configs, e = data
     cls = ClusterNet if kind == "cluster" else SiteNet
-    model = cls(featurizer=featurizer, linear_term=True, net_order=1, batch_sizes=(16,), epochs=2, validation_fraction=0.0, hidden_layers=(4,))
+    model = cls(
+        featurizer=featurizer,
+        linear_term=True,
+        net_order=1,
+        batch_sizes=(16,),
+        epochs=2,
+        validation_fraction=0.0,
+        hidden_layers=(4,),
+    )
     model.fit(configs[:24], e[:24])
     mlps = model.mlps_
     deg = np.array(featurizer.degrees[0] if kind == "cluster" else featurizer.site_degrees[0])
@@ -337,16 +353,21 @@ def test_net_order_must_be_within_the_basis(featurizer, data):
             SiteNet(featurizer=featurizer, net_order=bad, epochs=0).fit(configs[:8], e[:8])
 
 
-
-
 @pytest.mark.parametrize("net_order", [None, 1])
 def test_padded_and_per_orbit_evaluation_agree(featurizer, data, net_order):
     """Small batches go through one padded batched product, large ones orbit by orbit: same numbers."""
     from perovskite_pes.models.nets import pack, unit_groups
 
     configs, e = data
-    model = SiteNet(featurizer=featurizer, linear_term=True, net_order=net_order, batch_sizes=(16,), epochs=2,
-                    validation_fraction=0.0, hidden_layers=(4, 3)).fit(configs[:24], e[:24])
+    model = SiteNet(
+        featurizer=featurizer,
+        linear_term=True,
+        net_order=net_order,
+        batch_sizes=(16,),
+        epochs=2,
+        validation_fraction=0.0,
+        hidden_layers=(4, 3),
+    ).fit(configs[:24], e[:24])
     feats = model._standardise(model.precompute(configs[:3]))
     mlps = model.mlps_
     counts = torch.tensor([float(x.shape[1]) for x in feats], dtype=torch.float64)
@@ -363,8 +384,15 @@ def test_site_net_split_evaluation_matches_the_general_path(ref, data):
 
     configs, e = data
     fz = Featurizer(ref, "4p+t+o", max_order=3, metric="inv")
-    model = SiteNet(featurizer=fz, linear_term=True, net_order=2, hidden_layers=(5,), batch_sizes=(16,), epochs=3,
-                    validation_fraction=0.0).fit(configs[:30], e[:30])
+    model = SiteNet(
+        featurizer=fz,
+        linear_term=True,
+        net_order=2,
+        hidden_layers=(5,),
+        batch_sizes=(16,),
+        epochs=3,
+        validation_fraction=0.0,
+    ).fit(configs[:30], e[:30])
     pos = torch.as_tensor(np.stack([c.positions for c in configs[30:33]])).requires_grad_(True)
     lat = torch.as_tensor(np.stack([c.lattice for c in configs[30:33]]))
     fast = model._split_sum(fz, pos, lat)

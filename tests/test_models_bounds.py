@@ -35,8 +35,13 @@ def _make(kind, featurizer, **kw):
 def pairs(featurizer, data):
     """The same recipe fitted free and bounded, per model kind."""
     configs, e = data
-    return {k: (_make(k, featurizer).fit(configs[:48], e[:48]), _make(k, featurizer, bounded=True).fit(configs[:48], e[:48]))
-            for k in ("linear", "cluster", "site")}
+    return {
+        k: (
+            _make(k, featurizer).fit(configs[:48], e[:48]),
+            _make(k, featurizer, bounded=True).fit(configs[:48], e[:48]),
+        )
+        for k in ("linear", "cluster", "site")
+    }
 
 
 def _bond(ref):

@@ -30,7 +30,9 @@ def committee(featurizer, data):
 
 def test_identical_members_have_exactly_zero_spread(featurizer, data, ref):
     configs, e = data
-    same = Committee("cluster", NET, size=3, resample="none", seeds=[2, 2, 2], featurizer=featurizer).fit(configs[:40], e[:40])
+    same = Committee("cluster", NET, size=3, resample="none", seeds=[2, 2, 2], featurizer=featurizer).fit(
+        configs[:40], e[:40]
+    )
     single = ClusterNet(featurizer=featurizer, seed=2, **NET).fit(configs[:40], e[:40])
     u = same.predict_uncertainty(configs[40:])
     assert np.all(u["energy_std"] == 0) and np.all(u["max_force_deviation"] == 0)
@@ -98,7 +100,13 @@ def test_mean_forces_and_stress_are_derivatives_of_the_mean_energy(committee, da
 def test_save_load_round_trip_gives_identical_mean_and_spread(committee, data, tmp_path, featurizer):
     configs = data[0][48:]
     committee.save(tmp_path / "c")
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["member_00", "member_01", "member_02", "member_03", "model.json"]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        "member_00",
+        "member_01",
+        "member_02",
+        "member_03",
+        "model.json",
+    ]
     again = load_model(tmp_path / "c", featurizer=featurizer)
     assert isinstance(again, Committee) and again.hyperparameters() == committee.hyperparameters()
     a, b = committee.predict_uncertainty(configs), again.predict_uncertainty(configs)

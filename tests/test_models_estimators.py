@@ -168,7 +168,9 @@ def test_linear_ce_names_its_design_matrix_columns(featurizer, data):
     assert len(names) == model.design_matrix(configs[:2]).shape[1] == len(model.coef_)
     assert len(set(names)) == len(names)
     first_orbit = featurizer.orbit_names[0]
-    assert [n for n in names if n.startswith(first_orbit + "/")] == [f"{first_orbit}/phi{m}" for m in range(featurizer.n_functions[0])]
+    assert [n for n in names if n.startswith(first_orbit + "/")] == [
+        f"{first_orbit}/phi{m}" for m in range(featurizer.n_functions[0])
+    ]
 
 
 def test_pair_potential_names_its_features(ref, data):

@@ -81,8 +81,15 @@ def test_ccd_models_are_invariant_and_extensive(cls, ref, featurizer, data, tmp_
 
 
 def test_grid_expansion_and_settings_validation():
-    grid = expand_grid({"model": ["cluster", "site", "linear", "pair"], "clusters": ["4p+o", "7p+t+o"], "max_order": [2, 4],
-                        "layers": [1, 2], "nodes": [8, 16]})
+    grid = expand_grid(
+        {
+            "model": ["cluster", "site", "linear", "pair"],
+            "clusters": ["4p+o", "7p+t+o"],
+            "max_order": [2, 4],
+            "layers": [1, 2],
+            "nodes": [8, 16],
+        }
+    )
     kinds = [g["model"] for g in grid]
     assert kinds.count("cluster") == kinds.count("site") == 2 * 2 * 2 * 2
     assert kinds.count("linear") == 4 and kinds.count("pair") == 1
@@ -107,7 +114,11 @@ def test_train_and_select_report_model_and_figures(data, tmp_path):
     configs, e, _ = data
     settings = {
         "grid": {"model": ["cluster", "linear"], "clusters": ["4p+o"], "nodes": [4, 8]},
-        "n_folds": 3, "n_jobs": 2, "training": dict(NET), "learning_curve": [0.5, 1.0], "progress": False,
+        "n_folds": 3,
+        "n_jobs": 2,
+        "training": dict(NET),
+        "learning_curve": [0.5, 1.0],
+        "progress": False,
         "paths": {"tilt": {"x": [4, 8, 12], "configs": configs[36:39], "energies": e[36:39], "xlabel": "angle"}},
     }
     model, report = train_and_select(configs, e, None, settings, tmp_path)
@@ -127,7 +138,9 @@ def test_train_and_select_report_model_and_figures(data, tmp_path):
     test = [configs[i] for i in report["test_indices"]]
     err = (model.predict(test) - e[report["test_indices"]]) / 40 * 1000
     assert report["test_rmse"] == pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-9)
-    assert "tilt" in report["models"]["best"]["test_per_kind"] or len([i for i in report["test_indices"] if i >= 36]) == 0
+    assert (
+        "tilt" in report["models"]["best"]["test_per_kind"] or len([i for i in report["test_indices"] if i >= 36]) == 0
+    )
     assert len(report["energy_bins"]["test"]) == 5
     for name in ("parity", "energy_bins", "cv_grid", "learning_curve", "paths"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
@@ -141,8 +154,14 @@ def test_train_and_select_report_model_and_figures(data, tmp_path):
 
 def test_train_and_select_with_force_term(data):
     configs, e, f = data
-    settings = {"grid": {"model": ["cluster"], "clusters": ["4p+o"], "nodes": [4]}, "n_folds": 2, "n_jobs": 1,
-                "training": dict(NET, epochs=(3, 5), force_weight=1.0), "baselines": False, "progress": False}
+    settings = {
+        "grid": {"model": ["cluster"], "clusters": ["4p+o"], "nodes": [4]},
+        "n_folds": 2,
+        "n_jobs": 1,
+        "training": dict(NET, epochs=(3, 5), force_weight=1.0),
+        "baselines": False,
+        "progress": False,
+    }
     model, report = train_and_select(configs, e, f, settings)
     assert model.force_weight == 1.0 and set(report["models"]) == {"best"}
     with pytest.raises(ModelError, match="needs forces"):
@@ -183,8 +202,14 @@ def test_train_and_select_refits_the_best_as_a_committee(data, tmp_path):
     from perovskite_pes.models import Committee
 
     configs, e, f = data
-    settings = {"grid": {"model": ["cluster"], "clusters": ["4p+o"], "nodes": [4]}, "n_folds": 2, "n_jobs": 1,
-                "training": dict(NET, epochs=(5, 10)), "committee": {"size": 3}, "progress": False}
+    settings = {
+        "grid": {"model": ["cluster"], "clusters": ["4p+o"], "nodes": [4]},
+        "n_folds": 2,
+        "n_jobs": 1,
+        "training": dict(NET, epochs=(5, 10)),
+        "committee": {"size": 3},
+        "progress": False,
+    }
     model, report = train_and_select(configs, e, list(f), settings, tmp_path)
     assert isinstance(model, Committee) and len(model.members_) == 3 and model.resample == "bootstrap"
     assert all(list(m.hidden_layers) == [4] and m.model_type == "cluster" for m in model.members_)

@@ -23,12 +23,21 @@ def test_defaults_live_in_the_settings_model():
 
 
 def test_partial_groups_are_merged_with_their_defaults():
-    cfg = merge_settings({"training": {"epochs": 7}, "linear": {"alpha": 1e-3}, "committee": {"size": 3},
-                          "grid": {"model": "linear", "nodes": (4, 8)}, "paths": {"p": {"x": [0]}}})
+    cfg = merge_settings(
+        {
+            "training": {"epochs": 7},
+            "linear": {"alpha": 1e-3},
+            "committee": {"size": 3},
+            "grid": {"model": "linear", "nodes": (4, 8)},
+            "paths": {"p": {"x": [0]}},
+        }
+    )
     assert cfg["training"]["epochs"] == 7 and cfg["training"]["batch_sizes"] == [2, 10, 100, 1000]
     assert cfg["linear"] == {"method": "ridge", "alpha": 1e-3}  # keyword groups: given keys update the defaults
     assert cfg["committee"] == {"size": 3, "resample": "bootstrap"}
-    assert cfg["grid"]["model"] == ["linear"] and cfg["grid"]["nodes"] == [4, 8] and cfg["grid"]["clusters"] == ["7p+t+o"]
+    assert (
+        cfg["grid"]["model"] == ["linear"] and cfg["grid"]["nodes"] == [4, 8] and cfg["grid"]["clusters"] == ["7p+t+o"]
+    )
     assert cfg["paths"] == {"p": {"x": [0]}}
     assert [g["model"] for g in expand_grid(cfg["grid"])] == ["linear"]
     assert committee_settings(cfg) == {"size": 3, "resample": "bootstrap"}
@@ -36,17 +45,29 @@ def test_partial_groups_are_merged_with_their_defaults():
     assert merge_settings({"bounds": None})["bounds"]["enabled"] is False  # None switches the wall off
 
 
-@pytest.mark.parametrize("settings, line", [
-    ({"n_fold": 3}, "selection settings: unknown selection setting 'n_fold'; known: ["),
-    ({"training": {"epoch": 3}}, "selection settings: training: unknown training setting(s) ['epoch']"),
-    ({"n_folds": "x"}, "selection settings: n_folds: input should be a valid integer"),
-    ({"training": {"learning_rate": "fast"}}, "selection settings: training.learning_rate: input should be a valid number"),
-    ({"grid": {"nodes": [8, "many"]}}, "selection settings: grid.nodes[1]: input should be a valid integer"),
-    ({"committee": {"size": 1}}, "selection settings: committee.size must be 0 (no committee) or an integer >= 2; got 1"),
-    ({"committee": {"resample": "jackknife"}}, "selection settings: committee.resample must be one of"),
-    ({"committee": 3}, "selection settings: committee must be a mapping like {size: 5, resample: bootstrap}; got 3"),
-    ([1, 2], "selection settings: expected a mapping of selection settings"),
-])
+@pytest.mark.parametrize(
+    "settings, line",
+    [
+        ({"n_fold": 3}, "selection settings: unknown selection setting 'n_fold'; known: ["),
+        ({"training": {"epoch": 3}}, "selection settings: training: unknown training setting(s) ['epoch']"),
+        ({"n_folds": "x"}, "selection settings: n_folds: input should be a valid integer"),
+        (
+            {"training": {"learning_rate": "fast"}},
+            "selection settings: training.learning_rate: input should be a valid number",
+        ),
+        ({"grid": {"nodes": [8, "many"]}}, "selection settings: grid.nodes[1]: input should be a valid integer"),
+        (
+            {"committee": {"size": 1}},
+            "selection settings: committee.size must be 0 (no committee) or an integer >= 2; got 1",
+        ),
+        ({"committee": {"resample": "jackknife"}}, "selection settings: committee.resample must be one of"),
+        (
+            {"committee": 3},
+            "selection settings: committee must be a mapping like {size: 5, resample: bootstrap}; got 3",
+        ),
+        ([1, 2], "selection settings: expected a mapping of selection settings"),
+    ],
+)
 def test_bad_settings_are_one_line_naming_the_setting(settings, line):
     with pytest.raises(SettingsError) as info:
         merge_settings(settings)
@@ -64,12 +85,21 @@ def _pair_selection(tmp_path=None, **settings):
 
     ref = Perovskite().supercell(2)
     rng = np.random.default_rng(3)
-    configs = [Configuration(ref, rng.normal(0, 0.08, (ref.n_atoms, 3)), rng.normal(0, 0.01, 6), {"kind": "random"})
-               for _ in range(24)]
+    configs = [
+        Configuration(ref, rng.normal(0, 0.08, (ref.n_atoms, 3)), rng.normal(0, 0.01, 6), {"kind": "random"})
+        for _ in range(24)
+    ]
     truth = PairPotential(n_gaussians=6).fit(configs[:12], rng.normal(0, 0.05, 12))  # any smooth pair energy
     energies = truth.predict(configs)
-    cfg = {"grid": {"model": ["pair"]}, "pair": {"n_gaussians": 6}, "n_folds": 3, "n_jobs": 1, "baselines": False,
-           "progress": False, **settings}
+    cfg = {
+        "grid": {"model": ["pair"]},
+        "pair": {"n_gaussians": 6},
+        "n_folds": 3,
+        "n_jobs": 1,
+        "baselines": False,
+        "progress": False,
+        **settings,
+    }
     return configs, energies, train_and_select(configs, energies, None, cfg, tmp_path)
 
 

@@ -121,7 +121,8 @@ def test_passwords_with_reserved_characters_never_leak(password, encode, pes_hom
     uri = f"mongodb://alice:{written}@db.example.org:27017/campaign?authSource=admin"
     assert redact_uri(uri) == "mongodb://alice:***@db.example.org:27017/campaign?authSource=admin"
     assert redact_text(f"failed to reach {uri}: timeout", [written]) == (
-        "failed to reach mongodb://alice:***@db.example.org:27017/campaign?authSource=admin: timeout")
+        "failed to reach mongodb://alice:***@db.example.org:27017/campaign?authSource=admin: timeout"
+    )
     monkeypatch.setenv("PES_MONGO_URI", uri)
     raw = unquote(password)
     pieces = [x for x in re.split(r"[/@:]", raw) + [raw, written] if len(x) >= 3]

@@ -28,14 +28,40 @@ def _run_json(capsys, *argv):
     return json.loads(out)
 
 
-@pytest.mark.parametrize("verb, extra", [
-    ("md", ["--steps", 20, "--equilibration", 10, "--ensemble", "npt"]),
-    ("mc", ["--steps", 3, "--equilibration", 2]),
-])
+@pytest.mark.parametrize(
+    "verb, extra",
+    [
+        ("md", ["--steps", 20, "--equilibration", 10, "--ensemble", "npt"]),
+        ("mc", ["--steps", 3, "--equilibration", 2]),
+    ],
+)
 def test_md_and_mc_json(pes_home, model_dir, capsys, tmp_path, verb, extra):
-    d = _run_json(capsys, "simulate", verb, "--model", model_dir, "--supercell", 2, "--temperature", 80,
-                  "--workdir", tmp_path / verb, "--trajectory", tmp_path / f"{verb}.extxyz", "--json", *extra)
-    for key in ("temperature_K", "steps", "atoms", "steps_per_second", "order_parameters", "lattice_parameters", "phase"):
+    d = _run_json(
+        capsys,
+        "simulate",
+        verb,
+        "--model",
+        model_dir,
+        "--supercell",
+        2,
+        "--temperature",
+        80,
+        "--workdir",
+        tmp_path / verb,
+        "--trajectory",
+        tmp_path / f"{verb}.extxyz",
+        "--json",
+        *extra,
+    )
+    for key in (
+        "temperature_K",
+        "steps",
+        "atoms",
+        "steps_per_second",
+        "order_parameters",
+        "lattice_parameters",
+        "phase",
+    ):
         assert key in d
     assert d["temperature_K"] == 80.0 and d["atoms"] == 40 and d["steps_per_second"] > 0
     assert len(d["order_parameters"]["R"]) == 3 and len(d["order_parameters"]["M"]) == 3
@@ -46,9 +72,34 @@ def test_md_and_mc_json(pes_home, model_dir, capsys, tmp_path, verb, extra):
 
 
 def test_heat_reports_transitions_and_plot(pes_home, model_dir, capsys, tmp_path):
-    d = _run_json(capsys, "simulate", "heat", "--model", model_dir, "--supercell", 2, "--method", "mc", "--t-min", 50,
-                  "--t-max", 100, "--t-step", 50, "--steps", 2, "--equilibration", 1, "--seeds", "0,1",
-                  "--heat-start", "a0a0c+", "--workdir", tmp_path / "heat", "--json")
+    d = _run_json(
+        capsys,
+        "simulate",
+        "heat",
+        "--model",
+        model_dir,
+        "--supercell",
+        2,
+        "--method",
+        "mc",
+        "--t-min",
+        50,
+        "--t-max",
+        100,
+        "--t-step",
+        50,
+        "--steps",
+        2,
+        "--equilibration",
+        1,
+        "--seeds",
+        "0,1",
+        "--heat-start",
+        "a0a0c+",
+        "--workdir",
+        tmp_path / "heat",
+        "--json",
+    )
     assert isinstance(d["transitions"], list)
     for tr in d["transitions"]:
         assert set(tr) >= {"from", "to", "temperature_K", "uncertainty_K"}
@@ -57,13 +108,16 @@ def test_heat_reports_transitions_and_plot(pes_home, model_dir, capsys, tmp_path
     assert (tmp_path / "heat" / "transitions.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["simulate", "md", "--model", "no-such-model"], "unknown model"),
-    (["simulate", "md", "--temperature", "0"], "positive temperature"),
-    (["simulate", "md", "--temperature", "100", "--timestep", "40"], "time step"),
-    (["simulate", "mc", "--start", "a9b9c9"], "Glazer"),
-    (["simulate", "heat", "--t-min", "400", "--t-max", "300"], "t_min < t_max"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["simulate", "md", "--model", "no-such-model"], "unknown model"),
+        (["simulate", "md", "--temperature", "0"], "positive temperature"),
+        (["simulate", "md", "--temperature", "100", "--timestep", "40"], "time step"),
+        (["simulate", "mc", "--start", "a9b9c9"], "Glazer"),
+        (["simulate", "heat", "--t-min", "400", "--t-max", "300"], "t_min < t_max"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(pes_home, model_dir, capsys, argv, message):
     if "--model" not in argv:
         argv = argv[:2] + ["--model", str(model_dir)] + argv[2:]
@@ -75,9 +129,31 @@ def test_bad_input_is_one_line_and_exit_2(pes_home, model_dir, capsys, argv, mes
 
 def test_blow_up_is_one_line_exit_2_and_keeps_the_trajectory(pes_home, model_dir, capsys, tmp_path):
     traj = tmp_path / "t.traj"
-    rc = main(["simulate", "md", "--model", str(model_dir), "--supercell", "2", "--temperature", "300", "--steps", "200",
-               "--equilibration", "0", "--max-displacement", "0.05", "--trajectory", str(traj), "--sample-every", "1",
-               "--workdir", str(tmp_path / "w"), "--no-progress"])
+    rc = main(
+        [
+            "simulate",
+            "md",
+            "--model",
+            str(model_dir),
+            "--supercell",
+            "2",
+            "--temperature",
+            "300",
+            "--steps",
+            "200",
+            "--equilibration",
+            "0",
+            "--max-displacement",
+            "0.05",
+            "--trajectory",
+            str(traj),
+            "--sample-every",
+            "1",
+            "--workdir",
+            str(tmp_path / "w"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "step" in err and "300 K" in err and "displacement" in err

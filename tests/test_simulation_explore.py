@@ -59,10 +59,19 @@ def test_duplicates_and_known_configurations_are_not_selected():
     base = _candidates([0.2], seed=3)[0]
     twin = Candidate(Configuration(REF, base.config.displacements + 0.001), 300.0, "a0a0a0", 0.0, 1)
     other = _candidates([0.25], seed=4)[0]
-    sel = select(SpreadByAmplitude(), [base, twin, other], lower=0.1, upper=0.4, max_selected=10, uniqueness_tolerance=0.05)
+    sel = select(
+        SpreadByAmplitude(), [base, twin, other], lower=0.1, upper=0.4, max_selected=10, uniqueness_tolerance=0.05
+    )
     assert len(sel.configurations) == 2 and sel.n_duplicates == 1
-    known = select(SpreadByAmplitude(), [base, twin, other], lower=0.1, upper=0.4, max_selected=10,
-                   uniqueness_tolerance=0.05, known=[other.config])
+    known = select(
+        SpreadByAmplitude(),
+        [base, twin, other],
+        lower=0.1,
+        upper=0.4,
+        max_selected=10,
+        uniqueness_tolerance=0.05,
+        known=[other.config],
+    )
     assert len(known.configurations) == 1 and known.configurations[0] is not other.config
 
 
@@ -86,8 +95,15 @@ def test_exploration_returns_labelled_frames_in_every_setting():
 
     configs = random_configs(small_reference(), 120, seed=3, amplitude=0.15, strain=0.01)
     model = LinearCE(clusters="4p", max_order=2, reference_energy_per_fu=-3.0).fit(configs, morse_energy(configs))
-    cands, runs = explore(model, temperatures=[100.0], starts=["a0a0a0", "a0a0c+"], strains=[0.0, 0.01], steps=20,
-                          equilibration=0, sample_every=5)
+    cands, runs = explore(
+        model,
+        temperatures=[100.0],
+        starts=["a0a0a0", "a0a0c+"],
+        strains=[0.0, 0.01],
+        steps=20,
+        equilibration=0,
+        sample_every=5,
+    )
     assert len(runs) == 4 and all(r["blowup"] is None for r in runs)
     assert len(cands) == 16 and all(c.config.reference == configs[0].reference for c in cands)
     strained = [c for c in cands if c.strain == 0.01]

@@ -42,7 +42,9 @@ def linear_model(training_set, tmp_path_factory):
 
 def _net(cls, training_set, **kw):
     configs, e = training_set
-    return cls(clusters="4p+t+o", max_order=2, hidden_layers=[3], epochs=[3], batch_sizes=[40], seed=1, **kw).fit(configs, e)
+    return cls(clusters="4p+t+o", max_order=2, hidden_layers=[3], epochs=[3], batch_sizes=[40], seed=1, **kw).fit(
+        configs, e
+    )
 
 
 class Harmonic(EnergyModel):
@@ -82,7 +84,9 @@ def test_nve_conserves_energy(linear_model, tmp_path):
 
 
 def test_langevin_holds_the_temperature(linear_model):
-    md = MDSimulation(linear_model, supercell=2, ensemble="nvt", timestep_fs=4.0, thermostat_fs=40.0, sample_every=2, seed=1)
+    md = MDSimulation(
+        linear_model, supercell=2, ensemble="nvt", timestep_fs=4.0, thermostat_fs=40.0, sample_every=2, seed=1
+    )
     res = md.run([Stage(60.0, steps=400, equilibration=100)])
     assert res.stages[0]["kinetic_temperature_K"] == pytest.approx(60.0, rel=0.15)
     assert res.completed and res.steps == 500
@@ -91,7 +95,15 @@ def test_langevin_holds_the_temperature(linear_model):
 def test_npt_moves_the_cell_and_reports_everything(linear_model):
     md = MDSimulation(linear_model, supercell=2, ensemble="npt", timestep_fs=4.0, barostat_fs=200.0, sample_every=5)
     d = md.run([Stage(50.0, steps=60, equilibration=20)]).to_dict()
-    for key in ("temperature_K", "steps", "atoms", "steps_per_second", "order_parameters", "lattice_parameters", "phase"):
+    for key in (
+        "temperature_K",
+        "steps",
+        "atoms",
+        "steps_per_second",
+        "order_parameters",
+        "lattice_parameters",
+        "phase",
+    ):
         assert key in d
     assert len(d["order_parameters"]["R"]) == 3 and len(d["order_parameters"]["M"]) == 3
     assert d["atoms"] == 40 and d["steps"] == 80
@@ -101,7 +113,9 @@ def test_npt_moves_the_cell_and_reports_everything(linear_model):
 
 def test_md_restart_reproduces_an_uninterrupted_run(linear_model, tmp_path, monkeypatch):
     schedule = [Stage(50.0, steps=30, equilibration=10), Stage(80.0, steps=30, equilibration=10)]
-    kw = dict(supercell=2, ensemble="npt", timestep_fs=4.0, barostat_fs=200.0, sample_every=5, checkpoint_every=25, seed=7)
+    kw = dict(
+        supercell=2, ensemble="npt", timestep_fs=4.0, barostat_fs=200.0, sample_every=5, checkpoint_every=25, seed=7
+    )
     whole = MDSimulation(linear_model, **kw).run(schedule)
     ckpt = tmp_path / "md.json"
     calls = {"n": 0}
@@ -121,7 +135,9 @@ def test_md_restart_reproduces_an_uninterrupted_run(linear_model, tmp_path, monk
     resumed = MDSimulation(linear_model, **kw).run(schedule, checkpoint=ckpt)
     assert resumed.steps == whole.steps
     for a, b in zip(whole.stages, resumed.stages):
-        assert a["R"] == pytest.approx(b["R"], abs=1e-9) and a["lattice_parameters"] == pytest.approx(b["lattice_parameters"], abs=1e-9)
+        assert a["R"] == pytest.approx(b["R"], abs=1e-9) and a["lattice_parameters"] == pytest.approx(
+            b["lattice_parameters"], abs=1e-9
+        )
     # a checkpoint of another run is refused
     with pytest.raises(SimulationError, match="different run"):
         MDSimulation(linear_model, **{**kw, "seed": 8}).run(schedule, checkpoint=ckpt)
@@ -138,13 +154,16 @@ def test_blow_up_stops_with_step_temperature_and_displacement(linear_model, tmp_
     assert traj.exists()  # what was written is kept
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"timestep_fs": 50.0}, "time step"),
-    ({"timestep_fs": 0.0}, "time step"),
-    ({"ensemble": "npe"}, "ensemble"),
-    ({"start": "a+b+c+d+"}, "Glazer"),
-    ({"start": "a0a0c+", "supercell": 3}, "cannot start"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"timestep_fs": 50.0}, "time step"),
+        ({"timestep_fs": 0.0}, "time step"),
+        ({"ensemble": "npe"}, "ensemble"),
+        ({"start": "a+b+c+d+"}, "Glazer"),
+        ({"start": "a0a0c+", "supercell": 3}, "cannot start"),
+    ],
+)
 def test_md_bad_input(linear_model, kwargs, match):
     with pytest.raises(SimulationError, match=match):
         MDSimulation(linear_model, **{"supercell": 2, **kwargs}).run([Stage(100.0, 10)])
@@ -258,9 +277,14 @@ def test_transition_detection_and_combination():
     labels = ["a+b-b-", "a+b-b-", "a0a0c+", "a+b-b-", "a0a0c+", "a0a0a0", "a0a0a0"]
     assert smooth_phases(labels)[2] == "a+b-b-"  # a one-temperature blip
     heat = run_transitions(temps, labels)
-    assert [(t["from"], t["to"], t["temperature_K"]) for t in heat] == [("a+b-b-", "a0a0c+", 275.0), ("a0a0c+", "a0a0a0", 325.0)]
+    assert [(t["from"], t["to"], t["temperature_K"]) for t in heat] == [
+        ("a+b-b-", "a0a0c+", 275.0),
+        ("a0a0c+", "a0a0a0", 325.0),
+    ]
     cool = run_transitions(temps[::-1], ["a0a0a0", "a0a0a0", "a0a0a0", "a0a0c+", "a0a0c+", "a+b-b-", "a+b-b-"])
-    combined = combine_transitions([{"direction": "heat", "transitions": heat}, {"direction": "cool", "transitions": cool}], 50.0)
+    combined = combine_transitions(
+        [{"direction": "heat", "transitions": heat}, {"direction": "cool", "transitions": cool}], 50.0
+    )
     pairs = {(c["from"], c["to"]): c for c in combined}
     low = pairs[("a+b-b-", "a0a0c+")]
     assert low["heating_K"] == 275.0 and low["cooling_K"] == 175.0 and low["hysteresis_K"] == 100.0

@@ -54,8 +54,13 @@ def writer(tmp_path, pes_home):
 
     def start(seed, n, mode="write", env=None):
         full_env = dict(os.environ, **(env or {}))
-        p = subprocess.Popen([sys.executable, str(script), str(seed), str(n), mode],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+        p = subprocess.Popen(
+            [sys.executable, str(script), str(seed), str(n), mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full_env,
+        )
         procs.append(p)
         return p
 
@@ -88,10 +93,25 @@ def _seed(n=5, launchpad=True):
     ref = Perovskite().supercell(2)
     rng = np.random.default_rng(3)
     store = get_store()
-    ids = store.save_configurations([Configuration(ref, rng.normal(0, 0.05, (40, 3)), tags={"method": "random"})
-                                     for _ in range(n)]).ids
-    store.save_calculations([(cid, dict(energy=-150.0 - i, forces=rng.normal(size=(40, 3)), stress=np.zeros(6),
-                                        calculator="sevennet", settings_hash="h1"), None) for i, cid in enumerate(ids)])
+    ids = store.save_configurations(
+        [Configuration(ref, rng.normal(0, 0.05, (40, 3)), tags={"method": "random"}) for _ in range(n)]
+    ).ids
+    store.save_calculations(
+        [
+            (
+                cid,
+                dict(
+                    energy=-150.0 - i,
+                    forces=rng.normal(size=(40, 3)),
+                    stress=np.zeros(6),
+                    calculator="sevennet",
+                    settings_hash="h1",
+                ),
+                None,
+            )
+            for i, cid in enumerate(ids)
+        ]
+    )
     store.register_model("m1", "/m", "sevennet", "h1", {"rmse": 1.0}, {}, [])
     if launchpad:
         from fireworks import Firework, ScriptTask
@@ -156,8 +176,11 @@ def test_sigkill_at_random_moments_leaves_a_prefix_and_a_rerun_completes(writer,
     store = get_store()
     assert _writes_of(store, 5) == list(range(n)) and store.count_configurations() == n  # no duplicates
     close_store()
-    assert sorted(f.name for f in pes_home.iterdir()) == ["store.launchpad.json", "store.launchpad.json.lock",
-                                                         "store.sqlite"]  # nothing half-made left behind
+    assert sorted(f.name for f in pes_home.iterdir()) == [
+        "store.launchpad.json",
+        "store.launchpad.json.lock",
+        "store.sqlite",
+    ]  # nothing half-made left behind
 
 
 def test_a_killed_import_stores_all_or_nothing_and_a_rerun_completes(pes_home, tmp_path):
@@ -166,9 +189,21 @@ def test_a_killed_import_stores_all_or_nothing_and_a_rerun_completes(pes_home, t
     n = 200
     ref = Perovskite().supercell(2)
     rng = np.random.default_rng(31)
-    records = [(Configuration(ref, rng.normal(0, 0.05, (40, 3))),
-                dict(energy=-150.0 - 0.01 * i, forces=rng.normal(size=(40, 3)), stress=np.zeros(6), calculator="vasp",
-                     settings_hash="v1", status="completed"), None) for i in range(n)]
+    records = [
+        (
+            Configuration(ref, rng.normal(0, 0.05, (40, 3))),
+            dict(
+                energy=-150.0 - 0.01 * i,
+                forces=rng.normal(size=(40, 3)),
+                stress=np.zeros(6),
+                calculator="vasp",
+                settings_hash="v1",
+                status="completed",
+            ),
+            None,
+        )
+        for i in range(n)
+    ]
     data = tmp_path / "frames.jsonl"
     export_records(records, data)
     get_store()
@@ -220,9 +255,20 @@ def test_an_import_computes_its_keys_before_it_takes_the_write_lock(pes_home, mo
     store = get_store()
     ref = Perovskite().supercell(2)
     rng = np.random.default_rng(12)
-    records = [ImportRecord(Configuration(ref, rng.normal(0, 0.05, (40, 3))),
-                            dict(energy=-150.0 - 0.1 * i, forces=rng.normal(size=(40, 3)), stress=np.zeros(6),
-                                 calculator="vasp", settings_hash="v1"), f"frame {i + 1}") for i in range(6)]
+    records = [
+        ImportRecord(
+            Configuration(ref, rng.normal(0, 0.05, (40, 3))),
+            dict(
+                energy=-150.0 - 0.1 * i,
+                forces=rng.normal(size=(40, 3)),
+                stress=np.zeros(6),
+                calculator="vasp",
+                settings_hash="v1",
+            ),
+            f"frame {i + 1}",
+        )
+        for i in range(6)
+    ]
     in_transaction = []
     real = store_mod.uniqueness_key
 
@@ -262,8 +308,11 @@ def _plans_with_scans(store, work):
     out = []
     for sql in statements:
         if sql.lstrip().upper().startswith("SELECT"):
-            scans = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)
-                     if row[-1].startswith("SCAN") and not row[-1].startswith("SCAN refs")]  # a row per reference
+            scans = [
+                row[-1]
+                for row in conn.execute("EXPLAIN QUERY PLAN " + sql)
+                if row[-1].startswith("SCAN") and not row[-1].startswith("SCAN refs")
+            ]  # a row per reference
             if scans:
                 out.append((sql[:120], scans))
     return out
@@ -275,24 +324,39 @@ def test_every_lookup_uses_an_index_and_every_unit_of_work_is_durable(pes_home):
     assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: on disk when a commit returns
     ref = Perovskite().supercell(2)
     rng = np.random.default_rng(4)
-    ids = store.save_configurations([Configuration(ref, rng.normal(0, 0.05, (40, 3)),
-                                                   tags={"method": "random", "tilt_system": "a0a0c+", "parent": "p"})
-                                     for _ in range(4)]).ids
-    store.save_calculations([(i, dict(energy=-150.0 - k, forces=rng.normal(size=(40, 3)), calculator="vasp",
-                                      settings_hash="v1"), None) for k, i in enumerate(ids[:3])])
+    ids = store.save_configurations(
+        [
+            Configuration(
+                ref, rng.normal(0, 0.05, (40, 3)), tags={"method": "random", "tilt_system": "a0a0c+", "parent": "p"}
+            )
+            for _ in range(4)
+        ]
+    ).ids
+    store.save_calculations(
+        [
+            (i, dict(energy=-150.0 - k, forces=rng.normal(size=(40, 3)), calculator="vasp", settings_hash="v1"), None)
+            for k, i in enumerate(ids[:3])
+        ]
+    )
     label = store.list_references()[0]["label"]
 
     def lookups():  # what imports, campaigns and filtered queries look up
         store.find_configuration(Configuration(ref, rng.normal(0, 0.05, (40, 3))))
         store.save_configurations([Configuration(ref, rng.normal(0, 0.05, (40, 3)))])
         store.has_calculation(ids[0], "v1")
-        store.save_calculation(ids[3], dict(energy=-151.0, forces=rng.normal(size=(40, 3)), calculator="vasp",
-                                            settings_hash="v1"))
+        store.save_calculation(
+            ids[3], dict(energy=-151.0, forces=rng.normal(size=(40, 3)), calculator="vasp", settings_hash="v1")
+        )
         store.get_configuration(ids[1])
         store.get_calculation(store.query(config_id=ids[2])[0]["calc_id"])
-        for filters in ({"tilt_system": "a0a0c+"}, {"method": "random"}, {"parent": "p"}, {"reference": label},
-                        {"calculator": "vasp", "settings_hash": "v1", "emin": -4.0, "emax": -3.0},
-                        {"settings_hash": "v1", "status": "completed"}):
+        for filters in (
+            {"tilt_system": "a0a0c+"},
+            {"method": "random"},
+            {"parent": "p"},
+            {"reference": label},
+            {"calculator": "vasp", "settings_hash": "v1", "emin": -4.0, "emax": -3.0},
+            {"settings_hash": "v1", "status": "completed"},
+        ):
             store.query(filters, limit=10)
             if set(filters) <= {"tilt_system", "method", "parent", "reference"}:
                 store.count_configurations(**filters)
@@ -303,8 +367,12 @@ def test_every_lookup_uses_an_index_and_every_unit_of_work_is_durable(pes_home):
     store._conn().execute("DROP INDEX configurations_tilt_system")
     assert _plans_with_scans(store, lambda: store.query(tilt_system="a0a0c+"))
     # committed means visible to, and durable for, any other process as soon as the call returns
-    out = subprocess.run([sys.executable, "-c", "from perovskite_pes.db import get_store; "
-                          "print(get_store().count_configurations())"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", "from perovskite_pes.db import get_store; print(get_store().count_configurations())"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.stdout.split()[-1] == "5", out.stderr
 
 
@@ -328,8 +396,12 @@ def test_a_damaged_store_file_is_one_line_and_nothing_changes(case, pes_home, ru
             conn.execute("CREATE TABLE t (x)")
         content = other.read_bytes()
     else:
-        content = {"empty": b"", "whitespace": b"  \n\t\n", "json": b"{}",
-                   "garbage": np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes()}[case]
+        content = {
+            "empty": b"",
+            "whitespace": b"  \n\t\n",
+            "json": b"{}",
+            "garbage": np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes(),
+        }[case]
     path.write_bytes(content)
     before = _digest(path)
     for args in (("db", "stats"), ("db", "query", "--json"), ("db", "import", tmp_path / "missing.jsonl")):
@@ -395,8 +467,14 @@ def test_a_full_disk_lets_reading_commands_work_and_others_fail_in_one_line(pes_
     incoming.write_text(json.dumps({"configuration": Configuration(ref, np.full((40, 3), 0.03)).to_dict()}) + "\n")
 
     def pes(*args):
-        return subprocess.run([sys.executable, "-m", "perovskite_pes", *map(str, args)], capture_output=True, text=True,
-                              timeout=120, env=dict(os.environ), preexec_fn=_no_room_to_grow_files)
+        return subprocess.run(
+            [sys.executable, "-m", "perovskite_pes", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(os.environ),
+            preexec_fn=_no_room_to_grow_files,
+        )
 
     st = pes("db", "stats", "--json")
     assert st.returncode == 0 and json.loads(st.stdout)["configurations"] == 5, st.stderr
@@ -416,8 +494,15 @@ def test_a_full_disk_lets_reading_commands_work_and_others_fail_in_one_line(pes_
     store = get_store()
     assert store.read_only_reason is None and store.count_configurations() == 5
     close_store()
-    assert subprocess.run([sys.executable, "-m", "perovskite_pes", "db", "import", incoming, "--structures-only"],
-                          capture_output=True, text=True, timeout=120).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "perovskite_pes", "db", "import", incoming, "--structures-only"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).returncode
+        == 0
+    )
     store = get_store()
     assert store.count_configurations() == 6
     assert store._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -490,19 +575,38 @@ def _legacy_store(home):
     old = MongoStore.on_client(settings, client)
     ref = Perovskite().supercell(2)
     rng = np.random.default_rng(8)
-    configs = [Configuration(ref, rng.normal(0, 0.05, (40, 3)), rng.normal(0, 0.01, 6), {"method": "random", "i": i})
-               for i in range(12)]
+    configs = [
+        Configuration(ref, rng.normal(0, 0.05, (40, 3)), rng.normal(0, 0.01, 6), {"method": "random", "i": i})
+        for i in range(12)
+    ]
     ids = old.save_configurations(configs, source="enumerate").ids
     forces = [rng.normal(size=(40, 3)) for _ in ids]
-    calc_ids = old.save_calculations([(cid, dict(energy=-150.0 - i, forces=f, stress=rng.normal(size=6) * 1e-3,
-                                                 calculator="sevennet", settings_hash="h1"), {"fw_id": i})
-                                      for i, (cid, f) in enumerate(zip(ids, forces))])
+    calc_ids = old.save_calculations(
+        [
+            (
+                cid,
+                dict(
+                    energy=-150.0 - i,
+                    forces=f,
+                    stress=rng.normal(size=6) * 1e-3,
+                    calculator="sevennet",
+                    settings_hash="h1",
+                ),
+                {"fw_id": i},
+            )
+            for i, (cid, f) in enumerate(zip(ids, forces))
+        ]
+    )
     old.register_model("net", "/models/net", "sevennet", "h1", {"rmse": 0.5}, {"nodes": 8}, calc_ids)
     old.get_launchpad().add_wf(Firework(ScriptTask.from_str("echo old"), name="old workflow"))
     (home / "store.json").write_text(_serialise(client._store._databases))
-    before = {"calcs": [old.get_calculation(c) for c in calc_ids], "rows": old.query(),
-              "tags": [old.get_configuration(i).tags for i in ids], "models": old.list_models(),
-              "references": old.list_references()}
+    before = {
+        "calcs": [old.get_calculation(c) for c in calc_ids],
+        "rows": old.query(),
+        "tags": [old.get_configuration(i).tags for i in ids],
+        "models": old.list_models(),
+        "references": old.list_references(),
+    }
     old.close()
     return configs, ids, calc_ids, forces, before
 
@@ -577,8 +681,11 @@ def test_a_backup_taken_while_another_process_writes_is_one_consistent_moment(wr
     _wait_for(p, "stored 20")
     summary = get_store().backup(tmp_path / "snapshot.sqlite")
     assert p.wait(timeout=300) == 0, p.stderr.read()
-    snap = SQLiteStore.open_file(Settings.load(environ={"PES_HOME": str(tmp_path / "elsewhere")}),
-                                 path=tmp_path / "snapshot.sqlite", migrate=False)
+    snap = SQLiteStore.open_file(
+        Settings.load(environ={"PES_HOME": str(tmp_path / "elsewhere")}),
+        path=tmp_path / "snapshot.sqlite",
+        migrate=False,
+    )
     try:
         got = sorted(c.tags["i"] for c, _calc, _id in snap.records(source="writer-9"))
         assert got == list(range(len(got))) and 21 <= len(got) == summary["configurations"]  # a prefix: one moment

@@ -19,8 +19,14 @@ def configs():
     ref = Perovskite().supercell(2)
     rng = np.random.default_rng(0)
     out = [tilt_configuration(ref, "a+b-b-"), tilt_configuration(ref, "a0a0c+", 5)]
-    out.append(Configuration(ref, rng.normal(0, 0.1, (40, 3)), [0.01, -0.01, 0.02, 0.001, 0.0, 0.003],
-                             {"method": "random", "seed": 3, "amplitudes": [0.1, 0.2]}))
+    out.append(
+        Configuration(
+            ref,
+            rng.normal(0, 0.1, (40, 3)),
+            [0.01, -0.01, 0.02, 0.001, 0.0, 0.003],
+            {"method": "random", "seed": 3, "amplitudes": [0.1, 0.2]},
+        )
+    )
     return out
 
 

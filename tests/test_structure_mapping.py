@@ -73,8 +73,9 @@ def test_large_translation_gives_an_equivalent_configuration(ref):
     s, _ = transformed(c, rng, shift=np.array([1.3, -0.7, 2.2]) * a)
     back = Configuration.from_structure(ref, s, remove_translation=True)
     assert canonical_key(back) == canonical_key(c)
-    assert np.isclose(np.sort(np.linalg.norm(back.displacements, axis=1)),
-                      np.sort(np.linalg.norm(c.displacements, axis=1))).all()
+    assert np.isclose(
+        np.sort(np.linalg.norm(back.displacements, axis=1)), np.sort(np.linalg.norm(c.displacements, axis=1))
+    ).all()
 
 
 def test_tilted_structure_with_shuffled_sites(ref):
@@ -102,8 +103,12 @@ def test_rejects_bad_structures(ref):
     with pytest.raises(PesError, match="no unique matching"):
         Configuration.from_structure(ref, Configuration(ref, moved).to_structure())
     # a lattice in another basis is recognised as such
-    other = Structure(Lattice(s.lattice.matrix + [[0, 0, 0], [0, 0, 0], s.lattice.matrix[0]]), s.species, s.cart_coords,
-                      coords_are_cartesian=True)
+    other = Structure(
+        Lattice(s.lattice.matrix + [[0, 0, 0], [0, 0, 0], s.lattice.matrix[0]]),
+        s.species,
+        s.cart_coords,
+        coords_are_cartesian=True,
+    )
     with pytest.raises(ConfigurationError, match="does not correspond"):
         Configuration.from_structure(ref, other)
     mirrored = Structure(Lattice(-s.lattice.matrix), s.species, -s.cart_coords, coords_are_cartesian=True)

@@ -24,9 +24,21 @@ def ref():
 
 # Howard & Stokes (1998), Table 1 -- written out independently of the module's table
 HOWARD_STOKES = {
-    "a0a0a0": 221, "a0a0c+": 127, "a0b+b+": 139, "a+a+a+": 204, "a+b+c+": 71,
-    "a0a0c-": 140, "a0b-b-": 74, "a-a-a-": 167, "a0b-c-": 12, "a-b-b-": 15,
-    "a-b-c-": 2, "a0b+c-": 63, "a+b-b-": 62, "a+b-c-": 11, "a+a+c-": 137,
+    "a0a0a0": 221,
+    "a0a0c+": 127,
+    "a0b+b+": 139,
+    "a+a+a+": 204,
+    "a+b+c+": 71,
+    "a0a0c-": 140,
+    "a0b-b-": 74,
+    "a-a-a-": 167,
+    "a0b-c-": 12,
+    "a-b-b-": 15,
+    "a-b-c-": 2,
+    "a0b+c-": 63,
+    "a+b-b-": 62,
+    "a+b-c-": 11,
+    "a+a+c-": 137,
 }
 
 
@@ -65,7 +77,7 @@ def test_in_phase_and_anti_phase_layers(ref):
     """Along the tilt axis, + keeps the sense in successive layers, - alternates it."""
     for sign, expect in (("+", 1), ("-", -1)):
         c = tilt_configuration(ref, f"a0a0c{sign}", 8)
-        x1 = (ref.primitive_index == 2)
+        x1 = ref.primitive_index == 2
         t = ref.cell_translation
         lower = x1 & np.all(t == [0, 0, 0], axis=1)
         upper = x1 & np.all(t == [0, 0, 1], axis=1)
@@ -90,7 +102,9 @@ def test_glazer_symbol_errors(ref):
     # the sqrt2 x sqrt2 x 2 cell holds the z tilts but not a tilt about x
     root2 = Perovskite().supercell([[1, 1, 0], [-1, 1, 0], [0, 0, 2]])
     assert space_group(tilt_configuration(root2, "a0a0c-"))[1] == 140
-    assert space_group(tilt_configuration(Perovskite().supercell([[1, 1, 0], [-1, 1, 0], [0, 0, 1]]), "a0a0c+"))[1] == 127
+    assert (
+        space_group(tilt_configuration(Perovskite().supercell([[1, 1, 0], [-1, 1, 0], [0, 0, 1]]), "a0a0c+"))[1] == 127
+    )
     with pytest.raises(GlazerError, match="cannot hold"):
         tilt_configuration(root2, "a+b-b-")
     assert glazer_system("a^0 a^0 c^-").symbol == "a0a0c-"

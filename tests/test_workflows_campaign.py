@@ -49,12 +49,30 @@ class StandIn:
         self.calls.append(structure.lattice.matrix.copy())
         reason = self.fail(structure) if self.fail else None
         if reason:
-            return CalcResult(None, None, None, self.name, self.version, self.settings, self.settings_hash, 0.0,
-                              status="failed", error=reason)
+            return CalcResult(
+                None,
+                None,
+                None,
+                self.name,
+                self.version,
+                self.settings,
+                self.settings_hash,
+                0.0,
+                status="failed",
+                error=reason,
+            )
         x = structure.cart_coords
-        return CalcResult(float(np.sum(np.sin(x) ** 2)), -np.sin(2 * x), np.zeros(6), self.name, self.version,
-                          self.settings, self.settings_hash, 0.0,
-                          final_structure=structure.copy() if relax else None)
+        return CalcResult(
+            float(np.sum(np.sin(x) ** 2)),
+            -np.sin(2 * x),
+            np.zeros(6),
+            self.name,
+            self.version,
+            self.settings,
+            self.settings_hash,
+            0.0,
+            final_structure=structure.copy() if relax else None,
+        )
 
 
 class StandInModel:
@@ -66,8 +84,14 @@ class StandInModel:
 def stand_in_training(configs, energies, forces=None, settings=None, workdir=None):
     """Model selection stand-in: the CV error shrinks as data grows (so retrained models are accepted)."""
     n = len(configs)
-    report = {"cv_table": [{"val_rmse_mean": 10.0 / np.sqrt(n), "val_rmse_std": 0.1}], "test_rmse": 11.0 / np.sqrt(n),
-              "train_rmse": 9.0 / np.sqrt(n), "best_label": "stand-in", "n_train": n, "n_test": 0}
+    report = {
+        "cv_table": [{"val_rmse_mean": 10.0 / np.sqrt(n), "val_rmse_std": 0.1}],
+        "test_rmse": 11.0 / np.sqrt(n),
+        "train_rmse": 9.0 / np.sqrt(n),
+        "best_label": "stand-in",
+        "n_train": n,
+        "n_test": 0,
+    }
     if workdir is not None:
         StandInModel().save(Path(workdir) / "model")
     return StandInModel(), report
@@ -118,11 +142,20 @@ def test_workflow_shape_links_categories_and_duplicate_keys():
     for fw in wf.fws:
         kinds.setdefault(fw.spec["pes_kind"], []).append(fw)
     assert {k: len(v) for k, v in kinds.items()} == {
-        "relax_reference": 1, "relax_tilt": 2, "enumerate": 4, "train": 1, "report": 1}  # 3 parents + paths
+        "relax_reference": 1,
+        "relax_tilt": 2,
+        "enumerate": 4,
+        "train": 1,
+        "report": 1,
+    }  # 3 parents + paths
     ids = {fw.name.split(": ", 1)[1]: fw.fw_id for fw in wf.fws}
     links = wf.links
-    assert set(links[ids["relax reference"]]) == {ids["relax a0a0c+"], ids["relax a-a-a-"],
-                                                   ids["enumerate around a0a0a0"], ids["enumerate paths"]}
+    assert set(links[ids["relax reference"]]) == {
+        ids["relax a0a0c+"],
+        ids["relax a-a-a-"],
+        ids["enumerate around a0a0a0"],
+        ids["enumerate paths"],
+    }
     assert set(links[ids["relax a0a0c+"]]) == {ids["enumerate around a0a0c+"], ids["enumerate paths"]}
     assert ids["enumerate paths"] not in links[ids["relax a-a-a-"]]  # not on a path
     train = ids["train (final)"]
@@ -242,8 +275,11 @@ def test_injected_failures_fizzle_their_batch_and_the_campaign_goes_on(calc, sto
 
 def test_a_whole_batch_exception_fizzles_only_that_firework(calc, store):
     calc.raise_error = "calculator 'sevennet' needs the Python package sevenn (injected)"
-    spec = validate_spec(spec_dict(steps={"relax_reference": False, "relax_tilts": False,
-                                          "random": {"count": 5, "displacement_radius": 0.3}}))
+    spec = validate_spec(
+        spec_dict(
+            steps={"relax_reference": False, "relax_tilts": False, "random": {"count": 5, "displacement_radius": 0.3}}
+        )
+    )
     out = C.run_campaign(spec, progress=False)
     kinds = out["fireworks"]["by_kind"]
     assert kinds["calculate"] == {"FIZZLED": 1} and kinds["enumerate"] == {"COMPLETED": 1}
@@ -256,8 +292,10 @@ def test_retrain_check_fires_when_the_data_grows_past_the_policy(calc, store):
     C.run_campaign(quiet, progress=False)
     lpad = store.get_launchpad()
     assert not fireworks(lpad, **{"spec.pes_trigger": "retrain"})
-    checks = [lpad.launches.find_one({"launch_id": fw["launches"][-1]})["action"]["stored_data"]["retrain_check"]
-              for fw in fireworks(lpad, **{"spec.pes_kind": "calculate"})]
+    checks = [
+        lpad.launches.find_one({"launch_id": fw["launches"][-1]})["action"]["stored_data"]["retrain_check"]
+        for fw in fireworks(lpad, **{"spec.pes_kind": "calculate"})
+    ]
     assert checks and not any(c["retrain"] for c in checks)
     assert all("below the retrain policy" in c["reason"] for c in checks)
     assert len(store.list_models()) == 1  # only the final training
@@ -281,9 +319,17 @@ def test_retrain_check_fires_when_the_data_grows_past_the_policy(calc, store):
 
 def test_status_and_rerun_failed_commands(calc, store, run_pes):
     calc.fail = lambda s: "forced failure (injected)" if s.lattice.abc[0] > 11.8 else None
-    spec = validate_spec(spec_dict(steps={"relax_reference": False, "relax_tilts": False,
-                                          "strain_grid": {"amplitudes": [0.01], "subspaces": ["A1g"]}},
-                                   training={"enabled": False}, fireworks={"per_firework": 1}))
+    spec = validate_spec(
+        spec_dict(
+            steps={
+                "relax_reference": False,
+                "relax_tilts": False,
+                "strain_grid": {"amplitudes": [0.01], "subspaces": ["A1g"]},
+            },
+            training={"enabled": False},
+            fireworks={"per_firework": 1},
+        )
+    )
     C.run_campaign(spec, progress=False)
     from perovskite_pes.db import close_store
 
@@ -309,16 +355,29 @@ def test_vasp_campaign_on_the_mock_vasp_fixtures(store):
     """Custodian runs a fake VASP that checks the written inputs against the reference folder and copies
     its outputs in: the cubic reference matches and completes; the strained cell differs from the
     reference inputs, custodian cannot fix it, and its Firework fizzles with the reason stored."""
-    spec = validate_spec({
-        "name": "vasp-mock", "supercell": 1,
-        "calculator": {"name": "vasp", "settings": {
-            "vasp_cmd": [sys.executable, str(FIXTURES / "fake_vasp.py"), str(FIXTURES / "static_cubic")],
-            "potcar_spec": True, "polling_time_step": 0.02, "monitor_freq": 1, "max_errors": 1}},
-        "fireworks": {"per_firework": 1},
-        "steps": {"relax_reference": False, "relax_tilts": False,
-                  "strain_grid": {"amplitudes": [0.01], "subspaces": ["A1g"]}},
-        "training": {"enabled": False},
-    })
+    spec = validate_spec(
+        {
+            "name": "vasp-mock",
+            "supercell": 1,
+            "calculator": {
+                "name": "vasp",
+                "settings": {
+                    "vasp_cmd": [sys.executable, str(FIXTURES / "fake_vasp.py"), str(FIXTURES / "static_cubic")],
+                    "potcar_spec": True,
+                    "polling_time_step": 0.02,
+                    "monitor_freq": 1,
+                    "max_errors": 1,
+                },
+            },
+            "fireworks": {"per_firework": 1},
+            "steps": {
+                "relax_reference": False,
+                "relax_tilts": False,
+                "strain_grid": {"amplitudes": [0.01], "subspaces": ["A1g"]},
+            },
+            "training": {"enabled": False},
+        }
+    )
     out = C.run_campaign(spec, progress=False)
     lpad = store.get_launchpad()
     batches = fireworks(lpad, **{"spec.pes_kind": "calculate"})
@@ -335,7 +394,7 @@ def test_vasp_campaign_on_the_mock_vasp_fixtures(store):
 
 
 # ---------------------------------------------------------------------------------------- lost runs
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import sys, time
     import numpy as np
     from perovskite_pes.calculators import CalcResult
@@ -355,18 +414,25 @@ WORKER = textwrap.dedent('''
     slow = Slow()
     steps.get_calculator_cached = lambda calculator: slow
     campaign.run_campaign(validate_spec(__SPEC__), progress=False)
-''')
+""")
 
 
 def test_killed_worker_is_recovered_and_nothing_is_stored_twice(calc, pes_home, tmp_path):
-    d = spec_dict(name="killed", fireworks={"per_firework": 10, "flush_every": 1}, training={"enabled": False},
-                  steps={"relax_reference": False, "relax_tilts": False,
-                         "random": {"count": 30, "displacement_radius": 0.3}})
+    d = spec_dict(
+        name="killed",
+        fireworks={"per_firework": 10, "flush_every": 1},
+        training={"enabled": False},
+        steps={"relax_reference": False, "relax_tilts": False, "random": {"count": 30, "displacement_radius": 0.3}},
+    )
     script = tmp_path / "worker.py"
     script.write_text(WORKER.replace("__SPEC__", repr(d)))
     counter = tmp_path / "calls.txt"
-    proc = subprocess.Popen([sys.executable, str(script), str(counter)], env=dict(os.environ),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(counter)],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         if counter.exists() and len(counter.read_text().split()) >= 14:  # inside the second batch

@@ -57,8 +57,7 @@ def _stored(store, n, seed=0, hash_="h1"):
     ids = store.save_configurations(configs).ids
     calc_ids = []
     for cid in ids:
-        res = CalcResult(-17.0 + rng.normal(scale=0.01), np.zeros((5, 3)), np.zeros(6), "sevennet", "v", {},
-                         hash_, 0.1)
+        res = CalcResult(-17.0 + rng.normal(scale=0.01), np.zeros((5, 3)), np.zeros(6), "sevennet", "v", {}, hash_, 0.1)
         calc_ids.append(store.save_calculation(cid, res))
     return calc_ids
 
@@ -131,9 +130,11 @@ def test_interpolation_paths_include_the_relaxed_end_points_and_measure_from_the
 
     path = "a0a0a0->a0a0c+->a+b-b-"
     data = [item({"method": "interpolate", "path": path, "path_coordinate": x}, -1.0 - x) for x in (0.5, 1.5, 1.0)]
-    data += [item({"method": "tilt", "tilt_system": "a0a0a0", "relaxed": None}, -1.0),
-             item({"method": "tilt", "tilt_system": "a+b-b-", "relaxed": "cell"}, -3.2),
-             item({"method": "tilt", "tilt_system": "a0a0c-", "relaxed": "cell"}, -2.0)]
+    data += [
+        item({"method": "tilt", "tilt_system": "a0a0a0", "relaxed": None}, -1.0),
+        item({"method": "tilt", "tilt_system": "a+b-b-", "relaxed": "cell"}, -3.2),
+        item({"method": "tilt", "tilt_system": "a0a0c-", "relaxed": "cell"}, -2.0),
+    ]
     out = interpolation_paths(data)
     p = out[path]
     assert p["x"] == [0.0, 0.5, 1.0, 1.5, 2.0]

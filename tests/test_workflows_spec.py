@@ -31,9 +31,13 @@ def test_defaults_and_round_trip():
 
 
 def test_dft_calculators_get_the_dft_category_and_training_settings_follow_the_models_schema():
-    spec = validate_spec(minimal(calculator={"name": "vasp", "settings": {"potcar_spec": True}},
-                                 descriptors={"clusters": "4p+o", "max_order": 4, "metric": "log"},
-                                 training={"models": ["cluster", "site"], "grid": {"nodes": [4, 8]}, "epochs": 7}))
+    spec = validate_spec(
+        minimal(
+            calculator={"name": "vasp", "settings": {"potcar_spec": True}},
+            descriptors={"clusters": "4p+o", "max_order": 4, "metric": "log"},
+            training={"models": ["cluster", "site"], "grid": {"nodes": [4, 8]}, "epochs": 7},
+        )
+    )
     assert spec.category == "dft"
     t = spec.training_settings()
     assert t["grid"] == {"model": ["cluster", "site"], "clusters": ["4p+o"], "max_order": [4], "nodes": [4, 8]}
@@ -87,8 +91,10 @@ def test_paper_spec_matches_the_paper():
         (minimal(steps={"random": {"count": 5, "displacment_radius": 0.1}}), "steps.random.displacment_radius"),
         (minimal(steps={"mode_grid": {"amplitudes": [0.1, 3.0]}}), "steps.mode_grid.amplitudes[1]"),
         (minimal(steps={"strain_grid": {"subspaces": ["A2u"]}}), "steps.strain_grid.subspaces[0]"),
-        (minimal(steps={"relax_tilts": {"systems": ["a0a0c+"]}, "interpolations": [{"path": ["a0a0a0", "a-a-a-"]}]}),
-         "steps.interpolations[0].path[1]"),
+        (
+            minimal(steps={"relax_tilts": {"systems": ["a0a0c+"]}, "interpolations": [{"path": ["a0a0a0", "a-a-a-"]}]}),
+            "steps.interpolations[0].path[1]",
+        ),
         (minimal(steps={"interpolations": [{"path": ["a0a0a0"]}]}), "steps.interpolations[0].path"),
         (minimal(descriptors={"clusters": "3q+o"}), "descriptors.clusters"),
         (minimal(descriptors={"clusters": "0p+o"}), "descriptors.clusters"),
@@ -165,9 +171,16 @@ def test_longer_pair_sets_and_the_staged_net_recipe_validate():
     """Any '+'-joined set the descriptors layer builds is allowed, and net options reach train_and_select."""
     from perovskite_pes.models.selection import merge_settings
 
-    spec = validate_spec(minimal(descriptors={"clusters": "30p+t+o", "max_order": 4, "metric": "inv"},
-                                 training={"models": ["site", "linear"], "grid": {"clusters": ["11p+t+o", "30p+t+o"]},
-                                           "options": {"training": {"linear_term": True, "net_order": 2, "epochs": 0}}}))
+    spec = validate_spec(
+        minimal(
+            descriptors={"clusters": "30p+t+o", "max_order": 4, "metric": "inv"},
+            training={
+                "models": ["site", "linear"],
+                "grid": {"clusters": ["11p+t+o", "30p+t+o"]},
+                "options": {"training": {"linear_term": True, "net_order": 2, "epochs": 0}},
+            },
+        )
+    )
     settings = merge_settings(spec.training_settings())
     assert settings["grid"]["clusters"] == ["11p+t+o", "30p+t+o"] and settings["metric"] == "inv"
     assert settings["training"]["linear_term"] is True and settings["training"]["net_order"] == 2
@@ -206,10 +219,19 @@ def test_active_loop_starts_after_the_first_training_with_a_committee():
 # a spec touching every section, in the short forms a YAML file may use (scalars for lists, true/false
 # for steps, a switched-off section with values, defaults left out)
 EVERY_SECTION = {
-    "name": "t", "calculator": {"name": "sevennet"}, "simulate": {"enabled": False, "t_min": 7},
-    "steps": {"relax_tilts": {"systems": "a0a0c+", "angles_deg": {"a": 5, "b": 6, "c": 7}}, "mode_grid": {"amplitudes": 0.1},
-              "random": True, "strain_grid": False, "interpolations": [{"path": ["a0a0a0", "a0a0c+"]}]},
-    "supercell": [2, 2, 2], "reference": {"lattice_parameter": 6}, "retrain": False,
+    "name": "t",
+    "calculator": {"name": "sevennet"},
+    "simulate": {"enabled": False, "t_min": 7},
+    "steps": {
+        "relax_tilts": {"systems": "a0a0c+", "angles_deg": {"a": 5, "b": 6, "c": 7}},
+        "mode_grid": {"amplitudes": 0.1},
+        "random": True,
+        "strain_grid": False,
+        "interpolations": [{"path": ["a0a0a0", "a0a0c+"]}],
+    },
+    "supercell": [2, 2, 2],
+    "reference": {"lattice_parameter": 6},
+    "retrain": False,
     "training": {"batch_sizes": 10, "epochs": [3], "options": {"training": {"patience": 5}}},
 }
 
@@ -235,7 +257,9 @@ def test_short_forms_and_switches():
     assert spec.reference.lattice_parameter == 6.0 and isinstance(spec.reference.lattice_parameter, float)
     assert validate_spec(minimal(steps={"random": {}})).steps.random.enabled  # an empty mapping is a mapping
     assert not validate_spec(minimal(steps={"random": None})).steps.random.enabled  # an empty entry is no entry
-    assert not validate_spec(minimal(steps={"mode_grid": {"enabled": False, "amplitudes": [0.2]}})).steps.mode_grid.enabled
+    assert not validate_spec(
+        minimal(steps={"mode_grid": {"enabled": False, "amplitudes": [0.2]}})
+    ).steps.mode_grid.enabled
     # the file it came from is kept, but it is no field of the spec
     with pytest.raises(SpecError, match="source: unknown field"):
         validate_spec(minimal(source="x.yaml"))
@@ -292,7 +316,13 @@ def test_schema_command_prints_a_schema_the_shipped_specs_satisfy(capsys):
         assert not errors, (path.name, [e.message for e in errors])
     assert not list(validator.iter_errors(EVERY_SECTION))
     # what an editor can flag without running anything: unknown keys, bounds, choices, Glazer symbols
-    for bad in (minimal(colour="red"), minimal(steps={"random": {"count": -3}}), minimal(steps={"random": {"radius": 1}}),
-                minimal(fireworks={"category": "gpu"}), minimal(simulate={"heat_start": "a+b+c-"}),
-                minimal(training={"test_fraction": 0}), {"name": "t"}):
+    for bad in (
+        minimal(colour="red"),
+        minimal(steps={"random": {"count": -3}}),
+        minimal(steps={"random": {"radius": 1}}),
+        minimal(fireworks={"category": "gpu"}),
+        minimal(simulate={"heat_start": "a+b+c-"}),
+        minimal(training={"test_fraction": 0}),
+        {"name": "t"},
+    ):
         assert list(validator.iter_errors(bad)), bad

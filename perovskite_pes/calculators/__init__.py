@@ -63,8 +63,14 @@ def check_submit(name: str, settings: dict | None = None) -> None:
     get_calculator(name, **(settings or {})).check_submit()
 
 
-def calculate_many(structures, calculator: Calculator | str = DEFAULT_CALCULATOR, relax=None, workdir=None,
-                   progress: bool = True, **settings) -> list[CalcResult]:
+def calculate_many(
+    structures,
+    calculator: Calculator | str = DEFAULT_CALCULATOR,
+    relax=None,
+    workdir=None,
+    progress: bool = True,
+    **settings,
+) -> list[CalcResult]:
     """Calculate a batch of structures with one calculator (progress bar with tqdm).
 
     ``workdir``: a folder; calculation i runs in ``workdir/00000i`` (needed to keep DFT outputs
@@ -76,7 +82,9 @@ def calculate_many(structures, calculator: Calculator | str = DEFAULT_CALCULATOR
 
     calc = get_calculator(calculator, **settings) if isinstance(calculator, str) else calculator
     if settings and not isinstance(calculator, str):
-        raise CalculatorInputError("give settings either to get_calculator or to calculate_many, not with a calculator object")
+        raise CalculatorInputError(
+            "give settings either to get_calculator or to calculate_many, not with a calculator object"
+        )
     structures = list(structures)
     from .base import DEFAULT_MIN_DISTANCE, check_relax
 

@@ -121,8 +121,9 @@ def run_custodian(handlers, jobs, validators, directory: Path, run_options: dict
     stopped = [entry["handler"] for entry in c.run_log if entry.get("handler") is not None]
     if stopped:
         name = getattr(stopped[-1], "__name__", None) or type(stopped[-1]).__name__
-        return _custodian_reason(c.run_log, f"custodian stopped the run: {name} found an error it cannot correct",
-                                 directory, stderr_file)
+        return _custodian_reason(
+            c.run_log, f"custodian stopped the run: {name} found an error it cannot correct", directory, stderr_file
+        )
     return None
 
 

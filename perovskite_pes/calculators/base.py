@@ -260,8 +260,7 @@ class Calculator(ABC):
         return result
 
     @abstractmethod
-    def _calculate(self, structure, relax: str | None, workdir: Path | None) -> CalcResult:
-        ...
+    def _calculate(self, structure, relax: str | None, workdir: Path | None) -> CalcResult: ...
 
     def _result(self, energy, forces, stress, output_dir=None, final_structure=None, version=None) -> CalcResult:
         return CalcResult(

@@ -149,7 +149,9 @@ class Cp2kCalculator(Calculator):
         self.data_dir = Path(self.run_options["data_dir"] or os.environ.get("CP2K_DATA_DIR") or DEFAULT_DATA_DIR)
         for key in ("walltime", "frozen_timeout"):
             value = self.run_options[key]
-            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+            if value is not None and not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+            ):
                 raise CalculatorInputError(f"{key} must be a positive number of seconds; got {value!r}")
 
     @property
@@ -252,7 +254,10 @@ class Cp2kCalculator(Calculator):
                         sec("MIXING", {"METHOD": "BROYDEN_MIXING", "ALPHA": float(s["mixing_alpha"]), "NBROYDEN": 8}),
                     ],
                 ),
-                sec("XC", subsections=[sec("XC_FUNCTIONAL", subsections=[sec("PBE", {"PARAMETRIZATION": s["xc"].upper()})])]),
+                sec(
+                    "XC",
+                    subsections=[sec("XC_FUNCTIONAL", subsections=[sec("PBE", {"PARAMETRIZATION": s["xc"].upper()})])],
+                ),
                 *kpoints,
             ],
         )
@@ -264,11 +269,17 @@ class Cp2kCalculator(Calculator):
             ],
         )
         for el, (basis, pot) in kinds.items():
-            subsys.insert(sec("KIND", {"ELEMENT": el, "BASIS_SET": basis, "POTENTIAL": pot}, params=(el,), alias=f"KIND_{el}"))
+            subsys.insert(
+                sec("KIND", {"ELEMENT": el, "BASIS_SET": basis, "POTENTIAL": pot}, params=(el,), alias=f"KIND_{el}")
+            )
         force_eval = sec(
             "FORCE_EVAL",
             {"METHOD": "QUICKSTEP", "STRESS_TENSOR": "ANALYTICAL"},
-            [dft, subsys, sec("PRINT", subsections=[sec("FORCES", params=("ON",)), sec("STRESS_TENSOR", params=("ON",))])],
+            [
+                dft,
+                subsys,
+                sec("PRINT", subsections=[sec("FORCES", params=("ON",)), sec("STRESS_TENSOR", params=("ON",))]),
+            ],
         )
         glob = {"PROJECT": PROJECT, "RUN_TYPE": run_type, "PRINT_LEVEL": "MEDIUM"}
         if self.walltime is not None:
@@ -280,8 +291,14 @@ class Cp2kCalculator(Calculator):
             # defaults for the other three (RMS_FORCE 3e-4 Ha/bohr, MAX_DR 3e-3 bohr, RMS_DR 1.5e-3
             # bohr) would overrule a looser fmax: the predicted step of a soft tilt mode stays above
             # 3e-3 bohr until the forces are ~1e-3 eV/A. fmax alone decides, as in ASE and VASP.
-            opt = {"OPTIMIZER": "BFGS", "MAX_ITER": int(s["max_iter"]), "MAX_FORCE": max_force,
-                   "RMS_FORCE": max_force, "MAX_DR": 1.0, "RMS_DR": 1.0}
+            opt = {
+                "OPTIMIZER": "BFGS",
+                "MAX_ITER": int(s["max_iter"]),
+                "MAX_FORCE": max_force,
+                "RMS_FORCE": max_force,
+                "MAX_DR": 1.0,
+                "RMS_DR": 1.0,
+            }
             motion = [sec("GEO_OPT", opt)]
             if relax == "cell":
                 motion = [
@@ -293,7 +310,11 @@ class Cp2kCalculator(Calculator):
             motion.append(
                 sec(
                     "PRINT",
-                    subsections=[sec("TRAJECTORY", params=("ON",)), sec("CELL", params=("ON",)), sec("RESTART", params=("OFF",))],
+                    subsections=[
+                        sec("TRAJECTORY", params=("ON",)),
+                        sec("CELL", params=("ON",)),
+                        sec("RESTART", params=("OFF",)),
+                    ],
                 )
             )
             sections.append(sec("MOTION", subsections=motion))
@@ -309,7 +330,10 @@ class Cp2kCalculator(Calculator):
                 old.unlink()
         ci.write_file(INPUT_FILE, str(directory))
         lines = [str(len(structure)), "perovskite-pes structure (Angstrom)"]
-        lines += [f"{site.specie.symbol} {x:.10f} {y:.10f} {z:.10f}" for site, (x, y, z) in zip(structure, structure.cart_coords)]
+        lines += [
+            f"{site.specie.symbol} {x:.10f} {y:.10f} {z:.10f}"
+            for site, (x, y, z) in zip(structure, structure.cart_coords)
+        ]
         (directory / COORD_FILE).write_text("\n".join(lines) + "\n")
         return directory
 
@@ -320,13 +344,15 @@ class Cp2kCalculator(Calculator):
 
         from .cp2k_custodian import Cp2kProcessJob, GridChargeValidator, InterruptedRunHandler, ScfConvergenceHandler
 
-        job = Cp2kProcessJob(list(self.cp2k_cmd), input_file=INPUT_FILE, output_file=OUTPUT_FILE, final=True,
-                             backup=True)
+        job = Cp2kProcessJob(
+            list(self.cp2k_cmd), input_file=INPUT_FILE, output_file=OUTPUT_FILE, final=True, backup=True
+        )
         handlers = [
             ScfConvergenceHandler(input_file=INPUT_FILE, output_file=OUTPUT_FILE),
             WalltimeHandler(output_file=OUTPUT_FILE, enable_checkpointing=False),
-            FrozenJobErrorHandler(input_file=INPUT_FILE, output_file=OUTPUT_FILE,
-                                  timeout=float(self.run_options["frozen_timeout"])),
+            FrozenJobErrorHandler(
+                input_file=INPUT_FILE, output_file=OUTPUT_FILE, timeout=float(self.run_options["frozen_timeout"])
+            ),
             InterruptedRunHandler(job, output_file=OUTPUT_FILE, max_reruns=int(self.run_options["max_reruns"])),
         ]
         return job, handlers, [GridChargeValidator(input_file=INPUT_FILE, output_file=OUTPUT_FILE)]
@@ -346,8 +372,12 @@ class Cp2kCalculator(Calculator):
         if relax is not None:
             final = parsed["final_structure"]
             if final is None or len(final) != len(structure):
-                return CalcResult.failed(self, "could not read the relaxed structure from CP2K's output", output_dir=run_dir)
-        return self._result(parsed["energy"], parsed["forces"], parsed["stress"], output_dir=run_dir, final_structure=final)
+                return CalcResult.failed(
+                    self, "could not read the relaxed structure from CP2K's output", output_dir=run_dir
+                )
+        return self._result(
+            parsed["energy"], parsed["forces"], parsed["stress"], output_dir=run_dir, final_structure=final
+        )
 
 
 def parse_cp2k_run(directory, n_atoms: int, relax: str | None = None) -> dict:
@@ -379,7 +409,10 @@ def parse_cp2k_run(directory, n_atoms: int, relax: str | None = None) -> dict:
             out.parse_stresses()
     except Exception as exc:  # noqa: BLE001 - a broken output is a failed record
         err = tail(directory / "std_err.txt", 3)
-        return {"error": f"CP2K output could not be parsed: {type(exc).__name__}: {exc}" + (f"; stderr: {err}" if err else "")}
+        return {
+            "error": f"CP2K output could not be parsed: {type(exc).__name__}: {exc}"
+            + (f"; stderr: {err}" if err else "")
+        }
     data = out.data
     if not data.get("completed"):
         return {"error": "CP2K did not finish (no 'PROGRAM ENDED' in the output); tail: " + tail(path, 4)}

@@ -54,7 +54,9 @@ WALLTIME_STOP = "exceeded requested execution time"
 _CORE_RE = re.compile(r"Core density on regular grids:\s+(-?[\d.]+)\s+(-?[\d.Ee+-]+)")
 _TOTAL_RE = re.compile(r"Total charge density on r-space grids:\s+(-?[\d.Ee+-]+)")
 #: one row of CP2K's SCF table: step, method, (mixing alpha), time, convergence, energy, change
-_SCF_ROW_RE = re.compile(r"^\s*\d+\s+\S+\s+(?:[\d.E+-]+\s+)?[\d.]+\s+([\d.]+E[+-]\d+|[\d.]+)\s+-?[\d.]+\s+-?[\d.E+-]+\s*$")
+_SCF_ROW_RE = re.compile(
+    r"^\s*\d+\s+\S+\s+(?:[\d.E+-]+\s+)?[\d.]+\s+([\d.]+E[+-]\d+|[\d.]+)\s+-?[\d.]+\s+-?[\d.E+-]+\s*$"
+)
 
 
 class Cp2kProcessJob(Cp2kJob):
@@ -133,8 +135,13 @@ class ScfConvergenceHandler(ErrorHandler):
 
     is_monitor = True
 
-    def __init__(self, input_file: str = "cp2k.inp", output_file: str = "cp2k.out", max_scf_limit: int = 1000,
-                 min_alpha: float = 0.02) -> None:
+    def __init__(
+        self,
+        input_file: str = "cp2k.inp",
+        output_file: str = "cp2k.out",
+        max_scf_limit: int = 1000,
+        min_alpha: float = 0.02,
+    ) -> None:
         self.input_file = input_file
         self.output_file = output_file
         self.max_scf_limit = int(max_scf_limit)
@@ -159,8 +166,10 @@ class ScfConvergenceHandler(ErrorHandler):
         if not steady and alpha > self.min_alpha:
             scf["MIXING"] = {"ALPHA": max(alpha / 2, self.min_alpha)}
         last = f"{conv[-1]:.2e}" if conv else "unknown"
-        error = (f"SCF not converged within MAX_SCF = {max_scf} steps (last convergence {last}, "
-                 f"{'steadily decreasing' if steady else 'not steadily decreasing'})")
+        error = (
+            f"SCF not converged within MAX_SCF = {max_scf} steps (last convergence {last}, "
+            f"{'steadily decreasing' if steady else 'not steadily decreasing'})"
+        )
         if not scf:
             return {"errors": [error], "actions": []}
         actions = [{"dict": self.input_file, "action": {"_set": {"FORCE_EVAL": {"DFT": {"SCF": scf}}}}}]

@@ -69,7 +69,9 @@ class SurrogateCalculator(Calculator):
 
     def check_available(self) -> None:
         if _package_version(self.package) is None:
-            raise CalculatorError(f"calculator {self.name!r} needs the Python package {self.package}: pip install {self.package}")
+            raise CalculatorError(
+                f"calculator {self.name!r} needs the Python package {self.package}: pip install {self.package}"
+            )
 
     # ------------------------------------------------------------------ model loading
     def _cache_key(self) -> tuple:
@@ -130,9 +132,7 @@ class SurrogateCalculator(Calculator):
         target = FrechetCellFilter(atoms) if relax == "cell" else atoms
         optimizer_cls = getattr(ase.optimize, self.settings["optimizer"])
         logfile = str(workdir / "relax.txt") if workdir is not None else None
-        trajectory = (
-            str(workdir / "relax.traj") if (workdir is not None and self.run_options["trajectory"]) else None
-        )
+        trajectory = str(workdir / "relax.traj") if (workdir is not None and self.run_options["trajectory"]) else None
         opt = optimizer_cls(target, logfile=logfile, trajectory=trajectory)
         with warnings.catch_warnings():
             # the cell filter's matrix logarithm warns about 1e-13 round-off at every step
@@ -178,7 +178,6 @@ class SevenNetCalculator(SurrogateCalculator):
                     f"cannot load SevenNet model {self.settings['model']!r} with modal {self.settings['modal']!r}: {exc}"
                 ) from exc
 
-
     def weights_path(self) -> Path | None:
         """The checkpoint shipped with the package for the configured model (None if absent)."""
         from sevenn.util import pretrained_name_to_path
@@ -223,7 +222,9 @@ class CHGNetCalculator(SurrogateCalculator):
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             try:
-                model = CHGNet.load(model_name=self.settings["model"], use_device=self.run_options["device"], verbose=False)
+                model = CHGNet.load(
+                    model_name=self.settings["model"], use_device=self.run_options["device"], verbose=False
+                )
             except (ValueError, KeyError, FileNotFoundError) as exc:
                 raise CalculatorError(f"cannot load CHGNet model {self.settings['model']!r}: {exc}") from exc
             return _Calc(model=model, use_device=self.run_options["device"])

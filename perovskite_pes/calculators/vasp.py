@@ -230,13 +230,16 @@ class VaspCalculator(Calculator):
         """A VASP campaign needs a vasp_cmd and POTCARs before it is submitted, not when a worker runs it."""
         problems = []
         if not (self.run_options["vasp_cmd"] or os.environ.get("PES_VASP_CMD")):
-            problems.append("no vasp_cmd: set calculator.settings.vasp_cmd in the spec (e.g. 'srun vasp_std') "
-                            "or PES_VASP_CMD")
+            problems.append(
+                "no vasp_cmd: set calculator.settings.vasp_cmd in the spec (e.g. 'srun vasp_std') or PES_VASP_CMD"
+            )
         if not self.run_options["potcar_spec"]:
             folder = potcar_dir()
             if not folder:
-                problems.append("no POTCARs: set PMG_VASP_PSP_DIR (environment or ~/.config/.pmgrc.yaml, see "
-                                "'pmg config -p') to the folder that holds POT_GGA_PAW_PBE/...")
+                problems.append(
+                    "no POTCARs: set PMG_VASP_PSP_DIR (environment or ~/.config/.pmgrc.yaml, see "
+                    "'pmg config -p') to the folder that holds POT_GGA_PAW_PBE/..."
+                )
             elif not Path(folder).expanduser().is_dir():
                 problems.append(f"PMG_VASP_PSP_DIR={folder} is not a folder")
         if problems:
@@ -318,7 +321,9 @@ class VaspCalculator(Calculator):
             return CalcResult.failed(self, parsed["error"] + (f"; vasp.out: {out}" if out else ""), output_dir=run_dir)
         if len(parsed["forces"]) != len(structure):
             return CalcResult.failed(
-                self, f"vasprun.xml has {len(parsed['forces'])} atoms but the input has {len(structure)}", output_dir=run_dir
+                self,
+                f"vasprun.xml has {len(parsed['forces'])} atoms but the input has {len(structure)}",
+                output_dir=run_dir,
             )
         return self._result(
             parsed["energy"],

@@ -14,10 +14,20 @@ def _common(p, with_reference: bool = True) -> None:
     p.add_argument("--max-order", type=int, default=2, metavar="N", help="highest polynomial degree (default: 2)")
     p.add_argument("--metric", default="lin", choices=METRIC_CHOICES, help="pair deformation metric (default: lin)")
     p.add_argument("--truncated", action="store_true", help="keep only the leading 3n-6 CCDs of each cluster")
-    p.add_argument("--species", nargs=3, default=["Cs", "Pb", "Br"], metavar=("A", "B", "X"),
-                   help="species of the ABX3 reference (default: Cs Pb Br)")
-    p.add_argument("--lattice-parameter", type=float, default=5.87, metavar="ANGSTROM",
-                   help="cubic lattice parameter (default: 5.87)")
+    p.add_argument(
+        "--species",
+        nargs=3,
+        default=["Cs", "Pb", "Br"],
+        metavar=("A", "B", "X"),
+        help="species of the ABX3 reference (default: Cs Pb Br)",
+    )
+    p.add_argument(
+        "--lattice-parameter",
+        type=float,
+        default=5.87,
+        metavar="ANGSTROM",
+        help="cubic lattice parameter (default: 5.87)",
+    )
     if with_reference:
         p.add_argument("--supercell", type=int, default=2, metavar="N", help="N x N x N supercell (default: 2)")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -38,9 +48,12 @@ def register(subparsers) -> None:
         description="List the cluster orbits of a cluster set in the reference supercell: species, size, cluster "
         "point group, CCD irreps and number of invariant basis functions per degree; then the site orbits.",
     )
-    show.add_argument("--clusters", default="7p+t+o",
-                      help="cluster set: 4p+o, 5p+o, 8p+o, 4p+t+o, 7p+t+o or a '+'-joined list such as "
-                      "'3p+tet' or 'p1+p6+o' (default: 7p+t+o)")
+    show.add_argument(
+        "--clusters",
+        default="7p+t+o",
+        help="cluster set: 4p+o, 5p+o, 8p+o, 4p+t+o, 7p+t+o or a '+'-joined list such as "
+        "'3p+tet' or 'p1+p6+o' (default: 7p+t+o)",
+    )
     show.add_argument("--output", "-o", metavar="FILE", help="also write the featurizer recipe (JSON) to FILE")
     _common(show)
     show.set_defaults(func=_show)
@@ -52,8 +65,13 @@ def register(subparsers) -> None:
         "count the linearly independent invariant polynomials of each degree up to --max-order.",
     )
     count.add_argument("--cluster", required=True, choices=CLUSTER_CHOICES, help="which cluster")
-    count.add_argument("--pair", type=int, default=1, metavar="K",
-                       help="with --cluster pair: the K-th pair orbit by distance (default: 1, nearest B-X)")
+    count.add_argument(
+        "--pair",
+        type=int,
+        default=1,
+        metavar="K",
+        help="with --cluster pair: the K-th pair orbit by distance (default: 1, nearest B-X)",
+    )
     _common(count, with_reference=False)
     count.set_defaults(func=_count)
 
@@ -94,24 +112,46 @@ def _show(args) -> int:
         with open(args.output, "w") as fh:
             json.dump(f.to_dict(), fh)
     if args.json:
-        print(json.dumps({
-            "clusters": args.clusters, "supercell": ref.matrix.tolist(), "max_order": args.max_order,
-            "metric": args.metric, "truncated": args.truncated, "orbits": rows, "site_orbits": sites,
-            "n_cluster_features": int(sum(f.n_functions)),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "clusters": args.clusters,
+                    "supercell": ref.matrix.tolist(),
+                    "max_order": args.max_order,
+                    "metric": args.metric,
+                    "truncated": args.truncated,
+                    "orbits": rows,
+                    "site_orbits": sites,
+                    "n_cluster_features": int(sum(f.n_functions)),
+                },
+                indent=2,
+            )
+        )
         return 0
     print_table(
         f"Cluster orbits of {args.clusters} in the {ref.n_atoms}-atom supercell "
         f"(metric {args.metric}, order {args.max_order}{', truncated' if args.truncated else ''})",
         ["orbit", "species", "d_max (A)", "clusters", "group", "CCDs", "irreps", "functions", "per degree"],
         [
-            [r["name"], r["species"], f"{r['max_distance']:.3f}", r["n_clusters"], r["point_group"], r["n_ccd"],
-             r["irreps"], r["n_functions"], " ".join(f"{k}:{v}" for k, v in r["per_degree"].items())]
+            [
+                r["name"],
+                r["species"],
+                f"{r['max_distance']:.3f}",
+                r["n_clusters"],
+                r["point_group"],
+                r["n_ccd"],
+                r["irreps"],
+                r["n_functions"],
+                " ".join(f"{k}:{v}" for k, v in r["per_degree"].items()),
+            ]
             for r in rows
         ],
     )
-    print_table("Site orbits (Eq. 15 features)", ["site orbit", "sites", "features", "from cluster orbits"],
-           [[s["name"], s["n_sites"], s["n_features"], ", ".join(s["cluster_orbits"])] for s in sites])
+    print_table(
+        "Site orbits (Eq. 15 features)",
+        ["site orbit", "sites", "features", "from cluster orbits"],
+        [[s["name"], s["n_sites"], s["n_features"], ", ".join(s["cluster_orbits"])] for s in sites],
+    )
     if args.output:
         print(f"recipe written to {args.output}")
     return 0
@@ -144,8 +184,12 @@ def _count(args) -> int:
         "n_ccd": basis.n_ccd,
         "irreps": basis.irrep_summary(),
         "subspaces": [
-            {"irrep": s["irrep"], "dim": s["dim"], "ccd": list(range(s["start"] + 1, s["start"] + s["dim"] + 1)),
-             "eigenvalue": s["eigenvalue"]}
+            {
+                "irrep": s["irrep"],
+                "dim": s["dim"],
+                "ccd": list(range(s["start"] + 1, s["start"] + s["dim"] + 1)),
+                "eigenvalue": s["eigenvalue"],
+            }
             for s in basis.subspaces
         ],
         "max_order": args.max_order,
@@ -155,13 +199,30 @@ def _count(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{result['cluster']} ({result['species']}): {result['n_sites']} sites, {result['n_pairs']} pairs, "
-          f"point group {result['point_group']} (order {result['group_order']})")
-    print(f"{result['n_ccd']} CCDs = {result['irreps']}  (metric {args.metric}"
-          f"{', truncated to 3n-6' if args.truncated else ''})")
-    print_table("CCD subspaces (largest G^(F) eigenvalue first)", ["CCDs", "irrep", "dim", "eigenvalue"],
-           [[",".join(f"q{i}" for i in s["ccd"]), s["irrep"], s["dim"],
-             "-" if s["eigenvalue"] is None else f"{s['eigenvalue']:.4g}"] for s in result["subspaces"]])
-    print_table(f"Invariant polynomials up to degree {args.max_order}", ["degree", "functions"],
-           [[d, n] for d, n in per_degree.items()] + [["total", result["n_invariants"]]])
+    print(
+        f"{result['cluster']} ({result['species']}): {result['n_sites']} sites, {result['n_pairs']} pairs, "
+        f"point group {result['point_group']} (order {result['group_order']})"
+    )
+    print(
+        f"{result['n_ccd']} CCDs = {result['irreps']}  (metric {args.metric}"
+        f"{', truncated to 3n-6' if args.truncated else ''})"
+    )
+    print_table(
+        "CCD subspaces (largest G^(F) eigenvalue first)",
+        ["CCDs", "irrep", "dim", "eigenvalue"],
+        [
+            [
+                ",".join(f"q{i}" for i in s["ccd"]),
+                s["irrep"],
+                s["dim"],
+                "-" if s["eigenvalue"] is None else f"{s['eigenvalue']:.4g}",
+            ]
+            for s in result["subspaces"]
+        ],
+    )
+    print_table(
+        f"Invariant polynomials up to degree {args.max_order}",
+        ["degree", "functions"],
+        [[d, n] for d, n in per_degree.items()] + [["total", result["n_invariants"]]],
+    )
     return 0

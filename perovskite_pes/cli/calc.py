@@ -131,17 +131,45 @@ def _print_table(structures, results, calc) -> None:
     from rich.table import Table
 
     table = Table(title=f"{calc.name} ({calc.version}), settings {calc.settings_hash[:12]}")
-    for col in ("#", "formula", "status", "E (eV)", "E/atom (eV)", "max |F| (eV/A)", "P (GPa)", "time (s)", "output / reason"):
+    for col in (
+        "#",
+        "formula",
+        "status",
+        "E (eV)",
+        "E/atom (eV)",
+        "max |F| (eV/A)",
+        "P (GPa)",
+        "time (s)",
+        "output / reason",
+    ):
         table.add_column(col)
     for i, (s, r) in enumerate(zip(structures, results)):
         if r.ok:
             fmax = float(np.sqrt((r.forces**2).sum(axis=1)).max())
             pressure = "" if r.stress is None else f"{-np.mean(r.stress[:3]) / GPa:.3f}"
-            table.add_row(str(i), s.composition.reduced_formula, r.status, f"{r.energy:.6f}",
-                          f"{r.energy / len(s):.6f}", f"{fmax:.4f}", pressure, f"{r.wall_time:.2f}", r.output_dir or "")
+            table.add_row(
+                str(i),
+                s.composition.reduced_formula,
+                r.status,
+                f"{r.energy:.6f}",
+                f"{r.energy / len(s):.6f}",
+                f"{fmax:.4f}",
+                pressure,
+                f"{r.wall_time:.2f}",
+                r.output_dir or "",
+            )
         else:
-            table.add_row(str(i), s.composition.reduced_formula, f"[red]{r.status}[/red]", "", "", "", "",
-                          f"{r.wall_time:.2f}", r.error or "")
+            table.add_row(
+                str(i),
+                s.composition.reduced_formula,
+                f"[red]{r.status}[/red]",
+                "",
+                "",
+                "",
+                "",
+                f"{r.wall_time:.2f}",
+                r.error or "",
+            )
     Console(width=200).print(table)
 
 
@@ -160,6 +188,8 @@ def _check(args) -> int:
     for col in ("calculator", "usable", "version", "details / what to do"):
         table.add_column(col)
     for e in entries:
-        table.add_row(e["name"], "[green]yes[/green]" if e["usable"] else "[red]no[/red]", e["version"] or "", e["detail"])
+        table.add_row(
+            e["name"], "[green]yes[/green]" if e["usable"] else "[red]no[/red]", e["version"] or "", e["detail"]
+        )
     Console(width=200).print(table)
     return 0

@@ -19,20 +19,24 @@ def register(subparsers) -> None:
     v.set_defaults(func=cmd_validate)
 
     s = verbs.add_parser(
-        "submit", help="validate a spec and add its workflow to the LaunchPad",
+        "submit",
+        help="validate a spec and add its workflow to the LaunchPad",
         description="Validate SPEC completely, then add its workflow to the LaunchPad of the configured store "
         "(the same one `lpad` and `pes db` use). Submitting the same spec again adds nothing unless --force; "
-        "even then nothing is computed twice.")
+        "even then nothing is computed twice.",
+    )
     s.add_argument("spec", help="campaign spec (YAML)")
     s.add_argument("--force", action="store_true", help="add the workflow even if this spec was submitted before")
     s.add_argument("--json", action="store_true", help="print JSON for scripts")
     s.set_defaults(func=cmd_submit)
 
     r = verbs.add_parser(
-        "run", help="submit a spec (once) and run all its Fireworks here, with progress bars",
+        "run",
+        help="submit a spec (once) and run all its Fireworks here, with progress bars",
         description="Submit SPEC (unless already submitted) and run its Fireworks in this process until none is "
         "left, then print the status: Fireworks by state, data counts and the trained model with its errors. "
-        "Fireworks left RUNNING by a killed earlier run on the embedded store are rerun first.")
+        "Fireworks left RUNNING by a killed earlier run on the embedded store are rerun first.",
+    )
     r.add_argument("spec", help="campaign spec (YAML), e.g. workflows/quickstart.yaml")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--max-fireworks", type=int, default=None, metavar="N", help="stop after N Fireworks")
@@ -41,10 +45,12 @@ def register(subparsers) -> None:
     r.set_defaults(func=cmd_run)
 
     sc = verbs.add_parser(
-        "schema", help="print the JSON schema of a campaign spec (for editors)",
+        "schema",
+        help="print the JSON schema of a campaign spec (for editors)",
         description="Print the JSON schema (draft 2020-12) of a campaign spec. YAML editors check specs against "
         "it, e.g. with the YAML language server: `pes campaign schema > campaign.schema.json`, then a first line "
-        "`# yaml-language-server: $schema=campaign.schema.json` in the spec.")
+        "`# yaml-language-server: $schema=campaign.schema.json` in the spec.",
+    )
     sc.add_argument("-o", "--output", metavar="FILE", help="write the schema to FILE instead of printing it")
     sc.set_defaults(func=cmd_schema)
 
@@ -54,13 +60,20 @@ def register(subparsers) -> None:
     st.set_defaults(func=cmd_status)
 
     rf = verbs.add_parser(
-        "rerun-failed", help="rerun FIZZLED Fireworks and recover lost runs (killed workers)",
+        "rerun-failed",
+        help="rerun FIZZLED Fireworks and recover lost runs (killed workers)",
         description="Detect lost runs (RUNNING Fireworks whose worker stopped pinging) and rerun them together "
-        "with every FIZZLED Firework of the campaign. Finished calculations are never repeated.")
+        "with every FIZZLED Firework of the campaign. Finished calculations are never repeated.",
+    )
     rf.add_argument("name", nargs="?", help="campaign name (default: all campaigns)")
-    rf.add_argument("--lost-after", type=float, default=None, metavar="SECONDS",
-                    help="a RUNNING Firework is lost after this many seconds without a ping "
-                    "(default: 0 on the embedded store, FireWorks' 4 hours on MongoDB)")
+    rf.add_argument(
+        "--lost-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a RUNNING Firework is lost after this many seconds without a ping "
+        "(default: 0 on the embedded store, FireWorks' 4 hours on MongoDB)",
+    )
     rf.add_argument("--json", action="store_true", help="print JSON for scripts")
     rf.set_defaults(func=cmd_rerun_failed)
 
@@ -78,9 +91,18 @@ def _spec_summary(spec) -> dict:
         "calculator": spec.calculator.name,
         "supercell": spec.supercell,
         "parents": campaign_parents(st),
-        "steps": [k for k, on in (("relax_reference", st.relax_reference.enabled), ("relax_tilts", st.relax_tilts.enabled),
-                                  ("mode_grid", st.mode_grid.enabled), ("strain_grid", st.strain_grid.enabled),
-                                  ("random", st.random.enabled), ("interpolations", bool(st.interpolations))) if on],
+        "steps": [
+            k
+            for k, on in (
+                ("relax_reference", st.relax_reference.enabled),
+                ("relax_tilts", st.relax_tilts.enabled),
+                ("mode_grid", st.mode_grid.enabled),
+                ("strain_grid", st.strain_grid.enabled),
+                ("random", st.random.enabled),
+                ("interpolations", bool(st.interpolations)),
+            )
+            if on
+        ],
         "per_firework": spec.fireworks.per_firework,
         "category": spec.category,
         "descriptors": spec.to_dict()["descriptors"],
@@ -118,7 +140,10 @@ def cmd_submit(args) -> int:
     if args.json:
         _print_json(out)
     else:
-        print(f"campaign {spec.name}: {out['reason']}" + (f" ({out['n_fireworks']} Fireworks)" if out["submitted"] else ""))
+        print(
+            f"campaign {spec.name}: {out['reason']}"
+            + (f" ({out['n_fireworks']} Fireworks)" if out["submitted"] else "")
+        )
     return 0
 
 
@@ -127,13 +152,21 @@ def cmd_run(args) -> int:
     from ..workflows.spec import load_spec
 
     spec = load_spec(args.spec)
-    out = run_campaign(spec, progress=not args.no_progress and not args.json, max_fireworks=args.max_fireworks,
-                       stream=sys.stderr, quiet=not args.verbose)
+    out = run_campaign(
+        spec,
+        progress=not args.no_progress and not args.json,
+        max_fireworks=args.max_fireworks,
+        stream=sys.stderr,
+        quiet=not args.verbose,
+    )
     if args.json:
         _print_json(out)
     else:
-        print(out["submitted"]["reason"] if not out["submitted"]["submitted"] else
-              f"submitted {out['submitted']['n_fireworks']} Fireworks")
+        print(
+            out["submitted"]["reason"]
+            if not out["submitted"]["submitted"]
+            else f"submitted {out['submitted']['n_fireworks']} Fireworks"
+        )
         print(f"ran {out['n_launched']} Fireworks in {out['wall_time']:.1f} s")
         _print_status(out)
         from ..workflows.campaign import campaign_dir
@@ -146,8 +179,10 @@ def cmd_run(args) -> int:
                 print(f"  plot: {plot}")
             _print_simulation(data.get("simulation"))
         if out["failures"]:
-            print(f"{len(out['failures'])} Fireworks FIZZLED (reasons above); `pes campaign rerun-failed "
-                  f"{spec.name}` runs them again")
+            print(
+                f"{len(out['failures'])} Fireworks FIZZLED (reasons above); `pes campaign rerun-failed "
+                f"{spec.name}` runs them again"
+            )
     return 0 if not out["failures"] else 1
 
 
@@ -158,9 +193,16 @@ def _print_simulation(sim: dict | None) -> None:
     if sim.get("error"):
         print(f"simulation: {sim['error']}")
         return
-    print(f"simulation ({sim['atoms']} atoms, {sim['wall_time_s'] / 60:.1f} min): " +
-          ("; ".join(f"{t['from']} -> {t['to']} at {t['temperature_K']:.0f} +- {t['uncertainty_K']:.0f} K"
-                     for t in sim["transitions"]) or "no transition in the range"))
+    print(
+        f"simulation ({sim['atoms']} atoms, {sim['wall_time_s'] / 60:.1f} min): "
+        + (
+            "; ".join(
+                f"{t['from']} -> {t['to']} at {t['temperature_K']:.0f} +- {t['uncertainty_K']:.0f} K"
+                for t in sim["transitions"]
+            )
+            or "no transition in the range"
+        )
+    )
     for run in sim.get("phases", []):
         if run.get("stopped"):
             print(f"  {run['direction']} seed {run['seed']} stopped early: {run['stopped']}")
@@ -185,10 +227,16 @@ def _print_status(st: dict) -> None:
         if m is None:
             print(f"active model ({cname}): none yet")
         else:
-            errs = (", ".join(f"{k}={v:.4g}" for k, v in m["errors"].items()) + " meV/atom") if m["errors"] \
+            errs = (
+                (", ".join(f"{k}={v:.4g}" for k, v in m["errors"].items()) + " meV/atom")
+                if m["errors"]
                 else "no errors recorded"
-            data_line = (f"fitted on {m['n_fit']} of {m['n_train']} calculations, tested on the other {m['n_test']}"
-                         if m.get("n_fit") is not None and m.get("n_test") is not None else f"{m['n_train']} calculations")
+            )
+            data_line = (
+                f"fitted on {m['n_fit']} of {m['n_train']} calculations, tested on the other {m['n_test']}"
+                if m.get("n_fit") is not None and m.get("n_test") is not None
+                else f"{m['n_train']} calculations"
+            )
             print(f"active model ({cname}): {m['name']} [{m['id']}] {data_line}; {errs}")
             print(f"  path: {m['path']}")
 
@@ -227,7 +275,10 @@ def cmd_rerun_failed(args) -> int:
     else:
         lost = out["lost"]["lost_fireworks"]
         print(f"lost runs recovered: {len(lost)}" + (f" (fw {', '.join(map(str, lost))})" if lost else ""))
-        print(f"FIZZLED Fireworks rerun: {len(out['fizzled'])}" + (f" (fw {', '.join(map(str, out['fizzled']))})" if out["fizzled"] else ""))
+        print(
+            f"FIZZLED Fireworks rerun: {len(out['fizzled'])}"
+            + (f" (fw {', '.join(map(str, out['fizzled']))})" if out["fizzled"] else "")
+        )
         if not out["rerun"]:
             print("nothing to rerun")
     return 0

@@ -47,12 +47,18 @@ def register(subparsers) -> None:
     _add_filters(q)
     q.add_argument("--limit", type=int, default=None, help="at most this many rows")
     q.add_argument("--json", action="store_true", help="print JSON for scripts")
-    q.add_argument("-o", "--output", metavar="PATH",
-                   help="also write the structures: FILE.xyz/.extxyz (extended XYZ with energies), FILE.jsonl, "
-                   "or a directory (one POSCAR per configuration)")
+    q.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="also write the structures: FILE.xyz/.extxyz (extended XYZ with energies), FILE.jsonl, "
+        "or a directory (one POSCAR per configuration)",
+    )
     q.set_defaults(func=_one_line(cmd_query))
 
-    e = verbs.add_parser("export", help="write configurations with energy, forces and stress (extended XYZ or JSON lines)")
+    e = verbs.add_parser(
+        "export", help="write configurations with energy, forces and stress (extended XYZ or JSON lines)"
+    )
     e.add_argument("file", help="output file: .xyz/.extxyz or .jsonl")
     e.add_argument("--format", choices=("extxyz", "jsonl"), help="override the format implied by the extension")
     _add_filters(e)
@@ -69,30 +75,53 @@ def register(subparsers) -> None:
     i.add_argument("--format", choices=("extxyz", "jsonl"))
     i.add_argument("--calculator", help="calculator name for frames that do not carry one (extended XYZ)")
     i.add_argument("--settings-hash", help="calculator setup fingerprint for frames without one")
-    i.add_argument("--species", default="Cs,Pb,Br", help="A,B,X species of the reference when the file does not say (default Cs,Pb,Br)")
-    i.add_argument("--lattice-parameter", type=float, default=None, help="reference lattice parameter in Angstrom (default 5.87)")
+    i.add_argument(
+        "--species",
+        default="Cs,Pb,Br",
+        help="A,B,X species of the reference when the file does not say (default Cs,Pb,Br)",
+    )
+    i.add_argument(
+        "--lattice-parameter", type=float, default=None, help="reference lattice parameter in Angstrom (default 5.87)"
+    )
     i.add_argument("--supercell", default="2", help="reference supercell: n, 'n1 n2 n3' or 9 integers (default 2)")
     i.add_argument("--energy-key", default="energy", help="header key of the energy (default energy)")
     i.add_argument("--forces-key", default="forces", help="per-atom column of the forces (default forces)")
     i.add_argument("--stress-key", default="stress", help="header key of the stress (default stress)")
-    i.add_argument("--structures-only", action="store_true", help="accept frames without energies (store structures only)")
-    i.add_argument("--replace", action="store_true",
-                   help="store results that differ from a stored calculation with the same settings hash (the old one "
-                   "is kept as superseded); without it such a file is refused")
-    i.add_argument("--allow-outliers", action="store_true",
-                   help="store energies more than 10 eV/atom from the reference and forces above 50 eV/A")
+    i.add_argument(
+        "--structures-only", action="store_true", help="accept frames without energies (store structures only)"
+    )
+    i.add_argument(
+        "--replace",
+        action="store_true",
+        help="store results that differ from a stored calculation with the same settings hash (the old one "
+        "is kept as superseded); without it such a file is refused",
+    )
+    i.add_argument(
+        "--allow-outliers",
+        action="store_true",
+        help="store energies more than 10 eV/atom from the reference and forces above 50 eV/A",
+    )
     i.add_argument("--dry-run", action="store_true", help="validate only, store nothing")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_one_line(cmd_import))
 
     for name, what, description, force, func in (
-        ("backup", "copy the embedded store and its LaunchPad into one file (while others write)",
-         "Write a consistent copy of the embedded store (SQLite online backup) and its FireWorks LaunchPad into "
-         "FILE. Other processes may keep working meanwhile.", "overwrite FILE if it exists", cmd_backup),
-        ("restore", "replace the embedded store and its LaunchPad by a backup",
-         "Check FILE (a backup from `pes db backup`), then replace the store's content and its LaunchPad by it. A "
-         "store that holds data is replaced only with --force.",
-         "replace a store that holds configurations or calculations", cmd_restore),
+        (
+            "backup",
+            "copy the embedded store and its LaunchPad into one file (while others write)",
+            "Write a consistent copy of the embedded store (SQLite online backup) and its FireWorks LaunchPad into "
+            "FILE. Other processes may keep working meanwhile.",
+            "overwrite FILE if it exists",
+            cmd_backup,
+        ),
+        (
+            "restore",
+            "replace the embedded store and its LaunchPad by a backup",
+            "Check FILE (a backup from `pes db backup`), then replace the store's content and its LaunchPad by it. A "
+            "store that holds data is replaced only with --force.",
+            "replace a store that holds configurations or calculations",
+            cmd_restore,
+        ),
     ):
         b = verbs.add_parser(name, help=what, description=description)
         b.add_argument("file")
@@ -100,10 +129,13 @@ def register(subparsers) -> None:
         b.add_argument("--json", action="store_true")
         b.set_defaults(func=_one_line(func))
 
-    m = verbs.add_parser("migrate", help="convert an embedded store of earlier versions (store.json) to SQLite",
-                         description="Convert the mongomock JSON store of earlier versions into the SQLite store and "
-                         "the LaunchPad file (done automatically on first use). The old file is kept as "
-                         "FILE.migrated.")
+    m = verbs.add_parser(
+        "migrate",
+        help="convert an embedded store of earlier versions (store.json) to SQLite",
+        description="Convert the mongomock JSON store of earlier versions into the SQLite store and "
+        "the LaunchPad file (done automatically on first use). The old file is kept as "
+        "FILE.migrated.",
+    )
     m.add_argument("file", nargs="?", help="the old store (default: store.json next to the configured store)")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=_one_line(cmd_migrate))
@@ -128,8 +160,13 @@ def _add_filters(p) -> None:
     g.add_argument("--status", choices=("completed", "failed"))
     g.add_argument("--emin", type=float, help="lowest energy, eV/atom")
     g.add_argument("--emax", type=float, help="highest energy, eV/atom")
-    g.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
-                   help="any query field (repeatable); see `pes db query --fields`")
+    g.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any query field (repeatable); see `pes db query --fields`",
+    )
     p.add_argument("--fields", action="store_true", help="list the query fields and exit")
 
 
@@ -174,16 +211,24 @@ def cmd_stats(args) -> int:
         return 0
     print(st["store"])
     superseded = f" (+{st['superseded_calculations']} superseded)" if st.get("superseded_calculations") else ""
-    print(f"configurations: {st['configurations']}   calculations: {st['calculations']}{superseded}   "
-          f"models: {st['models']}   workflows: {st['workflows']}")
+    print(
+        f"configurations: {st['configurations']}   calculations: {st['calculations']}{superseded}   "
+        f"models: {st['models']}   workflows: {st['workflows']}"
+    )
     if st["references"]:
         print_table("references", ["reference", "configurations"], [[k, v] for k, v in st["references"].items()])
     if st["configurations"]:
-        print_table("configurations by sampling", ["method", "tilt system", "count"],
-               [[k, "", v] for k, v in st["by_method"].items()] + [["", k, v] for k, v in st["by_tilt_system"].items()])
+        print_table(
+            "configurations by sampling",
+            ["method", "tilt system", "count"],
+            [[k, "", v] for k, v in st["by_method"].items()] + [["", k, v] for k, v in st["by_tilt_system"].items()],
+        )
     if st["by_calculator"]:
-        print_table("calculations", ["calculator", "settings hash", "status", "count"],
-               [[r["calculator"], r["settings_hash"], r["status"], r["count"]] for r in st["by_calculator"]])
+        print_table(
+            "calculations",
+            ["calculator", "settings hash", "status", "count"],
+            [[r["calculator"], r["settings_hash"], r["status"], r["count"]] for r in st["by_calculator"]],
+        )
     if st["fireworks"]:
         print("fireworks: " + ", ".join(f"{k} {v}" for k, v in sorted(st["fireworks"].items())))
     if st["active_models"]:
@@ -207,8 +252,18 @@ def cmd_query(args) -> int:
     print_table(
         f"{len(rows)} row(s)",
         ["config", "reference", "tilt", "method", "calculator", "status", "E (eV/atom)"],
-        [[r["config_id"], r["reference"], r["tilt_system"], r["method"], r["calculator"], r["status"],
-          None if r["energy_per_atom"] is None else f"{r['energy_per_atom']:.6f}"] for r in rows],
+        [
+            [
+                r["config_id"],
+                r["reference"],
+                r["tilt_system"],
+                r["method"],
+                r["calculator"],
+                r["status"],
+                None if r["energy_per_atom"] is None else f"{r['energy_per_atom']:.6f}",
+            ]
+            for r in rows
+        ],
     )
     if args.output:
         print(f"structures written to {args.output}", file=sys.stderr)
@@ -283,8 +338,14 @@ def cmd_import(args) -> int:
         kw["lattice_parameter"] = args.lattice_parameter
     reference = Perovskite(**kw).supercell(_parse_supercell(args.supercell))
     records = read_records(
-        args.file, args.format, reference=reference, calculator=args.calculator, settings_hash=args.settings_hash,
-        energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key,
+        args.file,
+        args.format,
+        reference=reference,
+        calculator=args.calculator,
+        settings_hash=args.settings_hash,
+        energy_key=args.energy_key,
+        forces_key=args.forces_key,
+        stress_key=args.stress_key,
         require_energy=not args.structures_only,
     )
     if args.dry_run:
@@ -292,17 +353,26 @@ def cmd_import(args) -> int:
     else:
         from ..db import get_store
 
-        summary = import_records(get_store(), records, source=f"import:{Path(args.file).name}", replace=args.replace,
-                                 allow_outliers=args.allow_outliers)
+        summary = import_records(
+            get_store(),
+            records,
+            source=f"import:{Path(args.file).name}",
+            replace=args.replace,
+            allow_outliers=args.allow_outliers,
+        )
     if args.json:
         print(json.dumps(summary, indent=1))
     elif args.dry_run:
-        print(f"{args.file}: {summary['records']} valid record(s), {summary['calculations']} with calculations (nothing stored)")
+        print(
+            f"{args.file}: {summary['records']} valid record(s), {summary['calculations']} with calculations (nothing stored)"
+        )
     else:
-        print(f"imported {summary['records']} record(s) from {args.file}: {summary['configurations_new']} new "
-              f"configuration(s), {summary['configurations_existing']} already stored; calculations: "
-              f"{summary['calculations_new']} new, {summary['calculations_unchanged']} unchanged, "
-              f"{summary['calculations_replaced']} replaced")
+        print(
+            f"imported {summary['records']} record(s) from {args.file}: {summary['configurations_new']} new "
+            f"configuration(s), {summary['configurations_existing']} already stored; calculations: "
+            f"{summary['calculations_new']} new, {summary['calculations_unchanged']} unchanged, "
+            f"{summary['calculations_replaced']} replaced"
+        )
     return 0
 
 
@@ -315,18 +385,26 @@ def cmd_backup(args) -> int:
     from ..db import get_store
 
     s = get_store().backup(args.file, force=args.force)
-    return _print_summary(s, args.json, f"backed up {s['configurations']} configurations, {s['calculations']} "
-                          f"calculations, {s['models']} models{' and the LaunchPad' if s['launchpad'] else ''} "
-                          f"to {s['file']} ({s['bytes'] / 1e6:.1f} MB)")
+    return _print_summary(
+        s,
+        args.json,
+        f"backed up {s['configurations']} configurations, {s['calculations']} "
+        f"calculations, {s['models']} models{' and the LaunchPad' if s['launchpad'] else ''} "
+        f"to {s['file']} ({s['bytes'] / 1e6:.1f} MB)",
+    )
 
 
 def cmd_restore(args) -> int:
     from ..db import get_store
 
     s = get_store().restore(args.file, force=args.force)
-    return _print_summary(s, args.json, f"restored {s['configurations']} configurations, {s['calculations']} "
-                          f"calculations, {s['models']} models{' and the LaunchPad' if s['launchpad'] else ''} "
-                          f"from {s['file']}")
+    return _print_summary(
+        s,
+        args.json,
+        f"restored {s['configurations']} configurations, {s['calculations']} "
+        f"calculations, {s['models']} models{' and the LaunchPad' if s['launchpad'] else ''} "
+        f"from {s['file']}",
+    )
 
 
 def cmd_migrate(args) -> int:
@@ -337,12 +415,18 @@ def cmd_migrate(args) -> int:
 
     settings = Settings.load()
     if not settings.embedded:
-        raise PesError("pes db migrate converts the embedded store of earlier versions; the configured store is MongoDB")
+        raise PesError(
+            "pes db migrate converts the embedded store of earlier versions; the configured store is MongoDB"
+        )
     close_store()
     s = migrate_legacy(settings, args.file or settings.legacy_store_path)
-    return _print_summary(s, args.json, f"migrated {s['configurations']} configurations, {s['calculations']} "
-                          f"calculations, {s['models']} models and {s['fireworks']} Fireworks from {s['source']} to "
-                          f"{s['store']} and {s['launchpad']}; the old file is kept as {s['kept']}")
+    return _print_summary(
+        s,
+        args.json,
+        f"migrated {s['configurations']} configurations, {s['calculations']} "
+        f"calculations, {s['models']} models and {s['fireworks']} Fireworks from {s['source']} to "
+        f"{s['store']} and {s['launchpad']}; the old file is kept as {s['kept']}",
+    )
 
 
 def cmd_lpad(args) -> int:

@@ -39,7 +39,10 @@ def register(subparsers) -> None:
     one = verbs.add_parser("tilt", help="one tilt system at given angles", description="Build one Glazer tilt system.")
     one.add_argument("symbol", help="Glazer symbol, one of the 15 (e.g. a0a0c+, a-a-a-, a+b-b-)")
     one.add_argument(
-        "--angles", nargs="+", type=float, metavar="DEG",
+        "--angles",
+        nargs="+",
+        type=float,
+        metavar="DEG",
         help="tilt angles in degrees: one per distinct letter of the tilted axes, or 3 per-axis values "
         "(default: 8, 6, 10 degrees for letters a, b, c)",
     )
@@ -54,14 +57,37 @@ def register(subparsers) -> None:
         "a parent configuration; symmetry-equivalent grid points are kept once (the irreducible wedge).",
     )
     g.add_argument("--parent", default="cubic", help="parent configuration: " + POINT_HELP)
-    g.add_argument("--modes", nargs="+", default=[], metavar="LABEL",
-                   help="displacement subspaces by irrep label or name (e.g. R4+ M3+ GM4-_1), or 'all'")
-    g.add_argument("--amplitudes", nargs="+", type=float, default=None, metavar="A",
-                   help="mode amplitudes in Angstrom, used along every chosen mode")
-    g.add_argument("--strains", nargs="+", default=[], metavar="IRREP", choices=("A1g", "Eg", "T2g"),
-                   help="strain subspaces of m-3m: A1g (volume), Eg, T2g")
-    g.add_argument("--strain-amplitudes", nargs="+", type=float, default=None, metavar="E",
-                   help="strain amplitudes (dimensionless), used along every chosen strain direction")
+    g.add_argument(
+        "--modes",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
+        help="displacement subspaces by irrep label or name (e.g. R4+ M3+ GM4-_1), or 'all'",
+    )
+    g.add_argument(
+        "--amplitudes",
+        nargs="+",
+        type=float,
+        default=None,
+        metavar="A",
+        help="mode amplitudes in Angstrom, used along every chosen mode",
+    )
+    g.add_argument(
+        "--strains",
+        nargs="+",
+        default=[],
+        metavar="IRREP",
+        choices=("A1g", "Eg", "T2g"),
+        help="strain subspaces of m-3m: A1g (volume), Eg, T2g",
+    )
+    g.add_argument(
+        "--strain-amplitudes",
+        nargs="+",
+        type=float,
+        default=None,
+        metavar="E",
+        help="strain amplitudes (dimensionless), used along every chosen strain direction",
+    )
     g.add_argument("--keep-duplicates", action="store_true", help="keep symmetry-equivalent grid points")
     _reference_args(g)
     _output_args(g)
@@ -78,13 +104,24 @@ def register(subparsers) -> None:
     r.add_argument("-n", "--n", type=int, required=True, help="number of configurations to make")
     r.add_argument("--radius", type=float, default=0.1, help="displacement amplitude radius in Angstrom (default 0.1)")
     r.add_argument("--strain-radius", type=float, default=0.0, help="strain amplitude radius (default 0: no strain)")
-    r.add_argument("--modes", nargs="+", default=["all"], metavar="LABEL",
-                   help="displacement subspaces to draw along (default all 3N-3 modes)")
-    r.add_argument("--strains", nargs="+", default=["A1g", "Eg", "T2g"], choices=("A1g", "Eg", "T2g"),
-                   help="strain subspaces to draw along when --strain-radius > 0 (default all)")
+    r.add_argument(
+        "--modes",
+        nargs="+",
+        default=["all"],
+        metavar="LABEL",
+        help="displacement subspaces to draw along (default all 3N-3 modes)",
+    )
+    r.add_argument(
+        "--strains",
+        nargs="+",
+        default=["A1g", "Eg", "T2g"],
+        choices=("A1g", "Eg", "T2g"),
+        help="strain subspaces to draw along when --strain-radius > 0 (default all)",
+    )
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    r.add_argument("--tol", type=float, default=0.05,
-                   help="uniqueness tolerance in Angstrom; 0 disables the filter (default 0.05)")
+    r.add_argument(
+        "--tol", type=float, default=0.05, help="uniqueness tolerance in Angstrom; 0 disables the filter (default 0.05)"
+    )
     r.add_argument("--fill", action="store_true", help="draw inside the n-ball instead of on its surface")
     r.add_argument("--max-tries", type=int, default=None, help="give up after this many draws (default 20 n)")
     _reference_args(r)
@@ -99,8 +136,11 @@ def register(subparsers) -> None:
     )
     i.add_argument("points", nargs="+", metavar="POINT", help="two or more path points: " + POINT_HELP)
     i.add_argument("--n", type=int, default=5, help="points per segment including its ends (default 5)")
-    i.add_argument("--align", action="store_true",
-                   help="replace each point by its symmetry image closest to the previous one first")
+    i.add_argument(
+        "--align",
+        action="store_true",
+        help="replace each point by its symmetry image closest to the previous one first",
+    )
     _reference_args(i)
     _output_args(i)
     i.set_defaults(func=cmd_interpolate)
@@ -109,25 +149,52 @@ def register(subparsers) -> None:
 # ----------------------------------------------------------------------------- shared options
 def _reference_args(p) -> None:
     g = p.add_argument_group("reference")
-    g.add_argument("--species", nargs="+", default=["Cs", "Pb", "Br"], metavar="EL",
-                   help="A, B and X species (default Cs Pb Br; 'Cs,Pb,Br' also accepted)")
-    g.add_argument("--lattice-parameter", type=float, default=None, metavar="A",
-                   help="cubic lattice parameter in Angstrom (default 5.87)")
-    g.add_argument("--supercell", nargs="+", default=["2"], metavar="N",
-                   help="supercell: n, n1 n2 n3 or 9 integers of the matrix (default 2: 2x2x2, 40 atoms)")
+    g.add_argument(
+        "--species",
+        nargs="+",
+        default=["Cs", "Pb", "Br"],
+        metavar="EL",
+        help="A, B and X species (default Cs Pb Br; 'Cs,Pb,Br' also accepted)",
+    )
+    g.add_argument(
+        "--lattice-parameter",
+        type=float,
+        default=None,
+        metavar="A",
+        help="cubic lattice parameter in Angstrom (default 5.87)",
+    )
+    g.add_argument(
+        "--supercell",
+        nargs="+",
+        default=["2"],
+        metavar="N",
+        help="supercell: n, n1 n2 n3 or 9 integers of the matrix (default 2: 2x2x2, 40 atoms)",
+    )
 
 
 def _output_args(p) -> None:
     g = p.add_argument_group("output")
-    g.add_argument("-o", "--output", metavar="PATH",
-                   help="write the configurations: FILE.extxyz/.xyz, FILE.cif, or a directory of POSCAR files")
+    g.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="write the configurations: FILE.extxyz/.xyz, FILE.cif, or a directory of POSCAR files",
+    )
     g.add_argument("--format", choices=("extxyz", "cif", "poscar"), help="override the format implied by PATH")
     g.add_argument("--db", action="store_true", help="store the configurations in the configuration database")
     g.add_argument("--source", default="enumerate", help="provenance label stored with them (default enumerate)")
-    g.add_argument("--min-distance", type=float, default=1.5, metavar="A",
-                   help="reject amplitudes that put two atoms closer than this (Angstrom, default 1.5; 0 disables)")
-    g.add_argument("--skip-too-close", action="store_true",
-                   help="skip configurations below --min-distance instead of stopping with an error")
+    g.add_argument(
+        "--min-distance",
+        type=float,
+        default=1.5,
+        metavar="A",
+        help="reject amplitudes that put two atoms closer than this (Angstrom, default 1.5; 0 disables)",
+    )
+    g.add_argument(
+        "--skip-too-close",
+        action="store_true",
+        help="skip configurations below --min-distance instead of stopping with an error",
+    )
     g.add_argument("--json", action="store_true", help="print a JSON summary for scripts")
 
 
@@ -140,7 +207,9 @@ def _reference(args):
     try:
         values = [float(v) for item in args.supercell for v in item.replace(",", " ").split()]
     except ValueError:
-        raise PesError(f"--supercell must be integers (n, n1 n2 n3 or 9 values); got {' '.join(args.supercell)!r}") from None
+        raise PesError(
+            f"--supercell must be integers (n, n1 n2 n3 or 9 values); got {' '.join(args.supercell)!r}"
+        ) from None
     if len(values) not in (1, 3, 9):
         raise PesError(f"--supercell takes 1, 3 or 9 integers; got {len(values)}")
     import numpy as np
@@ -208,7 +277,9 @@ def _modes(reference, labels):
             out.append(basis.subspace_vectors(lab))
         except KeyError:
             names = sorted({s.label for s in basis.subspaces} | {s.name for s in basis.subspaces})
-            raise PesError(f"no displacement subspace {lab!r} in this supercell; available: {', '.join(names)}") from None
+            raise PesError(
+                f"no displacement subspace {lab!r} in this supercell; available: {', '.join(names)}"
+            ) from None
     return np.concatenate(out)
 
 
@@ -455,8 +526,14 @@ def cmd_random(args) -> int:
     configs, key_dupes = _dedupe(configs)
     rejected += key_dupes
     tries = configs[-1].tags["draw"] + 1 if configs else 0
-    rc = _finish(args, "random", configs, max(tries, len(configs) + rejected), rejected,
-                 extra={"seed": args.seed, "requested": args.n})
+    rc = _finish(
+        args,
+        "random",
+        configs,
+        max(tries, len(configs) + rejected),
+        rejected,
+        extra={"seed": args.seed, "requested": args.n},
+    )
     if len(configs) < args.n and not args.json:
         print(f"note: only {len(configs)} of {args.n} accepted within the draw limit; lower --tol or raise --max-tries")
     return rc

@@ -14,9 +14,13 @@ def register(subparsers) -> None:
         description=HELP + ". Without --mongo-uri the embedded store under $PES_HOME is used (a SQLite file; "
         "Fireworks run from one process at a time); with it, a MongoDB server (parallel workers, clusters).",
     )
-    p.add_argument("--mongo-uri", help="MongoDB connection string, e.g. mongodb://USER:PASS@localhost:27017/perovskite_pes")
+    p.add_argument(
+        "--mongo-uri", help="MongoDB connection string, e.g. mongodb://USER:PASS@localhost:27017/perovskite_pes"
+    )
     p.add_argument("--database", help="database name (default: the one in the URI, else perovskite_pes)")
-    p.add_argument("--queue", choices=("slurm", "pbs"), default="slurm", help="queue system for my_qadapter.yaml (default slurm)")
+    p.add_argument(
+        "--queue", choices=("slurm", "pbs"), default="slurm", help="queue system for my_qadapter.yaml (default slurm)"
+    )
     p.add_argument("--no-check", action="store_true", help="do not connect to the store to check and initialise it")
     p.add_argument("--force", action="store_true", help="overwrite an existing config.yaml")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
@@ -37,8 +41,9 @@ def cmd_init(args) -> int:
             previous_sections = Settings.load(home, environ={}).sections
         except SettingsError:
             previous_sections = {}
-    settings = Settings(home=home, uri=args.mongo_uri or None, database_name=args.database or None,
-                        sections=previous_sections)
+    settings = Settings(
+        home=home, uri=args.mongo_uri or None, database_name=args.database or None, sections=previous_sections
+    )
     status = "not checked"
     if not args.no_check:
         from ..db import close_store
@@ -55,8 +60,12 @@ def cmd_init(args) -> int:
     written = write_launchers(settings, queue=args.queue)
     written["config.yaml"] = settings.save(config_path)  # last: a failure above leaves no half-made setup
     if args.json:
-        print(json.dumps({"store": settings.describe(), "status": status,
-                          "files": {k: str(v) for k, v in written.items()}}, indent=1))
+        print(
+            json.dumps(
+                {"store": settings.describe(), "status": status, "files": {k: str(v) for k, v in written.items()}},
+                indent=1,
+            )
+        )
         return 0
     print(f"store: {settings.describe()} — {status}")
     print(f"wrote {config_path}")
@@ -66,8 +75,12 @@ def cmd_init(args) -> int:
 
     overridden = [v for v in ("PES_MONGO_URI", "PES_MONGO_HOST", "PES_DATABASE", "PES_STORE_FILE") if os.environ.get(v)]
     if overridden:
-        print(f"note: {', '.join(overridden)} set in the environment override{'s' if len(overridden) == 1 else ''} config.yaml")
+        print(
+            f"note: {', '.join(overridden)} set in the environment override{'s' if len(overridden) == 1 else ''} config.yaml"
+        )
     if settings.embedded:
-        print("note: on the embedded store Fireworks run from one process at a time; for parallel or cluster "
-              "workers run `pes init --mongo-uri URI` (docker compose up -d starts a local MongoDB)")
+        print(
+            "note: on the embedded store Fireworks run from one process at a time; for parallel or cluster "
+            "workers run `pes init --mongo-uri URI` (docker compose up -d starts a local MongoDB)"
+        )
     return 0

@@ -26,16 +26,26 @@ def register(subparsers) -> None:
         "the training part, test RMSE with pair-potential and linear-CE baselines, figures and report in the "
         "model's folder, and the model recorded in the database.",
     )
-    t.add_argument("--calculator", default=None, help="calculator whose calculations to train on (default: the only one stored)")
+    t.add_argument(
+        "--calculator", default=None, help="calculator whose calculations to train on (default: the only one stored)"
+    )
     t.add_argument("--settings-hash", default=None, help="calculator settings hash (default: the only one stored)")
     t.add_argument("--name", default=None, help="model name (default <calculator>-<model type>)")
-    t.add_argument("--models", default=None, help="comma-separated model types: cluster, site, linear, pair (default cluster)")
-    t.add_argument("--clusters", default=None, help="comma-separated cluster sets: the paper's 4p+o, 5p+o, 8p+o, 4p+t+o, "
-                   "7p+t+o (default) or any <k>p+t+o, e.g. 30p+t+o")
+    t.add_argument(
+        "--models", default=None, help="comma-separated model types: cluster, site, linear, pair (default cluster)"
+    )
+    t.add_argument(
+        "--clusters",
+        default=None,
+        help="comma-separated cluster sets: the paper's 4p+o, 5p+o, 8p+o, 4p+t+o, "
+        "7p+t+o (default) or any <k>p+t+o, e.g. 30p+t+o",
+    )
     t.add_argument("--orders", default=None, help="comma-separated basis orders (default 2)")
     t.add_argument("--layers", default=None, help="comma-separated hidden-layer counts (default 1)")
     t.add_argument("--nodes", default=None, help="comma-separated nodes per layer (default 8)")
-    t.add_argument("--metric", default=None, choices=["lin", "quad", "log", "inv"], help="pair deformation metric (default lin)")
+    t.add_argument(
+        "--metric", default=None, choices=["lin", "quad", "log", "inv"], help="pair deformation metric (default lin)"
+    )
     t.add_argument("--linear-term", action="store_true", help="nets = ridge linear CE + MLPs trained on what it misses")
     t.add_argument("--net-order", type=int, default=None, help="highest basis degree the MLPs see (with --linear-term)")
     t.add_argument("--lbfgs-iterations", type=int, default=None, help="L-BFGS refinement after Adam (default 0)")
@@ -47,12 +57,23 @@ def register(subparsers) -> None:
     t.add_argument("--force-weight", type=float, default=None, help="weight of the force term in the loss (default 0)")
     t.add_argument("--n-jobs", type=int, default=2, help="parallel cross-validation workers (default 2)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--committee", type=int, default=None, metavar="K",
-                   help="refit the selected setting as a committee of K models (K >= 2) whose spread estimates the error")
-    t.add_argument("--resample", default=None, choices=["bootstrap", "folds", "none"],
-                   help="training data of the committee's members: bootstrap resamples (default), K-fold complements, or all")
+    t.add_argument(
+        "--committee",
+        type=int,
+        default=None,
+        metavar="K",
+        help="refit the selected setting as a committee of K models (K >= 2) whose spread estimates the error",
+    )
+    t.add_argument(
+        "--resample",
+        default=None,
+        choices=["bootstrap", "folds", "none"],
+        help="training data of the committee's members: bootstrap resamples (default), K-fold complements, or all",
+    )
     t.add_argument("--learning-curve", default=None, help="training fractions for a learning curve, e.g. 0.25,0.5,1")
-    t.add_argument("--settings", default=None, metavar="FILE", help="YAML/JSON file with train_and_select settings (merged first)")
+    t.add_argument(
+        "--settings", default=None, metavar="FILE", help="YAML/JSON file with train_and_select settings (merged first)"
+    )
     t.add_argument("--workdir", default=None, help="output folder (default $PES_HOME/models/<name>-<time>)")
     t.add_argument("--no-activate", action="store_true", help="register without making it the active model")
     t.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -63,7 +84,9 @@ def register(subparsers) -> None:
     ls.set_defaults(func=cmd_list)
 
     sh = verbs.add_parser("show", help="one model: recipe, hyperparameters and metrics")
-    sh.add_argument("model", nargs="?", default=None, help="model id, name or saved-model folder (default: the active model)")
+    sh.add_argument(
+        "model", nargs="?", default=None, help="model id, name or saved-model folder (default: the active model)"
+    )
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=cmd_show)
 
@@ -71,24 +94,47 @@ def register(subparsers) -> None:
         ("predict", "energies (and forces) of the structures in an extended XYZ, CIF or POSCAR file"),
         ("evaluate", "RMSE and MAE against the energies in an extended XYZ file"),
     ):
-        v = verbs.add_parser(verb, help=helptext, description=helptext + ". Structures may be in any atom order, "
-                             "rotated or wrapped; they must be supercells of the model's reference perovskite.")
+        v = verbs.add_parser(
+            verb,
+            help=helptext,
+            description=helptext + ". Structures may be in any atom order, "
+            "rotated or wrapped; they must be supercells of the model's reference perovskite.",
+        )
         v.add_argument("file", help="structure file (.xyz/.extxyz, .cif, POSCAR/CONTCAR/.vasp)")
         v.add_argument("--model", default=None, help="model id, name or saved-model folder (default: the active model)")
-        v.add_argument("--format", default=None, help="file format for ASE when the name does not tell (extxyz, cif, vasp)")
-        v.add_argument("--supercell", default=None, help="supercell of the reference: n, 'n1 n2 n3' or 9 integers (default: inferred)")
+        v.add_argument(
+            "--format", default=None, help="file format for ASE when the name does not tell (extxyz, cif, vasp)"
+        )
+        v.add_argument(
+            "--supercell",
+            default=None,
+            help="supercell of the reference: n, 'n1 n2 n3' or 9 integers (default: inferred)",
+        )
         v.add_argument("--json", action="store_true")
         if verb == "predict":
             v.add_argument("--forces", action="store_true", help="also print forces (eV/A), per atom in file order")
-            v.add_argument("--stress", action="store_true", help="also print the stress (eV/A^3, Voigt xx yy zz yz xz xy)")
+            v.add_argument(
+                "--stress", action="store_true", help="also print the stress (eV/A^3, Voigt xx yy zz yz xz xy)"
+            )
             v.set_defaults(func=cmd_predict)
         else:
-            v.add_argument("--energy-key", default="energy", help="info key of the reference energy (default: the file's energy)")
-            v.add_argument("--by", action="append", default=None, metavar="KEY",
-                           help="break the errors down by this info key of the file (repeatable; default: every text key "
-                                "with 2-50 distinct values, e.g. kind or tilt_system)")
-            v.add_argument("--plot", default=None, metavar="PNG",
-                           help="committee models: where to write the calibration plot (default calibration-<file>.png here)")
+            v.add_argument(
+                "--energy-key", default="energy", help="info key of the reference energy (default: the file's energy)"
+            )
+            v.add_argument(
+                "--by",
+                action="append",
+                default=None,
+                metavar="KEY",
+                help="break the errors down by this info key of the file (repeatable; default: every text key "
+                "with 2-50 distinct values, e.g. kind or tilt_system)",
+            )
+            v.add_argument(
+                "--plot",
+                default=None,
+                metavar="PNG",
+                help="committee models: where to write the calibration plot (default calibration-<file>.png here)",
+            )
             v.set_defaults(func=cmd_evaluate)
 
 
@@ -197,7 +243,12 @@ def _predict_frames(model_dir, frames, supercell):
         a = atoms.copy()
         a.calc = calc
         try:
-            r = {"energy": a.get_potential_energy(), "forces": a.get_forces(), "stress": a.get_stress(), "n_atoms": len(a)}
+            r = {
+                "energy": a.get_potential_energy(),
+                "forces": a.get_forces(),
+                "stress": a.get_stress(),
+                "n_atoms": len(a),
+            }
         except ModelError as exc:
             raise ModelError(f"structure {i}: {exc}") from None
         if calc.uncertainty:
@@ -222,10 +273,14 @@ def cmd_train(args) -> int:
         )
     calculators = sorted({d["calculator"] for d in data})
     if len(calculators) > 1:
-        raise ModelError(f"the database holds calculations of several calculators {calculators}; choose one with --calculator")
+        raise ModelError(
+            f"the database holds calculations of several calculators {calculators}; choose one with --calculator"
+        )
     hashes = sorted({d.get("settings_hash") for d in data if d.get("settings_hash")})
     if len(hashes) > 1:
-        raise ModelError(f"calculations of {calculators[0]} with several settings hashes {hashes}; choose one with --settings-hash")
+        raise ModelError(
+            f"calculations of {calculators[0]} with several settings hashes {hashes}; choose one with --settings-hash"
+        )
     calculator = calculators[0]
     settings_hash = args.settings_hash or (hashes[0] if hashes else None)
 
@@ -237,13 +292,19 @@ def cmd_train(args) -> int:
     for key, value in (("model", args.models), ("clusters", args.clusters)):
         if value:
             grid[key] = value.split(",")
-    for key, value, flag in (("max_order", args.orders, "--orders"), ("layers", args.layers, "--layers"), ("nodes", args.nodes, "--nodes")):
+    for key, value, flag in (
+        ("max_order", args.orders, "--orders"),
+        ("layers", args.layers, "--layers"),
+        ("nodes", args.nodes, "--nodes"),
+    ):
         if value:
             grid[key] = _ints(value, flag)
     settings["grid"] = grid
     if args.metric:
         settings["metric"] = args.metric
-    settings.update(n_folds=args.folds, test_fraction=args.test_fraction, n_jobs=args.n_jobs, seed=args.seed, progress=True)
+    settings.update(
+        n_folds=args.folds, test_fraction=args.test_fraction, n_jobs=args.n_jobs, seed=args.seed, progress=True
+    )
     training = dict(settings.get("training", {}))
     if args.epochs:
         ep = _ints(args.epochs, "--epochs")
@@ -282,17 +343,33 @@ def cmd_train(args) -> int:
 
     size = int((settings.get("committee") or {}).get("size") or 0)
     name = args.name or f"{calculator}-{'-'.join(grid['model'])}" + (f"-committee{size}" if size else "")
-    workdir = Path(args.workdir) if args.workdir else Settings.load().home / "models" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    workdir = (
+        Path(args.workdir)
+        if args.workdir
+        else Settings.load().home / "models" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     model, report = train_and_select(configs, energies, forces, settings, workdir)
     metrics = _metrics(report)
     model_id = store.register_model(
-        name=name, path=str(workdir / "model"), calculator=calculator, settings_hash=settings_hash, metrics=metrics,
+        name=name,
+        path=str(workdir / "model"),
+        calculator=calculator,
+        settings_hash=settings_hash,
+        metrics=metrics,
         hyperparameters={"best": report["best"], "settings": report["settings"]},
-        calc_ids=[d["calc_id"] for d in data], activate=not args.no_activate,
+        calc_ids=[d["calc_id"] for d in data],
+        activate=not args.no_activate,
     )
     store.flush()
-    summary = {"id": model_id, "name": name, "path": str(workdir / "model"), "calculator": calculator,
-               "settings_hash": settings_hash, "active": not args.no_activate, "metrics": metrics}
+    summary = {
+        "id": model_id,
+        "name": name,
+        "path": str(workdir / "model"),
+        "calculator": calculator,
+        "settings_hash": settings_hash,
+        "active": not args.no_activate,
+        "metrics": metrics,
+    }
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
@@ -308,20 +385,32 @@ def cmd_train(args) -> int:
 def _metrics(report: dict) -> dict:
     best_row = min(report["cv_table"], key=lambda r: r["val_rmse_mean"])
     m = {
-        "cv_rmse": best_row["val_rmse_mean"], "cv_rmse_std": best_row["val_rmse_std"],
-        "test_rmse": report["test_rmse"], "train_rmse": report["train_rmse"], "test_rmse_low": report["test_rmse_low"],
-        "best": report["best_label"], "n_train": report["n_train"], "n_test": report["n_test"], "units": "meV/atom",
+        "cv_rmse": best_row["val_rmse_mean"],
+        "cv_rmse_std": best_row["val_rmse_std"],
+        "test_rmse": report["test_rmse"],
+        "train_rmse": report["train_rmse"],
+        "test_rmse_low": report["test_rmse_low"],
+        "best": report["best_label"],
+        "n_train": report["n_train"],
+        "n_test": report["n_test"],
+        "units": "meV/atom",
         "baseline_test_rmse": {k: v["test"]["rmse_mev_per_atom"] for k, v in report["models"].items() if k != "best"},
     }
     if report.get("figures"):
         m["figures"] = report["figures"]
     if report.get("committee"):
         c = report["committee"]
-        m["committee"] = {"size": c["size"], "resample": c["resample"],
-                          "test_spread_rms": c["test_energy"]["rms_spread"], "test_spearman_energy": c["test_energy"]["spearman"]}
+        m["committee"] = {
+            "size": c["size"],
+            "resample": c["resample"],
+            "test_spread_rms": c["test_energy"]["rms_spread"],
+            "test_spearman_energy": c["test_energy"]["spearman"],
+        }
         if c.get("test_forces"):
-            m["committee"].update(test_max_force_deviation_rms=c["test_forces"]["rms_spread"],
-                                  test_spearman_forces=c["test_forces"]["spearman"])
+            m["committee"].update(
+                test_max_force_deviation_rms=c["test_forces"]["rms_spread"],
+                test_spearman_forces=c["test_forces"]["spearman"],
+            )
     return {k: v for k, v in m.items() if v is not None}
 
 
@@ -332,24 +421,44 @@ def _print_calibration(cal: dict) -> None:
         c = cal.get(key)
         if c:
             rows.append([what, c["n"], _fmt(c["rms_spread"], 4), _fmt(c["rms_error"], 4), _fmt(c["spearman"], 2)])
-    _model_table(f"committee of {cal['size']} ({cal['resample']}): spread against error on the test set",
-                 ["quantity", "n", "RMS spread", "RMS error", "Spearman rho"], rows)
+    _model_table(
+        f"committee of {cal['size']} ({cal['resample']}): spread against error on the test set",
+        ["quantity", "n", "RMS spread", "RMS error", "Spearman rho"],
+        rows,
+    )
 
 
 def _print_cv(report):
     _model_table(
-        "cross-validation (RMSE meV/atom)", ["setting", "train", "validation"],
-        [[r["label"], f"{r['train_rmse_mean']:.3f} ± {r['train_rmse_std']:.3f}", f"{r['val_rmse_mean']:.3f} ± {r['val_rmse_std']:.3f}"]
-         for r in report["cv_table"]],
+        "cross-validation (RMSE meV/atom)",
+        ["setting", "train", "validation"],
+        [
+            [
+                r["label"],
+                f"{r['train_rmse_mean']:.3f} ± {r['train_rmse_std']:.3f}",
+                f"{r['val_rmse_mean']:.3f} ± {r['val_rmse_std']:.3f}",
+            ]
+            for r in report["cv_table"]
+        ],
     )
 
 
 def _print_test(report):
     rows = []
     for m in report["models"].values():
-        rows.append([m["label"], _fmt(m["train"]["rmse_mev_per_atom"]), _fmt(m["test"]["rmse_mev_per_atom"]), _fmt(m["test"]["rmse_low_mev_per_atom"])])
-    _model_table(f"refit on {report['n_train']} training configurations, tested on {report['n_test']} (meV/atom)",
-           ["model", "train RMSE", "test RMSE", "test RMSE <125 meV/f.u."], rows)
+        rows.append(
+            [
+                m["label"],
+                _fmt(m["train"]["rmse_mev_per_atom"]),
+                _fmt(m["test"]["rmse_mev_per_atom"]),
+                _fmt(m["test"]["rmse_low_mev_per_atom"]),
+            ]
+        )
+    _model_table(
+        f"refit on {report['n_train']} training configurations, tested on {report['n_test']} (meV/atom)",
+        ["model", "train RMSE", "test RMSE", "test RMSE <125 meV/f.u."],
+        rows,
+    )
 
 
 def cmd_list(args) -> int:
@@ -365,10 +474,25 @@ def cmd_list(args) -> int:
     rows = []
     for m in models:
         met = m.get("metrics") or {}
-        rows.append([m["id"], m["name"], m.get("calculator"), met.get("best"), _fmt(met.get("cv_rmse")), _fmt(met.get("test_rmse")),
-                     met.get("n_train", m.get("n_train")), met.get("n_test", "-"), "yes" if m.get("active") else "", str(m.get("created", ""))[:19]])
-    _model_table("models (RMSE meV/atom)",
-                 ["id", "name", "calculator", "selected", "CV RMSE", "test RMSE", "n fit", "n test", "active", "created"], rows)
+        rows.append(
+            [
+                m["id"],
+                m["name"],
+                m.get("calculator"),
+                met.get("best"),
+                _fmt(met.get("cv_rmse")),
+                _fmt(met.get("test_rmse")),
+                met.get("n_train", m.get("n_train")),
+                met.get("n_test", "-"),
+                "yes" if m.get("active") else "",
+                str(m.get("created", ""))[:19],
+            ]
+        )
+    _model_table(
+        "models (RMSE meV/atom)",
+        ["id", "name", "calculator", "selected", "CV RMSE", "test RMSE", "n fit", "n test", "active", "created"],
+        rows,
+    )
     return 0
 
 
@@ -377,8 +501,10 @@ def _data_line(rec: dict) -> str:
     met = rec.get("metrics") or {}
     n_data = len(rec.get("calc_ids") or []) or rec.get("n_train")
     if "n_train" in met and "n_test" in met:
-        return (f"fitted on {met['n_train']} of {n_data} {rec.get('calculator')} calculations, "
-                f"tested on the other {met['n_test']}")
+        return (
+            f"fitted on {met['n_train']} of {n_data} {rec.get('calculator')} calculations, "
+            f"tested on the other {met['n_test']}"
+        )
     return f"{n_data} {rec.get('calculator')} calculations"
 
 
@@ -402,8 +528,10 @@ def cmd_show(args) -> int:
         print(json.dumps(out, indent=2, default=str))
         return 0
     if rec:
-        print(f"model {rec['name']} ({rec['id']}){'  [active]' if rec.get('active') else ''}: {_data_line(rec)} "
-              f"(settings {rec.get('settings_hash')})")
+        print(
+            f"model {rec['name']} ({rec['id']}){'  [active]' if rec.get('active') else ''}: {_data_line(rec)} "
+            f"(settings {rec.get('settings_hash')})"
+        )
     print(f"folder: {path}")
     print(f"type: {recipe['model_type']}   E0: {recipe['e0_per_fu']:.6f} eV per formula unit")
     hp = recipe["hyperparameters"]
@@ -412,7 +540,10 @@ def cmd_show(args) -> int:
         print("inputs per orbit: " + ", ".join(f"{n} ({k})" for n, k in zip(out["orbits"], out["n_inputs"] or [])))
     met = (rec or {}).get("metrics") or (recipe.get("provenance") or {})
     if met:
-        print("metrics: " + ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in met.items() if k != "figures"))
+        print(
+            "metrics: "
+            + ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in met.items() if k != "figures")
+        )
     return 0
 
 
@@ -424,10 +555,18 @@ def cmd_predict(args) -> int:
     if args.json:
         out = []
         for i, r in enumerate(res):
-            d = {"index": i, "n_atoms": r["n_atoms"], "energy": r["energy"], "energy_per_atom": r["energy"] / r["n_atoms"]}
+            d = {
+                "index": i,
+                "n_atoms": r["n_atoms"],
+                "energy": r["energy"],
+                "energy_per_atom": r["energy"] / r["n_atoms"],
+            }
             if spread:
-                d.update(energy_std=r["energy_std"], energy_std_per_atom=r["energy_std"] / r["n_atoms"],
-                         max_force_deviation=r["max_force_deviation"])
+                d.update(
+                    energy_std=r["energy_std"],
+                    energy_std_per_atom=r["energy_std"] / r["n_atoms"],
+                    max_force_deviation=r["max_force_deviation"],
+                )
             if args.forces:
                 d["forces"] = r["forces"].tolist()
                 if spread:
@@ -437,7 +576,9 @@ def cmd_predict(args) -> int:
             out.append(d)
         print(json.dumps({"model": str(path), "structures": out}, indent=2))
         return 0
-    columns = ["#", "atoms", "energy (eV)", "eV/atom"] + (["spread (meV/atom)", "max force dev. (eV/A)"] if spread else [])
+    columns = ["#", "atoms", "energy (eV)", "eV/atom"] + (
+        ["spread (meV/atom)", "max force dev. (eV/A)"] if spread else []
+    )
     rows = []
     for i, r in enumerate(res):
         row = [i, r["n_atoms"], f"{r['energy']:.6f}", f"{r['energy'] / r['n_atoms']:.6f}"]
@@ -446,13 +587,19 @@ def cmd_predict(args) -> int:
         if args.stress:
             row.append(" ".join(f"{s:.5f}" for s in r["stress"]))
         rows.append(row)
-    _model_table(f"predictions of {path}" + (" (committee mean and spread)" if spread else ""),
-                 columns + (["stress (eV/A^3)"] if args.stress else []), rows)
+    _model_table(
+        f"predictions of {path}" + (" (committee mean and spread)" if spread else ""),
+        columns + (["stress (eV/A^3)"] if args.stress else []),
+        rows,
+    )
     if args.forces:
         for i, (atoms, r) in enumerate(zip(frames, res)):
             print(f"forces of structure {i} (eV/A){'; last column: deviation among the committee' if spread else ''}:")
             for k, (sym, f) in enumerate(zip(atoms.get_chemical_symbols(), r["forces"])):
-                print(f"  {sym:<3}{f[0]:12.6f}{f[1]:12.6f}{f[2]:12.6f}" + (f"{r['forces_std'][k]:12.6f}" if spread else ""))
+                print(
+                    f"  {sym:<3}{f[0]:12.6f}{f[1]:12.6f}{f[2]:12.6f}"
+                    + (f"{r['forces_std'][k]:12.6f}" if spread else "")
+                )
     return 0
 
 
@@ -471,7 +618,9 @@ def cmd_evaluate(args) -> int:
             except Exception:
                 e = atoms.info.get("energy")
         if e is None:
-            raise ModelError(f"{args.file}: structure {i} has no reference energy (key {args.energy_key!r}); evaluate needs labelled extended XYZ")
+            raise ModelError(
+                f"{args.file}: structure {i} has no reference energy (key {args.energy_key!r}); evaluate needs labelled extended XYZ"
+            )
         ref_e.append(float(e))
     ref_e = np.array(ref_e)
     _rec, path = _resolve_model(args.model)
@@ -479,8 +628,14 @@ def cmd_evaluate(args) -> int:
     pred = np.array([r["energy"] for r in res])
     n = np.array([r["n_atoms"] for r in res], dtype=float)
     err = (pred - ref_e) / n * 1000.0
-    out = {"model": str(path), "file": str(args.file), "n": len(frames), "rmse_mev_per_atom": float(np.sqrt(np.mean(err**2))),
-           "mae_mev_per_atom": float(np.mean(np.abs(err))), "max_abs_error_mev_per_atom": float(np.max(np.abs(err)))}
+    out = {
+        "model": str(path),
+        "file": str(args.file),
+        "n": len(frames),
+        "rmse_mev_per_atom": float(np.sqrt(np.mean(err**2))),
+        "mae_mev_per_atom": float(np.mean(np.abs(err))),
+        "max_abs_error_mev_per_atom": float(np.max(np.abs(err))),
+    }
     ref_f = [_forces_of(a) for a in frames]
     has_forces = all(f is not None for f in ref_f)
     if has_forces:
@@ -493,26 +648,36 @@ def cmd_evaluate(args) -> int:
     outside = out["outside_training_energy_range"]
     if outside:
         lo, hi = out["training_energy_range_mev_per_fu"]
-        print(f"warning: {len(outside)} of {len(frames)} structures lie outside the energy range of the model's training data "
-              f"({lo:.1f} to {hi:.1f} meV/f.u. above its lowest energy), so their errors measure extrapolation: "
-              f"structures {', '.join(map(str, outside[:20]))}{' ...' if len(outside) > 20 else ''}", file=sys.stderr)
+        print(
+            f"warning: {len(outside)} of {len(frames)} structures lie outside the energy range of the model's training data "
+            f"({lo:.1f} to {hi:.1f} meV/f.u. above its lowest energy), so their errors measure extrapolation: "
+            f"structures {', '.join(map(str, outside[:20]))}{' ...' if len(outside) > 20 else ''}",
+            file=sys.stderr,
+        )
     if args.json:
         out["errors_mev_per_atom"] = err.tolist()
         print(json.dumps(out, indent=2))
         return 0
     print(f"{out['n']} structures from {args.file} with {path}")
-    print(f"energy RMSE {out['rmse_mev_per_atom']:.3f} meV/atom   MAE {out['mae_mev_per_atom']:.3f} meV/atom   "
-          f"max {out['max_abs_error_mev_per_atom']:.3f} meV/atom")
+    print(
+        f"energy RMSE {out['rmse_mev_per_atom']:.3f} meV/atom   MAE {out['mae_mev_per_atom']:.3f} meV/atom   "
+        f"max {out['max_abs_error_mev_per_atom']:.3f} meV/atom"
+    )
     if "force_rmse_ev_per_a" in out:
         print(f"force RMSE {out['force_rmse_ev_per_a']:.4f} eV/A   MAE {out['force_mae_ev_per_a']:.4f} eV/A")
     _print_breakdown(out)
     if "spread" in out:
         sp = out["spread"]
-        _model_table("committee spread next to the error, per structure",
-                     ["#", "error (meV/atom)", "spread (meV/atom)"] + (["max force error (eV/A)", "max force dev. (eV/A)"] if has_forces else []),
-                     [[i, f"{err[i]:.3f}", f"{sp['energy_std_mev_per_atom'][i]:.3f}"]
-                      + ([f"{sp['max_force_error'][i]:.4f}", f"{sp['max_force_deviation'][i]:.4f}"] if has_forces else [])
-                      for i in range(len(err))])
+        _model_table(
+            "committee spread next to the error, per structure",
+            ["#", "error (meV/atom)", "spread (meV/atom)"]
+            + (["max force error (eV/A)", "max force dev. (eV/A)"] if has_forces else []),
+            [
+                [i, f"{err[i]:.3f}", f"{sp['energy_std_mev_per_atom'][i]:.3f}"]
+                + ([f"{sp['max_force_error'][i]:.4f}", f"{sp['max_force_deviation'][i]:.4f}"] if has_forces else [])
+                for i in range(len(err))
+            ],
+        )
         line = f"Spearman rank correlation of spread and |error|: energy {_fmt(sp['energy']['spearman'], 2)}"
         if has_forces:
             line += f", max force {_fmt(sp['forces']['spearman'], 2)}"
@@ -534,9 +699,12 @@ def _breakdown(frames, pred, ref_e, n_atoms, keys, model_dir) -> dict:
     zero = float(trained[0]) if trained else float(per_fu.min())
     above = (per_fu - zero) * 1000.0
     top = max(125.0, 25.0 * math.ceil(float(above.max()) / 25.0))
-    out = {"energy_zero": "the lowest energy of the model's training data" if trained else "the lowest energy in the file",
-           "by_energy_mev_per_fu": [b for b in reports.binned_errors(pred, ref_e, n_atoms, 25.0, top, zero) if b["n"]],
-           "outside_training_energy_range": [], "training_energy_range_mev_per_fu": None}
+    out = {
+        "energy_zero": "the lowest energy of the model's training data" if trained else "the lowest energy in the file",
+        "by_energy_mev_per_fu": [b for b in reports.binned_errors(pred, ref_e, n_atoms, 25.0, top, zero) if b["n"]],
+        "outside_training_energy_range": [],
+        "training_energy_range_mev_per_fu": None,
+    }
     if trained:
         lo, hi = 0.0, (float(trained[1]) - zero) * 1000.0
         out["training_energy_range_mev_per_fu"] = [lo, hi]
@@ -548,18 +716,26 @@ def _breakdown(frames, pred, ref_e, n_atoms, keys, model_dir) -> dict:
     for key in keys:
         values = [str(a.info.get(key, "(none)")) for a in frames]
         stats = reports.per_kind_stats(pred, ref_e, n_atoms, values, e_min_per_fu=zero)
-        out["by"][key] = {v: {"n": st["n"], "rmse_mev_per_atom": st["rmse_mev_per_atom"], "max_mev_per_atom": st["max_mev_per_atom"]}
-                          for v, st in stats.items()}
+        out["by"][key] = {
+            v: {"n": st["n"], "rmse_mev_per_atom": st["rmse_mev_per_atom"], "max_mev_per_atom": st["max_mev_per_atom"]}
+            for v, st in stats.items()
+        }
     return out
 
 
 def _print_breakdown(out: dict) -> None:
     print(f"reference energies binned in meV per formula unit above {out['energy_zero']}")
-    _model_table("energy error per energy bin", ["meV/f.u.", "n", "RMSE (meV/atom)"],
-                 [[f"{b['lo']:.0f}-{b['hi']:.0f}", b["n"], _fmt(b["rmse_mev_per_atom"])] for b in out["by_energy_mev_per_fu"]])
+    _model_table(
+        "energy error per energy bin",
+        ["meV/f.u.", "n", "RMSE (meV/atom)"],
+        [[f"{b['lo']:.0f}-{b['hi']:.0f}", b["n"], _fmt(b["rmse_mev_per_atom"])] for b in out["by_energy_mev_per_fu"]],
+    )
     for key, groups in out["by"].items():
-        _model_table(f"energy error by {key}", [key, "n", "RMSE (meV/atom)", "max |error| (meV/atom)"],
-                     [[v, g["n"], _fmt(g["rmse_mev_per_atom"]), _fmt(g["max_mev_per_atom"])] for v, g in groups.items()])
+        _model_table(
+            f"energy error by {key}",
+            [key, "n", "RMSE (meV/atom)", "max |error| (meV/atom)"],
+            [[v, g["n"], _fmt(g["rmse_mev_per_atom"]), _fmt(g["max_mev_per_atom"])] for v, g in groups.items()],
+        )
 
 
 def _evaluate_spread(args, res, err, n_atoms, ref_forces) -> dict:
@@ -569,8 +745,11 @@ def _evaluate_spread(args, res, err, n_atoms, ref_forces) -> dict:
     from ..models import reports
 
     spread = np.array([r["energy_std"] for r in res]) / n_atoms * 1000.0
-    out = {"energy_std_mev_per_atom": spread.tolist(), "max_force_deviation": [float(r["max_force_deviation"]) for r in res],
-           "energy": reports.spread_calibration(spread, err)}
+    out = {
+        "energy_std_mev_per_atom": spread.tolist(),
+        "max_force_deviation": [float(r["max_force_deviation"]) for r in res],
+        "energy": reports.spread_calibration(spread, err),
+    }
     panels = {"energy, meV/atom": (spread, err)}
     if ref_forces is not None:
         f_err = np.array([np.linalg.norm(r["forces"] - f, axis=1).max() for r, f in zip(res, ref_forces)])

@@ -9,23 +9,35 @@ HELP = "retrain the energy model when new calculations have arrived (--if-grown:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "retrain", help=HELP,
+        "retrain",
+        help=HELP,
         description="Train a new model on every completed calculation of one calculator (and settings hash) and "
         "register it; it becomes the active model only if its cross-validation RMSE is not worse than the "
         "active model's by more than the tolerance. Without new calculations since the active model it does "
         "nothing and says so. With --if-grown it retrains only when the new data passes the retrain policy "
-        "(count and/or fraction), which is what a cron job wants.")
+        "(count and/or fraction), which is what a cron job wants.",
+    )
     p.add_argument("--if-grown", action="store_true", help="retrain only when the new data passes the retrain policy")
     p.add_argument("--force", action="store_true", help="retrain even without new data")
     p.add_argument("--calculator", help="calculator whose data to train on (default: the spec's or the active model's)")
-    p.add_argument("--settings-hash", help="calculator settings hash (default: the active model's, or the only one stored)")
+    p.add_argument(
+        "--settings-hash", help="calculator settings hash (default: the active model's, or the only one stored)"
+    )
     p.add_argument("--spec", help="take training settings and the retrain policy from this campaign spec (YAML)")
     p.add_argument("--min-new-count", type=int, default=None, help="policy: retrain after this many new calculations")
-    p.add_argument("--min-new-fraction", type=float, default=None,
-                   help="policy: retrain when new calculations are this fraction of the active model's training set")
+    p.add_argument(
+        "--min-new-fraction",
+        type=float,
+        default=None,
+        help="policy: retrain when new calculations are this fraction of the active model's training set",
+    )
     p.add_argument("--require", choices=("any", "all"), default=None, help="policy: any or all thresholds")
-    p.add_argument("--cv-tolerance", type=float, default=None,
-                   help="activate the new model if its CV RMSE <= (1 + tolerance) x the active model's")
+    p.add_argument(
+        "--cv-tolerance",
+        type=float,
+        default=None,
+        help="activate the new model if its CV RMSE <= (1 + tolerance) x the active model's",
+    )
     p.add_argument("--name", default=None, help="name of the new model (default retrain-<calculator>)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=cmd_retrain)
@@ -50,8 +62,10 @@ def cmd_retrain(args) -> int:
     active_any = store.active_model(calculator=calculator) if calculator else store.active_model()
     if calculator is None:
         if active_any is None:
-            raise PesError("no --calculator given and no active model to take it from; "
-                           "give --calculator (sevennet, chgnet, cp2k, vasp) or --spec")
+            raise PesError(
+                "no --calculator given and no active model to take it from; "
+                "give --calculator (sevennet, chgnet, cp2k, vasp) or --spec"
+            )
         calculator = active_any["calculator"]
     settings_hash = args.settings_hash
     if settings_hash is None and spec is not None and spec.calculator.name == calculator:
@@ -65,8 +79,10 @@ def cmd_retrain(args) -> int:
         else:
             hashes = _settings_hashes(store, calculator)
             if len(hashes) > 1:
-                raise PesError(f"{calculator} calculations with {len(hashes)} different settings are stored; "
-                               f"choose one with --settings-hash: {', '.join(hashes)}")
+                raise PesError(
+                    f"{calculator} calculations with {len(hashes)} different settings are stored; "
+                    f"choose one with --settings-hash: {', '.join(hashes)}"
+                )
             settings_hash = hashes[0] if hashes else None
 
     if spec is not None:
@@ -78,8 +94,12 @@ def cmd_retrain(args) -> int:
         if training is None:
             training = validate_spec({"name": "retrain", "calculator": {"name": calculator}}).training_settings()
         base_policy = RetrainPolicySpec().to_dict()
-    for key, value in (("min_new_count", args.min_new_count), ("min_new_fraction", args.min_new_fraction),
-                       ("require", args.require), ("cv_tolerance", args.cv_tolerance)):
+    for key, value in (
+        ("min_new_count", args.min_new_count),
+        ("min_new_fraction", args.min_new_fraction),
+        ("require", args.require),
+        ("cv_tolerance", args.cv_tolerance),
+    ):
         if value is not None:
             base_policy[key] = value
     policy = RetrainPolicy.from_dict({**base_policy, "enabled": True})
@@ -87,9 +107,15 @@ def cmd_retrain(args) -> int:
     decision = retrain_decision(store, calculator, settings_hash, policy, mode=mode)
     out = {"decision": decision.to_dict(), "trained": False}
     if decision.retrain:
-        out["model"] = train_and_register(store, calculator, settings_hash, training, policy,
-                                          name=args.name or f"retrain-{calculator}",
-                                          provenance={"trigger": "pes retrain", "mode": mode})
+        out["model"] = train_and_register(
+            store,
+            calculator,
+            settings_hash,
+            training,
+            policy,
+            name=args.name or f"retrain-{calculator}",
+            provenance={"trigger": "pes retrain", "mode": mode},
+        )
         out["trained"] = True
     if args.json:
         print(json.dumps(out, indent=2, default=str))

@@ -15,7 +15,9 @@ def register(subparsers) -> None:
 
     md = sub.add_parser("md", help="molecular dynamics (NVT Langevin, NPT flexible cell, NVE)")
     _common(md, single=True)
-    md.add_argument("--ensemble", default="npt", choices=["nvt", "npt", "nve"], help="default npt (fully flexible cell)")
+    md.add_argument(
+        "--ensemble", default="npt", choices=["nvt", "npt", "nve"], help="default npt (fully flexible cell)"
+    )
     md.add_argument("--timestep", type=float, default=4.0, help="time step in fs (default 4)")
     md.add_argument("--steps", type=int, default=2000, help="production steps per temperature (default 2000)")
     md.add_argument("--equilibration", type=int, default=500, help="equilibration steps first (default 500)")
@@ -23,13 +25,25 @@ def register(subparsers) -> None:
     md.add_argument("--thermostat", type=float, default=100.0, help="thermostat time constant in fs (default 100)")
     md.add_argument("--barostat", type=float, default=1000.0, help="barostat time constant in fs (default 1000)")
     md.add_argument("--pressure", type=float, default=0.0, help="pressure in GPa (NPT, default 0)")
-    md.add_argument("--calculator", default=None, choices=["sevennet", "chgnet"],
-                    help="drive the MD with this surrogate instead of a model (validation, labelled frames: with "
-                         "--trajectory FILE.extxyz the frames carry its energy, forces and stress for `pes db import`)")
-    md.add_argument("--threads", type=int, default=1,
-                    help="torch threads for the forces (model or surrogate; default 1: fastest on a busy machine)")
-    md.add_argument("--lattice-parameter", type=float, default=None,
-                    help="with --calculator: the reference lattice parameter (default: the model's)")
+    md.add_argument(
+        "--calculator",
+        default=None,
+        choices=["sevennet", "chgnet"],
+        help="drive the MD with this surrogate instead of a model (validation, labelled frames: with "
+        "--trajectory FILE.extxyz the frames carry its energy, forces and stress for `pes db import`)",
+    )
+    md.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for the forces (model or surrogate; default 1: fastest on a busy machine)",
+    )
+    md.add_argument(
+        "--lattice-parameter",
+        type=float,
+        default=None,
+        help="with --calculator: the reference lattice parameter (default: the model's)",
+    )
     md.set_defaults(func=cmd_run, method="md")
 
     mc = sub.add_parser("mc", help="Metropolis Monte Carlo (local displacement moves + strain moves)")
@@ -41,8 +55,12 @@ def register(subparsers) -> None:
     mc.add_argument("--displacement", type=float, default=0.1, help="initial displacement step in A (adapted)")
     mc.add_argument("--strain-step", type=float, default=0.002, help="strain step per component (default 0.002)")
     mc.add_argument("--pressure", type=float, default=0.0, help="pressure in GPa (NPT, default 0)")
-    mc.add_argument("--engine", default="auto", choices=["auto", "local", "global"],
-                    help="local: O(1) energy changes for cluster and site models (auto picks it when possible)")
+    mc.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "local", "global"],
+        help="local: O(1) energy changes for cluster and site models (auto picks it when possible)",
+    )
     mc.set_defaults(func=cmd_run, method="mc")
 
     heat = sub.add_parser("heat", help="heat and cool through a temperature range; locate the transitions")
@@ -73,10 +91,16 @@ def _common(p, single: bool) -> None:
         p.add_argument("--start", default="a0a0a0", help="Glazer symbol (a0a0a0 = cubic) or structure file")
         p.add_argument("--trajectory", default=None, help="write frames to FILE (.traj or .extxyz)")
         p.add_argument("--trajectory-every", type=int, default=0, help="frame every k steps (default: every sample)")
-        p.add_argument("--checkpoint", default=None, help="restart file: written as the run goes, resumed from if present")
+        p.add_argument(
+            "--checkpoint", default=None, help="restart file: written as the run goes, resumed from if present"
+        )
         p.add_argument("--seed", type=int, default=0, help="random seed (velocities, thermostat, moves)")
-        p.add_argument("--max-displacement", type=float, default=2.0,
-                       help="stop when an atom is further than this from its site, in A (default 2: out of its cage)")
+        p.add_argument(
+            "--max-displacement",
+            type=float,
+            default=2.0,
+            help="stop when an atom is further than this from its site, in A (default 2: out of its cage)",
+        )
     p.add_argument("--workdir", default=None, help="output folder (default $PES_HOME/simulations/<verb>-<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -114,21 +138,44 @@ def cmd_run(args) -> int:
     stage = Stage(args.temperature, args.steps, args.equilibration, args.temperature_end)
     driver, perovskite = _driver(args)
     if args.method == "md":
-        sim = MDSimulation(driver, perovskite=perovskite, supercell=_supercell(args.supercell), start=args.start, ensemble=args.ensemble,
-                           timestep_fs=args.timestep, thermostat_fs=args.thermostat, barostat_fs=args.barostat,
-                           pressure_GPa=args.pressure, sample_every=args.sample_every,
-                           trajectory_every=args.trajectory_every, max_displacement=args.max_displacement,
-                           threads=args.threads, seed=args.seed)
+        sim = MDSimulation(
+            driver,
+            perovskite=perovskite,
+            supercell=_supercell(args.supercell),
+            start=args.start,
+            ensemble=args.ensemble,
+            timestep_fs=args.timestep,
+            thermostat_fs=args.thermostat,
+            barostat_fs=args.barostat,
+            pressure_GPa=args.pressure,
+            sample_every=args.sample_every,
+            trajectory_every=args.trajectory_every,
+            max_displacement=args.max_displacement,
+            threads=args.threads,
+            seed=args.seed,
+        )
     else:
-        sim = MonteCarlo(driver, supercell=_supercell(args.supercell), start=args.start, ensemble=args.ensemble,
-                         pressure_GPa=args.pressure, displacement=args.displacement, strain_step=args.strain_step,
-                         sample_every=args.sample_every, trajectory_every=args.trajectory_every, engine=args.engine,
-                         max_displacement=args.max_displacement, seed=args.seed)
+        sim = MonteCarlo(
+            driver,
+            supercell=_supercell(args.supercell),
+            start=args.start,
+            ensemble=args.ensemble,
+            pressure_GPa=args.pressure,
+            displacement=args.displacement,
+            strain_step=args.strain_step,
+            sample_every=args.sample_every,
+            trajectory_every=args.trajectory_every,
+            engine=args.engine,
+            max_displacement=args.max_displacement,
+            seed=args.seed,
+        )
     workdir = _workdir(args, args.method)
     workdir.mkdir(parents=True, exist_ok=True)
     trajectory = args.trajectory
     try:
-        result = sim.run([stage], trajectory=trajectory, checkpoint=args.checkpoint, progress=not args.no_progress and not args.json)
+        result = sim.run(
+            [stage], trajectory=trajectory, checkpoint=args.checkpoint, progress=not args.no_progress and not args.json
+        )
     except BlowUpError as exc:
         if exc.result is not None:
             (workdir / "result.json").write_text(json.dumps(exc.result.to_dict(series=True), indent=1))
@@ -165,8 +212,10 @@ def _driver(args):
 def _print_run(d: dict) -> None:
     op = d["order_parameters"]
     lat = d["lattice_parameters"]
-    print(f"{d['method'].upper()} {d['atoms']} atoms, {d['steps']} {'steps' if d['method'] == 'md' else 'sweeps'} "
-          f"at {d['temperature_K']:.0f} K ({d['steps_per_second']:.1f}/s)")
+    print(
+        f"{d['method'].upper()} {d['atoms']} atoms, {d['steps']} {'steps' if d['method'] == 'md' else 'sweeps'} "
+        f"at {d['temperature_K']:.0f} K ({d['steps_per_second']:.1f}/s)"
+    )
     print(f"  tilts  R (anti-phase) {_deg(op['R'])}   M (in-phase) {_deg(op['M'])}  degrees")
     print(f"  cell   a b c = {lat[0]:.4f} {lat[1]:.4f} {lat[2]:.4f} A, angles {lat[3]:.2f} {lat[4]:.2f} {lat[5]:.2f}")
     print(f"  phase  {d['phase']} (space group of the averaged structure: {d['space_group']})")
@@ -194,9 +243,21 @@ def cmd_heat(args) -> int:
     options = {"ensemble": args.ensemble, "sample_every": args.sample_every or (10 if md else 1)}
     if md:
         options.update(timestep_fs=args.timestep, threads=args.threads)
-    scan = TransitionScan(path, supercell=_supercell(args.supercell), method=args.method, t_min=args.t_min,
-                          t_max=args.t_max, t_step=args.t_step, steps=steps, equilibration=equil, seeds=seeds,
-                          directions=directions, heat_start=args.heat_start, cool_start=args.cool_start, **options)
+    scan = TransitionScan(
+        path,
+        supercell=_supercell(args.supercell),
+        method=args.method,
+        t_min=args.t_min,
+        t_max=args.t_max,
+        t_step=args.t_step,
+        steps=steps,
+        equilibration=equil,
+        seeds=seeds,
+        directions=directions,
+        heat_start=args.heat_start,
+        cool_start=args.cool_start,
+        **options,
+    )
     workdir = _workdir(args, "heat")
     workdir.mkdir(parents=True, exist_ok=True)
     result = scan.run(workdir=workdir, progress=not args.no_progress and not args.json)
@@ -207,16 +268,22 @@ def cmd_heat(args) -> int:
     if args.json:
         print(json.dumps(data, indent=1))
         return 0
-    print(f"{args.method.upper()} scan {args.t_min:.0f}-{args.t_max:.0f} K every {args.t_step:.0f} K, {result.atoms} atoms, "
-          f"{len(result.runs)} runs, {result.wall_time_s / 60:.1f} min")
+    print(
+        f"{args.method.upper()} scan {args.t_min:.0f}-{args.t_max:.0f} K every {args.t_step:.0f} K, {result.atoms} atoms, "
+        f"{len(result.runs)} runs, {result.wall_time_s / 60:.1f} min"
+    )
     for run in data["runs"]:
         seq = " -> ".join(f"{p}@{t:.0f}" for p, t in zip(run["phase"], run["temperature_K"]))
-        print(f"  {run['direction']:4s} seed {run['seed']}: {seq}{'  (stopped: ' + run['stopped'] + ')' if run['stopped'] else ''}")
+        print(
+            f"  {run['direction']:4s} seed {run['seed']}: {seq}{'  (stopped: ' + run['stopped'] + ')' if run['stopped'] else ''}"
+        )
     if not data["transitions"]:
         print("  no transition in this range")
     for tr in data["transitions"]:
         hyst = f", hysteresis {tr['hysteresis_K']:.0f} K" if tr["hysteresis_K"] is not None else ""
-        print(f"  transition {tr['from']} -> {tr['to']}: {tr['temperature_K']:.0f} +- {tr['uncertainty_K']:.0f} K "
-              f"({tr['estimates']} estimates{hyst})")
+        print(
+            f"  transition {tr['from']} -> {tr['to']}: {tr['temperature_K']:.0f} +- {tr['uncertainty_K']:.0f} K "
+            f"({tr['estimates']} estimates{hyst})"
+        )
     print(f"  results: {workdir}/result.json, plot {data['plots']['order_parameters']}")
     return 0

@@ -51,11 +51,16 @@ def write_backup(store, target: Path, force: bool = False) -> dict:
                 except sqlite3.Error as exc:  # most likely the copy's side: no room for it
                     failed = exc
             if failed is not None:
-                raise EmbeddedStoreError(f"backing up {store.path} to {target} failed ({failed}; a full disk?); the "
-                                         "store was not changed and no backup was written")
+                raise EmbeddedStoreError(
+                    f"backing up {store.path} to {target} failed ({failed}; a full disk?); the "
+                    "store was not changed and no backup was written"
+                )
             dst.execute("PRAGMA journal_mode = DELETE")  # a self-contained single file
             dst.execute(f"CREATE TABLE {BACKUP_TABLE} (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            info = [("source", str(store.path)), ("made_at", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))]
+            info = [
+                ("source", str(store.path)),
+                ("made_at", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
+            ]
             lp = _launchpad_text(store)
             if lp is not None:
                 info.append(("launchpad", lp))
@@ -67,17 +72,20 @@ def write_backup(store, target: Path, force: bool = False) -> dict:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except (OSError, sqlite3.Error) as exc:
-        raise EmbeddedStoreError(f"cannot write the backup {target}: {getattr(exc, 'strerror', None) or exc}; nothing "
-                                 "was written") from None
+        raise EmbeddedStoreError(
+            f"cannot write the backup {target}: {getattr(exc, 'strerror', None) or exc}; nothing was written"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     return {"file": str(target), "bytes": target.stat().st_size, "launchpad": lp is not None, **counts}
 
 
 def _counts(conn) -> dict:
-    return {"configurations": conn.execute("SELECT count(*) FROM configurations").fetchone()[0],
-            "calculations": conn.execute("SELECT count(*) FROM calculations").fetchone()[0],
-            "models": conn.execute("SELECT count(*) FROM models").fetchone()[0]}
+    return {
+        "configurations": conn.execute("SELECT count(*) FROM configurations").fetchone()[0],
+        "calculations": conn.execute("SELECT count(*) FROM calculations").fetchone()[0],
+        "models": conn.execute("SELECT count(*) FROM models").fetchone()[0],
+    }
 
 
 def _open_backup(source: Path) -> tuple[sqlite3.Connection, dict, str | None]:
@@ -139,7 +147,9 @@ def restore_backup(store, source: Path, force: bool = False) -> dict:
             try:
                 src.backup(store._conn())
             except sqlite3.Error as exc:
-                raise EmbeddedStoreError(f"restoring {source} into {store.path} failed ({exc}); the store was not changed") from None
+                raise EmbeddedStoreError(
+                    f"restoring {source} into {store.path} failed ({exc}); the store was not changed"
+                ) from None
             with store._write() as conn:
                 conn.execute(f"DROP TABLE IF EXISTS {BACKUP_TABLE}")
             store._references.clear()

@@ -202,8 +202,9 @@ class EmbeddedServer:
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise EmbeddedStoreError(f"cannot open the lock {self.lock_path}: {exc.strerror or exc}; nothing was "
-                                     "changed") from None
+            raise EmbeddedStoreError(
+                f"cannot open the lock {self.lock_path}: {exc.strerror or exc}; nothing was changed"
+            ) from None
         deadline = time.monotonic() + max(self.lock_timeout, 0.0)
         while True:
             try:
@@ -216,7 +217,9 @@ class EmbeddedServer:
                 if time.monotonic() >= deadline:
                     holder = self._holder()
                     os.close(fd)
-                    waited = f"after waiting {self.lock_timeout:g} s" if self.lock_timeout > 0 else "(lock_timeout_s is 0)"
+                    waited = (
+                        f"after waiting {self.lock_timeout:g} s" if self.lock_timeout > 0 else "(lock_timeout_s is 0)"
+                    )
                     raise EmbeddedStoreLocked(
                         f"the embedded LaunchPad {self.path} is in use by {holder} {waited}; it serves one "
                         "process at a time, so wait for that process to finish, raise PES_LOCK_TIMEOUT, "

@@ -58,7 +58,9 @@ def detect_format(path, fmt: str | None = None) -> str:
 
 def settings_hash_for(calculator: str, version: str | None = None, settings: dict | None = None) -> str:
     """Fingerprint for imported results whose file carries none (stable for the same inputs)."""
-    payload = json.dumps({"name": calculator, "version": version, "settings": settings or {}}, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"name": calculator, "version": version, "settings": settings or {}}, sort_keys=True, default=str
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -68,8 +70,19 @@ def _record_dict(config, calc: dict | None, config_id: str, source: str | None =
     if calc is not None:
         out_calc = {
             k: calc.get(k)
-            for k in ("energy", "forces", "stress", "calculator", "version", "settings", "settings_hash",
-                      "status", "error", "wall_time", "output_dir")
+            for k in (
+                "energy",
+                "forces",
+                "stress",
+                "calculator",
+                "version",
+                "settings",
+                "settings_hash",
+                "status",
+                "error",
+                "wall_time",
+                "output_dir",
+            )
         }
         out_calc["calc_id"] = calc.get("id")
     return {"config_id": config_id, "configuration": config.to_dict(), "calculation": out_calc, "source": source}
@@ -177,7 +190,9 @@ def _reference_from(info: dict, default):
     species = info["pes_species"]
     species = species.split() if isinstance(species, str) else [str(s) for s in species]
     matrix = np.asarray(
-        info.get("pes_supercell").split() if isinstance(info.get("pes_supercell"), str) else info.get("pes_supercell", 2),
+        info.get("pes_supercell").split()
+        if isinstance(info.get("pes_supercell"), str)
+        else info.get("pes_supercell", 2),
         dtype=float,
     )
     if matrix.size == 9:
@@ -202,7 +217,11 @@ def _frame_result(atoms, info: dict, where: str, calculator, settings_hash, ener
     if not name:
         raise ImportFormatError(f"{where}: no calculator name in the file; pass --calculator NAME")
     version = info.get("calculator_version")
-    shash = info.get("settings_hash") or settings_hash or settings_hash_for(str(name), None if version is None else str(version))
+    shash = (
+        info.get("settings_hash")
+        or settings_hash
+        or settings_hash_for(str(name), None if version is None else str(version))
+    )
     if status == "completed" and energy is None:
         raise ImportFormatError(f"{where}: missing energy (expected '{energy_key}=' in the header)")
     return {
@@ -218,9 +237,17 @@ def _frame_result(atoms, info: dict, where: str, calculator, settings_hash, ener
     }
 
 
-def read_records(path, fmt: str | None = None, reference=None, calculator: str | None = None,
-                 settings_hash: str | None = None, energy_key: str = "energy", forces_key: str = "forces",
-                 stress_key: str = "stress", require_energy: bool = True) -> list[ImportRecord]:
+def read_records(
+    path,
+    fmt: str | None = None,
+    reference=None,
+    calculator: str | None = None,
+    settings_hash: str | None = None,
+    energy_key: str = "energy",
+    forces_key: str = "forces",
+    stress_key: str = "stress",
+    require_energy: bool = True,
+) -> list[ImportRecord]:
     """Read and validate a whole file; raises ImportFormatError naming the first bad record."""
     path = Path(path)
     fmt = detect_format(path, fmt)
@@ -233,7 +260,9 @@ def read_records(path, fmt: str | None = None, reference=None, calculator: str |
     try:
         if fmt == "jsonl":
             return _read_jsonl(path, require_energy)
-        return _read_extxyz(path, reference, calculator, settings_hash, energy_key, forces_key, stress_key, require_energy)
+        return _read_extxyz(
+            path, reference, calculator, settings_hash, energy_key, forces_key, stress_key, require_energy
+        )
     except InvalidRecord as exc:
         raise ImportFormatError(str(exc)) from None
 
@@ -316,7 +345,9 @@ def _read_jsonl(path, require_energy):
             try:
                 config = Configuration.from_dict(obj["configuration"])
             except (KeyError, TypeError, ValueError) as exc:
-                raise ImportFormatError(f"{where}: invalid configuration ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+                raise ImportFormatError(
+                    f"{where}: invalid configuration ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                ) from None
             calc = obj.get("calculation")
             if calc is None:
                 if require_energy:
@@ -326,8 +357,9 @@ def _read_jsonl(path, require_energy):
             if not isinstance(calc, dict):
                 raise ImportFormatError(f"{where}: 'calculation' must be an object or null")
             calc = dict(calc)
-            if calc.get("status", "completed") == "completed" and (calc.get("energy") is None or
-                                                                    (isinstance(calc.get("energy"), float) and math.isnan(calc["energy"]))):
+            if calc.get("status", "completed") == "completed" and (
+                calc.get("energy") is None or (isinstance(calc.get("energy"), float) and math.isnan(calc["energy"]))
+            ):
                 raise ImportFormatError(f"{where}: missing energy")
             if not calc.get("settings_hash") and calc.get("calculator"):
                 calc["settings_hash"] = settings_hash_for(calc["calculator"], calc.get("version"), calc.get("settings"))
@@ -337,8 +369,9 @@ def _read_jsonl(path, require_energy):
     return out
 
 
-def import_records(store, records: list[ImportRecord], source: str, replace: bool = False,
-                   allow_outliers: bool = False) -> dict:
+def import_records(
+    store, records: list[ImportRecord], source: str, replace: bool = False, allow_outliers: bool = False
+) -> dict:
     """Write validated records, configurations (deduplicated) then calculations, as one unit of work.
 
     A calculation that repeats a stored one is a no-op; a different result for a stored

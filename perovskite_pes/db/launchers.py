@@ -23,7 +23,10 @@ def template_dir() -> Path:
     if env:
         candidates = [Path(env)]
     else:
-        candidates = [Path(__file__).resolve().parents[2] / "launchers", Path(sys.prefix) / "share" / "perovskite_pes" / "launchers"]
+        candidates = [
+            Path(__file__).resolve().parents[2] / "launchers",
+            Path(sys.prefix) / "share" / "perovskite_pes" / "launchers",
+        ]
     for path in candidates:
         if (path / "my_launchpad.yaml").is_file():
             return path
@@ -57,8 +60,17 @@ def _render(name: str, values: dict) -> str:
 
 def launchpad_values(settings: Settings) -> dict:
     timeout = {"serverSelectionTimeoutMS": int(settings.server_timeout_s * 1000)}
-    base = dict(host="localhost", port=27017, database=settings.database, username=None, password=None,
-                authsource=None, uri_mode=False, mongoclient_kwargs={}, logdir=None)
+    base = dict(
+        host="localhost",
+        port=27017,
+        database=settings.database,
+        username=None,
+        password=None,
+        authsource=None,
+        uri_mode=False,
+        mongoclient_kwargs={},
+        logdir=None,
+    )
     if settings.embedded:
         return base
     if settings.uri:
@@ -69,9 +81,15 @@ def launchpad_values(settings: Settings) -> dict:
         kwargs["tls"] = True
         if settings.tls_ca_file:
             kwargs["tlsCAFile"] = settings.tls_ca_file
-    return {**base, "host": settings.host, "port": settings.port, "username": settings.username,
-            "password": settings.password, "authsource": settings.auth_source or (settings.database if settings.username else None),
-            "mongoclient_kwargs": kwargs}
+    return {
+        **base,
+        "host": settings.host,
+        "port": settings.port,
+        "username": settings.username,
+        "password": settings.password,
+        "authsource": settings.auth_source or (settings.database if settings.username else None),
+        "mongoclient_kwargs": kwargs,
+    }
 
 
 def _write(path: Path, text: str, private: bool = False) -> Path:

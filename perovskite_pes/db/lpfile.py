@@ -103,7 +103,9 @@ def load_document(path: Path) -> dict:
     try:
         dct = json_util.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _corrupt(path, f"is not valid JSON ({str(exc).splitlines()[0][:80]}): it is truncated or damaged") from None
+        raise _corrupt(
+            path, f"is not valid JSON ({str(exc).splitlines()[0][:80]}): it is truncated or damaged"
+        ) from None
     if not isinstance(dct, dict) or not dct:
         raise _corrupt(path, "holds no database (expected {database: {collection: ...}})")
     return dct

@@ -56,13 +56,18 @@ def _records(source: Path, name: str, docs: list, convert) -> list[dict]:
 def _check_arrays(source: Path, recs: list[dict], n_atoms: dict) -> None:
     for r in recs:
         n = n_atoms.get(r.get("config_id", r["id"]))
-        checks = (("displacements", (n, 3)), ("strain", (6,))) if "displacements" in r else (
-            ("forces", (n, 3)), ("stress", (6,)))
+        checks = (
+            (("displacements", (n, 3)), ("strain", (6,)))
+            if "displacements" in r
+            else (("forces", (n, 3)), ("stress", (6,)))
+        )
         for k, shape in checks:
             v = r.get(k)
             if v is not None and (np.shape(v) != shape or not np.all(np.isfinite(v))):
-                raise EmbeddedStoreError(f"{source}: {k} of {r['id']} has shape {np.shape(v)}, expected {shape} finite "
-                                         "numbers; nothing was changed")
+                raise EmbeddedStoreError(
+                    f"{source}: {k} of {r['id']} has shape {np.shape(v)}, expected {shape} finite "
+                    "numbers; nothing was changed"
+                )
 
 
 def _update_fireworks_config(settings, old: Path, new: Path) -> None:
@@ -73,8 +78,9 @@ def _update_fireworks_config(settings, old: Path, new: Path) -> None:
     except OSError:
         return
     if str(old) in text:
-        path.write_text(text.replace(json.dumps(str(old)), json.dumps(str(new))).replace(str(old), str(new)),
-                        encoding="utf-8")
+        path.write_text(
+            text.replace(json.dumps(str(old)), json.dumps(str(new))).replace(str(old), str(new)), encoding="utf-8"
+        )
         log.info("pointed %s at %s", path, new)
 
 
@@ -106,13 +112,17 @@ def _migrate_locked(settings, source: Path, target: Path, lp_path: Path, automat
         if target.exists():
             if automatic:
                 return None
-            raise EmbeddedStoreError(f"the store {target} exists already; migrate into a fresh one (move it away, or "
-                                     "point PES_STORE_FILE at a new file)")
+            raise EmbeddedStoreError(
+                f"the store {target} exists already; migrate into a fresh one (move it away, or "
+                "point PES_STORE_FILE at a new file)"
+            )
         document = load_document(source)
         name = settings.database
         if name not in document:
-            raise EmbeddedStoreError(f"{source} holds no database {name!r} (it holds {', '.join(document)}); set "
-                                     "PES_DATABASE to the one to migrate; nothing was changed")
+            raise EmbeddedStoreError(
+                f"{source} holds no database {name!r} (it holds {', '.join(document)}); set "
+                "PES_DATABASE to the one to migrate; nothing was changed"
+            )
         try:
             cols = {c: [d for _k, d in (document[name].get(c) or {}).get("documents", [])] for c in CONFIG_COLLECTIONS}
         except (AttributeError, TypeError, ValueError):
@@ -126,8 +136,10 @@ def _migrate_locked(settings, source: Path, target: Path, lp_path: Path, automat
         _check_arrays(source, [c for c in calcs if c["config_id"] in n_atoms], n_atoms)
         orphans = [c["id"] for c in calcs if c["config_id"] not in n_atoms]
         if orphans:
-            raise EmbeddedStoreError(f"{source}: calculation {orphans[0]} belongs to no stored configuration "
-                                     f"({len(orphans)} such); nothing was changed")
+            raise EmbeddedStoreError(
+                f"{source}: calculation {orphans[0]} belongs to no stored configuration "
+                f"({len(orphans)} such); nothing was changed"
+            )
 
         from .sqlite import _remove_stale
 
@@ -140,23 +152,35 @@ def _migrate_locked(settings, source: Path, target: Path, lp_path: Path, automat
                     store._insert_reference(r)
                 _ids, n_new = store._ingest_configurations(configs)
                 if n_new != len(configs):
-                    raise EmbeddedStoreError(f"{source} holds {len(configs) - n_new} configurations with duplicate "
-                                             "uniqueness keys; nothing was changed")
+                    raise EmbeddedStoreError(
+                        f"{source} holds {len(configs) - n_new} configurations with duplicate "
+                        "uniqueness keys; nothing was changed"
+                    )
                 store._write_calculations(calcs, [], _now())
                 for m in models:
                     store._insert_model(m)
-            counts = {"references": len(store.list_references()), "configurations": store.count_configurations(),
-                      "calculations": store.count_calculations(status=None), "models": len(store.list_models())}
+            counts = {
+                "references": len(store.list_references()),
+                "configurations": store.count_configurations(),
+                "calculations": store.count_calculations(status=None),
+                "models": len(store.list_models()),
+            }
         finally:
             store.close()
-        expected = {"references": len(refs), "configurations": len(configs), "calculations": len(calcs),
-                    "models": len(models)}
+        expected = {
+            "references": len(refs),
+            "configurations": len(configs),
+            "calculations": len(calcs),
+            "models": len(models),
+        }
         if counts != expected:  # pragma: no cover - a bug, never a silent loss
             tmp.unlink(missing_ok=True)
             raise EmbeddedStoreError(f"migration of {source} stored {counts}, expected {expected}; nothing was changed")
 
-        launchpad = {db: {c: v for c, v in cs.items() if not (db == name and c in CONFIG_COLLECTIONS)}
-                     for db, cs in document.items()}
+        launchpad = {
+            db: {c: v for c, v in cs.items() if not (db == name and c in CONFIG_COLLECTIONS)}
+            for db, cs in document.items()
+        }
         from bson import json_util
 
         _write_atomic(lp_path, json_util.dumps(launchpad))
@@ -169,8 +193,19 @@ def _migrate_locked(settings, source: Path, target: Path, lp_path: Path, automat
             kept = source.with_name(f"{source.name}.migrated-{_now():%Y%m%dT%H%M%S}")
         os.replace(source, kept)
         _update_fireworks_config(settings, source, lp_path)
-    counts.update(source=str(source), kept=str(kept), store=str(target), launchpad=str(lp_path),
-                  fireworks=len((launchpad.get(name, {}).get("fireworks") or {}).get("documents", [])))
-    log.warning("migrated the embedded store %s to %s (%d configurations, %d calculations); the old file is kept as %s",
-                source, target, counts["configurations"], counts["calculations"], kept)
+    counts.update(
+        source=str(source),
+        kept=str(kept),
+        store=str(target),
+        launchpad=str(lp_path),
+        fireworks=len((launchpad.get(name, {}).get("fireworks") or {}).get("documents", [])),
+    )
+    log.warning(
+        "migrated the embedded store %s to %s (%d configurations, %d calculations); the old file is kept as %s",
+        source,
+        target,
+        counts["configurations"],
+        counts["calculations"],
+        kept,
+    )
     return counts

@@ -36,26 +36,55 @@ def _arr(v, cols: int | None = None):
 
 
 def reference_record(d: dict) -> dict:
-    return {"id": str(d["_id"]), "key": d["key"], "label": d["label"],
-            "prototype": d.get("prototype", "cubic-perovskite-Pm-3m"), "formula": d["formula"],
-            "species": list(d["species"]), "lattice_parameter": float(d["lattice_parameter"]),
-            "supercell": [list(map(int, row)) for row in d["supercell"]], "n_atoms": int(d["n_atoms"]),
-            "created": d.get("created")}
+    return {
+        "id": str(d["_id"]),
+        "key": d["key"],
+        "label": d["label"],
+        "prototype": d.get("prototype", "cubic-perovskite-Pm-3m"),
+        "formula": d["formula"],
+        "species": list(d["species"]),
+        "lattice_parameter": float(d["lattice_parameter"]),
+        "supercell": [list(map(int, row)) for row in d["supercell"]],
+        "n_atoms": int(d["n_atoms"]),
+        "created": d.get("created"),
+    }
 
 
 def config_record(d: dict, full: bool = True) -> dict:
     """A configuration record (the same keys as the SQLite store's): light, or full with arrays and tags."""
-    rec = {"id": str(d["_id"]), "reference": str(d["reference"]), "n_atoms": d.get("n_atoms"),
-           "tilt_system": d.get("tilt_system"), "method": d.get("method"), "parent": d.get("parent"),
-           "source": d.get("source")}
+    rec = {
+        "id": str(d["_id"]),
+        "reference": str(d["reference"]),
+        "n_atoms": d.get("n_atoms"),
+        "tilt_system": d.get("tilt_system"),
+        "method": d.get("method"),
+        "parent": d.get("parent"),
+        "source": d.get("source"),
+    }
     if full:
-        rec.update(key=d.get("key"), key_method=d.get("key_method"), tags=dict(d.get("tags") or {}),
-                   created=d.get("created"), displacements=_arr(d["displacements"], 3), strain=_arr(d["strain"]))
+        rec.update(
+            key=d.get("key"),
+            key_method=d.get("key_method"),
+            tags=dict(d.get("tags") or {}),
+            created=d.get("created"),
+            displacements=_arr(d["displacements"], 3),
+            strain=_arr(d["strain"]),
+        )
     return rec
 
 
-CALC_LIGHT = ("calculator", "version", "settings_hash", "status", "error", "energy", "energy_per_atom", "n_atoms",
-              "wall_time", "output_dir")
+CALC_LIGHT = (
+    "calculator",
+    "version",
+    "settings_hash",
+    "status",
+    "error",
+    "energy",
+    "energy_per_atom",
+    "n_atoms",
+    "wall_time",
+    "output_dir",
+)
 CALC_KEYS = CALC_LIGHT + ("settings", "launch", "created", "updated")
 
 
@@ -65,24 +94,43 @@ def calc_record(d: dict, full: bool = True) -> dict:
     rec.update({k: d.get(k) for k in CALC_LIGHT})
     if full:
         rec.update({k: d.get(k) for k in ("launch", "created", "updated")})
-        rec.update(settings=d.get("settings") or {}, forces=_arr(d.get("forces"), 3), stress=_arr(d.get("stress")),
-                   final_structure=d.get("final_structure"))
+        rec.update(
+            settings=d.get("settings") or {},
+            forces=_arr(d.get("forces"), 3),
+            stress=_arr(d.get("stress")),
+            final_structure=d.get("final_structure"),
+        )
     return rec
 
 
 def model_record(d: dict) -> dict:
-    out = {k: d.get(k) for k in ("name", "path", "calculator", "settings_hash", "metrics", "hyperparameters",
-                                 "calc_ids", "n_train", "created")}
+    out = {
+        k: d.get(k)
+        for k in (
+            "name",
+            "path",
+            "calculator",
+            "settings_hash",
+            "metrics",
+            "hyperparameters",
+            "calc_ids",
+            "n_train",
+            "created",
+        )
+    }
     out.update(id=str(d["_id"]), active=bool(d.get("active")))
     return out
 
 
 def _calc_doc(r: dict) -> dict:
     doc = {k: r.get(k) for k in CALC_KEYS}
-    doc.update(_id=ObjectId(r["id"]), configuration=ObjectId(r["config_id"]),
-               forces=None if r.get("forces") is None else np.asarray(r["forces"]).tolist(),
-               stress=None if r.get("stress") is None else np.asarray(r["stress"]).tolist(),
-               final_structure=r.get("final_structure"))
+    doc.update(
+        _id=ObjectId(r["id"]),
+        configuration=ObjectId(r["config_id"]),
+        forces=None if r.get("forces") is None else np.asarray(r["forces"]).tolist(),
+        stress=None if r.get("stress") is None else np.asarray(r["stress"]).tolist(),
+        final_structure=r.get("final_structure"),
+    )
     return doc
 
 
@@ -92,7 +140,9 @@ def _connect_mongo(settings):
     from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError, ServerSelectionTimeoutError
 
     timeout_ms = int(settings.server_timeout_s * 1000)
-    kwargs = dict(serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, socketTimeoutMS=max(timeout_ms, 30000))
+    kwargs = dict(
+        serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, socketTimeoutMS=max(timeout_ms, 30000)
+    )
     where = settings.redact(settings.mongo_uri)
     try:
         if settings.uri:
@@ -102,30 +152,38 @@ def _connect_mongo(settings):
         else:
             extra = {}
             if settings.username:
-                extra.update(username=settings.username, password=settings.password,
-                             authSource=settings.auth_source or settings.database)
+                extra.update(
+                    username=settings.username,
+                    password=settings.password,
+                    authSource=settings.auth_source or settings.database,
+                )
             if settings.tls:
                 extra["tls"] = True
                 if settings.tls_ca_file:
                     extra["tlsCAFile"] = settings.tls_ca_file
             client = pymongo.MongoClient(settings.host, settings.port, **extra, **kwargs)
     except (ConfigurationError, ValueError, TypeError) as exc:
-        raise DatabaseUnavailable(settings.redact(f"invalid MongoDB settings for {where}: {str(exc).splitlines()[0]}")) from None
+        raise DatabaseUnavailable(
+            settings.redact(f"invalid MongoDB settings for {where}: {str(exc).splitlines()[0]}")
+        ) from None
     try:
         client.admin.command("ping")
         client[settings.database].list_collection_names()  # checks the credentials on this database
     except ServerSelectionTimeoutError as exc:
         client.close()
         reason = str(exc).split(",")[0].split("Timeout:")[0].strip()[:160]
-        raise DatabaseUnavailable(settings.redact(
-            f"cannot reach MongoDB at {where} within {settings.server_timeout_s:g} s ({reason}); start the "
-            "server (docker compose up -d), check PES_MONGO_URI or config.yaml, or unset them to use the embedded store"
-        )) from None
+        raise DatabaseUnavailable(
+            settings.redact(
+                f"cannot reach MongoDB at {where} within {settings.server_timeout_s:g} s ({reason}); start the "
+                "server (docker compose up -d), check PES_MONGO_URI or config.yaml, or unset them to use the embedded store"
+            )
+        ) from None
     except OperationFailure as exc:
         client.close()
         detail = exc.details.get("errmsg", exc) if exc.details else exc
-        raise DatabaseUnavailable(settings.redact(
-            f"MongoDB at {where} refused access to database {settings.database!r}: {detail}")) from None
+        raise DatabaseUnavailable(
+            settings.redact(f"MongoDB at {where} refused access to database {settings.database!r}: {detail}")
+        ) from None
     except PyMongoError as exc:
         client.close()
         raise DatabaseUnavailable(settings.redact(f"MongoDB at {where}: {str(exc).splitlines()[0][:200]}")) from None
@@ -199,10 +257,18 @@ class MongoStore(Store):
         if s.uri:
             kwargs.update(host=s.uri, uri_mode=True, mongoclient_kwargs=timeout)
         elif s.host:
-            kwargs.update(host=s.host, port=s.port, username=s.username, password=s.password,
-                          authsource=s.auth_source or (s.database if s.username else None),
-                          mongoclient_kwargs={**timeout, **({"tls": True} if s.tls else {}),
-                                              **({"tlsCAFile": s.tls_ca_file} if s.tls_ca_file else {})})
+            kwargs.update(
+                host=s.host,
+                port=s.port,
+                username=s.username,
+                password=s.password,
+                authsource=s.auth_source or (s.database if s.username else None),
+                mongoclient_kwargs={
+                    **timeout,
+                    **({"tls": True} if s.tls else {}),
+                    **({"tlsCAFile": s.tls_ca_file} if s.tls_ca_file else {}),
+                },
+            )
         else:
             kwargs["host"] = "localhost"
         return PesLaunchPad.on_client(self.client, **kwargs)
@@ -210,8 +276,10 @@ class MongoStore(Store):
     def backup(self, target, force: bool = False) -> dict:
         from .errors import StoreError
 
-        raise StoreError("pes db backup/restore work on the embedded store; for MongoDB use mongodump and "
-                         "mongorestore (or pes db export FILE.jsonl, which keeps every record)")
+        raise StoreError(
+            "pes db backup/restore work on the embedded store; for MongoDB use mongodump and "
+            "mongorestore (or pes db export FILE.jsonl, which keeps every record)"
+        )
 
     def restore(self, source, force: bool = False) -> dict:
         return self.backup(source, force)
@@ -245,8 +313,11 @@ class MongoStore(Store):
     def _insert_reference(self, rec: dict) -> str:
         son = {k: v for k, v in rec.items() if k != "id"}
         res = self._references_col.find_one_and_update(
-            {"key": rec["key"]}, {"$setOnInsert": {"_id": ObjectId(rec["id"]), **son}}, upsert=True,
-            projection={"_id": 1}, return_document=True,
+            {"key": rec["key"]},
+            {"$setOnInsert": {"_id": ObjectId(rec["id"]), **son}},
+            upsert=True,
+            projection={"_id": 1},
+            return_document=True,
         )
         return str(res["_id"])
 
@@ -276,11 +347,17 @@ class MongoStore(Store):
         from ..structure import Configuration
 
         config = Configuration(self.get_reference(r["reference"]), r["displacements"], r["strain"])
-        doc = {k: r[k] for k in ("key", "key_method", "n_atoms", "tags", "tilt_system", "method", "parent", "source",
-                                 "created")}
-        doc.update(_id=ObjectId(r["id"]), reference=ObjectId(r["reference"]),
-                   displacements=np.asarray(r["displacements"]).tolist(), strain=np.asarray(r["strain"]).tolist(),
-                   structure=config.to_structure().as_dict(verbosity=0))
+        doc = {
+            k: r[k]
+            for k in ("key", "key_method", "n_atoms", "tags", "tilt_system", "method", "parent", "source", "created")
+        }
+        doc.update(
+            _id=ObjectId(r["id"]),
+            reference=ObjectId(r["reference"]),
+            displacements=np.asarray(r["displacements"]).tolist(),
+            strain=np.asarray(r["strain"]).tolist(),
+            structure=config.to_structure().as_dict(verbosity=0),
+        )
         return doc
 
     def _ingest_configurations(self, recs: list[dict]) -> tuple[dict, int]:
@@ -313,12 +390,16 @@ class MongoStore(Store):
         return {d["key"]: str(d["_id"]) for d in self._configs.find({"key": {"$in": list(keys)}}, {"key": 1})}
 
     def _configs_by_id(self, ids: list[str]) -> dict:
-        return {str(d["_id"]): config_record(d) for d in self._configs.find({"_id": {"$in": [ObjectId(i) for i in ids]}},
-                                                                           {"structure": 0})}
+        return {
+            str(d["_id"]): config_record(d)
+            for d in self._configs.find({"_id": {"$in": [ObjectId(i) for i in ids]}}, {"structure": 0})
+        }
 
     def _n_atoms_by_id(self, ids: list[str]) -> dict:
-        return {str(d["_id"]): d["n_atoms"] for d in
-                self._configs.find({"_id": {"$in": [ObjectId(i) for i in ids]}}, {"n_atoms": 1})}
+        return {
+            str(d["_id"]): d["n_atoms"]
+            for d in self._configs.find({"_id": {"$in": [ObjectId(i) for i in ids]}}, {"n_atoms": 1})
+        }
 
     @staticmethod
     def _config_query(spec: dict) -> dict:
@@ -399,8 +480,12 @@ class MongoStore(Store):
         out = []
         for d in self._superseded_col.find(q).sort("superseded_at", 1):
             rec = calc_record(d)
-            rec.update(id=str(d["calc_id"]), calc_id=str(d["calc_id"]), superseded_at=d["superseded_at"],
-                       reason=d.get("reason"))
+            rec.update(
+                id=str(d["calc_id"]),
+                calc_id=str(d["calc_id"]),
+                superseded_at=d["superseded_at"],
+                reason=d.get("reason"),
+            )
             out.append(rec)
         return out
 
@@ -413,7 +498,9 @@ class MongoStore(Store):
         if calc_spec is None:
             configs = list(self._configs.find(config_q, cfg_proj).sort("created", 1))
             by_cfg: dict = {}
-            for c in self._calcs.find({"configuration": {"$in": [d["_id"] for d in configs]}}, calc_proj).sort("created", 1):
+            for c in self._calcs.find({"configuration": {"$in": [d["_id"] for d in configs]}}, calc_proj).sort(
+                "created", 1
+            ):
                 by_cfg.setdefault(c["configuration"], []).append(c)
             for cfg in configs:
                 rec = config_record(cfg, arrays)
@@ -428,8 +515,10 @@ class MongoStore(Store):
             calc_q["configuration"] = {"$in": [d["_id"] for d in self._configs.find(config_q, {"_id": 1})]}
         cursor = self._calcs.find(calc_q, calc_proj).sort("created", 1)
         calcs = list(cursor.limit(int(limit)) if limit is not None else cursor)
-        configs = {d["_id"]: config_record(d, arrays) for d in
-                   self._configs.find({"_id": {"$in": list({c["configuration"] for c in calcs})}}, cfg_proj)}
+        configs = {
+            d["_id"]: config_record(d, arrays)
+            for d in self._configs.find({"_id": {"$in": list({c["configuration"] for c in calcs})}}, cfg_proj)
+        }
         for calc in calcs:
             if calc["configuration"] in configs:
                 yield configs[calc["configuration"]], calc_record(calc, arrays)
@@ -441,7 +530,9 @@ class MongoStore(Store):
 
     def _activate_model(self, model_id: str, calculator) -> None:
         oid = ObjectId(model_id)
-        self._models.update_many({"calculator": calculator, "active": True, "_id": {"$ne": oid}}, {"$set": {"active": False}})
+        self._models.update_many(
+            {"calculator": calculator, "active": True, "_id": {"$ne": oid}}, {"$set": {"active": False}}
+        )
         self._models.update_one({"_id": oid}, {"$set": {"active": True}})
 
     def _find_models(self, active=None, calculator=None, model_id=None) -> list[dict]:
@@ -461,14 +552,21 @@ class MongoStore(Store):
             by_ref[str(c["reference"])] += 1
             by_method[c.get("method")] += 1
             by_tilt[c.get("tilt_system")] += 1
-        calcs = Counter((c["calculator"], c["settings_hash"], c["status"])
-                        for c in self._calcs.find({}, {"calculator": 1, "settings_hash": 1, "status": 1, "_id": 0}))
+        calcs = Counter(
+            (c["calculator"], c["settings_hash"], c["status"])
+            for c in self._calcs.find({}, {"calculator": 1, "settings_hash": 1, "status": 1, "_id": 0})
+        )
         return {
-            "by_reference": dict(by_ref), "by_method": dict(by_method), "by_tilt_system": dict(by_tilt),
-            "calculations": dict(calcs), "superseded": self._superseded_col.count_documents({}),
+            "by_reference": dict(by_ref),
+            "by_method": dict(by_method),
+            "by_tilt_system": dict(by_tilt),
+            "calculations": dict(calcs),
+            "superseded": self._superseded_col.count_documents({}),
             "models": self._models.count_documents({}),
             "active_models": [d["name"] for d in self._models.find({"active": True}, {"name": 1}).sort("created", 1)],
         }
 
     def _fireworks_counts(self) -> tuple[Counter, int]:
-        return Counter(d.get("state") for d in self.db.fireworks.find({}, {"state": 1})), self.db.workflows.count_documents({})
+        return Counter(
+            d.get("state") for d in self.db.fireworks.find({}, {"state": 1})
+        ), self.db.workflows.count_documents({})

@@ -97,9 +97,25 @@ CREATE INDEX models_active ON models (calculator, active);
 """
 
 #: calculation columns shared by ``calculations`` and ``superseded`` (after id and config)
-CALC_FIELDS = ("calculator", "version", "settings_hash", "settings", "status", "error", "energy", "energy_per_atom",
-               "n_atoms", "forces", "stress", "wall_time", "output_dir", "final_structure", "launch", "created",
-               "updated")
+CALC_FIELDS = (
+    "calculator",
+    "version",
+    "settings_hash",
+    "settings",
+    "status",
+    "error",
+    "energy",
+    "energy_per_atom",
+    "n_atoms",
+    "forces",
+    "stress",
+    "wall_time",
+    "output_dir",
+    "final_structure",
+    "launch",
+    "created",
+    "updated",
+)
 #: columns of a configuration record: the light part (tables, counts) and what a full record adds
 _CFG_LIGHT = "c.cid, c.id, r.id, c.n_atoms, c.tilt_system, c.method, c.parent, c.source"
 _CFG_FULL = ", c.key, c.key_method, c.tags, c.created, c.displacements, c.strain"
@@ -107,10 +123,13 @@ _CFG_FULL = ", c.key, c.key_method, c.tags, c.created, c.displacements, c.strain
 
 def _calc_cols(p: str, full: bool) -> str:
     """Columns of a calculation record from table alias ``p`` (calculations or superseded)."""
-    light = (f"{p}.id, {p}.config, {p}.calculator, {p}.version, {p}.settings_hash, {p}.status, {p}.error, "
-             f"{p}.energy, {p}.energy_per_atom, {p}.n_atoms, {p}.wall_time, {p}.output_dir")
-    return light + (f", sd.json, {p}.launch, {p}.created, {p}.updated, {p}.forces, {p}.stress, {p}.final_structure"
-                    if full else "")
+    light = (
+        f"{p}.id, {p}.config, {p}.calculator, {p}.version, {p}.settings_hash, {p}.status, {p}.error, "
+        f"{p}.energy, {p}.energy_per_atom, {p}.n_atoms, {p}.wall_time, {p}.output_dir"
+    )
+    return light + (
+        f", sd.json, {p}.launch, {p}.created, {p}.updated, {p}.forces, {p}.stress, {p}.final_structure" if full else ""
+    )
 
 
 def _calc_from(table: str, p: str, full: bool) -> str:
@@ -179,7 +198,7 @@ def _marks(n: int) -> str:
 def _chunks(seq, n: int = CHUNK):
     seq = list(seq)
     for i in range(0, len(seq), n):
-        yield seq[i:i + n]
+        yield seq[i : i + n]
 
 
 # ------------------------------------------------------------------------------- file checks
@@ -219,8 +238,10 @@ def _translate(exc: sqlite3.Error, path: Path, timeout: float, reading: bool = F
             "(lock_timeout_s); wait for it to finish or raise PES_LOCK_TIMEOUT; nothing was written"
         )
     if "full" in low:
-        return EmbeddedStoreError(f"the disk holding the store {path} is full ({msg}); the unit of work was rolled "
-                                  "back and nothing stored changed — free some space and run it again")
+        return EmbeddedStoreError(
+            f"the disk holding the store {path} is full ({msg}); the unit of work was rolled "
+            "back and nothing stored changed — free some space and run it again"
+        )
     if "readonly" in low or "read-only" in low:
         return EmbeddedStoreError(f"the store {path} is read-only here ({msg}); nothing was written")
     if isinstance(exc, sqlite3.IntegrityError):
@@ -228,8 +249,10 @@ def _translate(exc: sqlite3.Error, path: Path, timeout: float, reading: bool = F
     if "i/o" in low:
         if reading:
             return EmbeddedStoreError(f"the store {path} could not be read ({msg}); nothing was changed")
-        return EmbeddedStoreError(f"the store {path} could not be read or written ({msg}); the unit of work was "
-                                  "rolled back and nothing stored changed")
+        return EmbeddedStoreError(
+            f"the store {path} could not be read or written ({msg}); the unit of work was "
+            "rolled back and nothing stored changed"
+        )
     return EmbeddedStoreError(
         f"the store {path} is corrupt or not a perovskite-pes store ({msg}); restore a backup "
         "(pes db restore FILE) or move it away to start a fresh store; it was not changed"
@@ -248,8 +271,17 @@ def _connect(path: Path, timeout: float) -> sqlite3.Connection:
 
 #: errors of a first read that mean SQLite could not create or grow the WAL index (``-shm``) next
 #: to the store: a full disk, a read-only directory, a file-size limit
-_NO_ROOM = ("SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_SHMOPEN", "SQLITE_IOERR_SHMMAP", "SQLITE_FULL", "SQLITE_CANTOPEN",
-            "SQLITE_READONLY_CANTINIT", "SQLITE_READONLY_DIRECTORY", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_TRUNCATE")
+_NO_ROOM = (
+    "SQLITE_IOERR_SHMSIZE",
+    "SQLITE_IOERR_SHMOPEN",
+    "SQLITE_IOERR_SHMMAP",
+    "SQLITE_FULL",
+    "SQLITE_CANTOPEN",
+    "SQLITE_READONLY_CANTINIT",
+    "SQLITE_READONLY_DIRECTORY",
+    "SQLITE_IOERR_WRITE",
+    "SQLITE_IOERR_TRUNCATE",
+)
 
 
 def _wal_is_empty(path: Path) -> bool:
@@ -297,9 +329,14 @@ def create_file(path: Path) -> bool:
         conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.executescript(SCHEMA)  # a private file until it is linked into place: no transaction needed
-        conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)",
-                         [("format", FORMAT), ("schema", str(SCHEMA_VERSION)),
-                          ("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))])
+        conn.executemany(
+            "INSERT INTO meta (name, value) VALUES (?, ?)",
+            [
+                ("format", FORMAT),
+                ("schema", str(SCHEMA_VERSION)),
+                ("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
+            ],
+        )
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("PRAGMA journal_mode = WAL")  # persistent: every later connection uses the WAL
         conn.close()
@@ -390,11 +427,15 @@ class SQLiteStore(Store):
             except sqlite3.OperationalError:
                 meta = {}
             if meta.get("format") != FORMAT:
-                raise EmbeddedStoreError(f"{self.path} is a SQLite file but not a perovskite-pes store (no store "
-                                         "metadata); point PES_STORE_FILE at the store, or move it away to start a fresh store")
+                raise EmbeddedStoreError(
+                    f"{self.path} is a SQLite file but not a perovskite-pes store (no store "
+                    "metadata); point PES_STORE_FILE at the store, or move it away to start a fresh store"
+                )
             if int(meta.get("schema", 0)) > SCHEMA_VERSION:
-                raise EmbeddedStoreError(f"the store {self.path} was written by a newer perovskite-pes (schema "
-                                         f"{meta['schema']}, this version reads {SCHEMA_VERSION}); upgrade perovskite-pes")
+                raise EmbeddedStoreError(
+                    f"the store {self.path} was written by a newer perovskite-pes (schema "
+                    f"{meta['schema']}, this version reads {SCHEMA_VERSION}); upgrade perovskite-pes"
+                )
 
     def _conn(self) -> sqlite3.Connection:
         if self._conn_obj is None:
@@ -449,7 +490,8 @@ class SQLiteStore(Store):
                 raise EmbeddedStoreError(
                     f"the store {self.path} could be opened for reading only: SQLite has no room next to it for its "
                     f"write-ahead log index ({self.read_only_reason}; a full disk?); free some space and run it "
-                    "again; nothing was written")
+                    "again; nothing was written"
+                )
             if self._depth:  # inside another unit of work: a savepoint, so that a failure undoes only this part
                 self._depth += 1
                 name = f"unit{self._depth}"
@@ -477,8 +519,10 @@ class SQLiteStore(Store):
             try:
                 yield conn
                 if not conn.in_transaction:  # SQLite rolled it back after an error a caller caught (disk full ...)
-                    raise EmbeddedStoreError(f"the store {self.path} rolled this unit of work back after an earlier "
-                                             "error in it (full disk?); nothing of it was stored")
+                    raise EmbeddedStoreError(
+                        f"the store {self.path} rolled this unit of work back after an earlier "
+                        "error in it (full disk?); nothing of it was stored"
+                    )
                 conn.execute("COMMIT")
             except BaseException as exc:
                 try:
@@ -516,8 +560,9 @@ class SQLiteStore(Store):
         with self._lock:
             fresh = self._server is None or not self._server.is_open
             server = self._open_server()
-            lp = PesLaunchPad.on_client(server.client, on_change=server.flush, host="localhost",
-                                        name=self.settings.database, strm_lvl="WARNING")
+            lp = PesLaunchPad.on_client(
+                server.client, on_change=server.flush, host="localhost", name=self.settings.database, strm_lvl="WARNING"
+            )
             if fresh:
                 prepare_launchpad(lp, server.client[self.settings.database], tuneup=True)
                 server.flush()
@@ -544,7 +589,9 @@ class SQLiteStore(Store):
     def _fireworks_counts(self) -> tuple[Counter, int]:
         if self._server is not None and self._server.is_open:
             db = self._server.client[self.settings.database]
-            return Counter(d.get("state") for d in db.fireworks.find({}, {"state": 1})), db.workflows.count_documents({})
+            return Counter(d.get("state") for d in db.fireworks.find({}, {"state": 1})), db.workflows.count_documents(
+                {}
+            )
         from .lpfile import read_fireworks_counts
 
         return read_fireworks_counts(self.settings.launchpad_path, self.settings.database)
@@ -575,15 +622,26 @@ class SQLiteStore(Store):
             conn.execute(
                 "INSERT INTO refs (id, key, label, prototype, formula, species, lattice_parameter, supercell, n_atoms, "
                 "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (_bid(rec["id"]), rec["key"], rec["label"], rec["prototype"], rec["formula"], _dump(rec["species"]),
-                 rec["lattice_parameter"], _dump(rec["supercell"]), rec["n_atoms"], _usec(rec["created"])),
+                (
+                    _bid(rec["id"]),
+                    rec["key"],
+                    rec["label"],
+                    rec["prototype"],
+                    rec["formula"],
+                    _dump(rec["species"]),
+                    rec["lattice_parameter"],
+                    _dump(rec["supercell"]),
+                    rec["n_atoms"],
+                    _usec(rec["created"]),
+                ),
             )
         return rec["id"]
 
     def _reference_doc(self, ref_id: str) -> dict | None:
         with self._read() as conn:
-            row = conn.execute("SELECT species, lattice_parameter, supercell FROM refs WHERE id = ?",
-                               (_bid(ref_id),)).fetchone()
+            row = conn.execute(
+                "SELECT species, lattice_parameter, supercell FROM refs WHERE id = ?", (_bid(ref_id),)
+            ).fetchone()
         if row is None:
             return None
         return {"species": _load(row[0]), "lattice_parameter": row[1], "supercell": _load(row[2])}
@@ -591,12 +649,23 @@ class SQLiteStore(Store):
     def _list_references(self) -> list[dict]:
         with self._read() as conn:
             counts = dict(conn.execute("SELECT ref, count(*) FROM configurations GROUP BY ref"))
-            rows = conn.execute("SELECT rid, id, label, prototype, formula, species, lattice_parameter, supercell, "
-                                "n_atoms, created FROM refs ORDER BY rid").fetchall()
+            rows = conn.execute(
+                "SELECT rid, id, label, prototype, formula, species, lattice_parameter, supercell, "
+                "n_atoms, created FROM refs ORDER BY rid"
+            ).fetchall()
         return [
-            {"id": _sid(i), "label": label, "prototype": proto, "formula": formula, "species": _load(species),
-             "lattice_parameter": a, "supercell": _load(sc), "n_atoms": n, "created": _time(created),
-             "n_configurations": counts.get(rid, 0)}
+            {
+                "id": _sid(i),
+                "label": label,
+                "prototype": proto,
+                "formula": formula,
+                "species": _load(species),
+                "lattice_parameter": a,
+                "supercell": _load(sc),
+                "n_atoms": n,
+                "created": _time(created),
+                "n_configurations": counts.get(rid, 0),
+            }
             for rid, i, label, proto, formula, species, a, sc, n, created in rows
         ]
 
@@ -621,40 +690,77 @@ class SQLiteStore(Store):
             ids: dict = {}
             keys = list({r["key"] for r in recs})
             for part in _chunks(keys):
-                ids.update((k, _sid(i)) for k, i in
-                           conn.execute(f"SELECT key, id FROM configurations WHERE key IN ({_marks(len(part))})", part))
+                ids.update(
+                    (k, _sid(i))
+                    for k, i in conn.execute(
+                        f"SELECT key, id FROM configurations WHERE key IN ({_marks(len(part))})", part
+                    )
+                )
             rids = dict((_sid(i), r) for r, i in conn.execute("SELECT rid, id FROM refs"))
             fresh = []
             for r in recs:
                 if r["key"] in ids:
                     continue
                 ids[r["key"]] = r["id"]
-                fresh.append((_bid(r["id"]), r["key"], r["key_method"], rids[r["reference"]], r["n_atoms"],
-                              _blob(r["displacements"]), _blob(r["strain"]), _dump(r["tags"] or {}), r["tilt_system"],
-                              r["method"], r["parent"], r["source"], _usec(r["created"])))
+                fresh.append(
+                    (
+                        _bid(r["id"]),
+                        r["key"],
+                        r["key_method"],
+                        rids[r["reference"]],
+                        r["n_atoms"],
+                        _blob(r["displacements"]),
+                        _blob(r["strain"]),
+                        _dump(r["tags"] or {}),
+                        r["tilt_system"],
+                        r["method"],
+                        r["parent"],
+                        r["source"],
+                        _usec(r["created"]),
+                    )
+                )
             conn.executemany(
                 "INSERT INTO configurations (id, key, key_method, ref, n_atoms, displacements, strain, tags, "
-                "tilt_system, method, parent, source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fresh)
+                "tilt_system, method, parent, source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                fresh,
+            )
         return ids, len(fresh)
 
     def _config_ids_for_keys(self, keys: list[str]) -> dict:
         out = {}
         with self._read() as conn:
             for part in _chunks(keys):
-                out.update((k, _sid(i)) for k, i in
-                           conn.execute(f"SELECT key, id FROM configurations WHERE key IN ({_marks(len(part))})", part))
+                out.update(
+                    (k, _sid(i))
+                    for k, i in conn.execute(
+                        f"SELECT key, id FROM configurations WHERE key IN ({_marks(len(part))})", part
+                    )
+                )
         return out
 
     @staticmethod
     def _config_rec(row, full: bool) -> dict:
         """A configuration record from a row of _CFG_LIGHT (without the leading cid) [+ _CFG_FULL]."""
         i, ref, n_atoms, tilt, method, parent, source = row[:7]
-        rec = {"id": _sid(i), "reference": _sid(ref), "n_atoms": n_atoms, "tilt_system": tilt, "method": method,
-               "parent": parent, "source": source}
+        rec = {
+            "id": _sid(i),
+            "reference": _sid(ref),
+            "n_atoms": n_atoms,
+            "tilt_system": tilt,
+            "method": method,
+            "parent": parent,
+            "source": source,
+        }
         if full:
             key, key_method, tags, created, disp, strain = row[7:13]
-            rec.update(key=key, key_method=key_method, tags=_load(tags), created=_time(created),
-                       displacements=_array(disp, 3), strain=_array(strain))
+            rec.update(
+                key=key,
+                key_method=key_method,
+                tags=_load(tags),
+                created=_time(created),
+                displacements=_array(disp, 3),
+                strain=_array(strain),
+            )
         return rec
 
     def _configs_where(self, conn, column: str, values: list, full: bool = True) -> dict:
@@ -662,8 +768,11 @@ class SQLiteStore(Store):
         out = {}
         cols = _CFG_LIGHT + (_CFG_FULL if full else "")
         for part in _chunks(values):
-            for row in conn.execute(f"SELECT {cols} FROM configurations c JOIN refs r ON r.rid = c.ref "
-                                    f"WHERE c.{column} IN ({_marks(len(part))})", part):
+            for row in conn.execute(
+                f"SELECT {cols} FROM configurations c JOIN refs r ON r.rid = c.ref "
+                f"WHERE c.{column} IN ({_marks(len(part))})",
+                part,
+            ):
                 out[row[0]] = self._config_rec(row[1:], full)
         return out
 
@@ -675,8 +784,12 @@ class SQLiteStore(Store):
         out = {}
         with self._read() as conn:
             for part in _chunks([_bid(i) for i in ids]):
-                out.update((_sid(i), n) for i, n in
-                           conn.execute(f"SELECT id, n_atoms FROM configurations WHERE id IN ({_marks(len(part))})", part))
+                out.update(
+                    (_sid(i), n)
+                    for i, n in conn.execute(
+                        f"SELECT id, n_atoms FROM configurations WHERE id IN ({_marks(len(part))})", part
+                    )
+                )
         return out
 
     @staticmethod
@@ -720,20 +833,42 @@ class SQLiteStore(Store):
     @staticmethod
     def _calc_rec(row, config_id: str, full: bool) -> dict:
         """A calculation record from a row of _calc_cols(.., full)."""
-        (i, _config, calculator, version, settings_hash, status, error, energy, epa, n_atoms, wall,
-         output_dir) = row[:12]
-        rec = {"id": _sid(i), "config_id": config_id, "calculator": calculator, "version": version,
-               "settings_hash": settings_hash, "status": status, "error": error, "energy": energy,
-               "energy_per_atom": epa, "n_atoms": n_atoms, "wall_time": wall, "output_dir": output_dir}
+        (i, _config, calculator, version, settings_hash, status, error, energy, epa, n_atoms, wall, output_dir) = row[
+            :12
+        ]
+        rec = {
+            "id": _sid(i),
+            "config_id": config_id,
+            "calculator": calculator,
+            "version": version,
+            "settings_hash": settings_hash,
+            "status": status,
+            "error": error,
+            "energy": energy,
+            "energy_per_atom": epa,
+            "n_atoms": n_atoms,
+            "wall_time": wall,
+            "output_dir": output_dir,
+        }
         if full:
             settings, launch, created, updated, forces, stress, final = row[12:19]
-            rec.update(settings=_load(settings), launch=_load(launch), created=_time(created), updated=_time(updated),
-                       forces=_array(forces, 3), stress=_array(stress), final_structure=_load(final))
+            rec.update(
+                settings=_load(settings),
+                launch=_load(launch),
+                created=_time(created),
+                updated=_time(updated),
+                forces=_array(forces, 3),
+                stress=_array(stress),
+                final_structure=_load(final),
+            )
         return rec
 
     def _calcs_where(self, conn, where: str, params: list) -> list[dict]:
-        rows = conn.execute(f"SELECT {_calc_cols('k', True)}, c.id FROM {_calc_from('calculations', 'k', True)} "
-                            f"JOIN configurations c ON c.cid = k.config WHERE {where} ORDER BY k.kid", params).fetchall()
+        rows = conn.execute(
+            f"SELECT {_calc_cols('k', True)}, c.id FROM {_calc_from('calculations', 'k', True)} "
+            f"JOIN configurations c ON c.cid = k.config WHERE {where} ORDER BY k.kid",
+            params,
+        ).fetchall()
         return [self._calc_rec(row, _sid(row[-1]), True) for row in rows]
 
     def _current_calculations(self, pairs: set) -> dict:
@@ -758,29 +893,53 @@ class SQLiteStore(Store):
         return cache[text]
 
     def _calc_values(self, conn, cache: dict, r: dict) -> tuple:
-        return (r["calculator"], r.get("version"), r["settings_hash"], self._settings_id(conn, cache, r.get("settings")),
-                r["status"], r.get("error"), r.get("energy"), r.get("energy_per_atom"), r["n_atoms"],
-                _blob(r.get("forces")), _blob(r.get("stress")), r.get("wall_time"), r.get("output_dir"),
-                _dump(r.get("final_structure")), _dump(r.get("launch")), _usec(r["created"]), _usec(r["updated"]))
+        return (
+            r["calculator"],
+            r.get("version"),
+            r["settings_hash"],
+            self._settings_id(conn, cache, r.get("settings")),
+            r["status"],
+            r.get("error"),
+            r.get("energy"),
+            r.get("energy_per_atom"),
+            r["n_atoms"],
+            _blob(r.get("forces")),
+            _blob(r.get("stress")),
+            r.get("wall_time"),
+            r.get("output_dir"),
+            _dump(r.get("final_structure")),
+            _dump(r.get("launch")),
+            _usec(r["created"]),
+            _usec(r["updated"]),
+        )
 
     def _write_calculations(self, inserts: list, replaces: list, now) -> None:
         fields = ", ".join(CALC_FIELDS)
         with self._write() as conn:
             cids = {}
             for part in _chunks({_bid(r["config_id"]) for r in inserts}):
-                cids.update((_sid(i), c) for c, i in
-                            conn.execute(f"SELECT cid, id FROM configurations WHERE id IN ({_marks(len(part))})", part))
+                cids.update(
+                    (_sid(i), c)
+                    for c, i in conn.execute(
+                        f"SELECT cid, id FROM configurations WHERE id IN ({_marks(len(part))})", part
+                    )
+                )
             cache: dict = {}
             conn.executemany(
                 f"INSERT INTO calculations (id, config, {fields}) VALUES (?, ?, {_marks(len(CALC_FIELDS))})",
-                [(_bid(r["id"]), cids[r["config_id"]], *self._calc_values(conn, cache, r)) for r in inserts])
+                [(_bid(r["id"]), cids[r["config_id"]], *self._calc_values(conn, cache, r)) for r in inserts],
+            )
             for old, new, reason in replaces:
-                conn.execute(f"INSERT INTO superseded (id, config, {fields}, superseded_at, reason) "
-                             f"SELECT id, config, {fields}, ?, ? FROM calculations WHERE id = ?",
-                             (_usec(now), reason, _bid(old["id"])))
+                conn.execute(
+                    f"INSERT INTO superseded (id, config, {fields}, superseded_at, reason) "
+                    f"SELECT id, config, {fields}, ?, ? FROM calculations WHERE id = ?",
+                    (_usec(now), reason, _bid(old["id"])),
+                )
                 sets = ", ".join(f"{f} = ?" for f in CALC_FIELDS)
-                conn.execute(f"UPDATE calculations SET {sets} WHERE id = ?",
-                             (*self._calc_values(conn, cache, new), _bid(old["id"])))
+                conn.execute(
+                    f"UPDATE calculations SET {sets} WHERE id = ?",
+                    (*self._calc_values(conn, cache, new), _bid(old["id"])),
+                )
 
     def _count_calculations(self, spec: dict) -> int:
         where, params = self._calc_where(spec)
@@ -789,13 +948,14 @@ class SQLiteStore(Store):
             return conn.execute(sql, params).fetchone()[0]
 
     def _median_energy(self, settings_hash: str) -> tuple[int, float | None]:
-        base = ("FROM calculations WHERE settings_hash = ? AND status = 'completed' AND energy_per_atom IS NOT NULL")
+        base = "FROM calculations WHERE settings_hash = ? AND status = 'completed' AND energy_per_atom IS NOT NULL"
         with self._read() as conn:
             n = conn.execute(f"SELECT count(*) {base}", (settings_hash,)).fetchone()[0]
             if not n:
                 return 0, None
-            row = conn.execute(f"SELECT energy_per_atom {base} ORDER BY energy_per_atom LIMIT 1 OFFSET ?",
-                               (settings_hash, n // 2)).fetchone()
+            row = conn.execute(
+                f"SELECT energy_per_atom {base} ORDER BY energy_per_atom LIMIT 1 OFFSET ?", (settings_hash, n // 2)
+            ).fetchone()
         return n, row[0]
 
     def _superseded(self, config_id: str | None) -> list[dict]:
@@ -823,8 +983,11 @@ class SQLiteStore(Store):
             cw, cp = self._calc_where(calc_spec)
             where, params = where + cw, params + cp
             join, order = "JOIN calculations k ON k.config = c.cid", "k.kid"
-        sql = (f"SELECT {columns} FROM configurations c {'JOIN refs r ON r.rid = c.ref ' if refs else ''}{join}"
-               + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}")
+        sql = (
+            f"SELECT {columns} FROM configurations c {'JOIN refs r ON r.rid = c.ref ' if refs else ''}{join}"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY {order}"
+        )
         if limit is not None:
             sql += " LIMIT ?"
             params = params + [max(int(limit), 0)]
@@ -833,9 +996,14 @@ class SQLiteStore(Store):
     def _query_rows(self, cfg_spec: dict, calc_spec: dict | None, limit) -> list[dict]:
         from .store import ROW_KEYS
 
-        sql, params = self._join_sql("c.id, r.label, c.tilt_system, c.method, c.parent, c.source, c.n_atoms, k.id, "
-                                     "k.calculator, k.settings_hash, k.status, k.energy, k.energy_per_atom",
-                                     cfg_spec, calc_spec, limit, refs=True)
+        sql, params = self._join_sql(
+            "c.id, r.label, c.tilt_system, c.method, c.parent, c.source, c.n_atoms, k.id, "
+            "k.calculator, k.settings_hash, k.status, k.energy, k.energy_per_atom",
+            cfg_spec,
+            calc_spec,
+            limit,
+            refs=True,
+        )
         with self._read() as conn:
             rows = conn.execute(sql, params).fetchall()
         return [dict(zip(ROW_KEYS, (r[0].hex(), *r[1:7], None if r[7] is None else r[7].hex(), *r[8:]))) for r in rows]
@@ -852,7 +1020,8 @@ class SQLiteStore(Store):
                 for chunk in _chunks(kids):
                     for row in conn.execute(
                         f"SELECT k.kid, {_calc_cols('k', arrays)} FROM {_calc_from('calculations', 'k', arrays)} "
-                        f"WHERE k.kid IN ({_marks(len(chunk))})", chunk
+                        f"WHERE k.kid IN ({_marks(len(chunk))})",
+                        chunk,
                     ):
                         calcs[row[0]] = row[1:]
             for cid, kid in part:
@@ -867,23 +1036,46 @@ class SQLiteStore(Store):
     # ---------------------------------------------------------------- models
     def _model_rec(self, row) -> dict:
         i, name, path, calculator, shash, metrics, hyper, calc_ids, n_train, active, created = row
-        return {"id": _sid(i), "name": name, "path": path, "calculator": calculator, "settings_hash": shash,
-                "metrics": _load(metrics), "hyperparameters": _load(hyper), "calc_ids": _load(calc_ids),
-                "n_train": n_train, "active": bool(active), "created": _time(created)}
+        return {
+            "id": _sid(i),
+            "name": name,
+            "path": path,
+            "calculator": calculator,
+            "settings_hash": shash,
+            "metrics": _load(metrics),
+            "hyperparameters": _load(hyper),
+            "calc_ids": _load(calc_ids),
+            "n_train": n_train,
+            "active": bool(active),
+            "created": _time(created),
+        }
 
     def _insert_model(self, rec: dict) -> None:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO models (id, name, path, calculator, settings_hash, metrics, hyperparameters, calc_ids, "
                 "n_train, active, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (_bid(rec["id"]), rec["name"], rec["path"], rec["calculator"], rec["settings_hash"],
-                 _dump(rec["metrics"]), _dump(rec["hyperparameters"]), _dump(rec["calc_ids"]), rec["n_train"],
-                 int(bool(rec["active"])), _usec(rec["created"])))
+                (
+                    _bid(rec["id"]),
+                    rec["name"],
+                    rec["path"],
+                    rec["calculator"],
+                    rec["settings_hash"],
+                    _dump(rec["metrics"]),
+                    _dump(rec["hyperparameters"]),
+                    _dump(rec["calc_ids"]),
+                    rec["n_train"],
+                    int(bool(rec["active"])),
+                    _usec(rec["created"]),
+                ),
+            )
 
     def _activate_model(self, model_id: str, calculator) -> None:
         with self._write() as conn:
-            conn.execute("UPDATE models SET active = 0 WHERE calculator IS ? AND active = 1 AND id != ?",
-                         (calculator, _bid(model_id)))
+            conn.execute(
+                "UPDATE models SET active = 0 WHERE calculator IS ? AND active = 1 AND id != ?",
+                (calculator, _bid(model_id)),
+            )
             conn.execute("UPDATE models SET active = 1 WHERE id = ?", (_bid(model_id),))
 
     def _find_models(self, active=None, calculator=None, model_id=None) -> list[dict]:
@@ -897,22 +1089,32 @@ class SQLiteStore(Store):
         if model_id is not None:
             where.append("id = ?")
             params.append(_bid(model_id))
-        sql = ("SELECT id, name, path, calculator, settings_hash, metrics, hyperparameters, calc_ids, n_train, active, "
-               "created FROM models" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created, mid")
+        sql = (
+            "SELECT id, name, path, calculator, settings_hash, metrics, hyperparameters, calc_ids, n_train, active, "
+            "created FROM models" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created, mid"
+        )
         with self._read() as conn:
             return [self._model_rec(row) for row in conn.execute(sql, params)]
 
     # ---------------------------------------------------------------- statistics
     def _counts(self) -> dict:
         with self._read() as conn:
-            by_ref = {self._ref_id_of(conn, r): n for r, n in
-                      conn.execute("SELECT ref, count(*) FROM configurations GROUP BY ref")}
+            by_ref = {
+                self._ref_id_of(conn, r): n
+                for r, n in conn.execute("SELECT ref, count(*) FROM configurations GROUP BY ref")
+            }
             out = {
                 "by_reference": by_ref,
                 "by_method": dict(conn.execute("SELECT method, count(*) FROM configurations GROUP BY method")),
-                "by_tilt_system": dict(conn.execute("SELECT tilt_system, count(*) FROM configurations GROUP BY tilt_system")),
-                "calculations": {(a, b, c): n for a, b, c, n in conn.execute(
-                    "SELECT calculator, settings_hash, status, count(*) FROM calculations GROUP BY 1, 2, 3")},
+                "by_tilt_system": dict(
+                    conn.execute("SELECT tilt_system, count(*) FROM configurations GROUP BY tilt_system")
+                ),
+                "calculations": {
+                    (a, b, c): n
+                    for a, b, c, n in conn.execute(
+                        "SELECT calculator, settings_hash, status, count(*) FROM calculations GROUP BY 1, 2, 3"
+                    )
+                },
                 "superseded": conn.execute("SELECT count(*) FROM superseded").fetchone()[0],
                 "models": conn.execute("SELECT count(*) FROM models").fetchone()[0],
                 "active_models": [r[0] for r in conn.execute("SELECT name FROM models WHERE active = 1 ORDER BY mid")],

@@ -49,9 +49,21 @@ from .validation import (
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CALC_FILTERS", "CONFIG_FILTERS", "QUERY_FIELDS", "CalcReport", "CalculationConflict", "DatabaseUnavailable",
-    "IngestReport", "NotFound", "OutlierRecord", "QueryError", "Store", "StoreError", "close_store",
-    "get_launchpad", "get_store",
+    "CALC_FILTERS",
+    "CONFIG_FILTERS",
+    "QUERY_FIELDS",
+    "CalcReport",
+    "CalculationConflict",
+    "DatabaseUnavailable",
+    "IngestReport",
+    "NotFound",
+    "OutlierRecord",
+    "QueryError",
+    "Store",
+    "StoreError",
+    "close_store",
+    "get_launchpad",
+    "get_store",
 ]
 
 
@@ -214,9 +226,15 @@ class Store:
             return found
         p = reference.perovskite
         rec = dict(
-            id=new_id(), key=key, label=reference_label(reference), prototype="cubic-perovskite-Pm-3m",
-            formula=p.formula, species=[str(s) for s in p.species], lattice_parameter=float(p.lattice_parameter),
-            supercell=np.asarray(reference.matrix, dtype=int).tolist(), n_atoms=int(reference.n_atoms),
+            id=new_id(),
+            key=key,
+            label=reference_label(reference),
+            prototype="cubic-perovskite-Pm-3m",
+            formula=p.formula,
+            species=[str(s) for s in p.species],
+            lattice_parameter=float(p.lattice_parameter),
+            supercell=np.asarray(reference.matrix, dtype=int).tolist(),
+            n_atoms=int(reference.n_atoms),
             created=utcnow(),
         )
         if not rec["lattice_parameter"] > 0:
@@ -261,9 +279,16 @@ class Store:
         if config.reference not in n_atoms:
             n_atoms[config.reference] = int(config.reference.n_atoms)
         rec = dict(
-            id=new_id(), key=key, key_method=method, reference=None, n_atoms=n_atoms[config.reference],
+            id=new_id(),
+            key=key,
+            key_method=method,
+            reference=None,
+            n_atoms=n_atoms[config.reference],
             displacements=np.ascontiguousarray(config.displacements, dtype=float),
-            strain=np.ascontiguousarray(config.strain, dtype=float), tags=tags, source=source, created=utcnow(),
+            strain=np.ascontiguousarray(config.strain, dtype=float),
+            tags=tags,
+            source=source,
+            created=utcnow(),
         )
         for k in TAG_FIELDS:
             rec[k] = _str_or_none(tags.get(k))
@@ -287,7 +312,9 @@ class Store:
         Everything is validated first; then all of them are stored in one transaction. ``configs``
         may be the result of :meth:`prepare_configurations` (``source`` is then ignored).
         """
-        prepared = configs if isinstance(configs, PreparedConfigurations) else self.prepare_configurations(configs, source)
+        prepared = (
+            configs if isinstance(configs, PreparedConfigurations) else self.prepare_configurations(configs, source)
+        )
         configs, recs = prepared.configs, prepared.records
         if not recs:
             return IngestReport()
@@ -313,8 +340,9 @@ class Store:
     def _to_configuration(self, rec: dict):
         from ..structure import Configuration
 
-        return Configuration(self.get_reference(rec["reference"]), rec["displacements"], rec["strain"],
-                             dict(rec.get("tags") or {}))
+        return Configuration(
+            self.get_reference(rec["reference"]), rec["displacements"], rec["strain"], dict(rec.get("tags") or {})
+        )
 
     def get_configuration(self, config_id):
         """The :class:`perovskite_pes.structure.Configuration` stored under ``config_id``."""
@@ -330,15 +358,19 @@ class Store:
         found = self._configs_by_id(cids)
         missing = [c for c in cids if c not in found]
         if missing:
-            raise NotFound(f"no configuration with id {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+            raise NotFound(
+                f"no configuration with id {missing[0]}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
         return [self._to_configuration(found[c]) for c in cids]
 
     def count_configurations(self, **filters) -> int:
         return self._count_configurations(self._config_spec(filters))
 
     # ---------------------------------------------------------------- calculations
-    def save_calculation(self, config_id: str, result, launch: dict | None = None, replace: bool = False,
-                         allow_outliers: bool = False) -> str:
+    def save_calculation(
+        self, config_id: str, result, launch: dict | None = None, replace: bool = False, allow_outliers: bool = False
+    ) -> str:
         """Store a calculation result for a stored configuration; returns the calculation id.
 
         One calculation per (configuration, settings_hash). Storing the same result again is a
@@ -349,15 +381,17 @@ class Store:
         (``.to_dict()``) or a dict with its keys; ``launch`` holds provenance (fw_id, launch_id,
         host, launch_dir, time). Bad input raises InvalidRecord and stores nothing.
         """
-        return self.ingest_calculations([(config_id, result, launch)], replace=replace, allow_outliers=allow_outliers,
-                                        _single=True).ids[0]
+        return self.ingest_calculations(
+            [(config_id, result, launch)], replace=replace, allow_outliers=allow_outliers, _single=True
+        ).ids[0]
 
     def save_calculations(self, items, replace: bool = False, allow_outliers: bool = False) -> list[str]:
         """Several ``(config_id, result, launch)`` at once: all checked first, one transaction."""
         return self.ingest_calculations(items, replace=replace, allow_outliers=allow_outliers).ids
 
-    def ingest_calculations(self, items, replace: bool = False, allow_outliers: bool = False,
-                            _single: bool = False) -> CalcReport:
+    def ingest_calculations(
+        self, items, replace: bool = False, allow_outliers: bool = False, _single: bool = False
+    ) -> CalcReport:
         """Like :meth:`save_calculations`, with how many were new, unchanged and replaced."""
         items = list(items)
         wheres = ["calculation" if _single else f"calculation {i}" for i in range(len(items))]
@@ -396,7 +430,9 @@ class Store:
                 r = old
                 report.unchanged += 1
             elif replace or old["status"] == "failed":
-                reason = "replaced on request" if replace and old["status"] != "failed" else "rerun of a failed calculation"
+                reason = (
+                    "replaced on request" if replace and old["status"] != "failed" else "rerun of a failed calculation"
+                )
                 r.update(id=old["id"], created=old["created"], updated=now)
                 earlier = [k for k, x in enumerate(inserts) if x is old]
                 if earlier:  # new, and twice in this batch: the later one is stored
@@ -405,15 +441,19 @@ class Store:
                     replaces.append((old, r, reason))
                     report.replaced += 1
             else:
-                conflicts.append(f"{where}: configuration {r['config_id']} already has a different {r['calculator']} "
-                                 f"calculation with settings hash {r['settings_hash']} ({describe_difference(old, r)})")
+                conflicts.append(
+                    f"{where}: configuration {r['config_id']} already has a different {r['calculator']} "
+                    f"calculation with settings hash {r['settings_hash']} ({describe_difference(old, r)})"
+                )
                 continue
             pending[pair] = r
             report.ids.append(r["id"])
         if conflicts:
             more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-            raise CalculationConflict(f"{conflicts[0]}{more}; nothing was stored — pass --replace (replace=True) to "
-                                      "store the new result and keep the old one as superseded")
+            raise CalculationConflict(
+                f"{conflicts[0]}{more}; nothing was stored — pass --replace (replace=True) to "
+                "store the new result and keep the old one as superseded"
+            )
         self._write_calculations(inserts, replaces, now)
         return report
 
@@ -439,8 +479,10 @@ class Store:
             ref, what = refs.get(r["settings_hash"], (None, ""))
             reason = outlier_reason(r, ref, what)
             if reason:
-                raise OutlierRecord(f"{where} (configuration {r['config_id']}): {reason}; nothing was stored — pass "
-                                    "--allow-outliers (allow_outliers=True) to store it anyway")
+                raise OutlierRecord(
+                    f"{where} (configuration {r['config_id']}): {reason}; nothing was stored — pass "
+                    "--allow-outliers (allow_outliers=True) to store it anyway"
+                )
 
     def has_calculation(self, config_id, settings_hash: str, status: str | None = "completed") -> bool:
         """Whether ``config_id`` has a calculation with this setup (and status; None = any)."""
@@ -464,7 +506,9 @@ class Store:
     def count_calculations(self, calculator=None, settings_hash=None, status="completed") -> int:
         return self._count_calculations(self._calc_spec(calculator, settings_hash, status))
 
-    def list_calculations(self, calculator=None, settings_hash=None, status=None, limit: int | None = None) -> list[dict]:
+    def list_calculations(
+        self, calculator=None, settings_hash=None, status=None, limit: int | None = None
+    ) -> list[dict]:
         """Calculations without their arrays (id, config_id, calculator, settings_hash, status, error, energy, ...)."""
         spec = self._calc_spec(calculator, settings_hash, status)
         if check_limit(limit) == 0:
@@ -476,8 +520,9 @@ class Store:
         calculation that replaced it), ``superseded_at`` and ``reason``."""
         return self._superseded(None if config_id is None else check_id(config_id, "configuration"))
 
-    def training_data(self, calculator: str | None = None, settings_hash: str | None = None,
-                      status: str = "completed") -> list[dict]:
+    def training_data(
+        self, calculator: str | None = None, settings_hash: str | None = None, status: str = "completed"
+    ) -> list[dict]:
         """Calculations with their configurations, for training energy models.
 
         Each item: ``dict(config=Configuration, energy, forces (N,3) array, stress (6,) array or None,
@@ -485,15 +530,32 @@ class Store:
         """
         out = []
         for cfg, c in self._joined({}, self._calc_spec(calculator, settings_hash, status), arrays=True):
-            out.append(dict(
-                config=self._to_configuration(cfg), energy=c["energy"], forces=c["forces"], stress=c["stress"],
-                calc_id=c["id"], config_id=cfg["id"], calculator=c["calculator"], settings_hash=c["settings_hash"],
-            ))
+            out.append(
+                dict(
+                    config=self._to_configuration(cfg),
+                    energy=c["energy"],
+                    forces=c["forces"],
+                    stress=c["stress"],
+                    calc_id=c["id"],
+                    config_id=cfg["id"],
+                    calculator=c["calculator"],
+                    settings_hash=c["settings_hash"],
+                )
+            )
         return out
 
     # ---------------------------------------------------------------- models
-    def register_model(self, name: str, path: str, calculator: str | None, settings_hash: str | None,
-                       metrics: dict, hyperparameters: dict, calc_ids: list[str], activate: bool = True) -> str:
+    def register_model(
+        self,
+        name: str,
+        path: str,
+        calculator: str | None,
+        settings_hash: str | None,
+        metrics: dict,
+        hyperparameters: dict,
+        calc_ids: list[str],
+        activate: bool = True,
+    ) -> str:
         """Record a trained model; with ``activate`` it becomes the active model for its calculator."""
         if not name or not isinstance(name, str):
             raise InvalidRecord("a model needs a name")
@@ -501,10 +563,17 @@ class Store:
             if v is not None and not isinstance(v, str):
                 raise InvalidRecord(f"model {what} must be a string or None; got {type(v).__name__}")
         rec = dict(
-            id=new_id(), name=name, path=str(path), calculator=calculator, settings_hash=settings_hash,
+            id=new_id(),
+            name=name,
+            path=str(path),
+            calculator=calculator,
+            settings_hash=settings_hash,
             metrics=to_plain(metrics or {}, "model metrics"),
             hyperparameters=to_plain(hyperparameters or {}, "model hyperparameters"),
-            calc_ids=[str(c) for c in (calc_ids or [])], n_train=len(calc_ids or []), active=False, created=utcnow(),
+            calc_ids=[str(c) for c in (calc_ids or [])],
+            n_train=len(calc_ids or []),
+            active=False,
+            created=utcnow(),
         )
         with self._lock, self._write():
             self._insert_model(rec)
@@ -636,49 +705,124 @@ class Store:
 
     # ---------------------------------------------------------------- engine primitives
     # references
-    def _find_reference(self, key: str) -> str | None: raise NotImplementedError  # noqa: E704
-    def _insert_reference(self, rec: dict) -> str: raise NotImplementedError  # noqa: E704
-    def _reference_doc(self, ref_id: str) -> dict | None: raise NotImplementedError  # noqa: E704
-    def _list_references(self) -> list[dict]: raise NotImplementedError  # noqa: E704
-    def _reference_ids_matching(self, value: str) -> list[str]: raise NotImplementedError  # noqa: E704
-    def _reference_labels(self) -> dict: raise NotImplementedError  # noqa: E704
+    def _find_reference(self, key: str) -> str | None:
+        raise NotImplementedError  # noqa: E704
+
+    def _insert_reference(self, rec: dict) -> str:
+        raise NotImplementedError  # noqa: E704
+
+    def _reference_doc(self, ref_id: str) -> dict | None:
+        raise NotImplementedError  # noqa: E704
+
+    def _list_references(self) -> list[dict]:
+        raise NotImplementedError  # noqa: E704
+
+    def _reference_ids_matching(self, value: str) -> list[str]:
+        raise NotImplementedError  # noqa: E704
+
+    def _reference_labels(self) -> dict:
+        raise NotImplementedError  # noqa: E704
+
     # configurations
-    def _ingest_configurations(self, recs: list[dict]) -> tuple[dict, int]: raise NotImplementedError  # noqa: E704
-    def _config_ids_for_keys(self, keys: list[str]) -> dict: raise NotImplementedError  # noqa: E704
-    def _configs_by_id(self, ids: list[str]) -> dict: raise NotImplementedError  # noqa: E704
-    def _n_atoms_by_id(self, ids: list[str]) -> dict: raise NotImplementedError  # noqa: E704
-    def _count_configurations(self, spec: dict) -> int: raise NotImplementedError  # noqa: E704
+    def _ingest_configurations(self, recs: list[dict]) -> tuple[dict, int]:
+        raise NotImplementedError  # noqa: E704
+
+    def _config_ids_for_keys(self, keys: list[str]) -> dict:
+        raise NotImplementedError  # noqa: E704
+
+    def _configs_by_id(self, ids: list[str]) -> dict:
+        raise NotImplementedError  # noqa: E704
+
+    def _n_atoms_by_id(self, ids: list[str]) -> dict:
+        raise NotImplementedError  # noqa: E704
+
+    def _count_configurations(self, spec: dict) -> int:
+        raise NotImplementedError  # noqa: E704
+
     # calculations
-    def _current_calculations(self, pairs: set) -> dict: raise NotImplementedError  # noqa: E704
-    def _write_calculations(self, inserts: list, replaces: list, now) -> None: raise NotImplementedError  # noqa: E704
-    def _calculation_by_id(self, calc_id: str) -> dict | None: raise NotImplementedError  # noqa: E704
-    def _count_calculations(self, spec: dict) -> int: raise NotImplementedError  # noqa: E704
-    def _median_energy(self, settings_hash: str) -> tuple[int, float | None]: raise NotImplementedError  # noqa: E704
-    def _superseded(self, config_id: str | None) -> list[dict]: raise NotImplementedError  # noqa: E704
+    def _current_calculations(self, pairs: set) -> dict:
+        raise NotImplementedError  # noqa: E704
+
+    def _write_calculations(self, inserts: list, replaces: list, now) -> None:
+        raise NotImplementedError  # noqa: E704
+
+    def _calculation_by_id(self, calc_id: str) -> dict | None:
+        raise NotImplementedError  # noqa: E704
+
+    def _count_calculations(self, spec: dict) -> int:
+        raise NotImplementedError  # noqa: E704
+
+    def _median_energy(self, settings_hash: str) -> tuple[int, float | None]:
+        raise NotImplementedError  # noqa: E704
+
+    def _superseded(self, config_id: str | None) -> list[dict]:
+        raise NotImplementedError  # noqa: E704
+
     # configurations joined with calculations, oldest first
-    def _joined(self, cfg_spec: dict, calc_spec: dict | None, limit=None, arrays=True): raise NotImplementedError  # noqa: E704
+    def _joined(self, cfg_spec: dict, calc_spec: dict | None, limit=None, arrays=True):
+        raise NotImplementedError  # noqa: E704
+
     # models
-    def _insert_model(self, rec: dict) -> None: raise NotImplementedError  # noqa: E704
-    def _activate_model(self, model_id: str, calculator) -> None: raise NotImplementedError  # noqa: E704
-    def _find_models(self, active=None, calculator=None, model_id=None) -> list[dict]: raise NotImplementedError  # noqa: E704
+    def _insert_model(self, rec: dict) -> None:
+        raise NotImplementedError  # noqa: E704
+
+    def _activate_model(self, model_id: str, calculator) -> None:
+        raise NotImplementedError  # noqa: E704
+
+    def _find_models(self, active=None, calculator=None, model_id=None) -> list[dict]:
+        raise NotImplementedError  # noqa: E704
+
     # statistics
-    def _counts(self) -> dict: raise NotImplementedError  # noqa: E704
-    def _fireworks_counts(self) -> tuple[Counter, int]: raise NotImplementedError  # noqa: E704
-    def _location(self) -> dict: return {}  # noqa: E704
+    def _counts(self) -> dict:
+        raise NotImplementedError  # noqa: E704
+
+    def _fireworks_counts(self) -> tuple[Counter, int]:
+        raise NotImplementedError  # noqa: E704
+
+    def _location(self) -> dict:
+        return {}  # noqa: E704
 
 
 #: the columns of a :meth:`Store.query` row: configuration, then calculation (None without one)
-ROW_KEYS = ("config_id", "reference", "tilt_system", "method", "parent", "source", "n_atoms",
-            "calc_id", "calculator", "settings_hash", "status", "energy", "energy_per_atom")
+ROW_KEYS = (
+    "config_id",
+    "reference",
+    "tilt_system",
+    "method",
+    "parent",
+    "source",
+    "n_atoms",
+    "calc_id",
+    "calculator",
+    "settings_hash",
+    "status",
+    "energy",
+    "energy_per_atom",
+)
 
 
 def _row(cfg: dict, calc: dict | None, labels: dict) -> dict:
     calc = calc or {}
-    return dict(zip(ROW_KEYS, (
-        cfg["id"], labels.get(cfg["reference"], cfg["reference"]), cfg.get("tilt_system"), cfg.get("method"),
-        cfg.get("parent"), cfg.get("source"), cfg.get("n_atoms"), calc.get("id"), calc.get("calculator"),
-        calc.get("settings_hash"), calc.get("status"), calc.get("energy"), calc.get("energy_per_atom"),
-    )))
+    return dict(
+        zip(
+            ROW_KEYS,
+            (
+                cfg["id"],
+                labels.get(cfg["reference"], cfg["reference"]),
+                cfg.get("tilt_system"),
+                cfg.get("method"),
+                cfg.get("parent"),
+                cfg.get("source"),
+                cfg.get("n_atoms"),
+                calc.get("id"),
+                calc.get("calculator"),
+                calc.get("settings_hash"),
+                calc.get("status"),
+                calc.get("energy"),
+                calc.get("energy_per_atom"),
+            ),
+        )
+    )
 
 
 # ------------------------------------------------------------------------------- process singleton

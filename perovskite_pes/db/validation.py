@@ -162,7 +162,9 @@ def validate_result(result, n_atoms: int, where: str = "calculation") -> dict:
         s = np.asarray(stress, dtype=float) if not isinstance(stress, str) else None
         if s is not None and s.shape == (3, 3):
             s = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-        out["stress"] = _finite_array(s if s is not None else stress, (6,), "stress (Voigt xx, yy, zz, yz, xz, xy)", where)
+        out["stress"] = _finite_array(
+            s if s is not None else stress, (6,), "stress (Voigt xx, yy, zz, yz, xz, xy)", where
+        )
     else:
         out["stress"] = None
     return out
@@ -173,7 +175,9 @@ def validate_launch(launch) -> dict | None:
     if launch is None:
         return None
     if not isinstance(launch, Mapping):
-        raise InvalidRecord(f"launch provenance must be a dict (fw_id, host, launch_dir, time); got {type(launch).__name__}")
+        raise InvalidRecord(
+            f"launch provenance must be a dict (fw_id, host, launch_dir, time); got {type(launch).__name__}"
+        )
     known = {"fw_id", "launch_id", "host", "launch_dir", "time"}
     out = {k: launch[k] for k in known if launch.get(k) is not None}
     for k in ("fw_id", "launch_id"):
@@ -267,8 +271,10 @@ def outlier_reason(fields: Mapping, reference_energy: float | None, reference_wh
             return f"force {norms[worst]:.4g} eV/A on atom {worst} is above {MAX_FORCE_EV_A:g} eV/A"
     epa = fields.get("energy_per_atom")
     if epa is not None and reference_energy is not None and abs(epa - reference_energy) > MAX_ENERGY_DEVIATION_EV_ATOM:
-        return (f"energy {epa:.6g} eV/atom is {abs(epa - reference_energy):.4g} eV/atom from the reference "
-                f"{reference_energy:.6g} eV/atom ({reference_what}); more than {MAX_ENERGY_DEVIATION_EV_ATOM:g} is implausible")
+        return (
+            f"energy {epa:.6g} eV/atom is {abs(epa - reference_energy):.4g} eV/atom from the reference "
+            f"{reference_energy:.6g} eV/atom ({reference_what}); more than {MAX_ENERGY_DEVIATION_EV_ATOM:g} is implausible"
+        )
     if epa is not None and abs(epa) > MAX_ABS_ENERGY_EV_ATOM:
         return f"energy {epa:.6g} eV/atom is beyond {MAX_ABS_ENERGY_EV_ATOM:g} eV/atom in magnitude, which no code produces"
     return None

@@ -137,10 +137,23 @@ class ClusterBasis:
         obj.symmetry = prototype.symmetry(perovskite)
         obj.group_name = obj.symmetry.group.name
         obj.check_block_diagonal()
-        obj.invariants = _invariants_cached(u.tobytes(), u.shape, prototype.key(), tuple(perovskite.species),
-                                            float(perovskite.lattice_parameter), int(max_order))
-        logger.debug("cluster %s (%s): %d CCDs = %s, %d invariants up to degree %d", prototype.name, obj.group_name,
-                     obj.n_ccd, obj.irrep_summary(), obj.invariants.n_functions, int(max_order))
+        obj.invariants = _invariants_cached(
+            u.tobytes(),
+            u.shape,
+            prototype.key(),
+            tuple(perovskite.species),
+            float(perovskite.lattice_parameter),
+            int(max_order),
+        )
+        logger.debug(
+            "cluster %s (%s): %d CCDs = %s, %d invariants up to degree %d",
+            prototype.name,
+            obj.group_name,
+            obj.n_ccd,
+            obj.irrep_summary(),
+            obj.invariants.n_functions,
+            int(max_order),
+        )
         return obj
 
     # ------------------------------------------------------------------ symmetry

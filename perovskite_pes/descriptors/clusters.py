@@ -31,9 +31,7 @@ from .errors import DescriptorError
 from .symmetry import PointGroup, cartesian_rotation, primitive_equivalent_sites, primitive_operations
 
 #: primitive basis of the perovskite in the project's site order (A, B, X1, X2, X3)
-BASIS = np.array(
-    [[0.5, 0.5, 0.5], [0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.5]]
-)
+BASIS = np.array([[0.5, 0.5, 0.5], [0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.5]])
 BASIS_SUBLATTICE = ("A", "B", "X", "X", "X")
 _SUBLATTICE_RANK = {"A": 0, "B": 1, "X": 2}
 
@@ -96,7 +94,9 @@ class ClusterPrototype:
     def __post_init__(self):
         pts = np.array(self.points, dtype=float)
         if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) < 2:
-            raise DescriptorError(f"cluster {self.name!r} needs at least 2 points given as [x, y, z]; got shape {pts.shape}")
+            raise DescriptorError(
+                f"cluster {self.name!r} needs at least 2 points given as [x, y, z]; got shape {pts.shape}"
+            )
         basis_index(pts)
         if len(set(_point_keys(pts))) != len(pts):
             raise DescriptorError(f"cluster {self.name!r} lists the same site twice")

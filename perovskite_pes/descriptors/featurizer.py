@@ -145,11 +145,21 @@ class Featurizer:
         t0 = time.perf_counter()
         prototypes = parse_clusters(clusters, reference.perovskite)
         bases = [
-            ClusterBasis.build(p, reference.perovskite, metric, int(max_order), truncated, sigma_fraction, n_samples, seed)
+            ClusterBasis.build(
+                p, reference.perovskite, metric, int(max_order), truncated, sigma_fraction, n_samples, seed
+            )
             for p in prototypes
         ]
-        self._init(reference, prototypes, bases, clusters, int(max_order), metric, bool(truncated),
-                   {"sigma_fraction": float(sigma_fraction), "n_samples": int(n_samples), "seed": int(seed)})
+        self._init(
+            reference,
+            prototypes,
+            bases,
+            clusters,
+            int(max_order),
+            metric,
+            bool(truncated),
+            {"sigma_fraction": float(sigma_fraction), "n_samples": int(n_samples), "seed": int(seed)},
+        )
         logger.debug("%r built in %.2f s", self, time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ setup
@@ -219,7 +229,10 @@ class Featurizer:
         for g in groups.values():
             idx = np.concatenate([self._bond_idx[o] for o in g["orbits"]], axis=0)
             inv_d0sq = np.concatenate(
-                [np.broadcast_to(1.0 / self.orbits[o].ref_distances**2, self._bond_idx[o].shape) for o in g["orbits"]],
+                [
+                    np.broadcast_to(1.0 / self.orbits[o].ref_distances ** 2, self._bond_idx[o].shape)
+                    for o in g["orbits"]
+                ],
                 axis=0,
             )
             sizes = [self.orbits[o].n_clusters for o in g["orbits"]]
@@ -254,8 +267,12 @@ class Featurizer:
                     continue
                 c_idx, k_idx = np.nonzero(hit)
                 contrib.append(
-                    (o, torch.as_tensor(c_idx.astype(np.int64)), torch.as_tensor(local[orb.sites[c_idx, k_idx]]),
-                     float(orb.n_sites))
+                    (
+                        o,
+                        torch.as_tensor(c_idx.astype(np.int64)),
+                        torch.as_tensor(local[orb.sites[c_idx, k_idx]]),
+                        float(orb.n_sites),
+                    )
                 )
                 names.append(orb.name)
             self._site_contrib.append(contrib)
@@ -376,7 +393,9 @@ class Featurizer:
         if lat.dim() == 2:
             lat = lat.unsqueeze(0)
         if pos.dim() != 3 or pos.shape[1:] != (n, 3):
-            raise DescriptorError(f"positions must have shape (B, {n}, 3) for this {n}-atom supercell; got {tuple(pos.shape)}")
+            raise DescriptorError(
+                f"positions must have shape (B, {n}, 3) for this {n}-atom supercell; got {tuple(pos.shape)}"
+            )
         if lat.shape[1:] != (3, 3):
             raise DescriptorError(f"lattice must have shape (B, 3, 3); got {tuple(lat.shape)}")
         if lat.shape[0] != pos.shape[0]:
@@ -425,8 +444,13 @@ class Featurizer:
             bidx = torch.cat([self._orbit_bonds(o).index_select(0, sel) for o, sel in chosen])  # (m, p)
             inv_d0sq = torch.cat([self._orbit_inv_d0sq(o).expand(len(sel), -1) for o, sel in chosen])
             flat = bidx.reshape(-1)
-            d2 = self._bonds_d2(frac, lat, self._bi.index_select(0, flat), self._bj.index_select(0, flat),
-                                self._bs0.index_select(0, flat)).reshape(pos.shape[0], *bidx.shape)
+            d2 = self._bonds_d2(
+                frac,
+                lat,
+                self._bi.index_select(0, flat),
+                self._bj.index_select(0, flat),
+                self._bs0.index_select(0, flat),
+            ).reshape(pos.shape[0], *bidx.shape)
             f = metric_from_ratio2(d2 * inv_d0sq, g["metric"])
             q = f if g["UT"] is None else f @ g["UT"]
             feats = g["poly"](q)
@@ -450,7 +474,9 @@ class Featurizer:
         key = ("inv_d0sq", orbit, str(self.device))
         t = self._index_cache.get(key)
         if t is None:
-            t = torch.as_tensor(1.0 / self.orbits[orbit].ref_distances ** 2, dtype=torch.float64, device=self.device)[None]
+            t = torch.as_tensor(1.0 / self.orbits[orbit].ref_distances ** 2, dtype=torch.float64, device=self.device)[
+                None
+            ]
             self._index_cache[key] = t
         return t
 
@@ -476,7 +502,7 @@ class Featurizer:
         out = []
         for o, b in enumerate(self.bases):
             idx = torch.as_tensor(self._bond_idx[o], device=dev)
-            r2 = d2[:, idx] / torch.as_tensor(self.orbits[o].ref_distances**2, device=dev)
+            r2 = d2[:, idx] / torch.as_tensor(self.orbits[o].ref_distances ** 2, device=dev)
             out.append(metric_from_ratio2(r2, b.metric) @ torch.as_tensor(b.U.T.copy(), device=dev))
         return out
 
@@ -495,7 +521,11 @@ class Featurizer:
         for members, contrib in zip(self._site_members, self._site_contrib):
             parts = []
             for o, c_idx, local, n_sites in contrib:
-                f = feats[o] if max_degree is None else feats[o].index_select(2, self._columns_up_to(o, max_degree, feats[o].device))
+                f = (
+                    feats[o]
+                    if max_degree is None
+                    else feats[o].index_select(2, self._columns_up_to(o, max_degree, feats[o].device))
+                )
                 src = f[:, c_idx, :] / n_sites
                 acc = torch.zeros(src.shape[0], len(members), src.shape[2], dtype=src.dtype, device=src.device)
                 parts.append(acc.index_add(1, local, src))
@@ -595,12 +625,22 @@ class Featurizer:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise DescriptorError(f"not a featurizer recipe (expected format {FORMAT!r})")
         if int(d.get("version", 0)) > FORMAT_VERSION:
-            raise DescriptorError(f"featurizer recipe version {d.get('version')} is newer than supported ({FORMAT_VERSION})")
+            raise DescriptorError(
+                f"featurizer recipe version {d.get('version')} is newer than supported ({FORMAT_VERSION})"
+            )
         ref = reference if reference is not None else ReferenceSupercell.from_dict(d["reference"])
         bases = [ClusterBasis.from_dict(b, ref.perovskite) for b in d["bases"]]
         obj = cls.__new__(cls)
-        obj._init(ref, [b.prototype for b in bases], bases, d["clusters"], int(d["max_order"]), d["metric"],
-                  bool(d["truncated"]), d.get("settings", {}))
+        obj._init(
+            ref,
+            [b.prototype for b in bases],
+            bases,
+            d["clusters"],
+            int(d["max_order"]),
+            d["metric"],
+            bool(d["truncated"]),
+            d.get("settings", {}),
+        )
         return obj
 
     def for_reference(self, other) -> Featurizer:
@@ -615,7 +655,9 @@ class Featurizer:
             )
         obj = self.__class__.__new__(self.__class__)
         bases = [ClusterBasis.from_dict(b.to_dict(), other.perovskite) for b in self.bases]
-        obj._init(other, self.prototypes, bases, self.clusters, self.max_order, self.metric, self.truncated, self.settings)
+        obj._init(
+            other, self.prototypes, bases, self.clusters, self.max_order, self.metric, self.truncated, self.settings
+        )
         return obj
 
     def __repr__(self):

@@ -118,7 +118,17 @@ _PROPER_TABLES = {
 }
 
 #: Schoenflies symbol of G = H x Ci for proper H
-_CENTRO_NAME = {"C1": "Ci", "C2": "C2h", "C3": "C3i", "C4": "C4h", "D2": "D2h", "D3": "D3d", "D4": "D4h", "T": "Th", "O": "Oh"}
+_CENTRO_NAME = {
+    "C1": "Ci",
+    "C2": "C2h",
+    "C3": "C3i",
+    "C4": "C4h",
+    "D2": "D2h",
+    "D3": "D3d",
+    "D4": "D4h",
+    "T": "Th",
+    "O": "Oh",
+}
 #: labels of the centrosymmetric group: H label + g/u (Ci: Ag/Au)
 
 #: non-centrosymmetric improper groups: (proper isomorph, has proper C4?) -> (name, label map)
@@ -233,9 +243,7 @@ class PointGroup:
             name, _ = _IMPROPER.get(hname, (None, None))
             if hname == "D4":
                 # proper C4 present -> C4v, otherwise the 4-fold comes from S4 -> D2d
-                proper_c4 = any(
-                    dets[i] > 0 and int(round(np.trace(self.matrices[i]))) == 1 for i in range(self.order)
-                )
+                proper_c4 = any(dets[i] > 0 and int(round(np.trace(self.matrices[i]))) == 1 for i in range(self.order))
                 name = "C4v" if proper_c4 else "D2d"
             if name is None:  # pragma: no cover
                 self.name = f"G{self.order}"
@@ -266,9 +274,7 @@ class PointGroup:
             cands = [
                 k
                 for k, mem in enumerate(h_classes)
-                if k not in used
-                and len(mem) == size
-                and int(round(np.trace(mats[mem[0]]))) == tr
+                if k not in used and len(mem) == size and int(round(np.trace(mats[mem[0]]))) == tr
             ]
             if not cands:
                 raise DescriptorError(f"could not match class {cname} of {hname}")
@@ -290,7 +296,7 @@ class PointGroup:
         for label, chars in irreps.items():
             if self._mode == "centro":
                 for parity, sign in (("g", 1), ("u", -1)):
-                    lab = ("A" + parity if hname == "C1" else label + parity)
+                    lab = "A" + parity if hname == "C1" else label + parity
                     vals = np.zeros(self.order)
                     inv_idx = self._index[_key(-np.eye(3))]
                     for i in ids:

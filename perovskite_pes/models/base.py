@@ -78,7 +78,9 @@ def check_forces(forces, configs, what: str = "forces") -> list[np.ndarray] | No
     if forces is None:
         return None
     if len(forces) != len(configs):
-        raise ModelError(f"{what} must hold one (N, 3) array per configuration: expected {len(configs)}, got {len(forces)}")
+        raise ModelError(
+            f"{what} must hold one (N, 3) array per configuration: expected {len(configs)}, got {len(forces)}"
+        )
     out = []
     for k, (f, c) in enumerate(zip(forces, configs)):
         f = np.asarray(f, dtype=float)
@@ -204,7 +206,10 @@ class EnergyModel:
 
         self._check_fitted()
         if isinstance(raw, (list, tuple)):
-            raw = [torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64) for x in raw]
+            raw = [
+                torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64)
+                for x in raw
+            ]
         with torch.no_grad():
             return self._energy_from_features(raw, reference).numpy()
 
@@ -340,7 +345,9 @@ class EnergyModel:
         """
         raise ModelError(f"{type(self).__name__} is not a sum of cluster or site terms")
 
-    def compute(self, positions, lattice, reference: ReferenceSupercell, forces: bool = True, stress: bool = True) -> dict:
+    def compute(
+        self, positions, lattice, reference: ReferenceSupercell, forces: bool = True, stress: bool = True
+    ) -> dict:
         """Energies ``[B]`` (eV), forces ``[B, N, 3]`` (eV/A), stress ``[B, 6]`` (eV/A^3, Voigt, ASE sign).
 
         ``positions`` ``[B, N, 3]`` (or ``[N, 3]``) cartesian, sites in ``reference`` order and not

@@ -58,13 +58,17 @@ class FeatureWindow:
     TINY = 1e-12
     WALL_SCALE = 1e-3
 
-    def __init__(self, lo, hi, degrees=None, width: float = 1.0, strength: float = 0.01, offset: float = 0.0, scale=0.05):
+    def __init__(
+        self, lo, hi, degrees=None, width: float = 1.0, strength: float = 0.01, offset: float = 0.0, scale=0.05
+    ):
         torch = _torch()
         if scale is not None and not float(scale) > 0:
             raise ModelError(f"bound_scale must be > 0 (or None: the training range); got {scale}")
         self.wall_scale = None if scale is None else float(scale)
         if not (float(width) > 0 and float(strength) >= 0 and float(offset) >= 0):
-            raise ModelError(f"bound_width must be > 0, bound_strength and bound_offset >= 0; got {width}, {strength} and {offset}")
+            raise ModelError(
+                f"bound_width must be > 0, bound_strength and bound_offset >= 0; got {width}, {strength} and {offset}"
+            )
         self.lo = [torch.as_tensor(np.asarray(v, dtype=float)) for v in lo]
         self.hi = [torch.as_tensor(np.asarray(v, dtype=float)) for v in hi]
         if degrees is None:
@@ -79,7 +83,9 @@ class FeatureWindow:
         self._wall = [(d <= 1).to(torch.float64) for d in self.degrees]
 
     @classmethod
-    def from_features(cls, raw, degrees=None, width: float = 1.0, strength: float = 0.01, offset: float = 0.0, scale=0.05) -> FeatureWindow:
+    def from_features(
+        cls, raw, degrees=None, width: float = 1.0, strength: float = 0.01, offset: float = 0.0, scale=0.05
+    ) -> FeatureWindow:
         """The window of training features ``raw`` (list per orbit of ``[B, U, F]``)."""
         torch = _torch()
         lo, hi = [], []
@@ -134,7 +140,9 @@ class FeatureWindow:
 
     def check(self, n_inputs: list[int], where) -> None:
         if [len(v) for v in self.lo] != [int(n) for n in n_inputs]:
-            raise ModelError(f"{where}: the saved feature window has {[len(v) for v in self.lo]} inputs per orbit; the model has {n_inputs}")
+            raise ModelError(
+                f"{where}: the saved feature window has {[len(v) for v in self.lo]} inputs per orbit; the model has {n_inputs}"
+            )
 
 
 class BoundedInputs:
@@ -151,7 +159,9 @@ class BoundedInputs:
             return
         site = getattr(self, "feature_kind", "cluster") == "site"
         degrees = getattr(featurizer, "site_degrees" if site else "degrees", None)
-        self.window_ = FeatureWindow.from_features(raw, degrees, self.bound_width, self.bound_strength, self.bound_offset, self.bound_scale)
+        self.window_ = FeatureWindow.from_features(
+            raw, degrees, self.bound_width, self.bound_strength, self.bound_offset, self.bound_scale
+        )
 
     def _bounded(self, raw):
         """(inputs of the learned part, wall energy ``[B]`` or 0) for a batch of raw features."""
@@ -164,8 +174,13 @@ class BoundedInputs:
         return (raw, 0.0) if window is None else (window.clamp(group, raw), window.penalty(group, raw))
 
     def _bound_params(self) -> dict:
-        return {"bounded": bool(self.bounded), "bound_width": float(self.bound_width), "bound_strength": float(self.bound_strength),
-                "bound_offset": float(self.bound_offset), "bound_scale": None if self.bound_scale is None else float(self.bound_scale)}
+        return {
+            "bounded": bool(self.bounded),
+            "bound_width": float(self.bound_width),
+            "bound_strength": float(self.bound_strength),
+            "bound_offset": float(self.bound_offset),
+            "bound_scale": None if self.bound_scale is None else float(self.bound_scale),
+        }
 
     def _window_state(self) -> dict | None:
         window = getattr(self, "window_", None)
@@ -175,8 +190,12 @@ class BoundedInputs:
         """The saved window (models saved before the option have none and load unbounded)."""
         d = state.get("window")
         if d is None and self.bounded:
-            warnings.warn(f"{directory}: the model says bounded=True but holds no feature window (saved before "
-                          "bounded models existed?); it is evaluated unbounded", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"{directory}: the model says bounded=True but holds no feature window (saved before "
+                "bounded models existed?); it is evaluated unbounded",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         self.window_ = None if d is None else FeatureWindow.from_dict(d)
         if self.window_ is not None:
             self.window_.check(n_inputs, directory)

@@ -100,7 +100,9 @@ class PESCalculator(Calculator):
             try:
                 _config, order = match_structure(ref, _structure(atoms))
             except ValueError as exc:
-                raise ModelError(f"cannot match the atoms to the {ref.n_atoms}-site reference supercell: {exc}") from None
+                raise ModelError(
+                    f"cannot match the atoms to the {ref.n_atoms}-site reference supercell: {exc}"
+                ) from None
         self._key, self._reference, self._order = key, ref, np.asarray(order)
         return ref, self._order
 
@@ -135,4 +137,6 @@ class PESCalculator(Calculator):
 def _structure(atoms):
     from pymatgen.core import Lattice, Structure
 
-    return Structure(Lattice(atoms.cell.array), atoms.get_chemical_symbols(), atoms.positions, coords_are_cartesian=True)
+    return Structure(
+        Lattice(atoms.cell.array), atoms.get_chemical_symbols(), atoms.positions, coords_are_cartesian=True
+    )

@@ -92,8 +92,17 @@ class Committee(EnergyModel):
 
     model_type = "committee"
 
-    def __init__(self, model="cluster", params=None, size: int = 5, resample: str = "bootstrap", seed: int = 0,
-                 seeds=None, n_jobs: int = 1, featurizer=None):
+    def __init__(
+        self,
+        model="cluster",
+        params=None,
+        size: int = 5,
+        resample: str = "bootstrap",
+        seed: int = 0,
+        seeds=None,
+        n_jobs: int = 1,
+        featurizer=None,
+    ):
         self.model = model
         self.params = params
         self.size = size
@@ -113,11 +122,15 @@ class Committee(EnergyModel):
         elif isinstance(self.model, str):
             kind, params = self.model, {}
         else:
-            raise ModelError(f"Committee model must be a model kind {list(MEMBER_KINDS)} or an unfitted model; got {type(self.model).__name__}")
+            raise ModelError(
+                f"Committee model must be a model kind {list(MEMBER_KINDS)} or an unfitted model; got {type(self.model).__name__}"
+            )
         if kind not in MEMBER_KINDS:
             raise ModelError(f"Committee members must be one of {list(MEMBER_KINDS)}; got {kind!r}")
         if self.params is not None and not isinstance(self.params, dict):
-            raise ModelError(f"Committee params must be a mapping of member hyperparameters; got {type(self.params).__name__}")
+            raise ModelError(
+                f"Committee params must be a mapping of member hyperparameters; got {type(self.params).__name__}"
+            )
         params.update(self.params or {})
         params.pop("seed", None)
         params.pop("featurizer", None)
@@ -161,7 +174,9 @@ class Committee(EnergyModel):
                 raise ModelError(f"resample='folds' needs at least as many configurations as members ({size}); got {n}")
             folds = KFold(n_splits=size, shuffle=True, random_state=int(self.seed)).split(np.arange(n))
             return [np.sort(train) for train, _ in folds]
-        return [np.sort(resample(np.arange(n), replace=True, n_samples=n, random_state=s)) for s in self._member_seeds()]
+        return [
+            np.sort(resample(np.arange(n), replace=True, n_samples=n, random_state=s)) for s in self._member_seeds()
+        ]
 
     # ------------------------------------------------------------------ fit
     def fit(self, configs, energies, forces=None):
@@ -202,9 +217,17 @@ class Committee(EnergyModel):
         parallel = n_jobs != 1 and len(samples) > 1
         recipe = featurizer.to_dict() if (parallel and featurizer is not None) else featurizer
         spec = self._recipe()
-        jobs = [delayed(_fit_member)(spec, seed, idx, reference, e, feats, geo, recipe, parallel)
-                for seed, idx in zip(self._member_seeds(), samples)]
-        logger.info("training a committee of %d %s models (%s resampling) on %d configurations", len(samples), kind, self.resample, n)
+        jobs = [
+            delayed(_fit_member)(spec, seed, idx, reference, e, feats, geo, recipe, parallel)
+            for seed, idx in zip(self._member_seeds(), samples)
+        ]
+        logger.info(
+            "training a committee of %d %s models (%s resampling) on %d configurations",
+            len(samples),
+            kind,
+            self.resample,
+            n,
+        )
         members = Parallel(n_jobs=n_jobs if parallel else 1, backend="loky" if parallel else "sequential")(jobs)
         for m in members:
             _attach_featurizer(m, featurizer)
@@ -254,7 +277,9 @@ class Committee(EnergyModel):
         """Every member's energies ``[K, B]`` (eV, numpy) from precomputed features."""
         return np.stack([m.energies_from_features(raw, reference) for m in self.members_])
 
-    def compute(self, positions, lattice, reference, forces: bool = True, stress: bool = True, spread: bool = False) -> dict:
+    def compute(
+        self, positions, lattice, reference, forces: bool = True, stress: bool = True, spread: bool = False
+    ) -> dict:
         """The committee mean like :meth:`EnergyModel.compute`; with ``spread`` also its spread.
 
         ``spread=True`` adds ``energy_std`` ``[B]`` (eV), ``member_energies`` ``[B, K]`` and, with
@@ -314,8 +339,13 @@ class Committee(EnergyModel):
         n, k = len(configs), len(self.members_)
         out = {"energy": np.empty(n), "energy_std": np.empty(n), "member_energies": np.empty((n, k))}
         if forces:
-            out.update(forces=[None] * n, forces_std=[None] * n, max_force_deviation=np.empty(n),
-                       stress=np.empty((n, 6)), stress_std=np.empty((n, 6)))
+            out.update(
+                forces=[None] * n,
+                forces_std=[None] * n,
+                max_force_deviation=np.empty(n),
+                stress=np.empty((n, 6)),
+                stress_std=np.empty((n, 6)),
+            )
         for ref, sel, pos, lat in self._batches(configs, batch_size):
             r = self.compute(pos, lat, ref, forces=forces, stress=forces, spread=True)
             for key, value in r.items():
@@ -368,7 +398,9 @@ class Committee(EnergyModel):
                 raise ModelError(f"{directory}: member folder {name} is missing")
             m = load_model(sub, featurizer=fz)
             if m.model_type != state.get("member_type"):
-                raise ModelError(f"{sub} holds a {m.model_type} model; the committee's members are {state.get('member_type')}")
+                raise ModelError(
+                    f"{sub} holds a {m.model_type} model; the committee's members are {state.get('member_type')}"
+                )
             members.append(m)
         self._set_members(members, members[0].reference_, fz)
         self.samples_ = state.get("samples")
@@ -422,7 +454,9 @@ def _fit_member(spec: tuple, seed: int, idx, reference, energies, feats, geo, fe
         kw = {}
         if geo is not None:
             kw = dict(positions=geo[0][idx], lattice=geo[1][idx], forces=geo[2][idx])
-        member.fit_arrays(reference, e, [torch.from_numpy(np.ascontiguousarray(x[idx])) for x in feats], featurizer=featurizer, **kw)
+        member.fit_arrays(
+            reference, e, [torch.from_numpy(np.ascontiguousarray(x[idx])) for x in feats], featurizer=featurizer, **kw
+        )
     if worker and featurizer is not None:
         # the parent re-attaches its own featurizer: do not send the basis back through pickle
         member.featurizer = member.featurizer_ = member._family = None

@@ -26,11 +26,15 @@ def _featurizer_class():
     try:
         from ..descriptors import Featurizer
     except ImportError as exc:  # pragma: no cover - the descriptors layer is part of the package
-        raise ModelError(f"the descriptors layer (perovskite_pes.descriptors.Featurizer) is not available: {exc}") from exc
+        raise ModelError(
+            f"the descriptors layer (perovskite_pes.descriptors.Featurizer) is not available: {exc}"
+        ) from exc
     return Featurizer
 
 
-def build_featurizer(reference: ReferenceSupercell, clusters="7p+t+o", max_order: int = 2, metric: str = "lin", truncated: bool = False):
+def build_featurizer(
+    reference: ReferenceSupercell, clusters="7p+t+o", max_order: int = 2, metric: str = "lin", truncated: bool = False
+):
     """A :class:`~perovskite_pes.descriptors.Featurizer` (cached per process: building a basis takes time)."""
     key = (
         json.dumps(reference.to_dict(), sort_keys=True),
@@ -43,13 +47,23 @@ def build_featurizer(reference: ReferenceSupercell, clusters="7p+t+o", max_order
         cls = _featurizer_class()
         t0 = time.perf_counter()
         _CACHE[key] = cls(reference, clusters=clusters, max_order=max_order, metric=metric, truncated=truncated)
-        logger.info("built the descriptor basis clusters=%s max_order=%d metric=%s on a %d-atom supercell in %.1f s",
-                    clusters, int(max_order), metric, reference.n_atoms, time.perf_counter() - t0)
+        logger.info(
+            "built the descriptor basis clusters=%s max_order=%d metric=%s on a %d-atom supercell in %.1f s",
+            clusters,
+            int(max_order),
+            metric,
+            reference.n_atoms,
+            time.perf_counter() - t0,
+        )
     return _CACHE[key]
 
 
 def featurizer_from_recipe(recipe: dict, reference: ReferenceSupercell | None = None):
-    key = ("recipe", json.dumps(recipe, sort_keys=True, default=str), None if reference is None else json.dumps(reference.to_dict()))
+    key = (
+        "recipe",
+        json.dumps(recipe, sort_keys=True, default=str),
+        None if reference is None else json.dumps(reference.to_dict()),
+    )
     if key not in _CACHE:
         cls = _featurizer_class()
         _CACHE[key] = cls.from_dict(recipe, reference=reference)
@@ -62,7 +76,9 @@ def featurizer_for_load(recipe: dict, given, directory) -> object:
         return featurizer_from_recipe(recipe)
     mine = json.loads(json.dumps(given.to_dict(), default=str))
     if json.dumps(mine, sort_keys=True) != json.dumps(recipe, sort_keys=True):
-        raise ModelError(f"{directory}: the featurizer passed to load() differs from the one the model was trained with")
+        raise ModelError(
+            f"{directory}: the featurizer passed to load() differs from the one the model was trained with"
+        )
     return given
 
 

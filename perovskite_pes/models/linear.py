@@ -129,7 +129,9 @@ class LinearCE(BoundedInputs, EnergyModel):
         if features is not None or self.bounded:
             if any(c.reference != ref for c in configs):
                 raise ModelError("precomputed features and bounded=True need all configurations in one supercell")
-            return self.fit_arrays(ref, e, features if features is not None else self.precompute(configs, fz), featurizer=fz)
+            return self.fit_arrays(
+                ref, e, features if features is not None else self.precompute(configs, fz), featurizer=fz
+            )
         x = self.design_matrix(configs, fz)
         ncell = np.array([c.reference.n_cells for c in configs], dtype=float)
         self.reference_ = ref
@@ -141,7 +143,10 @@ class LinearCE(BoundedInputs, EnergyModel):
         import torch
 
         fz = featurizer if featurizer is not None else self._prepare_featurizer(reference)
-        raw = [torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64) for x in features]
+        raw = [
+            torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64)
+            for x in features
+        ]
         x = self.orbit_sums(raw).numpy() / reference.n_cells
         self.reference_ = reference
         self._fit_window(raw, fz)
@@ -160,8 +165,14 @@ class LinearCE(BoundedInputs, EnergyModel):
         else:
             self.coef_, self.e0_, self.alpha_ = self._lasso(x, y)
         self.n_functions_ = [int(n) for n in fz.n_functions]
-        logger.info("LinearCE (%s): %d ECIs fitted to %d configurations, alpha %.3g, e0 %.6f eV per cell",
-                    self.method, len(self.coef_), len(y), self.alpha_, self.e0_)
+        logger.info(
+            "LinearCE (%s): %d ECIs fitted to %d configurations, alpha %.3g, e0 %.6f eV per cell",
+            self.method,
+            len(self.coef_),
+            len(y),
+            self.alpha_,
+            self.e0_,
+        )
         return self
 
     def _lasso(self, x, y):
@@ -257,7 +268,9 @@ class LinearCE(BoundedInputs, EnergyModel):
         self._family = FeaturizerFamily(fz)
         self.n_functions_ = [int(n) for n in fz.n_functions]
         if self.n_functions_ != list(state["n_functions"]):
-            raise ModelError(f"{directory}: featurizer rebuilt with {self.n_functions_} functions, model expects {state['n_functions']}")
+            raise ModelError(
+                f"{directory}: featurizer rebuilt with {self.n_functions_} functions, model expects {state['n_functions']}"
+            )
         self.coef_ = np.asarray(state["coef"], dtype=float)
         self.alpha_ = float(state["alpha"])
         self._load_window(state, self.n_functions_, directory)

@@ -170,7 +170,9 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         try:
             hl = tuple(int(h) for h in hl)
         except TypeError:
-            raise ModelError(f"hidden_layers must be a list of layer widths, e.g. [8] or [16, 16]; got {self.hidden_layers!r}") from None
+            raise ModelError(
+                f"hidden_layers must be a list of layer widths, e.g. [8] or [16, 16]; got {self.hidden_layers!r}"
+            ) from None
         if not hl or min(hl) < 1:
             raise ModelError(f"hidden_layers needs at least one layer of >= 1 node; got {self.hidden_layers!r}")
         if self.force_weight < 0:
@@ -226,7 +228,10 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         use_forces = self.force_weight > 0
         if use_forces and (forces is None or positions is None or lattice is None):
             raise ModelError("force_weight > 0 needs positions, lattices and forces of the training configurations")
-        raw = [torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64) for x in features]
+        raw = [
+            torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64)
+            for x in features
+        ]
         fz = featurizer if featurizer is not None else self._prepare_featurizer(reference)
         n_inputs = self._set_featurizer(reference, fz, raw, len(e))
         self._set_scaler(*_feature_scaler(raw))
@@ -239,17 +244,32 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         offset = torch.zeros((), dtype=torch.float64, requires_grad=self.reference_energy_per_fu is None)
         train_idx, val_idx = split_validation(len(e), float(self.validation_fraction), int(self.seed))
         force_data = _ForceData(positions, lattice, forces, self.force_weight, fz, self._raw) if use_forces else None
-        objective = _Objective(self.mlps_, self._standardise(raw), self._anchors(), targets, offset,
-                               train_idx, val_idx, self._standardise, force_data, float(self.weight_decay))
+        objective = _Objective(
+            self.mlps_,
+            self._standardise(raw),
+            self._anchors(),
+            targets,
+            offset,
+            train_idx,
+            val_idx,
+            self._standardise,
+            force_data,
+            float(self.weight_decay),
+        )
         params = list(self.mlps_.parameters()) + ([offset] if offset.requires_grad else [])
         if self.linear_term:
             # staged: the linear term is the ridge solution (a linear CE on the same inputs) and
             # stays fixed while the MLPs learn the remaining, non-linear part of the energy
             self._init_linear_term(objective.features, objective.anchors, objective.target, objective.norm, offset)
             params = [p for p in params if p is not self.mlps_.linear]
-        logger.info("training a %s on %d configurations (%d for validation), %d parameters%s",
-                    type(self).__name__, len(e), len(val_idx), sum(p.numel() for p in params),
-                    f", force weight {self.force_weight}" if use_forces else "")
+        logger.info(
+            "training a %s on %d configurations (%d for validation), %d parameters%s",
+            type(self).__name__,
+            len(e),
+            len(val_idx),
+            sum(p.numel() for p in params),
+            f", force weight {self.force_weight}" if use_forces else "",
+        )
         self.history_: TrainingHistory = self._minimise(params, objective, offset)
         self.e0_ = float(targets.e0_init + targets.scale * float(offset.detach()))
         self._freeze()
@@ -261,8 +281,10 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         self.featurizer_ = fz
         self._family = FeaturizerFamily(fz)
         n_inputs = self._n_inputs(fz)
-        if len(raw) != len(n_inputs) or any(x.shape[0] != n_configs for x in raw) or any(
-            x.shape[-1] != n for x, n in zip(raw, n_inputs)
+        if (
+            len(raw) != len(n_inputs)
+            or any(x.shape[0] != n_configs for x in raw)
+            or any(x.shape[-1] != n for x, n in zip(raw, n_inputs))
         ):
             raise ModelError("precomputed features do not match the configurations and the featurizer")
         return n_inputs
@@ -337,8 +359,13 @@ class _NeuralModel(BoundedInputs, EnergyModel):
 
     def _energy(self, positions, lattice, reference):
         fz = self._family(reference)
-        if (self.feature_kind == "site" and self.net_order is not None and self.mlps_.linear is not None
-                and hasattr(fz, "site_feature_sums") and getattr(self, "window_", None) is None):
+        if (
+            self.feature_kind == "site"
+            and self.net_order is not None
+            and self.mlps_.linear is not None
+            and hasattr(fz, "site_feature_sums")
+            and getattr(self, "window_", None) is None
+        ):
             return reference.n_cells * self.e0_ + self.output_scale_ * self._split_sum(fz, positions, lattice)
         return self._energy_from_features(self._features(positions, lattice, reference), reference)
 
@@ -435,7 +462,9 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         fz = featurizer_for_load(recipe, self.featurizer, directory)
         n_inputs = self._n_inputs(fz)
         if n_inputs != list(state["n_inputs"]):
-            raise ModelError(f"{directory}: featurizer rebuilt with inputs {n_inputs}, model expects {state['n_inputs']}")
+            raise ModelError(
+                f"{directory}: featurizer rebuilt with inputs {n_inputs}, model expects {state['n_inputs']}"
+            )
         self.featurizer_ = fz
         self._family = FeaturizerFamily(fz)
         self._set_scaler(state["scaler"]["mean"], state["scaler"]["std"])
@@ -528,8 +557,19 @@ class _Objective:
     training configurations, plus ``force_weight`` times that of the scaled forces, plus an L2
     penalty on the MLP weight matrices (``weight_decay``); and the same loss on the validation set."""
 
-    def __init__(self, mlps, features, anchors, targets: _EnergyTargets, offset, train_idx, val_idx,
-                 standardise, forces: _ForceData | None = None, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        mlps,
+        features,
+        anchors,
+        targets: _EnergyTargets,
+        offset,
+        train_idx,
+        val_idx,
+        standardise,
+        forces: _ForceData | None = None,
+        weight_decay: float = 0.0,
+    ):
         torch = _torch()
         self.mlps = mlps
         self.features = features

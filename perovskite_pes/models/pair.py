@@ -118,8 +118,12 @@ class PairPotential(EnergyModel):
 
     # ---------------------------------------------------------------- features
     def _check_params(self):
-        if not (self.cutoff > 0 and self.n_gaussians >= 1 and 0 <= self.r_min < self.cutoff
-                and (self.skin is None or self.skin >= 0)):
+        if not (
+            self.cutoff > 0
+            and self.n_gaussians >= 1
+            and 0 <= self.r_min < self.cutoff
+            and (self.skin is None or self.skin >= 0)
+        ):
             raise ModelError(
                 "PairPotential needs cutoff > r_min >= 0, n_gaussians >= 1 and skin >= 0 (or None); got "
                 f"cutoff={self.cutoff}, r_min={self.r_min}, n_gaussians={self.n_gaussians}, skin={self.skin}"
@@ -156,8 +160,12 @@ class PairPotential(EnergyModel):
             skin = max(1.0, 1.25 * needed)
         if cached is None or cached[0] != skin:
             if cached is not None:
-                logger.debug("pair list of the %d-atom supercell rebuilt with skin %.2f A (was %.2f A)",
-                             reference.n_atoms, skin, cached[0])
+                logger.debug(
+                    "pair list of the %d-atom supercell rebuilt with skin %.2f A (was %.2f A)",
+                    reference.n_atoms,
+                    skin,
+                    cached[0],
+                )
             self._pairs[reference] = (skin, PairList(reference, self.cutoff + skin))
         return self._pairs[reference][1]
 
@@ -176,8 +184,10 @@ class PairPotential(EnergyModel):
             smax, e = sv.max(dim=1).values, (sv - 1).abs().max(dim=1).values
         if float(e.max()) >= 0.5:
             k = int(e.argmax())
-            raise ModelError(f"configuration {k} is strained by {100 * float(e[k]):.0f} % relative to the reference; "
-                             "the pair potential handles distortions of the reference, not other crystals")
+            raise ModelError(
+                f"configuration {k} is strained by {100 * float(e[k]):.0f} % relative to the reference; "
+                "the pair potential handles distortions of the reference, not other crystals"
+            )
         if self.skin is not None:
             bound = spread * smax + (self.cutoff + float(self.skin)) * e
             k = int(bound.argmax())
@@ -258,8 +268,12 @@ class PairPotential(EnergyModel):
         alphas = np.logspace(-12, 2, 29) if self.alphas is None else np.asarray(self.alphas, dtype=float)
         # unscaled features: Gaussians that the training set barely samples stay small instead of being
         # blown up by standardisation (which extrapolates wildly on smaller training sets)
-        self.coef_, self.e0_, self.alpha_ = _ridge(x, y, alphas, self.reference_energy_per_fu, RidgeCV, standardize=False)
-        logger.info("PairPotential: %d weights fitted to %d configurations, alpha %.3g", len(self.coef_), len(y), self.alpha_)
+        self.coef_, self.e0_, self.alpha_ = _ridge(
+            x, y, alphas, self.reference_energy_per_fu, RidgeCV, standardize=False
+        )
+        logger.info(
+            "PairPotential: %d weights fitted to %d configurations, alpha %.3g", len(self.coef_), len(y), self.alpha_
+        )
         return self
 
     feature_kind = "pair"

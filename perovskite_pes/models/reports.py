@@ -53,12 +53,19 @@ def error_stats(pred, ref, n_atoms, n_fu=None, window_mev_per_fu: float = 125.0,
 def per_kind_stats(pred, ref, n_atoms, kinds, e_min_per_fu=None) -> dict:
     kinds = np.asarray([str(k) for k in kinds])
     return {
-        k: error_stats(np.asarray(pred)[kinds == k], np.asarray(ref)[kinds == k], np.asarray(n_atoms)[kinds == k], e_min_per_fu=e_min_per_fu)
+        k: error_stats(
+            np.asarray(pred)[kinds == k],
+            np.asarray(ref)[kinds == k],
+            np.asarray(n_atoms)[kinds == k],
+            e_min_per_fu=e_min_per_fu,
+        )
         for k in sorted(set(kinds))
     }
 
 
-def binned_errors(pred, ref, n_atoms, bin_mev_per_fu: float = 25.0, top_mev_per_fu: float = 125.0, e_min_per_fu=None) -> list[dict]:
+def binned_errors(
+    pred, ref, n_atoms, bin_mev_per_fu: float = 25.0, top_mev_per_fu: float = 125.0, e_min_per_fu=None
+) -> list[dict]:
     """RMSE (meV/atom) per energy bin (meV/f.u. above the lowest energy) up to ``top``."""
     pred, ref, n_atoms = np.asarray(pred, float), np.asarray(ref, float), np.asarray(n_atoms, float)
     per_fu = ref / (n_atoms / 5.0)
@@ -69,7 +76,14 @@ def binned_errors(pred, ref, n_atoms, bin_mev_per_fu: float = 25.0, top_mev_per_
     out = []
     for a, b in zip(edges[:-1], edges[1:]):
         sel = (above >= a) & ((above < b) if b < edges[-1] else (above <= b))
-        out.append({"lo": float(a), "hi": float(b), "n": int(sel.sum()), "rmse_mev_per_atom": float(np.sqrt(np.mean(err[sel] ** 2))) if sel.any() else None})
+        out.append(
+            {
+                "lo": float(a),
+                "hi": float(b),
+                "n": int(sel.sum()),
+                "rmse_mev_per_atom": float(np.sqrt(np.mean(err[sel] ** 2))) if sel.any() else None,
+            }
+        )
     return out
 
 
@@ -130,10 +144,26 @@ def cv_grid_plot(path, table: list[dict], best: int | None = None) -> Path:
     n = len(table)
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * n + 2), 4.5))
     x = np.arange(n)
-    ax.errorbar(x - 0.1, [r["train_rmse_mean"] for r in table], yerr=[r["train_rmse_std"] for r in table], fmt="o",
-                color="tab:green", label="train", ms=4, capsize=2)
-    ax.errorbar(x + 0.1, [r["val_rmse_mean"] for r in table], yerr=[r["val_rmse_std"] for r in table], fmt="s",
-                color="tab:blue", label="validation (CV)", ms=4, capsize=2)
+    ax.errorbar(
+        x - 0.1,
+        [r["train_rmse_mean"] for r in table],
+        yerr=[r["train_rmse_std"] for r in table],
+        fmt="o",
+        color="tab:green",
+        label="train",
+        ms=4,
+        capsize=2,
+    )
+    ax.errorbar(
+        x + 0.1,
+        [r["val_rmse_mean"] for r in table],
+        yerr=[r["val_rmse_std"] for r in table],
+        fmt="s",
+        color="tab:blue",
+        label="validation (CV)",
+        ms=4,
+        capsize=2,
+    )
     if best is not None:
         ax.plot([best + 0.1], [table[best]["val_rmse_mean"]], "o", mfc="none", mec="k", ms=12, label="selected")
     ax.set_xticks(x)
@@ -206,9 +236,14 @@ def spread_calibration(spread, error, n_bins: int = 10) -> dict:
     err = np.abs(np.asarray(error, dtype=float).reshape(-1))
     if spread.shape != err.shape:
         raise ValueError(f"spread and error must have one value per structure each; got {spread.size} and {err.size}")
-    out = {"n": int(spread.size), "spearman": None, "spearman_p": None,
-           "rms_spread": float(np.sqrt(np.mean(spread**2))) if spread.size else None,
-           "rms_error": float(np.sqrt(np.mean(err**2))) if err.size else None, "bins": []}
+    out = {
+        "n": int(spread.size),
+        "spearman": None,
+        "spearman_p": None,
+        "rms_spread": float(np.sqrt(np.mean(spread**2))) if spread.size else None,
+        "rms_error": float(np.sqrt(np.mean(err**2))) if err.size else None,
+        "bins": [],
+    }
     if spread.size >= 3 and np.ptp(spread) > 0 and np.ptp(err) > 0:
         rho, p = spearmanr(spread, err)
         out["spearman"], out["spearman_p"] = float(rho), float(p)
@@ -219,8 +254,15 @@ def spread_calibration(spread, error, n_bins: int = 10) -> dict:
         if not len(chunk):
             continue
         s, e = spread[chunk], err[chunk]
-        out["bins"].append({"n": int(len(chunk)), "spread_lo": float(s.min()), "spread_hi": float(s.max()),
-                            "rms_spread": float(np.sqrt(np.mean(s**2))), "rms_error": float(np.sqrt(np.mean(e**2)))})
+        out["bins"].append(
+            {
+                "n": int(len(chunk)),
+                "spread_lo": float(s.min()),
+                "spread_hi": float(s.max()),
+                "rms_spread": float(np.sqrt(np.mean(s**2))),
+                "rms_error": float(np.sqrt(np.mean(e**2))),
+            }
+        )
     return out
 
 
@@ -243,8 +285,13 @@ def calibration_plot(path, panels: dict, n_bins: int = 10) -> Path:
         pos = (spread > 0) & (err > 0)
         ax.scatter(spread[pos], err[pos], s=6, alpha=0.35, color="tab:gray", label="structures")
         if stats["bins"]:
-            ax.plot([b["rms_spread"] for b in stats["bins"]], [b["rms_error"] for b in stats["bins"]], "o-",
-                    color="tab:red", label="RMS error per spread bin")
+            ax.plot(
+                [b["rms_spread"] for b in stats["bins"]],
+                [b["rms_error"] for b in stats["bins"]],
+                "o-",
+                color="tab:red",
+                label="RMS error per spread bin",
+            )
         vals = np.concatenate([spread[pos], err[pos]]) if pos.any() else np.array([1e-3, 1.0])
         # structures with (almost) no spread or error (the reference itself) would stretch the axes
         # over many decades: show three decades below the median at most
@@ -263,7 +310,9 @@ def calibration_plot(path, panels: dict, n_bins: int = 10) -> Path:
         ax.set_xlabel(f"committee spread, {label}")
         ax.set_ylabel(f"|error|, {label}")
         rho = stats["spearman"]
-        ax.set_title(f"Spearman rho = {rho:.2f} (n = {stats['n']})" if rho is not None else f"n = {stats['n']}", fontsize=10)
+        ax.set_title(
+            f"Spearman rho = {rho:.2f} (n = {stats['n']})" if rho is not None else f"n = {stats['n']}", fontsize=10
+        )
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -148,7 +148,13 @@ class CommitteeSettings(_Section):
     @classmethod
     def _size(cls, value):
         value = value or 0
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 0 or value == 1:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or int(value) != value
+            or value < 0
+            or value == 1
+        ):
             _invalid(f"committee.size must be 0 (no committee) or an integer >= 2; got {value!r}")
         return int(value)
 
@@ -162,8 +168,10 @@ class CommitteeSettings(_Section):
 
 def _merged_with(defaults: dict):
     """Keyword-argument groups handed on unchanged: the given keys update the defaults."""
+
     def merge(value):
         return {**defaults, **value} if isinstance(value, dict) else value
+
     return BeforeValidator(merge)
 
 
@@ -186,7 +194,10 @@ class SelectionSettings(_Section):
     training: NetTrainingSettings = NetTrainingSettings()
     #: keyword arguments of LinearCE and PairPotential
     linear: Annotated[dict[str, Any], _merged_with({"method": "ridge"})] = {"method": "ridge"}
-    pair: Annotated[dict[str, Any], _merged_with({"cutoff": 7.8, "n_gaussians": 24})] = {"cutoff": 7.8, "n_gaussians": 24}
+    pair: Annotated[dict[str, Any], _merged_with({"cutoff": 7.8, "n_gaussians": 24})] = {
+        "cutoff": 7.8,
+        "n_gaussians": 24,
+    }
     reference_energy_per_fu: float | None = None
     bounds: BoundsSettings = BoundsSettings()
     committee: CommitteeSettings = CommitteeSettings()
@@ -260,6 +271,7 @@ def merge_settings(settings: dict | None) -> dict:
 
 def expand_grid(grid: dict) -> list[dict]:
     """All settings of the grid; linear models ignore layers/nodes and pair potentials everything."""
+
     def as_list(v):
         return list(v) if isinstance(v, (list, tuple)) else [v]
 
@@ -269,8 +281,11 @@ def expand_grid(grid: dict) -> list[dict]:
             raise ModelError(f"unknown model type {m!r} in the grid; expected one of {list(MODEL_KINDS)}")
     out, seen = [], set()
     for m, cl, order, layers, nodes in itertools.product(
-        models, as_list(grid.get("clusters", ["7p+t+o"])), as_list(grid.get("max_order", [2])),
-        as_list(grid.get("layers", [1])), as_list(grid.get("nodes", [8])),
+        models,
+        as_list(grid.get("clusters", ["7p+t+o"])),
+        as_list(grid.get("max_order", [2])),
+        as_list(grid.get("layers", [1])),
+        as_list(grid.get("nodes", [8])),
     ):
         if m == "pair":
             s = {"model": "pair"}
@@ -306,10 +321,17 @@ def make_model(setting: dict, cfg: dict, seed: int | None = None, featurizer=Non
         return PairPotential(reference_energy_per_fu=e0, **cfg.get("pair", {}))
     bounds = cfg.get("bounds") or {}
     common = dict(
-        clusters=setting["clusters"], max_order=setting["max_order"], metric=cfg["metric"], truncated=cfg["truncated"],
-        reference_energy_per_fu=e0, featurizer=featurizer, bounded=bool(bounds.get("enabled")),
-        bound_width=bounds.get("width", 1.0), bound_strength=bounds.get("strength", 0.01),
-        bound_offset=bounds.get("offset", 0.0), bound_scale=bounds.get("scale", 0.05),
+        clusters=setting["clusters"],
+        max_order=setting["max_order"],
+        metric=cfg["metric"],
+        truncated=cfg["truncated"],
+        reference_energy_per_fu=e0,
+        featurizer=featurizer,
+        bounded=bool(bounds.get("enabled")),
+        bound_width=bounds.get("width", 1.0),
+        bound_strength=bounds.get("strength", 0.01),
+        bound_offset=bounds.get("offset", 0.0),
+        bound_scale=bounds.get("scale", 0.05),
     )
     if setting["model"] == "linear":
         return LinearCE(seed=seed, **common, **cfg.get("linear", {}))
@@ -366,7 +388,12 @@ class FeatureBank:
             if self.progress:
                 from tqdm.auto import tqdm
 
-                rng = tqdm(rng, desc=f"features {setting.get('clusters')} o{setting.get('max_order')} ({kind})", unit="batch", leave=False)
+                rng = tqdm(
+                    rng,
+                    desc=f"features {setting.get('clusters')} o{setting.get('max_order')} ({kind})",
+                    unit="batch",
+                    leave=False,
+                )
             for s in rng:
                 pos, lat = geometry(self.configs[s : s + 512])
                 with torch.no_grad():
@@ -379,8 +406,23 @@ class FeatureBank:
         return out
 
 
-def _fit_and_score(setting, cfg, featurizer, reference, feats, energies, n_atoms, train_idx, eval_sets, geometry_arrays=None,
-                   forces=None, threads=1, seed=None, keep_model=False, committee=None):
+def _fit_and_score(
+    setting,
+    cfg,
+    featurizer,
+    reference,
+    feats,
+    energies,
+    n_atoms,
+    train_idx,
+    eval_sets,
+    geometry_arrays=None,
+    forces=None,
+    threads=1,
+    seed=None,
+    keep_model=False,
+    committee=None,
+):
     """Fit one setting on ``train_idx`` and return its energies on each of ``eval_sets`` (worker-safe).
 
     ``committee`` (``{"size": K, "resample": ...}``) fits a :class:`Committee` of the setting instead
@@ -395,8 +437,14 @@ def _fit_and_score(setting, cfg, featurizer, reference, feats, energies, n_atoms
     t0 = time.perf_counter()
     model = make_model(setting, cfg, seed=seed, featurizer=featurizer)
     if committee:
-        model = Committee(model, size=committee["size"], resample=committee["resample"], seed=int(cfg["seed"] if seed is None else seed),
-                          n_jobs=int(cfg.get("n_jobs") or 1), featurizer=featurizer)
+        model = Committee(
+            model,
+            size=committee["size"],
+            resample=committee["resample"],
+            seed=int(cfg["seed"] if seed is None else seed),
+            n_jobs=int(cfg.get("n_jobs") or 1),
+            featurizer=featurizer,
+        )
     pair = setting["model"] == "pair"
     sub = lambda idx: (lambda f: f[0] if pair else f)([np.ascontiguousarray(x[idx]) for x in feats])  # noqa: E731
     kw = {}
@@ -421,14 +469,18 @@ def _rmse_mev(pred, ref, n_atoms) -> float:
     return float(np.sqrt(np.mean(((pred - ref) / n_atoms) ** 2)) * 1000.0)
 
 
-def cross_validate(bank: FeatureBank, grid: list[dict], energies, train_idx, cfg, forces=None, progress=False) -> list[dict]:
+def cross_validate(
+    bank: FeatureBank, grid: list[dict], energies, train_idx, cfg, forces=None, progress=False
+) -> list[dict]:
     """k-fold CV of every grid setting on ``train_idx``; one row per setting (RMSE in meV/atom)."""
     from joblib import Parallel, delayed
     from sklearn.model_selection import KFold
 
     n_folds = int(cfg["n_folds"])
     if n_folds < 2 or n_folds > len(train_idx):
-        raise ModelError(f"n_folds must be between 2 and the number of training configurations ({len(train_idx)}); got {n_folds}")
+        raise ModelError(
+            f"n_folds must be between 2 and the number of training configurations ({len(train_idx)}); got {n_folds}"
+        )
     folds = list(KFold(n_splits=n_folds, shuffle=True, random_state=int(cfg["seed"])).split(train_idx))
     n_atoms = n_atoms_of(bank.configs)
     ref = bank.reference
@@ -442,7 +494,11 @@ def cross_validate(bank: FeatureBank, grid: list[dict], energies, train_idx, cfg
         feats = bank.features(setting)
         for tr, va in folds:
             tr_idx, va_idx = train_idx[tr], train_idx[va]
-            jobs.append(delayed(_fit_and_score)(setting, cfg, fz, ref, feats, energies, n_atoms, tr_idx, [tr_idx, va_idx], geo, forces, 1))
+            jobs.append(
+                delayed(_fit_and_score)(
+                    setting, cfg, fz, ref, feats, energies, n_atoms, tr_idx, [tr_idx, va_idx], geo, forces, 1
+                )
+            )
             meta.append((si, tr_idx, va_idx))
     results = Parallel(n_jobs=n_jobs, backend="loky" if n_jobs != 1 else "sequential", return_as="generator")(jobs)
     if progress:
@@ -457,9 +513,12 @@ def cross_validate(bank: FeatureBank, grid: list[dict], energies, train_idx, cfg
         rows[si]["fit_time"].append(res["fit_time"])
     for r in rows:
         r.update(
-            train_rmse_mean=float(np.mean(r["train"])), train_rmse_std=float(np.std(r["train"])),
-            val_rmse_mean=float(np.mean(r["val"])), val_rmse_std=float(np.std(r["val"])),
-            fit_time_mean=float(np.mean(r["fit_time"])), n_folds=len(r["val"]),
+            train_rmse_mean=float(np.mean(r["train"])),
+            train_rmse_std=float(np.std(r["train"])),
+            val_rmse_mean=float(np.mean(r["val"])),
+            val_rmse_std=float(np.std(r["val"])),
+            fit_time_mean=float(np.mean(r["fit_time"])),
+            n_folds=len(r["val"]),
         )
     return rows
 
@@ -574,8 +633,16 @@ def settings_to_refit(grid: list[dict], table: list[dict], best_i: int, baseline
         if best["model"] != "pair":
             out.append(("pair", {"model": "pair"}))
         if best["model"] != "linear":
-            out.append(("linear", {"model": "linear", "clusters": best.get("clusters", "7p+t+o"),
-                                   "max_order": best.get("max_order", 2)}))
+            out.append(
+                (
+                    "linear",
+                    {
+                        "model": "linear",
+                        "clusters": best.get("clusters", "7p+t+o"),
+                        "max_order": best.get("max_order", 2),
+                    },
+                )
+            )
     nets = [i for i, g in enumerate(grid) if g["model"] in ("cluster", "site")]
     if best["model"] not in ("cluster", "site") and nets:
         # a linear model or the pair potential won: still report the best net on the same split
@@ -589,9 +656,22 @@ def _refit(to_fit, bank, e, f, train_idx, test_idx, cfg, committee) -> dict:
     geo = geometry(bank.configs) if f is not None else None
     fits = {}
     for name, setting in to_fit:
-        res = _fit_and_score(setting, cfg, bank.featurizer(setting), bank.reference, bank.features(setting), e, n_atoms,
-                             train_idx, [train_idx, test_idx], geo, f, threads=0, keep_model=True,
-                             committee=committee if name == "best" else None)
+        res = _fit_and_score(
+            setting,
+            cfg,
+            bank.featurizer(setting),
+            bank.reference,
+            bank.features(setting),
+            e,
+            n_atoms,
+            train_idx,
+            [train_idx, test_idx],
+            geo,
+            f,
+            threads=0,
+            keep_model=True,
+            committee=committee if name == "best" else None,
+        )
         fits[name] = {"setting": setting, **res}
     return fits
 
@@ -606,11 +686,18 @@ def _summarise_fits(fits, configs, e, train_idx, test_idx, cfg, committee) -> di
     for name, res in fits.items():
         p_tr, p_te = res["predictions"]
         summary[name] = {
-            "label": setting_label(res["setting"]) + (f" (committee of {committee['size']})" if "member_predictions" in res else ""),
+            "label": setting_label(res["setting"])
+            + (f" (committee of {committee['size']})" if "member_predictions" in res else ""),
             "setting": res["setting"],
-            "train": reports.error_stats(p_tr, e[train_idx], n_atoms[train_idx], e_min_per_fu=e_min_fu, window_mev_per_fu=window),
-            "test": reports.error_stats(p_te, e[test_idx], n_atoms[test_idx], e_min_per_fu=e_min_fu, window_mev_per_fu=window),
-            "test_per_kind": reports.per_kind_stats(p_te, e[test_idx], n_atoms[test_idx], kinds[test_idx], e_min_per_fu=e_min_fu),
+            "train": reports.error_stats(
+                p_tr, e[train_idx], n_atoms[train_idx], e_min_per_fu=e_min_fu, window_mev_per_fu=window
+            ),
+            "test": reports.error_stats(
+                p_te, e[test_idx], n_atoms[test_idx], e_min_per_fu=e_min_fu, window_mev_per_fu=window
+            ),
+            "test_per_kind": reports.per_kind_stats(
+                p_te, e[test_idx], n_atoms[test_idx], kinds[test_idx], e_min_per_fu=e_min_fu
+            ),
             "fit_time": res["fit_time"],
         }
     return summary
@@ -620,8 +707,10 @@ def _energy_bins(predictions, e, n_atoms, train_idx, test_idx, cfg) -> dict:
     p_tr, p_te = predictions
     e_min_fu = float(np.min(e / (n_atoms / 5.0)))
     bins, window = cfg["bin_mev_per_fu"], cfg["window_mev_per_fu"]
-    return {"train": reports.binned_errors(p_tr, e[train_idx], n_atoms[train_idx], bins, window, e_min_fu),
-            "test": reports.binned_errors(p_te, e[test_idx], n_atoms[test_idx], bins, window, e_min_fu)}
+    return {
+        "train": reports.binned_errors(p_tr, e[train_idx], n_atoms[train_idx], bins, window, e_min_fu),
+        "test": reports.binned_errors(p_te, e[test_idx], n_atoms[test_idx], bins, window, e_min_fu),
+    }
 
 
 def _record_provenance(best, report: SelectionReport, committee, e_train_per_fu) -> None:
@@ -636,11 +725,26 @@ def _record_provenance(best, report: SelectionReport, committee, e_train_per_fu)
         "training_energy_range_ev_per_fu": [float(np.min(e_train_per_fu)), float(np.max(e_train_per_fu))],
     }
     if committee:
-        best.provenance_["committee"] = {**committee, "test_spearman_energy": report.committee["test_energy"]["spearman"]}
+        best.provenance_["committee"] = {
+            **committee,
+            "test_spearman_energy": report.committee["test_energy"]["spearman"],
+        }
 
 
-def _write_outputs(workdir, best, report: SelectionReport, parts: dict, e, predictions, train_idx, test_idx, n_atoms, table,
-                   best_i, plots) -> None:
+def _write_outputs(
+    workdir,
+    best,
+    report: SelectionReport,
+    parts: dict,
+    e,
+    predictions,
+    train_idx,
+    test_idx,
+    n_atoms,
+    table,
+    best_i,
+    plots,
+) -> None:
     """The model under ``workdir/model``, the figures (drawn from the unrounded ``parts`` of the
     report: NaN where a bin is empty) and ``report.json``."""
     workdir = Path(workdir)
@@ -680,29 +784,59 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     best, predictions = fits["best"]["model"], fits["best"]["predictions"]
 
     parts = {
-        "n_configurations": len(configs), "n_train": len(train_idx), "n_test": len(test_idx),
-        "train_indices": train_idx.tolist(), "test_indices": test_idx.tolist(), "settings": _json_settings(cfg),
-        "cv_table": table, "best": grid[best_i], "best_label": setting_label(grid[best_i]),
-        "test_rmse": summary["best"]["test"]["rmse_mev_per_atom"], "train_rmse": summary["best"]["train"]["rmse_mev_per_atom"],
-        "test_rmse_low": summary["best"]["test"]["rmse_low_mev_per_atom"], "models": summary,
+        "n_configurations": len(configs),
+        "n_train": len(train_idx),
+        "n_test": len(test_idx),
+        "train_indices": train_idx.tolist(),
+        "test_indices": test_idx.tolist(),
+        "settings": _json_settings(cfg),
+        "cv_table": table,
+        "best": grid[best_i],
+        "best_label": setting_label(grid[best_i]),
+        "test_rmse": summary["best"]["test"]["rmse_mev_per_atom"],
+        "train_rmse": summary["best"]["train"]["rmse_mev_per_atom"],
+        "test_rmse_low": summary["best"]["test"]["rmse_low_mev_per_atom"],
+        "models": summary,
         "energy_bins": _energy_bins(predictions, e, n_atoms, train_idx, test_idx, cfg),
         "units": "RMSE in meV/atom; energy windows in meV per formula unit above the lowest energy",
     }
     if committee:
         parts["committee"] = {
-            **committee_calibration(best, fits["best"]["member_predictions"][1], predictions[1], e[test_idx], n_atoms[test_idx],
-                                    [configs[i] for i in test_idx], None if forces is None else [forces[i] for i in test_idx]),
-            **committee}
+            **committee_calibration(
+                best,
+                fits["best"]["member_predictions"][1],
+                predictions[1],
+                e[test_idx],
+                n_atoms[test_idx],
+                [configs[i] for i in test_idx],
+                None if forces is None else [forces[i] for i in test_idx],
+            ),
+            **committee,
+        }
     if cfg.get("learning_curve"):
-        parts["learning_curve"] = learning_curve(bank, e, train_idx, test_idx, cfg, [s for _, s in to_fit], cfg["learning_curve"], progress)
+        parts["learning_curve"] = learning_curve(
+            bank, e, train_idx, test_idx, cfg, [s for _, s in to_fit], cfg["learning_curve"], progress
+        )
     if cfg.get("paths"):
         parts["paths"] = evaluate_paths(cfg["paths"], {summary[k]["label"]: fits[k]["model"] for k in fits})
     report = SelectionReport(**_clean(parts))
     _record_provenance(best, report, committee, (e / (n_atoms / 5.0))[train_idx])
     report.wall_time = time.perf_counter() - t0
     if workdir is not None:
-        _write_outputs(workdir, best, report, parts, e, predictions, train_idx, test_idx, n_atoms, table, best_i,
-                       cfg.get("plots", True))
+        _write_outputs(
+            workdir,
+            best,
+            report,
+            parts,
+            e,
+            predictions,
+            train_idx,
+            test_idx,
+            n_atoms,
+            table,
+            best_i,
+            cfg.get("plots", True),
+        )
     return best, report
 
 
@@ -721,7 +855,18 @@ def learning_curve(bank, energies, train_idx, test_idx, cfg, settings, fractions
         it = tqdm(it, desc="learning curve", unit="fit", leave=False)
     for setting, size in it:
         sub = np.sort(perm[:size])
-        res = _fit_and_score(setting, cfg, bank.featurizer(setting), bank.reference, bank.features(setting), energies, n_atoms, sub, [test_idx], threads=0)
+        res = _fit_and_score(
+            setting,
+            cfg,
+            bank.featurizer(setting),
+            bank.reference,
+            bank.features(setting),
+            energies,
+            n_atoms,
+            sub,
+            [test_idx],
+            threads=0,
+        )
         c = out.setdefault(setting_label(setting), {"n_train": [], "test_rmse": []})
         c["n_train"].append(int(size))
         c["test_rmse"].append(_rmse_mev(res["predictions"][0], energies[test_idx], n_atoms[test_idx]))
@@ -737,8 +882,13 @@ def evaluate_paths(paths: dict, models: dict) -> dict:
         x = np.asarray(p.get("x", np.arange(len(cfgs))), dtype=float)
         n_fu = n_atoms_of(cfgs) / 5.0
         zero = int(np.argmin(np.abs(x))) if p.get("zero") is None else int(p["zero"])
-        entry = {"x": x.tolist(), "xlabel": p.get("xlabel", "path coordinate"),
-                 "reference": ((ref_e - ref_e[zero]) / n_fu * 1000).tolist(), "models": {}, "rmse_mev_per_atom": {}}
+        entry = {
+            "x": x.tolist(),
+            "xlabel": p.get("xlabel", "path coordinate"),
+            "reference": ((ref_e - ref_e[zero]) / n_fu * 1000).tolist(),
+            "models": {},
+            "rmse_mev_per_atom": {},
+        }
         for label, m in models.items():
             pred = m.predict(cfgs)
             entry["models"][label] = ((pred - pred[zero]) / n_fu * 1000).tolist()
@@ -749,19 +899,36 @@ def evaluate_paths(paths: dict, models: dict) -> dict:
 
 def write_figures(workdir: Path, report, e, p_tr, p_te, train_idx, test_idx, n_atoms, table, best_i) -> dict:
     figs = {}
-    figs["parity"] = str(reports.parity_plot(workdir / "parity.png", (e[train_idx], p_tr), (e[test_idx], p_te), n_atoms[train_idx],
-                                             n_atoms[test_idx], title=report["best_label"]))
+    figs["parity"] = str(
+        reports.parity_plot(
+            workdir / "parity.png",
+            (e[train_idx], p_tr),
+            (e[test_idx], p_te),
+            n_atoms[train_idx],
+            n_atoms[test_idx],
+            title=report["best_label"],
+        )
+    )
     figs["energy_bins"] = str(
-        reports.error_bins_plot(workdir / "energy_bins.png", report["energy_bins"]["train"], report["energy_bins"]["test"],
-                                report["train_rmse"], report["test_rmse"])
+        reports.error_bins_plot(
+            workdir / "energy_bins.png",
+            report["energy_bins"]["train"],
+            report["energy_bins"]["test"],
+            report["train_rmse"],
+            report["test_rmse"],
+        )
     )
     figs["cv_grid"] = str(reports.cv_grid_plot(workdir / "cv_grid.png", table, best_i))
     if report.get("learning_curve"):
-        figs["learning_curve"] = str(reports.learning_curve_plot(workdir / "learning_curve.png", report["learning_curve"]))
+        figs["learning_curve"] = str(
+            reports.learning_curve_plot(workdir / "learning_curve.png", report["learning_curve"])
+        )
     if report.get("paths"):
         figs["paths"] = str(reports.path_plot(workdir / "paths.png", report["paths"]))
     if report.get("committee"):
-        figs["calibration"] = str(reports.calibration_plot(workdir / "calibration.png", calibration_panels(report["committee"])))
+        figs["calibration"] = str(
+            reports.calibration_plot(workdir / "calibration.png", calibration_panels(report["committee"]))
+        )
     return figs
 
 
@@ -781,14 +948,24 @@ def committee_calibration(model, member_energies, energies, reference_energies, 
     """
     spread = np.asarray(member_energies).std(axis=0) / n_atoms * 1000.0
     err = (np.asarray(energies) - np.asarray(reference_energies)) / n_atoms * 1000.0
-    out = {"test_energy": {**reports.spread_calibration(spread, err), "spread": spread.tolist(), "error": err.tolist(),
-                           "units": "meV/atom"}}
+    out = {
+        "test_energy": {
+            **reports.spread_calibration(spread, err),
+            "spread": spread.tolist(),
+            "error": err.tolist(),
+            "units": "meV/atom",
+        }
+    }
     if forces is not None and all(f is not None for f in forces):
         u = model.predict_uncertainty(configs)
         f_err = np.array([np.linalg.norm(p - np.asarray(r), axis=1).max() for p, r in zip(u["forces"], forces)])
         dev = np.asarray(u["max_force_deviation"])
-        out["test_forces"] = {**reports.spread_calibration(dev, f_err), "spread": dev.tolist(), "error": f_err.tolist(),
-                              "units": "eV/A (max over atoms)"}
+        out["test_forces"] = {
+            **reports.spread_calibration(dev, f_err),
+            "spread": dev.tolist(),
+            "error": f_err.tolist(),
+            "units": "eV/A (max over atoms)",
+        }
     return out
 
 
@@ -796,7 +973,10 @@ def calibration_panels(calibration: dict) -> dict:
     """Panels for :func:`reports.calibration_plot` from :func:`committee_calibration`'s result."""
     panels = {"energy, meV/atom": (calibration["test_energy"]["spread"], calibration["test_energy"]["error"])}
     if calibration.get("test_forces"):
-        panels["max force over atoms, eV/A"] = (calibration["test_forces"]["spread"], calibration["test_forces"]["error"])
+        panels["max force over atoms, eV/A"] = (
+            calibration["test_forces"]["spread"],
+            calibration["test_forces"]["error"],
+        )
     return panels
 
 

@@ -158,15 +158,27 @@ def adam_schedule(
                     break
             # continue the next stage from the best parameters found so far
             set_state(best_state)
-            logger.debug("stage %d (batch size %d): %d epochs, best loss %.4g at epoch %d",
-                         stage, bs, sum(1 for s in hist.stage if s == stage), hist.best_val_loss, hist.best_epoch)
+            logger.debug(
+                "stage %d (batch size %d): %d epochs, best loss %.4g at epoch %d",
+                stage,
+                bs,
+                sum(1 for s in hist.stage if s == stage),
+                hist.best_val_loss,
+                hist.best_epoch,
+            )
     finally:
         if bar is not None:
             bar.close()
     set_state(best_state)
     hist.wall_time = time.perf_counter() - t0
-    logger.info("Adam: %d epochs in %.1f s, best %s loss %.4g at epoch %d", len(hist.train_loss), hist.wall_time,
-                "validation" if val_loss is not None else "training", hist.best_val_loss, hist.best_epoch)
+    logger.info(
+        "Adam: %d epochs in %.1f s, best %s loss %.4g at epoch %d",
+        len(hist.train_loss),
+        hist.wall_time,
+        "validation" if val_loss is not None else "training",
+        hist.best_val_loss,
+        hist.best_epoch,
+    )
     return hist
 
 
@@ -211,8 +223,13 @@ def lbfgs_refine(
     if iterations <= 0 or not params:
         return history
     opt = torch.optim.LBFGS(
-        params, lr=1.0, max_iter=chunk, history_size=50, line_search_fn="strong_wolfe",
-        tolerance_grad=1e-14, tolerance_change=1e-16,
+        params,
+        lr=1.0,
+        max_iter=chunk,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-14,
+        tolerance_change=1e-16,
     )
 
     def closure():

@@ -70,7 +70,9 @@ def simulation_cell(perovskite: Perovskite, supercell) -> ReferenceSupercell:
     try:
         return perovskite.supercell(supercell)
     except Exception as exc:
-        raise SimulationError(f"supercell must be an integer N (N x N x N), three integers or a 3x3 matrix; got {supercell!r}: {exc}") from None
+        raise SimulationError(
+            f"supercell must be an integer N (N x N x N), three integers or a 3x3 matrix; got {supercell!r}: {exc}"
+        ) from None
 
 
 def start_configuration(perovskite: Perovskite, supercell=4, start="a0a0a0", angles=None) -> Configuration:
@@ -89,7 +91,9 @@ def start_configuration(perovskite: Perovskite, supercell=4, start="a0a0a0", ang
         try:
             g = glazer_system(start)
         except Exception as exc:
-            raise SimulationError(f"start must be a Glazer symbol (e.g. a0a0a0, a+b-b-) or a structure file: {exc}") from None
+            raise SimulationError(
+                f"start must be a Glazer symbol (e.g. a0a0a0, a+b-b-) or a structure file: {exc}"
+            ) from None
         ref = simulation_cell(perovskite, supercell)
         if g.symbol == "a0a0a0":
             return Configuration(ref, tags={"start": "a0a0a0"})
@@ -108,7 +112,9 @@ def start_configuration(perovskite: Perovskite, supercell=4, start="a0a0a0", ang
             raise SimulationError(f"cannot read the start structure {start}: {exc}") from None
     try:
         ref = infer_supercell(perovskite.supercell(1), atoms.cell.array, len(atoms))
-        return Configuration.from_structure(ref, atoms, tags={"start": str(start) if isinstance(start, (str, Path)) else "atoms"})
+        return Configuration.from_structure(
+            ref, atoms, tags={"start": str(start) if isinstance(start, (str, Path)) else "atoms"}
+        )
     except Exception as exc:
         raise SimulationError(
             f"the start structure does not match the model's reference ({perovskite.formula}, a = "
@@ -116,8 +122,16 @@ def start_configuration(perovskite: Perovskite, supercell=4, start="a0a0a0", ang
         ) from None
 
 
-def check_frame(reference: ReferenceSupercell, positions, lattice, energy: float, step: int, temperature_K: float,
-                max_displacement: float, min_energy_per_fu: float | None = None) -> float:
+def check_frame(
+    reference: ReferenceSupercell,
+    positions,
+    lattice,
+    energy: float,
+    step: int,
+    temperature_K: float,
+    max_displacement: float,
+    min_energy_per_fu: float | None = None,
+) -> float:
     """Raise :class:`BlowUpError` when a frame is outside any physical domain; return the largest displacement."""
     u, _ = undeform(reference, positions, lattice)
     u = u[0] - u[0].mean(axis=0)
@@ -125,11 +139,16 @@ def check_frame(reference: ReferenceSupercell, positions, lattice, energy: float
     if not np.isfinite(energy):
         raise BlowUpError("the energy is not finite", step, temperature_K, dmax)
     if dmax > max_displacement:
-        raise BlowUpError(f"an atom moved {dmax:.2f} A from its site (limit {max_displacement} A)", step, temperature_K, dmax)
+        raise BlowUpError(
+            f"an atom moved {dmax:.2f} A from its site (limit {max_displacement} A)", step, temperature_K, dmax
+        )
     if min_energy_per_fu is not None and energy / reference.n_cells < min_energy_per_fu:
         raise BlowUpError(
             f"the energy fell to {energy / reference.n_cells * 1000:.0f} meV per formula unit above the cubic reference "
-            f"(limit {min_energy_per_fu * 1000:.0f})", step, temperature_K, dmax,
+            f"(limit {min_energy_per_fu * 1000:.0f})",
+            step,
+            temperature_K,
+            dmax,
         )
     return dmax
 

@@ -51,9 +51,21 @@ class Candidate:
     blowup: bool = False
 
 
-def explore(model, temperatures, starts=("a+b-b-", "a0a0a0"), strains=(0.0,), supercell=2, steps: int = 400,
-            equilibration: int = 100, sample_every: int = 10, timestep_fs: float = 4.0, seed: int = 0,
-            threads: int | None = 1, keep_before_blowup: int = 5, progress: bool = False):
+def explore(
+    model,
+    temperatures,
+    starts=("a+b-b-", "a0a0a0"),
+    strains=(0.0,),
+    supercell=2,
+    steps: int = 400,
+    equilibration: int = 100,
+    sample_every: int = 10,
+    timestep_fs: float = 4.0,
+    seed: int = 0,
+    threads: int | None = 1,
+    keep_before_blowup: int = 5,
+    progress: bool = False,
+):
     """MD with ``model`` for every (temperature, start, strain); returns ``(candidates, runs)``.
 
     ``strains`` are hydrostatic strains of the cell (0: NPT, flexible cell; otherwise NVT in the
@@ -72,15 +84,37 @@ def explore(model, temperatures, starts=("a+b-b-", "a0a0a0"), strains=(0.0,), su
                 config = Configuration(base.reference, base.displacements, [e, e, e, 0.0, 0.0, 0.0], dict(base.tags))
                 frames: list[Candidate] = []
 
-                def keep(positions, lattice, energy, temperature, step, _t=t, _s=start, _e=e, _frames=frames, _ref=config.reference):
-                    c = Configuration.from_arrays(_ref, lattice, positions, remove_translation=True,
-                                                  tags={"method": "active", "temperature_K": float(_t), "start": _s,
-                                                        "strain": _e})
+                def keep(
+                    positions,
+                    lattice,
+                    energy,
+                    temperature,
+                    step,
+                    _t=t,
+                    _s=start,
+                    _e=e,
+                    _frames=frames,
+                    _ref=config.reference,
+                ):
+                    c = Configuration.from_arrays(
+                        _ref,
+                        lattice,
+                        positions,
+                        remove_translation=True,
+                        tags={"method": "active", "temperature_K": float(_t), "start": _s, "strain": _e},
+                    )
                     _frames.append(Candidate(c, float(_t), _s, _e, int(step)))
 
-                sim = MDSimulation(m, supercell=supercell, start=config, ensemble="npt" if e == 0.0 else "nvt",
-                                   timestep_fs=timestep_fs, sample_every=sample_every, threads=threads,
-                                   seed=int(seed) * 1000 + k)
+                sim = MDSimulation(
+                    m,
+                    supercell=supercell,
+                    start=config,
+                    ensemble="npt" if e == 0.0 else "nvt",
+                    timestep_fs=timestep_fs,
+                    sample_every=sample_every,
+                    threads=threads,
+                    seed=int(seed) * 1000 + k,
+                )
                 k += 1
                 record = {"temperature_K": float(t), "start": start, "strain": e, "blowup": None}
                 try:
@@ -89,9 +123,9 @@ def explore(model, temperatures, starts=("a+b-b-", "a0a0a0"), strains=(0.0,), su
                 except BlowUpError as exc:
                     record["blowup"] = str(exc)
                     record["steps"] = exc.step
-                    for c in frames[-int(keep_before_blowup):]:
+                    for c in frames[-int(keep_before_blowup) :]:
                         c.blowup = True
-                    frames[:] = frames[-int(keep_before_blowup):] if keep_before_blowup else []
+                    frames[:] = frames[-int(keep_before_blowup) :] if keep_before_blowup else []
                     logger.info("exploration at %.0f K from %s (strain %g) blew up at step %d", t, start, e, exc.step)
                 record["frames"] = len(frames)
                 runs.append(record)
@@ -180,9 +214,17 @@ def farthest_point_order(x: np.ndarray, first: int) -> list[int]:
     return list(dict.fromkeys(order))[:n]
 
 
-def select(committee, candidates: list[Candidate], lower: float, upper: float, max_selected: int,
-           uniqueness_tolerance: float = 0.05, known=(), metric: str = "force",
-           min_distance: float = DEFAULT_MIN_DISTANCE) -> Selection:
+def select(
+    committee,
+    candidates: list[Candidate],
+    lower: float,
+    upper: float,
+    max_selected: int,
+    uniqueness_tolerance: float = 0.05,
+    known=(),
+    metric: str = "force",
+    min_distance: float = DEFAULT_MIN_DISTANCE,
+) -> Selection:
     """Frames inside the trust window, spread out in descriptor space, unique, at most ``max_selected``."""
     if not 0 <= lower < upper:
         raise SimulationError(f"trust window needs 0 <= lower < upper; got lower={lower}, upper={upper}")

@@ -50,7 +50,9 @@ class GlobalEnergy:
     def reset(self, positions, lattice) -> float:
         self.positions = np.array(positions, dtype=float)
         self.lattice = np.array(lattice, dtype=float)
-        self.energy = float(self.model.compute(self.positions, self.lattice, self.reference, forces=False, stress=False)["energy"])
+        self.energy = float(
+            self.model.compute(self.positions, self.lattice, self.reference, forces=False, stress=False)["energy"]
+        )
         return self.energy
 
     def colors(self) -> list[np.ndarray]:
@@ -142,8 +144,9 @@ class LocalEnergy:
                 site = self.fz.site_features(self.positions[None], self.lattice[None], feats)
                 self.G = [s[0].clone() for s in site]
                 self.site_e = [self.model.unit_energies(so, g) for so, g in enumerate(self.G)]
-            energy = self.model.compute(self.positions.numpy(), self.lattice.numpy(), self.reference,
-                                        forces=False, stress=False)["energy"]
+            energy = self.model.compute(
+                self.positions.numpy(), self.lattice.numpy(), self.reference, forces=False, stress=False
+            )["energy"]
         self.energy = float(energy)
         self._pending = None
         return self.energy
@@ -161,7 +164,9 @@ class LocalEnergy:
             rows.append(sites.reshape(-1))
             cols.append(offset + np.repeat(np.arange(n_cl), k))
             offset += n_cl
-        inc = sp.csr_matrix((np.ones(sum(len(r) for r in rows)), (np.concatenate(rows), np.concatenate(cols))), shape=(n, offset))
+        inc = sp.csr_matrix(
+            (np.ones(sum(len(r) for r in rows)), (np.concatenate(rows), np.concatenate(cols))), shape=(n, offset)
+        )
         adj = (inc @ inc.T).astype(bool).astype(np.float32)
         if self.kind == "site":  # a site term depends on every site of every cluster containing it
             adj = (adj @ adj).astype(bool)
@@ -213,7 +218,9 @@ class LocalEnergy:
             if self.kind == "cluster":
                 for o, (s, w) in enumerate(zip(sel, owner)):
                     if len(s):
-                        diff = self.model.unit_energies(o, new[o][0]) - self.model.unit_energies(o, self.phi[o].index_select(0, s))
+                        diff = self.model.unit_energies(o, new[o][0]) - self.model.unit_energies(
+                            o, self.phi[o].index_select(0, s)
+                        )
                         de.index_add_(0, w, diff)
                 site_part = None
             else:
@@ -225,7 +232,12 @@ class LocalEnergy:
         """Add the site-term changes to ``de``; returns what :meth:`commit` needs."""
         torch = _torch()
         n_so = len(self.G)
-        rows_by, cols_by, vals_by, own_by = [[] for _ in range(n_so)], [[] for _ in range(n_so)], [[] for _ in range(n_so)], [[] for _ in range(n_so)]
+        rows_by, cols_by, vals_by, own_by = (
+            [[] for _ in range(n_so)],
+            [[] for _ in range(n_so)],
+            [[] for _ in range(n_so)],
+            [[] for _ in range(n_so)],
+        )
         for o, (s, w) in enumerate(zip(sel, owner)):
             if not len(s):
                 continue
@@ -253,7 +265,9 @@ class LocalEnergy:
             width = self.G[so].shape[1]
             dg = torch.zeros(len(uniq), width, dtype=torch.float64)
             for r_inv, cols, vals in zip(inv.split([len(r) for r in rows_by[so]]), cols_by[so], vals_by[so]):
-                dg.index_put_((r_inv[:, None].expand(-1, len(cols)), cols[None, :].expand(len(r_inv), -1)), vals, accumulate=True)
+                dg.index_put_(
+                    (r_inv[:, None].expand(-1, len(cols)), cols[None, :].expand(len(r_inv), -1)), vals, accumulate=True
+                )
             row_owner = torch.zeros(len(uniq), dtype=torch.long)
             row_owner[inv] = owners
             g_new = self.G[so].index_select(0, uniq) + dg

@@ -63,11 +63,26 @@ class MonteCarlo:
 
     method = "mc"
 
-    def __init__(self, model, supercell=4, start="a0a0a0", ensemble: str = "npt", pressure_GPa: float = 0.0,
-                 displacement: float = 0.1, strain_step: float = 0.002, strain_moves: int = 1,
-                 acceptance: float = 0.4, sample_every: int = 1, trajectory_every: int = 0, checkpoint_every: int = 50,
-                 max_displacement: float = DEFAULT_MAX_DISPLACEMENT, min_energy_per_fu: float = -0.5,
-                 engine: str = "auto", tilt_angles=None, seed: int = 0):
+    def __init__(
+        self,
+        model,
+        supercell=4,
+        start="a0a0a0",
+        ensemble: str = "npt",
+        pressure_GPa: float = 0.0,
+        displacement: float = 0.1,
+        strain_step: float = 0.002,
+        strain_moves: int = 1,
+        acceptance: float = 0.4,
+        sample_every: int = 1,
+        trajectory_every: int = 0,
+        checkpoint_every: int = 50,
+        max_displacement: float = DEFAULT_MAX_DISPLACEMENT,
+        min_energy_per_fu: float = -0.5,
+        engine: str = "auto",
+        tilt_angles=None,
+        seed: int = 0,
+    ):
         self.model = model
         self.supercell = supercell
         self.start = start
@@ -111,7 +126,9 @@ class MonteCarlo:
         for name in ("sample_every", "checkpoint_every", "strain_moves"):
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or v < (0 if name == "strain_moves" else 1):
-                raise SimulationError(f"{name} must be a {'non-negative' if name == 'strain_moves' else 'positive'} integer; got {v!r}")
+                raise SimulationError(
+                    f"{name} must be a {'non-negative' if name == 'strain_moves' else 'positive'} integer; got {v!r}"
+                )
         if self.engine not in ("auto", "local", "global"):
             raise SimulationError(f"engine must be auto, local or global; got {self.engine!r}")
 
@@ -184,7 +201,9 @@ class _MCRun:
         lat = self.ref.lattice @ f_new
         e_new = float(self.model.compute(pos, lat, self.ref, forces=False, stress=False)["energy"])
         dv = (v_new - v_old) * abs(np.linalg.det(self.ref.lattice))
-        arg = -(e_new - self.energy + float(self.mc.pressure_GPa) * units.GPa * dv) / kt + self.ref.n_atoms * np.log(v_new / v_old)
+        arg = -(e_new - self.energy + float(self.mc.pressure_GPa) * units.GPa * dv) / kt + self.ref.n_atoms * np.log(
+            v_new / v_old
+        )
         self.strain_stats[1] += 1
         if np.log(self.rng.random()) < arg:
             self.strain = new
@@ -207,23 +226,36 @@ class _MCRun:
         settings = mc.settings()
         self.engine = energy_engine(self.model, ref, mc.engine)
         self.colors = self.engine.colors()
-        result = SimulationResult(mc.method, {**settings, "schedule": [s.to_dict() for s in schedule],
-                                              "engine": "local" if self.engine.local else "global",
-                                              "colour_classes": len(self.colors)}, ref,
-                                  model=_describe(mc.model))
+        result = SimulationResult(
+            mc.method,
+            {
+                **settings,
+                "schedule": [s.to_dict() for s in schedule],
+                "engine": "local" if self.engine.local else "global",
+                "colour_classes": len(self.colors),
+            },
+            ref,
+            model=_describe(mc.model),
+        )
         sampler = StageSampler.for_reference(ref)
         stage_i, k0 = 0, 0
         ckpt = Path(checkpoint) if checkpoint else None
         resumed = ckpt is not None and ckpt.exists()
         if resumed:
             state = read_checkpoint(ckpt, mc.method)
-            check_same_run(state, settings=settings, schedule=[s.to_dict() for s in schedule], supercell=ref.matrix.tolist())
+            check_same_run(
+                state, settings=settings, schedule=[s.to_dict() for s in schedule], supercell=ref.matrix.tolist()
+            )
             self.u = np.array(state["u"])
             self.strain = np.array(state["strain"])
             self.step = np.array(state["step_sizes"])
             self.rng.bit_generator.state = state["rng"]
             stage_i, k0 = int(state["stage"]), int(state["step_in_stage"])
-            result.stages, result.series, result.steps = list(state["completed"]), list(state.get("series", [])), int(state["steps"])
+            result.stages, result.series, result.steps = (
+                list(state["completed"]),
+                list(state.get("series", [])),
+                int(state["steps"]),
+            )
             _restore_sampler(sampler, state.get("sampler"))
         self.energy = self.engine.reset(self.positions(), self.lattice())
         writer = _TrajectoryWriter(trajectory, append=resumed) if trajectory else None
@@ -235,12 +267,25 @@ class _MCRun:
         moves = 0
 
         def save(next_sweep):
-            write_checkpoint(ckpt, {
-                "method": mc.method, "settings": settings, "schedule": [s.to_dict() for s in schedule],
-                "supercell": ref.matrix.tolist(), "stage": stage_i, "step_in_stage": next_sweep, "steps": result.steps,
-                "u": self.u, "strain": self.strain, "step_sizes": self.step, "rng": self.rng.bit_generator.state,
-                "completed": result.stages, "series": result.series, "sampler": _sampler_state(sampler),
-            })
+            write_checkpoint(
+                ckpt,
+                {
+                    "method": mc.method,
+                    "settings": settings,
+                    "schedule": [s.to_dict() for s in schedule],
+                    "supercell": ref.matrix.tolist(),
+                    "stage": stage_i,
+                    "step_in_stage": next_sweep,
+                    "steps": result.steps,
+                    "u": self.u,
+                    "strain": self.strain,
+                    "step_sizes": self.step,
+                    "rng": self.rng.bit_generator.state,
+                    "completed": result.stages,
+                    "series": result.series,
+                    "sampler": _sampler_state(sampler),
+                },
+            )
 
         try:
             while stage_i < len(schedule):
@@ -261,7 +306,9 @@ class _MCRun:
                         # re-synchronise the running energy with a full evaluation (no drift from summed changes)
                         self.energy = self.engine.reset(pos, lat)
                         e_rel = self.energy - self.e_ref
-                        check_frame(ref, pos, lat, e_rel, result.steps, target, float(mc.max_displacement), mc.min_energy_per_fu)
+                        check_frame(
+                            ref, pos, lat, e_rel, result.steps, target, float(mc.max_displacement), mc.min_energy_per_fu
+                        )
                         sampler.add(pos, lat, e_rel, target)
                     if writer is not None and sweep_no % traj_every == 0:
                         writer.write(self._atoms())

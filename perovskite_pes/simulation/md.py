@@ -79,11 +79,26 @@ class MDSimulation:
 
     method = "md"
 
-    def __init__(self, model, supercell=4, start="a0a0a0", ensemble: str = "npt", timestep_fs: float = 4.0,
-                 thermostat_fs: float = 100.0, barostat_fs: float = 1000.0, pressure_GPa: float = 0.0,
-                 sample_every: int = 10, trajectory_every: int = 0, checkpoint_every: int = 1000,
-                 max_displacement: float = DEFAULT_MAX_DISPLACEMENT, min_energy_per_fu: float = -0.5,
-                 tilt_angles=None, perovskite=None, threads: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        model,
+        supercell=4,
+        start="a0a0a0",
+        ensemble: str = "npt",
+        timestep_fs: float = 4.0,
+        thermostat_fs: float = 100.0,
+        barostat_fs: float = 1000.0,
+        pressure_GPa: float = 0.0,
+        sample_every: int = 10,
+        trajectory_every: int = 0,
+        checkpoint_every: int = 1000,
+        max_displacement: float = DEFAULT_MAX_DISPLACEMENT,
+        min_energy_per_fu: float = -0.5,
+        tilt_angles=None,
+        perovskite=None,
+        threads: int | None = None,
+        seed: int = 0,
+    ):
         self.model = model
         self.supercell = supercell
         self.start = start
@@ -149,12 +164,21 @@ class MDSimulation:
 
         kw = {}
         if self.ensemble == "npt":
-            kw = {"externalstress": -float(self.pressure_GPa) * units.GPa, "hydrostatic": False,
-                  "P_tau": float(self.barostat_fs) * units.fs}
+            kw = {
+                "externalstress": -float(self.pressure_GPa) * units.GPa,
+                "hydrostatic": False,
+                "P_tau": float(self.barostat_fs) * units.fs,
+            }
         with warnings.catch_warnings():  # ASE notes that it picks the barostat mass from P_tau: that is the intent
             warnings.filterwarnings("ignore", message="Using heuristic P_mass")
-            return LangevinBAOAB(atoms, timestep=dt, temperature_K=float(temperature_K),
-                                 T_tau=float(self.thermostat_fs) * units.fs, rng=rng, **kw)
+            return LangevinBAOAB(
+                atoms,
+                timestep=dt,
+                temperature_K=float(temperature_K),
+                T_tau=float(self.thermostat_fs) * units.fs,
+                rng=rng,
+                **kw,
+            )
 
     def _setup(self):
         """Start configuration, ASE calculator and the energy of the undistorted reference cell."""
@@ -173,7 +197,9 @@ class MDSimulation:
         return config, PESCalculator(model, supercell=config.reference), config.reference.n_cells * float(model.e0_)
 
     # ------------------------------------------------------------------ run
-    def run(self, schedule, trajectory=None, checkpoint=None, progress: bool = False, on_sample=None) -> SimulationResult:
+    def run(
+        self, schedule, trajectory=None, checkpoint=None, progress: bool = False, on_sample=None
+    ) -> SimulationResult:
         """Run the stages in order; returns a :class:`SimulationResult` (one summary per stage).
 
         ``trajectory``: a ``.traj`` (ASE) or ``.xyz``/``.extxyz`` file that receives a frame every
@@ -198,15 +224,18 @@ class MDSimulation:
         atoms.calc = calc
         rng = np.random.default_rng(int(self.seed))
         settings = self.settings()
-        result = SimulationResult(self.method, {**settings, "schedule": [s.to_dict() for s in schedule]}, ref,
-                                  model=_describe(self.model))
+        result = SimulationResult(
+            self.method, {**settings, "schedule": [s.to_dict() for s in schedule]}, ref, model=_describe(self.model)
+        )
         sampler = StageSampler.for_reference(ref)
         stage_i, k0 = 0, 0
         ckpt = Path(checkpoint) if checkpoint else None
         resumed = ckpt is not None and ckpt.exists()
         if resumed:
             state = read_checkpoint(ckpt, self.method)
-            check_same_run(state, settings=settings, schedule=[s.to_dict() for s in schedule], supercell=ref.matrix.tolist())
+            check_same_run(
+                state, settings=settings, schedule=[s.to_dict() for s in schedule], supercell=ref.matrix.tolist()
+            )
             atoms.set_cell(np.array(state["cell"]), scale_atoms=False)
             atoms.set_positions(np.array(state["positions"]))
             atoms.set_momenta(np.array(state["momenta"]))
@@ -238,14 +267,27 @@ class MDSimulation:
         kinetic = []
 
         def save(next_step: int):
-            write_checkpoint(ckpt, {
-                "method": self.method, "settings": settings, "schedule": [s.to_dict() for s in schedule],
-                "supercell": ref.matrix.tolist(), "stage": stage_i, "step_in_stage": next_step, "steps": result.steps,
-                "cell": atoms.cell.array, "positions": atoms.positions, "momenta": atoms.get_momenta(),
-                "rng": rng.bit_generator.state, "p_eps": getattr(dyn, "p_eps", None),
-                "force_eps": getattr(dyn, "force_eps", None), "completed": result.stages,
-                "series": result.series, "sampler": _sampler_state(sampler),
-            })
+            write_checkpoint(
+                ckpt,
+                {
+                    "method": self.method,
+                    "settings": settings,
+                    "schedule": [s.to_dict() for s in schedule],
+                    "supercell": ref.matrix.tolist(),
+                    "stage": stage_i,
+                    "step_in_stage": next_step,
+                    "steps": result.steps,
+                    "cell": atoms.cell.array,
+                    "positions": atoms.positions,
+                    "momenta": atoms.get_momenta(),
+                    "rng": rng.bit_generator.state,
+                    "p_eps": getattr(dyn, "p_eps", None),
+                    "force_eps": getattr(dyn, "force_eps", None),
+                    "completed": result.stages,
+                    "series": result.series,
+                    "sampler": _sampler_state(sampler),
+                },
+            )
 
         try:
             while stage_i < len(schedule):
@@ -260,8 +302,16 @@ class MDSimulation:
                     step_no = k + 1
                     if step_no % int(self.sample_every) == 0 or step_no % CHECK_EVERY == 0:
                         energy = atoms.get_potential_energy() - e_ref
-                        check_frame(ref, atoms.positions, atoms.cell.array, energy, result.steps, target,
-                                    float(self.max_displacement), self.min_energy_per_fu)
+                        check_frame(
+                            ref,
+                            atoms.positions,
+                            atoms.cell.array,
+                            energy,
+                            result.steps,
+                            target,
+                            float(self.max_displacement),
+                            self.min_energy_per_fu,
+                        )
                         if k >= stage.equilibration and (step_no - stage.equilibration) % int(self.sample_every) == 0:
                             sampler.add(atoms.positions, atoms.cell.array, energy, target)
                             if on_sample is not None:
@@ -278,7 +328,9 @@ class MDSimulation:
                 summary["stage"] = stage.to_dict()
                 result.stages.append(summary)
                 result.series.append(sampler.series())
-                logger.info("stage %d (%.0f K) done: phase %s", stage_i, stage.mean_temperature, summary["phase"]["glazer"])
+                logger.info(
+                    "stage %d (%.0f K) done: phase %s", stage_i, stage.mean_temperature, summary["phase"]["glazer"]
+                )
                 sampler = StageSampler.for_reference(ref, sampler.octahedra)
                 kinetic = []
                 stage_i, k0 = stage_i + 1, 0

@@ -206,7 +206,9 @@ class OrderParameters:
         return len(self.R)
 
 
-def order_parameters(reference: ReferenceSupercell, positions, lattice, octahedra: OctahedronMap | None = None) -> OrderParameters:
+def order_parameters(
+    reference: ReferenceSupercell, positions, lattice, octahedra: OctahedronMap | None = None
+) -> OrderParameters:
     """Tilt order parameters and lattice parameters of one frame ``(N, 3)`` or many ``(F, N, 3)``."""
     check_tilt_commensurate(reference)
     octa = octahedra if octahedra is not None else OctahedronMap.build(reference)
@@ -274,8 +276,12 @@ def glazer_symbol(R, M, threshold: float = DEFAULT_TILT_THRESHOLD, tolerance: fl
     return found[0][1]
 
 
-def phase_of(reference: ReferenceSupercell, order: OrderParameters, threshold: float = DEFAULT_TILT_THRESHOLD,
-             symprec: float = DEFAULT_PHASE_SYMPREC) -> dict:
+def phase_of(
+    reference: ReferenceSupercell,
+    order: OrderParameters,
+    threshold: float = DEFAULT_TILT_THRESHOLD,
+    symprec: float = DEFAULT_PHASE_SYMPREC,
+) -> dict:
     """Glazer system and space group of the time-averaged structure of the frames in ``order``.
 
     The displacements (rigid translation removed frame by frame) and strains are averaged; the

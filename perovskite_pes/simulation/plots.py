@@ -35,12 +35,23 @@ def plot_scan(scan: dict, path) -> Path:
         axes[1].plot(t, run["chi_R"], style, color=colors[1], marker="s", ms=3, label="chi R" if n == 0 else None)
         lat = np.array(run["lattice_sorted"])
         for k in range(3):
-            axes[2].plot(t, lat[:, k], style, color=colors[3 + k], marker=".", label=f"a{k + 1} (sorted)" if n == 0 else None)
+            axes[2].plot(
+                t, lat[:, k], style, color=colors[3 + k], marker=".", label=f"a{k + 1} (sorted)" if n == 0 else None
+            )
     for tr in scan.get("transitions", []):
         for ax in axes:
-            ax.axvspan(tr["temperature_K"] - tr["uncertainty_K"], tr["temperature_K"] + tr["uncertainty_K"], color="0.85", zorder=0)
-        axes[0].annotate(f"{tr['from']} -> {tr['to']}\n{tr['temperature_K']:.0f} +- {tr['uncertainty_K']:.0f} K",
-                         (tr["temperature_K"], axes[0].get_ylim()[1] * 0.9), ha="center", fontsize=8)
+            ax.axvspan(
+                tr["temperature_K"] - tr["uncertainty_K"],
+                tr["temperature_K"] + tr["uncertainty_K"],
+                color="0.85",
+                zorder=0,
+            )
+        axes[0].annotate(
+            f"{tr['from']} -> {tr['to']}\n{tr['temperature_K']:.0f} +- {tr['uncertainty_K']:.0f} K",
+            (tr["temperature_K"], axes[0].get_ylim()[1] * 0.9),
+            ha="center",
+            fontsize=8,
+        )
     axes[0].set_ylabel("tilt amplitude (deg)")
     axes[1].set_ylabel("susceptibility (deg$^2$/eV per f.u.)")
     axes[1].set_yscale("log")

@@ -70,11 +70,19 @@ class Stage:
 
     @property
     def mean_temperature(self) -> float:
-        return float(self.temperature_K if self.temperature_end_K is None else 0.5 * (self.temperature_K + self.temperature_end_K))
+        return float(
+            self.temperature_K
+            if self.temperature_end_K is None
+            else 0.5 * (self.temperature_K + self.temperature_end_K)
+        )
 
     def to_dict(self) -> dict:
-        return {"temperature_K": self.temperature_K, "steps": int(self.steps), "equilibration": int(self.equilibration),
-                "temperature_end_K": self.temperature_end_K}
+        return {
+            "temperature_K": self.temperature_K,
+            "steps": int(self.steps),
+            "equilibration": int(self.equilibration),
+            "temperature_end_K": self.temperature_end_K,
+        }
 
 
 def temperature_ladder(t_start: float, t_stop: float, t_step: float, steps: int, equilibration: int) -> list[Stage]:
@@ -139,7 +147,9 @@ class StageSampler:
         n = self.n_frames
         mean_u = (self.sum_u / n)[None]
         mean_e = (self.sum_strain / n)[None]
-        return OrderParameters(np.array(self.R), np.array(self.M), np.zeros((n, 0, 3)), np.array(self.lattice), mean_u, mean_e)
+        return OrderParameters(
+            np.array(self.R), np.array(self.M), np.zeros((n, 0, 3)), np.array(self.lattice), mean_u, mean_e
+        )
 
     def summary(self, threshold: float = DEFAULT_TILT_THRESHOLD) -> dict:
         """Thermal averages (``R``, ``M`` per axis in degrees, totals, susceptibilities, lattice) and phase."""

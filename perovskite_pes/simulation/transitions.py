@@ -52,8 +52,14 @@ def run_transitions(temperatures, labels) -> list[dict]:
     out = []
     for k in range(1, len(smooth)):
         if smooth[k] != smooth[k - 1]:
-            out.append({"from": smooth[k - 1], "to": smooth[k], "temperature_K": 0.5 * (temps[k - 1] + temps[k]),
-                        "between": [temps[k - 1], temps[k]]})
+            out.append(
+                {
+                    "from": smooth[k - 1],
+                    "to": smooth[k],
+                    "temperature_K": 0.5 * (temps[k - 1] + temps[k]),
+                    "between": [temps[k - 1], temps[k]],
+                }
+            )
     return out
 
 
@@ -96,16 +102,18 @@ class ScanResult:
     atoms: int = 0
 
     def to_dict(self) -> dict:
-        return jsonable({
-            "transitions": self.transitions,
-            "runs": self.runs,
-            "settings": self.settings,
-            "plots": self.plots,
-            "wall_time_s": self.wall_time_s,
-            "steps": self.steps,
-            "atoms": self.atoms,
-            "steps_per_second": self.steps / self.wall_time_s if self.wall_time_s else 0.0,
-        })
+        return jsonable(
+            {
+                "transitions": self.transitions,
+                "runs": self.runs,
+                "settings": self.settings,
+                "plots": self.plots,
+                "wall_time_s": self.wall_time_s,
+                "steps": self.steps,
+                "atoms": self.atoms,
+                "steps_per_second": self.steps / self.wall_time_s if self.wall_time_s else 0.0,
+            }
+        )
 
 
 class TransitionScan:
@@ -124,9 +132,22 @@ class TransitionScan:
     options : further keyword arguments of :class:`MDSimulation` or :class:`MonteCarlo`
     """
 
-    def __init__(self, model, supercell=4, method: str = "md", t_min: float = 100.0, t_max: float = 500.0,
-                 t_step: float = 25.0, steps: int = 1000, equilibration: int = 500, seeds=(0, 1),
-                 directions=DIRECTIONS, heat_start="a+b-b-", cool_start="a0a0a0", **options):
+    def __init__(
+        self,
+        model,
+        supercell=4,
+        method: str = "md",
+        t_min: float = 100.0,
+        t_max: float = 500.0,
+        t_step: float = 25.0,
+        steps: int = 1000,
+        equilibration: int = 500,
+        seeds=(0, 1),
+        directions=DIRECTIONS,
+        heat_start="a+b-b-",
+        cool_start="a0a0a0",
+        **options,
+    ):
         self.model = model
         self.supercell = supercell
         self.method = method
@@ -161,18 +182,31 @@ class TransitionScan:
         import time
 
         self._check()
-        result = ScanResult(settings={
-            "method": self.method, "supercell": self.supercell, "t_min": self.t_min, "t_max": self.t_max,
-            "t_step": self.t_step, "steps": self.steps, "equilibration": self.equilibration,
-            "seeds": [int(s) for s in self.seeds], "directions": list(self.directions),
-            "heat_start": str(self.heat_start), "cool_start": str(self.cool_start), **jsonable(self.options),
-        })
+        result = ScanResult(
+            settings={
+                "method": self.method,
+                "supercell": self.supercell,
+                "t_min": self.t_min,
+                "t_max": self.t_max,
+                "t_step": self.t_step,
+                "steps": self.steps,
+                "equilibration": self.equilibration,
+                "seeds": [int(s) for s in self.seeds],
+                "directions": list(self.directions),
+                "heat_start": str(self.heat_start),
+                "cool_start": str(self.cool_start),
+                **jsonable(self.options),
+            }
+        )
         t0 = time.perf_counter()
         for seed in self.seeds:
             for direction in self.directions:
                 lo, hi = float(self.t_min), float(self.t_max)
-                ladder = temperature_ladder(lo, hi, self.t_step, self.steps, self.equilibration) if direction == "heat" \
+                ladder = (
+                    temperature_ladder(lo, hi, self.t_step, self.steps, self.equilibration)
+                    if direction == "heat"
                     else temperature_ladder(hi, lo, self.t_step, self.steps, self.equilibration)
+                )
                 sim = self._simulation(self.heat_start if direction == "heat" else self.cool_start, seed)
                 ckpt = Path(workdir) / f"{direction}-seed{seed}.checkpoint.json" if workdir else None
                 logger.info("%s run, seed %s: %d temperatures", direction, seed, len(ladder))
@@ -183,8 +217,16 @@ class TransitionScan:
                     res, blown = exc.result, str(exc)
                     logger.warning("%s run, seed %s stopped early: %s", direction, seed, exc)
                     if res is None or not res.stages:
-                        result.runs.append({"seed": int(seed), "direction": direction, "temperature_K": [], "phase": [],
-                                            "transitions": [], "stopped": blown})
+                        result.runs.append(
+                            {
+                                "seed": int(seed),
+                                "direction": direction,
+                                "temperature_K": [],
+                                "phase": [],
+                                "transitions": [],
+                                "stopped": blown,
+                            }
+                        )
                         continue
                 temps = [s["temperature_K"] for s in res.stages]
                 labels = [s["phase"]["glazer"] for s in res.stages]
@@ -204,7 +246,9 @@ class TransitionScan:
                     "lattice_sorted": [s["lattice_sorted"] for s in res.stages],
                     "energy_per_fu_eV": [s["energy_per_fu_eV"] for s in res.stages],
                     "transitions": run_transitions(temps, labels),
-                    "susceptibility_peak_K": {k: float(temps[int(np.argmax([s[f"chi_{k}"] for s in res.stages]))]) for k in ("R", "M")},
+                    "susceptibility_peak_K": {
+                        k: float(temps[int(np.argmax([s[f"chi_{k}"] for s in res.stages]))]) for k in ("R", "M")
+                    },
                     "steps_per_second": res.steps_per_second,
                     "stopped": blown,
                 }
@@ -213,6 +257,8 @@ class TransitionScan:
                 result.atoms = res.atoms
         result.wall_time_s = time.perf_counter() - t0
         if not any(run["temperature_K"] for run in result.runs):
-            raise SimulationError(f"every run stopped before its first temperature was sampled: {result.runs[0]['stopped']}")
+            raise SimulationError(
+                f"every run stopped before its first temperature was sampled: {result.runs[0]['stopped']}"
+            )
         result.transitions = combine_transitions(result.runs, float(self.t_step))
         return result

@@ -30,6 +30,7 @@ __all__ = [
     "strain_to_matrix",
 ]
 
+
 @dataclass(eq=False)
 class Configuration:
     """Reference supercell + displacements + strain, with free-form sampling provenance in ``tags``."""
@@ -61,8 +62,10 @@ class Configuration:
         short.maxstring = short.maxother = 30
         items = [f"{short.repr(k)}: {short.repr(v)}" for k, v in list(self.tags.items())[:3]]
         tags = "{" + ", ".join(items + (["..."] if len(self.tags) > 3 else [])) + "}"
-        return (f"Configuration({self.reference!r}, max |u| {u:.3f} A, max |strain| "
-                f"{float(np.abs(self.strain).max()):.4f}, tags={tags})")
+        return (
+            f"Configuration({self.reference!r}, max |u| {u:.3f} A, max |strain| "
+            f"{float(np.abs(self.strain).max()):.4f}, tags={tags})"
+        )
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -84,9 +87,7 @@ class Configuration:
     def to_structure(self):
         from pymatgen.core import Lattice, Structure
 
-        return Structure(
-            Lattice(self.lattice), self.species, self.positions, coords_are_cartesian=True
-        )
+        return Structure(Lattice(self.lattice), self.species, self.positions, coords_are_cartesian=True)
 
     def to_ase(self):
         from ase import Atoms
@@ -120,7 +121,12 @@ class Configuration:
 
     @classmethod
     def from_structure(
-        cls, reference: ReferenceSupercell, structure, remove_translation: bool = False, max_displacement=None, tags=None
+        cls,
+        reference: ReferenceSupercell,
+        structure,
+        remove_translation: bool = False,
+        max_displacement=None,
+        tags=None,
     ) -> Configuration:
         """Map a pymatgen Structure or ASE Atoms in any site order onto the reference supercell.
 
@@ -153,9 +159,7 @@ class Configuration:
         if lattice.shape != (3, 3):
             raise ConfigurationError(f"lattice must be 3x3; got shape {lattice.shape}")
         if positions.shape != (n, 3):
-            raise ConfigurationError(
-                f"structure has {positions.shape[0]} sites but the reference supercell has {n}"
-            )
+            raise ConfigurationError(f"structure has {positions.shape[0]} sites but the reference supercell has {n}")
         # L = L0 F_total^T  ->  F_total = L^T L0^-T ; polar: F_total = R U
         f_total = lattice.T @ np.linalg.inv(reference.lattice.T)
         rot, u = polar(f_total, side="right")

@@ -61,7 +61,9 @@ def detect_format(path, fmt: str | None = None) -> str:
         if f in ("vasp", "poscars"):
             f = "poscar"
         if f not in FORMATS:
-            raise ConfigurationIOError(f"unknown configuration file format {fmt!r}; expected one of {', '.join(FORMATS)}")
+            raise ConfigurationIOError(
+                f"unknown configuration file format {fmt!r}; expected one of {', '.join(FORMATS)}"
+            )
         return f
     p = Path(path)
     suffix = p.suffix.lower()
@@ -171,7 +173,9 @@ def _to_config(structure, reference, header_ref, tags, where: str) -> Configurat
         raise ConfigurationIOError(f"{where}: {exc}") from None
 
 
-def read_configurations(path, reference: ReferenceSupercell | None = None, fmt: str | None = None) -> list[Configuration]:
+def read_configurations(
+    path, reference: ReferenceSupercell | None = None, fmt: str | None = None
+) -> list[Configuration]:
     """Read configurations written by :func:`write_configurations` (or by other programs).
 
     ``reference`` overrides the reference recorded in the file (and is required when the file
@@ -223,7 +227,7 @@ def _read_cif(path: Path, reference):
     for part in parts:
         if part.startswith("#pes: "):
             first, _, rest = part.partition("\n")
-            pending = json.loads(first[len("#pes: "):])
+            pending = json.loads(first[len("#pes: ") :])
             part = rest
             if not part.strip():
                 continue
@@ -246,7 +250,11 @@ def _read_cif(path: Path, reference):
 def _read_poscars(path: Path, reference):
     from pymatgen.io.vasp import Poscar
 
-    files = sorted(f for f in path.iterdir() if f.is_file() and ("POSCAR" in f.name or f.suffix == ".vasp")) if path.is_dir() else [path]
+    files = (
+        sorted(f for f in path.iterdir() if f.is_file() and ("POSCAR" in f.name or f.suffix == ".vasp"))
+        if path.is_dir()
+        else [path]
+    )
     if not files:
         raise ConfigurationIOError(f"{path}: no POSCAR files found")
     out = []
@@ -258,7 +266,7 @@ def _read_poscars(path: Path, reference):
         header = None
         comment = poscar.comment or ""
         if comment.startswith("pes: "):
-            header = json.loads(comment[len("pes: "):])
+            header = json.loads(comment[len("pes: ") :])
         tags = (header or {}).get("tags", {})
         out.append(_to_config(poscar.structure, reference, _reference_from_header(header), tags, str(f)))
     return out

@@ -37,9 +37,7 @@ def _arrays(structure):
             np.array(structure.cart_coords, dtype=float),
             [site.specie.symbol for site in structure],
         )
-    raise ConfigurationError(
-        f"expected a pymatgen Structure or ASE Atoms; got {type(structure).__name__}"
-    )
+    raise ConfigurationError(f"expected a pymatgen Structure or ASE Atoms; got {type(structure).__name__}")
 
 
 def _same_species_nn(reference: ReferenceSupercell, species: str) -> float:

@@ -64,7 +64,9 @@ class Perovskite:
         object.__setattr__(self, "species", species)
         a = float(self.lattice_parameter)
         if not np.isfinite(a) or a <= 0:
-            raise ReferenceStructureError(f"lattice parameter must be a positive length in Angstrom; got {self.lattice_parameter!r}")
+            raise ReferenceStructureError(
+                f"lattice parameter must be a positive length in Angstrom; got {self.lattice_parameter!r}"
+            )
         object.__setattr__(self, "lattice_parameter", a)
 
     @property
@@ -175,9 +177,7 @@ class ReferenceSupercell:
         # bounding box of the supercell corners in primitive coordinates
         corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) @ m
         lo, hi = corners.min(0), corners.max(0)
-        grid = np.stack(
-            np.meshgrid(*[np.arange(lo[d], hi[d] + 1) for d in range(3)], indexing="ij"), -1
-        ).reshape(-1, 3)
+        grid = np.stack(np.meshgrid(*[np.arange(lo[d], hi[d] + 1) for d in range(3)], indexing="ij"), -1).reshape(-1, 3)
         frac = grid @ np.linalg.inv(m)  # fractional coordinates in the supercell
         inside = np.all((frac > -1e-8) & (frac < 1 - 1e-8), axis=1)
         t = grid[inside]
@@ -189,9 +189,7 @@ class ReferenceSupercell:
     @cached_property
     def sublattice(self) -> np.ndarray:
         """Sublattice label ('A', 'B' or 'X') of every site."""
-        return np.array(
-            [lab for lab in SUBLATTICES for _ in range(len(PRIMITIVE_SITES[lab]) * self.n_cells)]
-        )
+        return np.array([lab for lab in SUBLATTICES for _ in range(len(PRIMITIVE_SITES[lab]) * self.n_cells)])
 
     @cached_property
     def primitive_index(self) -> np.ndarray:

@@ -346,11 +346,16 @@ def random_nsphere(
             bar.update(1)
     if bar is not None:
         bar.close()
-    logger.info("random sampling: %d accepted of %d drawn (%d too close, %d not unique)", len(out), tries, n_close, n_similar)
+    logger.info(
+        "random sampling: %d accepted of %d drawn (%d too close, %d not unique)", len(out), tries, n_close, n_similar
+    )
     if len(out) < n:
-        warnings.warn(f"random sampling stopped after max_tries={max_tries} draws with {len(out)} of {n} configurations "
-                      f"({n_close} too close, {n_similar} not unique); lower the uniqueness threshold or the radii",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"random sampling stopped after max_tries={max_tries} draws with {len(out)} of {n} configurations "
+            f"({n_close} too close, {n_similar} not unique); lower the uniqueness threshold or the radii",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return out
 
 

@@ -25,7 +25,9 @@ def strain_to_matrix(strain) -> np.ndarray:
             raise ConfigurationError("strain tensor must be symmetric")
         return s.copy()
     if s.shape != (6,):
-        raise ConfigurationError(f"strain must be a 6-vector (xx, yy, zz, yz, xz, xy) or a symmetric 3x3; got shape {s.shape}")
+        raise ConfigurationError(
+            f"strain must be a 6-vector (xx, yy, zz, yz, xz, xy) or a symmetric 3x3; got shape {s.shape}"
+        )
     m = np.zeros((3, 3))
     for k, (i, j) in enumerate(VOIGT_PAIRS):
         m[i, j] = m[j, i] = s[k]

@@ -81,7 +81,9 @@ class SupercellSymmetry:
     def point_op_indices(self) -> np.ndarray:
         """Operations with no translation part (the point group about the B site at the origin)."""
         frac = self.translations @ np.linalg.inv(self.reference.perovskite.lattice)
-        return np.flatnonzero(np.all(np.abs(frac - np.round(frac)) < 1e-8, axis=1) & np.all(np.abs(frac) < 1e-8, axis=1))
+        return np.flatnonzero(
+            np.all(np.abs(frac - np.round(frac)) < 1e-8, axis=1) & np.all(np.abs(frac) < 1e-8, axis=1)
+        )
 
     @property
     def pure_translation_indices(self) -> np.ndarray:

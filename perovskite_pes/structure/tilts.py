@@ -208,7 +208,9 @@ def tilt_displacements(reference: ReferenceSupercell, glazer: str | GlazerSystem
     return disp
 
 
-def tilt_configuration(reference: ReferenceSupercell, glazer: str | GlazerSystem, angles_deg=None, tags=None) -> Configuration:
+def tilt_configuration(
+    reference: ReferenceSupercell, glazer: str | GlazerSystem, angles_deg=None, tags=None
+) -> Configuration:
     """The reference with the octahedral tilts of a Glazer system (cubic lattice, no strain).
 
     Tags record ``tilt_system`` (the Glazer symbol) and ``angles`` (per-axis degrees).

@@ -51,8 +51,17 @@ def labelled_by_loop(history: dict) -> int:
     return sum(int(rec.get("n_to_label", 0)) for rec in history.values())
 
 
-def active_iteration(store, model_path, settings: dict, iteration: int, calculator: dict, campaign: str,
-                     campaign_dir: Path, seed: int = 0, model_errors: dict | None = None) -> dict:
+def active_iteration(
+    store,
+    model_path,
+    settings: dict,
+    iteration: int,
+    calculator: dict,
+    campaign: str,
+    campaign_dir: Path,
+    seed: int = 0,
+    model_errors: dict | None = None,
+) -> dict:
     """Explore with the committee at ``model_path``, select, store the selection; returns the iteration's record.
 
     ``settings``: the spec's ``active`` section (as a dict); ``model_errors``: the CV and test RMSE of
@@ -69,10 +78,14 @@ def active_iteration(store, model_path, settings: dict, iteration: int, calculat
     if not hasattr(model, "predict_uncertainty"):
         from ..simulation import SimulationError
 
-        raise SimulationError(f"{model_path} holds a {type(model).__name__}, not a committee: the loop needs the "
-                              "spread of several models (training.options committee, or active.committee)")
-    kw = {k: settings[k] for k in ("temperatures", "starts", "strains", "steps", "equilibration", "sample_every",
-                                    "timestep_fs")}
+        raise SimulationError(
+            f"{model_path} holds a {type(model).__name__}, not a committee: the loop needs the "
+            "spread of several models (training.options committee, or active.committee)"
+        )
+    kw = {
+        k: settings[k]
+        for k in ("temperatures", "starts", "strains", "steps", "equilibration", "sample_every", "timestep_fs")
+    }
     kw["supercell"] = settings.get("supercell", 2)
     candidates, runs = explore(model, seed=seed + 7919 * iteration, progress=progress_enabled(), **kw)
     t_explore = time.perf_counter() - t0
@@ -80,17 +93,26 @@ def active_iteration(store, model_path, settings: dict, iteration: int, calculat
     known = [d["config"] for d in store.training_data(calculator=calculator["name"], settings_hash=h)]
     remaining = int(settings["budget"]) - labelled_by_loop(history)
     t1 = time.perf_counter()
-    sel = select(model, candidates, float(settings["lower"]), float(settings["upper"]),
-                 max(1, min(int(settings["max_selected"]), remaining)), float(settings["uniqueness_tolerance"]),
-                 known=known, metric=settings["metric"])
+    sel = select(
+        model,
+        candidates,
+        float(settings["lower"]),
+        float(settings["upper"]),
+        max(1, min(int(settings["max_selected"]), remaining)),
+        float(settings["uniqueness_tolerance"]),
+        known=known,
+        metric=settings["metric"],
+    )
     t_select = time.perf_counter() - t1
     for c in sel.configurations:
         c.tags["iteration"] = int(iteration)
     uncertain = sel.fraction_uncertain()
     reason = None
     if uncertain < float(settings["stop_fraction"]):
-        reason = (f"converged: at every temperature less than {settings['stop_fraction']:.0%} of the explored frames "
-                  f"lie above the lower trust bound (largest fraction {uncertain:.1%})")
+        reason = (
+            f"converged: at every temperature less than {settings['stop_fraction']:.0%} of the explored frames "
+            f"lie above the lower trust bound (largest fraction {uncertain:.1%})"
+        )
     elif remaining <= 0:
         reason = f"budget of {settings['budget']} calculations spent"
     elif iteration > int(settings["iterations"]):
@@ -116,8 +138,14 @@ def active_iteration(store, model_path, settings: dict, iteration: int, calculat
     history[str(iteration)] = record
     _save_history(campaign_dir, history)
     plot_history(history, history_path(campaign_dir).with_name("convergence.png"))
-    logger.info("active iteration %d: %d candidates, %d in window, %d to label; %s", iteration,
-                sel.n_candidates, sel.n_in_window, len(saved["todo"]), reason or "continue")
+    logger.info(
+        "active iteration %d: %d candidates, %d in window, %d to label; %s",
+        iteration,
+        sel.n_candidates,
+        sel.n_in_window,
+        len(saved["todo"]),
+        reason or "continue",
+    )
     return record
 
 

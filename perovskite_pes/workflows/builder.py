@@ -52,8 +52,12 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
     if spec.active.enabled:  # exploration needs the committee's spread from the first training on
         training["committee"] = {"size": spec.active.committee}
     policy = spec.to_dict()["retrain"]
-    batch = {"per_firework": spec.fireworks.per_firework, "category": cat,
-             "flush_every": spec.fireworks.flush_every, "fizzle_on": spec.fireworks.fizzle_on}
+    batch = {
+        "per_firework": spec.fireworks.per_firework,
+        "category": cat,
+        "flush_every": spec.fireworks.flush_every,
+        "fizzle_on": spec.fireworks.fizzle_on,
+    }
     common = {"reference": reference}
     fws: list[Firework] = []
 
@@ -72,7 +76,8 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
         relax = spec.steps.relax_reference.relax
         relax_ref = firework(
             [RelaxReferenceTask(campaign=name, reference=reference, calculator=calc, relax=relax)],
-            "relax_reference", "relax reference",
+            "relax_reference",
+            "relax reference",
             dkey=dupe_key("relax_reference", reference, relax, calc),
         )
     top = [relax_ref] if relax_ref else None
@@ -83,62 +88,117 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
         if g == CUBIC:
             continue
         relax_fw[g] = firework(
-            [RelaxTiltTask(campaign=name, glazer=g, reference=reference, supercell=supercell, calculator=calc,
-                           angles_deg=rt.angles_deg, relax=rt.relax)],
-            "relax_tilt", f"relax {g}", parents=top,
+            [
+                RelaxTiltTask(
+                    campaign=name,
+                    glazer=g,
+                    reference=reference,
+                    supercell=supercell,
+                    calculator=calc,
+                    angles_deg=rt.angles_deg,
+                    relax=rt.relax,
+                )
+            ],
+            "relax_tilt",
+            f"relax {g}",
+            parents=top,
             dkey=dupe_key("relax_tilt", g, reference, supercell, rt.angles_deg, rt.relax, calc),
         )
 
     retrain = policy if (spec.retrain.enabled and spec.training.enabled) else None
-    enum_kwargs = dict(campaign=name, reference=reference, supercell=supercell, calculator=calc,
-                       batch=batch, seed=spec.seed, retrain=retrain, training=training)
+    enum_kwargs = dict(
+        campaign=name,
+        reference=reference,
+        supercell=supercell,
+        calculator=calc,
+        batch=batch,
+        seed=spec.seed,
+        retrain=retrain,
+        training=training,
+    )
     sampling = {k: steps_dict[k] for k in ("mode_grid", "strain_grid", "random")}
     enumerate_fws = []
     for g, parent_fw in relax_fw.items():
-        enumerate_fws.append(firework(
-            [EnumerateTask(parents=[g], sampling=sampling, **enum_kwargs)],
-            "enumerate", f"enumerate around {g}", parents=[parent_fw] if parent_fw else top,
-            category=None,
-            dkey=dupe_key("enumerate", g, sampling, spec.seed, reference, supercell, calc, batch, retrain, training),
-        ))
+        enumerate_fws.append(
+            firework(
+                [EnumerateTask(parents=[g], sampling=sampling, **enum_kwargs)],
+                "enumerate",
+                f"enumerate around {g}",
+                parents=[parent_fw] if parent_fw else top,
+                category=None,
+                dkey=dupe_key(
+                    "enumerate", g, sampling, spec.seed, reference, supercell, calc, batch, retrain, training
+                ),
+            )
+        )
     if spec.steps.interpolations:  # one Firework for all paths: few Fireworks keep the embedded store fast
         paths = [{"path": list(ip.path), "n": ip.n} for ip in spec.steps.interpolations]
         visited = list(dict.fromkeys(g for p in paths for g in p["path"]))
         parents = list({id(f): f for f in (relax_fw.get(g) for g in visited) if f is not None}.values()) or top
-        enumerate_fws.append(firework(
-            [EnumerateTask(parents=visited, paths=paths, sampling={}, **enum_kwargs)],
-            "enumerate", "enumerate paths", parents=parents, category=None,
-            dkey=dupe_key("interpolate", paths, reference, supercell, calc, batch, retrain, training),
-        ))
+        enumerate_fws.append(
+            firework(
+                [EnumerateTask(parents=visited, paths=paths, sampling={}, **enum_kwargs)],
+                "enumerate",
+                "enumerate paths",
+                parents=parents,
+                category=None,
+                dkey=dupe_key("interpolate", paths, reference, supercell, calc, batch, retrain, training),
+            )
+        )
 
     if spec.training.enabled:
         # the loop explores with a committee: train one even when a plain model of the same data is active
         mode = "force" if spec.active.enabled else ("if_new" if spec.retrain.final else "policy")
-        train, report = train_fireworks(name, calc, training, policy, mode=mode,
-                                        trigger="initial" if spec.active.enabled else "final")
+        train, report = train_fireworks(
+            name, calc, training, policy, mode=mode, trigger="initial" if spec.active.enabled else "final"
+        )
         train.parents = list(enumerate_fws)
         final = [train, report]
         if spec.active.enabled:  # the loop appends its iterations, then [simulate ->] report (final)
             active = {**spec.to_dict()["active"], "supercell": supercell}  # explore in the training supercell
-            loop = active_firework(name, 1, active, calc, training, policy, batch, spec.seed,
-                                   spec.simulate.scan_kwargs() if spec.simulate.enabled else None)
+            loop = active_firework(
+                name,
+                1,
+                active,
+                calc,
+                training,
+                policy,
+                batch,
+                spec.seed,
+                spec.simulate.scan_kwargs() if spec.simulate.enabled else None,
+            )
             loop.parents = [train]
             final = [train, report, loop]
         elif spec.simulate.enabled:  # train -> simulate -> report: the report holds the phase sequence
-            sim = Firework([SimulateTask(campaign=name, simulate=spec.simulate.scan_kwargs(), calculator=calc["name"])],
-                           spec=fw_spec_base(name, "simulate", None, pes_trigger="final", _allow_fizzled_parents=True,
-                                             _pes_name=f"{name}: simulate"),
-                           name=f"{name}: simulate", parents=[train])
+            sim = Firework(
+                [SimulateTask(campaign=name, simulate=spec.simulate.scan_kwargs(), calculator=calc["name"])],
+                spec=fw_spec_base(
+                    name,
+                    "simulate",
+                    None,
+                    pes_trigger="final",
+                    _allow_fizzled_parents=True,
+                    _pes_name=f"{name}: simulate",
+                ),
+                name=f"{name}: simulate",
+                parents=[train],
+            )
             report.parents = [sim]
             final = [train, sim, report]
     else:  # a data-only campaign: the report waits for every calculation
-        report = Firework([CampaignReportTask(campaign=name, calculator=calc["name"])],
-                          spec=fw_spec_base(name, "report", None, pes_trigger="final", _allow_fizzled_parents=True,
-                                            _pes_name=f"{name}: report"),
-                          name=f"{name}: report", parents=list(enumerate_fws))
+        report = Firework(
+            [CampaignReportTask(campaign=name, calculator=calc["name"])],
+            spec=fw_spec_base(
+                name, "report", None, pes_trigger="final", _allow_fizzled_parents=True, _pes_name=f"{name}: report"
+            ),
+            name=f"{name}: report",
+            parents=list(enumerate_fws),
+        )
         final = [report]
     for fw in final:
         fw.spec.update(common)
-    return Workflow(fws + final, name=f"campaign {name}",
-                    metadata={"campaign": name, "spec_hash": spec_hash(spec), "spec": spec.to_dict(),
-                              "source": spec.source})
+    return Workflow(
+        fws + final,
+        name=f"campaign {name}",
+        metadata={"campaign": name, "spec_hash": spec_hash(spec), "spec": spec.to_dict(), "source": spec.source},
+    )

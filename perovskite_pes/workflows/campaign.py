@@ -1,10 +1,10 @@
 """Submit, run, inspect and repair campaigns on the LaunchPad of :func:`perovskite_pes.db.get_launchpad`.
 
-    spec = load_spec("workflows/quickstart.yaml")   # validated: a malformed spec never gets here
-    submit_campaign(spec)                           # adds the workflow (once)
-    run_campaign(spec)                              # submit + run every Firework locally
-    campaign_status("quickstart")                   # Fireworks by state, failures, data, model
-    rerun_failed("quickstart")                      # lost runs and FIZZLED Fireworks run again
+spec = load_spec("workflows/quickstart.yaml")   # validated: a malformed spec never gets here
+submit_campaign(spec)                           # adds the workflow (once)
+run_campaign(spec)                              # submit + run every Firework locally
+campaign_status("quickstart")                   # Fireworks by state, failures, data, model
+rerun_failed("quickstart")                      # lost runs and FIZZLED Fireworks run again
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "run_campaign",
     "submit_campaign",
 ]
+
 
 def check_calculator(spec: CampaignSpec):
     """Construct the campaign's calculator: unknown or invalid settings are rejected before submission."""
@@ -76,15 +77,24 @@ def submit_campaign(spec: CampaignSpec, lpad=None, force: bool = False) -> dict:
     h = spec_hash(spec)
     found = existing_workflows(lpad, spec.name, h)
     if found and not force:
-        return {"campaign": spec.name, "submitted": False, "n_fireworks": 0,
-                "reason": f"campaign {spec.name!r} with this spec is already on the LaunchPad "
-                          f"(workflow of fw_ids {min(found[0]['nodes'])}..{max(found[0]['nodes'])}, "
-                          f"state {found[0].get('state')}); nothing added",
-                "fw_ids": sorted(found[0]["nodes"])}
+        return {
+            "campaign": spec.name,
+            "submitted": False,
+            "n_fireworks": 0,
+            "reason": f"campaign {spec.name!r} with this spec is already on the LaunchPad "
+            f"(workflow of fw_ids {min(found[0]['nodes'])}..{max(found[0]['nodes'])}, "
+            f"state {found[0].get('state')}); nothing added",
+            "fw_ids": sorted(found[0]["nodes"]),
+        }
     wf = build_workflow(spec)
     mapping = lpad.add_wf(wf)
-    return {"campaign": spec.name, "submitted": True, "n_fireworks": len(wf.fws),
-            "reason": "added to the LaunchPad", "fw_ids": sorted(mapping.values())}
+    return {
+        "campaign": spec.name,
+        "submitted": True,
+        "n_fireworks": len(wf.fws),
+        "reason": "added to the LaunchPad",
+        "fw_ids": sorted(mapping.values()),
+    }
 
 
 # ----------------------------------------------------------------------------------- running
@@ -121,12 +131,19 @@ def recover_lost_runs(lpad, name: str | None, expiration_secs: float) -> dict:
     """Mark RUNNING Fireworks whose worker stopped pinging for ``expiration_secs`` as lost and rerun them."""
     query = {"fw_id": {"$in": campaign_fw_ids(lpad, name)}}
     lost_launches, lost_fws, inconsistent = lpad.detect_lostruns(
-        expiration_secs=expiration_secs, rerun=True, refresh=True, query=query)
+        expiration_secs=expiration_secs, rerun=True, refresh=True, query=query
+    )
     return {"lost_launches": list(lost_launches), "lost_fireworks": list(lost_fws), "inconsistent": list(inconsistent)}
 
 
-def run_campaign(spec: CampaignSpec, progress: bool = True, max_fireworks: int | None = None,
-                 force_submit: bool = False, stream=None, quiet: bool = True) -> dict:
+def run_campaign(
+    spec: CampaignSpec,
+    progress: bool = True,
+    max_fireworks: int | None = None,
+    force_submit: bool = False,
+    stream=None,
+    quiet: bool = True,
+) -> dict:
     """Submit the campaign (once) and run its Fireworks in this process until none is left to run.
 
     On the embedded store no other process can be running Fireworks (the store is locked), so
@@ -147,9 +164,15 @@ def run_campaign(spec: CampaignSpec, progress: bool = True, max_fireworks: int |
     counts = _counts(lpad, spec.name)
     # enumerations and the retraining/active-learning loop add Fireworks as they run, so the total grows:
     # show what is known so far and the elapsed time, no ETA (it would mislead)
-    bar = tqdm(total=sum(counts.values()), desc=f"campaign {spec.name}", unit="fw", disable=not progress,
-               file=stream, initial=counts.get("COMPLETED", 0) + counts.get("FIZZLED", 0),
-               bar_format="{desc}: {n_fmt}/{total_fmt} Fireworks known so far done [{elapsed}] {postfix}")
+    bar = tqdm(
+        total=sum(counts.values()),
+        desc=f"campaign {spec.name}",
+        unit="fw",
+        disable=not progress,
+        file=stream,
+        initial=counts.get("COMPLETED", 0) + counts.get("FIZZLED", 0),
+        bar_format="{desc}: {n_fmt}/{total_fmt} Fireworks known so far done [{elapsed}] {postfix}",
+    )
     try:
         with environment(PES_PROGRESS=1 if progress else 0), quiet_fireworks(quiet):
             while True:
@@ -164,12 +187,14 @@ def run_campaign(spec: CampaignSpec, progress: bool = True, max_fireworks: int |
                     continue
                 if max_fireworks is not None and n_launched >= max_fireworks:
                     break
-                nxt = lpad.fireworks.find_one({"state": "READY", **fworker.query}, {"name": 1},
-                                              sort=[("spec._priority", -1)])  # FireWorks' own order
+                nxt = lpad.fireworks.find_one(
+                    {"state": "READY", **fworker.query}, {"name": 1}, sort=[("spec._priority", -1)]
+                )  # FireWorks' own order
                 if nxt:
                     bar.set_postfix_str(str(nxt.get("name", "")).split(": ", 1)[-1][:40])
-                rapidfire(lpad, fworker, m_dir=str(launch_dir), nlaunches=1, max_loops=1, sleep_time=0.1,
-                          strm_lvl="ERROR")
+                rapidfire(
+                    lpad, fworker, m_dir=str(launch_dir), nlaunches=1, max_loops=1, sleep_time=0.1, strm_lvl="ERROR"
+                )
                 n_launched += 1
                 counts = _counts(lpad, spec.name)
                 bar.total = sum(counts.values())
@@ -180,8 +205,7 @@ def run_campaign(spec: CampaignSpec, progress: bool = True, max_fireworks: int |
         bar.close()
         store.flush()
     status = campaign_status(spec.name, lpad=lpad)
-    status.update(submitted=submitted, recovered=recovered, wall_time=time.perf_counter() - t0,
-                  n_launched=n_launched)
+    status.update(submitted=submitted, recovered=recovered, wall_time=time.perf_counter() - t0, n_launched=n_launched)
     return status
 
 

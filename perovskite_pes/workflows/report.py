@@ -27,14 +27,18 @@ def stage_timings(lpad, name: str) -> dict:
     """
     from .status import campaign_fw_ids
 
-    fws = list(lpad.fireworks.find({"fw_id": {"$in": campaign_fw_ids(lpad, name)}},
-                                   {"fw_id": 1, "launches": 1, "spec.pes_kind": 1}))
+    fws = list(
+        lpad.fireworks.find(
+            {"fw_id": {"$in": campaign_fw_ids(lpad, name)}}, {"fw_id": 1, "launches": 1, "spec.pes_kind": 1}
+        )
+    )
     lids = sorted({lid for fw in fws for lid in (fw.get("launches") or [])})
     out = {s: 0.0 for s in STAGES}
     per_kind: dict = {}
     launch_total = 0.0
-    for launch in lpad.launches.find({"launch_id": {"$in": lids}}, {"action.stored_data": 1, "state_history": 1,
-                                                                    "runtime_secs": 1, "fw_id": 1}):
+    for launch in lpad.launches.find(
+        {"launch_id": {"$in": lids}}, {"action.stored_data": 1, "state_history": 1, "runtime_secs": 1, "fw_id": 1}
+    ):
         sd = ((launch.get("action") or {}).get("stored_data")) or {}
         timings = sd.get("timings") or {}
         inside = 0.0
@@ -46,12 +50,13 @@ def stage_timings(lpad, name: str) -> dict:
         if runtime is None:
             runtime = _runtime(launch.get("state_history") or [])
         launch_total += float(runtime or 0.0)
-        kind = next((fw.get("spec", {}).get("pes_kind", "other") for fw in fws if launch.get("fw_id") == fw["fw_id"]), "other")
+        kind = next(
+            (fw.get("spec", {}).get("pes_kind", "other") for fw in fws if launch.get("fw_id") == fw["fw_id"]), "other"
+        )
         per_kind[kind] = per_kind.get(kind, 0.0) + float(runtime or 0.0)
     inside_total = sum(out.values())
     out = {k: v for k, v in out.items() if v > 0 or k in ("enumerate", "calculate", "store", "train")}
-    return {"stages": out, "launch_seconds": launch_total, "task_seconds": inside_total,
-            "per_kind": per_kind}
+    return {"stages": out, "launch_seconds": launch_total, "task_seconds": inside_total, "per_kind": per_kind}
 
 
 def _runtime(history: list) -> float | None:
@@ -105,8 +110,16 @@ def _plot_stages(stages: dict, fireworks_share: float, path: Path, title: str) -
     plt.close(fig)
 
 
-def write_report(name: str, lpad=None, calculator: str | None = None, settings_hash: str | None = None,
-                 model: dict | None = None, store=None, simulation: dict | None = None, fw_id: int | None = None) -> dict:
+def write_report(
+    name: str,
+    lpad=None,
+    calculator: str | None = None,
+    settings_hash: str | None = None,
+    model: dict | None = None,
+    store=None,
+    simulation: dict | None = None,
+    fw_id: int | None = None,
+) -> dict:
     """Write the report files of campaign ``name``; returns ``{"path", "plots", "report"}``."""
     from ..db import get_store
     from .status import campaign_dir, campaign_status
@@ -170,11 +183,19 @@ def _active_summary(out_dir: Path) -> list | None:
     for key in sorted(history, key=int):
         r = history[key]
         sel = r["selection"]
-        rows.append({
-            "iteration": r["iteration"], "candidates": sel["n_candidates"], "in_window": sel["n_in_window"],
-            "selected": r["n_to_label"], "fraction_uncertain": sel["fraction_uncertain"],
-            "per_temperature": {t: v["fraction_above_lower"] for t, v in sel["per_temperature"].items()},
-            "model_errors": r.get("model_errors"), "blowups": sum(1 for run in r["runs"] if run["blowup"]),
-            "wall_s": r["wall_s"], "stop": r["stop"], "reason": r["reason"],
-        })
+        rows.append(
+            {
+                "iteration": r["iteration"],
+                "candidates": sel["n_candidates"],
+                "in_window": sel["n_in_window"],
+                "selected": r["n_to_label"],
+                "fraction_uncertain": sel["fraction_uncertain"],
+                "per_temperature": {t: v["fraction_above_lower"] for t, v in sel["per_temperature"].items()},
+                "model_errors": r.get("model_errors"),
+                "blowups": sum(1 for run in r["runs"] if run["blowup"]),
+                "wall_s": r["wall_s"],
+                "stop": r["stop"],
+                "reason": r["reason"],
+            }
+        )
     return rows

@@ -118,8 +118,9 @@ def _model_id(model: dict | None) -> str | None:
     return None
 
 
-def retrain_decision(store, calculator: str, settings_hash: str | None, policy: RetrainPolicy,
-                     mode: str = "policy") -> RetrainDecision:
+def retrain_decision(
+    store, calculator: str, settings_hash: str | None, policy: RetrainPolicy, mode: str = "policy"
+) -> RetrainDecision:
     """Decide whether to retrain the model of ``calculator`` (data of ``settings_hash``).
 
     ``mode``: "policy" applies the policy's thresholds; "if_new" retrains whenever any new
@@ -134,8 +135,14 @@ def retrain_decision(store, calculator: str, settings_hash: str | None, policy: 
     n_trained = len(active.get("calc_ids") or []) if same_data else 0
     n_new = max(0, n_total - n_trained)
     active_id = _model_id(active)
-    args = dict(calculator=calculator, settings_hash=settings_hash, n_total=n_total, n_trained=n_trained,
-                n_new=n_new, active_model=active_id)
+    args = dict(
+        calculator=calculator,
+        settings_hash=settings_hash,
+        n_total=n_total,
+        n_trained=n_trained,
+        n_new=n_new,
+        active_model=active_id,
+    )
     if n_total == 0:
         return RetrainDecision(False, f"no completed {calculator} calculations stored: nothing to train on", **args)
     if mode == "force":
@@ -233,8 +240,13 @@ def interpolation_paths(data: list[dict], min_points: int = 3) -> dict:
             continue
         items.sort(key=lambda t: t[0])
         x = [t[0] for t in items]
-        out[name] = {"x": x, "configs": [d["config"] for _, d in items], "energies": [float(d["energy"]) for _, d in items],
-                     "xlabel": f"path coordinate ({name})", "zero": int(np.argmin(np.abs(np.array(x))))}
+        out[name] = {
+            "x": x,
+            "configs": [d["config"] for _, d in items],
+            "energies": [float(d["energy"]) for _, d in items],
+            "xlabel": f"path coordinate ({name})",
+            "zero": int(np.argmin(np.abs(np.array(x)))),
+        }
     return out
 
 
@@ -307,15 +319,27 @@ def train_and_register(
     if settings_hash is None and len(hashes) == 1:
         settings_hash = hashes.pop()
     model_id = store.register_model(
-        name=name, path=str(model_path), calculator=calculator, settings_hash=settings_hash,
-        metrics=metrics, hyperparameters=hyper, calc_ids=calc_ids, activate=activate,
+        name=name,
+        path=str(model_path),
+        calculator=calculator,
+        settings_hash=settings_hash,
+        metrics=metrics,
+        hyperparameters=hyper,
+        calc_ids=calc_ids,
+        activate=activate,
     )
     store.flush()
     if not (base / "report.json").exists():
         (base / "report.json").write_text(json.dumps(report, indent=2, default=str))
     timings["register"] = timings.get("register", 0.0) + time.perf_counter() - t0
-    logger.info("model %s trained on %d %s calculations: %s (%s)", name, len(calc_ids), calculator,
-                "activated" if activate else "registered, not activated", why)
+    logger.info(
+        "model %s trained on %d %s calculations: %s (%s)",
+        name,
+        len(calc_ids),
+        calculator,
+        "activated" if activate else "registered, not activated",
+        why,
+    )
     return {
         "model_id": str(model_id),
         "name": name,

@@ -143,8 +143,14 @@ def _int(value, minimum: int | None = None, allow_none: bool = False, at: str = 
     return int(value)
 
 
-def _float(value, lo: float | None = None, hi: float | None = None, lo_open: bool = False, allow_none: bool = False,
-           at: str = "") -> float | None:
+def _float(
+    value,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    allow_none: bool = False,
+    at: str = "",
+) -> float | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -212,8 +218,10 @@ def _str_list_or_all(value) -> str | tuple[str, ...]:
 
 
 _CLUSTER_TOKEN = re.compile(r"^(\d+p|p\d+|t|triplet|o|octahedron|tet|tetrahedron)$")
-_CLUSTER_HELP = (f"must be one of the paper's sets {list(CLUSTER_SETS)}, another '+'-joined set of <k>p (the first k pairs), "
-                 "p<k>, t, o, tet (e.g. 30p+t+o)")
+_CLUSTER_HELP = (
+    f"must be one of the paper's sets {list(CLUSTER_SETS)}, another '+'-joined set of <k>p (the first k pairs), "
+    "p<k>, t, o, tet (e.g. 30p+t+o)"
+)
 
 
 def _cluster_set(value: str, at: str = "") -> str:
@@ -242,7 +250,9 @@ def _plain(obj):
 # --------------------------------------------------------------------------- field types
 def _checked(kind, check, schema_input=None, **field):
     """``kind`` validated by ``check`` (which refuses with the spec's one-line messages)."""
-    validator = BeforeValidator(check) if schema_input is None else BeforeValidator(check, json_schema_input_type=schema_input)
+    validator = (
+        BeforeValidator(check) if schema_input is None else BeforeValidator(check, json_schema_input_type=schema_input)
+    )
     return Annotated[kind, Field(**field), validator] if field else Annotated[kind, validator]
 
 
@@ -258,8 +268,9 @@ def _Float(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
             bounds["gt" if lo_open else "ge"] = lo
         if hi is not None:
             bounds["le"] = hi
-    return _checked(float | None if optional else float,
-                    lambda v: _float(v, lo, hi, lo_open=lo_open, allow_none=optional), **bounds)
+    return _checked(
+        float | None if optional else float, lambda v: _float(v, lo, hi, lo_open=lo_open, allow_none=optional), **bounds
+    )
 
 
 def _Choice(*allowed):
@@ -280,6 +291,7 @@ def _amplitudes(limit: float, closed: bool, what: str):
             if abs(a) > limit or (not closed and abs(a) == limit):
                 _fail(f"[{i}]", f"{what}; got {a}")
         return values
+
     return _checked(tuple[float, ...], check, float | list[float])
 
 
@@ -440,7 +452,10 @@ class RelaxTiltsSpec(_Step):
 
 class ModeGridSpec(_Step):
     enabled: Bool = False
-    amplitudes: _amplitudes(1.5, True, "displacement amplitudes are in Angstrom and must lie in [-1.5, 1.5]") = (-0.1, 0.1)
+    amplitudes: _amplitudes(1.5, True, "displacement amplitudes are in Angstrom and must lie in [-1.5, 1.5]") = (
+        -0.1,
+        0.1,
+    )
     subspaces: AllOrNames = "all"
     max_per_parent: _Int(1, optional=True) = None
     components: _Choice("all", "first") = "all"
@@ -458,8 +473,13 @@ def _strain_subspaces(value):
 
 class StrainGridSpec(_Step):
     enabled: Bool = False
-    amplitudes: _amplitudes(0.3, False, "strain amplitudes are dimensionless and must lie in (-0.3, 0.3)") = (-0.02, 0.02)
-    subspaces: _checked(Literal["all"] | tuple[Literal["A1g", "Eg", "T2g"], ...], _strain_subspaces, str | list[str]) = "all"
+    amplitudes: _amplitudes(0.3, False, "strain amplitudes are dimensionless and must lie in (-0.3, 0.3)") = (
+        -0.02,
+        0.02,
+    )
+    subspaces: _checked(
+        Literal["all"] | tuple[Literal["A1g", "Eg", "T2g"], ...], _strain_subspaces, str | list[str]
+    ) = "all"
     around: _Choice("reference", "all") = "reference"
 
 
@@ -521,20 +541,33 @@ class StepsSpec(_Section):
         for i, ip in enumerate(self.interpolations):
             for j, g in enumerate(ip.path):
                 if g not in available:
-                    _fail(f"interpolations[{i}].path[{j}]",
-                          f"tilt system {g!r} is not relaxed by this campaign; relaxed parents are {sorted(available)}")
+                    _fail(
+                        f"interpolations[{i}].path[{j}]",
+                        f"tilt system {g!r} is not relaxed by this campaign; relaxed parents are {sorted(available)}",
+                    )
         if isinstance(self.random.around, tuple):
             for j, g in enumerate(self.random.around):
                 if g not in available:
-                    _fail(f"random.around[{j}]",
-                          f"tilt system {g!r} is not relaxed by this campaign; relaxed parents are {sorted(available)}")
+                    _fail(
+                        f"random.around[{j}]",
+                        f"tilt system {g!r} is not relaxed by this campaign; relaxed parents are {sorted(available)}",
+                    )
         return self
 
     @model_validator(mode="after")
     def _something_to_do(self):
-        if not (self.mode_grid.enabled or self.strain_grid.enabled or self.random.enabled or self.interpolations
-                or self.relax_tilts.enabled or self.relax_reference.enabled):
-            _fail("", "no step is enabled: enable relax_reference, relax_tilts, mode_grid, strain_grid, random or interpolations")
+        if not (
+            self.mode_grid.enabled
+            or self.strain_grid.enabled
+            or self.random.enabled
+            or self.interpolations
+            or self.relax_tilts.enabled
+            or self.relax_reference.enabled
+        ):
+            _fail(
+                "",
+                "no step is enabled: enable relax_reference, relax_tilts, mode_grid, strain_grid, random or interpolations",
+            )
         return self
 
 
@@ -576,6 +609,7 @@ def _grid_value(key: str):
                 _fail(at, f"must be one of {list(ORDERS)}; got {x!r}")
             return x
         return _int(x, minimum=1, at=at)
+
     return check
 
 
@@ -609,22 +643,34 @@ class TrainingSpec(_Section):
 
     enabled: Bool = True
     """False: the campaign only produces data (no training, no retraining)."""
-    models: _checked(tuple[Literal[MODEL_TYPES], ...],
-                     lambda v: _listed(v, lambda m, at: _choice(m, MODEL_TYPES, at),
-                                       f"expected a non-empty list of model kinds from {list(MODEL_TYPES)}", wrap=(str,)),
-                     str | list[str]) = ("cluster",)
+    models: _checked(
+        tuple[Literal[MODEL_TYPES], ...],
+        lambda v: _listed(
+            v,
+            lambda m, at: _choice(m, MODEL_TYPES, at),
+            f"expected a non-empty list of model kinds from {list(MODEL_TYPES)}",
+            wrap=(str,),
+        ),
+        str | list[str],
+    ) = ("cluster",)
     grid: _checked(dict[str, list[Any]], _grid, dict[str, Any] | None) = {}
     """Hyperparameter grid: clusters, max_order, layers, nodes -> lists of values to try."""
     folds: _Int(2) = _SELECTION.n_folds
     """Cross-validation folds (train_and_select's ``n_folds``)."""
     test_fraction: _Float(0.0, 0.9, lo_open=True) = _SELECTION.test_fraction
-    batch_sizes: _checked(tuple[int, ...],
-                          lambda v: _listed(v, lambda b, at: _int(b, minimum=1, at=at),
-                                            "expected a non-empty list of positive integers", wrap=(int,)),
-                          int | list[int]) = tuple(_SELECTION.training.batch_sizes)
+    batch_sizes: _checked(
+        tuple[int, ...],
+        lambda v: _listed(
+            v, lambda b, at: _int(b, minimum=1, at=at), "expected a non-empty list of positive integers", wrap=(int,)
+        ),
+        int | list[int],
+    ) = tuple(_SELECTION.training.batch_sizes)
     """Adam batch-size schedule and epochs per stage (one number or one per stage)."""
     epochs: int | list[int] | tuple[int, ...] = (
-        tuple(_SELECTION.training.epochs) if isinstance(_SELECTION.training.epochs, list) else _SELECTION.training.epochs)
+        tuple(_SELECTION.training.epochs)
+        if isinstance(_SELECTION.training.epochs, list)
+        else _SELECTION.training.epochs
+    )
     learning_rate: _Float(0.0, lo_open=True) = _SELECTION.training.learning_rate
     force_weight: _Float(0.0) = _SELECTION.training.force_weight
     """Weight of the force term in the loss (0: energies only, as in the paper)."""
@@ -691,11 +737,18 @@ class SimulateSpec(_Step):
     t_step: _Float(0.0, lo_open=True) = 50.0
     steps: _Int(1) = 500
     equilibration: _Int(0) = 250
-    seeds: _checked(tuple[int, ...], lambda v: _listed(v, lambda x, at: _int(x, minimum=0, at=at),
-                                                       "expected a non-empty list of integers", wrap=()), list[int]) = (0, 1)
-    directions: _checked(tuple[Literal["heat", "cool"], ...],
-                         lambda v: _listed(v, lambda x, at: _choice(x, ("heat", "cool"), at),
-                                           "expected a list of heat and/or cool", wrap=()), list[str]) = ("heat", "cool")
+    seeds: _checked(
+        tuple[int, ...],
+        lambda v: _listed(v, lambda x, at: _int(x, minimum=0, at=at), "expected a non-empty list of integers", wrap=()),
+        list[int],
+    ) = (0, 1)
+    directions: _checked(
+        tuple[Literal["heat", "cool"], ...],
+        lambda v: _listed(
+            v, lambda x, at: _choice(x, ("heat", "cool"), at), "expected a list of heat and/or cool", wrap=()
+        ),
+        list[str],
+    ) = ("heat", "cool")
     heat_start: Glazer = "a+b-b-"
     cool_start: Glazer = "a0a0a0"
     ensemble: _Choice("nvt", "npt") = "npt"
@@ -740,11 +793,15 @@ class ActiveSpec(_Step):
     iterations: _Int(1) = 5
     budget: _Int(1) = 2000
     committee: _Int(2) = 4
-    temperatures: _checked(tuple[float, ...], _listed_of(lambda x, at: _float(x, lo=0.0, hi=3000.0, lo_open=True, at=at)),
-                           float | list[float]) = (150.0, 300.0, 450.0, 600.0)
+    temperatures: _checked(
+        tuple[float, ...],
+        _listed_of(lambda x, at: _float(x, lo=0.0, hi=3000.0, lo_open=True, at=at)),
+        float | list[float],
+    ) = (150.0, 300.0, 450.0, 600.0)
     starts: _checked(tuple[str, ...], _listed_of(_glazer), str | list[str]) = ("a+b-b-", "a0a0c+", "a0a0a0")
-    strains: _checked(tuple[float, ...], _listed_of(lambda x, at: _float(x, lo=-0.1, hi=0.1, at=at)),
-                      float | list[float]) = (0.0,)
+    strains: _checked(
+        tuple[float, ...], _listed_of(lambda x, at: _float(x, lo=-0.1, hi=0.1, at=at)), float | list[float]
+    ) = (0.0,)
     steps: _Int(1) = 300
     equilibration: _Int(0) = 100
     sample_every: _Int(1) = 10
@@ -763,9 +820,15 @@ class ActiveSpec(_Step):
         return self
 
     def explore_kwargs(self) -> dict:
-        return {"temperatures": list(self.temperatures), "starts": list(self.starts), "strains": list(self.strains),
-                "steps": self.steps, "equilibration": self.equilibration, "sample_every": self.sample_every,
-                "timestep_fs": self.timestep_fs}
+        return {
+            "temperatures": list(self.temperatures),
+            "starts": list(self.starts),
+            "strains": list(self.strains),
+            "steps": self.steps,
+            "equilibration": self.equilibration,
+            "sample_every": self.sample_every,
+            "timestep_fs": self.timestep_fs,
+        }
 
 
 def _name(value) -> str:
@@ -787,7 +850,9 @@ def _supercell(value):
 class CampaignSpec(_Section):
     """A validated campaign spec (build it with :func:`validate_spec` or :func:`load_spec`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, title="perovskite-pes campaign spec")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_attribute_docstrings=True, title="perovskite-pes campaign spec"
+    )
     _internal: ClassVar[tuple[str, ...]] = ("source",)
 
     name: _checked(str, _name, description="campaign name: 1-64 letters, digits, '.', '_' or '-'")
@@ -868,8 +933,11 @@ class CampaignSpec(_Section):
         """Settings for :func:`perovskite_pes.models.train_and_select` (its schema)."""
         t = self.training
         d = self.descriptors
-        grid = {"model": list(t.models), "clusters": [d.clusters if isinstance(d.clusters, str) else _plain(list(d.clusters))],
-                "max_order": [d.max_order]}
+        grid = {
+            "model": list(t.models),
+            "clusters": [d.clusters if isinstance(d.clusters, str) else _plain(list(d.clusters))],
+            "max_order": [d.max_order],
+        }
         grid.update(_plain(dict(t.grid)))
         out = {
             "grid": grid,
@@ -879,9 +947,12 @@ class CampaignSpec(_Section):
             "test_fraction": t.test_fraction,
             "seed": self.seed,
             "n_jobs": t.n_jobs,
-            "training": {"batch_sizes": list(t.batch_sizes),
-                         "epochs": list(t.epochs) if isinstance(t.epochs, (list, tuple)) else t.epochs,
-                         "learning_rate": t.learning_rate, "force_weight": t.force_weight},
+            "training": {
+                "batch_sizes": list(t.batch_sizes),
+                "epochs": list(t.epochs) if isinstance(t.epochs, (list, tuple)) else t.epochs,
+                "learning_rate": t.learning_rate,
+                "force_weight": t.force_weight,
+            },
         }
         for key, value in _plain(dict(t.options)).items():
             if isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -898,7 +969,9 @@ def load_spec(path) -> CampaignSpec:
 
     p = Path(path)
     if not p.is_file():
-        raise SpecError(f"campaign spec file {str(p)!r} does not exist (expected a YAML file such as workflows/quickstart.yaml)")
+        raise SpecError(
+            f"campaign spec file {str(p)!r} does not exist (expected a YAML file such as workflows/quickstart.yaml)"
+        )
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:

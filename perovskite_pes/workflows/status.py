@@ -82,8 +82,12 @@ def campaign_status(name: str | None = None, lpad=None, store=None, finishing: i
     if name and name not in campaign_names(lpad):
         raise CampaignError(f"no campaign named {name!r} on the LaunchPad; known: {campaign_names(lpad) or 'none'}")
     ids = sorted({i for n in names for i in campaign_fw_ids(lpad, n)})
-    fws = list(lpad.fireworks.find({"fw_id": {"$in": ids}}, {"fw_id": 1, "name": 1, "state": 1, "launches": 1, "spec.pes_kind": 1,
-                                       "spec.campaign": 1}))
+    fws = list(
+        lpad.fireworks.find(
+            {"fw_id": {"$in": ids}},
+            {"fw_id": 1, "name": 1, "state": 1, "launches": 1, "spec.pes_kind": 1, "spec.campaign": 1},
+        )
+    )
     by_state: dict = {}
     by_kind: dict = {}
     for fw in fws:
@@ -95,7 +99,10 @@ def campaign_status(name: str | None = None, lpad=None, store=None, finishing: i
         by_kind[kind][fw["state"]] = by_kind[kind].get(fw["state"], 0) + 1
     failed = [fw for fw in fws if fw["state"] == "FIZZLED"]
     lids = [lid for fw in failed for lid in (fw.get("launches") or [])]
-    launches = {d["launch_id"]: d for d in lpad.launches.find({"launch_id": {"$in": lids}}, {"launch_id": 1, "state": 1, "action": 1})}
+    launches = {
+        d["launch_id"]: d
+        for d in lpad.launches.find({"launch_id": {"$in": lids}}, {"launch_id": 1, "state": 1, "action": 1})
+    }
     failures = [{"fw_id": fw["fw_id"], "name": fw.get("name"), "reason": _reason(fw, launches)} for fw in failed]
 
     calculators = {}
@@ -115,11 +122,18 @@ def campaign_status(name: str | None = None, lpad=None, store=None, finishing: i
             metrics = m.get("metrics") or {}
             models[cname] = {
                 # n_train: the calculations the model was given; n_fit of them fitted it, n_test tested it
-                "id": m.get("id"), "name": m.get("name"), "path": m.get("path"), "n_train": m.get("n_train"),
-                "n_fit": metrics.get("n_train"), "n_test": metrics.get("n_test"),
+                "id": m.get("id"),
+                "name": m.get("name"),
+                "path": m.get("path"),
+                "n_train": m.get("n_train"),
+                "n_fit": metrics.get("n_train"),
+                "n_test": metrics.get("n_test"),
                 "created": str(m.get("created")),
-                "errors": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "rmse" in k.lower()
-                           or k.lower().endswith("mae")},
+                "errors": {
+                    k: v
+                    for k, v in metrics.items()
+                    if isinstance(v, (int, float)) and "rmse" in k.lower() or k.lower().endswith("mae")
+                },
             }
         else:
             models[cname] = None

@@ -64,8 +64,7 @@ def reference_supercell(reference: dict, supercell):
     return Perovskite(tuple(reference["species"]), float(reference["lattice_parameter"])).supercell(supercell)
 
 
-def relax_reference(reference: dict, calculator: dict, relax: str = "cell", workdir=None,
-                    digits: int = 4) -> dict:
+def relax_reference(reference: dict, calculator: dict, relax: str = "cell", workdir=None, digits: int = 4) -> dict:
     """Relax the cubic primitive cell; returns the reference dict with the relaxed lattice parameter.
 
     The lattice parameter is rounded to ``digits`` decimals (Angstrom) so that resubmitting a campaign
@@ -109,8 +108,17 @@ def tilt_angles_for(glazer: str, angles_deg) -> list[float] | None:
     return [per_letter[letter] for letter in letters]
 
 
-def relax_tilt(store, reference: dict, supercell, glazer: str, calculator: dict, relax: str = "cell",
-               angles_deg=None, campaign: str | None = None, workdir=None) -> dict:
+def relax_tilt(
+    store,
+    reference: dict,
+    supercell,
+    glazer: str,
+    calculator: dict,
+    relax: str = "cell",
+    angles_deg=None,
+    campaign: str | None = None,
+    workdir=None,
+) -> dict:
     """Build tilt system ``glazer`` in the supercell, relax it and store the relaxed configuration.
 
     Returns ``{"config_id", "energy", "space_group", ...}``; a failed relaxation raises
@@ -128,8 +136,9 @@ def relax_tilt(store, reference: dict, supercell, glazer: str, calculator: dict,
     if final is None:
         raise CampaignStepError(f"relaxation of tilt system {glazer} returned no final structure")
     tags = _tags("tilt", glazer, relaxed=relax, campaign=campaign)
-    relaxed = Configuration.from_arrays(ref, final.lattice.matrix, final.cart_coords, tags=tags,
-                                        remove_translation=True)
+    relaxed = Configuration.from_arrays(
+        ref, final.lattice.matrix, final.cart_coords, tags=tags, remove_translation=True
+    )
     report = store.save_configurations([relaxed], source=_source(campaign))
     store.flush()
     return {
@@ -176,12 +185,13 @@ def _grid_modes(basis, subspaces="all", components: str = "all"):
             if not found:
                 raise CampaignStepError(
                     f"steps.mode_grid.subspaces: no displacement subspace {wanted!r}; available: "
-                    + ", ".join(s.name for s in subs))
+                    + ", ".join(s.name for s in subs)
+                )
             chosen += [s for s in found if s not in chosen]
         subs = chosen
     labels = basis.labels
     for s in subs:
-        for i in (s.indices[:1] if components == "first" else s.indices):
+        for i in s.indices[:1] if components == "first" else s.indices:
             yield basis.vectors[i], labels[i]
 
 
@@ -251,8 +261,9 @@ def _far_enough(config, min_distance: float) -> bool:
     return True
 
 
-def enumerate_around(parent, glazer: str, sampling: dict, seed: int = 0, include_parent: bool = True,
-                     min_distance: float = 1.5) -> list:
+def enumerate_around(
+    parent, glazer: str, sampling: dict, seed: int = 0, include_parent: bool = True, min_distance: float = 1.5
+) -> list:
     """Configurations around one relaxed parent: mode grid, strain grid and random n-sphere samples.
 
     ``sampling`` holds the campaign spec's ``mode_grid``, ``strain_grid`` and ``random`` sections.
@@ -273,23 +284,34 @@ def enumerate_around(parent, glazer: str, sampling: dict, seed: int = 0, include
         grid = []
         for mode, label in _grid_modes(basis, mg.get("subspaces", "all"), mg.get("components", "all")):
             for amp in mg.get("amplitudes", []):
-                grid.append(_with(parent, displacements=parent.displacements + float(amp) * mode,
-                                  tags=_tags("grid", glazer, grid="mode", mode=label, amplitude=float(amp))))
+                grid.append(
+                    _with(
+                        parent,
+                        displacements=parent.displacements + float(amp) * mode,
+                        tags=_tags("grid", glazer, grid="mode", mode=label, amplitude=float(amp)),
+                    )
+                )
         grid = [c for c in grid if _far_enough(c, min_distance)]
         out.extend(grid[:cap] if cap else grid)
 
     sg = sampling.get("strain_grid") or {}
     if sg.get("enabled") and (sg.get("around", "reference") == "all" or glazer == CUBIC):
         for direction, label, amp in strain_wedge_grid(sg.get("amplitudes", []), sg.get("subspaces", "all")):
-            c = _with(parent, strain=parent.strain + amp * direction,
-                      tags=_tags("grid", glazer, grid="strain", strain=label, amplitude=float(amp)))
+            c = _with(
+                parent,
+                strain=parent.strain + amp * direction,
+                tags=_tags("grid", glazer, grid="strain", strain=label, amplitude=float(amp)),
+            )
             if _far_enough(c, min_distance):
                 out.append(c)
 
     rd = sampling.get("random") or {}
     around = rd.get("around", "all")
-    if rd.get("enabled") and (around == "all" or (around == "reference" and glazer == CUBIC)
-                              or (isinstance(around, (list, tuple)) and glazer in around)):
+    if rd.get("enabled") and (
+        around == "all"
+        or (around == "reference" and glazer == CUBIC)
+        or (isinstance(around, (list, tuple)) and glazer in around)
+    ):
         out.extend(random_samples(parent, glazer, rd, seed, min_distance))
     return out
 
@@ -307,16 +329,25 @@ def random_samples(parent, glazer: str, rd: dict, seed: int = 0, min_distance: f
         uniq.add(parent)
     child_seed = int(_seed(seed, "random", glazer).generate_state(1)[0])
     configs = random_nsphere(
-        parent, int(rd.get("count", 0)),
+        parent,
+        int(rd.get("count", 0)),
         displacement_radius=float(rd.get("displacement_radius", 0.0)),
         strain_radius=float(rd.get("strain_radius", 0.0)),
-        seed=child_seed, fill=bool(rd.get("fill", False)), uniqueness=uniq,
-        min_distance=min_distance, too_close="skip",
+        seed=child_seed,
+        fill=bool(rd.get("fill", False)),
+        uniqueness=uniq,
+        min_distance=min_distance,
+        too_close="skip",
     )
     for c in configs:
-        c.tags = _tags("random", glazer, draw=c.tags.get("draw"), seed=int(seed),
-                       displacement_radius=float(rd.get("displacement_radius", 0.0)),
-                       strain_radius=float(rd.get("strain_radius", 0.0)))
+        c.tags = _tags(
+            "random",
+            glazer,
+            draw=c.tags.get("draw"),
+            seed=int(seed),
+            displacement_radius=float(rd.get("displacement_radius", 0.0)),
+            strain_radius=float(rd.get("strain_radius", 0.0)),
+        )
     return configs
 
 
@@ -329,8 +360,13 @@ def interpolate_path(parents: list, glazers: list[str], n: int) -> list:
     name = "->".join(glazers)
     for c in configs:
         seg = int(c.tags.get("segment", 0))
-        c.tags = _tags("interpolate", None, path=name, leg=f"{glazers[seg]}->{glazers[seg + 1]}",
-                       path_coordinate=float(c.tags.get("path_coordinate", 0.0)))
+        c.tags = _tags(
+            "interpolate",
+            None,
+            path=name,
+            leg=f"{glazers[seg]}->{glazers[seg + 1]}",
+            path_coordinate=float(c.tags.get("path_coordinate", 0.0)),
+        )
     return configs
 
 
@@ -344,8 +380,13 @@ def store_configurations(store, configs: list, campaign: str | None, settings_ha
     seen = set()
     unique = [i for i in ids if not (i in seen or seen.add(i))]
     todo = [i for i in unique if settings_hash is None or not _has_completed(store, i, settings_hash)]
-    logger.info("stored %d configurations (%d new, %d known); %d still to calculate", len(unique), int(report.new),
-                int(report.existing), len(todo))
+    logger.info(
+        "stored %d configurations (%d new, %d known); %d still to calculate",
+        len(unique),
+        int(report.new),
+        int(report.existing),
+        len(todo),
+    )
     return {"new": int(report.new), "existing": int(report.existing), "ids": unique, "todo": todo}
 
 
@@ -354,13 +395,17 @@ def _has_completed(store, config_id: str, settings_hash: str) -> bool:
     try:
         return bool(store.has_calculation(config_id, settings_hash, status="completed"))
     except TypeError:
-        warnings.warn(f"{type(store).__name__}.has_calculation takes no status: a failed calculation of {config_id} "
-                      "counts as done and is not repeated", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{type(store).__name__}.has_calculation takes no status: a failed calculation of {config_id} "
+            "counts as done and is not repeated",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return bool(store.has_calculation(config_id, settings_hash))
 
 
 def chunk(ids: list, size: int) -> list[list]:
-    return [ids[i:i + size] for i in range(0, len(ids), size)]
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 # ------------------------------------------------------------------------------- calculation
@@ -378,8 +423,15 @@ class BatchReport:
         return asdict(self)
 
 
-def calculate_batch(store, config_ids: list[str], calculator: dict, workdir=None, flush_every: int = 0,
-                    launch: dict | None = None, progress: bool | None = None) -> BatchReport:
+def calculate_batch(
+    store,
+    config_ids: list[str],
+    calculator: dict,
+    workdir=None,
+    flush_every: int = 0,
+    launch: dict | None = None,
+    progress: bool | None = None,
+) -> BatchReport:
     """Calculate every configuration of a batch that has no completed calculation with these settings.
 
     Results, failed ones included, go through ``store.save_calculation`` (each durable when stored);
@@ -427,8 +479,15 @@ def calculate_batch(store, config_ids: list[str], calculator: dict, workdir=None
     t0 = time.perf_counter()
     store.flush()
     rep.seconds_store += time.perf_counter() - t0
-    logger.info("%s: %d of %d configurations calculated, %d failed, %d skipped (done before) in %.1f s",
-                calculator["name"], rep.calculated, rep.n, len(rep.failed), rep.skipped, rep.seconds_calculate)
+    logger.info(
+        "%s: %d of %d configurations calculated, %d failed, %d skipped (done before) in %.1f s",
+        calculator["name"],
+        rep.calculated,
+        rep.n,
+        len(rep.failed),
+        rep.skipped,
+        rep.seconds_calculate,
+    )
     return rep
 
 
@@ -460,8 +519,16 @@ def simulate_model(model_path, simulate: dict, workdir) -> dict:
     return {
         "model": str(model_path),
         "transitions": data["transitions"],
-        "phases": [{"seed": r["seed"], "direction": r["direction"], "temperature_K": r["temperature_K"], "phase": r["phase"],
-                    "stopped": r["stopped"]} for r in data["runs"]],
+        "phases": [
+            {
+                "seed": r["seed"],
+                "direction": r["direction"],
+                "temperature_K": r["temperature_K"],
+                "phase": r["phase"],
+                "stopped": r["stopped"],
+            }
+            for r in data["runs"]
+        ],
         "wall_time_s": data["wall_time_s"],
         "atoms": data["atoms"],
         "result": str(workdir / "result.json"),

@@ -44,8 +44,12 @@ def _store(fw_spec=None):
 
 
 def _launch_info(task, fw_spec) -> dict:
-    return {"fw_id": getattr(task, "fw_id", None), "campaign": fw_spec.get("campaign"),
-            "fw_name": fw_spec.get("_pes_name"), "launch_dir": os.getcwd()}
+    return {
+        "fw_id": getattr(task, "fw_id", None),
+        "campaign": fw_spec.get("campaign"),
+        "fw_name": fw_spec.get("_pes_name"),
+        "launch_dir": os.getcwd(),
+    }
 
 
 def _reference(task, fw_spec) -> dict:
@@ -79,8 +83,12 @@ class RelaxReferenceTask(FiretaskBase):
 
     def run_task(self, fw_spec):
         t0 = time.perf_counter()
-        ref = steps.relax_reference(self["reference"], self["calculator"], self.get("relax", "cell"),
-                                    workdir=os.path.join(os.getcwd(), "relax_reference"))
+        ref = steps.relax_reference(
+            self["reference"],
+            self["calculator"],
+            self.get("relax", "cell"),
+            workdir=os.path.join(os.getcwd(), "relax_reference"),
+        )
         reference = {"species": ref["species"], "lattice_parameter": ref["lattice_parameter"]}
         return FWAction(
             stored_data={"reference": ref, "timings": {"relax": time.perf_counter() - t0}},
@@ -110,37 +118,61 @@ class RelaxTiltTask(FiretaskBase):
     def run_task(self, fw_spec):
         t0 = time.perf_counter()
         out = steps.relax_tilt(
-            _store(fw_spec), _reference(self, fw_spec), self["supercell"], self["glazer"], self["calculator"],
-            relax=self.get("relax", "cell"), angles_deg=self.get("angles_deg"), campaign=self["campaign"],
+            _store(fw_spec),
+            _reference(self, fw_spec),
+            self["supercell"],
+            self["glazer"],
+            self["calculator"],
+            relax=self.get("relax", "cell"),
+            angles_deg=self.get("angles_deg"),
+            campaign=self["campaign"],
             workdir=os.path.join(os.getcwd(), f"relax_{self['glazer']}"),
         )
         out["timings"] = {"relax": time.perf_counter() - t0}
         return FWAction(
             stored_data=out,
-            mod_spec=[{"_set": {f"parents->{self['glazer']}": out["config_id"],
-                                "reference": _reference(self, fw_spec)}}],
+            mod_spec=[
+                {"_set": {f"parents->{self['glazer']}": out["config_id"], "reference": _reference(self, fw_spec)}}
+            ],
         )
 
 
 # ----------------------------------------------------------------------------------- enumeration
-def batch_fireworks(campaign: str, ids: list[str], calculator: dict, batch: dict, label: str,
-                    retrain: dict | None, training: dict | None, settings_hash: str | None) -> list[Firework]:
+def batch_fireworks(
+    campaign: str,
+    ids: list[str],
+    calculator: dict,
+    batch: dict,
+    label: str,
+    retrain: dict | None,
+    training: dict | None,
+    settings_hash: str | None,
+) -> list[Firework]:
     """Calculation Fireworks of ``batch['per_firework']`` configurations each (+ a retrain check)."""
     fws = []
     chunks = steps.chunk(sorted(ids), int(batch.get("per_firework", 200)))
     category = batch.get("category")
     for i, part in enumerate(chunks):
-        tasks = [CalculateBatchTask(campaign=campaign, config_ids=part, calculator=calculator,
-                                    flush_every=int(batch.get("flush_every", 0)),
-                                    fizzle_on=batch.get("fizzle_on", "any"))]
+        tasks = [
+            CalculateBatchTask(
+                campaign=campaign,
+                config_ids=part,
+                calculator=calculator,
+                flush_every=int(batch.get("flush_every", 0)),
+                fizzle_on=batch.get("fizzle_on", "any"),
+            )
+        ]
         if retrain and retrain.get("enabled", True) and training is not None:
-            tasks.append(RetrainCheckTask(campaign=campaign, calculator=calculator, policy=retrain,
-                                          training=training))
+            tasks.append(RetrainCheckTask(campaign=campaign, calculator=calculator, policy=retrain, training=training))
         name = f"{campaign}: calculate {label} [{i + 1}/{len(chunks)}]"
-        spec = fw_spec_base(campaign, "calculate", category, _pes_name=name,
-                            _dupefinder=CampaignDupeFinder(),
-                            pes_dupe_key=dupe_key("calculate", part, calculator, settings_hash,
-                                              batch, retrain, training))
+        spec = fw_spec_base(
+            campaign,
+            "calculate",
+            category,
+            _pes_name=name,
+            _dupefinder=CampaignDupeFinder(),
+            pes_dupe_key=dupe_key("calculate", part, calculator, settings_hash, batch, retrain, training),
+        )
         fws.append(Firework(tasks, spec=spec, name=name))
     return fws
 
@@ -191,12 +223,25 @@ class EnumerateTask(FiretaskBase):
         h = steps.get_calculator_cached(self["calculator"]).settings_hash
         saved = steps.store_configurations(store, configs, self["campaign"], h)
         t_store = time.perf_counter() - t1
-        fws = batch_fireworks(self["campaign"], saved["todo"], self["calculator"], self["batch"], label,
-                              self.get("retrain"), self.get("training"), h)
+        fws = batch_fireworks(
+            self["campaign"],
+            saved["todo"],
+            self["calculator"],
+            self["batch"],
+            label,
+            self.get("retrain"),
+            self.get("training"),
+            h,
+        )
         return FWAction(
-            stored_data={"n_enumerated": len(configs), "new": saved["new"], "existing": saved["existing"],
-                         "n_to_calculate": len(saved["todo"]), "n_fireworks": len(fws),
-                         "timings": {"enumerate": t_enum, "store": t_store}},
+            stored_data={
+                "n_enumerated": len(configs),
+                "new": saved["new"],
+                "existing": saved["existing"],
+                "n_to_calculate": len(saved["todo"]),
+                "n_fireworks": len(fws),
+                "timings": {"enumerate": t_enum, "store": t_store},
+            },
             detours=fws,
         )
 
@@ -225,8 +270,14 @@ class CalculateBatchTask(FiretaskBase):
     def run_task(self, fw_spec):
         calc = self["calculator"]
         workdir = os.getcwd() if calc["name"] in ("vasp", "cp2k") else None
-        rep = steps.calculate_batch(_store(fw_spec), list(self["config_ids"]), calc, workdir=workdir,
-                                    flush_every=int(self.get("flush_every", 0)), launch=_launch_info(self, fw_spec))
+        rep = steps.calculate_batch(
+            _store(fw_spec),
+            list(self["config_ids"]),
+            calc,
+            workdir=workdir,
+            flush_every=int(self.get("flush_every", 0)),
+            launch=_launch_info(self, fw_spec),
+        )
         n_failed = len(rep.failed)
         if n_failed and (self.get("fizzle_on", "any") == "any" or n_failed == rep.n - rep.skipped):
             shown = "; ".join(f"{cid}: {why}" for cid, why in list(rep.failed.items())[:5])
@@ -234,14 +285,26 @@ class CalculateBatchTask(FiretaskBase):
             raise steps.BatchFailures(
                 f"{n_failed} of {rep.n} calculations failed and are stored as failed: {shown}{more}"
             )
-        return FWAction(stored_data={"batch": rep.to_dict(),
-                                     "timings": {"calculate": rep.seconds_calculate, "store": rep.seconds_store}},
-                        update_spec={"settings_hash": rep.settings_hash})
+        return FWAction(
+            stored_data={
+                "batch": rep.to_dict(),
+                "timings": {"calculate": rep.seconds_calculate, "store": rep.seconds_store},
+            },
+            update_spec={"settings_hash": rep.settings_hash},
+        )
 
 
 # ----------------------------------------------------------------------------------- (re)training
-def train_fireworks(campaign: str, calculator: dict, training: dict, policy: dict, mode: str, trigger: str,
-                    category: str | None = None, dupe: str | None = None) -> list[Firework]:
+def train_fireworks(
+    campaign: str,
+    calculator: dict,
+    training: dict,
+    policy: dict,
+    mode: str,
+    trigger: str,
+    category: str | None = None,
+    dupe: str | None = None,
+) -> list[Firework]:
     """A featurise+train Firework followed by a report Firework.
 
     ``dupe``: a key that makes an identical (re-submitted) training find its duplicate instead of running.
@@ -251,19 +314,27 @@ def train_fireworks(campaign: str, calculator: dict, training: dict, policy: dic
     # model it trains reflects the data that triggered it
     priority = {"_priority": 10} if trigger == "retrain" else {}
     train = Firework(
-        [TrainModelTask(campaign=campaign, calculator=calculator, training=training, policy=policy,
-                        mode=mode, trigger=trigger)],
-        spec=fw_spec_base(campaign, "train", category, pes_trigger=trigger, _allow_fizzled_parents=True,
-                          _pes_name=name, **priority),
+        [
+            TrainModelTask(
+                campaign=campaign, calculator=calculator, training=training, policy=policy, mode=mode, trigger=trigger
+            )
+        ],
+        spec=fw_spec_base(
+            campaign, "train", category, pes_trigger=trigger, _allow_fizzled_parents=True, _pes_name=name, **priority
+        ),
         name=name,
     )
     if dupe is not None:
         train.spec.update(_dupefinder=CampaignDupeFinder(), pes_dupe_key=dupe_key("train", dupe))
     rname = f"{campaign}: report ({trigger})"
-    report = Firework([CampaignReportTask(campaign=campaign, calculator=calculator["name"])],
-                      spec=fw_spec_base(campaign, "report", category, pes_trigger=trigger, _pes_name=rname,
-                                        _allow_fizzled_parents=True, **priority),
-                      name=rname, parents=[train])
+    report = Firework(
+        [CampaignReportTask(campaign=campaign, calculator=calculator["name"])],
+        spec=fw_spec_base(
+            campaign, "report", category, pes_trigger=trigger, _pes_name=rname, _allow_fizzled_parents=True, **priority
+        ),
+        name=rname,
+        parents=[train],
+    )
     if dupe is not None:
         report.spec.update(_dupefinder=CampaignDupeFinder(), pes_dupe_key=dupe_key("report", dupe))
     return [train, report]
@@ -294,16 +365,27 @@ class RetrainCheckTask(FiretaskBase):
             return FWAction(stored_data=stored)
         lpad = getattr(self, "launchpad", None)
         if lpad is not None:
-            pending = lpad.fireworks.count_documents({
-                "spec.campaign": self["campaign"], "spec.pes_kind": "train", "spec.pes_trigger": "retrain",
-                "state": {"$in": list(PENDING_STATES)}})
+            pending = lpad.fireworks.count_documents(
+                {
+                    "spec.campaign": self["campaign"],
+                    "spec.pes_kind": "train",
+                    "spec.pes_trigger": "retrain",
+                    "state": {"$in": list(PENDING_STATES)},
+                }
+            )
             if pending:
                 stored["retrain_check"]["reason"] += "; a retraining is already pending"
                 return FWAction(stored_data=stored)
         # keyed on the data that triggered it: a copy re-added by a re-submitted campaign does not run again
-        fws = train_fireworks(self["campaign"], self["calculator"], self["training"], self["policy"],
-                              mode="policy", trigger="retrain",
-                              dupe=[self["campaign"], decision.settings_hash, decision.n_total, self["training"]])
+        fws = train_fireworks(
+            self["campaign"],
+            self["calculator"],
+            self["training"],
+            self["policy"],
+            mode="policy",
+            trigger="retrain",
+            dupe=[self["campaign"], decision.settings_hash, decision.n_total, self["training"]],
+        )
         stored["retrain_check"]["appended"] = True
         return FWAction(stored_data=stored, additions=[Workflow(fws)])
 
@@ -335,22 +417,42 @@ class TrainModelTask(FiretaskBase):
         h = fw_spec.get("settings_hash") or steps.get_calculator_cached(self["calculator"]).settings_hash
         decision = retrain_decision(store, name, h, policy, mode=self.get("mode", "if_new"))
         if not decision.retrain:
-            return FWAction(stored_data={"decision": decision.to_dict(), "trained": False},
-                            update_spec={"model": None, "settings_hash": h})
+            return FWAction(
+                stored_data={"decision": decision.to_dict(), "trained": False},
+                update_spec={"model": None, "settings_hash": h},
+            )
         timings: dict = {}
         home = _settings(fw_spec).home
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        workdir = home / "campaigns" / self["campaign"] / "models" / f"{self['campaign']}-{stamp}-fw{getattr(self, 'fw_id', 0)}"
+        workdir = (
+            home
+            / "campaigns"
+            / self["campaign"]
+            / "models"
+            / f"{self['campaign']}-{stamp}-fw{getattr(self, 'fw_id', 0)}"
+        )
         summary = train_and_register(
-            store, name, h, self["training"], policy, name=f"{self['campaign']}-{name}",
-            workdir=workdir, provenance={"campaign": self["campaign"], "trigger": self.get("trigger", "final"),
-                                         "fw_id": getattr(self, "fw_id", None)},
+            store,
+            name,
+            h,
+            self["training"],
+            policy,
+            name=f"{self['campaign']}-{name}",
+            workdir=workdir,
+            provenance={
+                "campaign": self["campaign"],
+                "trigger": self.get("trigger", "final"),
+                "fw_id": getattr(self, "fw_id", None),
+            },
             timings=timings,
         )
-        return FWAction(stored_data={"decision": decision.to_dict(), "trained": True, "model": summary,
-                                     "timings": timings},
-                        update_spec={"model": {k: summary[k] for k in ("model_id", "path", "workdir", "activated")},
-                                     "settings_hash": h})
+        return FWAction(
+            stored_data={"decision": decision.to_dict(), "trained": True, "model": summary, "timings": timings},
+            update_spec={
+                "model": {k: summary[k] for k in ("model_id", "path", "workdir", "activated")},
+                "settings_hash": h,
+            },
+        )
 
 
 @explicit_serialize
@@ -430,22 +532,51 @@ class ActiveLearningTask(FiretaskBase):
         errors = _model_errors(store, passed.get("model_id") or (record_of or {}).get("id"))
         i = int(self["iteration"])
         cdir = campaign_dir(self["campaign"], _settings(fw_spec).home)
-        rec = active_iteration(store, model_path, dict(self["active"]), i, calc, self["campaign"], cdir,
-                               seed=int(self.get("seed", 0)), model_errors=errors)
+        rec = active_iteration(
+            store,
+            model_path,
+            dict(self["active"]),
+            i,
+            calc,
+            self["campaign"],
+            cdir,
+            seed=int(self.get("seed", 0)),
+            model_errors=errors,
+        )
         summary = {k: rec[k] for k in ("iteration", "n_to_label", "stop", "reason")}
         summary["fraction_uncertain"] = rec["selection"]["fraction_uncertain"]
         if rec["stop"]:
-            return FWAction(stored_data={"active": summary},
-                            additions=[Workflow(final_fireworks(self["campaign"], calc, self.get("simulate")))])
+            return FWAction(
+                stored_data={"active": summary},
+                additions=[Workflow(final_fireworks(self["campaign"], calc, self.get("simulate")))],
+            )
         h = steps.get_calculator_cached(calc).settings_hash
         label = batch_fireworks(self["campaign"], rec["todo"], calc, self["batch"], f"active {i}", None, None, h)
-        train, report = train_fireworks(self["campaign"], calc, self["training"], self["policy"], mode="force",
-                                        trigger=f"active-{i}", dupe=[self["campaign"], "active", i, rec["todo"]])
-        nxt = active_firework(self["campaign"], i + 1, dict(self["active"]), calc, self["training"], self["policy"],
-                              self["batch"], int(self.get("seed", 0)), self.get("simulate"))
+        train, report = train_fireworks(
+            self["campaign"],
+            calc,
+            self["training"],
+            self["policy"],
+            mode="force",
+            trigger=f"active-{i}",
+            dupe=[self["campaign"], "active", i, rec["todo"]],
+        )
+        nxt = active_firework(
+            self["campaign"],
+            i + 1,
+            dict(self["active"]),
+            calc,
+            self["training"],
+            self["policy"],
+            self["batch"],
+            int(self.get("seed", 0)),
+            self.get("simulate"),
+        )
         links = {fw.fw_id: [train.fw_id] for fw in label}
         links[train.fw_id] = [report.fw_id, nxt.fw_id]
-        return FWAction(stored_data={"active": summary}, additions=[Workflow(label + [train, report, nxt], links_dict=links)])
+        return FWAction(
+            stored_data={"active": summary}, additions=[Workflow(label + [train, report, nxt], links_dict=links)]
+        )
 
 
 def _model_errors(store, model_id) -> dict:
@@ -458,29 +589,67 @@ def _model_errors(store, model_id) -> dict:
     return {}
 
 
-def active_firework(campaign: str, iteration: int, active: dict, calculator: dict, training: dict, policy: dict,
-                    batch: dict, seed: int = 0, simulate: dict | None = None) -> Firework:
+def active_firework(
+    campaign: str,
+    iteration: int,
+    active: dict,
+    calculator: dict,
+    training: dict,
+    policy: dict,
+    batch: dict,
+    seed: int = 0,
+    simulate: dict | None = None,
+) -> Firework:
     """The Firework of one active-learning iteration (no category: it runs MD with the model anywhere)."""
     name = f"{campaign}: active learning {iteration}"
-    task = ActiveLearningTask(campaign=campaign, iteration=iteration, active=active, calculator=calculator,
-                              training=training, policy=policy, batch=batch, seed=seed,
-                              **({"simulate": simulate} if simulate else {}))
-    return Firework([task], spec=fw_spec_base(campaign, "active", None, pes_iteration=iteration, _pes_name=name,
-                                              _allow_fizzled_parents=True), name=name)
+    task = ActiveLearningTask(
+        campaign=campaign,
+        iteration=iteration,
+        active=active,
+        calculator=calculator,
+        training=training,
+        policy=policy,
+        batch=batch,
+        seed=seed,
+        **({"simulate": simulate} if simulate else {}),
+    )
+    return Firework(
+        [task],
+        spec=fw_spec_base(
+            campaign, "active", None, pes_iteration=iteration, _pes_name=name, _allow_fizzled_parents=True
+        ),
+        name=name,
+    )
 
 
 def final_fireworks(campaign: str, calculator: dict, simulate: dict | None) -> list[Firework]:
     """[simulate ->] report: what ends a campaign once its model is final."""
-    report = Firework([CampaignReportTask(campaign=campaign, calculator=calculator["name"])],
-                      spec=fw_spec_base(campaign, "report", None, pes_trigger="final", _allow_fizzled_parents=True,
-                                        _pes_name=f"{campaign}: report (final)"),
-                      name=f"{campaign}: report (final)")
+    report = Firework(
+        [CampaignReportTask(campaign=campaign, calculator=calculator["name"])],
+        spec=fw_spec_base(
+            campaign,
+            "report",
+            None,
+            pes_trigger="final",
+            _allow_fizzled_parents=True,
+            _pes_name=f"{campaign}: report (final)",
+        ),
+        name=f"{campaign}: report (final)",
+    )
     if not simulate:
         return [report]
-    sim = Firework([SimulateTask(campaign=campaign, simulate=simulate, calculator=calculator["name"])],
-                   spec=fw_spec_base(campaign, "simulate", None, pes_trigger="final", _allow_fizzled_parents=True,
-                                     _pes_name=f"{campaign}: simulate"),
-                   name=f"{campaign}: simulate")
+    sim = Firework(
+        [SimulateTask(campaign=campaign, simulate=simulate, calculator=calculator["name"])],
+        spec=fw_spec_base(
+            campaign,
+            "simulate",
+            None,
+            pes_trigger="final",
+            _allow_fizzled_parents=True,
+            _pes_name=f"{campaign}: simulate",
+        ),
+        name=f"{campaign}: simulate",
+    )
     report.parents = [sim]
     return [sim, report]
 
@@ -502,7 +671,14 @@ class CampaignReportTask(FiretaskBase):
         from .report import write_report
 
         lpad = getattr(self, "launchpad", None)
-        out = write_report(self["campaign"], lpad=lpad, store=_store(fw_spec), calculator=self.get("calculator"),
-                           settings_hash=fw_spec.get("settings_hash"), model=fw_spec.get("model"),
-                           simulation=fw_spec.get("simulation"), fw_id=getattr(self, "fw_id", None))
+        out = write_report(
+            self["campaign"],
+            lpad=lpad,
+            store=_store(fw_spec),
+            calculator=self.get("calculator"),
+            settings_hash=fw_spec.get("settings_hash"),
+            model=fw_spec.get("model"),
+            simulation=fw_spec.get("simulation"),
+            fw_id=getattr(self, "fw_id", None),
+        )
         return FWAction(stored_data={"report": out["path"], "plots": out["plots"]})
