@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
-from perovskite_pes.models import ClusterNet, LinearCE, SiteNet
+from perovskite_pes.models import ClusterNet, LinearCE, SiteNet, load_model
 from perovskite_pes.models.base import EnergyModel
 from perovskite_pes.simulation import (
     BlowUpError,
@@ -151,6 +152,9 @@ def test_blow_up_stops_with_step_temperature_and_displacement(linear_model, tmp_
     err = info.value
     assert err.step <= 200 and err.max_displacement > 0.02 and err.temperature_K == 300.0
     assert "step" in str(err) and "300 K" in str(err)
+    # the message names the atom that left: its index and species in the reference's order
+    atom, species = re.search(r"atom (\d+) \((\w+)\) moved", str(err)).groups()
+    assert load_model(linear_model).reference_.perovskite.supercell(2).species[int(atom)] == species
     assert traj.exists()  # what was written is kept
 
 

@@ -135,12 +135,17 @@ def check_frame(
     """Raise :class:`BlowUpError` when a frame is outside any physical domain; return the largest displacement."""
     u, _ = undeform(reference, positions, lattice)
     u = u[0] - u[0].mean(axis=0)
-    dmax = float(np.sqrt((u * u).sum(axis=1)).max())
+    norms = np.sqrt((u * u).sum(axis=1))
+    worst = int(np.argmax(norms))
+    dmax = float(norms[worst])
     if not np.isfinite(energy):
         raise BlowUpError("the energy is not finite", step, temperature_K, dmax)
     if dmax > max_displacement:
         raise BlowUpError(
-            f"an atom moved {dmax:.2f} A from its site (limit {max_displacement} A)", step, temperature_K, dmax
+            f"atom {worst} ({reference.species[worst]}) moved {dmax:.2f} A from its site (limit {max_displacement} A)",
+            step,
+            temperature_K,
+            dmax,
         )
     if min_energy_per_fu is not None and energy / reference.n_cells < min_energy_per_fu:
         raise BlowUpError(
@@ -228,7 +233,8 @@ def read_checkpoint(path: Path, method: str) -> dict:
         raise SimulationError(f"cannot read the checkpoint {path}: {exc}") from None
     if state.get("version") != CHECKPOINT_VERSION or state.get("method") != method:
         raise SimulationError(
-            f"{path} is not a {method} checkpoint of this version (found {state.get('method')!r}, version {state.get('version')!r})"
+            f"{path} is not a {method} checkpoint of this version "
+            f"(found {state.get('method')!r}, version {state.get('version')!r})"
         )
     return state
 
@@ -238,5 +244,6 @@ def check_same_run(state: dict, **expected) -> None:
     for key, value in expected.items():
         if json.dumps(jsonable(state.get(key)), sort_keys=True) != json.dumps(jsonable(value), sort_keys=True):
             raise SimulationError(
-                f"the checkpoint was written by a different run ({key} differs); remove it or use the same options to resume"
+                f"the checkpoint was written by a different run ({key} differs); "
+                "remove it or use the same options to resume"
             )
