@@ -257,7 +257,10 @@ def build_dataset(args) -> Path:
 
     from perovskite_pes.structure import Configuration, Perovskite
 
-    name = f"cspbbr3_2x2x2_{args.calculator}_t{args.n_tilt}_r{args.n_random}_s{args.n_strain}_p{args.n_path}_seed{args.seed}"
+    name = (
+        f"cspbbr3_2x2x2_{args.calculator}_t{args.n_tilt}_r{args.n_random}_s{args.n_strain}_p{args.n_path}"
+        f"_seed{args.seed}"
+    )
     path = pes_home() / "datasets" / f"{name}.extxyz"
     if path.is_file():
         print(f"data set: {path} (cached)")

@@ -102,10 +102,12 @@ def main(argv=None) -> int:
     print()
     store_s = stages.get("store", 0.0) + stages.get("load_data", 0.0) + stages.get("register", 0.0)
     print(
-        f"share in FireWorks: {100 * fireworks_s / wall:.1f}%   in the store (inside tasks): {100 * store_s / wall:.1f}%"
+        f"share in FireWorks: {100 * fireworks_s / wall:.1f}%   "
+        f"in the store (inside tasks): {100 * store_s / wall:.1f}%"
     )
     print(
-        f"Firework rate: {n_fw / wall:.2f} fw/s overall; FireWorks overhead {fireworks_s / max(n_fw, 1):.2f} s per Firework"
+        f"Firework rate: {n_fw / wall:.2f} fw/s overall; "
+        f"FireWorks overhead {fireworks_s / max(n_fw, 1):.2f} s per Firework"
     )
     if feat_s is not None:
         print(

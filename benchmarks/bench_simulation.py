@@ -159,8 +159,10 @@ def bench_mc(models, sizes, args):
             print(f"\nMC trial moves on {n}x{n}x{n} = {ref.n_atoms} atoms (one torch thread):")
             for name, r in row["models"].items():
                 print(
-                    f"  {name:<40} local {r['local_moves_per_s']:9.0f}/s ({r['classes']} classes, setup {r['setup_s']:.1f} s)"
-                    f"   full evaluation {r['global_moves_per_s']:7.1f}/s   ratio {r['local_moves_per_s'] / r['global_moves_per_s']:6.0f}x"
+                    f"  {name:<40} local {r['local_moves_per_s']:9.0f}/s "
+                    f"({r['classes']} classes, setup {r['setup_s']:.1f} s)"
+                    f"   full evaluation {r['global_moves_per_s']:7.1f}/s   "
+                    f"ratio {r['local_moves_per_s'] / r['global_moves_per_s']:6.0f}x"
                 )
     return rows
 

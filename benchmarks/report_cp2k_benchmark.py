@@ -170,7 +170,8 @@ def runs_report(home: Path) -> dict:
 
 def print_runs(rep: dict) -> None:
     print(
-        f"{'run':<28} {'type':<12} {'atoms':>5} {'steps':>5} {'ended':>5} {'energy (eV)':>16} {'max F (eV/A)':>12} {'s':>7}"
+        f"{'run':<28} {'type':<12} {'atoms':>5} {'steps':>5} {'ended':>5} "
+        f"{'energy (eV)':>16} {'max F (eV/A)':>12} {'s':>7}"
     )
     for r in rep["runs"]:
         f = r["max_gradient"] if r["max_gradient"] is not None else r["max_force"]

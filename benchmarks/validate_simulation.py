@@ -4,8 +4,8 @@ Both runs use the same cell (default 4x4x4), ensemble (NPT, fully flexible cell)
 step, start structure and seed; the model's run goes through PESCalculator, the surrogate's through
 its own ASE calculator (SevenNet by default). Compared per temperature: the averaged tilt amplitudes
 |R| and |M| (norm over axes of the per-frame projections, and the largest axis), the pseudo-cubic
-lattice parameters (sorted, since a domain may orient along any axis) and their product (about the volume per formula unit).
-The issue's criterion: within 10 %.
+lattice parameters (sorted, since a domain may orient along any axis) and their product (about the
+volume per formula unit). The issue's criterion: within 10 %.
 
     python benchmarks/validate_simulation.py --model PATH                         # 150 K and 500 K, 4x4x4
     python benchmarks/validate_simulation.py --model PATH --temperatures 150,300,500 --steps 2000

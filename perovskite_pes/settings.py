@@ -350,7 +350,8 @@ class Settings(BaseModel):
                 name = parse_uri(self.uri, validate=False).get("database")
             except Exception as exc:
                 raise SettingsError(
-                    f"mongo_uri {redact_uri(self.uri)!r} is not a valid MongoDB URI: {self.redact(str(exc).splitlines()[0])}"
+                    f"mongo_uri {redact_uri(self.uri)!r} is not a valid MongoDB URI: "
+                    f"{self.redact(str(exc).splitlines()[0])}"
                 ) from None
             if name:
                 return name

@@ -22,7 +22,8 @@ def test_python_dash_m_starts_and_lists_every_noun(pes_home):
     [(("basis", "count", "--cluster", "no-such-cluster"), 2), (("model", "--no-such-flag"), 2), (("--help",), 0)],
 )
 def test_in_process_runs_match_a_real_process(pes_home, args, code):
-    """The in-process runner gives what a real `python -m perovskite_pes` gives: exit status, output, one-line errors."""
+    """The in-process runner gives what a real `python -m perovskite_pes` gives: exit status, output,
+    one-line errors."""
     real = pes(*args, process=True)
     mine = pes(*args)
     assert real.returncode == mine.returncode == code

@@ -172,7 +172,8 @@ def test_errors_are_one_line(pes_home, run_pes, tmp_path):
 
 
 def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
-    """--metric/--linear-term/--net-order reach the saved model; a settings file's grid is kept unless a flag overrides it."""
+    """--metric/--linear-term/--net-order reach the saved model; a settings file's grid is kept unless a flag
+    overrides it."""
     settings = tmp_path / "sel.yaml"
     settings.write_text(
         "grid: {model: [site], clusters: ['4p+o'], max_order: [2], nodes: [3]}\ntraining: {lbfgs_iterations: 5}\n"

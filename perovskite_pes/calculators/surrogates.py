@@ -175,7 +175,8 @@ class SevenNetCalculator(SurrogateCalculator):
                 return _Calc(self.settings["model"], modal=self.settings["modal"], device=self.run_options["device"])
             except (ValueError, KeyError, FileNotFoundError, NotImplementedError) as exc:
                 raise CalculatorError(
-                    f"cannot load SevenNet model {self.settings['model']!r} with modal {self.settings['modal']!r}: {exc}"
+                    f"cannot load SevenNet model {self.settings['model']!r} "
+                    f"with modal {self.settings['modal']!r}: {exc}"
                 ) from exc
 
     def weights_path(self) -> Path | None:

@@ -12,7 +12,9 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "calc",
         help="energies, forces and stresses from VASP, CP2K or ML potentials",
-        description="Run one of the project's calculators (sevennet, chgnet, cp2k, vasp) or check which ones work here.",
+        description=(
+            "Run one of the project's calculators (sevennet, chgnet, cp2k, vasp) or check which ones work here."
+        ),
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 

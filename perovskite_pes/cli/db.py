@@ -364,7 +364,8 @@ def cmd_import(args) -> int:
         print(json.dumps(summary, indent=1))
     elif args.dry_run:
         print(
-            f"{args.file}: {summary['records']} valid record(s), {summary['calculations']} with calculations (nothing stored)"
+            f"{args.file}: {summary['records']} valid record(s), "
+            f"{summary['calculations']} with calculations (nothing stored)"
         )
     else:
         print(

@@ -76,7 +76,8 @@ def cmd_init(args) -> int:
     overridden = [v for v in ("PES_MONGO_URI", "PES_MONGO_HOST", "PES_DATABASE", "PES_STORE_FILE") if os.environ.get(v)]
     if overridden:
         print(
-            f"note: {', '.join(overridden)} set in the environment override{'s' if len(overridden) == 1 else ''} config.yaml"
+            f"note: {', '.join(overridden)} set in the environment "
+            f"override{'s' if len(overridden) == 1 else ''} config.yaml"
         )
     if settings.embedded:
         print(

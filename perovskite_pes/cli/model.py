@@ -269,7 +269,8 @@ def cmd_train(args) -> int:
     data = store.training_data(calculator=args.calculator, settings_hash=args.settings_hash, status="completed")
     if not data:
         raise ModelError(
-            f"no completed calculations{' of ' + args.calculator if args.calculator else ''} in the database to train on"
+            f"no completed calculations{' of ' + args.calculator if args.calculator else ''} "
+            "in the database to train on"
         )
     calculators = sorted({d["calculator"] for d in data})
     if len(calculators) > 1:
@@ -619,7 +620,8 @@ def cmd_evaluate(args) -> int:
                 e = atoms.info.get("energy")
         if e is None:
             raise ModelError(
-                f"{args.file}: structure {i} has no reference energy (key {args.energy_key!r}); evaluate needs labelled extended XYZ"
+                f"{args.file}: structure {i} has no reference energy (key {args.energy_key!r}); "
+                "evaluate needs labelled extended XYZ"
             )
         ref_e.append(float(e))
     ref_e = np.array(ref_e)
@@ -649,7 +651,8 @@ def cmd_evaluate(args) -> int:
     if outside:
         lo, hi = out["training_energy_range_mev_per_fu"]
         print(
-            f"warning: {len(outside)} of {len(frames)} structures lie outside the energy range of the model's training data "
+            f"warning: {len(outside)} of {len(frames)} structures lie outside the energy range "
+            "of the model's training data "
             f"({lo:.1f} to {hi:.1f} meV/f.u. above its lowest energy), so their errors measure extrapolation: "
             f"structures {', '.join(map(str, outside[:20]))}{' ...' if len(outside) > 20 else ''}",
             file=sys.stderr,

@@ -269,13 +269,15 @@ def cmd_heat(args) -> int:
         print(json.dumps(data, indent=1))
         return 0
     print(
-        f"{args.method.upper()} scan {args.t_min:.0f}-{args.t_max:.0f} K every {args.t_step:.0f} K, {result.atoms} atoms, "
+        f"{args.method.upper()} scan {args.t_min:.0f}-{args.t_max:.0f} K every {args.t_step:.0f} K, "
+        f"{result.atoms} atoms, "
         f"{len(result.runs)} runs, {result.wall_time_s / 60:.1f} min"
     )
     for run in data["runs"]:
         seq = " -> ".join(f"{p}@{t:.0f}" for p, t in zip(run["phase"], run["temperature_K"]))
         print(
-            f"  {run['direction']:4s} seed {run['seed']}: {seq}{'  (stopped: ' + run['stopped'] + ')' if run['stopped'] else ''}"
+            f"  {run['direction']:4s} seed {run['seed']}: {seq}"
+            f"{'  (stopped: ' + run['stopped'] + ')' if run['stopped'] else ''}"
         )
     if not data["transitions"]:
         print("  no transition in this range")

@@ -139,7 +139,8 @@ def restore_backup(store, source: Path, force: bool = False) -> dict:
             current = _counts(conn)
         if (current["configurations"] or current["calculations"]) and not force:
             raise EmbeddedStoreError(
-                f"the store {store.path} holds {current['configurations']} configurations and {current['calculations']} "
+                f"the store {store.path} holds {current['configurations']} configurations "
+                f"and {current['calculations']} "
                 "calculations; pass --force to replace them by the backup (back them up first: pes db backup FILE)"
             )
         server = store._open_server() if launchpad is not None else None  # holds the LaunchPad's lock

@@ -175,7 +175,8 @@ def _connect_mongo(settings):
         raise DatabaseUnavailable(
             settings.redact(
                 f"cannot reach MongoDB at {where} within {settings.server_timeout_s:g} s ({reason}); start the "
-                "server (docker compose up -d), check PES_MONGO_URI or config.yaml, or unset them to use the embedded store"
+                "server (docker compose up -d), check PES_MONGO_URI or config.yaml, "
+                "or unset them to use the embedded store"
             )
         ) from None
     except OperationFailure as exc:

@@ -963,7 +963,8 @@ class SQLiteStore(Store):
         with self._read() as conn:
             rows = conn.execute(
                 f"SELECT {_calc_cols('s', True)}, c.id, s.superseded_at, s.reason FROM "
-                f"{_calc_from('superseded', 's', True)} JOIN configurations c ON c.cid = s.config {where} ORDER BY s.xid",
+                f"{_calc_from('superseded', 's', True)} JOIN configurations c ON c.cid = s.config "
+                f"{where} ORDER BY s.xid",
                 params,
             ).fetchall()
         out = []

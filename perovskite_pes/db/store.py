@@ -270,7 +270,8 @@ class Store:
 
         if not isinstance(config, Configuration):
             raise InvalidRecord(
-                f"save_configurations expects perovskite_pes.structure.Configuration objects; got {type(config).__name__}"
+                "save_configurations expects perovskite_pes.structure.Configuration objects; "
+                f"got {type(config).__name__}"
             )
         if getattr(config, "reference", None) is None:
             raise InvalidRecord(f"{where} has no reference supercell")

@@ -273,8 +273,12 @@ def outlier_reason(fields: Mapping, reference_energy: float | None, reference_wh
     if epa is not None and reference_energy is not None and abs(epa - reference_energy) > MAX_ENERGY_DEVIATION_EV_ATOM:
         return (
             f"energy {epa:.6g} eV/atom is {abs(epa - reference_energy):.4g} eV/atom from the reference "
-            f"{reference_energy:.6g} eV/atom ({reference_what}); more than {MAX_ENERGY_DEVIATION_EV_ATOM:g} is implausible"
+            f"{reference_energy:.6g} eV/atom ({reference_what}); "
+            f"more than {MAX_ENERGY_DEVIATION_EV_ATOM:g} is implausible"
         )
     if epa is not None and abs(epa) > MAX_ABS_ENERGY_EV_ATOM:
-        return f"energy {epa:.6g} eV/atom is beyond {MAX_ABS_ENERGY_EV_ATOM:g} eV/atom in magnitude, which no code produces"
+        return (
+            f"energy {epa:.6g} eV/atom is beyond {MAX_ABS_ENERGY_EV_ATOM:g} eV/atom in magnitude, "
+            "which no code produces"
+        )
     return None

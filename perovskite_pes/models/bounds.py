@@ -141,7 +141,8 @@ class FeatureWindow:
     def check(self, n_inputs: list[int], where) -> None:
         if [len(v) for v in self.lo] != [int(n) for n in n_inputs]:
             raise ModelError(
-                f"{where}: the saved feature window has {[len(v) for v in self.lo]} inputs per orbit; the model has {n_inputs}"
+                f"{where}: the saved feature window has {[len(v) for v in self.lo]} inputs per orbit; "
+                f"the model has {n_inputs}"
             )
 
 

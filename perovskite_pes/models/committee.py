@@ -123,7 +123,8 @@ class Committee(EnergyModel):
             kind, params = self.model, {}
         else:
             raise ModelError(
-                f"Committee model must be a model kind {list(MEMBER_KINDS)} or an unfitted model; got {type(self.model).__name__}"
+                f"Committee model must be a model kind {list(MEMBER_KINDS)} or an unfitted model; "
+                f"got {type(self.model).__name__}"
             )
         if kind not in MEMBER_KINDS:
             raise ModelError(f"Committee members must be one of {list(MEMBER_KINDS)}; got {kind!r}")
@@ -324,7 +325,8 @@ class Committee(EnergyModel):
         return out
 
     def compute_spread(self, positions, lattice, reference) -> dict:
-        """:meth:`compute` with forces, stress and the spread (``energy_std``, ``forces_std``, ``max_force_deviation``)."""
+        """:meth:`compute` with forces, stress and the spread (``energy_std``, ``forces_std``,
+        ``max_force_deviation``)."""
         return self.compute(positions, lattice, reference, forces=True, stress=True, spread=True)
 
     def predict_uncertainty(self, configs, forces: bool = True, batch_size: int = 64) -> dict:

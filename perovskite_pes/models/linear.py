@@ -269,7 +269,8 @@ class LinearCE(BoundedInputs, EnergyModel):
         self.n_functions_ = [int(n) for n in fz.n_functions]
         if self.n_functions_ != list(state["n_functions"]):
             raise ModelError(
-                f"{directory}: featurizer rebuilt with {self.n_functions_} functions, model expects {state['n_functions']}"
+                f"{directory}: featurizer rebuilt with {self.n_functions_} functions, "
+                f"model expects {state['n_functions']}"
             )
         self.coef_ = np.asarray(state["coef"], dtype=float)
         self.alpha_ = float(state["alpha"])

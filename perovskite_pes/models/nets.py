@@ -45,7 +45,8 @@ def _torch():
 
 
 def build_mlps(n_inputs: list[int], hidden_layers, linear: bool = False, mask=None):
-    """One tanh MLP (``n_in -> hidden... -> 1``) per orbit, evaluated together (:class:`~perovskite_pes.models.mlp.OrbitMLPs`).
+    """One tanh MLP (``n_in -> hidden... -> 1``) per orbit, evaluated together
+    (:class:`~perovskite_pes.models.mlp.OrbitMLPs`).
 
     ``mask`` (per orbit, one 0/1 per input) limits what the MLPs see; the linear term sees every input.
     """

@@ -193,8 +193,9 @@ class PairPotential(EnergyModel):
             k = int(bound.argmax())
             if float(bound[k]) > float(self.skin):
                 raise ModelError(
-                    f"configuration {k} is too far from the reference for the pair list: pair distances may change by "
-                    f"up to {float(bound[k]):.2f} A (relative displacements up to {float(spread[k]):.2f} A) but skin is "
+                    f"configuration {k} is too far from the reference for the pair list: pair distances may change "
+                    f"by up to {float(bound[k]):.2f} A (relative displacements up to {float(spread[k]):.2f} A) "
+                    "but skin is "
                     f"{self.skin} A; use a larger skin or skin=None (automatic)"
                 )
             return float(self.skin)

@@ -149,7 +149,8 @@ def check_frame(
         )
     if min_energy_per_fu is not None and energy / reference.n_cells < min_energy_per_fu:
         raise BlowUpError(
-            f"the energy fell to {energy / reference.n_cells * 1000:.0f} meV per formula unit above the cubic reference "
+            f"the energy fell to {energy / reference.n_cells * 1000:.0f} meV per formula unit "
+            "above the cubic reference "
             f"(limit {min_energy_per_fu * 1000:.0f})",
             step,
             temperature_K,

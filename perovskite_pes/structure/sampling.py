@@ -56,7 +56,8 @@ def _directions(parent: Configuration, displacement_directions, strain_direction
         disp = disp[None]
     if disp.ndim != 3 or disp.shape[1:] != (n, 3):
         raise SamplingError(
-            f"displacement directions must have shape (k, {n}, 3) for this supercell; got {np.shape(displacement_directions)}"
+            f"displacement directions must have shape (k, {n}, 3) for this supercell; "
+            f"got {np.shape(displacement_directions)}"
         )
     strain = np.zeros((0, 6)) if strain_directions is None else np.asarray(strain_directions, float)
     if strain.ndim == 1 and strain.shape == (6,):

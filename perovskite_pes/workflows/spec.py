@@ -87,7 +87,8 @@ def _fail(at: str, message: str):
 
 
 def _join(*parts) -> str:
-    """Field path from location parts: ``('steps', 'interpolations', 0, 'path[1]')`` -> ``steps.interpolations[0].path[1]``."""
+    """Field path from location parts: ``('steps', 'interpolations', 0, 'path[1]')`` ->
+    ``steps.interpolations[0].path[1]``."""
     out = ""
     for p in parts:
         if p is None or p == "":
@@ -459,8 +460,8 @@ class ModeGridSpec(_Step):
     subspaces: AllOrNames = "all"
     max_per_parent: _Int(1, optional=True) = None
     components: _Choice("all", "first") = "all"
-    """Modes to use: "all" of each chosen subspace, or the "first" of each (its partners are symmetry images at the cubic
-    parent).
+    """Modes to use: "all" of each chosen subspace, or the "first" of each (its partners are symmetry images at the
+    cubic parent).
     """
 
 
@@ -566,7 +567,8 @@ class StepsSpec(_Section):
         ):
             _fail(
                 "",
-                "no step is enabled: enable relax_reference, relax_tilts, mode_grid, strain_grid, random or interpolations",
+                "no step is enabled: enable relax_reference, relax_tilts, mode_grid, strain_grid, random "
+                "or interpolations",
             )
         return self
 
@@ -861,7 +863,8 @@ class CampaignSpec(_Section):
     """Random seed of every sampler and of training."""
     reference: ReferenceSpec = ReferenceSpec()
     supercell: _checked(Any, _supercell, int | list[int] | list[list[int]]) = 2
-    """The supercell: n, [n1, n2, n3] or a 3x3 integer matrix (kept as written: it is part of the campaign's identity)."""
+    """The supercell: n, [n1, n2, n3] or a 3x3 integer matrix (kept as written: it is part of the campaign's
+    identity)."""
     fireworks: FireworksSpec = FireworksSpec()
     steps: StepsSpec = StepsSpec()
     descriptors: DescriptorSpec = DescriptorSpec()
