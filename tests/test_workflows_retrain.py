@@ -139,3 +139,41 @@ def test_interpolation_paths_include_the_relaxed_end_points_and_measure_from_the
     p = out[path]
     assert p["x"] == [0.0, 0.5, 1.0, 1.5, 2.0]
     assert p["energies"][0] == -1.0 and p["energies"][-1] == -3.2 and p["zero"] == 0
+
+
+def test_a_model_trained_on_new_kinds_of_data_is_compared_on_them_not_by_cv(tmp_path):
+    """After new kinds of configurations (an active-learning round) a CV RMSE is not comparable with the
+    active model's: both models are scored on the new held-out configurations neither was fitted on."""
+    from models_support import random_configs
+
+    from perovskite_pes.models import PairPotential
+    from perovskite_pes.workflows.retrain import _activation
+
+    ref = Perovskite().supercell(2)
+    configs = random_configs(ref, 24, seed=3, amplitude=0.05) + random_configs(ref, 16, seed=4, amplitude=0.2)
+    truth, wrong = (
+        PairPotential(cutoff=6.0, n_gaussians=6, r_min=2.5).fit(
+            configs, np.random.default_rng(seed).normal(0, 0.05, len(configs)) - 150.0
+        )
+        for seed in (1, 2)
+    )
+    energies = truth.predict(configs)
+    old = PairPotential(cutoff=6.0, n_gaussians=6, r_min=2.5).fit(configs[:24], wrong.predict(configs[:24]))
+    old.save(tmp_path / "old")
+    calc_ids = [f"c{i}" for i in range(40)]
+    active = {"path": str(tmp_path / "old"), "calc_ids": calc_ids[:24]}
+    report = {"test_indices": [0, 5, 30, 31, 35, 39]}
+    policy = RetrainPolicy(cv_tolerance=0.05)
+    # the new model (the truth) has a worse CV RMSE on its harder set, yet wins on the 4 new test configurations
+    ok, why = _activation(policy, truth, active, 9.0, 1.0, report, configs, energies, calc_ids)
+    assert ok and "on the 4 new held-out configurations" in why
+    # and a model worse on the new configurations stays inactive, however good its CV RMSE
+    truth.save(tmp_path / "good")
+    good = {"path": str(tmp_path / "good"), "calc_ids": calc_ids[:24]}
+    ok, why = _activation(policy, old, good, 0.5, 1.0, report, configs, energies, calc_ids)
+    assert not ok and "worse than" in why
+    # nothing new among the held-out configurations: the CV RMSEs decide, within the tolerance
+    report = {"test_indices": [0, 5]}
+    assert _activation(policy, truth, active, 9.0, 1.0, report, configs, energies, calc_ids)[0] is False
+    assert _activation(policy, truth, active, 1.04, 1.0, report, configs, energies, calc_ids)[0] is True
+    assert _activation(policy, truth, None, 9.0, 1.0, report, configs, energies, calc_ids) == (True, "no model was active")

@@ -92,6 +92,53 @@ class RetrainPolicy:
         return new_cv <= old_cv * (1.0 + self.cv_tolerance) + 1e-12
 
 
+def _unseen_errors(model, active: dict, report: dict, configs, energies, calc_ids):
+    """RMSEs (meV/atom) of the new ``model`` and of the active one on the configurations neither was
+    fitted on (the new model's held-out test set less every calculation the active model was given),
+    and their number; None when there are none (the data did not grow) or the active model cannot be
+    loaded."""
+    from ..models import ModelError, load_model
+
+    seen = {str(c) for c in (active.get("calc_ids") or [])}
+    test = [i for i in report.get("test_indices") or [] if calc_ids[i] not in seen]
+    if not test or not active.get("path"):
+        return None
+    try:
+        old = load_model(active["path"])
+    except (ModelError, OSError) as exc:
+        logger.warning("cannot load the active model %s to compare on new data (%s)", active.get("path"), exc)
+        return None
+    sub = [configs[i] for i in test]
+    e = np.asarray([energies[i] for i in test])
+    n = np.asarray([c.reference.n_atoms for c in sub], float)
+
+    def rmse(m) -> float:
+        return float(np.sqrt(np.mean(((np.asarray(m.predict(sub)) - e) / n * 1000.0) ** 2)))
+
+    return rmse(model), rmse(old), len(test)
+
+
+def _activation(policy, model, active, new_cv, old_cv, report, configs, energies, calc_ids) -> tuple[bool, str]:
+    """Activate the new model? When the data grew, both models are compared on the new configurations
+    neither was fitted on (a CV RMSE on a set with new kinds of configurations is not comparable with
+    one on the old set); otherwise by CV RMSE, within the policy's tolerance."""
+    if active is None:
+        return True, "no model was active"
+    unseen = _unseen_errors(model, active, report, configs, energies, calc_ids)
+    if unseen is not None:
+        new, old, n = unseen
+        ok = policy.accepts(new, old)
+        verdict = "within" if ok else "worse than"
+        return ok, (
+            f"RMSE {new:.4g} meV/atom on the {n} new held-out configurations, {verdict} {policy.cv_tolerance:.0%} "
+            f"of the active model's {old:.4g} on the same ones"
+        )
+    ok = policy.accepts(new_cv, old_cv)
+    if ok:
+        return True, f"CV RMSE {new_cv} within {policy.cv_tolerance:.0%} of the active model's {old_cv}"
+    return False, f"CV RMSE {new_cv} worse than the active model's {old_cv} by more than {policy.cv_tolerance:.0%}"
+
+
 @dataclass
 class RetrainDecision:
     """Outcome of a retrain check (plain data; printed by ``pes retrain`` and stored in launches)."""
@@ -307,13 +354,7 @@ def train_and_register(
     new_cv = cv_rmse(metrics)
     active = store.active_model(calculator=calculator)
     old_cv = cv_rmse((active or {}).get("metrics"))
-    activate = active is None or policy.accepts(new_cv, old_cv)
-    if active is None:
-        why = "no model was active"
-    elif activate:
-        why = f"CV RMSE {new_cv} within {policy.cv_tolerance:.0%} of the active model's {old_cv}"
-    else:
-        why = f"CV RMSE {new_cv} worse than the active model's {old_cv} by more than {policy.cv_tolerance:.0%}"
+    activate, why = _activation(policy, model, active, new_cv, old_cv, report, configs, energies, calc_ids)
     if provenance:
         metrics["provenance"] = jsonable(provenance, repr)
     if settings_hash is None and len(hashes) == 1:
