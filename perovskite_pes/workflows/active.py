@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from .steps import get_calculator_cached, progress_enabled, store_configurations
+from . import steps
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +87,9 @@ def active_iteration(
         for k in ("temperatures", "starts", "strains", "steps", "equilibration", "sample_every", "timestep_fs")
     }
     kw["supercell"] = settings.get("supercell", 2)
-    candidates, runs = explore(model, seed=seed + 7919 * iteration, progress=progress_enabled(), **kw)
+    candidates, runs = explore(model, seed=seed + 7919 * iteration, progress=steps.progress_enabled(), **kw)
     t_explore = time.perf_counter() - t0
-    h = get_calculator_cached(calculator).settings_hash
+    h = steps.get_calculator_cached(calculator).settings_hash
     known = [d["config"] for d in store.training_data(calculator=calculator["name"], settings_hash=h)]
     remaining = int(settings["budget"]) - labelled_by_loop(history)
     t1 = time.perf_counter()
@@ -118,7 +118,7 @@ def active_iteration(
     elif iteration > int(settings["iterations"]):
         reason = f"{settings['iterations']} iterations done"
     # the selection is labelled only when the loop goes on (a last exploration measures, it does not label)
-    saved = store_configurations(store, sel.configurations, campaign, h) if reason is None else {"todo": []}
+    saved = steps.store_configurations(store, sel.configurations, campaign, h) if reason is None else {"todo": []}
     if reason is None and not saved["todo"]:
         reason = "nothing new to label in the trust window"
     record = {
