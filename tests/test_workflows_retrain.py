@@ -144,10 +144,10 @@ def test_interpolation_paths_include_the_relaxed_end_points_and_measure_from_the
 def test_a_model_trained_on_new_kinds_of_data_is_compared_on_them_not_by_cv(tmp_path):
     """After new kinds of configurations (an active-learning round) a CV RMSE is not comparable with the
     active model's: both models are scored on the new held-out configurations neither was fitted on."""
-    from models_support import random_configs
-
     from perovskite_pes.models import PairPotential
     from perovskite_pes.workflows.retrain import _activation
+
+    from models_support import random_configs
 
     ref = Perovskite().supercell(2)
     configs = random_configs(ref, 24, seed=3, amplitude=0.05) + random_configs(ref, 16, seed=4, amplitude=0.2)
@@ -176,4 +176,7 @@ def test_a_model_trained_on_new_kinds_of_data_is_compared_on_them_not_by_cv(tmp_
     report = {"test_indices": [0, 5]}
     assert _activation(policy, truth, active, 9.0, 1.0, report, configs, energies, calc_ids)[0] is False
     assert _activation(policy, truth, active, 1.04, 1.0, report, configs, energies, calc_ids)[0] is True
-    assert _activation(policy, truth, None, 9.0, 1.0, report, configs, energies, calc_ids) == (True, "no model was active")
+    assert _activation(policy, truth, None, 9.0, 1.0, report, configs, energies, calc_ids) == (
+        True,
+        "no model was active",
+    )
