@@ -232,12 +232,10 @@ def _print_status(st: dict) -> None:
                 if m["errors"]
                 else "no errors recorded"
             )
-            data_line = (
-                f"fitted on {m['n_fit']} of {m['n_train']} calculations, tested on the other {m['n_test']}"
-                if m.get("n_fit") is not None and m.get("n_test") is not None
-                else f"{m['n_train']} calculations"
-            )
-            print(f"active model ({cname}): {m['name']} [{m['id']}] {data_line}; {errs}")
+            from .model import data_line
+
+            fitted = data_line(m.get("n_fit"), m["n_train"], m.get("n_test"))
+            print(f"active model ({cname}): {m['name']} [{m['id']}] {fitted}; {errs}")
             print(f"  path: {m['path']}")
 
 

@@ -497,16 +497,17 @@ def cmd_list(args) -> int:
     return 0
 
 
+def data_line(n_fit, n_data, n_test, what: str = "calculations") -> str:
+    """How many of a model's ``n_data`` calculations fitted it and how many tested it (one phrase)."""
+    if n_fit is not None and n_test is not None:
+        return f"fitted on {n_fit} of {n_data} {what}, tested on the other {n_test}"
+    return f"{n_data} {what}"
+
+
 def _data_line(rec: dict) -> str:
-    """How many of a model's calculations it was fitted on and how many it was tested on."""
     met = rec.get("metrics") or {}
     n_data = len(rec.get("calc_ids") or []) or rec.get("n_train")
-    if "n_train" in met and "n_test" in met:
-        return (
-            f"fitted on {met['n_train']} of {n_data} {rec.get('calculator')} calculations, "
-            f"tested on the other {met['n_test']}"
-        )
-    return f"{n_data} {rec.get('calculator')} calculations"
+    return data_line(met.get("n_train"), n_data, met.get("n_test"), f"{rec.get('calculator')} calculations")
 
 
 def cmd_show(args) -> int:
