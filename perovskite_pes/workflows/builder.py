@@ -116,7 +116,7 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
         retrain=retrain,
         training=training,
     )
-    sampling = {k: steps_dict[k] for k in ("mode_grid", "strain_grid", "random")}
+    sampling = {k: steps_dict[k] for k in ("mode_grid", "strain_grid", "random", "tilt_grid") if k in steps_dict}
     enumerate_fws = []
     for g, parent_fw in relax_fw.items():
         enumerate_fws.append(

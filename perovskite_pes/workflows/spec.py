@@ -22,6 +22,7 @@ Layout of a spec (every section except ``name`` and ``calculator`` is optional):
       strain_grid: {amplitudes: [-0.02, 0.02], subspaces: all, around: reference}
       random: {count: 100, displacement_radius: 0.3, strain_radius: 0.02,
                uniqueness_tolerance: 0.01, around: all, fill: false}
+      tilt_grid: {systems: all, angles: [12, 18, 24], noise: [0, 0.1], copies: 1}   # on the cubic cell
       interpolations: [{path: [a0a0a0, a0a0c-, a-a-c+], n: 8}]
     descriptors: {clusters: 7p+t+o, max_order: 2, metric: lin, truncated: false}
     training: {models: [cluster, site], grid: {layers: [1], nodes: [8, 16]}, folds: 10,
@@ -508,6 +509,39 @@ class RandomSpec(_Step):
         return self
 
 
+def _tilt_grid_angles(value):
+    return _listed(
+        value,
+        lambda x, at: _float(x, lo=0.0, hi=45.0, lo_open=True, at=at),
+        "expected a non-empty list of tilt angles in degrees, each in (0, 45]",
+    )
+
+
+def _tilt_grid_noise(value):
+    return _listed(
+        value,
+        lambda x, at: _float(x, lo=0.0, hi=0.5, at=at),
+        "expected a non-empty list of RMS displacements per atom in Angstrom, each in [0, 0.5]",
+    )
+
+
+class TiltGridSpec(_Step):
+    """Large tilts: every listed Glazer system at every angle, on the relaxed cubic reference.
+
+    ``angles`` are the largest axis' tilt (degrees); a system's other letters keep the ratios of the
+    structure layer's defaults (a 8 : b 6 : c 10). Each (system, angle) comes pure (noise 0) and as
+    ``copies`` configurations per non-zero ``noise`` level with random displacements of that RMS per atom
+    (Angstrom), the thermal motion around a tilted structure. "all" means the 14 tilted systems;
+    naming ``a0a0a0`` adds the noisy cubic cell (once per noise level and copy, whatever the angles).
+    """
+
+    enabled: Bool = False
+    systems: _checked(Literal["all"] | tuple[str, ...], _tilt_systems, str | list[str]) = "all"
+    angles: _checked(tuple[float, ...], _tilt_grid_angles, float | list[float]) = (12.0, 18.0, 24.0)
+    noise: _checked(tuple[float, ...], _tilt_grid_noise, float | list[float]) = (0.0,)
+    copies: _Int(1) = 1
+
+
 def _path(value):
     if not isinstance(value, (list, tuple)) or len(value) < 2:
         _fail("", f"expected a list of at least two Glazer symbols; got {value!r}")
@@ -533,6 +567,7 @@ class StepsSpec(_Section):
     mode_grid: _switchable(ModeGridSpec) = ModeGridSpec()
     strain_grid: _switchable(StrainGridSpec) = StrainGridSpec()
     random: _switchable(RandomSpec) = RandomSpec()
+    tilt_grid: _switchable(TiltGridSpec) = TiltGridSpec()
     interpolations: _checked(tuple[InterpolationSpec, ...], _interpolations) = ()
 
     @model_validator(mode="after")
@@ -561,14 +596,15 @@ class StepsSpec(_Section):
             self.mode_grid.enabled
             or self.strain_grid.enabled
             or self.random.enabled
+            or self.tilt_grid.enabled
             or self.interpolations
             or self.relax_tilts.enabled
             or self.relax_reference.enabled
         ):
             _fail(
                 "",
-                "no step is enabled: enable relax_reference, relax_tilts, mode_grid, strain_grid, random "
-                "or interpolations",
+                "no step is enabled: enable relax_reference, relax_tilts, mode_grid, strain_grid, random, "
+                "tilt_grid or interpolations",
             )
         return self
 
@@ -919,8 +955,15 @@ class CampaignSpec(_Section):
         return None if cat == "none" else cat
 
     def to_dict(self) -> dict:
-        """Plain JSON-able dict with every default filled in (its hash identifies the campaign)."""
-        return _plain(self.model_dump())
+        """Plain JSON-able dict with every default filled in (its hash identifies the campaign).
+
+        Steps added after campaigns were first hashed (``tilt_grid``) appear only when enabled, so that
+        the hash of a spec that does not use them stays what it was.
+        """
+        d = _plain(self.model_dump())
+        if not self.steps.tilt_grid.enabled:
+            del d["steps"]["tilt_grid"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, source: str | None = None) -> "CampaignSpec":

@@ -264,9 +264,10 @@ def _far_enough(config, min_distance: float) -> bool:
 def enumerate_around(
     parent, glazer: str, sampling: dict, seed: int = 0, include_parent: bool = True, min_distance: float = 1.5
 ) -> list:
-    """Configurations around one relaxed parent: mode grid, strain grid and random n-sphere samples.
+    """Configurations around one relaxed parent: mode grid, strain grid, random n-sphere samples and (around
+    the cubic parent) the tilt grid.
 
-    ``sampling`` holds the campaign spec's ``mode_grid``, ``strain_grid`` and ``random`` sections.
+    ``sampling`` holds the campaign spec's ``mode_grid``, ``strain_grid``, ``random`` and ``tilt_grid`` sections.
     The parent itself comes first. Candidates with two atoms closer than ``min_distance`` Angstrom
     are dropped. Each configuration is tagged with its provenance (method, tilt system, mode or
     strain label and amplitude, random draw).
@@ -313,6 +314,71 @@ def enumerate_around(
         or (isinstance(around, (list, tuple)) and glazer in around)
     ):
         out.extend(random_samples(parent, glazer, rd, seed, min_distance))
+
+    tg = sampling.get("tilt_grid") or {}
+    if tg.get("enabled") and glazer == CUBIC:
+        out.extend(tilt_grid(parent, tg, seed, min_distance))
+    return out
+
+
+def grid_tilt_angles(glazer: str, angle: float) -> list[float] | None:
+    """Per-letter angles of ``glazer`` whose largest is ``angle`` (the default ratios a 8 : b 6 : c 10)."""
+    from ..structure.tilts import DEFAULT_ANGLES
+
+    per_letter = tilt_angles_for(
+        glazer, {k: v * angle / max(DEFAULT_ANGLES.values()) for k, v in DEFAULT_ANGLES.items()}
+    )
+    if per_letter is None:
+        return None
+    top = max(per_letter)
+    return [float(a) * angle / top for a in per_letter]
+
+
+def tilt_grid(parent, tg: dict, seed: int = 0, min_distance: float = 1.5) -> list:
+    """The ``tilt_grid`` step: tilt systems at large angles on the cubic ``parent``, pure and with noise.
+
+    Every system of ``tg["systems"]`` ("all": the 14 tilted ones) at every angle of ``tg["angles"]``
+    (the largest axis, in degrees), once per level of ``tg["noise"]`` (RMS random displacement per atom,
+    Angstrom; level 0 is the pure tilt) and ``tg["copies"]`` times per non-zero level. Gaussian noise,
+    net translation removed, reproducible from the campaign seed.
+
+    >>> from perovskite_pes.structure import Configuration
+    >>> cubic = Configuration(reference_supercell({"species": ["Cs", "Pb", "Br"], "lattice_parameter": 5.87}, 2))
+    >>> configs = tilt_grid(cubic, {"systems": ["a0a0c-", "a+b-b-"], "angles": [12, 24], "noise": [0, 0.1]})
+    >>> len(configs), configs[-1].tags["tilt_system"], configs[-1].tags["angle_deg"]
+    (8, 'a+b-b-', 24.0)
+    """
+    from ..structure.tilts import tilt_displacements
+
+    systems = tg.get("systems", "all")
+    if systems == "all":
+        from .spec import glazer_symbols
+
+        systems = [g for g in glazer_symbols() if g != CUBIC]
+    noise = [float(x) for x in tg.get("noise", [0.0])]
+    copies = int(tg.get("copies", 1))
+    n_atoms = len(parent.displacements)
+    out = []
+    for glazer in systems:
+        for angle in [0.0] if glazer == CUBIC else [float(a) for a in tg.get("angles", [])]:
+            base = parent.displacements.copy()
+            if glazer != CUBIC:
+                base = base + tilt_displacements(parent.reference, glazer, grid_tilt_angles(glazer, angle))
+            for level in noise:
+                if level == 0 and glazer == CUBIC:
+                    continue  # the parent itself
+                for copy in range(1 if level == 0 else copies):
+                    rng = np.random.default_rng(_seed(seed, "tilt_grid", glazer, angle, level, copy))
+                    kick = rng.normal(scale=level / np.sqrt(3.0), size=(n_atoms, 3)) if level else 0.0
+                    if level:
+                        kick -= kick.mean(axis=0)
+                    c = _with(
+                        parent,
+                        displacements=base + kick,
+                        tags=_tags("tilt_grid", glazer, angle_deg=angle, noise=level, copy=copy, seed=int(seed)),
+                    )
+                    if _far_enough(c, min_distance):
+                        out.append(c)
     return out
 
 

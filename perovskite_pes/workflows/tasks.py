@@ -190,7 +190,7 @@ class EnumerateTask(FiretaskBase):
         reference (dict): starting reference (``fw_spec["reference"]`` wins).
         supercell: supercell matrix.
         calculator (dict): ``name`` and ``settings``.
-        sampling (dict): the spec's ``mode_grid``, ``strain_grid`` and ``random`` sections.
+        sampling (dict): the spec's ``mode_grid``, ``strain_grid``, ``random`` and ``tilt_grid`` sections.
         batch (dict): ``per_firework``, ``category``, ``flush_every``, ``fizzle_on``.
     Optional params:
         seed (int): random seed (default 0).
