@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from perovskite_pes.simulation import glazer_symbol, order_parameters
-from perovskite_pes.structure import Configuration, glazer_system, tilt_configuration
+from perovskite_pes.structure import Configuration, glazer_system, tilt_angles, tilt_configuration
 from perovskite_pes.workflows import SpecError, validate_spec
 from perovskite_pes.workflows.steps import enumerate_around, grid_tilt_angles, reference_supercell, tilt_grid
 
@@ -43,16 +43,18 @@ def test_pure_tilts_have_their_system_and_largest_angle(system):
     op = order_parameters(ref, c.positions, c.lattice)
     amps = np.maximum(np.abs(op.R[0]), np.abs(op.M[0]))
     assert glazer_symbol(op.R[0], op.M[0]) == system
-    # the structure layer's tilt at per-letter angles whose largest is 20 degrees, in the default ratios
+    # the structure layer's tilt at per-letter angles in the default ratios whose rotation vector is 20 degrees long
     want = grid_tilt_angles(system, 20.0)
-    assert max(want) == pytest.approx(20.0)
+    per_axis = tilt_angles(system, want)
+    assert np.linalg.norm(per_axis) == pytest.approx(20.0)
     assert np.allclose(c.displacements, tilt_configuration(ref, system, want).displacements)
     ratios = {"a": 0.8, "b": 0.6, "c": 1.0}
     letters = list(dict.fromkeys(x for x, sign in zip(*glazer_parts(system)) if sign != "0"))
-    top = max(ratios[x] for x in letters)
-    assert np.allclose(want, [20.0 * ratios[x] / top for x in letters])
-    if len(letters) == 1:  # one rotation axis: the best-fit angle of a rigid tilt theta is atan(sin theta)
+    assert np.allclose(np.array(want) / want[0], [ratios[x] / ratios[letters[0]] for x in letters])
+    if len(letters) == 1 and system.count("0") == 2:  # one axis: a rigid tilt theta fits as atan(sin theta)
         assert amps.max() == pytest.approx(np.degrees(np.arctan(np.sin(np.radians(20.0)))), rel=0.01)
+    if system == "a-b-c-":
+        assert np.allclose(np.abs(per_axis), 20.0 * np.array([0.8, 0.6, 1.0]) / np.sqrt(2.0))
 
 
 def test_noise_has_the_asked_rms_no_net_translation_and_is_reproducible():

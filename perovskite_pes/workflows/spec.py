@@ -528,8 +528,9 @@ def _tilt_grid_noise(value):
 class TiltGridSpec(_Step):
     """Large tilts: every listed Glazer system at every angle, on the relaxed cubic reference.
 
-    ``angles`` are the largest axis' tilt (degrees); a system's other letters keep the ratios of the
-    structure layer's defaults (a 8 : b 6 : c 10). Each (system, angle) comes pure (noise 0) and as
+    ``angles`` are each octahedron's total rotation (degrees, the length of its per-axis rotation vector, so
+    that every system at one angle costs about as much strain); a system's distinct letters keep the ratios
+    of the structure layer's defaults (a 8 : b 6 : c 10). Each (system, angle) comes pure (noise 0) and as
     ``copies`` configurations per non-zero ``noise`` level with random displacements of that RMS per atom
     (Angstrom), the thermal motion around a tilted structure. "all" means the 14 tilted systems;
     naming ``a0a0a0`` adds the noisy cubic cell (once per noise level and copy, whatever the angles).

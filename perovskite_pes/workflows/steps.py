@@ -322,25 +322,28 @@ def enumerate_around(
 
 
 def grid_tilt_angles(glazer: str, angle: float) -> list[float] | None:
-    """Per-letter angles of ``glazer`` whose largest is ``angle`` (the default ratios a 8 : b 6 : c 10)."""
-    from ..structure.tilts import DEFAULT_ANGLES
+    """Per-letter angles of ``glazer`` that rotate each octahedron by ``angle`` degrees in all.
 
-    per_letter = tilt_angles_for(
-        glazer, {k: v * angle / max(DEFAULT_ANGLES.values()) for k, v in DEFAULT_ANGLES.items()}
-    )
+    ``angle`` is the length of the per-axis rotation vector, so that every system at the same angle
+    strains the octahedra about as much (a-a-a- at 18 degrees tilts 10.4 degrees about each axis);
+    distinct letters keep the default ratios a 8 : b 6 : c 10.
+    """
+    from ..structure.tilts import DEFAULT_ANGLES, tilt_angles
+
+    per_letter = tilt_angles_for(glazer, dict(DEFAULT_ANGLES))
     if per_letter is None:
         return None
-    top = max(per_letter)
-    return [float(a) * angle / top for a in per_letter]
+    norm = float(np.linalg.norm(tilt_angles(glazer, per_letter)))
+    return [float(a) * angle / norm for a in per_letter]
 
 
 def tilt_grid(parent, tg: dict, seed: int = 0, min_distance: float = 1.5) -> list:
     """The ``tilt_grid`` step: tilt systems at large angles on the cubic ``parent``, pure and with noise.
 
-    Every system of ``tg["systems"]`` ("all": the 14 tilted ones) at every angle of ``tg["angles"]``
-    (the largest axis, in degrees), once per level of ``tg["noise"]`` (RMS random displacement per atom,
-    Angstrom; level 0 is the pure tilt) and ``tg["copies"]`` times per non-zero level. Gaussian noise,
-    net translation removed, reproducible from the campaign seed.
+    Every system of ``tg["systems"]`` ("all": the 14 tilted ones) at every angle of ``tg["angles"]`` (each
+    octahedron's total rotation, degrees: :func:`grid_tilt_angles`), once per level of ``tg["noise"]`` (RMS
+    random displacement per atom, Angstrom; level 0 is the pure tilt) and ``tg["copies"]`` times per non-zero
+    level. Gaussian noise, net translation removed, reproducible from the campaign seed.
 
     >>> from perovskite_pes.structure import Configuration
     >>> cubic = Configuration(reference_supercell({"species": ["Cs", "Pb", "Br"], "lattice_parameter": 5.87}, 2))
