@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from .errors import PesError
+from .utils import field_path, first_error
 
 DEFAULT_DATABASE = "perovskite_pes"
 DEFAULT_PORT = 27017
@@ -204,13 +205,12 @@ def _checked(check, *args):
 
 def _one_line(exc: ValidationError) -> str:
     """The first error of a validation as one line naming the setting."""
-    err = exc.errors(include_url=False)[0]
-    name = ".".join(str(x) for x in err["loc"])
+    loc, message, err = first_error(exc, "setting")
     if err["type"] == "setting":
-        return err["ctx"]["message"]
+        return message
     if err["type"] == "extra_forbidden":
-        return f"unknown setting {name!r}; expected some of {', '.join(Settings.model_fields)}"
-    return f"{name}: {err['msg'][:1].lower()}{err['msg'][1:]}; got {err.get('input')!r}"
+        return f"unknown setting {field_path(*loc)!r}; expected some of {', '.join(Settings.model_fields)}"
+    return f"{field_path(*loc)}: {message}"
 
 
 class Settings(BaseModel):

@@ -43,3 +43,35 @@ def jsonable(obj, other=lambda o: o):
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return other(obj)
+
+
+#: union members appear in pydantic's error locations as type tags ('int', 'tuple[str, ...]')
+_TYPE_TAGS = {"int", "float", "str", "bool", "none", "dict", "list", "tuple", "literal"}
+
+
+def field_path(*parts) -> str:
+    """Dotted field path from location parts: ``('steps', 'interpolations', 0, 'path[1]')`` ->
+    ``steps.interpolations[0].path[1]`` (empty parts skipped)."""
+    out = ""
+    for p in parts:
+        if p is None or p == "":
+            continue
+        p = f"[{p}]" if isinstance(p, int) else str(p)
+        out += p if (not out or p.startswith("[")) else f".{p}"
+    return out
+
+
+def first_error(exc, own_type: str) -> tuple[list, str, dict]:
+    """The first error of a pydantic ``ValidationError`` as ``(location, message, error)``.
+
+    ``location`` drops the type tags pydantic adds for union members; ``message`` is our own (the
+    context's ``message`` of an error of type ``own_type``), "required" for a missing field, or pydantic's
+    message with the offending input; ``error`` is pydantic's error dict.
+    """
+    err = exc.errors(include_url=False)[0]
+    loc = [x for x in err["loc"] if not (isinstance(x, str) and (x in _TYPE_TAGS or "[" in x or "-" in x))]
+    if err["type"] == own_type:
+        return loc, err["ctx"]["message"], err
+    if err["type"] == "missing":
+        return loc, "required", err
+    return loc, f"{err['msg'][:1].lower()}{err['msg'][1:]}; got {err.get('input')!r}", err

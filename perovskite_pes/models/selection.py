@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ..utils import field_path, first_error
 from . import reports
 from .base import (
     ModelError,
@@ -242,21 +243,12 @@ class SelectionSettings(_Section):
         return out
 
 
-_TYPE_TAGS = {"int", "float", "str", "bool", "none", "dict", "list", "tuple"}
-
-
 def _one_line(exc: ValidationError, what: str) -> str:
     """The first error of a pydantic ValidationError as ``what: dotted.path: message``."""
-    err = exc.errors(include_url=False)[0]
-    # union members show up in the location as type tags ('int', 'list[int]'): not part of the path
-    loc = [x for x in err["loc"] if not (isinstance(x, str) and (x in _TYPE_TAGS or "[" in x or "-" in x))]
-    path = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc).lstrip(".")
-    if err["type"] == "selection_setting":
-        message = err["ctx"]["message"]
-        if message.startswith(path + " "):  # the message names the setting itself
-            path = ""
-    else:
-        message = f"{err['msg'][:1].lower()}{err['msg'][1:]}; got {err.get('input')!r}"
+    loc, message, _err = first_error(exc, "selection_setting")
+    path = field_path(*loc)
+    if message.startswith(path + " "):  # the message names the setting itself
+        path = ""
     return f"{what}: {path + ': ' if path else ''}{message}"
 
 

@@ -56,6 +56,8 @@ from pydantic_core import PydanticCustomError
 
 from ..errors import PesError
 from ..models.selection import SelectionSettings
+from ..utils import field_path as _join
+from ..utils import first_error
 
 #: calculators known to :func:`perovskite_pes.calculators.get_calculator`
 CALCULATORS = ("sevennet", "chgnet", "cp2k", "vasp")
@@ -87,33 +89,10 @@ def _fail(at: str, message: str):
     raise PydanticCustomError("campaign_spec", "{message}", {"message": message, "at": at})
 
 
-def _join(*parts) -> str:
-    """Field path from location parts: ``('steps', 'interpolations', 0, 'path[1]')`` ->
-    ``steps.interpolations[0].path[1]``."""
-    out = ""
-    for p in parts:
-        if p is None or p == "":
-            continue
-        p = f"[{p}]" if isinstance(p, int) else str(p)
-        out += p if (not out or p.startswith("[")) else f".{p}"
-    return out
-
-
-#: union members appear in pydantic's error locations as type tags ('int', 'tuple[str, ...]')
-_TYPE_TAGS = {"int", "float", "str", "bool", "none", "dict", "list", "tuple", "literal"}
-
-
 def _error_line(exc: ValidationError) -> str:
     """The first error of a validation as one line: ``campaign spec: <field path>: <what is wrong>``."""
-    err = exc.errors(include_url=False)[0]
-    loc = [x for x in err["loc"] if not (isinstance(x, str) and (x in _TYPE_TAGS or "[" in x or "-" in x))]
-    ctx = err.get("ctx") or {}
-    if err["type"] == "campaign_spec":
-        path, message = _join(*loc, ctx.get("at")), ctx["message"]
-    elif err["type"] == "missing":
-        path, message = _join(*loc), "required"
-    else:  # pydantic's own checks (the validators below leave little to them)
-        path, message = _join(*loc), f"{err['msg'][:1].lower()}{err['msg'][1:]}; got {err.get('input')!r}"
+    loc, message, err = first_error(exc, "campaign_spec")
+    path = _join(*loc, (err.get("ctx") or {}).get("at"))
     return f"campaign spec: {path}: {message}" if path else f"campaign spec: {message}"
 
 
