@@ -146,6 +146,21 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
             )
         )
 
+    if spec.steps.thermal_md.enabled:  # one Firework for all runs, after the relaxations of its starts
+        tm = steps_dict["thermal_md"]
+        starts = list(tm["starts"])
+        parents = list({id(f): f for f in (relax_fw.get(g) for g in starts) if f is not None}.values()) or top
+        enumerate_fws.append(
+            firework(
+                [EnumerateTask(parents=starts, thermal_md=tm, sampling={}, **enum_kwargs)],
+                "enumerate",
+                "thermal MD",
+                parents=parents,
+                category=None,
+                dkey=dupe_key("thermal_md", tm, spec.seed, reference, supercell, calc, batch, retrain, training),
+            )
+        )
+
     if spec.training.enabled:
         # the loop explores with a committee: train one even when a plain model of the same data is active
         mode = "force" if spec.active.enabled else ("if_new" if spec.retrain.final else "policy")

@@ -23,6 +23,7 @@ Layout of a spec (every section except ``name`` and ``calculator`` is optional):
       random: {count: 100, displacement_radius: 0.3, strain_radius: 0.02,
                uniqueness_tolerance: 0.01, around: all, fill: false}
       tilt_grid: {systems: all, angles: [12, 18, 24], noise: [0, 0.1], copies: 1}   # on the cubic cell
+      thermal_md: {temperatures: [300, 600], starts: [a0a0a0], steps: 200, equilibration: 50, every: 10}
       interpolations: [{path: [a0a0a0, a0a0c-, a-a-c+], n: 8}]
     descriptors: {clusters: 7p+t+o, max_order: 2, metric: lin, truncated: false}
     training: {models: [cluster, site], grid: {layers: [1], nodes: [8, 16]}, folds: 10,
@@ -186,6 +187,10 @@ def _listed(value, element, what: str, wrap: tuple = (int, float, str)) -> tuple
     if not isinstance(value, (list, tuple)) or not value:
         _fail("", f"{what}; got {value!r}")
     return tuple(element(v, at=f"[{i}]") for i, v in enumerate(value))
+
+
+def _listed_of(element, wrap=(int, float, str)):
+    return lambda v: _listed(v, element, "expected a non-empty list", wrap=wrap)
 
 
 def _str_list_or_all(value) -> str | tuple[str, ...]:
@@ -522,6 +527,29 @@ class TiltGridSpec(_Step):
     copies: _Int(1) = 1
 
 
+class ThermalMDSpec(_Step):
+    """Thermal configurations: NPT MD driven by the campaign's calculator itself (an ML surrogate) in the
+    training supercell, from relaxed parents, at every temperature.
+
+    After ``equilibration`` steps, every ``every``-th of the next ``steps`` steps becomes a configuration,
+    calculated and stored like the enumerated ones: what MD at these temperatures visits, which grids and
+    n-sphere samples around the wells do not reach. Off unless given.
+    """
+
+    enabled: Bool = False
+    temperatures: _checked(
+        tuple[float, ...],
+        _listed_of(lambda x, at: _float(x, lo=0.0, hi=3000.0, lo_open=True, at=at)),
+        float | list[float],
+    ) = (300.0, 600.0)
+    starts: _checked(tuple[str, ...], _listed_of(_glazer), str | list[str]) = ("a0a0a0",)
+    """Relaxed parents to start from (Glazer symbols; a0a0a0 is the relaxed cubic cell)."""
+    steps: _Int(1) = 200
+    equilibration: _Int(0) = 50
+    every: _Int(1) = 10
+    timestep_fs: _Float(0.1, 10.0) = 4.0
+
+
 def _path(value):
     if not isinstance(value, (list, tuple)) or len(value) < 2:
         _fail("", f"expected a list of at least two Glazer symbols; got {value!r}")
@@ -548,6 +576,7 @@ class StepsSpec(_Section):
     strain_grid: _switchable(StrainGridSpec) = StrainGridSpec()
     random: _switchable(RandomSpec) = RandomSpec()
     tilt_grid: _switchable(TiltGridSpec) = TiltGridSpec()
+    thermal_md: _switchable(ThermalMDSpec) = ThermalMDSpec()
     interpolations: _checked(tuple[InterpolationSpec, ...], _interpolations) = ()
 
     @model_validator(mode="after")
@@ -559,6 +588,13 @@ class StepsSpec(_Section):
                 if g not in available:
                     _fail(
                         f"interpolations[{i}].path[{j}]",
+                        f"tilt system {g!r} is not relaxed by this campaign; relaxed parents are {sorted(available)}",
+                    )
+        if self.thermal_md.enabled:
+            for j, g in enumerate(self.thermal_md.starts):
+                if g not in available:
+                    _fail(
+                        f"thermal_md.starts[{j}]",
                         f"tilt system {g!r} is not relaxed by this campaign; relaxed parents are {sorted(available)}",
                     )
         if isinstance(self.random.around, tuple):
@@ -577,6 +613,7 @@ class StepsSpec(_Section):
             or self.strain_grid.enabled
             or self.random.enabled
             or self.tilt_grid.enabled
+            or self.thermal_md.enabled
             or self.interpolations
             or self.relax_tilts.enabled
             or self.relax_reference.enabled
@@ -584,7 +621,7 @@ class StepsSpec(_Section):
             _fail(
                 "",
                 "no step is enabled: enable relax_reference, relax_tilts, mode_grid, strain_grid, random, "
-                "tilt_grid or interpolations",
+                "tilt_grid, thermal_md or interpolations",
             )
         return self
 
@@ -789,10 +826,6 @@ class SimulateSpec(_Step):
         return d
 
 
-def _listed_of(element, wrap=(int, float, str)):
-    return lambda v: _listed(v, element, "expected a non-empty list", wrap=wrap)
-
-
 class ActiveSpec(_Step):
     """Active learning at temperature after the first training: explore -> select -> label -> retrain.
 
@@ -914,6 +947,16 @@ class CampaignSpec(_Section):
         return self
 
     @model_validator(mode="after")
+    def _thermal_md_needs_a_surrogate(self):
+        if self.steps.thermal_md.enabled and self.calculator.is_dft:
+            _fail(
+                "steps.thermal_md",
+                f"needs an ML surrogate calculator ({', '.join(c for c in CALCULATORS if c not in DFT_CALCULATORS)}) "
+                f"to drive the MD; with {self.calculator.name} it would be ab initio MD: use active learning instead",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _supercell_holds_the_tilts(self):
         if self.steps.relax_tilts.enabled:
             from ..structure.tilts import check_tilt_supercell
@@ -937,12 +980,13 @@ class CampaignSpec(_Section):
     def to_dict(self) -> dict:
         """Plain JSON-able dict with every default filled in (its hash identifies the campaign).
 
-        Steps added after campaigns were first hashed (``tilt_grid``) appear only when enabled, so that
+        Steps added after campaigns were first hashed (``tilt_grid``, ``thermal_md``) appear only when enabled, so that
         the hash of a spec that does not use them stays what it was.
         """
         d = _plain(self.model_dump())
-        if not self.steps.tilt_grid.enabled:
-            del d["steps"]["tilt_grid"]
+        for step in ("tilt_grid", "thermal_md"):
+            if not getattr(self.steps, step).enabled:
+                del d["steps"][step]
         return d
 
     @classmethod

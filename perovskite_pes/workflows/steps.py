@@ -420,6 +420,49 @@ def random_samples(parent, glazer: str, rd: dict, seed: int = 0, min_distance: f
     return configs
 
 
+def thermal_md_samples(parents: dict, calculator: dict, tm: dict, seed: int = 0, progress: bool = False) -> list:
+    """The ``thermal_md`` step: frames of NPT MD driven by the calculator itself, from relaxed parents.
+
+    ``parents`` maps the Glazer symbols of ``tm["starts"]`` to relaxed parent configurations (their
+    supercell is the training supercell). For every temperature and start, ``tm["equilibration"]`` steps,
+    then every ``tm["every"]``-th of ``tm["steps"]`` steps becomes a configuration tagged with method
+    ``thermal_md``, its temperature, start and step. A run that leaves the data (an atom out of its cage)
+    keeps the frames it sampled before. Reproducible from the campaign seed.
+    """
+    from ..simulation import BlowUpError, MDSimulation, Stage
+    from ..structure import Configuration
+
+    calc = get_calculator_cached(calculator)
+    ase_calc = calc.ase_calculator()
+    out = []
+    for t in tm.get("temperatures", []):
+        for start in tm.get("starts", []):
+            parent = parents[start]
+            frames = []
+
+            def keep(positions, lattice, energy, temperature, step, _t=float(t), _s=start, _f=frames, _p=parent):
+                tags = _tags("thermal_md", _s, temperature_K=_t, step=int(step), seed=int(seed))
+                c = Configuration.from_arrays(_p.reference, lattice, positions, tags=tags, remove_translation=True)
+                _f.append(c)
+
+            sim = MDSimulation(
+                ase_calc,
+                supercell=parent.reference,
+                start=Configuration(parent.reference, parent.displacements, parent.strain),
+                ensemble="npt",
+                timestep_fs=float(tm.get("timestep_fs", 4.0)),
+                sample_every=int(tm.get("every", 10)),
+                seed=int(_seed(seed, "thermal_md", start, float(t)).generate_state(1)[0]),
+            )
+            stage = Stage(float(t), int(tm.get("steps", 200)), int(tm.get("equilibration", 50)))
+            try:
+                sim.run([stage], progress=progress, on_sample=keep)
+            except BlowUpError as exc:
+                logger.warning("thermal MD at %.0f K from %s left the data: %s", float(t), start, exc)
+            out.extend(frames)
+    return out
+
+
 def interpolate_path(parents: list, glazers: list[str], n: int) -> list:
     """``n`` configurations along each leg of a path of parents (shared end points once); each parent
     is first replaced by its symmetry image closest to the previous one."""

@@ -196,12 +196,14 @@ class EnumerateTask(FiretaskBase):
         seed (int): random seed (default 0).
         paths (list[dict]): interpolation paths ``{"path": [glazer, ...], "n": points per leg}``; when
             given, the configurations along them are enumerated instead.
+        thermal_md (dict): the spec's ``thermal_md`` section; when given, frames of MD driven by the
+            calculator from the relaxed ``parents`` are enumerated instead.
         retrain (dict): retrain policy (a check runs after each batch when given and enabled).
         training (dict): training settings for retraining.
     """
 
     required_params = ["campaign", "parents", "reference", "supercell", "calculator", "sampling", "batch"]
-    optional_params = ["seed", "paths", "retrain", "training"]
+    optional_params = ["seed", "paths", "thermal_md", "retrain", "training"]
 
     def run_task(self, fw_spec):
         t0 = time.perf_counter()
@@ -209,7 +211,12 @@ class EnumerateTask(FiretaskBase):
         ref = _reference(self, fw_spec)
         relaxed = fw_spec.get("parents") or {}
         parents = {g: steps.parent_configuration(store, ref, self["supercell"], g, relaxed) for g in self["parents"]}
-        if self.get("paths"):
+        if self.get("thermal_md"):
+            configs = steps.thermal_md_samples(
+                parents, self["calculator"], self["thermal_md"], int(self.get("seed", 0)), steps.progress_enabled()
+            )
+            label = "thermal MD"
+        elif self.get("paths"):
             configs = []
             for p in self["paths"]:
                 configs += steps.interpolate_path([parents[g] for g in p["path"]], list(p["path"]), int(p["n"]))
