@@ -93,6 +93,15 @@ def test_langevin_holds_the_temperature(linear_model):
     assert res.completed and res.steps == 500
 
 
+def test_frames_are_sampled_after_any_equilibration(linear_model):
+    """Every sample_every-th step after the equilibration is sampled, whether or not the equilibration is a
+    multiple of sample_every (25 and 10 once sampled nothing)."""
+    steps = []
+    md = MDSimulation(linear_model, supercell=2, ensemble="nvt", timestep_fs=4.0, sample_every=10, seed=2)
+    md.run([Stage(50.0, steps=40, equilibration=25)], on_sample=lambda *a: steps.append(a[-1]))
+    assert steps == [35, 45, 55, 65]
+
+
 def test_npt_moves_the_cell_and_reports_everything(linear_model):
     md = MDSimulation(linear_model, supercell=2, ensemble="npt", timestep_fs=4.0, barostat_fs=200.0, sample_every=5)
     d = md.run([Stage(50.0, steps=60, equilibration=20)]).to_dict()

@@ -300,7 +300,9 @@ class MDSimulation:
                     result.steps += 1
                     bar.update(1)
                     step_no = k + 1
-                    if step_no % int(self.sample_every) == 0 or step_no % CHECK_EVERY == 0:
+                    # sampled: every sample_every-th step counted from the end of the equilibration
+                    sample = k >= stage.equilibration and (step_no - stage.equilibration) % int(self.sample_every) == 0
+                    if sample or step_no % CHECK_EVERY == 0:
                         energy = atoms.get_potential_energy() - e_ref
                         check_frame(
                             ref,
@@ -312,7 +314,7 @@ class MDSimulation:
                             float(self.max_displacement),
                             self.min_energy_per_fu,
                         )
-                        if k >= stage.equilibration and (step_no - stage.equilibration) % int(self.sample_every) == 0:
+                        if sample:
                             sampler.add(atoms.positions, atoms.cell.array, energy, target)
                             if on_sample is not None:
                                 on_sample(atoms.get_positions(), atoms.cell.array.copy(), energy, target, result.steps)
