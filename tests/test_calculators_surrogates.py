@@ -108,3 +108,26 @@ def test_chgnet_and_batch_entry_point(tmp_path):
     # chgnet's cubic lattice parameter is about 6.03 A: compressed at 5.9 (negative stress)
     assert results[0].stress[0] < 0
     assert results[0].settings_hash != get_calculator("sevennet").settings_hash
+
+
+@pytest.mark.parametrize("cores, load, want", [(2, 0.1, 2), (2, 0.9, 1), (2, 1.4, 1), (2, 6.0, 1), (16, 3.0, 2)])
+def test_auto_threads_use_idle_cores_only(monkeypatch, cores, load, want):
+    """Two threads on an idle machine (faster), one as soon as another job holds a core (two would spin-wait)."""
+    from perovskite_pes.calculators import surrogates
+
+    monkeypatch.setattr(surrogates, "_AUTO_THREADS", [])
+    monkeypatch.setattr(surrogates.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(surrogates.os, "getloadavg", lambda: (load, load, load))
+    assert surrogates.auto_threads() == want
+    monkeypatch.setattr(surrogates.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert surrogates.auto_threads() == want  # decided once per process
+
+
+def test_threads_default_to_auto_and_bad_values_are_refused():
+    from perovskite_pes.calculators import CalculatorInputError
+    from perovskite_pes.calculators.surrogates import set_torch_threads
+
+    assert get_calculator("sevennet").run_options["threads"] == "auto"
+    for bad in ("two", 0, -1):
+        with pytest.raises(CalculatorInputError, match="positive integer or 'auto'"):
+            set_torch_threads(bad)
