@@ -131,35 +131,29 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
                 ),
             )
         )
+
+    def enumerate_over(glazers: list[str], label: str, dkey: str, **task) -> Firework:
+        """One enumerate Firework over several parents, after the relaxations of those parents."""
+        after = list({id(f): f for f in (relax_fw.get(g) for g in glazers) if f is not None}.values()) or top
+        return firework(
+            [EnumerateTask(parents=glazers, sampling={}, **task, **enum_kwargs)],
+            "enumerate",
+            label,
+            parents=after,
+            category=None,
+            dkey=dkey,
+        )
+
     if spec.steps.interpolations:  # one Firework for all paths: few Fireworks keep the embedded store fast
         paths = [{"path": list(ip.path), "n": ip.n} for ip in spec.steps.interpolations]
         visited = list(dict.fromkeys(g for p in paths for g in p["path"]))
-        parents = list({id(f): f for f in (relax_fw.get(g) for g in visited) if f is not None}.values()) or top
-        enumerate_fws.append(
-            firework(
-                [EnumerateTask(parents=visited, paths=paths, sampling={}, **enum_kwargs)],
-                "enumerate",
-                "enumerate paths",
-                parents=parents,
-                category=None,
-                dkey=dupe_key("interpolate", paths, reference, supercell, calc, batch, retrain, training),
-            )
-        )
+        dkey = dupe_key("interpolate", paths, reference, supercell, calc, batch, retrain, training)
+        enumerate_fws.append(enumerate_over(visited, "enumerate paths", dkey, paths=paths))
 
     if spec.steps.thermal_md.enabled:  # one Firework for all runs, after the relaxations of its starts
         tm = steps_dict["thermal_md"]
-        starts = list(tm["starts"])
-        parents = list({id(f): f for f in (relax_fw.get(g) for g in starts) if f is not None}.values()) or top
-        enumerate_fws.append(
-            firework(
-                [EnumerateTask(parents=starts, thermal_md=tm, sampling={}, **enum_kwargs)],
-                "enumerate",
-                "thermal MD",
-                parents=parents,
-                category=None,
-                dkey=dupe_key("thermal_md", tm, spec.seed, reference, supercell, calc, batch, retrain, training),
-            )
-        )
+        dkey = dupe_key("thermal_md", tm, spec.seed, reference, supercell, calc, batch, retrain, training)
+        enumerate_fws.append(enumerate_over(list(tm["starts"]), "thermal MD", dkey, thermal_md=tm))
 
     if spec.training.enabled:
         # the loop explores with a committee: train one even when a plain model of the same data is active

@@ -364,7 +364,7 @@ def tilt_grid(parent, tg: dict, seed: int = 0, min_distance: float = 1.5) -> lis
     out = []
     for glazer in systems:
         for angle in [0.0] if glazer == CUBIC else [float(a) for a in tg.get("angles", [])]:
-            base = parent.displacements.copy()
+            base = parent.displacements
             if glazer != CUBIC:
                 base = base + tilt_displacements(parent.reference, glazer, grid_tilt_angles(glazer, angle))
             for level in noise:
@@ -448,7 +448,7 @@ def thermal_md_samples(parents: dict, calculator: dict, tm: dict, seed: int = 0,
             sim = MDSimulation(
                 ase_calc,
                 supercell=parent.reference,
-                start=Configuration(parent.reference, parent.displacements, parent.strain),
+                start=parent,
                 ensemble="npt",
                 timestep_fs=float(tm.get("timestep_fs", 4.0)),
                 sample_every=int(tm.get("every", 10)),
