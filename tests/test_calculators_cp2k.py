@@ -159,3 +159,33 @@ def test_relaxation_stops_on_fmax_not_on_cp2ks_step_size_defaults(tmp_path):
     last_step = float(re.findall(r"Max\. step size\s+=\s+(\S+)", out)[-1])
     assert last_step > 3e-3
     assert r.energy < calc.calculate(s, workdir=tmp_path / "start").energy
+
+
+PARTIAL_OUTPUT = """\
+ CP2K| version string:                                       CP2K version 2023.1
+ GLOBAL| Run type                                                   ENERGY_FORCE
+
+ ATOMIC KIND INFORMATION
+
+  1. Atomic kind: Cs                                    Number of atoms:       8
+
+     Orbital Basis Set                                        DZVP-MOLOPT-SR-GTH
+"""
+
+
+def test_frozen_run_monitor_takes_a_half_written_output_for_a_running_job(tmp_path):
+    """Custodian parses the whole output at every check; on an atomic-kind section written only in part
+    (no pseudopotential lines yet) the parser raised IndexError and stopped a healthy run."""
+    import os
+    import time
+
+    from perovskite_pes.calculators.cp2k_custodian import FrozenRunHandler
+
+    out = tmp_path / "cp2k.out"
+    out.write_text(PARTIAL_OUTPUT)
+    handler = FrozenRunHandler(output_file="cp2k.out", timeout=60)
+    assert handler.check(str(tmp_path)) is False  # being written: not frozen
+    old = time.time() - 120
+    os.utime(out, (old, old))
+    assert handler.check(str(tmp_path)) is True  # unchanged for longer than the timeout: frozen
+    assert handler.frozen_preconditioner is False

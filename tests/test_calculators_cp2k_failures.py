@@ -151,7 +151,7 @@ def test_hung_process_is_stopped_and_failed_with_the_reason(tmp_path):
     hang.join(timeout=5)
     # stopped at its first SCF step: custodian takes it for a frozen preconditioner, which it cannot
     # correct for a diagonalisation run
-    assert r.status == "failed" and "handler: FrozenJobErrorHandler" in r.error and "Frozen" in r.error
+    assert r.status == "failed" and "handler: FrozenRunHandler" in r.error and "Frozen" in r.error
     assert not cp2k_pids(tmp_path)  # custodian stopped it: nothing is left running
     assert time.monotonic() - t0 < 120
 

@@ -340,9 +340,15 @@ class Cp2kCalculator(Calculator):
     # ------------------------------------------------------------------ run
     def custodian_job(self):
         """The custodian job, error handlers and validators of one run (see :mod:`.cp2k_custodian`)."""
-        from custodian.cp2k.handlers import FrozenJobErrorHandler, WalltimeHandler
+        from custodian.cp2k.handlers import WalltimeHandler
 
-        from .cp2k_custodian import Cp2kProcessJob, GridChargeValidator, InterruptedRunHandler, ScfConvergenceHandler
+        from .cp2k_custodian import (
+            Cp2kProcessJob,
+            FrozenRunHandler,
+            GridChargeValidator,
+            InterruptedRunHandler,
+            ScfConvergenceHandler,
+        )
 
         job = Cp2kProcessJob(
             list(self.cp2k_cmd), input_file=INPUT_FILE, output_file=OUTPUT_FILE, final=True, backup=True
@@ -350,7 +356,7 @@ class Cp2kCalculator(Calculator):
         handlers = [
             ScfConvergenceHandler(input_file=INPUT_FILE, output_file=OUTPUT_FILE),
             WalltimeHandler(output_file=OUTPUT_FILE, enable_checkpointing=False),
-            FrozenJobErrorHandler(
+            FrozenRunHandler(
                 input_file=INPUT_FILE, output_file=OUTPUT_FILE, timeout=float(self.run_options["frozen_timeout"])
             ),
             InterruptedRunHandler(job, output_file=OUTPUT_FILE, max_reruns=int(self.run_options["max_reruns"])),

@@ -13,6 +13,11 @@ settings promise.
   stops every CP2K on the machine, other users' included).
 * :class:`ScfConvergenceHandler` -- an SCF that ran out of iterations: double ``MAX_SCF``; when the
   SCF was not steadily converging also halve the Broyden mixing ``ALPHA``.
+* :class:`FrozenRunHandler` -- custodian's ``FrozenJobErrorHandler`` (no output for ``frozen_timeout``
+  seconds), safe on an output CP2K is still writing: custodian parses the whole output with pymatgen
+  at every check, and pymatgen raises ``IndexError`` on an atomic-kind section written only in part,
+  which stopped a healthy run with a traceback (seen under load). Such an output has not reached the
+  SCF, so only its age counts there.
 * :class:`InterruptedRunHandler` -- CP2K ended without ``PROGRAM ENDED`` and without an error of its
   own (killed by a signal, the out-of-memory killer, a lost node): keep the partial output and run
   again from the start.
@@ -22,10 +27,9 @@ settings promise.
   such a run without complaint, to a wrong energy; nothing but other settings can repair it, so
   the calculation fails with the reason.
 
-Custodian's ``WalltimeHandler`` (CP2K stopped at ``GLOBAL/WALLTIME``) and
-``FrozenJobErrorHandler`` (no output for ``frozen_timeout`` seconds) are used as they are; neither
-has a correction for a diagonalisation run, so the calculation fails with their reason and a later
-rerun (``pes campaign rerun-failed``) starts it again.
+Custodian's ``WalltimeHandler`` (CP2K stopped at ``GLOBAL/WALLTIME``) is used as it is; neither it
+nor the frozen-run handler has a correction for a diagonalisation run, so the calculation fails with
+their reason and a later rerun (``pes campaign rerun-failed``) starts it again.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
+from custodian.cp2k.handlers import FrozenJobErrorHandler
 from custodian.cp2k.interpreter import Cp2kModder
 from custodian.cp2k.jobs import Cp2kJob
 from custodian.custodian import ErrorHandler, Validator
@@ -175,6 +181,24 @@ class ScfConvergenceHandler(ErrorHandler):
         actions = [{"dict": self.input_file, "action": {"_set": {"FORCE_EVAL": {"DFT": {"SCF": scf}}}}}]
         Cp2kModder(ci=ci, filename=self.input_file, directory=directory).apply_actions(actions)
         return {"errors": [error], "actions": actions}
+
+
+class FrozenRunHandler(FrozenJobErrorHandler):
+    """Custodian's frozen-run monitor, safe on a half-written output.
+
+    >>> FrozenRunHandler(output_file="cp2k.out", timeout=3600).timeout
+    3600
+    """
+
+    def check(self, directory="./") -> bool:
+        try:
+            return super().check(directory)
+        except (IndexError, KeyError, TypeError, AttributeError) as exc:
+            # the header is being written: the run has not reached its SCF, and it is frozen only when
+            # the output has not changed for the timeout
+            path = os.path.join(directory, self.output_file)
+            logger.debug("CP2K output %s not parseable yet (%s: %s)", path, type(exc).__name__, exc)
+            return time.time() - os.stat(path).st_mtime > self.timeout
 
 
 class InterruptedRunHandler(ErrorHandler):
