@@ -49,9 +49,16 @@ for system in a0a0c- a0a0c+ a+b-b-; do
     fi
     $PYTHON -m perovskite_pes campaign run "$spec" --no-progress --max-fireworks 3 || true
 done
+# Fireworks of a campaign that FIZZLED (a calculation failed, e.g. stopped as frozen after the machine
+# was suspended) or were RUNNING when an earlier driver was killed are made ready again first: nothing
+# else runs on this store while the driver does, and finished calculations are never repeated
+rerun_failed() { $PYTHON -m perovskite_pes campaign rerun-failed "$1" || true; }
 # 1b. the relaxed parents' single points (and the 40-atom cubic cell's)
 for system in a0a0c- a0a0c+ a+b-b-; do
-    $PYTHON -m perovskite_pes campaign run "$(wells_spec "$system")" --no-progress || true
+    spec=$(wells_spec "$system")
+    rerun_failed "$(basename "$spec" .yaml)"
+    $PYTHON -m perovskite_pes campaign run "$spec" --no-progress || true
 done
+rerun_failed cspbbr3_cp2k
 $PYTHON -m perovskite_pes campaign run workflows/cspbbr3_cp2k.yaml --no-progress || true
 $PYTHON benchmarks/bench_cp2k_convergence.py --out "$PES_HOME/convergence.jsonl" --cutoffs 250 --kmeshes 3,1 --k-cutoff 250
