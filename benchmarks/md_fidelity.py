@@ -64,8 +64,15 @@ def _a_eff(frames, n_atoms: int) -> float | None:
     return float(np.cbrt(np.mean([a.get_volume() for a in frames]) / (n_atoms / 5))) if frames else None
 
 
-def _merge_min(acc: dict, new: dict) -> dict:
-    return {k: min(acc.get(k, np.inf), v) for k, v in new.items()}
+def shortest_over(frames) -> tuple[dict, list]:
+    """Per species pair the shortest distance over all ``frames`` ((step, atoms, energy) tuples), and
+    the shortest distance of any pair in each frame."""
+    per_pair, per_frame = {}, []
+    for _step, atoms, _e in frames:
+        d = shortest_distances(atoms)
+        per_pair = {k: min(per_pair.get(k, np.inf), v) for k, v in d.items()}
+        per_frame.append(min(d.values()))
+    return per_pair, per_frame
 
 
 def run_md(driver, perovskite, args, temperature: float, seed: int, every: int, species):
@@ -154,11 +161,11 @@ def main(argv=None) -> int:
         f"{args.supercell}^3 cell ({n} atoms), NPT from {args.start}, {args.steps} steps of {args.timestep} fs; "
         f"load average {open('/proc/loadavg').read().split()[:3]}"
     )
+    pc = PESCalculator(model)
     rows = []
     for t in [float(x) for x in args.temperatures.split(",")]:
         frames, reached, stop, secs = run_md(args.model, None, args, t, args.seed, args.relabel_every, ref.species)
         labels = relabel(frames, calc, e_cubic, n)
-        pc = PESCalculator(model)
         e_model = np.array([e / n * MEV for _s, _a, e in frames])
         e_sur = np.array([e for e, _f in labels])
         f_err = []
@@ -166,9 +173,7 @@ def main(argv=None) -> int:
             a = atoms.copy()
             a.calc = pc
             f_err.append(a.get_forces() - fs)
-        dmin = {}
-        for _s, atoms, _e in frames:
-            dmin = _merge_min(dmin, shortest_distances(atoms))
+        dmin, dmin_per_frame = shortest_over(frames)
         row = {
             "temperature_K": t,
             "steps": int(reached),
@@ -184,15 +189,13 @@ def main(argv=None) -> int:
             "surrogate_max_force_eV_A": float(max(np.abs(f).max() for _e, f in labels)),
             "shortest_model_md": dmin,
             "cubic_root_volume_A": _a_eff([a for _s, a, _e in frames[len(frames) // 2 :]], n),
-            "shortest_per_frame": [min(shortest_distances(a).values()) for _s, a, _e in frames],
+            "shortest_per_frame": dmin_per_frame,
             "equipartition_meV_atom": 1.5 * 8.617333e-5 * t * MEV,
         }
         if args.surrogate_steps:
             sargs = argparse.Namespace(**{**vars(args), "steps": args.surrogate_steps})
             sframes, sreached, sstop, ssecs = run_md(calc, pv, sargs, t, args.seed, 1, ref.species)
-            smin = {}
-            for _s, atoms, _e in sframes:
-                smin = _merge_min(smin, shortest_distances(atoms))
+            smin, _ = shortest_over(sframes)
             row["surrogate_md"] = {
                 "steps": int(sreached),
                 "stopped": sstop,
