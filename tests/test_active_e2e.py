@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 SPEC = """\
@@ -75,6 +76,16 @@ def test_two_rounds_of_active_learning_resume_and_label_each_configuration_once(
     from perovskite_pes.models.committee import Committee
 
     assert isinstance(load_model(store.active_model("sevennet")["path"]), Committee)
+    # each round's committee is measured against the labels of the MD frames it chose (the last has none)
+    assert [history[k].get("labelled_errors", {}).get("n") for k in ("1", "2", "3")] == [2, 2, None]
+    chosen = [d for d in store.training_data(calculator="sevennet") if d["config_id"] in set(history["1"]["todo"])]
+    configs = [d["config"] for d in chosen]
+    de = (load_model(history["1"]["model"]).predict(configs) - [d["energy"] for d in chosen]) / [
+        c.reference.n_atoms for c in configs
+    ]
+    assert history["1"]["labelled_errors"]["energy_rmse_mev_per_atom"] == pytest.approx(
+        1000 * float(np.sqrt(np.mean(de**2)))
+    )
     report = json.loads((pes_home / "campaigns" / "al" / "report.json").read_text())
     assert [row["selected"] for row in report["active"]] == [2, 2, 0] and report["status"]["complete"]
     assert any(p.endswith("convergence.png") for p in report["plots"])

@@ -245,6 +245,17 @@ def test_spec_hashes_do_not_change():
     assert spec_hash(load_spec(ROOT / "workflows" / "quickstart.yaml")) == "b3f48cc52494cb7d7ea7a932b1332706845a9f01"
 
 
+def test_a_field_added_later_enters_the_spec_dict_only_when_set():
+    from perovskite_pes.workflows.builder import spec_hash
+
+    default = validate_spec(minimal(active={"iterations": 2}))
+    off = validate_spec(minimal(active={"iterations": 2, "final_exploration": False}))
+    assert "final_exploration" not in default.to_dict()["active"] and default.active.final_exploration
+    assert off.to_dict()["active"]["final_exploration"] is False
+    assert spec_hash(off) != spec_hash(default)
+    assert validate_spec(off.to_dict()) == off  # round trip
+
+
 def test_short_forms_and_switches():
     spec = validate_spec(EVERY_SECTION)
     st = spec.steps

@@ -74,6 +74,21 @@ def active_iteration(
     t0 = time.perf_counter()
     history = load_history(campaign_dir)
     history.pop(str(iteration), None)
+    h = steps.get_calculator_cached(calculator).settings_hash
+    data = store.training_data(calculator=calculator["name"], settings_hash=h)
+    previous = history.get(str(iteration - 1))
+    if previous is not None and "labelled_errors" not in previous:
+        # the model explored with in the last round, against the labels of the frames its MD chose
+        previous["labelled_errors"] = labelled_errors(previous, data)
+    remaining = int(settings["budget"]) - labelled_by_loop(history)
+    if not settings.get("final_exploration", True) and (remaining <= 0 or iteration > int(settings["iterations"])):
+        # the loop stops whatever an exploration would find: skip it (it would only measure)
+        reason = (
+            f"budget of {settings['budget']} calculations spent"
+            if remaining <= 0
+            else f"{settings['iterations']} iterations done"
+        )
+        return _record(history, campaign_dir, iteration, model_path, model_errors, len(data), reason)
     model = load_model(model_path)
     if not hasattr(model, "predict_uncertainty"):
         from ..simulation import SimulationError
@@ -89,9 +104,7 @@ def active_iteration(
     kw["supercell"] = settings.get("supercell", 2)
     candidates, runs = explore(model, seed=seed + 7919 * iteration, progress=steps.progress_enabled(), **kw)
     t_explore = time.perf_counter() - t0
-    h = steps.get_calculator_cached(calculator).settings_hash
-    known = [d["config"] for d in store.training_data(calculator=calculator["name"], settings_hash=h)]
-    remaining = int(settings["budget"]) - labelled_by_loop(history)
+    known = [d["config"] for d in data]
     t1 = time.perf_counter()
     sel = select(
         model,
@@ -121,23 +134,6 @@ def active_iteration(
     saved = steps.store_configurations(store, sel.configurations, campaign, h) if reason is None else {"todo": []}
     if reason is None and not saved["todo"]:
         reason = "nothing new to label in the trust window"
-    record = {
-        "iteration": int(iteration),
-        "model": str(model_path),
-        "model_errors": model_errors or {},
-        "training_set": len(known),
-        "runs": runs,
-        "selection": sel.to_dict(),
-        "n_to_label": len(saved["todo"]),
-        "todo": saved["todo"],
-        "stop": reason is not None,
-        "reason": reason,
-        "wall_s": {"explore": t_explore, "select": t_select},
-        "written": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    history[str(iteration)] = record
-    _save_history(campaign_dir, history)
-    plot_history(history, history_path(campaign_dir).with_name("convergence.png"))
     logger.info(
         "active iteration %d: %d candidates, %d in window, %d to label; %s",
         iteration,
@@ -146,7 +142,100 @@ def active_iteration(
         len(saved["todo"]),
         reason or "continue",
     )
+    return _record(
+        history,
+        campaign_dir,
+        iteration,
+        model_path,
+        model_errors,
+        len(known),
+        reason,
+        runs=runs,
+        selection=sel.to_dict(),
+        todo=saved["todo"],
+        wall_s={"explore": t_explore, "select": t_select},
+    )
+
+
+def _record(
+    history,
+    campaign_dir,
+    iteration,
+    model_path,
+    model_errors,
+    n_known,
+    reason,
+    runs=(),
+    selection=None,
+    todo=(),
+    wall_s=None,
+) -> dict:
+    """Add the iteration's record to the history (file and convergence plot); returns the record."""
+    record = {
+        "iteration": int(iteration),
+        "model": str(model_path),
+        "model_errors": model_errors or {},
+        "training_set": int(n_known),
+        "runs": list(runs),
+        "selection": selection or _not_explored(),
+        "explored": selection is not None,
+        "n_to_label": len(todo),
+        "todo": list(todo),
+        "stop": reason is not None,
+        "reason": reason,
+        "wall_s": wall_s or {},
+        "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    history[str(iteration)] = record
+    _save_history(campaign_dir, history)
+    plot_history(history, history_path(campaign_dir).with_name("convergence.png"))
     return record
+
+
+def _not_explored() -> dict:
+    from ..simulation.explore import Selection
+
+    return Selection().to_dict() | {"fraction_uncertain": None}
+
+
+def labelled_errors(record: dict, data: list[dict]) -> dict:
+    """Errors of the model an iteration explored with on the frames it selected, now that they are labelled.
+
+    The frames come from that model's own MD and are the ones its committee was least sure of, so these
+    figures are a pessimistic measure of how far the model's MD strays from the calculator's PES
+    (``data``: :meth:`~perovskite_pes.db.store.Store.training_data` items). Energies in meV/atom
+    (RMS, mean signed error model - label), forces in eV/A; per temperature and overall.
+    """
+    import numpy as np
+
+    from ..models import load_model
+
+    wanted = {str(i) for i in record.get("todo", [])}
+    items = [d for d in data if str(d["config_id"]) in wanted]
+    if not items:
+        return {"n": 0}
+    model = load_model(record["model"])
+    configs = [d["config"] for d in items]
+    pred = model.predict_all(configs)
+    n_atoms = np.array([c.reference.n_atoms for c in configs], dtype=float)
+    de = (np.asarray(pred["energy"]) - np.array([d["energy"] for d in items])) / n_atoms * 1000.0
+    df = [np.asarray(p) - np.asarray(d["forces"]) for p, d in zip(pred["forces"], items) if d["forces"] is not None]
+    temps = np.array([float(c.tags.get("temperature_K", np.nan)) for c in configs])
+
+    def stats(mask) -> dict:
+        out = {
+            "n": int(mask.sum()),
+            "energy_rmse_mev_per_atom": float(np.sqrt(np.mean(de[mask] ** 2))),
+            "energy_bias_mev_per_atom": float(np.mean(de[mask])),
+        }
+        fs = [f for f, m in zip(df, mask) if m] if len(df) == len(items) else []
+        if fs:
+            out["force_rmse_ev_per_a"] = float(np.sqrt(np.mean(np.concatenate([f.ravel() for f in fs]) ** 2)))
+        return out
+
+    result = stats(np.ones(len(items), dtype=bool))
+    result["per_temperature"] = {f"{t:g}": stats(temps == t) for t in sorted(set(temps[np.isfinite(temps)].tolist()))}
+    return result
 
 
 def plot_history(history: dict, path: Path) -> Path:
@@ -170,6 +259,8 @@ def plot_history(history: dict, path: Path) -> Path:
     errs = [(r.get("model_errors") or {}) for r in recs]
     axes[2].plot(its, [e.get("cv_rmse") for e in errs], marker="o", label="CV RMSE")
     axes[2].plot(its, [e.get("test_rmse") for e in errs], marker="s", label="test RMSE")
+    own = [(r.get("labelled_errors") or {}).get("energy_rmse_mev_per_atom") for r in recs]
+    axes[2].plot(its, own, marker="^", label="RMSE on the MD frames it selected")
     axes[2].set_ylabel("meV/atom")
     for ax in axes:
         ax.set_xlabel("iteration")

@@ -192,6 +192,8 @@ def _active_summary(out_dir: Path) -> list | None:
                 "fraction_uncertain": sel["fraction_uncertain"],
                 "per_temperature": {t: v["fraction_above_lower"] for t, v in sel["per_temperature"].items()},
                 "model_errors": r.get("model_errors"),
+                "labelled_errors": r.get("labelled_errors"),
+                "explored": r.get("explored", True),
                 "blowups": sum(1 for run in r["runs"] if run["blowup"]),
                 "wall_s": r["wall_s"],
                 "stop": r["stop"],

@@ -863,6 +863,9 @@ class ActiveSpec(_Step):
     max_selected: _Int(1) = 100
     uniqueness_tolerance: _Float(0.0) = 0.05
     stop_fraction: _Float(0.0, 1.0) = 0.05
+    final_exploration: Bool = True
+    """Explore once more when the iterations or the budget are spent, to measure the final committee
+    (false: skip that exploration, which labels nothing)."""
 
     @model_validator(mode="after")
     def _trust_window(self):
@@ -980,13 +983,16 @@ class CampaignSpec(_Section):
     def to_dict(self) -> dict:
         """Plain JSON-able dict with every default filled in (its hash identifies the campaign).
 
-        Steps added after campaigns were first hashed (``tilt_grid``, ``thermal_md``) appear only when enabled, so that
-        the hash of a spec that does not use them stays what it was.
+        Steps added after campaigns were first hashed (``tilt_grid``, ``thermal_md``) appear only when enabled, and
+        fields added later (``active.final_exploration``) only when they differ from their default, so that the
+        hash of a spec that does not use them stays what it was.
         """
         d = _plain(self.model_dump())
         for step in ("tilt_grid", "thermal_md"):
             if not getattr(self.steps, step).enabled:
                 del d["steps"][step]
+        if self.active.final_exploration:
+            del d["active"]["final_exploration"]
         return d
 
     @classmethod

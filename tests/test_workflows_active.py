@@ -1,0 +1,92 @@
+"""One iteration of the active-learning loop without MD: the last round's model measured on its labelled
+frames, and a loop that stops without a last exploration when told so."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from perovskite_pes.models import Committee
+from perovskite_pes.workflows.active import active_iteration, history_path, labelled_errors, load_history
+
+from models_support import morse_energy, random_configs
+
+
+@pytest.fixture(scope="module")
+def committee_and_frames(ref, tmp_path_factory):
+    configs = random_configs(ref, 30, seed=4, amplitude=0.06)
+    model = Committee("pair", {}, size=2, seed=1).fit(configs[:24], morse_energy(configs[:24]))
+    path = tmp_path_factory.mktemp("al") / "model"
+    model.save(path)
+    frames = configs[24:]
+    for k, c in enumerate(frames):
+        c.tags.update(method="active", temperature_K=300.0 if k < 4 else 600.0)
+    return model, path, frames
+
+
+def _labels(model, frames, de_per_atom, df):
+    """Store items whose labels are the model's own predictions shifted by known amounts."""
+    pred = model.predict_all(frames)
+    return [
+        dict(
+            config=c,
+            config_id=f"id{k}",
+            energy=float(pred["energy"][k] - de_per_atom[k] * c.reference.n_atoms),
+            forces=pred["forces"][k] - df,
+            stress=None,
+        )
+        for k, c in enumerate(frames)
+    ]
+
+
+def test_labelled_errors_are_the_models_errors_on_the_frames_it_selected(committee_and_frames):
+    model, path, frames = committee_and_frames
+    de = np.array([0.002, -0.002, 0.002, -0.002, 0.004, 0.004])  # eV/atom, model minus label
+    items = _labels(model, frames, de, 0.05)
+    items.append(dict(items[0], config_id="other", energy=items[0]["energy"] + 100.0))  # not selected: ignored
+    record = {"model": str(path), "todo": [f"id{k}" for k in range(6)]}
+    err = labelled_errors(record, items)
+    assert err["n"] == 6
+    assert err["energy_rmse_mev_per_atom"] == pytest.approx(1000 * np.sqrt(np.mean(de**2)))
+    assert err["energy_bias_mev_per_atom"] == pytest.approx(1000 * de.mean())
+    assert err["force_rmse_ev_per_a"] == pytest.approx(0.05)
+    assert err["per_temperature"]["300"]["n"] == 4
+    assert err["per_temperature"]["300"]["energy_bias_mev_per_atom"] == pytest.approx(0.0, abs=1e-9)
+    assert err["per_temperature"]["600"]["energy_rmse_mev_per_atom"] == pytest.approx(4.0)
+    assert labelled_errors({"model": str(path), "todo": ["missing"]}, items) == {"n": 0}
+
+
+class _Store:
+    def __init__(self, items):
+        self.items = items
+
+    def training_data(self, calculator=None, settings_hash=None):
+        return self.items
+
+
+def test_a_loop_told_not_to_explore_last_stops_and_measures_the_last_round(committee_and_frames, tmp_path):
+    model, path, frames = committee_and_frames
+    items = _labels(model, frames, np.full(6, 0.003), 0.0)
+    first = {
+        "iteration": 1,
+        "model": str(path),
+        "n_to_label": 6,
+        "todo": [f"id{k}" for k in range(6)],
+        "selection": {"per_temperature": {}},
+    }
+    history_path(tmp_path).parent.mkdir(parents=True)
+    history_path(tmp_path).write_text(json.dumps({"1": first}))
+    settings = {"iterations": 1, "budget": 100, "final_exploration": False}
+    rec = active_iteration(_Store(items), path, settings, 2, {"name": "sevennet"}, "al", tmp_path)
+    assert rec["stop"] and rec["reason"] == "1 iterations done"
+    assert not rec["explored"] and rec["runs"] == [] and rec["n_to_label"] == 0
+    history = load_history(tmp_path)
+    assert sorted(history) == ["1", "2"]
+    assert history["1"]["labelled_errors"]["energy_rmse_mev_per_atom"] == pytest.approx(3.0)
+    assert (tmp_path / "active" / "convergence.png").is_file()
+    # the budget ends the loop as well, whatever the iteration count
+    spent = dict(settings, iterations=5, budget=6)
+    rec = active_iteration(_Store(items), path, spent, 2, {"name": "sevennet"}, "al", tmp_path)
+    assert rec["stop"] and rec["reason"] == "budget of 6 calculations spent" and not rec["explored"]
