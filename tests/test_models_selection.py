@@ -228,5 +228,47 @@ def test_train_and_select_refits_the_best_as_a_committee(data, tmp_path):
     np.testing.assert_array_equal(again.predict(test), model.predict(test))
     with pytest.raises(ModelError, match="committee.size must be 0"):
         train_and_select(configs, e, None, dict(settings, committee={"size": 1}))
+
+
+def test_a_committee_of_the_cross_validation_folds_costs_no_fit(data, tmp_path):
+    """resample: cv: member k is the CV model fitted without fold k (here in a worker process, which sends
+    the model back without its featurizer)."""
+    from sklearn.model_selection import KFold
+
+    from perovskite_pes.models import Committee
+
+    configs, e, f = data
+    settings = {
+        "grid": {"model": ["cluster"], "clusters": ["4p+o"], "nodes": [4]},
+        "n_folds": 3,
+        "n_jobs": 2,
+        "training": dict(NET, epochs=(5, 10), force_weight=0.1),
+        "committee": {"size": 3, "resample": "cv"},
+        "baselines": False,
+        "progress": False,
+    }
+    model, report = train_and_select(configs, e, list(f), settings, tmp_path)
+    assert isinstance(model, Committee) and len(model.members_) == 3
+    row = report["cv_table"][0]
+    assert report["models"]["best"]["fit_time"] == pytest.approx(sum(row["fit_time"]))  # nothing refitted
+    train = np.array(report["train_indices"])
+    n_atoms = np.array([c.reference.n_atoms for c in configs])
+    folds = KFold(3, shuffle=True, random_state=0).split(train)
+    for k, (tr, va) in enumerate(folds):
+        # the member reproduces the validation error the CV measured for its fold
+        idx = train[va]
+        pred = model.members_[k].predict([configs[i] for i in idx])
+        rmse = 1000 * np.sqrt(np.mean(((pred - e[idx]) / n_atoms[idx]) ** 2))
+        assert rmse == pytest.approx(row["val"][k], rel=1e-6)
+        assert model.samples_[k] == sorted(tr.tolist())
+    test = [configs[i] for i in report["test_indices"]]
+    again = load_model(tmp_path / "model")
+    np.testing.assert_allclose(again.predict(test), model.predict(test), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        model.predict(test), np.mean([m.predict(test) for m in model.members_], axis=0), rtol=0, atol=1e-10
+    )
+    assert report["committee"]["resample"] == "cv" and report["committee"]["test_energy"]["n"] == len(test)
+    with pytest.raises(ModelError, match=r"committee.size must equal n_folds \(3\)"):
+        train_and_select(configs, e, None, dict(settings, committee={"size": 2, "resample": "cv"}))
     with pytest.raises(ModelError, match="unknown committee setting"):
         train_and_select(configs, e, None, dict(settings, committee={"members": 3}))

@@ -212,8 +212,9 @@ def test_active_loop_starts_after_the_first_training_with_a_committee():
     train, loop = by_name["t: train (initial)"], by_name["t: active learning 1"]
     assert loop.fw_id in wf.links[train.fw_id] and "t: simulate" not in by_name  # the loop adds it at its end
     task = loop.tasks[0]
-    assert task["iteration"] == 1 and task["training"]["committee"] == {"size": 3}
-    assert task["simulate"]["method"] == "mc" and train.tasks[0]["training"]["committee"] == {"size": 3}
+    assert task["iteration"] == 1 and task["training"]["committee"] == {"size": 3, "resample": "bootstrap"}
+    assert task["simulate"]["method"] == "mc"
+    assert train.tasks[0]["training"]["committee"] == {"size": 3, "resample": "bootstrap"}
 
 
 # a spec touching every section, in the short forms a YAML file may use (scalars for lists, true/false
@@ -254,6 +255,10 @@ def test_a_field_added_later_enters_the_spec_dict_only_when_set():
     assert off.to_dict()["active"]["final_exploration"] is False
     assert spec_hash(off) != spec_hash(default)
     assert validate_spec(off.to_dict()) == off  # round trip
+    folds = validate_spec(minimal(active={"committee": 3, "resample": "cv"}, training={"folds": 3}))
+    assert folds.to_dict()["active"]["resample"] == "cv" and "resample" not in default.to_dict()["active"]
+    with pytest.raises(SpecError, match=r"active.committee: .*must equal training.folds \(5\); got 4"):
+        validate_spec(minimal(active={"committee": 4, "resample": "cv"}, training={"folds": 5}))
 
 
 def test_short_forms_and_switches():

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -42,7 +43,7 @@ from .base import (
     geometry,
     n_atoms_of,
 )
-from .committee import RESAMPLING, Committee
+from .committee import RESAMPLING, Committee, _attach_featurizer
 from .featurizers import build_featurizer, featurizer_from_recipe
 from .linear import LinearCE
 from .nets import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, ClusterNet, SiteNet
@@ -130,9 +131,16 @@ class BoundsSettings(_Section):
         return {"enabled": False} if data is None else data
 
 
+#: how a selection's committee is made: refitted on resamples (those of :class:`Committee`), or ``cv``:
+#: the cross-validation's fold models of the selected setting, with no fit of their own
+COMMITTEE_RESAMPLING = (*RESAMPLING, "cv")
+
+
 class CommitteeSettings(_Section):
     """size >= 2: the selected setting is refitted as a committee of that many models (bootstrap
-    resamples or folds of the training part, one seed each); its spread is calibrated on the test set."""
+    resamples or folds of the training part, one seed each), or with ``resample: cv`` the
+    cross-validation's ``n_folds`` fold models of it become the committee (size must equal ``n_folds``;
+    no further fits); its spread is calibrated on the test set."""
 
     _label: ClassVar[str] = "committee"
     size: int = 0
@@ -162,8 +170,8 @@ class CommitteeSettings(_Section):
     @field_validator("resample")
     @classmethod
     def _resample(cls, value):
-        if value not in RESAMPLING:
-            _invalid(f"committee.resample must be one of {list(RESAMPLING)}; got {value!r}")
+        if value not in COMMITTEE_RESAMPLING:
+            _invalid(f"committee.resample must be one of {list(COMMITTEE_RESAMPLING)}; got {value!r}")
         return value
 
 
@@ -224,6 +232,16 @@ class SelectionSettings(_Section):
         if unknown:
             _invalid(f"unknown selection setting {unknown[0]!r}; known: {sorted(cls.model_fields)}")
         return data
+
+    @model_validator(mode="after")
+    def _committee_of_folds(self):
+        c = self.committee
+        if c.size and c.resample == "cv" and c.size != self.n_folds:
+            _invalid(
+                f"committee.size must equal n_folds ({self.n_folds}) with resample: cv (the committee is the "
+                f"cross-validation's fold models); got {c.size}"
+            )
+        return self
 
     @classmethod
     def from_input(cls, settings) -> SelectionSettings:
@@ -424,7 +442,8 @@ def _fit_and_score(
 
     if threads:
         torch.set_num_threads(int(threads))
-    if isinstance(featurizer, dict):  # a recipe sent to a worker process: rebuild once per process
+    sent_recipe = isinstance(featurizer, dict)
+    if sent_recipe:  # a recipe sent to a worker process: rebuild once per process
         featurizer = featurizer_from_recipe(featurizer, reference)
     t0 = time.perf_counter()
     model = make_model(setting, cfg, seed=seed, featurizer=featurizer)
@@ -438,7 +457,7 @@ def _fit_and_score(
             featurizer=featurizer,
         )
     pair = setting["model"] == "pair"
-    sub = lambda idx: (lambda f: f[0] if pair else f)([np.ascontiguousarray(x[idx]) for x in feats])  # noqa: E731
+    sub = functools.partial(_subset, feats, pair=pair)
     kw = {}
     if setting["model"] in ("cluster", "site") and float(cfg["training"].get("force_weight") or 0) > 0:
         pos, lat = geometry_arrays
@@ -453,6 +472,9 @@ def _fit_and_score(
         if committee:
             out.setdefault("member_predictions", []).append(model.member_energies_from_features(sub(idx), reference))
     if keep_model:
+        if sent_recipe and featurizer is not None:
+            # the parent re-attaches its own featurizer: do not send the basis back through pickle
+            model.featurizer = model.featurizer_ = model._family = None
         out["model"] = model
     return out
 
@@ -462,9 +484,13 @@ def _rmse_mev(pred, ref, n_atoms) -> float:
 
 
 def cross_validate(
-    bank: FeatureBank, grid: list[dict], energies, train_idx, cfg, forces=None, progress=False
+    bank: FeatureBank, grid: list[dict], energies, train_idx, cfg, forces=None, progress=False, keep_models=False
 ) -> list[dict]:
-    """k-fold CV of every grid setting on ``train_idx``; one row per setting (RMSE in meV/atom)."""
+    """k-fold CV of every grid setting on ``train_idx``; one row per setting (RMSE in meV/atom).
+
+    With ``keep_models`` each row also holds its fold models (``"models"``, in fold order, with the
+    bank's featurizer), e.g. to make a committee of the selected setting without refitting it.
+    """
     from joblib import Parallel, delayed
     from sklearn.model_selection import KFold
 
@@ -488,7 +514,19 @@ def cross_validate(
             tr_idx, va_idx = train_idx[tr], train_idx[va]
             jobs.append(
                 delayed(_fit_and_score)(
-                    setting, cfg, fz, ref, feats, energies, n_atoms, tr_idx, [tr_idx, va_idx], geo, forces, 1
+                    setting,
+                    cfg,
+                    fz,
+                    ref,
+                    feats,
+                    energies,
+                    n_atoms,
+                    tr_idx,
+                    [tr_idx, va_idx],
+                    geo,
+                    forces,
+                    1,
+                    keep_model=keep_models,
                 )
             )
             meta.append((si, tr_idx, va_idx))
@@ -503,6 +541,9 @@ def cross_validate(
         rows[si]["train"].append(_rmse_mev(p_tr, energies[tr_idx], n_atoms[tr_idx]))
         rows[si]["val"].append(_rmse_mev(p_va, energies[va_idx], n_atoms[va_idx]))
         rows[si]["fit_time"].append(res["fit_time"])
+        if keep_models:
+            _attach_featurizer(res["model"], bank.featurizer(grid[si]))
+            rows[si].setdefault("models", []).append(res["model"])
     for r in rows:
         r.update(
             train_rmse_mean=float(np.mean(r["train"])),
@@ -642,12 +683,58 @@ def settings_to_refit(grid: list[dict], table: list[dict], best_i: int, baseline
     return out
 
 
-def _refit(to_fit, bank, e, f, train_idx, test_idx, cfg, committee) -> dict:
-    """Fit each named setting on the whole training part; predictions on train and test, and the model."""
+def _committee_of_folds(setting, cfg, bank, models, row, n_train: int) -> tuple[Committee, float]:
+    """The cross-validation's fold models of ``setting`` as a committee (``resample: cv``) and their fit time.
+
+    Member k is the model fitted without fold k; the committee's ``folds`` resampling with the
+    selection's seed reproduces those splits, so its recorded samples are the members' training sets.
+    """
+    committee = Committee(
+        make_model(setting, cfg, featurizer=bank.featurizer(setting)),
+        size=len(models),
+        resample="folds",
+        seed=int(cfg["seed"]),
+        seeds=[int(cfg["seed"])] * len(models),
+        n_jobs=int(cfg.get("n_jobs") or 1),
+        featurizer=bank.featurizer(setting),
+    )
+    committee._set_members(models, bank.reference, bank.featurizer(setting))
+    committee.samples_ = [idx.tolist() for idx in committee.samples(n_train)]
+    return committee, float(np.sum(row["fit_time"]))
+
+
+def _fits_of_prebuilt(setting, model, fit_time, bank, train_idx, test_idx) -> dict:
+    """What :func:`_refit` records of a fit, for a committee that needs none: energies and member energies."""
+    feats = bank.features(setting)
+    pair = setting["model"] == "pair"
+    sets = [_subset(feats, idx, pair) for idx in (train_idx, test_idx)]
+    return {
+        "setting": setting,
+        "fit_time": fit_time,
+        "predictions": [model.energies_from_features(x, bank.reference) for x in sets],
+        "member_predictions": [model.member_energies_from_features(x, bank.reference) for x in sets],
+        "model": model,
+    }
+
+
+def _subset(feats, idx, pair: bool):
+    """The rows ``idx`` of a feature bank entry (one array for the pair potential, one per group otherwise)."""
+    rows = [np.ascontiguousarray(x[idx]) for x in feats]
+    return rows[0] if pair else rows
+
+
+def _refit(to_fit, bank, e, f, train_idx, test_idx, cfg, committee, prebuilt=None) -> dict:
+    """Fit each named setting on the whole training part; predictions on train and test, and the model.
+
+    ``prebuilt``: name -> (fitted model, fit time) used as it is (a committee of the CV's fold models).
+    """
     n_atoms = n_atoms_of(bank.configs)
     geo = geometry(bank.configs) if f is not None else None
     fits = {}
     for name, setting in to_fit:
+        if name in (prebuilt or {}):
+            fits[name] = _fits_of_prebuilt(setting, *prebuilt[name], bank, train_idx, test_idx)
+            continue
         res = _fit_and_score(
             setting,
             cfg,
@@ -768,10 +855,15 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     bank = FeatureBank(configs, cfg, progress=progress)
     n_atoms = n_atoms_of(configs)
 
-    table = cross_validate(bank, grid, e, train_idx, cfg, forces=f, progress=progress)
+    from_cv = bool(committee) and committee["resample"] == "cv"
+    table = cross_validate(bank, grid, e, train_idx, cfg, forces=f, progress=progress, keep_models=from_cv)
     best_i = int(np.argmin([r["val_rmse_mean"] for r in table]))
+    fold_models = [r.pop("models", None) for r in table][best_i]
     to_fit = settings_to_refit(grid, table, best_i, cfg.get("baselines", True))
-    fits = _refit(to_fit, bank, e, f, train_idx, test_idx, cfg, committee)
+    prebuilt = {}
+    if from_cv:
+        prebuilt["best"] = _committee_of_folds(grid[best_i], cfg, bank, fold_models, table[best_i], len(train_idx))
+    fits = _refit(to_fit, bank, e, f, train_idx, test_idx, cfg, committee, prebuilt)
     summary = _summarise_fits(fits, configs, e, train_idx, test_idx, cfg, committee)
     best, predictions = fits["best"]["model"], fits["best"]["predictions"]
 

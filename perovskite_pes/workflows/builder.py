@@ -50,7 +50,7 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
     steps_dict = spec.to_dict()["steps"]
     training = spec.training_settings()
     if spec.active.enabled:  # exploration needs the committee's spread from the first training on
-        training["committee"] = {"size": spec.active.committee}
+        training["committee"] = {"size": spec.active.committee, "resample": spec.active.resample}
     policy = spec.to_dict()["retrain"]
     batch = {
         "per_firework": spec.fireworks.per_firework,

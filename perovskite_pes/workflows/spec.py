@@ -863,6 +863,10 @@ class ActiveSpec(_Step):
     max_selected: _Int(1) = 100
     uniqueness_tolerance: _Float(0.0) = 0.05
     stop_fraction: _Float(0.0, 1.0) = 0.05
+    resample: _Choice("bootstrap", "cv") = "bootstrap"
+    """How the committee is made: ``bootstrap``, members refitted on bootstrap resamples after the
+    cross-validation; ``cv``, the cross-validation's fold models of the selected setting, with no fit of
+    their own (``committee`` must equal ``training.folds``)."""
     final_exploration: Bool = True
     """Explore once more when the iterations or the budget are spent, to measure the final committee
     (false: skip that exploration, which labels nothing)."""
@@ -947,6 +951,12 @@ class CampaignSpec(_Section):
             _fail("simulate", "needs a model: enable training (the simulation runs the campaign's final model)")
         if self.active.enabled and not self.training.enabled:
             _fail("active", "needs a model to explore with: enable training")
+        if self.active.enabled and self.active.resample == "cv" and self.active.committee != self.training.folds:
+            _fail(
+                "active.committee",
+                f"with resample: cv the committee is the cross-validation's fold models, so it must equal "
+                f"training.folds ({self.training.folds}); got {self.active.committee}",
+            )
         return self
 
     @model_validator(mode="after")
@@ -983,16 +993,17 @@ class CampaignSpec(_Section):
     def to_dict(self) -> dict:
         """Plain JSON-able dict with every default filled in (its hash identifies the campaign).
 
-        Steps added after campaigns were first hashed (``tilt_grid``, ``thermal_md``) appear only when enabled, and
-        fields added later (``active.final_exploration``) only when they differ from their default, so that the
-        hash of a spec that does not use them stays what it was.
+        Steps added after campaigns were first hashed (``tilt_grid``, ``thermal_md``) appear only when enabled,
+        and fields added later (``active.final_exploration``, ``active.resample``) only when they differ from
+        their default, so that the hash of a spec that does not use them stays what it was.
         """
         d = _plain(self.model_dump())
         for step in ("tilt_grid", "thermal_md"):
             if not getattr(self.steps, step).enabled:
                 del d["steps"][step]
-        if self.active.final_exploration:
-            del d["active"]["final_exploration"]
+        for key, default in (("final_exploration", True), ("resample", "bootstrap")):
+            if getattr(self.active, key) == default:
+                del d["active"][key]
         return d
 
     @classmethod
