@@ -152,16 +152,14 @@ def test_train_and_select_report_model_and_figures(data, tmp_path):
     assert [r["val"] for r in again["cv_table"]] == [r["val"] for r in table]
 
 
+def _one_net(**settings) -> dict:
+    """Selection settings with a grid of one small cluster net."""
+    return {"grid": {"model": ["cluster"], "clusters": ["4p+o"], "nodes": [4]}, "progress": False, **settings}
+
+
 def test_train_and_select_with_force_term(data):
     configs, e, f = data
-    settings = {
-        "grid": {"model": ["cluster"], "clusters": ["4p+o"], "nodes": [4]},
-        "n_folds": 2,
-        "n_jobs": 1,
-        "training": dict(NET, epochs=(3, 5), force_weight=1.0),
-        "baselines": False,
-        "progress": False,
-    }
+    settings = _one_net(n_folds=2, n_jobs=1, training=dict(NET, epochs=(3, 5), force_weight=1.0), baselines=False)
     model, report = train_and_select(configs, e, f, settings)
     assert model.force_weight == 1.0 and set(report["models"]) == {"best"}
     with pytest.raises(ModelError, match="needs forces"):
@@ -238,15 +236,13 @@ def test_a_committee_of_the_cross_validation_folds_costs_no_fit(data, tmp_path):
     from perovskite_pes.models import Committee
 
     configs, e, f = data
-    settings = {
-        "grid": {"model": ["cluster"], "clusters": ["4p+o"], "nodes": [4]},
-        "n_folds": 3,
-        "n_jobs": 2,
-        "training": dict(NET, epochs=(5, 10), force_weight=0.1),
-        "committee": {"size": 3, "resample": "cv"},
-        "baselines": False,
-        "progress": False,
-    }
+    settings = _one_net(
+        n_folds=3,
+        n_jobs=2,
+        training=dict(NET, epochs=(5, 10), force_weight=0.1),
+        committee={"size": 3, "resample": "cv"},
+        baselines=False,
+    )
     model, report = train_and_select(configs, e, list(f), settings, tmp_path)
     assert isinstance(model, Committee) and len(model.members_) == 3
     row = report["cv_table"][0]

@@ -67,8 +67,9 @@ def register(subparsers) -> None:
     t.add_argument(
         "--resample",
         default=None,
-        choices=["bootstrap", "folds", "none"],
-        help="training data of the committee's members: bootstrap resamples (default), K-fold complements, or all",
+        choices=["bootstrap", "folds", "none", "cv"],
+        help="training data of the committee's members: bootstrap resamples (default), K-fold complements, or all; "
+        "cv: the cross-validation's fold models of the selected setting are the committee (K = --folds, no refit)",
     )
     t.add_argument("--learning-curve", default=None, help="training fractions for a learning curve, e.g. 0.25,0.5,1")
     t.add_argument(
