@@ -425,6 +425,13 @@ def _attach_featurizer(member: EnergyModel, featurizer) -> None:
     member._family = FeaturizerFamily(featurizer)
 
 
+def _detach_featurizer(model: EnergyModel) -> EnergyModel:
+    """Drop the featurizer of a model trained in a worker process before it is sent back through pickle:
+    the parent re-attaches its own (:func:`_attach_featurizer`)."""
+    model.featurizer = model.featurizer_ = model._family = None
+    return model
+
+
 def _build_member(kind: str, params: dict, seed: int, featurizer):
     from . import MODEL_TYPES
 
@@ -460,6 +467,5 @@ def _fit_member(spec: tuple, seed: int, idx, reference, energies, feats, geo, fe
             reference, e, [torch.from_numpy(np.ascontiguousarray(x[idx])) for x in feats], featurizer=featurizer, **kw
         )
     if worker and featurizer is not None:
-        # the parent re-attaches its own featurizer: do not send the basis back through pickle
-        member.featurizer = member.featurizer_ = member._family = None
+        _detach_featurizer(member)
     return member

@@ -43,7 +43,7 @@ from .base import (
     geometry,
     n_atoms_of,
 )
-from .committee import RESAMPLING, Committee, _attach_featurizer
+from .committee import RESAMPLING, Committee, _attach_featurizer, _detach_featurizer
 from .featurizers import build_featurizer, featurizer_from_recipe
 from .linear import LinearCE
 from .nets import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, ClusterNet, SiteNet
@@ -472,10 +472,7 @@ def _fit_and_score(
         if committee:
             out.setdefault("member_predictions", []).append(model.member_energies_from_features(sub(idx), reference))
     if keep_model:
-        if sent_recipe and featurizer is not None:
-            # the parent re-attaches its own featurizer: do not send the basis back through pickle
-            model.featurizer = model.featurizer_ = model._family = None
-        out["model"] = model
+        out["model"] = _detach_featurizer(model) if sent_recipe and featurizer is not None else model
     return out
 
 
@@ -689,16 +686,17 @@ def _committee_of_folds(setting, cfg, bank, models, row, n_train: int) -> tuple[
     Member k is the model fitted without fold k; the committee's ``folds`` resampling with the
     selection's seed reproduces those splits, so its recorded samples are the members' training sets.
     """
+    fz = bank.featurizer(setting)
     committee = Committee(
-        make_model(setting, cfg, featurizer=bank.featurizer(setting)),
+        make_model(setting, cfg, featurizer=fz),
         size=len(models),
         resample="folds",
         seed=int(cfg["seed"]),
         seeds=[int(cfg["seed"])] * len(models),
         n_jobs=int(cfg.get("n_jobs") or 1),
-        featurizer=bank.featurizer(setting),
+        featurizer=fz,
     )
-    committee._set_members(models, bank.reference, bank.featurizer(setting))
+    committee._set_members(models, bank.reference, fz)
     committee.samples_ = [idx.tolist() for idx in committee.samples(n_train)]
     return committee, float(np.sum(row["fit_time"]))
 
@@ -858,11 +856,12 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     from_cv = bool(committee) and committee["resample"] == "cv"
     table = cross_validate(bank, grid, e, train_idx, cfg, forces=f, progress=progress, keep_models=from_cv)
     best_i = int(np.argmin([r["val_rmse_mean"] for r in table]))
-    fold_models = [r.pop("models", None) for r in table][best_i]
+    fold_models = [r.pop("models", None) for r in table]  # the report's CV table holds no models
     to_fit = settings_to_refit(grid, table, best_i, cfg.get("baselines", True))
     prebuilt = {}
     if from_cv:
-        prebuilt["best"] = _committee_of_folds(grid[best_i], cfg, bank, fold_models, table[best_i], len(train_idx))
+        best_row = table[best_i]
+        prebuilt["best"] = _committee_of_folds(grid[best_i], cfg, bank, fold_models[best_i], best_row, len(train_idx))
     fits = _refit(to_fit, bank, e, f, train_idx, test_idx, cfg, committee, prebuilt)
     summary = _summarise_fits(fits, configs, e, train_idx, test_idx, cfg, committee)
     best, predictions = fits["best"]["model"], fits["best"]["predictions"]

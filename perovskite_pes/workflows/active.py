@@ -81,14 +81,10 @@ def active_iteration(
         # the model explored with in the last round, against the labels of the frames its MD chose
         previous["labelled_errors"] = labelled_errors(previous, data)
     remaining = int(settings["budget"]) - labelled_by_loop(history)
-    if not settings.get("final_exploration", True) and (remaining <= 0 or iteration > int(settings["iterations"])):
+    spent = _spent(settings, remaining, iteration)
+    if spent and not settings.get("final_exploration", True):
         # the loop stops whatever an exploration would find: skip it (it would only measure)
-        reason = (
-            f"budget of {settings['budget']} calculations spent"
-            if remaining <= 0
-            else f"{settings['iterations']} iterations done"
-        )
-        return _record(history, campaign_dir, iteration, model_path, model_errors, len(data), reason)
+        return _record(history, campaign_dir, iteration, model_path, model_errors, len(data), spent)
     model = load_model(model_path)
     if not hasattr(model, "predict_uncertainty"):
         from ..simulation import SimulationError
@@ -120,16 +116,12 @@ def active_iteration(
     for c in sel.configurations:
         c.tags["iteration"] = int(iteration)
     uncertain = sel.fraction_uncertain()
-    reason = None
+    reason = spent
     if uncertain < float(settings["stop_fraction"]):
         reason = (
             f"converged: at every temperature less than {settings['stop_fraction']:.0%} of the explored frames "
             f"lie above the lower trust bound (largest fraction {uncertain:.1%})"
         )
-    elif remaining <= 0:
-        reason = f"budget of {settings['budget']} calculations spent"
-    elif iteration > int(settings["iterations"]):
-        reason = f"{settings['iterations']} iterations done"
     # the selection is labelled only when the loop goes on (a last exploration measures, it does not label)
     saved = steps.store_configurations(store, sel.configurations, campaign, h) if reason is None else {"todo": []}
     if reason is None and not saved["todo"]:
@@ -155,6 +147,15 @@ def active_iteration(
         todo=saved["todo"],
         wall_s={"explore": t_explore, "select": t_select},
     )
+
+
+def _spent(settings: dict, remaining: int, iteration: int) -> str | None:
+    """Why the loop stops whatever the exploration finds (budget, then iterations), or None."""
+    if remaining <= 0:
+        return f"budget of {settings['budget']} calculations spent"
+    if iteration > int(settings["iterations"]):
+        return f"{settings['iterations']} iterations done"
+    return None
 
 
 def _record(
@@ -219,7 +220,8 @@ def labelled_errors(record: dict, data: list[dict]) -> dict:
     pred = model.predict_all(configs)
     n_atoms = np.array([c.reference.n_atoms for c in configs], dtype=float)
     de = (np.asarray(pred["energy"]) - np.array([d["energy"] for d in items])) / n_atoms * 1000.0
-    df = [np.asarray(p) - np.asarray(d["forces"]) for p, d in zip(pred["forces"], items) if d["forces"] is not None]
+    with_forces = all(d["forces"] is not None for d in items)
+    df = [np.asarray(p) - np.asarray(d["forces"]) for p, d in zip(pred["forces"], items)] if with_forces else []
     temps = np.array([float(c.tags.get("temperature_K", np.nan)) for c in configs])
 
     def stats(mask) -> dict:
@@ -228,7 +230,7 @@ def labelled_errors(record: dict, data: list[dict]) -> dict:
             "energy_rmse_mev_per_atom": float(np.sqrt(np.mean(de[mask] ** 2))),
             "energy_bias_mev_per_atom": float(np.mean(de[mask])),
         }
-        fs = [f for f, m in zip(df, mask) if m] if len(df) == len(items) else []
+        fs = [f for f, m in zip(df, mask) if m]
         if fs:
             out["force_rmse_ev_per_a"] = float(np.sqrt(np.mean(np.concatenate([f.ravel() for f in fs]) ** 2)))
         return out

@@ -1001,8 +1001,8 @@ class CampaignSpec(_Section):
         for step in ("tilt_grid", "thermal_md"):
             if not getattr(self.steps, step).enabled:
                 del d["steps"][step]
-        for key, default in (("final_exploration", True), ("resample", "bootstrap")):
-            if getattr(self.active, key) == default:
+        for key in ("final_exploration", "resample"):
+            if getattr(self.active, key) == ActiveSpec.model_fields[key].default:
                 del d["active"][key]
         return d
 
