@@ -469,3 +469,40 @@ def test_tasks_use_the_workers_pes_home(tmp_path, monkeypatch):
     monkeypatch.setenv("PES_HOME", str(tmp_path / "process"))
     assert _settings({}).home == tmp_path / "process"
     assert _settings({"_fw_env": {"PES_HOME": str(tmp_path / "worker")}}).home == tmp_path / "worker"
+
+
+def test_campaign_moved_to_another_store_repeats_no_relaxation_and_no_calculation(calc, store, tmp_path, monkeypatch):
+    """What a campaign resumed on another machine (``pes db export`` there, ``pes db import`` here) recomputes:
+    the reference relaxation (not stored) and nothing else; the relaxed parents are found by their key."""
+    from perovskite_pes.db import close_store, get_store
+    from perovskite_pes.db.interchange import export_records, import_records, read_records
+
+    spec = validate_spec(spec_dict(name="moved", training={"enabled": False}))
+    C.run_campaign(spec, progress=False)
+    n_calls, n_configs, n_calcs = len(calc.calls), store.count_configurations(), len(calc_docs(store))
+    relaxed = [c for c, _, _ in store.records({"method": "tilt"}) if c.tags.get("relaxed")]
+    assert sorted(c.tags["tilt_system"] for c in relaxed) == ["a-a-a-", "a0a0c+"]
+    assert all(len(c.tags["relax_key"]) == 40 and "relax_energy" in c.tags for c in relaxed)
+    out = tmp_path / "moved.jsonl"
+    assert export_records(store.records(), out) == n_calcs  # one record per calculation, parents included
+
+    close_store()
+    other = tmp_path / "other_home"
+    other.mkdir()
+    monkeypatch.setenv("PES_HOME", str(other))
+    fresh = get_store()
+    assert fresh.count_configurations() == 0
+    import_records(fresh, read_records(out, reference=None), source="import:moved.jsonl")
+    calc.calls.clear()
+    done = C.run_campaign(spec, progress=False)
+    assert done["complete"] and done["failures"] == []
+    assert len(calc.calls) == 1  # the 5-atom reference relaxation; no tilt relaxation, no single point
+    assert fresh.count_configurations() == n_configs and len(calc_docs(fresh)) == n_calcs
+    assert n_calls == n_configs + 3
+
+    # a relaxation with other settings (here: other starting angles) is not taken for the stored one
+    d = spec_dict(name="moved-angles", training={"enabled": False})
+    d["steps"]["relax_tilts"]["angles_deg"] = 5.0
+    assert C.run_campaign(validate_spec(d), progress=False)["complete"]
+    keys = [c.tags["relax_key"] for c, _, _ in fresh.records({"method": "tilt"}) if c.tags.get("relaxed")]
+    assert len(keys) == len(set(keys)) == 4

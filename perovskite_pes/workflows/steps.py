@@ -129,22 +129,51 @@ def relax_tilt(
     ref = reference_supercell(reference, supercell)
     start = tilt_configuration(ref, glazer, tilt_angles_for(glazer, angles_deg))
     calc = get_calculator_cached(calculator)
+    key = relaxation_key(calc, reference, supercell, glazer, relax, angles_deg)
+    stored = _stored_relaxation(store, glazer, key)
+    if stored is not None:
+        logger.info("relaxation of %s found in the store (%s): not repeated", glazer, stored["config_id"])
+        return stored
     result = calc.calculate(start.to_structure(), relax=relax, workdir=workdir)
     if result.status != "completed":
         raise CampaignStepError(f"relaxation of tilt system {glazer} failed: {result.error}")
     final = result.final_structure
     if final is None:
         raise CampaignStepError(f"relaxation of tilt system {glazer} returned no final structure")
-    tags = _tags("tilt", glazer, relaxed=relax, campaign=campaign)
+    tags = _tags("tilt", glazer, relaxed=relax, campaign=campaign, relax_key=key, relax_energy=float(result.energy))
     relaxed = Configuration.from_arrays(
         ref, final.lattice.matrix, final.cart_coords, tags=tags, remove_translation=True
     )
     report = store.save_configurations([relaxed], source=_source(campaign))
     store.flush()
+    return _relaxation_summary(str(report.ids[0]), glazer, relaxed)
+
+
+def relaxation_key(calc, reference: dict, supercell, glazer: str, relax: str, angles_deg=None) -> str:
+    """What makes two tilt relaxations the same: code, every setting (the relaxation's own included),
+    reference, supercell, system, starting angles and what is relaxed. Stored with the relaxed
+    configuration, so that a campaign run again on a store that holds it (another LaunchPad, or a
+    store imported from another machine with ``pes db import``) does not relax again."""
+    from .dupefinder import dupe_key
+
+    ref = {k: reference[k] for k in ("species", "lattice_parameter")}
+    sc = np.asarray(supercell).tolist()
+    return dupe_key("relaxation", calc.name, calc.version, calc.settings, ref, sc, glazer, relax, angles_deg)
+
+
+def _stored_relaxation(store, glazer: str, key: str) -> dict | None:
+    for config, _calc, config_id in store.records({"tilt_system": glazer}):
+        if config.tags.get("relax_key") == key:
+            return _relaxation_summary(str(config_id), glazer, config)
+    return None
+
+
+def _relaxation_summary(config_id: str, glazer: str, relaxed) -> dict:
+    energy = relaxed.tags.get("relax_energy")
     return {
-        "config_id": str(report.ids[0]),
+        "config_id": config_id,
         "glazer": glazer,
-        "energy": float(result.energy),
+        "energy": None if energy is None else float(energy),
         "max_displacement": float(np.abs(relaxed.displacements).max()),
         "strain": relaxed.strain.tolist(),
     }
