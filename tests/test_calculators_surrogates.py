@@ -110,12 +110,21 @@ def test_chgnet_and_batch_entry_point(tmp_path):
     assert results[0].settings_hash != get_calculator("sevennet").settings_hash
 
 
-@pytest.mark.parametrize("cores, load, want", [(2, 0.1, 2), (2, 0.9, 1), (2, 1.4, 1), (2, 6.0, 1), (16, 3.0, 2)])
-def test_auto_threads_use_idle_cores_only(monkeypatch, cores, load, want):
-    """Two threads on an idle machine (faster), one as soon as another job holds a core (two would spin-wait)."""
+@pytest.mark.parametrize(
+    "cores, load, omp, want",
+    [(2, 0.1, None, 2), (2, 0.9, None, 1), (2, 1.4, None, 1), (2, 6.0, None, 1), (16, 3.0, None, 2)]
+    + [(2, 0.1, "1", 1), (16, 0.0, "1", 1), (2, 0.1, "4", 2), (2, 0.1, "", 2)],
+)
+def test_auto_threads_use_idle_cores_only(monkeypatch, cores, load, omp, want):
+    """Two threads on an idle machine (faster), one as soon as another job holds a core (two would spin-wait)
+    or OMP_NUM_THREADS says one (a parallel test runner's worker, a batch job's share)."""
     from perovskite_pes.calculators import surrogates
 
     monkeypatch.setattr(surrogates, "_AUTO_THREADS", [])
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
     monkeypatch.setattr(surrogates.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     monkeypatch.setattr(surrogates.os, "getloadavg", lambda: (load, load, load))
     assert surrogates.auto_threads() == want

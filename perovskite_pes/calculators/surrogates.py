@@ -42,10 +42,14 @@ _AUTO_THREADS: list[int] = []
 
 def auto_threads() -> int:
     """Torch threads for ``threads="auto"``: as many of :data:`AUTO_MAX_THREADS` as there are idle cores
-    (cores minus the 1-minute load average, rounded), at least one; decided once per process, before
-    its own work counts in the load."""
+    (cores minus the 1-minute load average, rounded), at least one and never more than
+    ``OMP_NUM_THREADS`` where that is set (a batch script's or a parallel test runner's share of the
+    machine); decided once per process, before its own work counts in the load."""
     if not _AUTO_THREADS:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if omp.isdigit() and int(omp) > 0:
+            cores = min(cores, int(omp))
         try:
             load = os.getloadavg()[0]
         except (AttributeError, OSError):
