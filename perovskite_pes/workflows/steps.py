@@ -162,7 +162,7 @@ def relaxation_key(calc, reference: dict, supercell, glazer: str, relax: str, an
 
 
 def _stored_relaxation(store, glazer: str, key: str) -> dict | None:
-    for config, _calc, config_id in store.records({"tilt_system": glazer}):
+    for config, _calc, config_id in store.records({"tilt_system": glazer, "method": "tilt"}):
         if config.tags.get("relax_key") == key:
             return _relaxation_summary(str(config_id), glazer, config)
     return None
