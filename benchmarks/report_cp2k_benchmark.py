@@ -48,7 +48,11 @@ def campaign_data(store) -> dict:
     done = [c for c in calcs if c["status"] == "completed"]
     seconds = [c["wall_time"] for c in done if c.get("n_atoms") == 40 and c.get("wall_time")]
     wells = {}
-    parents = {c["tilt_system"]: c for c in done if c["method"] == "tilt" and c.get("n_atoms") == 40}
+    parents = {}  # per system the deepest relaxed parent (relaxations with other settings may be stored too)
+    for c in done:
+        if c["method"] == "tilt" and c.get("n_atoms") == 40:
+            best = parents.get(c["tilt_system"])
+            parents[c["tilt_system"]] = c if best is None or c["energy"] < best["energy"] else best
     if CUBIC in parents:
         for g in TILTS:
             if g in parents:
