@@ -34,8 +34,10 @@ mkdir -p "$PES_HOME" "$(dirname "$BENCH_DATA")"
 if [ -s "$BENCH_DATA" ] && [ ! -e "$PES_HOME/.imported" ]; then
     $PYTHON -m perovskite_pes db import "$BENCH_DATA" && touch "$PES_HOME/.imported"
 fi
-save() {  # everything stored so far, written whole and then moved into place
-    $PYTHON -m perovskite_pes db export "$BENCH_DATA.part" --format jsonl && mv "$BENCH_DATA.part" "$BENCH_DATA" || true
+save() {  # everything stored so far, written whole and then moved into place (a file of its own per
+          # process: the periodic save below may run at the same moment as a step's)
+    local part="$BENCH_DATA.part.$BASHPID"
+    $PYTHON -m perovskite_pes db export "$part" --format jsonl && mv "$part" "$BENCH_DATA" || rm -f "$part"
 }
 (while sleep 600; do save >/dev/null; done) &  # and every 10 min, for a machine that goes away mid-step
 trap 'kill $! 2>/dev/null || true' EXIT
