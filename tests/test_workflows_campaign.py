@@ -480,6 +480,7 @@ def test_campaign_moved_to_another_store_repeats_no_relaxation_and_no_calculatio
     spec = validate_spec(spec_dict(name="moved", training={"enabled": False}))
     C.run_campaign(spec, progress=False)
     n_calls, n_configs, n_calcs = len(calc.calls), store.count_configurations(), len(calc_docs(store))
+    assert n_calls == n_configs + 3  # the reference, two tilt relaxations and one single point each
     relaxed = [c for c, _, _ in store.records({"method": "tilt"}) if c.tags.get("relaxed")]
     assert sorted(c.tags["tilt_system"] for c in relaxed) == ["a-a-a-", "a0a0c+"]
     assert all(len(c.tags["relax_key"]) == 40 and "relax_energy" in c.tags for c in relaxed)
@@ -498,7 +499,6 @@ def test_campaign_moved_to_another_store_repeats_no_relaxation_and_no_calculatio
     assert done["complete"] and done["failures"] == []
     assert len(calc.calls) == 1  # the 5-atom reference relaxation; no tilt relaxation, no single point
     assert fresh.count_configurations() == n_configs and len(calc_docs(fresh)) == n_calcs
-    assert n_calls == n_configs + 3
 
     # a relaxation with other settings (here: other starting angles) is not taken for the stored one
     d = spec_dict(name="moved-angles", training={"enabled": False})
