@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perovskite_pes.simulation import SimulationError, glazer_symbol, lattice_parameters, order_parameters, phase_of
+from perovskite_pes.simulation import (
+    SimulationError,
+    glazer_symbol,
+    lattice_parameters,
+    layer_projections,
+    order_parameters,
+    phase_of,
+)
 from perovskite_pes.structure import GLAZER_SYSTEMS, Configuration, Perovskite, tilt_angles, tilt_configuration
 
 PV = Perovskite(("Cs", "Pb", "Br"), 5.87)
@@ -118,3 +125,42 @@ def test_glazer_symbol_canonical_forms():
     assert glazer_symbol([0.3, 0.2, 0.1], [0.4, 0.1, 0.0]) == "a0a0a0"
     # a+b+c- is not one of Howard and Stokes' 15: it merges into a+a+c-
     assert glazer_symbol([0, 0, 9], [4, 7, 0]) == "a+a+c-"
+
+
+def _layered_tilt(ref, signs_by_layer, angle=8.0):
+    """A 4x4x4 cell whose layers normal to z are tilted about z in the a0a0c+ pattern with a sign per layer."""
+    plus = tilt_configuration(ref, "a0a0c+", angle).displacements
+    layer = np.floor(np.mod(ref.frac_coords()[:, 2], 1.0) * 4 + 1e-6).astype(int) % 4
+    u = plus * np.asarray(signs_by_layer, dtype=float)[layer][:, None]
+    return Configuration(ref, u, None)
+
+
+def test_layer_errors_are_zero_for_coherent_tilts_and_flag_independent_layers():
+    ref = PV.supercell(4)
+    for system in ("a0a0c-", "a+b-b-", "a+b+c+"):
+        op = order_parameters(ref, *_geometry(tilt_configuration(ref, system)))
+        r, m, r_se, m_se = layer_projections(ref, op.rotations[0])
+        assert np.allclose(r, op.R[0]) and np.allclose(m, op.M[0])
+        tilted = np.abs(r) + np.abs(m) > 1.0
+        assert np.all(r_se[tilted & (np.abs(r) > 1)] < 1e-9) and np.all(m_se[tilted & (np.abs(m) > 1)] < 1e-9)
+    # coherent layers: a0a0c+ and a0a0c- whatever the significance asked for
+    for signs, symbol in (((1, 1, 1, 1), "a0a0c+"), ((1, -1, 1, -1), "a0a0c-")):
+        op = order_parameters(ref, *_geometry(_layered_tilt(ref, signs)))
+        assert phase_of(ref, op)["glazer"] == symbol
+    # three layers one way, one the other: both projections are half the tilt, 1 error from zero
+    op = order_parameters(ref, *_geometry(_layered_tilt(ref, (1, 1, 1, -1))))
+    r, m, r_se, m_se = layer_projections(ref, op.rotations[0])
+    assert abs(m[2]) == pytest.approx(abs(r[2]), rel=1e-6) and abs(m[2]) > 3.5
+    assert abs(m[2]) / m_se[2] == pytest.approx(1.0, rel=1e-6)
+    assert glazer_symbol(op.R[0], op.M[0]) in ("a0a0c+", "a0a0c-")  # the bare projections see a tilt
+    phase = phase_of(ref, op)
+    assert phase["glazer"] == "a0a0a0"
+    assert phase["M_avg_structure_se"][2] == pytest.approx(m_se[2])
+    assert phase_of(ref, op, significance=0.5)["glazer"] in ("a0a0c+", "a0a0c-")
+
+
+def test_glazer_letters_merge_within_the_noise():
+    # 4.6 and 3.5 degrees differ by more than 15 %, but not by three standard errors of 0.6
+    assert glazer_symbol([0, 4.6, 3.5], [8.4, 0, 0]) == "a+b-c-"
+    assert glazer_symbol([0, 4.6, 3.5], [8.4, 0, 0], R_se=[0, 0.6, 0.6], M_se=[0.3, 0, 0]) == "a+b-b-"
+    assert glazer_symbol([0, 4.6, 1.5], [8.4, 0, 0], R_se=[0, 0.2, 0.2], M_se=[0.3, 0, 0]) == "a+b-c-"

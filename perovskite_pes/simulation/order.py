@@ -20,7 +20,7 @@ Example
 >>> ref = Perovskite(("Cs", "Pb", "Br"), 5.87).supercell(2)
 >>> c = tilt_configuration(ref, "a0a0c+", 8.0)
 >>> op = order_parameters(ref, c.positions, c.lattice)
->>> [round(abs(x), 2) for x in op.M[0]], [round(abs(x), 2) for x in op.R[0]]
+>>> [round(float(abs(x)), 2) for x in op.M[0]], [round(float(abs(x)), 2) for x in op.R[0]]
 ([0.0, 0.0, 7.92], [0.0, 0.0, 0.0])
 >>> glazer_symbol(op.R[0], op.M[0])
 'a0a0c+'
@@ -41,6 +41,9 @@ DEFAULT_TILT_THRESHOLD = 1.0
 #: two tilted axes with amplitudes closer than this (degrees, or this fraction of the larger) share a letter
 DEFAULT_EQUAL_TOLERANCE = 0.75
 DEFAULT_EQUAL_FRACTION = 0.15
+#: a tilt amplitude (or a difference of two) counts only when it exceeds this many standard errors
+#: over the layers perpendicular to its axis (see :func:`layer_projections`)
+DEFAULT_SIGNIFICANCE = 3.0
 #: spglib tolerance (Angstrom) for the space group of a time-averaged structure
 DEFAULT_PHASE_SYMPREC = 0.1
 
@@ -185,6 +188,38 @@ def tilt_projections(reference: ReferenceSupercell, rotations, octahedra: Octahe
     return (rot * s_r).mean(axis=1), (rot * s_m).mean(axis=1)
 
 
+def layer_projections(reference: ReferenceSupercell, rotations, octahedra: OctahedronMap | None = None):
+    """Tilt projections of one structure's rotations ``(n_B, 3)`` with their standard errors over layers.
+
+    Corner sharing locks the rotations about an axis within a layer perpendicular to it, while
+    successive layers are coupled only weakly (the flat M-R branch of the tilt modes): the layers are the
+    units that order independently. Per axis a, each layer's value is the mean of its octahedra's
+    rotation about a times the pattern's sign; ``R_a`` and ``M_a`` are the means over the layers (equal
+    to :func:`tilt_projections`) and their standard errors are the layers' standard deviation over the
+    square root of their number. A coherently tilted structure has zero error; layers tilted
+    independently (a disordered cell, or a small cell above its transition) have an error of the size
+    of the projection. Returns ``(R, M, R_se, M_se)``, each ``(3,)`` degrees; errors are zero where the
+    layers are not of equal size (non-diagonal supercells).
+    """
+    check_tilt_commensurate(reference)
+    octa = octahedra if octahedra is not None else OctahedronMap.build(reference)
+    rot = np.asarray(rotations, dtype=float).reshape(len(octa.translations), 3)
+    t = octa.translations
+    out = []
+    for signs in (("-", "-", "-"), ("+", "+", "+")):
+        proj = rot * tilt_sign_pattern(signs, t)
+        amp, se = np.zeros(3), np.zeros(3)
+        for a in range(3):
+            layers, counts = np.unique(t[:, a], return_counts=True)
+            values = np.array([proj[t[:, a] == layer, a].mean() for layer in layers])
+            amp[a] = proj[:, a].mean()
+            if len(layers) > 1 and np.all(counts == counts[0]):
+                se[a] = values.std(ddof=1) / np.sqrt(len(layers))
+        out.append((amp, se))
+    (r, r_se), (m, m_se) = out
+    return r, m, r_se, m_se
+
+
 @dataclass
 class OrderParameters:
     """Per-frame tilt order parameters and lattice parameters.
@@ -241,33 +276,53 @@ def _symbols_for(signs, amps, forced, optional):
     return out
 
 
-def glazer_symbol(R, M, threshold: float = DEFAULT_TILT_THRESHOLD, tolerance: float = DEFAULT_EQUAL_TOLERANCE) -> str:
+def glazer_symbol(
+    R,
+    M,
+    threshold: float = DEFAULT_TILT_THRESHOLD,
+    tolerance: float = DEFAULT_EQUAL_TOLERANCE,
+    R_se=None,
+    M_se=None,
+    significance: float = DEFAULT_SIGNIFICANCE,
+) -> str:
     """The Glazer system (one of the 15, in Howard & Stokes' setting) of tilt amplitudes ``R``, ``M`` (degrees).
 
     An axis is ``+`` when its M amplitude exceeds ``threshold`` and its R amplitude, ``-`` when its
     R amplitude does, else ``0``. Axes of the same sign whose amplitudes differ by less than
     ``tolerance`` degrees (or 15 % of the larger) share a letter; when the result is not one of the
     15 systems (e.g. a+b+c-, which Howard & Stokes merge with a+a+c-), the closest merge of letters
-    that is one of them is taken.
+    that is one of them is taken. With standard errors ``R_se``, ``M_se`` (from
+    :func:`layer_projections`), an amplitude below ``significance`` errors counts as no tilt, and two
+    amplitudes whose difference is below ``significance`` errors of the difference share a letter.
+
+    >>> glazer_symbol([0, 4.6, 3.5], [8.4, 0, 0])
+    'a+b-c-'
+    >>> glazer_symbol([0, 4.6, 3.5], [8.4, 0, 0], R_se=[0, 0.6, 0.6], M_se=[0.3, 0, 0])
+    'a+b-b-'
+    >>> glazer_symbol([0, 1.9, 0], [1.4, 0, 0], R_se=[1.0, 1.1, 0.9], M_se=[0.9, 1.3, 0.7])
+    'a0a0a0'
     """
     r = np.abs(np.asarray(R, dtype=float).reshape(3))
     m = np.abs(np.asarray(M, dtype=float).reshape(3))
-    signs, amps = [], []
+    r_se = np.zeros(3) if R_se is None else np.asarray(R_se, dtype=float).reshape(3)
+    m_se = np.zeros(3) if M_se is None else np.asarray(M_se, dtype=float).reshape(3)
+    signs, amps, errs = [], [], []
     for a in range(3):
-        if max(r[a], m[a]) < threshold:
+        amp, err, sign = (m[a], m_se[a], "+") if m[a] >= r[a] else (r[a], r_se[a], "-")
+        if amp < max(threshold, significance * err):
             signs.append("0")
             amps.append(0.0)
-        elif m[a] >= r[a]:
-            signs.append("+")
-            amps.append(m[a])
+            errs.append(0.0)
         else:
-            signs.append("-")
-            amps.append(r[a])
+            signs.append(sign)
+            amps.append(amp)
+            errs.append(err)
     forced, optional = [], []
     for i, j in itertools.combinations(range(3), 2):
         if signs[i] == "0" or signs[i] != signs[j]:
             continue
-        close = abs(amps[i] - amps[j]) <= max(tolerance, DEFAULT_EQUAL_FRACTION * max(amps[i], amps[j]))
+        noise = significance * float(np.hypot(errs[i], errs[j]))
+        close = abs(amps[i] - amps[j]) <= max(tolerance, DEFAULT_EQUAL_FRACTION * max(amps[i], amps[j]), noise)
         (forced if close else optional).append((i, j))
     known = {g.symbol for g in GLAZER_SYSTEMS}
     found = sorted((c, s) for c, s in _symbols_for(signs, amps, forced, optional) if s in known)
@@ -281,20 +336,23 @@ def phase_of(
     order: OrderParameters,
     threshold: float = DEFAULT_TILT_THRESHOLD,
     symprec: float = DEFAULT_PHASE_SYMPREC,
+    significance: float = DEFAULT_SIGNIFICANCE,
 ) -> dict:
     """Glazer system and space group of the time-averaged structure of the frames in ``order``.
 
     The displacements (rigid translation removed frame by frame) and strains are averaged; the
-    Glazer system comes from the tilt projections of that average structure, the space group from
-    spglib with ``symprec`` (Angstrom).
+    Glazer system comes from the tilt projections of that average structure, counted only where they
+    exceed ``significance`` standard errors over the layers perpendicular to their axis
+    (:func:`layer_projections`: in a small cell above its transition the layers tilt independently and
+    their mean is not zero by chance alone), the space group from spglib with ``symprec`` (Angstrom).
     """
     u = order.displacements - order.displacements.mean(axis=1, keepdims=True)
     mean_u = u.mean(axis=0)
     mean_strain = order.strain.mean(axis=0)
     octa = OctahedronMap.build(reference)
     rot = rotations_from_displacements(reference, mean_u, octa)
-    r, m = tilt_projections(reference, rot, octa)
-    symbol = glazer_symbol(r[0], m[0], threshold)
+    r, m, r_se, m_se = layer_projections(reference, rot[0], octa)
+    symbol = glazer_symbol(r, m, threshold, R_se=r_se, M_se=m_se, significance=significance)
     config = Configuration(reference, mean_u, 0.5 * (mean_strain + mean_strain.T))
     try:
         sg_symbol, sg_number = space_group(config, symprec=symprec)
@@ -306,8 +364,10 @@ def phase_of(
         "glazer_space_group": g.space_group_symbol,
         "space_group": sg_symbol,
         "space_group_number": sg_number,
-        "R_avg_structure": np.abs(r[0]).tolist(),
-        "M_avg_structure": np.abs(m[0]).tolist(),
+        "R_avg_structure": np.abs(r).tolist(),
+        "M_avg_structure": np.abs(m).tolist(),
+        "R_avg_structure_se": r_se.tolist(),
+        "M_avg_structure_se": m_se.tolist(),
     }
 
 
