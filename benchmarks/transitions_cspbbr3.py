@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--t-max", type=float, default=500.0)
     p.add_argument("--t-step", type=float, default=25.0)
     p.add_argument("--seeds", default="0,1")
+    p.add_argument("--directions", default="heat,cool", help="heat, cool or both")
     p.add_argument("--timestep", type=float, default=4.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="transitions_runs", help="folder for checkpoints, results and plots (resumable)")
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
                 steps=steps,
                 equilibration=equil,
                 seeds=[int(s) for s in args.seeds.split(",")],
+                directions=tuple(args.directions.split(",")),
                 **opts,
             )
             work = out / f"{args.method}-{n}x{n}x{n}-{steps}"

@@ -213,6 +213,7 @@ class _MCRun:
     def adapt(self):
         """Move the step sizes towards the target acceptance (equilibration only)."""
         target = float(self.mc.acceptance)
+        self.last_acceptance = self._acceptance()  # what the progress bar shows after the reset below
         for s in range(3):
             acc, tried = self.stats[s]
             if tried >= 20:
@@ -342,7 +343,7 @@ class _MCRun:
 
     def _acceptance(self) -> float:
         tried = self.stats[:, 1].sum()
-        return float(self.stats[:, 0].sum() / tried) if tried else float("nan")
+        return float(self.stats[:, 0].sum() / tried) if tried else getattr(self, "last_acceptance", float("nan"))
 
     def _atoms(self):
         from ase.calculators.singlepoint import SinglePointCalculator
