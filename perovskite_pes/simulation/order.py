@@ -44,6 +44,8 @@ DEFAULT_EQUAL_FRACTION = 0.15
 #: a tilt amplitude (or a difference of two) counts only when it exceeds this many standard errors
 #: over the layers perpendicular to its axis (see :func:`layer_projections`)
 DEFAULT_SIGNIFICANCE = 3.0
+#: layers each tilted by more than this (degrees) count as tilted even when stacked inconsistently
+FAULTED_LAYER_TILT = 3.0
 #: spglib tolerance (Angstrom) for the space group of a time-averaged structure
 DEFAULT_PHASE_SYMPREC = 0.1
 
@@ -220,6 +222,33 @@ def layer_projections(reference: ReferenceSupercell, rotations, octahedra: Octah
     return r, m, r_se, m_se
 
 
+def inplane_tilts(reference: ReferenceSupercell, rotations, octahedra: OctahedronMap | None = None):
+    """Per axis, how strongly each layer normal to it is tilted, whatever the stacking of the layers.
+
+    Each layer's value is the mean over its octahedra of the rotation about the axis times the in-plane
+    checkerboard sign (the sign both tilt patterns share within a layer); the amplitude is the mean of
+    the layers' absolute values, its error the within-layer standard deviation over the square root of
+    the number of octahedra per layer (an underestimate where neighbours are correlated). Layers tilted
+    alike but stacked neither all in phase nor all in anti-phase (e.g. + + - + + + + +, a stacking fault
+    left by fast cooling) have a large amplitude here and small projections. Returns ``(A, A_se)``,
+    each ``(3,)`` degrees; zeros where the layers are not of equal size.
+    """
+    check_tilt_commensurate(reference)
+    octa = octahedra if octahedra is not None else OctahedronMap.build(reference)
+    rot = np.asarray(rotations, dtype=float).reshape(len(octa.translations), 3)
+    t = octa.translations
+    amp, se = np.zeros(3), np.zeros(3)
+    for a in range(3):
+        others = [b for b in range(3) if b != a]
+        x = rot[:, a] * np.where(t[:, others].sum(axis=1) % 2 == 0, 1.0, -1.0)
+        layers, counts = np.unique(t[:, a], return_counts=True)
+        if len(layers) < 2 or np.any(counts != counts[0]) or counts[0] < 2:
+            continue
+        amp[a] = np.mean([abs(x[t[:, a] == layer].mean()) for layer in layers])
+        se[a] = np.sqrt(np.mean([x[t[:, a] == layer].var(ddof=1) for layer in layers]) / counts[0])
+    return amp, se
+
+
 @dataclass
 class OrderParameters:
     """Per-frame tilt order parameters and lattice parameters.
@@ -284,6 +313,8 @@ def glazer_symbol(
     R_se=None,
     M_se=None,
     significance: float = DEFAULT_SIGNIFICANCE,
+    inplane=None,
+    inplane_se=None,
 ) -> str:
     """The Glazer system (one of the 15, in Howard & Stokes' setting) of tilt amplitudes ``R``, ``M`` (degrees).
 
@@ -294,6 +325,9 @@ def glazer_symbol(
     that is one of them is taken. With standard errors ``R_se``, ``M_se`` (from
     :func:`layer_projections`), an amplitude below ``significance`` errors counts as no tilt, and two
     amplitudes whose difference is below ``significance`` errors of the difference share a letter.
+    With in-plane amplitudes ``inplane``, ``inplane_se`` (:func:`inplane_tilts`), an axis whose layers
+    are each tilted by more than ``FAULTED_LAYER_TILT`` degrees and ``significance`` errors still counts
+    as tilted (in the pattern of its larger projection) when their stacking is faulted.
 
     >>> glazer_symbol([0, 4.6, 3.5], [8.4, 0, 0])
     'a+b-c-'
@@ -306,10 +340,13 @@ def glazer_symbol(
     m = np.abs(np.asarray(M, dtype=float).reshape(3))
     r_se = np.zeros(3) if R_se is None else np.asarray(R_se, dtype=float).reshape(3)
     m_se = np.zeros(3) if M_se is None else np.asarray(M_se, dtype=float).reshape(3)
+    layer_amp = np.zeros(3) if inplane is None else np.abs(np.asarray(inplane, dtype=float).reshape(3))
+    layer_se = np.zeros(3) if inplane_se is None else np.asarray(inplane_se, dtype=float).reshape(3)
+    faulted = (layer_amp >= FAULTED_LAYER_TILT) & (layer_amp >= significance * layer_se)
     signs, amps, errs = [], [], []
     for a in range(3):
         amp, err, sign = (m[a], m_se[a], "+") if m[a] >= r[a] else (r[a], r_se[a], "-")
-        if amp < max(threshold, significance * err):
+        if amp < threshold or (amp < significance * err and not faulted[a]):
             signs.append("0")
             amps.append(0.0)
             errs.append(0.0)
@@ -352,7 +389,10 @@ def phase_of(
     octa = OctahedronMap.build(reference)
     rot = rotations_from_displacements(reference, mean_u, octa)
     r, m, r_se, m_se = layer_projections(reference, rot[0], octa)
-    symbol = glazer_symbol(r, m, threshold, R_se=r_se, M_se=m_se, significance=significance)
+    layer_amp, layer_se = inplane_tilts(reference, rot[0], octa)
+    symbol = glazer_symbol(
+        r, m, threshold, R_se=r_se, M_se=m_se, significance=significance, inplane=layer_amp, inplane_se=layer_se
+    )
     config = Configuration(reference, mean_u, 0.5 * (mean_strain + mean_strain.T))
     try:
         sg_symbol, sg_number = space_group(config, symprec=symprec)
@@ -368,6 +408,8 @@ def phase_of(
         "M_avg_structure": np.abs(m).tolist(),
         "R_avg_structure_se": r_se.tolist(),
         "M_avg_structure_se": m_se.tolist(),
+        "layer_tilt_avg_structure": layer_amp.tolist(),
+        "layer_tilt_avg_structure_se": layer_se.tolist(),
     }
 
 
