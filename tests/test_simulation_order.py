@@ -150,7 +150,7 @@ def test_layer_errors_are_zero_for_coherent_tilts_and_flag_independent_layers():
         assert phase_of(ref, op)["glazer"] == symbol
     # three layers one way, one the other: both projections are half the tilt, 1 error from zero; layers
     # of 2.5 degrees are noise (a small cell above its transition), layers of 8 degrees a stacking fault
-    for angle, symbol in ((2.5, "a0a0a0"), (8.0, "a0a0c+")):
+    for angle, symbol in ((2.5, "a0a0a0"), (4.5, "a0a0a0"), (8.0, "a0a0c+")):
         op = order_parameters(ref, *_geometry(_layered_tilt(ref, (1, 1, 1, -1), angle)))
         r, m, r_se, m_se = layer_projections(ref, op.rotations[0])
         layer_amp, layer_se = inplane_tilts(ref, op.rotations[0])

@@ -45,7 +45,7 @@ DEFAULT_EQUAL_FRACTION = 0.15
 #: over the layers perpendicular to its axis (see :func:`layer_projections`)
 DEFAULT_SIGNIFICANCE = 3.0
 #: layers each tilted by more than this (degrees) count as tilted even when stacked inconsistently
-FAULTED_LAYER_TILT = 3.0
+FAULTED_LAYER_TILT = 5.0
 #: spglib tolerance (Angstrom) for the space group of a time-averaged structure
 DEFAULT_PHASE_SYMPREC = 0.1
 
