@@ -110,6 +110,35 @@ def test_net_with_force_term_learns_forces(ref, featurizer):
     assert err(with_f) < 0.5 * np.sqrt(np.mean(forces**2))
 
 
+def test_net_with_stress_term_learns_stresses(ref, featurizer):
+    # the same kind of synthetic PES; the stress labels are its exact cell derivatives
+    truth = PairPotential(cutoff=5.0, n_gaussians=6, r_min=2.5)
+    truth.coef_ = np.random.default_rng(6).normal(0, 0.2, truth.n_features)
+    truth.e0_, truth.alpha_ = -3.0, 0.0
+    configs = random_configs(ref, 24, seed=7, strain=0.02)
+    labels = truth.predict_all(configs)
+    e, stresses = labels["energy"], labels["stress"]
+    common = dict(
+        batch_sizes=(4, 24), epochs=(40, 100), learning_rate=1e-2, validation_fraction=0.0, hidden_layers=(16,)
+    )
+    e_only = ClusterNet(featurizer=featurizer, **common).fit(configs, e)
+    with_s = ClusterNet(featurizer=featurizer, stress_weight=1.0, **common).fit(configs, e, stresses=stresses)
+    err = lambda m: np.sqrt(np.mean((m.predict_stress(configs) - stresses) ** 2))  # noqa: E731
+    assert err(with_s) < 0.5 * err(e_only)
+    assert err(with_s) < 0.5 * np.sqrt(np.mean((stresses - stresses.mean(axis=0)) ** 2))
+    assert with_s.get_params()["stress_weight"] == 1.0
+
+
+def test_stress_term_needs_stresses(featurizer, data):
+    configs, e = data
+    with pytest.raises(ModelError, match="stress_weight > 0 needs the stresses"):
+        ClusterNet(featurizer=featurizer, stress_weight=1.0).fit(configs[:5], e[:5])
+    with pytest.raises(ModelError, match=r"stresses must have shape \(5, 6\)"):
+        ClusterNet(featurizer=featurizer, stress_weight=1.0).fit(configs[:5], e[:5], stresses=np.zeros((5, 3)))
+    with pytest.raises(ModelError, match="stress_weight must be >= 0"):
+        ClusterNet(featurizer=featurizer, stress_weight=-1.0).fit(configs[:5], e[:5])
+
+
 # ------------------------------------------------------------------------------------ physics
 @pytest.mark.parametrize("kind", KINDS)
 def test_forces_match_finite_differences(kind, fitted, data, ref):

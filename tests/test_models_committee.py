@@ -41,6 +41,19 @@ def test_identical_members_have_exactly_zero_spread(featurizer, data, ref):
     np.testing.assert_allclose(np.stack(u["forces"]), single.predict_forces(configs[40:]), rtol=0, atol=1e-10)
 
 
+def test_members_train_the_stress_term_on_their_own_resample(featurizer, data):
+    configs, e = data
+    stresses = np.random.default_rng(1).normal(0, 1e-3, (40, 6))
+    kw = dict(NET, stress_weight=1.0)
+    seeds = [2, 2]
+    same = Committee("cluster", kw, size=2, resample="none", seeds=seeds, featurizer=featurizer)
+    same.fit(configs[:40], e[:40], stresses=stresses)
+    single = ClusterNet(featurizer=featurizer, seed=2, **kw).fit(configs[:40], e[:40], stresses=stresses)
+    np.testing.assert_allclose(same.predict(configs[40:]), single.predict(configs[40:]), rtol=0, atol=1e-10)
+    with pytest.raises(ModelError, match="stress term"):
+        Committee("cluster", kw, size=2, featurizer=featurizer).fit(configs[:40], e[:40])
+
+
 @pytest.mark.parametrize("kind", ["cluster", "linear"])
 def test_spread_grows_away_from_the_training_data(kind, featurizer, data, ref):
     configs, e = data

@@ -166,6 +166,29 @@ def test_train_and_select_with_force_term(data):
         train_and_select(configs, e, None, settings)
 
 
+def test_train_and_select_with_stress_term(data):
+    configs, e, f = data
+    st = np.random.default_rng(0).normal(0, 1e-3, (len(configs), 6))  # only the plumbing is tested here
+    settings = _one_net(
+        n_folds=2, n_jobs=1, training=dict(NET, epochs=(3, 5), force_weight=0.5, stress_weight=1.0), baselines=False
+    )
+    model, report = train_and_select(configs, e, f, settings, stresses=st)
+    assert (model.force_weight, model.stress_weight) == (0.5, 1.0)
+    assert report["settings"]["training"]["stress_weight"] == 1.0
+    with pytest.raises(ModelError, match="needs stresses"):
+        train_and_select(configs, e, f, settings)
+
+
+def test_training_stresses_names_what_is_missing():
+    from perovskite_pes.models import training_stresses
+
+    records = [{"stress": [0.0] * 6}, {"stress": None}, {}]
+    assert training_stresses(records, False) is None
+    assert training_stresses(records[:1], True) == [[0.0] * 6]
+    with pytest.raises(ModelError, match="--stress-weight > 0 but 2 of 3 calculations have no stress"):
+        training_stresses(records, True, "--stress-weight > 0")
+
+
 def test_ase_calculator_md_and_atom_order(ref, featurizer, data):
     from ase.md.verlet import VelocityVerlet
 

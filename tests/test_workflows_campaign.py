@@ -81,7 +81,7 @@ class StandInModel:
         (Path(directory) / "model.json").write_text("{}")
 
 
-def stand_in_training(configs, energies, forces=None, settings=None, workdir=None):
+def stand_in_training(configs, energies, forces=None, settings=None, workdir=None, stresses=None):
     """Model selection stand-in: the CV error shrinks as data grows (so retrained models are accepted)."""
     n = len(configs)
     report = {

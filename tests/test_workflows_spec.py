@@ -303,11 +303,27 @@ def test_training_defaults_are_train_and_selects():
     assert (t.folds, t.test_fraction, t.n_jobs) == (sel.n_folds, sel.test_fraction, sel.n_jobs)
     assert list(t.batch_sizes) == sel.training.batch_sizes and list(t.epochs) == sel.training.epochs
     assert (t.learning_rate, t.force_weight) == (sel.training.learning_rate, sel.training.force_weight)
+    assert t.stress_weight == sel.training.stress_weight == 0.0
     merged = merge_settings(validate_spec(minimal()).training_settings())
     defaults = sel.to_dict()
     for key in ("n_folds", "test_fraction", "n_jobs", "metric", "truncated"):
         assert merged[key] == defaults[key], key
     assert merged["training"] == defaults["training"]
+
+
+def test_stress_weight_reaches_the_nets_and_is_checked():
+    spec = minimal()
+    spec["training"] = {"stress_weight": 0.5}
+    with_stress = validate_spec(spec)
+    assert with_stress.training_settings()["training"]["stress_weight"] == 0.5
+    assert (
+        with_stress.to_dict()["training"]["stress_weight"] == 0.5
+        and validate_spec(with_stress.to_dict()) == with_stress
+    )
+    assert "stress_weight" not in validate_spec(minimal()).to_dict()["training"]  # the hash of older specs stays
+    spec["training"] = {"stress_weight": -1}
+    with pytest.raises(SpecError, match="stress_weight"):
+        validate_spec(spec)
 
 
 def test_schema_command_prints_a_schema_the_shipped_specs_satisfy(capsys):

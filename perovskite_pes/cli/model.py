@@ -55,6 +55,9 @@ def register(subparsers) -> None:
     t.add_argument("--batch-sizes", default=None, help="batch-size schedule (default 2,10,100,1000)")
     t.add_argument("--learning-rate", type=float, default=None)
     t.add_argument("--force-weight", type=float, default=None, help="weight of the force term in the loss (default 0)")
+    t.add_argument(
+        "--stress-weight", type=float, default=None, help="weight of the stress term in the loss (default 0)"
+    )
     t.add_argument("--n-jobs", type=int, default=2, help="parallel cross-validation workers (default 2)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument(
@@ -263,7 +266,7 @@ def cmd_train(args) -> int:
     import numpy as np
 
     from ..db import get_store
-    from ..models import ModelError, train_and_select
+    from ..models import ModelError, train_and_select, training_stresses
     from ..settings import Settings
 
     store = get_store()
@@ -317,6 +320,8 @@ def cmd_train(args) -> int:
         training["learning_rate"] = args.learning_rate
     if args.force_weight is not None:
         training["force_weight"] = args.force_weight
+    if args.stress_weight is not None:
+        training["stress_weight"] = args.stress_weight
     if args.linear_term:
         training["linear_term"] = True
     if args.net_order is not None:
@@ -342,6 +347,7 @@ def cmd_train(args) -> int:
     if float(training.get("force_weight") or 0) > 0 and any(f is None for f in forces):
         raise ModelError("--force-weight > 0 but some calculations have no forces")
     forces = None if any(f is None for f in forces) else forces
+    stresses = training_stresses(data, float(training.get("stress_weight") or 0) > 0, "--stress-weight > 0")
 
     size = int((settings.get("committee") or {}).get("size") or 0)
     name = args.name or f"{calculator}-{'-'.join(grid['model'])}" + (f"-committee{size}" if size else "")
@@ -350,7 +356,7 @@ def cmd_train(args) -> int:
         if args.workdir
         else Settings.load().home / "models" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    model, report = train_and_select(configs, energies, forces, settings, workdir)
+    model, report = train_and_select(configs, energies, forces, settings, workdir, stresses=stresses)
     metrics = _metrics(report)
     model_id = store.register_model(
         name=name,

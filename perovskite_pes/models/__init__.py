@@ -18,7 +18,7 @@ from .committee import Committee
 from .linear import LinearCE
 from .nets import ClusterNet, SiteNet
 from .pair import PairPotential
-from .selection import DEFAULT_SETTINGS, train_and_select
+from .selection import DEFAULT_SETTINGS, train_and_select, training_stresses
 
 MODEL_TYPES = {cls.model_type: cls for cls in (PairPotential, LinearCE, ClusterNet, SiteNet, Committee)}
 
@@ -36,4 +36,5 @@ __all__ = [
     "SiteNet",
     "load_model",
     "train_and_select",
+    "training_stresses",
 ]

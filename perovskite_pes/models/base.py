@@ -92,6 +92,24 @@ def check_forces(forces, configs, what: str = "forces") -> list[np.ndarray] | No
     return out
 
 
+def check_stresses(stresses, n: int) -> np.ndarray | None:
+    """Stresses ``[n, 6]`` (eV/A^3, Voigt xx yy zz yz xz xy, ASE sign) as an array, checked."""
+    if stresses is None:
+        return None
+    if len(stresses) != n or any(s is None for s in stresses):
+        missing = sum(s is None for s in stresses)
+        raise ModelError(
+            f"stresses must hold one Voigt 6-vector (eV/Angstrom^3) per configuration: expected {n}, got "
+            f"{len(stresses)}" + (f" ({missing} missing)" if missing else "")
+        )
+    out = np.asarray([np.asarray(s, dtype=float).reshape(-1) for s in stresses], dtype=float)
+    if out.shape != (n, 6):
+        raise ModelError(f"stresses must have shape ({n}, 6) (Voigt, eV/Angstrom^3); got {out.shape}")
+    if not np.all(np.isfinite(out)):
+        raise ModelError("stresses contain NaN or infinite values")
+    return out
+
+
 def group_by_reference(configs: list[Configuration]) -> dict[ReferenceSupercell, list[int]]:
     """Indices of the configurations, grouped by their reference supercell (first-seen order)."""
     groups: dict[ReferenceSupercell, list[int]] = {}

@@ -38,6 +38,7 @@ from .base import (
     check_configurations,
     check_energies,
     check_forces,
+    check_stresses,
     geometry,
     load_model,
     strain_handles,
@@ -180,9 +181,10 @@ class Committee(EnergyModel):
         ]
 
     # ------------------------------------------------------------------ fit
-    def fit(self, configs, energies, forces=None):
+    def fit(self, configs, energies, forces=None, stresses=None):
         """Train the K members on resamples of the configurations (total energies in eV; forces in eV/A
-        when the members train a force term). All configurations must be in one supercell."""
+        and stresses in eV/A^3 when the members train those terms). All configurations must be in one
+        supercell."""
         configs = check_configurations(configs)
         e = check_energies(energies, len(configs))
         if len({c.reference for c in configs}) != 1:
@@ -195,13 +197,21 @@ class Committee(EnergyModel):
         if float(getattr(template, "force_weight", 0.0) or 0.0) > 0:
             if forces is None:
                 raise ModelError("the members train a force term (force_weight > 0): pass the forces")
-            pos, lat = geometry(configs)
-            kw = dict(positions=pos, lattice=lat, forces=np.stack(check_forces(forces, configs)))
+            kw["forces"] = np.stack(check_forces(forces, configs))
+        if float(getattr(template, "stress_weight", 0.0) or 0.0) > 0:
+            if stresses is None:
+                raise ModelError("the members train a stress term (stress_weight > 0): pass the stresses")
+            kw["stresses"] = check_stresses(stresses, len(configs))
+        if kw:
+            kw["positions"], kw["lattice"] = geometry(configs)
         return self.fit_arrays(ref, e, feats, featurizer=fz, **kw)
 
-    def fit_arrays(self, reference, energies, features, positions=None, lattice=None, forces=None, featurizer=None):
+    def fit_arrays(
+        self, reference, energies, features, positions=None, lattice=None, forces=None, featurizer=None, stresses=None
+    ):
         """Train from precomputed features (:meth:`EnergyModel.precompute` of the member kind) of
-        configurations of ``reference``; positions, lattices and forces for a force term."""
+        configurations of ``reference``; positions, lattices and forces (stresses) for a force (stress)
+        term."""
         from joblib import Parallel, delayed
 
         e = np.asarray(energies, dtype=float)
@@ -213,7 +223,16 @@ class Committee(EnergyModel):
         elif featurizer is None:
             featurizer = self.make_member(0, self.featurizer)._prepare_featurizer(reference)
         feats = np.asarray(features) if kind == "pair" else [np.asarray(x) for x in features]
-        geo = None if forces is None else (np.asarray(positions), np.asarray(lattice), np.asarray(forces))
+        geo = (
+            None
+            if forces is None and stresses is None
+            else (
+                np.asarray(positions),
+                np.asarray(lattice),
+                None if forces is None else np.asarray(forces),
+                None if stresses is None else np.asarray(stresses),
+            )
+        )
         n_jobs = int(self.n_jobs or 1)
         parallel = n_jobs != 1 and len(samples) > 1
         recipe = featurizer.to_dict() if (parallel and featurizer is not None) else featurizer
@@ -462,7 +481,13 @@ def _fit_member(spec: tuple, seed: int, idx, reference, energies, feats, geo, fe
     else:
         kw = {}
         if geo is not None:
-            kw = dict(positions=geo[0][idx], lattice=geo[1][idx], forces=geo[2][idx])
+            pos, lat, forces, stresses = geo
+            kw = dict(
+                positions=pos[idx],
+                lattice=lat[idx],
+                forces=None if forces is None else forces[idx],
+                stresses=None if stresses is None else stresses[idx],
+            )
         member.fit_arrays(
             reference, e, [torch.from_numpy(np.ascontiguousarray(x[idx])) for x in feats], featurizer=featurizer, **kw
         )

@@ -27,7 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import EnergyModel, ModelError, check_configurations, check_energies, check_forces, geometry
+from .base import (
+    EnergyModel,
+    ModelError,
+    check_configurations,
+    check_energies,
+    check_forces,
+    check_stresses,
+    geometry,
+    strain_handles,
+    stress_from_gradient,
+)
 from .bounds import BoundedInputs
 from .featurizers import FeaturizerFamily, build_featurizer, featurizer_for_load, reference_of
 from .training import TrainingHistory, adam_schedule, lbfgs_refine, module_state, split_validation
@@ -98,6 +108,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         patience: int | None = 100,
         validation_fraction: float = 0.1,
         force_weight: float = 0.0,
+        stress_weight: float = 0.0,
         weight_decay: float = 0.0,
         lbfgs_iterations: int = 0,
         linear_term: bool = False,
@@ -123,6 +134,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.force_weight = force_weight
+        self.stress_weight = stress_weight
         self.weight_decay = weight_decay
         self.lbfgs_iterations = lbfgs_iterations
         self.linear_term = linear_term
@@ -178,6 +190,8 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             raise ModelError(f"hidden_layers needs at least one layer of >= 1 node; got {self.hidden_layers!r}")
         if self.force_weight < 0:
             raise ModelError(f"force_weight must be >= 0; got {self.force_weight}")
+        if self.stress_weight < 0:
+            raise ModelError(f"stress_weight must be >= 0; got {self.stress_weight}")
         return hl
 
     def _prepare_featurizer(self, reference):
@@ -190,8 +204,9 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         return fz
 
     # ------------------------------------------------------------------ fit
-    def fit(self, configs, energies, forces=None, features=None):
-        """Train on total energies (eV) and, when ``force_weight > 0``, forces (eV/A).
+    def fit(self, configs, energies, forces=None, features=None, stresses=None):
+        """Train on total energies (eV) and, when ``force_weight > 0``, forces (eV/A); when
+        ``stress_weight > 0``, stresses (``[B, 6]`` eV/A^3, Voigt, ASE sign, as ``compute`` gives).
 
         All training configurations must be in one supercell of the reference (the model then
         predicts any supercell). ``features`` may pass precomputed raw features
@@ -209,15 +224,22 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         use_forces = self.force_weight > 0
         if use_forces and forces is None:
             raise ModelError("force_weight > 0 needs the forces of the training configurations")
+        use_stress = self.stress_weight > 0
+        if use_stress and stresses is None:
+            raise ModelError("stress_weight > 0 needs the stresses of the training configurations")
         f = np.stack(check_forces(forces, configs)) if use_forces else None
-        pos, lat = geometry(configs) if use_forces else (None, None)
+        st = check_stresses(stresses, len(configs)) if use_stress else None
+        pos, lat = geometry(configs) if (use_forces or use_stress) else (None, None)
         fz = self._prepare_featurizer(ref)
         raw = features if features is not None else self.precompute(configs, fz)
-        return self.fit_arrays(ref, e, raw, positions=pos, lattice=lat, forces=f, featurizer=fz)
+        return self.fit_arrays(ref, e, raw, positions=pos, lattice=lat, forces=f, featurizer=fz, stresses=st)
 
-    def fit_arrays(self, reference, energies, features, positions=None, lattice=None, forces=None, featurizer=None):
+    def fit_arrays(
+        self, reference, energies, features, positions=None, lattice=None, forces=None, featurizer=None, stresses=None
+    ):
         """Train from arrays: raw features (list per orbit, ``[B, U, F]``), energies ``[B]`` (eV) and,
-        for the force term, positions ``[B, N, 3]``, lattices ``[B, 3, 3]`` and forces ``[B, N, 3]``.
+        for the force term, positions ``[B, N, 3]``, lattices ``[B, 3, 3]`` and forces ``[B, N, 3]``;
+        for the stress term, the positions, lattices and stresses ``[B, 6]`` (eV/A^3, Voigt, ASE sign).
 
         The steps: check the inputs and set the featurizer; fit the input scaler (and the feature
         window when bounded); scale the targets; build the MLPs; minimise the loss
@@ -229,6 +251,9 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         use_forces = self.force_weight > 0
         if use_forces and (forces is None or positions is None or lattice is None):
             raise ModelError("force_weight > 0 needs positions, lattices and forces of the training configurations")
+        use_stress = self.stress_weight > 0
+        if use_stress and (stresses is None or positions is None or lattice is None):
+            raise ModelError("stress_weight > 0 needs positions, lattices and stresses of the training configurations")
         raw = [
             torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64)
             for x in features
@@ -244,7 +269,20 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             self.mlps_ = build_mlps(n_inputs, hidden, bool(self.linear_term), self._input_mask(fz))
         offset = torch.zeros((), dtype=torch.float64, requires_grad=self.reference_energy_per_fu is None)
         train_idx, val_idx = split_validation(len(e), float(self.validation_fraction), int(self.seed))
-        force_data = _ForceData(positions, lattice, forces, self.force_weight, fz, self._raw) if use_forces else None
+        force_data = (
+            _ForceData(
+                positions,
+                lattice,
+                forces if use_forces else None,
+                self.force_weight,
+                fz,
+                self._raw,
+                stresses=stresses if use_stress else None,
+                stress_weight=self.stress_weight,
+            )
+            if (use_forces or use_stress)
+            else None
+        )
         objective = _Objective(
             self.mlps_,
             self._standardise(raw),
@@ -269,7 +307,8 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             len(e),
             len(val_idx),
             sum(p.numel() for p in params),
-            f", force weight {self.force_weight}" if use_forces else "",
+            (f", force weight {self.force_weight}" if use_forces else "")
+            + (f", stress weight {self.stress_weight}" if use_stress else ""),
         )
         self.history_: TrainingHistory = self._minimise(params, objective, offset)
         self.e0_ = float(targets.e0_init + targets.scale * float(offset.detach()))
@@ -435,6 +474,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             "patience": None if self.patience is None else int(self.patience),
             "validation_fraction": float(self.validation_fraction),
             "force_weight": float(self.force_weight),
+            "stress_weight": float(self.stress_weight),
             "weight_decay": float(self.weight_decay),
             "lbfgs_iterations": int(self.lbfgs_iterations or 0),
             "linear_term": bool(self.linear_term),
@@ -539,23 +579,36 @@ class _EnergyTargets:
 
 
 class _ForceData:
-    """Geometry and forces of the training configurations for the force term of the loss."""
+    """Geometry, forces and stresses of the training configurations for the gradient terms of the loss
+    (either may be None: that term is left out). Each is scaled by its root mean square."""
 
-    def __init__(self, positions, lattice, forces, weight: float, featurizer, raw_features):
+    def __init__(
+        self, positions, lattice, forces, weight: float, featurizer, raw_features, stresses=None, stress_weight=0.0
+    ):
         torch = _torch()
         self.positions = torch.as_tensor(np.asarray(positions, dtype=float))
         self.lattice = torch.as_tensor(np.asarray(lattice, dtype=float))
-        self.forces = torch.as_tensor(np.asarray(forces, dtype=float))
-        sf = float(torch.sqrt((self.forces**2).mean()))
-        self.scale = sf if sf > 1e-8 else 1.0
+        self.forces = None if forces is None else torch.as_tensor(np.asarray(forces, dtype=float))
+        self.stresses = None if stresses is None else torch.as_tensor(np.asarray(stresses, dtype=float))
+        self.scale = _rms_scale(self.forces)
+        self.stress_scale = _rms_scale(self.stresses)
         self.weight = float(weight)
+        self.stress_weight = float(stress_weight)
         self.featurizer = featurizer
         self.raw_features = raw_features
 
 
+def _rms_scale(values) -> float:
+    if values is None:
+        return 1.0
+    s = float((values**2).mean().sqrt())
+    return s if s > 1e-8 else 1.0
+
+
 class _Objective:
     """The loss a net minimises: mean squared error of the scaled energies (Eq. 18) on a batch of the
-    training configurations, plus ``force_weight`` times that of the scaled forces, plus an L2
+    training configurations, plus ``force_weight`` times that of the scaled forces and ``stress_weight``
+    times that of the scaled stresses (each scaled by its root mean square), plus an L2
     penalty on the MLP weight matrices (``weight_decay``); and the same loss on the validation set."""
 
     def __init__(
@@ -607,13 +660,23 @@ class _Objective:
     def _energy_and_force_loss(self, idx, create_graph: bool):
         torch = _torch()
         fd = self.forces
-        pos = fd.positions[idx].clone().requires_grad_(True)
-        pred = self._scaled_energy(self.standardise(fd.raw_features(fd.featurizer, pos, fd.lattice[idx])))
-        (g,) = torch.autograd.grad(pred.sum(), pos, create_graph=create_graph)
-        fpred = -self.targets.n_cells * self.targets.scale * g
-        le = ((pred - self.target[idx]) ** 2).mean()
-        lf = (((fpred - fd.forces[idx]) / fd.scale) ** 2).mean()
-        return le + fd.weight * lf
+        lat = fd.lattice[idx]
+        if fd.stresses is not None:  # energy of the deformed cell, differentiated at zero strain
+            pos, eps, (x, cell) = strain_handles(fd.positions[idx], lat)
+            leaves = [pos, eps]
+        else:
+            pos = fd.positions[idx].clone().requires_grad_(True)
+            x, cell, leaves = pos, lat, [pos]
+        pred = self._scaled_energy(self.standardise(fd.raw_features(fd.featurizer, x, cell)))
+        grads = torch.autograd.grad(pred.sum(), leaves, create_graph=create_graph)
+        to_ev = self.targets.n_cells * self.targets.scale  # d(total energy) / d(scaled energy)
+        loss = ((pred - self.target[idx]) ** 2).mean()
+        if fd.forces is not None:
+            loss = loss + fd.weight * (((-to_ev * grads[0] - fd.forces[idx]) / fd.scale) ** 2).mean()
+        if fd.stresses is not None:
+            spred = stress_from_gradient(to_ev * grads[1], lat)
+            loss = loss + fd.stress_weight * (((spred - fd.stresses[idx]) / fd.stress_scale) ** 2).mean()
+        return loss
 
     def penalty(self):
         if self.weight_decay <= 0:

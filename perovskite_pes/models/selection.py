@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -40,6 +41,7 @@ from .base import (
     check_configurations,
     check_energies,
     check_forces,
+    check_stresses,
     geometry,
     n_atoms_of,
 )
@@ -109,6 +111,8 @@ class NetTrainingSettings(_Section):
     validation_fraction: float = 0.1
     #: weight of the force term in the loss (0: energies only, as in the paper)
     force_weight: float = 0.0
+    #: weight of the stress term in the loss (0: none); the cell's response (lattice parameters in NPT)
+    stress_weight: float = 0.0
     weight_decay: float = 0.0
     lbfgs_iterations: int = 0
     linear_term: bool = False
@@ -426,8 +430,7 @@ def _fit_and_score(
     n_atoms,
     train_idx,
     eval_sets,
-    geometry_arrays=None,
-    forces=None,
+    gradients=None,
     threads=1,
     seed=None,
     keep_model=False,
@@ -458,10 +461,7 @@ def _fit_and_score(
         )
     pair = setting["model"] == "pair"
     sub = functools.partial(_subset, feats, pair=pair)
-    kw = {}
-    if setting["model"] in ("cluster", "site") and float(cfg["training"].get("force_weight") or 0) > 0:
-        pos, lat = geometry_arrays
-        kw = dict(positions=pos[train_idx], lattice=lat[train_idx], forces=forces[train_idx])
+    kw = gradients.subset(train_idx) if (gradients is not None and setting["model"] in ("cluster", "site")) else {}
     if pair and not committee:
         model.fit_arrays(reference, energies[train_idx], sub(train_idx))
     else:
@@ -481,9 +481,11 @@ def _rmse_mev(pred, ref, n_atoms) -> float:
 
 
 def cross_validate(
-    bank: FeatureBank, grid: list[dict], energies, train_idx, cfg, forces=None, progress=False, keep_models=False
+    bank: FeatureBank, grid: list[dict], energies, train_idx, cfg, gradients=None, progress=False, keep_models=False
 ) -> list[dict]:
     """k-fold CV of every grid setting on ``train_idx``; one row per setting (RMSE in meV/atom).
+
+    ``gradients``: the :class:`GradientLabels` (forces, stresses) of the nets' force and stress terms.
 
     With ``keep_models`` each row also holds its fold models (``"models"``, in fold order, with the
     bank's featurizer), e.g. to make a committee of the selected setting without refitting it.
@@ -499,7 +501,6 @@ def cross_validate(
     folds = list(KFold(n_splits=n_folds, shuffle=True, random_state=int(cfg["seed"])).split(train_idx))
     n_atoms = n_atoms_of(bank.configs)
     ref = bank.reference
-    geo = geometry(bank.configs) if forces is not None else None
     n_jobs = int(cfg.get("n_jobs") or 1)
     jobs, meta = [], []
     for si, setting in enumerate(grid):
@@ -520,8 +521,7 @@ def cross_validate(
                     n_atoms,
                     tr_idx,
                     [tr_idx, va_idx],
-                    geo,
-                    forces,
+                    gradients,
                     1,
                     keep_model=keep_models,
                 )
@@ -623,25 +623,65 @@ class SelectionReport(BaseModel):
         return [(k, getattr(self, k)) for k in self.keys()]
 
 
-def _check_inputs(configs, energies, forces, cfg: dict):
-    """Configurations, energies and (when a force term is trained) forces as arrays, and the grid."""
+@dataclass
+class GradientLabels:
+    """Geometry with the forces and stresses the nets' force and stress terms train on (either None)."""
+
+    positions: np.ndarray
+    lattice: np.ndarray
+    forces: np.ndarray | None = None
+    stresses: np.ndarray | None = None
+
+    def subset(self, idx) -> dict:
+        """Keyword arguments of ``fit_arrays`` for the configurations ``idx``."""
+        return {
+            "positions": self.positions[idx],
+            "lattice": self.lattice[idx],
+            "forces": None if self.forces is None else self.forces[idx],
+            "stresses": None if self.stresses is None else self.stresses[idx],
+        }
+
+
+def training_stresses(data: list[dict], needed: bool, what: str = "stress_weight > 0"):
+    """The stresses of training records (``stress`` of each), or None when ``needed`` is false.
+
+    A stress term needs every record's stress: ``what`` names the setting that asked for it in the
+    error, e.g. CP2K single points and VASP runs without ISIF >= 2 record none.
+    """
+    if not needed:
+        return None
+    stresses = [d.get("stress") for d in data]
+    missing = sum(s is None for s in stresses)
+    if missing:
+        raise ModelError(
+            f"{what} but {missing} of {len(stresses)} calculations have no stress; train without the stress term "
+            "or recalculate them with stresses"
+        )
+    return stresses
+
+
+def _check_inputs(configs, energies, forces, cfg: dict, stresses=None):
+    """Configurations and energies as arrays, the grid, and the :class:`GradientLabels` when the nets
+    train a force or stress term (else None)."""
     configs = check_configurations(configs)
     e = check_energies(energies, len(configs))
     if len({c.reference for c in configs}) != 1:
         raise ModelError("train_and_select needs all configurations in one supercell of the reference")
     grid = expand_grid(cfg["grid"])
-    f = None
-    if _uses_forces(cfg, grid):
+    nets = any(s["model"] in ("cluster", "site") for s in grid)
+    f = st = None
+    if nets and float(cfg["training"].get("force_weight") or 0) > 0:
         if forces is None:
             raise ModelError("training.force_weight > 0 needs forces for every configuration")
         f = np.stack(check_forces(forces, configs))
+    if nets and float(cfg["training"].get("stress_weight") or 0) > 0:
+        if stresses is None:
+            raise ModelError("training.stress_weight > 0 needs stresses for every configuration")
+        st = check_stresses(stresses, len(configs))
     if len(configs) < 10:
         raise ModelError(f"model selection needs at least 10 configurations; got {len(configs)}")
-    return configs, e, f, grid
-
-
-def _uses_forces(cfg: dict, grid: list[dict]) -> bool:
-    return float(cfg["training"].get("force_weight") or 0) > 0 and any(s["model"] in ("cluster", "site") for s in grid)
+    gradients = None if f is None and st is None else GradientLabels(*geometry(configs), f, st)
+    return configs, e, gradients, grid
 
 
 def split_train_test(n: int, test_fraction: float, seed: int):
@@ -721,13 +761,12 @@ def _subset(feats, idx, pair: bool):
     return rows[0] if pair else rows
 
 
-def _refit(to_fit, bank, e, f, train_idx, test_idx, cfg, committee, prebuilt=None) -> dict:
+def _refit(to_fit, bank, e, gradients, train_idx, test_idx, cfg, committee, prebuilt=None) -> dict:
     """Fit each named setting on the whole training part; predictions on train and test, and the model.
 
     ``prebuilt``: name -> (fitted model, fit time) used as it is (a committee of the CV's fold models).
     """
     n_atoms = n_atoms_of(bank.configs)
-    geo = geometry(bank.configs) if f is not None else None
     fits = {}
     for name, setting in to_fit:
         if name in (prebuilt or {}):
@@ -743,8 +782,7 @@ def _refit(to_fit, bank, e, f, train_idx, test_idx, cfg, committee, prebuilt=Non
             n_atoms,
             train_idx,
             [train_idx, test_idx],
-            geo,
-            f,
+            gradients,
             threads=0,
             keep_model=True,
             committee=committee if name == "best" else None,
@@ -833,8 +871,11 @@ def _write_outputs(
     (workdir / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
 
 
-def train_and_select(configs, energies, forces=None, settings: dict | None = None, workdir=None):
+def train_and_select(configs, energies, forces=None, settings: dict | None = None, workdir=None, stresses=None):
     """Cross-validated selection, refit and test evaluation; returns ``(best_model, report)``.
+
+    ``forces`` (``(N, 3)`` eV/A per configuration) and ``stresses`` (Voigt 6-vectors, eV/A^3, ASE sign)
+    are needed when ``training.force_weight`` or ``training.stress_weight`` is above zero.
 
     ``settings`` overrides the defaults of :class:`SelectionSettings` (``grid``, ``n_folds``,
     ``test_fraction``, ``seed``, ``n_jobs``, ``training``, ``baselines``, ``learning_curve``,
@@ -845,7 +886,7 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     by key); RMSEs are in meV/atom.
     """
     cfg = merge_settings(settings)
-    configs, e, f, grid = _check_inputs(configs, energies, forces, cfg)
+    configs, e, gradients, grid = _check_inputs(configs, energies, forces, cfg, stresses)
     committee = committee_settings(cfg)
     train_idx, test_idx = split_train_test(len(configs), cfg["test_fraction"], cfg["seed"])
     progress = bool(cfg.get("progress"))
@@ -854,7 +895,7 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     n_atoms = n_atoms_of(configs)
 
     from_cv = bool(committee) and committee["resample"] == "cv"
-    table = cross_validate(bank, grid, e, train_idx, cfg, forces=f, progress=progress, keep_models=from_cv)
+    table = cross_validate(bank, grid, e, train_idx, cfg, gradients=gradients, progress=progress, keep_models=from_cv)
     best_i = int(np.argmin([r["val_rmse_mean"] for r in table]))
     fold_models = [r.pop("models", None) for r in table]  # the report's CV table holds no models
     to_fit = settings_to_refit(grid, table, best_i, cfg.get("baselines", True))
@@ -862,7 +903,7 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     if from_cv:
         best_row = table[best_i]
         prebuilt["best"] = _committee_of_folds(grid[best_i], cfg, bank, fold_models[best_i], best_row, len(train_idx))
-    fits = _refit(to_fit, bank, e, f, train_idx, test_idx, cfg, committee, prebuilt)
+    fits = _refit(to_fit, bank, e, gradients, train_idx, test_idx, cfg, committee, prebuilt)
     summary = _summarise_fits(fits, configs, e, train_idx, test_idx, cfg, committee)
     best, predictions = fits["best"]["model"], fits["best"]["predictions"]
 
@@ -898,7 +939,7 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
         }
     if cfg.get("learning_curve"):
         parts["learning_curve"] = learning_curve(
-            bank, e, train_idx, test_idx, cfg, [s for _, s in to_fit], cfg["learning_curve"], progress
+            bank, e, train_idx, test_idx, cfg, [s for _, s in to_fit], cfg["learning_curve"], progress, gradients
         )
     if cfg.get("paths"):
         parts["paths"] = evaluate_paths(cfg["paths"], {summary[k]["label"]: fits[k]["model"] for k in fits})
@@ -923,7 +964,9 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     return best, report
 
 
-def learning_curve(bank, energies, train_idx, test_idx, cfg, settings, fractions, progress=False) -> dict:
+def learning_curve(
+    bank, energies, train_idx, test_idx, cfg, settings, fractions, progress=False, gradients=None
+) -> dict:
     """Test RMSE (meV/atom) of each setting refitted on growing, seeded subsets of the training part."""
     rng = np.random.default_rng(int(cfg["seed"]))
     perm = rng.permutation(train_idx)
@@ -948,6 +991,7 @@ def learning_curve(bank, energies, train_idx, test_idx, cfg, settings, fractions
             n_atoms,
             sub,
             [test_idx],
+            gradients,
             threads=0,
         )
         c = out.setdefault(setting_label(setting), {"n_train": [], "test_rmse": []})

@@ -314,7 +314,7 @@ def train_and_register(
     tolerance of the active one. Returns a summary dict (model id, path, metrics, activated, why).
     ``timings`` (if given) receives the seconds spent loading data, training and registering.
     """
-    from ..models import train_and_select
+    from ..models import train_and_select, training_stresses
 
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
@@ -327,6 +327,9 @@ def train_and_register(
     forces = [d.get("forces") for d in data]
     if any(f is None for f in forces):
         forces = None
+    stresses = training_stresses(
+        data, float((training.get("training") or {}).get("stress_weight") or 0) > 0, "training.stress_weight > 0"
+    )
     calc_ids = [str(d["calc_id"]) for d in data]
     timings["load_data"] = timings.get("load_data", 0.0) + time.perf_counter() - t0
 
@@ -341,7 +344,7 @@ def train_and_register(
     if "progress" not in settings:
         settings["progress"] = os.environ.get("PES_PROGRESS", "") not in ("", "0")
     t0 = time.perf_counter()
-    model, report = train_and_select(configs, energies, forces, settings, str(base))
+    model, report = train_and_select(configs, energies, forces, settings, str(base), stresses=stresses)
     timings["train"] = timings.get("train", 0.0) + time.perf_counter() - t0
 
     t0 = time.perf_counter()

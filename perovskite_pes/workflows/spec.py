@@ -729,6 +729,8 @@ class TrainingSpec(_Section):
     learning_rate: _Float(0.0, lo_open=True) = _SELECTION.training.learning_rate
     force_weight: _Float(0.0) = _SELECTION.training.force_weight
     """Weight of the force term in the loss (0: energies only, as in the paper)."""
+    stress_weight: _Float(0.0) = _SELECTION.training.stress_weight
+    """Weight of the stress term in the loss (0: none; the calculations must hold stresses)."""
     n_jobs: _Int(1) = _SELECTION.n_jobs
     """Parallel workers for the cross-validation folds."""
     options: _checked(dict[str, Any], _options, dict[str, Any] | None) = {}
@@ -994,8 +996,9 @@ class CampaignSpec(_Section):
         """Plain JSON-able dict with every default filled in (its hash identifies the campaign).
 
         Steps added after campaigns were first hashed (``tilt_grid``, ``thermal_md``) appear only when enabled,
-        and fields added later (``active.final_exploration``, ``active.resample``) only when they differ from
-        their default, so that the hash of a spec that does not use them stays what it was.
+        and fields added later (``active.final_exploration``, ``active.resample``, ``training.stress_weight``)
+        only when they differ from their default, so that the hash of a spec that does not use them stays what
+        it was.
         """
         d = _plain(self.model_dump())
         for step in ("tilt_grid", "thermal_md"):
@@ -1004,6 +1007,8 @@ class CampaignSpec(_Section):
         for key in ("final_exploration", "resample"):
             if getattr(self.active, key) == ActiveSpec.model_fields[key].default:
                 del d["active"][key]
+        if self.training.stress_weight == type(self.training).model_fields["stress_weight"].default:
+            del d["training"]["stress_weight"]
         return d
 
     @classmethod
@@ -1039,6 +1044,7 @@ class CampaignSpec(_Section):
                 "epochs": list(t.epochs) if isinstance(t.epochs, (list, tuple)) else t.epochs,
                 "learning_rate": t.learning_rate,
                 "force_weight": t.force_weight,
+                "stress_weight": t.stress_weight,
             },
         }
         for key, value in _plain(dict(t.options)).items():
