@@ -7,7 +7,10 @@ calculations (completed, failed with reasons, wall time per 40-atom calculation)
 E(relaxed tilt system) - E(cubic) per formula unit, of every relaxed parent the campaign has
 calculated; and the active model's errors. With ``--surrogate``, the same wells with SevenNet
 (positions relaxed in the cubic cell at SevenNet's own lattice parameter, as the campaign does) and
-SevenNet's energy of the rigid 8-degree a0a0c- tilt of the convergence table.
+SevenNet's energy of the rigid 8-degree a0a0c- tilt of the convergence table. With ``--model``, the
+same for the active CP2K model, out of its sample: each tilt system relaxed (positions, ASE BFGS to
+0.02 eV/A) by the model itself from the default tilts in the model's cubic cell, with the relaxed
+tilt angles, and the rigid tilt of the convergence table (a lattice parameter it was not trained at).
 Reads the store; changes nothing.
 
     PES_HOME=/data/cp2k_bench python benchmarks/report_cp2k_benchmark.py --runs [--json]
@@ -27,6 +30,8 @@ import os
 import re
 import statistics
 from pathlib import Path
+
+import numpy as np
 
 CAMPAIGN = "cspbbr3_cp2k"
 CUBIC = "a0a0a0"
@@ -87,6 +92,48 @@ def surrogate_wells(angle: float = 8.0) -> dict:
     ref593 = Perovskite(lattice_parameter=5.93).supercell(2)
     e_cub = calc.calculate(ref593.to_structure()).energy
     e_tilt = calc.calculate(tilt_configuration(ref593, "a0a0c-", [angle]).to_structure()).energy
+    out[f"rigid_a0a0c-_{angle:g}deg_at_5.93_meV_per_fu"] = (e_tilt - e_cub) / 8 * 1000
+    return out
+
+
+def tilt_angles(reference, atoms) -> dict:
+    """Largest |R| and |M| tilt projections (degrees) per axis of one structure of ``reference``."""
+    from perovskite_pes.simulation import octahedral_rotations, tilt_projections
+
+    rot = octahedral_rotations(reference, atoms.positions, atoms.cell.array)
+    r, m = tilt_projections(reference, rot)
+    return {"R": np.round(np.abs(r[0]), 2).tolist(), "M": np.round(np.abs(m[0]), 2).tolist()}
+
+
+def model_wells(model_dir, angle: float = 8.0, fmax: float = 0.02) -> dict:
+    """A model's own tilt wells: each system relaxed by the model (positions) in its cubic cell."""
+    from ase.optimize import BFGS
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from perovskite_pes.models.calculator import PESCalculator
+    from perovskite_pes.structure import Perovskite, tilt_configuration
+
+    calc = PESCalculator(model_dir)
+    a = calc.base_reference.perovskite.lattice_parameter
+
+    def atoms_of(config):
+        atoms = AseAtomsAdaptor.get_atoms(config.to_structure())
+        atoms.calc = calc
+        return atoms
+
+    ref = Perovskite(lattice_parameter=a).supercell(2)
+    e0 = atoms_of(ref).get_potential_energy()
+    out = {"lattice_parameter": a, "wells_meV_per_fu": {}, "tilts_deg": {}, "bfgs_steps": {}}
+    for g in TILTS:
+        atoms = atoms_of(tilt_configuration(ref, g, None))
+        opt = BFGS(atoms, logfile=None)
+        opt.run(fmax=fmax, steps=1000)
+        out["wells_meV_per_fu"][g] = (atoms.get_potential_energy() - e0) / 8 * 1000
+        out["tilts_deg"][g] = tilt_angles(ref, atoms)
+        out["bfgs_steps"][g] = opt.nsteps
+    ref593 = Perovskite(lattice_parameter=5.93).supercell(2)
+    e_cub = atoms_of(ref593).get_potential_energy()
+    e_tilt = atoms_of(tilt_configuration(ref593, "a0a0c-", [angle])).get_potential_energy()
     out[f"rigid_a0a0c-_{angle:g}deg_at_5.93_meV_per_fu"] = (e_tilt - e_cub) / 8 * 1000
     return out
 
@@ -200,6 +247,7 @@ def print_runs(rep: dict) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--surrogate", action="store_true", help="also compute the wells with SevenNet")
+    p.add_argument("--model", action="store_true", help="also relax the tilt systems with the active CP2K model")
     p.add_argument("--json", action="store_true")
     p.add_argument("--runs", action="store_true", help="read CP2K's run folders, not the store (works while it runs)")
     args = p.parse_args(argv)
@@ -225,8 +273,11 @@ def main(argv=None) -> int:
             "name": model.get("name"),
             "n_train": model.get("n_train"),
             "errors_meV_per_atom": {k: v for k, v in (model.get("metrics") or {}).items() if "rmse" in k},
+            "path": model.get("path"),
         }
     )
+    if args.model and out["model"]:
+        out["model"]["own_wells"] = model_wells(out["model"]["path"])
     if args.surrogate:
         out["sevennet"] = surrogate_wells()
     if args.json:
@@ -249,7 +300,15 @@ def main(argv=None) -> int:
     for g, w in c["tilt_wells_meV_per_fu"].items():
         print(f"  well {g}: {w:.1f} meV/f.u.")
     if out["model"]:
+        own = out["model"].pop("own_wells", None)
         print(f"model: {out['model']}")
+        if own:
+            for g, w in own["wells_meV_per_fu"].items():
+                print(
+                    f"  model's own well {g}: {w:.1f} meV/f.u., tilts {own['tilts_deg'][g]} deg, "
+                    f"{own['bfgs_steps'][g]} BFGS steps"
+                )
+            print(f"  model, rigid a0a0c- 8 deg at 5.93 A: {own['rigid_a0a0c-_8deg_at_5.93_meV_per_fu']:.2f} meV/f.u.")
     if "sevennet" in out:
         print(f"SevenNet: {out['sevennet']}")
     return 0

@@ -174,6 +174,19 @@ def test_non_symmetry_operation_changes_features(feat):
     assert not np.allclose(np.sort(a[-1][0], axis=0), np.sort(b[-1][0], axis=0))
 
 
+@pytest.mark.parametrize("clusters, blind", [("7p+t+o", True), ("8p+o", False)])
+def test_which_cluster_sets_tell_in_phase_from_anti_phase_tilts(clusters, blind):
+    # only the side-by-side Br-Br pair (p8) spans two layers of octahedra along the tilt axis
+    from perovskite_pes.structure import tilt_configuration
+
+    f = Featurizer(REF, clusters, max_order=4)
+    plus, minus = (f.featurize([tilt_configuration(REF, g, [8.0])]) for g in ("a0a0c+", "a0a0c-"))
+    same = [np.allclose(np.sort(x[0], axis=0), np.sort(y[0], axis=0), atol=1e-12) for x, y in zip(plus, minus)]
+    assert all(same) is blind
+    if not blind:
+        assert same == [name != "p8_Br-Br" for name in f.orbit_names]
+
+
 def test_site_features_sum_to_cluster_features(feat):
     pos, lat = feat.arrays([random_config(10), random_config(11)])
     cf = feat.cluster_features(pos, lat)
