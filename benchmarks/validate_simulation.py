@@ -10,6 +10,10 @@ volume per formula unit). The issue's criterion: within 10 %.
     python benchmarks/validate_simulation.py --model PATH                         # 150 K and 500 K, 4x4x4
     python benchmarks/validate_simulation.py --model PATH --temperatures 150,300,500 --steps 2000
 
+``--model-seeds 0,1,2`` repeats the model's run with several seeds (the surrogate runs once, with
+``--seed``): the table then gives the mean over the seeds and their standard deviation, which says how
+much of a difference is the statistics of one short run in a small cell rather than the model.
+
 The surrogate's runs are the expensive half (about a second per step of a 4x4x4 cell on one core):
 ``--surrogate-json FILE`` keeps them, keyed by temperature, start and run settings, so that another
 model is compared with the same surrogate runs; without ``--model`` only the surrogate runs
@@ -102,6 +106,7 @@ def main(argv=None) -> int:
     p.add_argument("--sample-every", type=int, default=10)
     p.add_argument("--timestep", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-seeds", default=None, help="comma-separated seeds of the model's runs (default: --seed)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (one is fastest on a shared machine)")
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args(argv)
@@ -124,24 +129,39 @@ def main(argv=None) -> int:
         f"{args.supercell}^3 cell, NPT, {args.equilibration} + {args.steps} steps of {args.timestep} fs; "
         f"load average {open('/proc/loadavg').read().split()[:3]}"
     )
+    seeds = [int(x) for x in (args.model_seeds or str(args.seed)).split(",") if x.strip()]
     out = {"settings": vars(args), "temperatures": []}
     for k, t in enumerate(temps):
         start = starts[min(k, len(starts) - 1)]
-        m, tm = _run(args.model, None, args, t, start, args.seed, "model") if args.model else (None, 0.0)
+        runs = [_run(args.model, None, args, t, start, seed, "model") for seed in seeds] if args.model else []
+        models = [r[0] for r in runs if r[0] is not None]
+        tm = sum(r[1] for r in runs)
         s, ts = _surrogate_stage(calc, pv, args, t, start, cache)
-        row = {"temperature_K": t, "start": start, "model_s": tm, "surrogate_s": ts, "model": m, "surrogate": s}
+        row = {
+            "temperature_K": t,
+            "start": start,
+            "model_s": tm,
+            "surrogate_s": ts,
+            "model": models[0] if len(seeds) == 1 and models else None,
+            "model_runs": dict(zip(seeds, [r[0] for r in runs])) if len(seeds) > 1 else None,
+            "surrogate": s,
+        }
         out["temperatures"].append(row)
         print(f"\n{t:.0f} K from {start}: model {tm / 60:.1f} min, {args.surrogate} {ts / 60:.1f} min")
-        if m is None or s is None:
+        if not models or s is None:
             continue
-        om, osur = _observables(m), _observables(s)
-        row["observables"] = {"model": om, "surrogate": osur}
-        print(f"  {'':16}{'model':>10}{args.surrogate:>10}{'diff':>9}")
+        per_seed = [_observables(m) for m in models]
+        om = {key: float(np.mean([o[key] for o in per_seed])) for key in per_seed[0]}
+        sd = {key: float(np.std([o[key] for o in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0 for key in om}
+        osur = _observables(s)
+        row["observables"] = {"model": om, "model_std_over_seeds": sd, "surrogate": osur, "model_seeds": len(models)}
+        label = "model" if len(models) == 1 else f"model({len(models)})"
+        print(f"  {'':16}{label:>10}{'+-':>8}{args.surrogate:>10}{'diff':>9}")
         for key in om:
             diff = (om[key] - osur[key]) / osur[key] * 100 if osur[key] else float("nan")
-            print(f"  {key:16}{om[key]:10.3f}{osur[key]:10.3f}{diff:8.1f}%")
+            print(f"  {key:16}{om[key]:10.3f}{sd[key]:8.3f}{osur[key]:10.3f}{diff:8.1f}%")
         print(
-            f"  phase: model {m['phase']['glazer']} ({m['phase']['space_group']}), "
+            f"  phase: model {', '.join(m['phase']['glazer'] for m in models)}, "
             f"{args.surrogate} {s['phase']['glazer']} ({s['phase']['space_group']})"
         )
     if args.json:
