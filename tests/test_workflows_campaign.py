@@ -81,9 +81,13 @@ class StandInModel:
         (Path(directory) / "model.json").write_text("{}")
 
 
+TRAINING_CALLS: list[dict] = []
+
+
 def stand_in_training(configs, energies, forces=None, settings=None, workdir=None, stresses=None):
     """Model selection stand-in: the CV error shrinks as data grows (so retrained models are accepted)."""
     n = len(configs)
+    TRAINING_CALLS.append({"n": n, "settings": settings, "stresses": stresses})
     report = {
         "cv_table": [{"val_rmse_mean": 10.0 / np.sqrt(n), "val_rmse_std": 0.1}],
         "test_rmse": 11.0 / np.sqrt(n),
@@ -176,6 +180,17 @@ def test_workflow_shape_links_categories_and_duplicate_keys():
 
 
 # ---------------------------------------------------------------------------------------- runs
+def test_stress_weight_hands_the_stored_stresses_to_training(calc, store):
+    TRAINING_CALLS.clear()
+    spec = validate_spec(spec_dict(training={"stress_weight": 0.5}))
+    out = C.run_campaign(spec, progress=False)
+    assert out["failures"] == [] and out["complete"], out["fireworks"]
+    (call,) = TRAINING_CALLS
+    assert call["settings"]["training"]["stress_weight"] == 0.5
+    assert len(call["stresses"]) == call["n"] == store.count_configurations()
+    assert all(np.array_equal(s, np.zeros(6)) for s in call["stresses"])  # the stand-in calculator's stress
+
+
 def test_tiny_campaign_runs_to_a_registered_model(calc, store):
     spec = validate_spec(spec_dict())
     out = C.run_campaign(spec, progress=False)
