@@ -75,6 +75,17 @@ def campaign_data(store) -> dict:
     }
 
 
+def rigid_tilt(energy, angle: float = 8.0) -> dict:
+    """E(rigid a0a0c- tilt of ``angle`` degrees) - E(cubic) per formula unit at a = 5.93 A, the
+    convergence table's structure, with ``energy`` (structure of a Configuration -> eV)."""
+    from perovskite_pes.structure import Perovskite, tilt_configuration
+
+    ref593 = Perovskite(lattice_parameter=5.93).supercell(2)
+    e_cub = energy(ref593.to_structure())
+    e_tilt = energy(tilt_configuration(ref593, "a0a0c-", [angle]).to_structure())
+    return {f"rigid_a0a0c-_{angle:g}deg_at_5.93_meV_per_fu": (e_tilt - e_cub) / 8 * 1000}
+
+
 def surrogate_wells(angle: float = 8.0) -> dict:
     """SevenNet: cubic cell relaxed, tilt systems relaxed (positions) in it, wells per formula unit."""
     from perovskite_pes.calculators import get_calculator
@@ -89,10 +100,7 @@ def surrogate_wells(angle: float = 8.0) -> dict:
     for g in TILTS:
         r = calc.calculate(tilt_configuration(ref, g, None).to_structure(), relax="positions")
         out["wells_meV_per_fu"][g] = (r.energy - e0) / 8 * 1000
-    ref593 = Perovskite(lattice_parameter=5.93).supercell(2)
-    e_cub = calc.calculate(ref593.to_structure()).energy
-    e_tilt = calc.calculate(tilt_configuration(ref593, "a0a0c-", [angle]).to_structure()).energy
-    out[f"rigid_a0a0c-_{angle:g}deg_at_5.93_meV_per_fu"] = (e_tilt - e_cub) / 8 * 1000
+    out.update(rigid_tilt(lambda s: calc.calculate(s).energy, angle))
     return out
 
 
@@ -116,25 +124,22 @@ def model_wells(model_dir, angle: float = 8.0, fmax: float = 0.02) -> dict:
     calc = PESCalculator(model_dir)
     a = calc.base_reference.perovskite.lattice_parameter
 
-    def atoms_of(config):
-        atoms = AseAtomsAdaptor.get_atoms(config.to_structure())
+    def atoms_of(structure):
+        atoms = AseAtomsAdaptor.get_atoms(structure)
         atoms.calc = calc
         return atoms
 
     ref = Perovskite(lattice_parameter=a).supercell(2)
-    e0 = atoms_of(ref).get_potential_energy()
+    e0 = atoms_of(ref.to_structure()).get_potential_energy()
     out = {"lattice_parameter": a, "wells_meV_per_fu": {}, "tilts_deg": {}, "bfgs_steps": {}}
     for g in TILTS:
-        atoms = atoms_of(tilt_configuration(ref, g, None))
+        atoms = atoms_of(tilt_configuration(ref, g, None).to_structure())
         opt = BFGS(atoms, logfile=None)
         opt.run(fmax=fmax, steps=1000)
         out["wells_meV_per_fu"][g] = (atoms.get_potential_energy() - e0) / 8 * 1000
         out["tilts_deg"][g] = tilt_angles(ref, atoms)
         out["bfgs_steps"][g] = opt.nsteps
-    ref593 = Perovskite(lattice_parameter=5.93).supercell(2)
-    e_cub = atoms_of(ref593).get_potential_energy()
-    e_tilt = atoms_of(tilt_configuration(ref593, "a0a0c-", [angle])).get_potential_energy()
-    out[f"rigid_a0a0c-_{angle:g}deg_at_5.93_meV_per_fu"] = (e_tilt - e_cub) / 8 * 1000
+    out.update(rigid_tilt(lambda s: atoms_of(s).get_potential_energy(), angle))
     return out
 
 

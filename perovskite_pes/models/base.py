@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import reprlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,25 @@ def check_forces(forces, configs, what: str = "forces") -> list[np.ndarray] | No
             raise ModelError(f"{what}[{k}] contains NaN or infinite values")
         out.append(f)
     return out
+
+
+@dataclass
+class GradientLabels:
+    """Geometry with the forces and stresses the nets' force and stress terms train on (either None)."""
+
+    positions: np.ndarray
+    lattice: np.ndarray
+    forces: np.ndarray | None = None
+    stresses: np.ndarray | None = None
+
+    def subset(self, idx) -> dict:
+        """Keyword arguments of ``fit_arrays`` for the configurations ``idx``."""
+        return {
+            "positions": self.positions[idx],
+            "lattice": self.lattice[idx],
+            "forces": None if self.forces is None else self.forces[idx],
+            "stresses": None if self.stresses is None else self.stresses[idx],
+        }
 
 
 def check_stresses(stresses, n: int) -> np.ndarray | None:

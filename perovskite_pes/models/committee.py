@@ -34,6 +34,7 @@ import numpy as np
 
 from .base import (
     EnergyModel,
+    GradientLabels,
     ModelError,
     check_configurations,
     check_energies,
@@ -226,7 +227,7 @@ class Committee(EnergyModel):
         geo = (
             None
             if forces is None and stresses is None
-            else (
+            else GradientLabels(
                 np.asarray(positions),
                 np.asarray(lattice),
                 None if forces is None else np.asarray(forces),
@@ -479,15 +480,7 @@ def _fit_member(spec: tuple, seed: int, idx, reference, energies, feats, geo, fe
     elif member.model_type == "linear":
         member.fit_arrays(reference, e, [x[idx] for x in feats], featurizer=featurizer)
     else:
-        kw = {}
-        if geo is not None:
-            pos, lat, forces, stresses = geo
-            kw = dict(
-                positions=pos[idx],
-                lattice=lat[idx],
-                forces=None if forces is None else forces[idx],
-                stresses=None if stresses is None else stresses[idx],
-            )
+        kw = geo.subset(idx) if geo is not None else {}
         member.fit_arrays(
             reference, e, [torch.from_numpy(np.ascontiguousarray(x[idx])) for x in feats], featurizer=featurizer, **kw
         )

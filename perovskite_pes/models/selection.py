@@ -19,7 +19,6 @@ import itertools
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -37,6 +36,7 @@ from pydantic_core import PydanticCustomError
 from ..utils import field_path, first_error
 from . import reports
 from .base import (
+    GradientLabels,
     ModelError,
     check_configurations,
     check_energies,
@@ -621,25 +621,6 @@ class SelectionReport(BaseModel):
 
     def items(self) -> list[tuple[str, Any]]:
         return [(k, getattr(self, k)) for k in self.keys()]
-
-
-@dataclass
-class GradientLabels:
-    """Geometry with the forces and stresses the nets' force and stress terms train on (either None)."""
-
-    positions: np.ndarray
-    lattice: np.ndarray
-    forces: np.ndarray | None = None
-    stresses: np.ndarray | None = None
-
-    def subset(self, idx) -> dict:
-        """Keyword arguments of ``fit_arrays`` for the configurations ``idx``."""
-        return {
-            "positions": self.positions[idx],
-            "lattice": self.lattice[idx],
-            "forces": None if self.forces is None else self.forces[idx],
-            "stresses": None if self.stresses is None else self.stresses[idx],
-        }
 
 
 def training_stresses(data: list[dict], needed: bool, what: str = "stress_weight > 0"):

@@ -1007,7 +1007,7 @@ class CampaignSpec(_Section):
         for key in ("final_exploration", "resample"):
             if getattr(self.active, key) == ActiveSpec.model_fields[key].default:
                 del d["active"][key]
-        if self.training.stress_weight == type(self.training).model_fields["stress_weight"].default:
+        if self.training.stress_weight == TrainingSpec.model_fields["stress_weight"].default:
             del d["training"]["stress_weight"]
         return d
 
