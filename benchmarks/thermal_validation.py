@@ -43,7 +43,7 @@ def md_frames(calc, perovskite, n: int, temperature: float, args, seed: int):
     from ase import Atoms
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from perovskite_pes.simulation import MDSimulation, Stage
+    from perovskite_pes.simulation import BlowUpError, MDSimulation, Stage
     from perovskite_pes.structure import configuration_from_structure
 
     start = "a+b-b-" if temperature < 400 else "a0a0a0"
@@ -66,8 +66,12 @@ def md_frames(calc, perovskite, n: int, temperature: float, args, seed: int):
         sample_every=args.every,
         seed=seed,
         threads=args.threads,
+        max_displacement=args.max_displacement,
     )
-    sim.run([Stage(temperature, args.every * args.frames, args.equilibration)], progress=True, on_sample=keep)
+    try:
+        sim.run([Stage(temperature, args.every * args.frames, args.equilibration)], progress=True, on_sample=keep)
+    except BlowUpError as exc:  # the surrogate is the reference here: its frames so far are still labels
+        print(f"surrogate MD {n}x{n}x{n} at {temperature:.0f} K stopped, {len(frames)} frames kept: {exc}")
     out = []
     for atoms, labels in frames:
         config = configuration_from_structure(ref, AseAtomsAdaptor.get_structure(atoms), remove_translation=True)
@@ -212,6 +216,12 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=20, help="snapshots per MD run")
     p.add_argument("--every", type=int, default=10, help="MD steps between snapshots")
     p.add_argument("--equilibration", type=int, default=100)
+    p.add_argument(
+        "--max-displacement",
+        type=float,
+        default=3.0,
+        help="stop the surrogate's MD when an atom is this far from its site (A); it reaches 2 A at 600 K",
+    )
     p.add_argument("--n-large", type=int, default=30, help="large tilts, and as many large strains")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)

@@ -1,0 +1,267 @@
+"""Active learning against random sampling at equal cost, scored on the thermal validation set.
+
+Takes a finished campaign with an ``active:`` section (its store under ``PES_HOME`` and its spec file),
+splits its labelled data into what the enumeration produced (the base) and the N frames that the loop's
+iterations added (frames of the committee's own MD), and trains the campaign's recipe (its spec's
+training settings and committee, same seed) on
+
+* ``base``   -- the base alone;
+* ``loop``   -- the base and the loop's N frames (what the campaign's final model saw);
+* ``random`` -- the base and N random configurations of the same size: for every loop frame, its start
+  (the tilt system or the cubic cell the exploration began from) plus a displacement on an n-sphere whose
+  radius is the frame's distance from that start, and a strain on a 6-sphere likewise; random
+  displacements of a thermal frame's size put energy into the stiff bonds that thermal motion leaves
+  alone, so ``--random-scale 1,0.5`` adds an arm at half that distance (``random x0.5``);
+* ``md`` (``--md``) -- the base and N snapshots of the calculator's own NPT MD of the training cell at
+  the loop's temperatures and starts, one every ``--md-every`` steps: this arm costs N x md-every
+  calculations, not N; the table says so.
+
+Every added configuration is labelled by the campaign's calculator (cached in ``--cache``), and each
+model is scored per kind by ``thermal_validation.py``'s scorer on its validation set (``--validation``,
+never trained on). Prints a table (energy RMSE meV/atom / force RMSE eV/A per kind), writes ``--json``
+and a bar chart (``--plot``).
+
+    PES_HOME=runs/al python benchmarks/active_vs_random.py --spec al.yaml \\
+        --validation thermal_2x2x2.extxyz --md --json avr.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy_cspbbr3 import Labeller, nsphere, read_dataset, write_dataset  # noqa: E402
+from thermal_validation import cubic_energies, plot, score  # noqa: E402
+
+
+def campaign_data(spec):
+    """(base, loop) lists of training-data dicts of the campaign's calculator, and the campaign's model path."""
+    from perovskite_pes.db import get_store
+
+    store = get_store()
+    data = store.training_data(calculator=spec.calculator.name)
+    if not data:
+        raise SystemExit(
+            f"no completed {spec.calculator.name} calculations under this PES_HOME: run the campaign first"
+        )
+    loop = [d for d in data if d["config"].tags.get("method") == "active"]
+    base = [d for d in data if d["config"].tags.get("method") != "active"]
+    if not loop:
+        raise SystemExit("the campaign's data hold no frames of an active-learning iteration (tags.method == 'active')")
+    model = store.active_model(calculator=spec.calculator.name)
+    return base, loop, (model or {}).get("path")
+
+
+def starts(spec, reference) -> dict:
+    """The exploration's starts in the training cell, as the loop builds them (default tilt angles)."""
+    from perovskite_pes.simulation.common import start_configuration
+
+    n = round(np.cbrt(reference.n_atoms / len(spec.reference.species)))
+    out = {s: start_configuration(reference.perovskite, n, s) for s in spec.active.starts}
+    out.setdefault("a0a0a0", start_configuration(reference.perovskite, n, "a0a0a0"))
+    return out
+
+
+def random_like(loop, parents, rng, scale: float = 1.0):
+    """One random configuration per loop frame, ``scale`` times as far from the frame's start as the frame is."""
+    from perovskite_pes.structure import Configuration
+
+    out = []
+    for d in loop:
+        c = d["config"]
+        p = parents.get(c.tags.get("start"), parents["a0a0a0"])
+        if not np.allclose(p.reference.positions, c.reference.positions, atol=1e-6):
+            raise SystemExit("the loop's frames and the starts order the atoms of the training cell differently")
+        du = np.asarray(c.displacements) - np.asarray(p.displacements)
+        du -= du.mean(axis=0)
+        de = np.asarray(c.strain) - np.asarray(p.strain)
+        u = nsphere(rng, du.size, scale * float(np.linalg.norm(du))).reshape(du.shape)
+        u -= u.mean(axis=0)
+        e = nsphere(rng, 6, scale * float(np.linalg.norm(de)))
+        tags = {"method": "random", "kind": "random", "start": c.tags.get("start")}
+        out.append(Configuration(c.reference, np.asarray(p.displacements) + u, np.asarray(p.strain) + e, tags))
+    return out
+
+
+def md_like(spec, loop, parents, n_frames: int, every: int, threads: int, seed: int):
+    """Snapshots of the calculator's own NPT MD of the training cell at the loop's temperatures and starts."""
+    from ase import Atoms
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from perovskite_pes.calculators import get_calculator
+    from perovskite_pes.simulation import BlowUpError, MDSimulation, Stage
+    from perovskite_pes.structure import configuration_from_structure
+
+    a = spec.active
+    runs = [(float(t), s) for t in a.temperatures for s in a.starts]
+    per_run = int(np.ceil(n_frames / len(runs)))
+    ref = loop[0]["config"].reference
+    calc = get_calculator(spec.calculator.name, threads=threads).ase_calculator()
+    configs, labels = [], []
+    for k, (t, s) in enumerate(runs):
+        frames = []
+
+        def keep(positions, lattice, energy, target, step, frames=frames):
+            atoms = Atoms(numbers=ref.atomic_numbers, positions=positions, cell=lattice, pbc=True)
+            atoms.calc = calc  # holds this step's results: nothing is recomputed
+            frames.append((atoms, (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())))
+
+        sim = MDSimulation(
+            calc,
+            perovskite=ref.perovskite,
+            start=parents.get(s, s),
+            ensemble="npt",
+            timestep_fs=4.0,
+            sample_every=every,
+            seed=seed + 101 * k,
+            threads=threads,
+            max_displacement=3.0,  # the calculator is the reference: only a real runaway stops it
+        )
+        print(f"{spec.calculator.name} MD at {t:.0f} K from {s}", flush=True)
+        try:
+            sim.run([Stage(t, every * per_run, a.equilibration)], progress=True, on_sample=keep)
+        except BlowUpError as exc:
+            print(f"stopped with {len(frames)} frames: {exc}")
+        for atoms, lab in frames[:per_run]:
+            c = configuration_from_structure(ref, AseAtomsAdaptor.get_structure(atoms), remove_translation=True)
+            c.tags.update({"method": "md", "kind": "md", "temperature_K": t, "start": s})
+            configs.append(c)
+            labels.append(lab)
+    return configs[:n_frames], labels[:n_frames]
+
+
+def labelled(cache: Path, make, what: str):
+    """Configurations and labels from ``cache``, else ``make()`` -> (configs, labels) written there."""
+    if cache.is_file():
+        configs, energies, forces = read_dataset(cache)
+        stresses = [np.asarray(json.loads(c.tags.pop("_stress"))) for c in configs]
+        print(f"{what}: {len(configs)} from {cache} (cached)")
+        return configs, list(zip(energies, forces, stresses))
+    t0 = time.perf_counter()
+    configs, labels = make()
+    for c, (_, _, s) in zip(configs, labels):
+        c.tags["_stress"] = json.dumps(np.asarray(s).tolist())
+    write_dataset(cache, configs, labels)
+    for c in configs:
+        c.tags.pop("_stress")
+    print(f"{what}: {len(configs)} labelled in {time.perf_counter() - t0:.0f} s -> {cache}")
+    return configs, labels
+
+
+def train(spec, base, extra, workdir: Path, label: str) -> str:
+    """The campaign's recipe on ``base`` (training-data dicts) + ``extra`` ((configs, labels)); the model's path."""
+    from perovskite_pes.models import train_and_select
+
+    path = workdir / label / "model"
+    if (path / "model.json").is_file():
+        print(f"{label}: {path} (trained before)")
+        return str(path)
+    settings = spec.training_settings()
+    if spec.active.enabled:
+        settings["committee"] = {"size": spec.active.committee, "resample": spec.active.resample}
+    configs = [d["config"] for d in base] + list(extra[0])
+    energies = [float(d["energy"]) for d in base] + [float(e) for e, _, _ in extra[1]]
+    forces = [np.asarray(d["forces"]) for d in base] + [np.asarray(f) for _, f, _ in extra[1]]
+    stresses = None
+    if float(settings["training"].get("stress_weight") or 0) > 0:
+        stresses = [np.asarray(d["stress"]) for d in base] + [np.asarray(s) for _, _, s in extra[1]]
+    t0 = time.perf_counter()
+    model, report = train_and_select(configs, energies, forces, settings, str(workdir / label), stresses=stresses)
+    if not (path / "model.json").is_file():
+        model.save(str(path))
+    print(f"{label}: trained on {len(configs)} configurations in {time.perf_counter() - t0:.0f} s -> {path}")
+    return str(path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--spec", required=True, help="the campaign's spec file (YAML)")
+    p.add_argument("--validation", required=True, help="the validation set of thermal_validation.py (extxyz)")
+    p.add_argument("--workdir", default="active_vs_random", help="models and labelled caches go here")
+    p.add_argument(
+        "--random-scale",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[1.0],
+        help="random arms: their distance from the start relative to the loop frame's (comma-separated)",
+    )
+    p.add_argument("--md", action="store_true", help="add the calculator's own MD as a fourth arm")
+    p.add_argument("--md-every", type=int, default=5, help="MD steps per kept snapshot in the md arm")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot", default="active_vs_random.png")
+    args = p.parse_args(argv)
+
+    from perovskite_pes.workflows.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if not spec.active.enabled:
+        raise SystemExit(f"{args.spec}: the spec has no active section, so there is no loop to compare")
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    base, loop, campaign_model = campaign_data(spec)
+    parents = starts(spec, loop[0]["config"].reference)
+    n = len(loop)
+    rounds = len({d["config"].tags.get("iteration") for d in loop})
+    print(f"base: {len(base)} configurations; loop: {n} frames in {rounds} iterations")
+    labeller = Labeller(spec.calculator.name, args.threads)
+    arms = {
+        "base": ([], []),
+        "loop": ([d["config"] for d in loop], [(d["energy"], d["forces"], d["stress"]) for d in loop]),
+    }
+    costs = {"base": 0, "loop": n}
+    for scale in args.random_scale:
+        label = "random" if scale == 1 else f"random x{scale:g}"
+        arms[label] = labelled(
+            work / ("random.extxyz" if scale == 1 else f"random_x{scale:g}.extxyz"),
+            lambda scale=scale: (lambda cs: (cs, [labeller(c) for c in cs]))(
+                random_like(
+                    loop,
+                    parents,
+                    np.random.default_rng(args.seed if scale == 1 else [args.seed, round(1000 * scale)]),
+                    scale,
+                )
+            ),
+            label,
+        )
+        costs[label] = n
+    if args.md:
+        arms["md"] = labelled(
+            work / f"md_every{args.md_every}.extxyz",
+            lambda: md_like(spec, loop, parents, n, args.md_every, args.threads, args.seed + 17),
+            "md",
+        )
+        costs["md"] = (
+            n * args.md_every + len(spec.active.temperatures) * len(spec.active.starts) * spec.active.equilibration
+        )
+    models = {f"campaign ({n})": campaign_model} if campaign_model else {}
+    for label, extra in arms.items():
+        models[f"{label} ({costs[label]})"] = train(spec, base, extra, work, label)
+
+    configs, energies, forces = read_dataset(Path(args.validation))
+    cubic = cubic_energies(configs, spec.calculator.name, args.threads)
+    results = {label: score(path, configs, energies, forces, cubic, args.threads) for label, path in models.items()}
+    kinds = sorted({k for r in results.values() for k in r if k != "all"}) + ["all"]
+    print(f"\nextra calculations beyond the base's {len(base)} in brackets; E meV/atom / F eV/A")
+    print(f"{'kind':18}" + "".join(f"{lab[:20]:>21}" for lab in results))
+    for k in kinds:
+        print(
+            f"{k:18}"
+            + "".join(f"{r[k]['energy_rmse_meV_atom']:11.2f}{r[k]['force_rmse_eV_A']:10.3f}" for r in results.values())
+        )
+    if args.plot:
+        plot(results, args.plot)
+        print(f"plot: {args.plot}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"n_base": len(base), "costs": costs, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
