@@ -14,7 +14,7 @@ training settings and committee, same seed) on
   alone, so ``--random-scale 1,0.5`` adds an arm at half that distance (``random x0.5``);
 * ``md`` (``--md``) -- the base and N snapshots of the calculator's own NPT MD of the training cell at
   the loop's temperatures and starts, one every ``--md-every`` steps: this arm costs N x md-every
-  calculations, not N; the table says so.
+  calculations, not N; the table says so. ``loop+md`` trains on both.
 
 Every added configuration is labelled by the campaign's calculator (cached in ``--cache``), and each
 model is scored per kind by ``thermal_validation.py``'s scorer on its validation set (``--validation``,
@@ -191,7 +191,12 @@ def main(argv=None) -> int:
         help="random arms: their distance from the start relative to the loop frame's (comma-separated)",
     )
     p.add_argument("--md", action="store_true", help="add the calculator's own MD as a fourth arm")
-    p.add_argument("--md-every", type=int, default=5, help="MD steps per kept snapshot in the md arm")
+    p.add_argument(
+        "--md-every",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[5],
+        help="MD steps per kept snapshot in the md arm; more values add an arm each (comma-separated)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
@@ -231,15 +236,18 @@ def main(argv=None) -> int:
             label,
         )
         costs[label] = n
-    if args.md:
-        arms["md"] = labelled(
-            work / f"md_every{args.md_every}.extxyz",
-            lambda: md_like(spec, loop, parents, n, args.md_every, args.threads, args.seed + 17),
-            "md",
+    n_runs = len(spec.active.temperatures) * len(spec.active.starts)
+    for k, every in enumerate(args.md_every if args.md else []):
+        label = "md" if k == 0 else f"md every {every}"
+        arms[label] = labelled(
+            work / f"md_every{every}.extxyz",
+            lambda every=every: md_like(spec, loop, parents, n, every, args.threads, args.seed + 17),
+            label,
         )
-        costs["md"] = (
-            n * args.md_every + len(spec.active.temperatures) * len(spec.active.starts) * spec.active.equilibration
-        )
+        costs[label] = n * every + n_runs * spec.active.equilibration
+        if k == 0:
+            arms["loop+md"] = (arms["loop"][0] + list(arms["md"][0]), arms["loop"][1] + list(arms["md"][1]))
+            costs["loop+md"] = costs["loop"] + costs["md"]
     models = {f"campaign ({n})": campaign_model} if campaign_model else {}
     for label, extra in arms.items():
         models[f"{label} ({costs[label]})"] = train(spec, base, extra, work, label)
