@@ -249,7 +249,8 @@ def read_dataset(path: Path):
         )
         e.append(atoms.get_potential_energy())
         f.append(atoms.get_forces())
-    return configs, np.array(e), np.array(f)
+    same_size = len({len(x) for x in f}) <= 1
+    return configs, np.array(e), np.array(f) if same_size else f  # cells of several sizes: a list of arrays
 
 
 def build_dataset(args) -> Path:

@@ -154,7 +154,16 @@ def labelled(cache: Path, make, what: str):
     return configs, labels
 
 
-def train(spec, base, extra, workdir: Path, label: str) -> str:
+def _merge(settings: dict, override: dict) -> dict:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(settings.get(key), dict):
+            _merge(settings[key], value)
+        else:
+            settings[key] = value
+    return settings
+
+
+def train(spec, base, extra, workdir: Path, label: str, override: dict | None = None) -> str:
     """The campaign's recipe on ``base`` (training-data dicts) + ``extra`` ((configs, labels)); the model's path."""
     from perovskite_pes.models import train_and_select
 
@@ -165,6 +174,7 @@ def train(spec, base, extra, workdir: Path, label: str) -> str:
     settings = spec.training_settings()
     if spec.active.enabled:
         settings["committee"] = {"size": spec.active.committee, "resample": spec.active.resample}
+    _merge(settings, override or {})
     configs = [d["config"] for d in base] + list(extra[0])
     energies = [float(d["energy"]) for d in base] + [float(e) for e, _, _ in extra[1]]
     forces = [np.asarray(d["forces"]) for d in base] + [np.asarray(f) for _, f, _ in extra[1]]
@@ -197,6 +207,13 @@ def main(argv=None) -> int:
         default=[5],
         help="MD steps per kept snapshot in the md arm; more values add an arm each (comma-separated)",
     )
+    p.add_argument("--arms", type=lambda v: v.split(","), default=None, help="train and score only these arms")
+    p.add_argument(
+        "--override",
+        default=None,
+        help='JSON merged into the training settings, e.g. \'{"grid": {"nodes": [32]}}\' (use with --tag)',
+    )
+    p.add_argument("--tag", default="", help="suffix of the model folders and labels (another recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
@@ -248,9 +265,12 @@ def main(argv=None) -> int:
         if k == 0:
             arms["loop+md"] = (arms["loop"][0] + list(arms["md"][0]), arms["loop"][1] + list(arms["md"][1]))
             costs["loop+md"] = costs["loop"] + costs["md"]
-    models = {f"campaign ({n})": campaign_model} if campaign_model else {}
+    override = json.loads(args.override) if args.override else {}
+    models = {f"campaign ({n})": campaign_model} if campaign_model and not args.arms else {}
     for label, extra in arms.items():
-        models[f"{label} ({costs[label]})"] = train(spec, base, extra, work, label)
+        if args.arms and label not in args.arms:
+            continue
+        models[f"{label}{args.tag} ({costs[label]})"] = train(spec, base, extra, work, label + args.tag, override)
 
     configs, energies, forces = read_dataset(Path(args.validation))
     cubic = cubic_energies(configs, spec.calculator.name, args.threads)

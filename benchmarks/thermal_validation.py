@@ -195,7 +195,7 @@ def plot(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     kinds = sorted({k for r in results.values() for k in r if k != "all"}) + ["all"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     width = 0.8 / max(1, len(results))
     for i, (label, r) in enumerate(results.items()):
         x = np.arange(len(kinds)) + i * width
@@ -206,8 +206,9 @@ def plot(results: dict, path: str) -> None:
         ax.set_xticks(np.arange(len(kinds)) + 0.4 - width / 2, kinds, rotation=45, ha="right")
         ax.set_yscale("log")
         ax.set_ylabel(ylabel)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center right")  # beside the bars, not over them
+    fig.tight_layout(rect=(0, 0, 0.83, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
