@@ -21,8 +21,8 @@ model is scored per kind by ``thermal_validation.py``'s scorer on its validation
 never trained on). Prints a table (energy RMSE meV/atom / force RMSE eV/A per kind), writes ``--json``
 and a bar chart (``--plot``).
 
-    PES_HOME=runs/al python benchmarks/active_vs_random.py --spec al.yaml \\
-        --validation thermal_2x2x2.extxyz --md --json avr.json
+    PES_HOME=runs/al python benchmarks/active_vs_random.py --spec al.yaml --md --md-every 5,1 \\
+        --random-scale 1,0.5 --json avr.json
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy_cspbbr3 import Labeller, nsphere, read_dataset, write_dataset  # noqa: E402
-from thermal_validation import cubic_energies, plot, score  # noqa: E402
+from thermal_validation import SHIPPED, cubic_energies, plot, score  # noqa: E402
 
 
 def campaign_data(spec):
@@ -192,22 +192,13 @@ def train(spec, base, extra, workdir: Path, label: str, override: dict | None = 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--spec", required=True, help="the campaign's spec file (YAML)")
-    p.add_argument("--validation", required=True, help="the validation set of thermal_validation.py (extxyz)")
+    p.add_argument("--validation", default=str(SHIPPED), help="the validation set (default: the shipped one)")
     p.add_argument("--workdir", default="active_vs_random", help="models and labelled caches go here")
-    p.add_argument(
-        "--random-scale",
-        type=lambda v: [float(x) for x in v.split(",")],
-        default=[1.0],
-        help="random arms: their distance from the start relative to the loop frame's (comma-separated)",
-    )
+    comma = lambda cast: lambda v: [cast(x) for x in v.split(",")]  # noqa: E731
+    p.add_argument("--random-scale", type=comma(float), default=[1.0], help="random arms' distance (x the frame's)")
     p.add_argument("--md", action="store_true", help="add the calculator's own MD as a fourth arm")
-    p.add_argument(
-        "--md-every",
-        type=lambda v: [int(x) for x in v.split(",")],
-        default=[5],
-        help="MD steps per kept snapshot in the md arm; more values add an arm each (comma-separated)",
-    )
-    p.add_argument("--arms", type=lambda v: v.split(","), default=None, help="train and score only these arms")
+    p.add_argument("--md-every", type=comma(int), default=[5], help="MD steps per kept frame; one arm per value")
+    p.add_argument("--arms", type=comma(str), default=None, help="train and score only these arms")
     p.add_argument(
         "--override",
         default=None,
