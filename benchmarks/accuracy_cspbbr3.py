@@ -229,12 +229,14 @@ def write_dataset(path: Path, configs, labels):
     os.replace(tmp, path)
 
 
-def read_dataset(path: Path):
+def read_dataset(path: Path, stresses: bool = False):
+    """(configurations, energies, forces) of a set written by :func:`write_dataset`, and with ``stresses``
+    the stresses (Voigt, eV/A^3) as a fourth item."""
     from ase.io import read
 
     from perovskite_pes.structure import Configuration, ReferenceSupercell
 
-    configs, e, f = [], [], []
+    configs, e, f, s = [], [], [], []
     refs = {}
     for atoms in read(str(path), index=":", format="extxyz"):
         key = atoms.info["pes_reference"]
@@ -249,8 +251,11 @@ def read_dataset(path: Path):
         )
         e.append(atoms.get_potential_energy())
         f.append(atoms.get_forces())
+        if stresses:
+            s.append(atoms.get_stress())
     same_size = len({len(x) for x in f}) <= 1
-    return configs, np.array(e), np.array(f) if same_size else f  # cells of several sizes: a list of arrays
+    out = configs, np.array(e), np.array(f) if same_size else f  # cells of several sizes: a list of arrays
+    return (*out, np.array(s)) if stresses else out
 
 
 def build_dataset(args) -> Path:

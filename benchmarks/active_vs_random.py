@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy_cspbbr3 import Labeller, nsphere, read_dataset, write_dataset  # noqa: E402
-from thermal_validation import SHIPPED, cubic_energies, plot, score  # noqa: E402
+from thermal_validation import SHIPPED, cubic_energies, plot, score, surrogate_md  # noqa: E402
 
 
 def campaign_data(spec):
@@ -62,9 +62,9 @@ def starts(spec, reference) -> dict:
     """The exploration's starts in the training cell, as the loop builds them (default tilt angles)."""
     from perovskite_pes.simulation.common import start_configuration
 
-    n = round(np.cbrt(reference.n_atoms / len(spec.reference.species)))
-    out = {s: start_configuration(reference.perovskite, n, s) for s in spec.active.starts}
-    out.setdefault("a0a0a0", start_configuration(reference.perovskite, n, "a0a0a0"))
+    pv, m = reference.perovskite, reference.matrix
+    out = {s: start_configuration(pv, m, s) for s in spec.active.starts}
+    out.setdefault("a0a0a0", start_configuration(pv, m, "a0a0a0"))
     return out
 
 
@@ -89,69 +89,45 @@ def random_like(loop, parents, rng, scale: float = 1.0):
     return out
 
 
-def md_like(spec, loop, parents, n_frames: int, every: int, threads: int, seed: int):
+def md_like(spec, parents, n_frames: int, every: int, threads: int, seed: int):
     """Snapshots of the calculator's own NPT MD of the training cell at the loop's temperatures and starts."""
-    from ase import Atoms
-    from pymatgen.io.ase import AseAtomsAdaptor
-
     from perovskite_pes.calculators import get_calculator
-    from perovskite_pes.simulation import BlowUpError, MDSimulation, Stage
-    from perovskite_pes.structure import configuration_from_structure
 
     a = spec.active
     runs = [(float(t), s) for t in a.temperatures for s in a.starts]
     per_run = int(np.ceil(n_frames / len(runs)))
-    ref = loop[0]["config"].reference
     calc = get_calculator(spec.calculator.name, threads=threads).ase_calculator()
-    configs, labels = [], []
+    out = []
     for k, (t, s) in enumerate(runs):
-        frames = []
-
-        def keep(positions, lattice, energy, target, step, frames=frames):
-            atoms = Atoms(numbers=ref.atomic_numbers, positions=positions, cell=lattice, pbc=True)
-            atoms.calc = calc  # holds this step's results: nothing is recomputed
-            frames.append((atoms, (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())))
-
-        sim = MDSimulation(
-            calc,
-            perovskite=ref.perovskite,
-            start=parents.get(s, s),
-            ensemble="npt",
-            timestep_fs=4.0,
-            sample_every=every,
-            seed=seed + 101 * k,
-            threads=threads,
-            max_displacement=3.0,  # the calculator is the reference: only a real runaway stops it
-        )
         print(f"{spec.calculator.name} MD at {t:.0f} K from {s}", flush=True)
-        try:
-            sim.run([Stage(t, every * per_run, a.equilibration)], progress=True, on_sample=keep)
-        except BlowUpError as exc:
-            print(f"stopped with {len(frames)} frames: {exc}")
-        for atoms, lab in frames[:per_run]:
-            c = configuration_from_structure(ref, AseAtomsAdaptor.get_structure(atoms), remove_translation=True)
+        start = parents[s]
+        # the calculator is the reference: only a real runaway (3 A) stops it
+        frames = surrogate_md(
+            calc, start.reference, start, t, per_run, every, a.equilibration, seed + 101 * k, threads, 3.0
+        )
+        for c, _ in frames:
             c.tags.update({"method": "md", "kind": "md", "temperature_K": t, "start": s})
-            configs.append(c)
-            labels.append(lab)
-    return configs[:n_frames], labels[:n_frames]
+        out += frames
+    out = out[:n_frames]
+    return [c for c, _ in out], [lab for _, lab in out]
 
 
 def labelled(cache: Path, make, what: str):
     """Configurations and labels from ``cache``, else ``make()`` -> (configs, labels) written there."""
     if cache.is_file():
-        configs, energies, forces = read_dataset(cache)
-        stresses = [np.asarray(json.loads(c.tags.pop("_stress"))) for c in configs]
+        configs, energies, forces, stresses = read_dataset(cache, stresses=True)
         print(f"{what}: {len(configs)} from {cache} (cached)")
         return configs, list(zip(energies, forces, stresses))
     t0 = time.perf_counter()
     configs, labels = make()
-    for c, (_, _, s) in zip(configs, labels):
-        c.tags["_stress"] = json.dumps(np.asarray(s).tolist())
     write_dataset(cache, configs, labels)
-    for c in configs:
-        c.tags.pop("_stress")
     print(f"{what}: {len(configs)} labelled in {time.perf_counter() - t0:.0f} s -> {cache}")
     return configs, labels
+
+
+def label_all(labeller, configs):
+    """(configs, their labels)."""
+    return configs, [labeller(c) for c in configs]
 
 
 def _merge(settings: dict, override: dict) -> dict:
@@ -165,22 +141,19 @@ def _merge(settings: dict, override: dict) -> dict:
 
 def train(spec, base, extra, workdir: Path, label: str, override: dict | None = None) -> str:
     """The campaign's recipe on ``base`` (training-data dicts) + ``extra`` ((configs, labels)); the model's path."""
-    from perovskite_pes.models import train_and_select
+    from perovskite_pes.models import train_and_select, training_stresses
 
     path = workdir / label / "model"
     if (path / "model.json").is_file():
         print(f"{label}: {path} (trained before)")
         return str(path)
-    settings = spec.training_settings()
-    if spec.active.enabled:
-        settings["committee"] = {"size": spec.active.committee, "resample": spec.active.resample}
-    _merge(settings, override or {})
-    configs = [d["config"] for d in base] + list(extra[0])
-    energies = [float(d["energy"]) for d in base] + [float(e) for e, _, _ in extra[1]]
-    forces = [np.asarray(d["forces"]) for d in base] + [np.asarray(f) for _, f, _ in extra[1]]
-    stresses = None
-    if float(settings["training"].get("stress_weight") or 0) > 0:
-        stresses = [np.asarray(d["stress"]) for d in base] + [np.asarray(s) for _, _, s in extra[1]]
+    settings = _merge(spec.campaign_training_settings(), override or {})
+    data = base + [{"config": c, "energy": e, "forces": f, "stress": s} for c, (e, f, s) in zip(*extra)]
+    configs = [d["config"] for d in data]
+    energies = [float(d["energy"]) for d in data]
+    forces = [np.asarray(d["forces"]) for d in data]
+    needed = float(settings["training"].get("stress_weight") or 0) > 0
+    stresses = training_stresses(data, needed, "training.stress_weight > 0")
     t0 = time.perf_counter()
     model, report = train_and_select(configs, energies, forces, settings, str(workdir / label), stresses=stresses)
     if not (path / "model.json").is_file():
@@ -231,16 +204,10 @@ def main(argv=None) -> int:
     costs = {"base": 0, "loop": n}
     for scale in args.random_scale:
         label = "random" if scale == 1 else f"random x{scale:g}"
+        rng = np.random.default_rng(args.seed if scale == 1 else [args.seed, round(1000 * scale)])
         arms[label] = labelled(
             work / ("random.extxyz" if scale == 1 else f"random_x{scale:g}.extxyz"),
-            lambda scale=scale: (lambda cs: (cs, [labeller(c) for c in cs]))(
-                random_like(
-                    loop,
-                    parents,
-                    np.random.default_rng(args.seed if scale == 1 else [args.seed, round(1000 * scale)]),
-                    scale,
-                )
-            ),
+            lambda rng=rng, scale=scale: label_all(labeller, random_like(loop, parents, rng, scale)),
             label,
         )
         costs[label] = n
@@ -249,7 +216,7 @@ def main(argv=None) -> int:
         label = "md" if k == 0 else f"md every {every}"
         arms[label] = labelled(
             work / f"md_every{every}.extxyz",
-            lambda every=every: md_like(spec, loop, parents, n, every, args.threads, args.seed + 17),
+            lambda every=every: md_like(spec, parents, n, every, args.threads, args.seed + 17),
             label,
         )
         costs[label] = n * every + n_runs * spec.active.equilibration

@@ -44,45 +44,76 @@ TARGET_E = 1.0  # meV/atom
 TARGET_F = 0.05  # eV/A
 
 
-def md_frames(calc, perovskite, n: int, temperature: float, args, seed: int):
-    """Snapshots of surrogate-driven MD: (configurations, energies, forces, stresses)."""
+def surrogate_md(
+    calc,
+    ref,
+    start,
+    temperature: float,
+    frames: int,
+    every: int,
+    equilibration: int,
+    seed: int,
+    threads: int,
+    max_displacement: float,
+) -> list:
+    """NPT MD (flexible cell, 4 fs) of the supercell ``ref`` driven by the ASE calculator ``calc``
+    itself, from ``start`` (a Glazer symbol or a Configuration): ``frames`` snapshots, one every
+    ``every`` steps after ``equilibration``, as (configuration, (energy, forces, stress)) with the
+    calculator's own results for the step. A run that passes ``max_displacement`` stops; the
+    calculator is the reference, so the frames it sampled so far are still labels."""
     from ase import Atoms
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from perovskite_pes.simulation import BlowUpError, MDSimulation, Stage
     from perovskite_pes.structure import configuration_from_structure
 
-    start = "a+b-b-" if temperature < 400 else "a0a0a0"
-    ref = perovskite.supercell(n)
-    frames = []
+    sampled = []
 
     def keep(positions, lattice, energy, target, step):
-        # right after the step the surrogate holds this frame's results: ASE returns them, nothing is recomputed
+        # right after the step the calculator holds this frame's results: ASE returns them, nothing is recomputed
         atoms = Atoms(numbers=ref.atomic_numbers, positions=positions, cell=lattice, pbc=True)
         atoms.calc = calc
-        frames.append((atoms, (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())))
+        sampled.append((atoms, (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())))
 
     sim = MDSimulation(
         calc,
-        perovskite=perovskite,
-        supercell=n,
+        perovskite=ref.perovskite,
+        supercell=ref.matrix,
         start=start,
         ensemble="npt",
         timestep_fs=4.0,
-        sample_every=args.every,
+        sample_every=every,
         seed=seed,
-        threads=args.threads,
-        max_displacement=args.max_displacement,
+        threads=threads,
+        max_displacement=max_displacement,
     )
     try:
-        sim.run([Stage(temperature, args.every * args.frames, args.equilibration)], progress=True, on_sample=keep)
-    except BlowUpError as exc:  # the surrogate is the reference here: its frames so far are still labels
-        print(f"surrogate MD {n}x{n}x{n} at {temperature:.0f} K stopped, {len(frames)} frames kept: {exc}")
-    out = []
-    for atoms, labels in frames:
-        config = configuration_from_structure(ref, AseAtomsAdaptor.get_structure(atoms), remove_translation=True)
+        sim.run([Stage(temperature, every * frames, equilibration)], progress=True, on_sample=keep)
+    except BlowUpError as exc:
+        print(f"MD of {ref} at {temperature:.0f} K stopped, {len(sampled)} frames kept: {exc}")
+    return [
+        (configuration_from_structure(ref, AseAtomsAdaptor.get_structure(atoms), remove_translation=True), labels)
+        for atoms, labels in sampled[:frames]
+    ]
+
+
+def md_frames(calc, perovskite, n: int, temperature: float, args, seed: int):
+    """Snapshots of surrogate-driven MD: a list of (configuration, (energy, forces, stress))."""
+    start = "a+b-b-" if temperature < 400 else "a0a0a0"
+    out = surrogate_md(
+        calc,
+        perovskite.supercell(n),
+        start,
+        temperature,
+        args.frames,
+        args.every,
+        args.equilibration,
+        seed,
+        args.threads,
+        args.max_displacement,
+    )
+    for config, _ in out:
         config.tags.update({"kind": f"md-{n}x{n}x{n}-{temperature:.0f}K", "start": start})
-        out.append((config, labels))
     return out
 
 

@@ -48,9 +48,7 @@ def build_workflow(spec: CampaignSpec) -> Workflow:
     reference = {"species": list(spec.reference.species), "lattice_parameter": spec.reference.lattice_parameter}
     supercell = spec.to_dict()["supercell"]
     steps_dict = spec.to_dict()["steps"]
-    training = spec.training_settings()
-    if spec.active.enabled:  # exploration needs the committee's spread from the first training on
-        training["committee"] = {"size": spec.active.committee, "resample": spec.active.resample}
+    training = spec.campaign_training_settings()
     policy = spec.to_dict()["retrain"]
     batch = {
         "per_firework": spec.fireworks.per_firework,

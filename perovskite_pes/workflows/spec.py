@@ -1054,6 +1054,14 @@ class CampaignSpec(_Section):
                 out[key] = value
         return out
 
+    def campaign_training_settings(self) -> dict:
+        """:meth:`training_settings` as the campaign trains: with an ``active:`` section every training makes
+        a committee, since exploration needs the committee's spread from the first training on."""
+        out = self.training_settings()
+        if self.active.enabled:
+            out["committee"] = {"size": self.active.committee, "resample": self.active.resample}
+        return out
+
 
 # --------------------------------------------------------------------------- entry points
 def load_spec(path) -> CampaignSpec:
