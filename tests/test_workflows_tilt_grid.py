@@ -71,6 +71,41 @@ def test_noise_has_the_asked_rms_no_net_translation_and_is_reproducible():
     assert len({c.displacements.tobytes() for c in noisy}) == 20
 
 
+def test_random_ratios_keep_the_system_and_total_angle_and_leave_one_letter_systems_alone():
+    tg = {"systems": ["a0a0c-", "a+b-b-", "a-b-c-"], "angles": [24.0], "noise": [0.0, 0.1], "ratios": 3}
+    configs = tilt_grid(cubic(), tg, seed=5)
+    by_system = {s: [c for c in configs if c.tags["tilt_system"] == s] for s in tg["systems"]}
+    # one letter: nothing to vary; two or three letters: the default ratio and three drawn ones, pure and noisy
+    assert len(by_system["a0a0c-"]) == 2 and len(by_system["a+b-b-"]) == len(by_system["a-b-c-"]) == 4 * 2
+    ref = reference_supercell(REF, 2)
+    for system in ("a+b-b-", "a-b-c-"):
+        drawn = [c for c in by_system[system] if "ratio_draw" in c.tags and c.tags["noise"] == 0]
+        assert len(drawn) == 3
+        shares = []
+        for c in drawn:
+            per_letter = c.tags["letter_angles_deg"]
+            assert np.linalg.norm(tilt_angles(system, per_letter)) == pytest.approx(24.0, abs=1e-3)
+            assert np.allclose(c.displacements, tilt_configuration(ref, system, per_letter).displacements, atol=1e-4)
+            op = order_parameters(ref, c.positions, c.lattice)
+            signs = ["-" if abs(r) > 1.0 else "+" if abs(m) > 1.0 else "0" for r, m in zip(op.R[0], op.M[0])]
+            assert signs == list(glazer_parts(system)[1])  # every axis keeps its in-phase / anti-phase tilt
+            shares.append(np.array(per_letter) / max(per_letter))
+        assert len({tuple(np.round(x, 6)) for x in shares}) == 3  # three different ratios
+    assert [c.displacements.tobytes() for c in configs] == [
+        c.displacements.tobytes() for c in tilt_grid(cubic(), tg, seed=5)
+    ]
+    with pytest.raises(ValueError, match="2 positive numbers"):
+        grid_tilt_angles("a+b-b-", 10.0, ratios=[1.0, -1.0])
+
+
+def test_ratios_leave_the_hash_of_specs_without_them():
+    base = {"name": "t", "calculator": {"name": "sevennet"}, "steps": {"tilt_grid": {"angles": 20}}}
+    plain = validate_spec(base)
+    assert "ratios" not in plain.to_dict()["steps"]["tilt_grid"]
+    drawn = validate_spec({**base, "steps": {"tilt_grid": {"angles": 20, "ratios": 2}}})
+    assert drawn.to_dict()["steps"]["tilt_grid"]["ratios"] == 2 and validate_spec(drawn.to_dict()) == drawn
+
+
 def test_only_the_cubic_parent_gets_the_grid():
     sampling = {"tilt_grid": {"enabled": True, "systems": ["a0a0c+"], "angles": [15.0], "noise": [0.0]}}
     around_cubic = enumerate_around(cubic(), "a0a0a0", sampling)
@@ -88,6 +123,7 @@ def test_only_the_cubic_parent_gets_the_grid():
         ({"noise": -0.1}, "steps.tilt_grid.noise[0]"),
         ({"systems": ["a0a0c+", "x"]}, "steps.tilt_grid.systems[1]"),
         ({"copies": 0}, "steps.tilt_grid.copies"),
+        ({"ratios": -1}, "steps.tilt_grid.ratios"),
         ({"angle": [10]}, "steps.tilt_grid.angle"),
     ],
 )

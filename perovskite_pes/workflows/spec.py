@@ -518,6 +518,7 @@ class TiltGridSpec(_Step):
     ``copies`` configurations per non-zero ``noise`` level with random displacements of that RMS per atom
     (Angstrom), the thermal motion around a tilted structure. "all" means the 14 tilted systems;
     naming ``a0a0a0`` adds the noisy cubic cell (once per noise level and copy, whatever the angles).
+    ``ratios`` adds that many random letter ratios per angle to the systems with more than one letter.
     """
 
     enabled: Bool = False
@@ -525,6 +526,7 @@ class TiltGridSpec(_Step):
     angles: _checked(tuple[float, ...], _tilt_grid_angles, float | list[float]) = (12.0, 18.0, 24.0)
     noise: _checked(tuple[float, ...], _tilt_grid_noise, float | list[float]) = (0.0,)
     copies: _Int(1) = 1
+    ratios: _Int(0) = 0
 
 
 class ThermalMDSpec(_Step):
@@ -996,9 +998,9 @@ class CampaignSpec(_Section):
         """Plain JSON-able dict with every default filled in (its hash identifies the campaign).
 
         Steps added after campaigns were first hashed (``tilt_grid``, ``thermal_md``) appear only when enabled,
-        and fields added later (``active.final_exploration``, ``active.resample``, ``training.stress_weight``)
-        only when they differ from their default, so that the hash of a spec that does not use them stays what
-        it was.
+        and fields added later (``active.final_exploration``, ``active.resample``, ``training.stress_weight``,
+        ``steps.tilt_grid.ratios``) only when they differ from their default, so that the hash of a spec that
+        does not use them stays what it was.
         """
         d = _plain(self.model_dump())
         for step in ("tilt_grid", "thermal_md"):
@@ -1007,6 +1009,8 @@ class CampaignSpec(_Section):
         for key in ("final_exploration", "resample"):
             if getattr(self.active, key) == ActiveSpec.model_fields[key].default:
                 del d["active"][key]
+        if "tilt_grid" in d["steps"] and not self.steps.tilt_grid.ratios:
+            del d["steps"]["tilt_grid"]["ratios"]
         if self.training.stress_weight == TrainingSpec.model_fields["stress_weight"].default:
             del d["training"]["stress_weight"]
         return d

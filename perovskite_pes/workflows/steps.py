@@ -350,18 +350,29 @@ def enumerate_around(
     return out
 
 
-def grid_tilt_angles(glazer: str, angle: float) -> list[float] | None:
+def grid_tilt_angles(glazer: str, angle: float, ratios=None) -> list[float] | None:
     """Per-letter angles of ``glazer`` that rotate each octahedron by ``angle`` degrees in all.
 
     ``angle`` is the length of the per-axis rotation vector, so that every system at the same angle
     strains the octahedra about as much (a-a-a- at 18 degrees tilts 10.4 degrees about each axis);
-    distinct letters keep the default ratios a 8 : b 6 : c 10.
+    distinct letters keep the default ratios a 8 : b 6 : c 10, or ``ratios`` (one positive number per
+    distinct letter, in order of appearance).
+
+    >>> [round(a, 2) for a in grid_tilt_angles("a+b-b-", 18.0, ratios=[1.0, 0.5])]
+    [14.7, 7.35]
     """
     from ..structure.tilts import DEFAULT_ANGLES, tilt_angles
 
     per_letter = tilt_angles_for(glazer, dict(DEFAULT_ANGLES))
     if per_letter is None:
         return None
+    if ratios is not None:
+        if len(ratios) != len(per_letter) or min(ratios) <= 0:
+            raise ValueError(
+                f"tilt ratios of {glazer} must be {len(per_letter)} positive numbers, one per distinct letter; "
+                f"got {list(ratios)}"
+            )
+        per_letter = [float(r) for r in ratios]
     norm = float(np.linalg.norm(tilt_angles(glazer, per_letter)))
     return [float(a) * angle / norm for a in per_letter]
 
@@ -372,7 +383,10 @@ def tilt_grid(parent, tg: dict, seed: int = 0, min_distance: float = 1.5) -> lis
     Every system of ``tg["systems"]`` ("all": the 14 tilted ones) at every angle of ``tg["angles"]`` (each
     octahedron's total rotation, degrees: :func:`grid_tilt_angles`), once per level of ``tg["noise"]`` (RMS
     random displacement per atom, Angstrom; level 0 is the pure tilt) and ``tg["copies"]`` times per non-zero
-    level. Gaussian noise, net translation removed, reproducible from the campaign seed.
+    level. Gaussian noise, net translation removed, reproducible from the campaign seed. Systems with more
+    than one distinct letter also come with ``tg["ratios"]`` further letter ratios drawn at random (each
+    letter's share uniform in [0.1, 1]) at every angle, treated like the default ratio: what independent
+    tilts about the axes look like, which one fixed ratio per system never shows.
 
     >>> from perovskite_pes.structure import Configuration
     >>> cubic = Configuration(reference_supercell({"species": ["Cs", "Pb", "Br"], "lattice_parameter": 5.87}, 2))
@@ -391,26 +405,36 @@ def tilt_grid(parent, tg: dict, seed: int = 0, min_distance: float = 1.5) -> lis
     copies = int(tg.get("copies", 1))
     n_atoms = len(parent.displacements)
     out = []
+    n_ratios = int(tg.get("ratios", 0))
     for glazer in systems:
+        letters = tilt_angles_for(glazer, 1.0) or []
+        draws = [None] + (list(range(n_ratios)) if len(letters) > 1 else [])
         for angle in [0.0] if glazer == CUBIC else [float(a) for a in tg.get("angles", [])]:
-            base = parent.displacements
-            if glazer != CUBIC:
-                base = base + tilt_displacements(parent.reference, glazer, grid_tilt_angles(glazer, angle))
-            for level in noise:
-                if level == 0 and glazer == CUBIC:
-                    continue  # the parent itself
-                for copy in range(1 if level == 0 else copies):
-                    rng = np.random.default_rng(_seed(seed, "tilt_grid", glazer, angle, level, copy))
-                    kick = rng.normal(scale=level / np.sqrt(3.0), size=(n_atoms, 3)) if level else 0.0
-                    if level:
-                        kick -= kick.mean(axis=0)
-                    c = _with(
-                        parent,
-                        displacements=base + kick,
-                        tags=_tags("tilt_grid", glazer, angle_deg=angle, noise=level, copy=copy, seed=int(seed)),
-                    )
-                    if _far_enough(c, min_distance):
-                        out.append(c)
+            for draw in draws:
+                extra = {}
+                base = parent.displacements
+                if glazer != CUBIC:
+                    ratios = None
+                    if draw is not None:
+                        pick = np.random.default_rng(_seed(seed, "tilt_grid_ratio", glazer, angle, draw))
+                        ratios = pick.uniform(0.1, 1.0, len(letters))
+                    per_letter = grid_tilt_angles(glazer, angle, ratios)
+                    base = base + tilt_displacements(parent.reference, glazer, per_letter)
+                    if draw is not None:
+                        extra = {"ratio_draw": draw, "letter_angles_deg": [round(a, 3) for a in per_letter]}
+                for level in noise:
+                    if level == 0 and glazer == CUBIC:
+                        continue  # the parent itself
+                    for copy in range(1 if level == 0 else copies):
+                        key = (seed, "tilt_grid", glazer, angle, level, copy) + (() if draw is None else (draw,))
+                        rng = np.random.default_rng(_seed(*key))
+                        kick = rng.normal(scale=level / np.sqrt(3.0), size=(n_atoms, 3)) if level else 0.0
+                        if level:
+                            kick -= kick.mean(axis=0)
+                        tags = _tags("tilt_grid", glazer, angle_deg=angle, noise=level, copy=copy, seed=int(seed))
+                        c = _with(parent, displacements=base + kick, tags={**tags, **extra})
+                        if _far_enough(c, min_distance):
+                            out.append(c)
     return out
 
 
