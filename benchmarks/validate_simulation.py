@@ -10,9 +10,10 @@ volume per formula unit). The issue's criterion: within 10 %.
     python benchmarks/validate_simulation.py --model PATH                         # 150 K and 500 K, 4x4x4
     python benchmarks/validate_simulation.py --model PATH --temperatures 150,300,500 --steps 2000
 
-``--model-seeds 0,1,2`` repeats the model's run with several seeds (the surrogate runs once, with
-``--seed``): the table then gives the mean over the seeds and their standard deviation, which says how
-much of a difference is the statistics of one short run in a small cell rather than the model.
+``--model-seeds 0,1,2`` repeats the model's run with several seeds and ``--surrogate-seeds 0,1`` the
+surrogate's (both default to ``--seed``): the table then gives the means over the seeds, their standard
+deviations, and the standard error of the difference, which says how much of a difference is the
+statistics of short runs in a small cell rather than the model.
 
 The surrogate's runs are the expensive half (about a second per step of a 4x4x4 cell on one core):
 ``--surrogate-json FILE`` keeps them, keyed by temperature, start and run settings, so that another
@@ -68,23 +69,34 @@ def _observables(stage: dict) -> dict:
     }
 
 
-def _key(args, temperature: float, start: str) -> str:
+def _key(args, temperature: float, start: str, seed: int) -> str:
     return (
         f"{args.surrogate} {args.supercell}^3 T={temperature:g} start={start} steps={args.equilibration}+{args.steps} "
-        f"dt={args.timestep:g} every={args.sample_every} seed={args.seed}"
+        f"dt={args.timestep:g} every={args.sample_every} seed={seed}"
     )
 
 
-def _surrogate_stage(calc, pv, args, temperature: float, start: str, cache: dict):
-    key = _key(args, temperature, start)
+def _surrogate_stage(calc, pv, args, temperature: float, start: str, seed: int, cache: dict):
+    key = _key(args, temperature, start, seed)
+    if args.surrogate_json and Path(args.surrogate_json).exists():  # another process may have added runs
+        cache.update(json.loads(Path(args.surrogate_json).read_text()))
     if key in cache:
-        print(f"  {args.surrogate} at {temperature:.0f} K from {start}: from {args.surrogate_json}")
+        print(f"  {args.surrogate} at {temperature:.0f} K from {start}, seed {seed}: from {args.surrogate_json}")
         return cache[key]["stage"], cache[key]["seconds"]
-    stage, seconds = _run(calc, pv, args, temperature, start, args.seed, args.surrogate)
+    stage, seconds = _run(calc, pv, args, temperature, start, seed, args.surrogate)
     if args.surrogate_json and stage is not None:
+        if Path(args.surrogate_json).exists():
+            cache.update(json.loads(Path(args.surrogate_json).read_text()))
         cache[key] = {"stage": stage, "seconds": seconds, "load_average": open("/proc/loadavg").read().split()[:3]}
         Path(args.surrogate_json).write_text(json.dumps(cache, indent=1, default=float))
     return stage, seconds
+
+
+def _mean_std(stages: list) -> tuple[dict, dict]:
+    obs = [_observables(s) for s in stages]
+    mean = {key: float(np.mean([o[key] for o in obs])) for key in obs[0]}
+    std = {key: float(np.std([o[key] for o in obs], ddof=1)) if len(obs) > 1 else 0.0 for key in mean}
+    return mean, std
 
 
 def main(argv=None) -> int:
@@ -107,6 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--timestep", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-seeds", default=None, help="comma-separated seeds of the model's runs (default: --seed)")
+    p.add_argument("--surrogate-seeds", default=None, help="comma-separated seeds of the surrogate's runs")
     p.add_argument("--threads", type=int, default=1, help="torch threads (one is fastest on a shared machine)")
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args(argv)
@@ -130,13 +143,16 @@ def main(argv=None) -> int:
         f"load average {open('/proc/loadavg').read().split()[:3]}"
     )
     seeds = [int(x) for x in (args.model_seeds or str(args.seed)).split(",") if x.strip()]
+    sur_seeds = [int(x) for x in (args.surrogate_seeds or str(args.seed)).split(",") if x.strip()]
     out = {"settings": vars(args), "temperatures": []}
     for k, t in enumerate(temps):
         start = starts[min(k, len(starts) - 1)]
         runs = [_run(args.model, None, args, t, start, seed, "model") for seed in seeds] if args.model else []
         models = [r[0] for r in runs if r[0] is not None]
         tm = sum(r[1] for r in runs)
-        s, ts = _surrogate_stage(calc, pv, args, t, start, cache)
+        sur_runs = [_surrogate_stage(calc, pv, args, t, start, seed, cache) for seed in sur_seeds]
+        surs = [r[0] for r in sur_runs if r[0] is not None]
+        s, ts = (surs[0] if surs else None), sum(r[1] for r in sur_runs)
         row = {
             "temperature_K": t,
             "start": start,
@@ -145,24 +161,41 @@ def main(argv=None) -> int:
             "model": models[0] if len(seeds) == 1 and models else None,
             "model_runs": dict(zip(seeds, [r[0] for r in runs])) if len(seeds) > 1 else None,
             "surrogate": s,
+            "surrogate_runs": dict(zip(sur_seeds, [r[0] for r in sur_runs])) if len(sur_seeds) > 1 else None,
         }
         out["temperatures"].append(row)
         print(f"\n{t:.0f} K from {start}: model {tm / 60:.1f} min, {args.surrogate} {ts / 60:.1f} min")
         if not models or s is None:
             continue
-        per_seed = [_observables(m) for m in models]
-        om = {key: float(np.mean([o[key] for o in per_seed])) for key in per_seed[0]}
-        sd = {key: float(np.std([o[key] for o in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0 for key in om}
-        osur = _observables(s)
-        row["observables"] = {"model": om, "model_std_over_seeds": sd, "surrogate": osur, "model_seeds": len(models)}
-        label = "model" if len(models) == 1 else f"model({len(models)})"
-        print(f"  {'':16}{label:>10}{'+-':>8}{args.surrogate:>10}{'diff':>9}")
+        om, sd = _mean_std(models)
+        osur, ssd = _mean_std(surs)
+        diffs, errors = {}, {}
         for key in om:
-            diff = (om[key] - osur[key]) / osur[key] * 100 if osur[key] else float("nan")
-            print(f"  {key:16}{om[key]:10.3f}{sd[key]:8.3f}{osur[key]:10.3f}{diff:8.1f}%")
+            diffs[key] = (om[key] - osur[key]) / osur[key] * 100 if osur[key] else float("nan")
+            # standard error of the difference of the two means, in % of the surrogate's mean
+            se = np.sqrt(sd[key] ** 2 / len(models) + ssd[key] ** 2 / len(surs))
+            errors[key] = float(se / abs(osur[key]) * 100) if osur[key] else float("nan")
+        row["observables"] = {
+            "model": om,
+            "model_std_over_seeds": sd,
+            "surrogate": osur,
+            "surrogate_std_over_seeds": ssd,
+            "model_seeds": len(models),
+            "surrogate_seeds": len(surs),
+            "difference_percent": diffs,
+            "difference_standard_error_percent": errors,
+        }
+        label = "model" if len(models) == 1 else f"model({len(models)})"
+        sur = args.surrogate if len(surs) == 1 else f"{args.surrogate}({len(surs)})"
+        print(f"  {'':16}{label:>10}{'+-':>8}{sur:>13}{'+-':>8}{'diff':>9}{'+-':>7}")
+        for key in om:
+            print(
+                f"  {key:16}{om[key]:10.3f}{sd[key]:8.3f}{osur[key]:13.3f}{ssd[key]:8.3f}"
+                f"{diffs[key]:8.1f}%{errors[key]:6.1f}%"
+            )
         print(
             f"  phase: model {', '.join(m['phase']['glazer'] for m in models)}, "
-            f"{args.surrogate} {s['phase']['glazer']} ({s['phase']['space_group']})"
+            f"{args.surrogate} {', '.join(x['phase']['glazer'] for x in surs)}"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=float))

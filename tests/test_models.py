@@ -448,3 +448,36 @@ def test_pair_potential_skin_grows_with_the_distortions(ref):
     assert auto._pairs[ref][0] > small_list  # rebuilt for the wilder batch
     with pytest.raises(ModelError, match="use a larger skin or skin=None"):
         PairPotential(n_gaussians=8, skin=0.5).relative_features(wild)
+
+
+# ------------------------------------------------------------------------------------ configuration weights
+def test_configuration_weights_halve_at_the_scale_and_average_one():
+    from perovskite_pes.models.nets import configuration_weights
+
+    assert configuration_weights([1.0, 2.0], 10, None) is None
+    e = np.array([-5.0, -5.0 + 0.8, -5.0 + 8.0, -4.0])  # 40 atoms: 0, 20, 200, 25 meV/atom above the lowest
+    w = configuration_weights(e, 40, 0.02)
+    assert w.mean() == pytest.approx(1.0)
+    assert w[1] / w[0] == pytest.approx(0.5) and w[2] / w[0] == pytest.approx(0.02 / 0.22)
+    assert np.all(np.diff(w[np.argsort(e)]) < 0)  # higher energy, lower weight
+    # normalised over the training part only; the others keep the same formula
+    wt = configuration_weights(e, 40, 0.02, train_idx=[0, 1])
+    assert wt[[0, 1]].mean() == pytest.approx(1.0) and wt[2] / wt[0] == pytest.approx(w[2] / w[0])
+
+
+def test_energy_weights_favour_the_low_configurations_and_vanish_when_flat(featurizer, data):
+    configs, e = data
+    small = dict(FAST_NET, hidden_layers=(2,), validation_fraction=0.0)
+    plain = ClusterNet(featurizer=featurizer, **small).fit(configs, e)
+    # a scale far above the energy spread gives weights of 1: the same fit
+    flat = ClusterNet(featurizer=featurizer, energy_weight_scale=1e9, **small).fit(configs, e)
+    assert np.allclose(plain.predict(configs), flat.predict(configs), atol=1e-6)
+    n_atoms = configs[0].reference.n_atoms
+    spread = (e.max() - e.min()) / n_atoms
+    weighted = ClusterNet(featurizer=featurizer, energy_weight_scale=0.02 * spread, **small).fit(configs, e)
+    low = np.argsort(e)[: len(e) // 4]
+    rmse = lambda m, i: np.sqrt(np.mean((m.predict([configs[k] for k in i]) - e[i]) ** 2))  # noqa: E731
+    assert rmse(weighted, low) < 0.95 * rmse(plain, low)  # 15-20 % lower over net seeds 0-2
+    assert weighted.get_params()["energy_weight_scale"] == pytest.approx(0.02 * spread)
+    with pytest.raises(ModelError, match="energy_weight_scale must be a positive energy per atom"):
+        ClusterNet(featurizer=featurizer, energy_weight_scale=-0.1).fit(configs[:5], e[:5])

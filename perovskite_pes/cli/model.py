@@ -58,6 +58,12 @@ def register(subparsers) -> None:
     t.add_argument(
         "--stress-weight", type=float, default=None, help="weight of the stress term in the loss (default 0)"
     )
+    t.add_argument(
+        "--energy-weight-scale",
+        type=float,
+        default=None,
+        help="weigh each configuration by S/(S + its energy per atom above the lowest), S in eV/atom (default: equal)",
+    )
     t.add_argument("--n-jobs", type=int, default=2, help="parallel cross-validation workers (default 2)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument(
@@ -322,6 +328,8 @@ def cmd_train(args) -> int:
         training["force_weight"] = args.force_weight
     if args.stress_weight is not None:
         training["stress_weight"] = args.stress_weight
+    if args.energy_weight_scale is not None:
+        training["energy_weight_scale"] = args.energy_weight_scale
     if args.linear_term:
         training["linear_term"] = True
     if args.net_order is not None:

@@ -109,6 +109,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         validation_fraction: float = 0.1,
         force_weight: float = 0.0,
         stress_weight: float = 0.0,
+        energy_weight_scale: float | None = None,
         weight_decay: float = 0.0,
         lbfgs_iterations: int = 0,
         linear_term: bool = False,
@@ -135,6 +136,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         self.validation_fraction = validation_fraction
         self.force_weight = force_weight
         self.stress_weight = stress_weight
+        self.energy_weight_scale = energy_weight_scale
         self.weight_decay = weight_decay
         self.lbfgs_iterations = lbfgs_iterations
         self.linear_term = linear_term
@@ -192,6 +194,11 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             raise ModelError(f"force_weight must be >= 0; got {self.force_weight}")
         if self.stress_weight < 0:
             raise ModelError(f"stress_weight must be >= 0; got {self.stress_weight}")
+        ews = self.energy_weight_scale
+        if ews is not None and not (isinstance(ews, (int, float)) and np.isfinite(ews) and ews > 0):
+            raise ModelError(
+                f"energy_weight_scale must be a positive energy per atom in eV (e.g. 0.05) or None; got {ews!r}"
+            )
         return hl
 
     def _prepare_featurizer(self, reference):
@@ -294,6 +301,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             self._standardise,
             force_data,
             float(self.weight_decay),
+            configuration_weights(e, reference.n_atoms, self.energy_weight_scale, train_idx),
         )
         params = list(self.mlps_.parameters()) + ([offset] if offset.requires_grad else [])
         if self.linear_term:
@@ -475,6 +483,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             "validation_fraction": float(self.validation_fraction),
             "force_weight": float(self.force_weight),
             "stress_weight": float(self.stress_weight),
+            "energy_weight_scale": None if self.energy_weight_scale is None else float(self.energy_weight_scale),
             "weight_decay": float(self.weight_decay),
             "lbfgs_iterations": int(self.lbfgs_iterations or 0),
             "linear_term": bool(self.linear_term),
@@ -578,6 +587,26 @@ class _EnergyTargets:
         return cls(torch.as_tensor((y - e0_init) / sy), e0_init, sy, units_per_cell, ncell)
 
 
+def configuration_weights(energies, n_atoms: int, scale: float | None, train_idx=None):
+    """Per-configuration loss weights that favour low energies: ``scale / (scale + dE)``, with ``dE`` the
+    energy per atom (eV) above the lowest training configuration, normalised to mean 1 over ``train_idx``
+    (all when None); None when ``scale`` is None (every configuration counts the same).
+
+    A configuration ``scale`` per atom above the lowest weighs half as much, one ten times as high a
+    tenth: the fit spends its capacity where thermal motion goes and still sees the shape of the
+    landscape far above it.
+
+    >>> [round(float(w), 3) for w in configuration_weights([0.0, 4.0, 40.0], 40, 0.1)]
+    [1.886, 0.943, 0.171]
+    """
+    if scale is None:
+        return None
+    e = np.asarray(energies, dtype=float) / float(n_atoms)
+    idx = np.arange(len(e)) if train_idx is None else np.asarray(train_idx)
+    w = float(scale) / (float(scale) + np.maximum(e - e[idx].min(), 0.0))
+    return w / w[idx].mean()
+
+
 class _ForceData:
     """Geometry, forces and stresses of the training configurations for the gradient terms of the loss
     (either may be None: that term is left out). Each is scaled by its root mean square."""
@@ -623,9 +652,11 @@ class _Objective:
         standardise,
         forces: _ForceData | None = None,
         weight_decay: float = 0.0,
+        weights=None,
     ):
         torch = _torch()
         self.mlps = mlps
+        self.weights = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=float))
         self.features = features
         self.anchors = anchors
         self.target = targets.target
@@ -653,9 +684,15 @@ class _Objective:
     def _scaled_energy(self, features):
         return self.offset + self.norm * orbit_sum(self.mlps, features, self.anchors)
 
+    def _weighted_mean(self, per_config, idx):
+        """Mean over the batch of per-configuration squared errors, weighted when weights are set."""
+        if self.weights is None:
+            return per_config.mean()
+        return (self.weights[idx] * per_config).mean()
+
     def _energy_loss(self, idx):
         pred = self._scaled_energy([x[idx] for x in self.features])
-        return ((pred - self.target[idx]) ** 2).mean()
+        return self._weighted_mean((pred - self.target[idx]) ** 2, idx)
 
     def _energy_and_force_loss(self, idx, create_graph: bool):
         torch = _torch()
@@ -670,12 +707,14 @@ class _Objective:
         pred = self._scaled_energy(self.standardise(fd.raw_features(fd.featurizer, x, cell)))
         grads = torch.autograd.grad(pred.sum(), leaves, create_graph=create_graph)
         to_ev = self.targets.n_cells * self.targets.scale  # d(total energy) / d(scaled energy)
-        loss = ((pred - self.target[idx]) ** 2).mean()
+        loss = self._weighted_mean((pred - self.target[idx]) ** 2, idx)
         if fd.forces is not None:
-            loss = loss + fd.weight * (((-to_ev * grads[0] - fd.forces[idx]) / fd.scale) ** 2).mean()
+            ferr = (((-to_ev * grads[0] - fd.forces[idx]) / fd.scale) ** 2).mean(dim=(1, 2))
+            loss = loss + fd.weight * self._weighted_mean(ferr, idx)
         if fd.stresses is not None:
             spred = stress_from_gradient(to_ev * grads[1], lat)
-            loss = loss + fd.stress_weight * (((spred - fd.stresses[idx]) / fd.stress_scale) ** 2).mean()
+            serr = (((spred - fd.stresses[idx]) / fd.stress_scale) ** 2).mean(dim=1)
+            loss = loss + fd.stress_weight * self._weighted_mean(serr, idx)
         return loss
 
     def penalty(self):

@@ -113,6 +113,8 @@ class NetTrainingSettings(_Section):
     force_weight: float = 0.0
     #: weight of the stress term in the loss (0: none); the cell's response (lattice parameters in NPT)
     stress_weight: float = 0.0
+    #: per-configuration weights scale / (scale + energy per atom above the lowest), eV/atom (None: equal)
+    energy_weight_scale: float | None = None
     weight_decay: float = 0.0
     lbfgs_iterations: int = 0
     linear_term: bool = False
