@@ -684,10 +684,12 @@ class _Objective:
     def _scaled_energy(self, features):
         return self.offset + self.norm * orbit_sum(self.mlps, features, self.anchors)
 
-    def _weighted_mean(self, per_config, idx):
-        """Mean over the batch of per-configuration squared errors, weighted when weights are set."""
+    def _weighted_mean(self, squared, idx):
+        """Mean of squared errors ``[B, ...]``: of all elements, or of each configuration's mean weighted
+        by its weight when weights are set (the same number when every weight is 1)."""
         if self.weights is None:
-            return per_config.mean()
+            return squared.mean()
+        per_config = squared.reshape(squared.shape[0], -1).mean(dim=1)
         return (self.weights[idx] * per_config).mean()
 
     def _energy_loss(self, idx):
@@ -709,11 +711,11 @@ class _Objective:
         to_ev = self.targets.n_cells * self.targets.scale  # d(total energy) / d(scaled energy)
         loss = self._weighted_mean((pred - self.target[idx]) ** 2, idx)
         if fd.forces is not None:
-            ferr = (((-to_ev * grads[0] - fd.forces[idx]) / fd.scale) ** 2).mean(dim=(1, 2))
+            ferr = ((-to_ev * grads[0] - fd.forces[idx]) / fd.scale) ** 2
             loss = loss + fd.weight * self._weighted_mean(ferr, idx)
         if fd.stresses is not None:
             spred = stress_from_gradient(to_ev * grads[1], lat)
-            serr = (((spred - fd.stresses[idx]) / fd.stress_scale) ** 2).mean(dim=1)
+            serr = ((spred - fd.stresses[idx]) / fd.stress_scale) ** 2
             loss = loss + fd.stress_weight * self._weighted_mean(serr, idx)
         return loss
 
