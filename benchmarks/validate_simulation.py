@@ -28,6 +28,7 @@ why the surrogate's runs stop at ``--surrogate-max-displacement`` (3 A), not at 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -39,9 +40,11 @@ import numpy as np
 SHIPPED = Path(__file__).resolve().parent / "data" / "sevennet_md_4x4x4.json"
 
 
-def _run(driver, perovskite, args, temperature: float, start: str, seed: int, label: str, max_displacement=2.0):
+def _run(driver, perovskite, args, temperature: float, start: str, seed: int, label: str, max_displacement=None):
+    """One NPT run; ``max_displacement`` None keeps the simulation layer's own limit (a model's)."""
     from perovskite_pes.simulation import BlowUpError, MDSimulation, Stage
 
+    limit = {} if max_displacement is None else {"max_displacement": max_displacement}
     sim = MDSimulation(
         driver,
         perovskite=perovskite,
@@ -52,7 +55,7 @@ def _run(driver, perovskite, args, temperature: float, start: str, seed: int, la
         sample_every=args.sample_every,
         seed=seed,
         threads=args.threads,
-        max_displacement=max_displacement,
+        **limit,
     )
     t0 = time.perf_counter()
     try:
@@ -151,12 +154,8 @@ def main(argv=None) -> int:
         pv = load_model(args.model).reference_.perovskite
     else:
         pv = Perovskite(lattice_parameter=args.lattice_parameter)
-    calculators = []
-
-    def calc():  # the surrogate loads only when one of its runs is not on file
-        if not calculators:
-            calculators.append(get_calculator(args.surrogate).ase_calculator())
-        return calculators[0]
+    # the surrogate loads only when one of its runs is not on file
+    calc = functools.cache(lambda: get_calculator(args.surrogate).ase_calculator())
 
     temps = [float(t) for t in args.temperatures.split(",")]
     starts = args.starts.split(",")
@@ -164,8 +163,10 @@ def main(argv=None) -> int:
         f"{args.supercell}^3 cell, NPT, {args.equilibration} + {args.steps} steps of {args.timestep} fs; "
         f"load average {open('/proc/loadavg').read().split()[:3]}"
     )
-    seeds = [int(x) for x in (args.model_seeds or str(args.seed)).split(",") if x.strip()]
-    sur_seeds = [int(x) for x in (args.surrogate_seeds or str(args.seed)).split(",") if x.strip()]
+    seeds, sur_seeds = (
+        [int(x) for x in (text or str(args.seed)).split(",") if x.strip()]
+        for text in (args.model_seeds, args.surrogate_seeds)
+    )
     out = {"settings": vars(args), "temperatures": []}
     for k, t in enumerate(temps):
         start = starts[min(k, len(starts) - 1)]

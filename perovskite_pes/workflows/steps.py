@@ -394,8 +394,6 @@ def tilt_grid(parent, tg: dict, seed: int = 0, min_distance: float = 1.5) -> lis
     >>> len(configs), configs[-1].tags["tilt_system"], configs[-1].tags["angle_deg"]
     (8, 'a+b-b-', 24.0)
     """
-    from ..structure.tilts import tilt_displacements
-
     systems = tg.get("systems", "all")
     if systems == "all":
         from .spec import glazer_symbols
@@ -405,29 +403,15 @@ def tilt_grid(parent, tg: dict, seed: int = 0, min_distance: float = 1.5) -> lis
     copies = int(tg.get("copies", 1))
     n_atoms = len(parent.displacements)
     out = []
-    n_ratios = int(tg.get("ratios", 0))
     for glazer in systems:
-        letters = tilt_angles_for(glazer, 1.0) or []
-        draws = [None] + (list(range(n_ratios)) if len(letters) > 1 else [])
         for angle in [0.0] if glazer == CUBIC else [float(a) for a in tg.get("angles", [])]:
-            for draw in draws:
-                extra = {}
-                base = parent.displacements
-                if glazer != CUBIC:
-                    ratios = None
-                    if draw is not None:
-                        pick = np.random.default_rng(_seed(seed, "tilt_grid_ratio", glazer, angle, draw))
-                        ratios = pick.uniform(0.1, 1.0, len(letters))
-                    per_letter = grid_tilt_angles(glazer, angle, ratios)
-                    base = base + tilt_displacements(parent.reference, glazer, per_letter)
-                    if draw is not None:
-                        extra = {"ratio_draw": draw, "letter_angles_deg": [round(a, 3) for a in per_letter]}
+            for base, draw, extra in _tilt_grid_bases(parent, glazer, angle, int(tg.get("ratios", 0)), seed):
                 for level in noise:
                     if level == 0 and glazer == CUBIC:
                         continue  # the parent itself
                     for copy in range(1 if level == 0 else copies):
-                        key = (seed, "tilt_grid", glazer, angle, level, copy) + (() if draw is None else (draw,))
-                        rng = np.random.default_rng(_seed(*key))
+                        labels = (glazer, angle, level, copy) + (() if draw is None else (draw,))
+                        rng = np.random.default_rng(_seed(seed, "tilt_grid", *labels))
                         kick = rng.normal(scale=level / np.sqrt(3.0), size=(n_atoms, 3)) if level else 0.0
                         if level:
                             kick -= kick.mean(axis=0)
@@ -435,6 +419,26 @@ def tilt_grid(parent, tg: dict, seed: int = 0, min_distance: float = 1.5) -> lis
                         c = _with(parent, displacements=base + kick, tags={**tags, **extra})
                         if _far_enough(c, min_distance):
                             out.append(c)
+    return out
+
+
+def _tilt_grid_bases(parent, glazer: str, angle: float, n_ratios: int, seed: int):
+    """The pure tilts of one (system, angle) of the tilt grid: (displacements, draw, extra tags) for the
+    default letter ratio (draw None) and, for systems with more than one letter, ``n_ratios`` random ones."""
+    from ..structure.tilts import tilt_displacements
+
+    if glazer == CUBIC:
+        return [(parent.displacements, None, {})]
+    letters = tilt_angles_for(glazer, 1.0)
+    out = []
+    for draw in [None] + (list(range(n_ratios)) if len(letters) > 1 else []):
+        ratios = None
+        if draw is not None:
+            pick = np.random.default_rng(_seed(seed, "tilt_grid_ratio", glazer, angle, draw))
+            ratios = pick.uniform(0.1, 1.0, len(letters))
+        per_letter = grid_tilt_angles(glazer, angle, ratios)
+        extra = {} if draw is None else {"ratio_draw": draw, "letter_angles_deg": [round(a, 3) for a in per_letter]}
+        out.append((parent.displacements + tilt_displacements(parent.reference, glazer, per_letter), draw, extra))
     return out
 
 
