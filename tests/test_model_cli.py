@@ -197,6 +197,8 @@ def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
             "16",
             "--n-jobs",
             "1",
+            "--max-energy",
+            "10000",
             "--json",
             check=0,
             timeout=600,
@@ -204,6 +206,8 @@ def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
     )
     model = load_model(out["path"])
     assert model.model_type == "site" and out["name"] == "sevennet-site"
+    report = json.loads((Path(out["path"]).parent / "report.json").read_text())
+    assert report["settings"]["max_energy_mev_per_fu"] == 10000 and report["excluded_indices"] == []
     assert (
         model.linear_term
         and model.net_order == 1

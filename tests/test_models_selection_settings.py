@@ -66,6 +66,11 @@ def test_partial_groups_are_merged_with_their_defaults():
             "selection settings: committee must be a mapping like {size: 5, resample: bootstrap}; got 3",
         ),
         ([1, 2], "selection settings: expected a mapping of selection settings"),
+        (
+            {"max_energy_mev_per_fu": 0},
+            "selection settings: max_energy_mev_per_fu must be a positive number of meV per formula unit",
+        ),
+        ({"max_energy_mev_per_fu": "low"}, "selection settings: max_energy_mev_per_fu must be a positive number"),
     ],
 )
 def test_bad_settings_are_one_line_naming_the_setting(settings, line):
@@ -126,3 +131,26 @@ def test_the_report_is_typed_and_reads_like_the_dict_it_was(tmp_path):
     assert saved == json.loads(json.dumps(report.to_dict())) and list(saved) == report.keys()
     assert SelectionReport.model_validate(saved).test_rmse == report.test_rmse  # reads its own JSON back
     assert model.provenance_["test_rmse_mev_per_atom"] == report.test_rmse and model.provenance_["n_train"] == 19
+
+
+def test_an_energy_window_leaves_out_the_configurations_above_it():
+    import numpy as np
+
+    from perovskite_pes.models import train_and_select
+
+    configs, energies, (_, full) = _pair_selection()
+    per_fu = energies / 8 * 1000  # 8 formula units in the 2x2x2 cell
+    window = float(np.median(per_fu - per_fu.min()))
+    _, _, (model, report) = _pair_selection(max_energy_mev_per_fu=window)
+    above = sorted(np.flatnonzero(per_fu - per_fu.min() > window).tolist())
+    assert report.excluded_indices == above and 0 < len(above) < 24
+    assert full.get("excluded_indices") is None
+    # train and test indices point into the configurations given, and cover exactly the kept ones
+    assert sorted(report.train_indices + report.test_indices) == sorted(set(range(24)) - set(above))
+    assert report.n_configurations == 24 - len(above)
+    # the same as training on the kept configurations alone
+    kept = sorted(set(range(24)) - set(above))
+    cfg = dict(report.settings, max_energy_mev_per_fu=None, paths=None)
+    alone, again = train_and_select([configs[i] for i in kept], energies[kept], None, cfg)
+    assert [kept[i] for i in again.test_indices] == report.test_indices
+    np.testing.assert_allclose(alone.predict(configs), model.predict(configs), rtol=1e-10)

@@ -64,6 +64,13 @@ def register(subparsers) -> None:
         default=None,
         help="weigh each configuration by S/(S + its energy per atom above the lowest), S in eV/atom (default: equal)",
     )
+    t.add_argument(
+        "--max-energy",
+        type=float,
+        default=None,
+        metavar="MEV_PER_FU",
+        help="train only on configurations within this many meV per formula unit of the lowest energy (default: all)",
+    )
     t.add_argument("--n-jobs", type=int, default=2, help="parallel cross-validation workers (default 2)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument(
@@ -313,6 +320,8 @@ def cmd_train(args) -> int:
     settings["grid"] = grid
     if args.metric:
         settings["metric"] = args.metric
+    if args.max_energy is not None:
+        settings["max_energy_mev_per_fu"] = args.max_energy
     settings.update(
         n_folds=args.folds, test_fraction=args.test_fraction, n_jobs=args.n_jobs, seed=args.seed, progress=True
     )
@@ -389,6 +398,12 @@ def cmd_train(args) -> int:
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
+    if report.get("excluded_indices"):
+        print(
+            f"{len(report['excluded_indices'])} of {len(data)} configurations lie more than "
+            f"{report['settings']['max_energy_mev_per_fu']:g} "
+            "meV/f.u. above the lowest energy and were left out"
+        )
     _print_cv(report)
     _print_test(report)
     if report.get("committee"):
@@ -409,6 +424,7 @@ def _metrics(report: dict) -> dict:
         "best": report["best_label"],
         "n_train": report["n_train"],
         "n_test": report["n_test"],
+        "n_excluded": len(report.get("excluded_indices") or []) or None,
         "units": "meV/atom",
         "baseline_test_rmse": {k: v["test"]["rmse_mev_per_atom"] for k, v in report["models"].items() if k != "best"},
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -50,6 +51,8 @@ from .featurizers import build_featurizer, featurizer_from_recipe
 from .linear import LinearCE
 from .nets import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, ClusterNet, SiteNet
 from .pair import PairPotential
+
+logger = logging.getLogger(__name__)
 
 MODEL_KINDS = ("cluster", "site", "linear", "pair")
 
@@ -222,6 +225,9 @@ class SelectionSettings(_Section):
     learning_curve: list[float] | None = None
     window_mev_per_fu: float = 125.0
     bin_mev_per_fu: float = 25.0
+    #: train only on configurations within this many meV per formula unit of the lowest energy
+    #: (None: all); the others are left out before the split and listed in the report
+    max_energy_mev_per_fu: float | None = None
     plots: bool = True
     progress: bool = True
     #: path name -> {"x", "configs", "energies", "xlabel"[, "zero"]}: energies along paths (Fig. 9)
@@ -238,6 +244,16 @@ class SelectionSettings(_Section):
         if unknown:
             _invalid(f"unknown selection setting {unknown[0]!r}; known: {sorted(cls.model_fields)}")
         return data
+
+    @field_validator("max_energy_mev_per_fu", mode="before")
+    @classmethod
+    def _positive_window(cls, value):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            _invalid(
+                "max_energy_mev_per_fu must be a positive number of meV per formula unit above the lowest "
+                f"energy (or None for all configurations); got {value!r}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _committee_of_folds(self):
@@ -572,8 +588,11 @@ class SelectionReport(BaseModel):
     n_configurations: int
     n_train: int
     n_test: int
+    #: indices into the configurations given to :func:`train_and_select`
     train_indices: list[int]
     test_indices: list[int]
+    #: configurations left out above ``max_energy_mev_per_fu`` (only with that setting)
+    excluded_indices: list[int] | None = None
     #: the merged settings the selection ran with (``paths`` by name only)
     settings: dict[str, Any]
     #: one row per grid setting: RMSE per fold and their mean and standard deviation, train and validation
@@ -665,6 +684,30 @@ def _check_inputs(configs, energies, forces, cfg: dict, stresses=None):
         raise ModelError(f"model selection needs at least 10 configurations; got {len(configs)}")
     gradients = None if f is None and st is None else GradientLabels(*geometry(configs), f, st)
     return configs, e, gradients, grid
+
+
+def _within_energy_window(configs, energies, forces, stresses, max_mev_per_fu):
+    """The inputs restricted to the configurations within ``max_mev_per_fu`` (meV per formula unit) of
+    the lowest energy per formula unit, with the kept and the left-out indices (None: keep all)."""
+    configs = check_configurations(configs)
+    e = check_energies(energies, len(configs))
+    everything = np.arange(len(configs))
+    if max_mev_per_fu is None:
+        return configs, e, forces, stresses, everything, everything[:0]
+    per_fu = e / (n_atoms_of(configs) / 5.0) * 1000.0
+    keep = per_fu - per_fu.min() <= float(max_mev_per_fu)
+    kept, left_out = everything[keep], everything[~keep]
+    logger.info(
+        "training window %.0f meV/f.u. above the lowest energy: %d of %d configurations kept",
+        max_mev_per_fu,
+        kept.size,
+        everything.size,
+    )
+
+    def pick(values):
+        return None if values is None else [values[i] for i in kept]
+
+    return [configs[i] for i in kept], e[kept], pick(forces), pick(stresses), kept, left_out
 
 
 def split_train_test(n: int, test_fraction: float, seed: int):
@@ -869,6 +912,9 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     by key); RMSEs are in meV/atom.
     """
     cfg = merge_settings(settings)
+    configs, energies, forces, stresses, kept, left_out = _within_energy_window(
+        configs, energies, forces, stresses, cfg.get("max_energy_mev_per_fu")
+    )
     configs, e, gradients, grid = _check_inputs(configs, energies, forces, cfg, stresses)
     committee = committee_settings(cfg)
     train_idx, test_idx = split_train_test(len(configs), cfg["test_fraction"], cfg["seed"])
@@ -894,8 +940,9 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
         "n_configurations": len(configs),
         "n_train": len(train_idx),
         "n_test": len(test_idx),
-        "train_indices": train_idx.tolist(),
-        "test_indices": test_idx.tolist(),
+        "train_indices": kept[train_idx].tolist(),
+        "test_indices": kept[test_idx].tolist(),
+        "excluded_indices": left_out.tolist() if cfg.get("max_energy_mev_per_fu") is not None else None,
         "settings": _json_settings(cfg),
         "cv_table": table,
         "best": grid[best_i],
