@@ -132,6 +132,13 @@ def main(argv=None) -> int:
         help="stop the surrogate's run when an atom is this far from its site (A); SevenNet's own 4x4x4 MD "
         "moves a Br 2.0-2.1 A at 500-600 K, past the 2 A that stops a model's run",
     )
+    p.add_argument(
+        "--model-max-displacement",
+        type=float,
+        default=None,
+        help="stop the model's run at this displacement (A; default: the simulation layer's 2 A), e.g. 3 to "
+        "hold both sides to the same guard",
+    )
     p.add_argument("--temperatures", default="150,500")
     p.add_argument("--starts", default="a+b-b-,a0a0a0", help="start structure per temperature (last one repeats)")
     p.add_argument("--supercell", type=int, default=4)
@@ -170,7 +177,11 @@ def main(argv=None) -> int:
     out = {"settings": vars(args), "temperatures": []}
     for k, t in enumerate(temps):
         start = starts[min(k, len(starts) - 1)]
-        runs = [_run(args.model, None, args, t, start, seed, "model") for seed in seeds] if args.model else []
+        runs = (
+            [_run(args.model, None, args, t, start, seed, "model", args.model_max_displacement) for seed in seeds]
+            if args.model
+            else []
+        )
         models = [r[0] for r in runs if r[0] is not None]
         tm = sum(r[1] for r in runs)
         sur_runs = [_surrogate_stage(calc, pv, args, t, start, seed) for seed in sur_seeds]
