@@ -663,10 +663,15 @@ def training_stresses(data: list[dict], needed: bool, what: str = "stress_weight
 
 
 def _check_inputs(configs, energies, forces, cfg: dict, stresses=None):
-    """Configurations and energies as arrays, the grid, and the :class:`GradientLabels` when the nets
-    train a force or stress term (else None)."""
+    """Configurations and energies as arrays (restricted to ``max_energy_mev_per_fu``), the grid, the
+    :class:`GradientLabels` when the nets train a force or stress term (else None), the indices of the
+    kept configurations among those given and of the left-out ones (None without a window)."""
     configs = check_configurations(configs)
     e = check_energies(energies, len(configs))
+    kept, left_out = _energy_window(configs, e, cfg.get("max_energy_mev_per_fu"))
+    if left_out is not None:
+        configs, e = [configs[i] for i in kept], e[kept]
+        forces, stresses = ([values[i] for i in kept] if values is not None else None for values in (forces, stresses))
     if len({c.reference for c in configs}) != 1:
         raise ModelError("train_and_select needs all configurations in one supercell of the reference")
     grid = expand_grid(cfg["grid"])
@@ -683,31 +688,24 @@ def _check_inputs(configs, energies, forces, cfg: dict, stresses=None):
     if len(configs) < 10:
         raise ModelError(f"model selection needs at least 10 configurations; got {len(configs)}")
     gradients = None if f is None and st is None else GradientLabels(*geometry(configs), f, st)
-    return configs, e, gradients, grid
+    return configs, e, gradients, grid, kept, left_out
 
 
-def _within_energy_window(configs, energies, forces, stresses, max_mev_per_fu):
-    """The inputs restricted to the configurations within ``max_mev_per_fu`` (meV per formula unit) of
-    the lowest energy per formula unit, with the kept and the left-out indices (None: keep all)."""
-    configs = check_configurations(configs)
-    e = check_energies(energies, len(configs))
+def _energy_window(configs, e, max_mev_per_fu):
+    """Indices of the configurations within ``max_mev_per_fu`` (meV per formula unit) of the lowest energy
+    per formula unit and of the others (None: no window, every configuration kept)."""
     everything = np.arange(len(configs))
     if max_mev_per_fu is None:
-        return configs, e, forces, stresses, everything, everything[:0]
+        return everything, None
     per_fu = e / (n_atoms_of(configs) / 5.0) * 1000.0
     keep = per_fu - per_fu.min() <= float(max_mev_per_fu)
-    kept, left_out = everything[keep], everything[~keep]
     logger.info(
         "training window %.0f meV/f.u. above the lowest energy: %d of %d configurations kept",
         max_mev_per_fu,
-        kept.size,
-        everything.size,
+        int(keep.sum()),
+        keep.size,
     )
-
-    def pick(values):
-        return None if values is None else [values[i] for i in kept]
-
-    return [configs[i] for i in kept], e[kept], pick(forces), pick(stresses), kept, left_out
+    return everything[keep], everything[~keep]
 
 
 def split_train_test(n: int, test_fraction: float, seed: int):
@@ -912,10 +910,7 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     by key); RMSEs are in meV/atom.
     """
     cfg = merge_settings(settings)
-    configs, energies, forces, stresses, kept, left_out = _within_energy_window(
-        configs, energies, forces, stresses, cfg.get("max_energy_mev_per_fu")
-    )
-    configs, e, gradients, grid = _check_inputs(configs, energies, forces, cfg, stresses)
+    configs, e, gradients, grid, kept, left_out = _check_inputs(configs, energies, forces, cfg, stresses)
     committee = committee_settings(cfg)
     train_idx, test_idx = split_train_test(len(configs), cfg["test_fraction"], cfg["seed"])
     progress = bool(cfg.get("progress"))
@@ -942,7 +937,7 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
         "n_test": len(test_idx),
         "train_indices": kept[train_idx].tolist(),
         "test_indices": kept[test_idx].tolist(),
-        "excluded_indices": left_out.tolist() if cfg.get("max_energy_mev_per_fu") is not None else None,
+        "excluded_indices": None if left_out is None else left_out.tolist(),
         "settings": _json_settings(cfg),
         "cv_table": table,
         "best": grid[best_i],
