@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from perovskite_pes.models import ClusterNet, LinearCE, SiteNet, load_model
-from perovskite_pes.models.base import EnergyModel
 from perovskite_pes.simulation import (
     BlowUpError,
     LocalEnergy,
@@ -22,7 +21,7 @@ from perovskite_pes.simulation import md as md_module
 from perovskite_pes.simulation.transitions import combine_transitions, run_transitions, smooth_phases
 from perovskite_pes.structure import Configuration
 
-from models_support import morse_energy, random_configs, small_reference
+from models_support import Harmonic, morse_energy, random_configs, small_reference
 
 
 @pytest.fixture(scope="session")
@@ -46,26 +45,6 @@ def _net(cls, training_set, **kw):
     return cls(clusters="4p+t+o", max_order=2, hidden_layers=[3], epochs=[3], batch_sizes=[40], seed=1, **kw).fit(
         configs, e
     )
-
-
-class Harmonic(EnergyModel):
-    """Einstein solid: E = k/2 sum_i |x_i - x_i^ref|^2 (fixed cell), for exact thermal averages."""
-
-    model_type = "harmonic-test"
-
-    def __init__(self, k: float, reference):
-        self.k = k
-        self.e0_ = 0.0
-        self.reference_ = reference
-
-    def _energy(self, positions, lattice, reference):
-        import torch
-
-        frac = positions @ torch.linalg.inv(lattice)
-        d = frac - torch.as_tensor(reference.frac_coords())
-        d = d - torch.round(d).detach()
-        disp = d @ lattice
-        return 0.5 * self.k * (disp * disp).sum(dim=(1, 2))
 
 
 # ---------------------------------------------------------------------------------------- MD

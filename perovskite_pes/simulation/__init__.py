@@ -24,6 +24,7 @@ from .order import (
     undeform,
 )
 from .sampler import Stage, StageSampler, temperature_ladder
+from .static import RelaxedPhase, harmonic_frequencies, relax_phase, stacking_energies
 
 __all__ = [
     "ENSEMBLES",
@@ -32,6 +33,7 @@ __all__ = [
     "LocalEnergy",
     "MDSimulation",
     "MonteCarlo",
+    "RelaxedPhase",
     "SimulationResult",
     "Stage",
     "StageSampler",
@@ -42,12 +44,15 @@ __all__ = [
     "OrderParameters",
     "SimulationError",
     "glazer_symbol",
+    "harmonic_frequencies",
     "inplane_tilts",
     "lattice_parameters",
     "layer_projections",
     "octahedral_rotations",
     "order_parameters",
     "phase_of",
+    "relax_phase",
+    "stacking_energies",
     "thermal_averages",
     "tilt_projections",
     "undeform",

@@ -191,21 +191,76 @@ def _rotation_matrices(rotvecs: np.ndarray) -> np.ndarray:
     return Rotation.from_rotvec(rotvecs).as_matrix()
 
 
-def tilt_displacements(reference: ReferenceSupercell, glazer: str | GlazerSystem, angles_deg=None) -> np.ndarray:
-    """Displacement field (N, 3) of a Glazer tilt system (see the module docstring)."""
-    g = glazer if isinstance(glazer, GlazerSystem) else glazer_system(glazer)
-    angles = np.radians(tilt_angles(g, angles_deg))
-    check_tilt_supercell(reference, g)
+def rotation_field_displacements(reference: ReferenceSupercell, rotvec_of_cells) -> np.ndarray:
+    """Displacement field (N, 3) of rigid octahedral rotations given per primitive cell.
+
+    ``rotvec_of_cells(cells)`` maps integer cells ``(n, 3)`` to rotation vectors ``(n, 3)`` (radians) of
+    the octahedra on their B sites; every X atom takes the average of the positions its two octahedra
+    predict (see the module docstring). The field must be periodic in the supercell.
+    """
     disp = np.zeros((reference.n_atoms, 3))
     x_sites = np.flatnonzero(reference.sublattice == "X")
     axis = reference.primitive_index[x_sites] - 2  # 0, 1, 2 for X1, X2, X3
     t1 = reference.cell_translation[x_sites]
     t2 = t1 + np.eye(3, dtype=int)[axis]
-    r1 = _rotation_matrices(tilt_sign_pattern(g.signs, t1) * angles)
-    r2 = _rotation_matrices(tilt_sign_pattern(g.signs, t2) * angles)
+    r1 = _rotation_matrices(rotvec_of_cells(t1))
+    r2 = _rotation_matrices(rotvec_of_cells(t2))
     v = 0.5 * reference.perovskite.lattice_parameter * np.eye(3)[axis]
     disp[x_sites] = 0.5 * np.einsum("nab,nb->na", r1 - r2, v)
     return disp
+
+
+def tilt_displacements(reference: ReferenceSupercell, glazer: str | GlazerSystem, angles_deg=None) -> np.ndarray:
+    """Displacement field (N, 3) of a Glazer tilt system (see the module docstring)."""
+    g = glazer if isinstance(glazer, GlazerSystem) else glazer_system(glazer)
+    angles = np.radians(tilt_angles(g, angles_deg))
+    check_tilt_supercell(reference, g)
+    return rotation_field_displacements(reference, lambda cells: tilt_sign_pattern(g.signs, cells) * angles)
+
+
+def stacked_tilt_configuration(reference: ReferenceSupercell, axis: int, angle_deg: float, stacking, tags=None):
+    """Tilts about one axis whose layers along it follow ``stacking`` (beyond the 15 Glazer systems).
+
+    Within every layer perpendicular to ``axis`` (0, 1, 2 for x, y, z) the octahedra alternate in a
+    checkerboard, as corner sharing requires; layer ``l`` along the axis is rotated by ``angle_deg`` times
+    ``stacking[l % len(stacking)]``. ``[1]`` is the in-phase tilt (a0a0c+ about z), ``[1, -1]`` the
+    anti-phase one (a0a0c-), ``[1, 1, -1, -1]`` the period-4 stacking between them and ``[1, -1, 1, 1]`` an
+    anti-phase stacking with one fault: the energies of such stackings measure how strongly a PES couples
+    tilts of successive layers, which a 2x2x2 cell cannot tell apart. The supercell must repeat the
+    pattern (e.g. 2 x 2 x 4 for a period of 4 along z).
+
+    >>> from perovskite_pes.structure import Perovskite
+    >>> ref = Perovskite().supercell((2, 2, 4))
+    >>> c = stacked_tilt_configuration(ref, 2, 8.0, [1, 1, -1, -1])
+    >>> c.tags["stacking"], round(float(abs(c.displacements).max()), 3)
+    ([1.0, 1.0, -1.0, -1.0], 0.408)
+    """
+    if axis not in (0, 1, 2):
+        raise GlazerError(f"axis must be 0, 1 or 2 (x, y, z); got {axis!r}")
+    seq = np.asarray(stacking, dtype=float).reshape(-1)
+    if seq.size == 0 or not np.all(np.isfinite(seq)):
+        raise GlazerError(f"stacking must be a non-empty sequence of layer factors (e.g. [1, -1]); got {stacking!r}")
+    if not np.isfinite(float(angle_deg)):
+        raise GlazerError(f"the tilt angle must be a finite number of degrees; got {angle_deg!r}")
+    theta = np.radians(float(angle_deg))
+    others = [b for b in range(3) if b != axis]
+
+    def rotvecs(cells):
+        cells = np.asarray(cells, dtype=int)
+        out = np.zeros((len(cells), 3))
+        checker = np.where((cells[:, others].sum(axis=1)) % 2 == 0, 1.0, -1.0)
+        out[:, axis] = theta * checker * seq[cells[:, axis] % seq.size]
+        return out
+
+    rows = reference.matrix
+    if not np.allclose(rotvecs(rows), rotvecs(np.zeros_like(rows))):
+        raise GlazerError(
+            f"supercell {rows.tolist()} cannot hold {seq.size}-layer stacking about axis {'xyz'[axis]} (it needs "
+            f"a multiple of {seq.size} cells along {'xyz'[axis]} and an even number along the other axes)"
+        )
+    t = {"method": "tilt_stacking", "axis": "xyz"[axis], "angle": float(angle_deg), "stacking": seq.tolist()}
+    t.update(tags or {})
+    return Configuration(reference, rotation_field_displacements(reference, rotvecs), None, t)
 
 
 def tilt_configuration(
