@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from ase.calculators.lj import LennardJones
@@ -9,7 +11,7 @@ from ase.calculators.lj import LennardJones
 from perovskite_pes.models import LinearCE
 from perovskite_pes.simulation import OctahedronMap, SimulationError, inplane_tilts, order_parameters
 from perovskite_pes.simulation.order import rotations_from_displacements
-from perovskite_pes.simulation.static import harmonic_frequencies, relax_phase, stacking_energies
+from perovskite_pes.simulation.static import RelaxedPhase, harmonic_frequencies, relax_phase, stacking_energies
 from perovskite_pes.structure import (
     Configuration,
     GlazerError,
@@ -101,6 +103,11 @@ def test_relaxation_keeps_the_tilt_system_and_lowers_the_energy(pair_model):
     assert np.ptp(phase.lattice[:3]) < 1e-6 and np.ptp(phase.lattice[3:]) < 1e-4
     d = phase.to_dict()
     assert d["start"] == "a-a-a-" and len(d["R"]) == 3 and d["converged"] is True
+    # kept on disk and read back: the same phase, and the structure still has the relaxed energy
+    back = RelaxedPhase.from_dict(json.loads(json.dumps(d)), phase.configuration.reference)
+    assert back.to_dict() == d
+    e_back = float(pair_model.predict([back.configuration])[0]) / back.configuration.reference.n_cells
+    assert e_back == pytest.approx(phase.energy_per_fu_eV, abs=1e-6)
 
 
 def test_relax_phase_bad_input(pair_model):

@@ -69,6 +69,7 @@ class RelaxedPhase:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """JSON-ready; with the relaxed configuration's displacements and strain (see :meth:`from_dict`)."""
         return {
             "start": self.start,
             "energy_per_fu_eV": float(self.energy_per_fu_eV),
@@ -80,7 +81,24 @@ class RelaxedPhase:
             "steps": int(self.steps),
             "max_force": float(self.max_force),
             "converged": bool(self.converged),
+            "displacements": np.asarray(self.configuration.displacements).tolist(),
+            "strain": np.asarray(self.configuration.strain).tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict, reference) -> RelaxedPhase:
+        """The phase :meth:`to_dict` wrote, on its reference supercell (e.g. a surrogate's, kept on disk)."""
+        config = Configuration(
+            reference, np.array(d["displacements"]), np.array(d["strain"]), {"relaxed_from": d["start"]}
+        )
+        keys = ("start", "energy_per_fu_eV", "glazer", "space_group", "steps", "max_force", "converged")
+        return cls(
+            configuration=config,
+            R=np.array(d["R"]),
+            M=np.array(d["M"]),
+            lattice=np.array(d["lattice"]),
+            **{k: d[k] for k in keys},
+        )
 
 
 def relax_phase(
