@@ -1,4 +1,4 @@
-"""``pes simulate md|mc|heat`` in-process: JSON contents, plots, one-line errors with exit 2."""
+"""``pes simulate md|mc|heat|relax`` in-process: JSON contents, plots, one-line errors with exit 2."""
 
 from __future__ import annotations
 
@@ -158,3 +158,41 @@ def test_blow_up_is_one_line_exit_2_and_keeps_the_trajectory(pes_home, model_dir
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "step" in err and "300 K" in err and "displacement" in err
     assert traj.stat().st_size > 0
+
+
+def test_relax_json_structures_and_plot(pes_home, model_dir, capsys, tmp_path):
+    from ase.io import read
+
+    from perovskite_pes.models import load_model
+    from perovskite_pes.models.calculator import PESCalculator
+
+    out = tmp_path / "relax"
+    d = _run_json(
+        capsys, "simulate", "relax", "--model", model_dir, "--start", "a0a0c+,a-a-a-", "--workdir", out, "--json"
+    )
+    starts = [p["start"] for p in d["phases"]]
+    assert starts == ["a0a0a0", "a0a0c+", "a-a-a-"]  # energies are given from the relaxed cubic cell
+    by = {p["start"]: p for p in d["phases"]}
+    assert by["a0a0a0"]["energy_meV_per_fu"] == 0.0
+    assert by["a0a0c+"]["glazer"] in ("a0a0c+", "a0a0a0") and by["a-a-a-"]["glazer"] in ("a-a-a-", "a0a0a0")
+    assert d["lowest"] == min(d["phases"], key=lambda p: p["energy_meV_per_fu"])["glazer"]
+    assert all(p["converged"] and p["max_force"] < 0.005 for p in d["phases"])
+    # every relaxed structure is written and has the energy the table gives
+    calc = PESCalculator(load_model(model_dir))
+    for p in d["phases"]:
+        atoms = read(p["structure"])
+        atoms.calc = calc
+        assert atoms.get_potential_energy() / 8 == pytest.approx(p["energy_per_fu_eV"], abs=1e-6)
+    assert (out / "phases.png").stat().st_size > 1000
+    assert json.loads((out / "result.json").read_text())["phases"][1]["start"] == "a0a0c+"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--fmax", "0"], "fmax must be a positive"), (["--start", "a9b9c9"], "Glazer"), (["--max-steps", "0"], "steps")],
+)
+def test_relax_bad_input_is_one_line_and_exit_2(pes_home, model_dir, capsys, extra, message):
+    rc = main(["simulate", "relax", "--model", str(model_dir), "--no-progress", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and len(err.strip().splitlines()) == 1

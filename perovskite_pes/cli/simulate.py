@@ -1,10 +1,12 @@
-"""``pes simulate md|mc|heat``: finite-temperature runs with a trained model."""
+"""``pes simulate md|mc|heat|relax``: finite-temperature runs and 0 K relaxations with a trained model."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+
+import numpy as np
 
 HELP = "run a model at temperature: MD, Monte Carlo, heating/cooling scans locating the tilt transitions"
 
@@ -80,6 +82,30 @@ def register(subparsers) -> None:
     heat.add_argument("--sample-every", type=int, default=None)
     heat.add_argument("--threads", type=int, default=1, help="torch threads of the MD forces (default 1)")
     heat.set_defaults(func=cmd_heat)
+
+    relax = sub.add_parser(
+        "relax", help="relax tilt systems at 0 K (positions and cell): the model's phases, energies and tilts"
+    )
+    relax.add_argument("--model", default=None, help="model id, name or saved-model folder (default: the active model)")
+    relax.add_argument("--supercell", default="2", help="N for N x N x N (default 2), three integers or 9")
+    relax.add_argument(
+        "--start",
+        default="all",
+        help="comma-separated Glazer symbols or structure files (default all: the 15 tilt systems)",
+    )
+    relax.add_argument("--fmax", type=float, default=0.005, help="force threshold in eV/A (default 0.005)")
+    relax.add_argument("--max-steps", type=int, default=500, help="largest number of optimiser steps (default 500)")
+    relax.add_argument("--fixed-cell", action="store_true", help="relax the positions only")
+    relax.add_argument("--no-symmetry", action="store_true", help="let the structure leave the symmetry of its start")
+    relax.add_argument(
+        "--calculator", default=None, choices=["sevennet", "chgnet"], help="relax with this surrogate instead"
+    )
+    relax.add_argument("--lattice-parameter", type=float, default=None, help="with --calculator (default: the model's)")
+    relax.add_argument("--threads", type=int, default=None, help="torch threads")
+    relax.add_argument("--workdir", default=None, help="output folder (default $PES_HOME/simulations/relax-<time>)")
+    relax.add_argument("--no-progress", action="store_true", help="no progress bar")
+    relax.add_argument("--json", action="store_true", help="print JSON for scripts")
+    relax.set_defaults(func=cmd_relax)
 
 
 def _common(p, single: bool) -> None:
@@ -288,4 +314,87 @@ def cmd_heat(args) -> int:
             f"({tr['estimates']} estimates{hyst})"
         )
     print(f"  results: {workdir}/result.json, plot {data['plots']['order_parameters']}")
+    return 0
+
+
+def cmd_relax(args) -> int:
+    from ase.io import write
+    from tqdm import tqdm
+
+    from ..simulation import relax_phase
+    from ..simulation.common import torch_threads
+    from ..simulation.plots import plot_phases
+    from ..structure import GLAZER_SYSTEMS
+
+    driver, perovskite = _driver(args)
+    starts = [s.strip() for s in str(args.start).split(",") if s.strip()]
+    if starts == ["all"]:
+        starts = [g.symbol for g in GLAZER_SYSTEMS]
+    if "a0a0a0" not in starts:
+        starts = ["a0a0a0", *starts]  # the energies are given from the relaxed cubic cell
+    starts = ["a0a0a0"] + [s for s in starts if s != "a0a0a0"]
+    workdir = _workdir(args, "relax")
+    workdir.mkdir(parents=True, exist_ok=True)
+    phases = []
+    bar = tqdm(starts, desc="relax", unit="phase", disable=args.no_progress or args.json)
+    with torch_threads(args.threads):
+        for start in bar:
+            bar.set_postfix_str(start)
+            phases.append(
+                relax_phase(
+                    driver,
+                    start,
+                    supercell=_supercell(args.supercell),
+                    perovskite=perovskite,
+                    fmax=args.fmax,
+                    steps=args.max_steps,
+                    cell=not args.fixed_cell,
+                    symmetry=not args.no_symmetry,
+                )
+            )
+    e0 = phases[0].energy_per_fu_eV
+    rows = []
+    for ph in phases:
+        name = ph.start.replace("/", "_")
+        structure = workdir / f"{name}.extxyz"
+        write(structure, ph.configuration.to_ase())
+        d = ph.to_dict()
+        for key in ("displacements", "strain"):
+            d.pop(key)
+        d["energy_meV_per_fu"] = 1000 * (ph.energy_per_fu_eV - e0)
+        d["structure"] = str(structure)
+        rows.append(d)
+    order = sorted(range(len(rows)), key=lambda k: rows[k]["energy_meV_per_fu"])
+    data = {
+        "model": str(driver) if isinstance(driver, (str, Path)) else args.calculator,
+        "supercell": args.supercell,
+        "fmax_eV_A": args.fmax,
+        "cell_relaxed": not args.fixed_cell,
+        "symmetry_kept": not args.no_symmetry,
+        "phases": rows,
+        "lowest": rows[order[0]]["glazer"],
+        "workdir": str(workdir),
+    }
+    data["plot"] = str(plot_phases(rows, workdir / "phases.png"))
+    (workdir / "result.json").write_text(json.dumps(data, indent=1))
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    print(
+        f"relaxed {len(rows)} structures ({'positions' if args.fixed_cell else 'positions and cell'}, "
+        f"fmax {args.fmax} eV/A{', symmetry of the start kept' if not args.no_symmetry else ''}); lowest first:"
+    )
+    print(
+        f"  {'start':10} {'phase':8} {'space group':11} {'meV/f.u.':>9}   {'R (deg)':>17}   {'M (deg)':>17}"
+        "   a, b, c (A)"
+    )
+    for k in order:
+        r = rows[k]
+        lat = r["lattice"]
+        flag = "" if r["converged"] else "  (not converged)"
+        print(
+            f"  {r['start']:10} {r['glazer']:8} {r['space_group'] or '?':11} {r['energy_meV_per_fu']:9.1f}   "
+            f"{_deg(np.abs(r['R']))}   {_deg(np.abs(r['M']))}   {lat[0]:.4f} {lat[1]:.4f} {lat[2]:.4f}{flag}"
+        )
+    print(f"  results: {workdir}/result.json (structures: <start>.extxyz), plot {data['plot']}")
     return 0

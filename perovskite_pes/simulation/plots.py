@@ -97,3 +97,30 @@ def plot_run(result: dict, path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_phases(rows: list[dict], path) -> Path:
+    """Relaxed structures at 0 K: energy from the cubic cell (bars, lowest first) and the largest R and M tilt.
+
+    ``rows``: dicts with ``start``, ``glazer``, ``energy_meV_per_fu``, ``R``, ``M`` (``pes simulate relax``).
+    """
+    plt = _plt()
+    rows = sorted(rows, key=lambda r: r["energy_meV_per_fu"])
+    labels = [r["start"] if r["glazer"] == r["start"] else f"{r['start']}\n-> {r['glazer']}" for r in rows]
+    x = np.arange(len(rows))
+    fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.55 * len(rows) + 2), 6.5), sharex=True)
+    axes[0].bar(x, [r["energy_meV_per_fu"] for r in rows], color="C0")
+    axes[0].axhline(0.0, color="k", lw=0.6)
+    axes[0].set_ylabel("E - E(cubic) (meV/f.u.)")
+    axes[0].set_title("relaxed tilt systems at 0 K")
+    axes[1].bar(x - 0.2, [float(np.abs(r["R"]).max()) for r in rows], 0.4, label="largest |R| (anti-phase)")
+    axes[1].bar(x + 0.2, [float(np.abs(r["M"]).max()) for r in rows], 0.4, label="largest |M| (in-phase)")
+    axes[1].set_ylabel("tilt (deg)")
+    axes[1].set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
