@@ -20,9 +20,10 @@ The surrogate's runs are the expensive half (about a second per step of a 4x4x4 
 model is compared with the same surrogate runs; without ``--model`` only the surrogate runs
 (``--lattice-parameter`` then gives the cubic start, the surrogate's own relaxed value by default).
 SevenNet's runs with the default settings ship in ``data/sevennet_md_4x4x4.json`` (4 December 2026:
-150 K from a+b-b-, seeds 0 and 1, 53-62 min each on one core of a loaded machine) and are used without
-running SevenNet again. Its 500 K run (seed 1) lost a Br 2.02 A from its site at step 1890, which is
-why the surrogate's runs stop at ``--surrogate-max-displacement`` (3 A), not at a model's 2 A.
+150 K from a+b-b-, seeds 0 and 1, 53-62 min each on one core of a loaded machine, and seed 2, 21 min on two
+threads; 500 K from the cubic cell, seeds 0 and 1) and are used without running SevenNet again. An
+earlier 500 K run (seed 1) lost a Br 2.02 A from its site at step 1890, which is why the surrogate's
+runs stop at ``--surrogate-max-displacement`` (3 A), not at a model's 2 A.
 """
 
 from __future__ import annotations
