@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,7 +66,6 @@ class RelaxedPhase:
     steps: int
     max_force: float
     converged: bool
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready; with the relaxed configuration's displacements and strain (see :meth:`from_dict`)."""
