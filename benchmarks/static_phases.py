@@ -123,9 +123,7 @@ def main(argv=None) -> int:
     pv = model.reference_.perovskite
     surrogate = get_calculator(args.surrogate).ase_calculator()
     systems = [g.symbol for g in GLAZER_SYSTEMS] if args.systems == "all" else args.systems.split(",")
-    if "a0a0a0" not in systems:
-        systems = ["a0a0a0", *systems]
-    systems = ["a0a0a0"] + [s for s in systems if s != "a0a0a0"]
+    systems = ["a0a0a0"] + [s for s in systems if s != "a0a0a0"]  # energies are given from the cubic cell
     print(f"model {args.model}; surrogate {args.surrogate}; load average {open('/proc/loadavg').read().split()[:3]}")
     print("relaxing (2x2x2, positions and cell, symmetry of the start kept) ...")
     mod, t_mod = _relax_all(model, pv, systems, args, "model")

@@ -330,9 +330,7 @@ def cmd_relax(args) -> int:
     starts = [s.strip() for s in str(args.start).split(",") if s.strip()]
     if starts == ["all"]:
         starts = [g.symbol for g in GLAZER_SYSTEMS]
-    if "a0a0a0" not in starts:
-        starts = ["a0a0a0", *starts]  # the energies are given from the relaxed cubic cell
-    starts = ["a0a0a0"] + [s for s in starts if s != "a0a0a0"]
+    starts = ["a0a0a0"] + [s for s in starts if s != "a0a0a0"]  # energies are given from the relaxed cubic cell
     workdir = _workdir(args, "relax")
     workdir.mkdir(parents=True, exist_ok=True)
     phases = []

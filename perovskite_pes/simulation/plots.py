@@ -16,6 +16,16 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path) -> Path:
+    """Lay out, write the PNG (creating its folder) and close the figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_scan(scan: dict, path) -> Path:
     """Tilt amplitudes (R and M, per axis sorted), susceptibilities and pseudo-cubic lattice parameters
     against temperature for every run of a scan (heating solid, cooling dashed), transitions shaded."""
@@ -60,12 +70,7 @@ def plot_scan(scan: dict, path) -> Path:
     axes[0].set_title("tilt order parameters (solid: heating, dashed: cooling)")
     for ax in axes:
         ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_run(result: dict, path) -> Path:
@@ -91,12 +96,7 @@ def plot_run(result: dict, path) -> Path:
     axes[0].set_title(f"{result.get('method', '').upper()} run: {result.get('atoms')} atoms")
     for ax in axes:
         ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_phases(rows: list[dict], path) -> Path:
@@ -118,9 +118,4 @@ def plot_phases(rows: list[dict], path) -> Path:
     axes[1].set_ylabel("tilt (deg)")
     axes[1].set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
