@@ -129,6 +129,52 @@ def test_net_with_stress_term_learns_stresses(ref, featurizer):
     assert with_s.get_params()["stress_weight"] == 1.0
 
 
+def test_net_trains_on_configurations_of_several_supercells(ref, featurizer):
+    # 2x2x2 and 3x3x3 configurations of one exact pair PES, interleaved: each supercell's energies are
+    # per-cell targets of their own size and its forces and stresses come from its own featurizer, so a
+    # mix-up of sizes, normalisations or indices would leave one of the two badly fitted
+    truth = PairPotential(cutoff=5.0, n_gaussians=6, r_min=2.5)
+    truth.coef_ = np.random.default_rng(8).normal(0, 0.2, truth.n_features)
+    truth.e0_, truth.alpha_ = -3.0, 0.0
+    big = Perovskite().supercell(3)
+    small_configs, big_configs = random_configs(ref, 20, seed=9), random_configs(big, 6, seed=10)
+    configs = small_configs[:10] + big_configs[:3] + small_configs[10:] + big_configs[3:]
+    labels = [truth.predict_all([c]) for c in configs]
+    e = np.array([lab["energy"][0] for lab in labels])
+    forces = [lab["forces"][0] for lab in labels]
+    stresses = np.array([lab["stress"][0] for lab in labels])
+    model = ClusterNet(
+        featurizer=featurizer,
+        force_weight=1.0,
+        stress_weight=1.0,
+        batch_sizes=(4, 26),
+        epochs=(60, 150),
+        learning_rate=1e-2,
+        validation_fraction=0.0,
+        hidden_layers=(16,),
+    ).fit(configs, e, forces, stresses=stresses)
+    assert model.reference_ == ref  # the smallest supercell
+    for group in (small_configs, big_configs):
+        want = truth.predict_all(group)
+        n_atoms = group[0].reference.n_atoms
+        spread = np.std(want["energy"] / n_atoms)
+        assert np.sqrt(np.mean(((model.predict(group) - want["energy"]) / n_atoms) ** 2)) < 0.3 * spread
+        f_want = np.stack(want["forces"])
+        assert np.sqrt(np.mean((np.stack(model.predict_forces(group)) - f_want) ** 2)) < 0.5 * np.sqrt(
+            np.mean(f_want**2)
+        )
+
+
+def test_several_supercells_need_one_crystal_and_no_precomputed_features(ref, featurizer, data):
+    configs, e = data
+    other = random_configs(Perovskite(lattice_parameter=6.1).supercell(2), 2, seed=1)
+    with pytest.raises(ModelError, match="supercells of one reference crystal"):
+        ClusterNet(featurizer=featurizer).fit(configs[:4] + other, np.concatenate([e[:4], e[:2]]))
+    big = random_configs(Perovskite().supercell(3), 2, seed=1)
+    with pytest.raises(ModelError, match="precomputed features need configurations of one supercell"):
+        ClusterNet(featurizer=featurizer).fit(configs[:4] + big, np.concatenate([e[:4], e[:2]]), features=[])
+
+
 def test_stress_term_needs_stresses(featurizer, data):
     configs, e = data
     with pytest.raises(ModelError, match="stress_weight > 0 needs the stresses"):

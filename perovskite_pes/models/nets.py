@@ -215,31 +215,51 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         """Train on total energies (eV) and, when ``force_weight > 0``, forces (eV/A); when
         ``stress_weight > 0``, stresses (``[B, 6]`` eV/A^3, Voigt, ASE sign, as ``compute`` gives).
 
-        All training configurations must be in one supercell of the reference (the model then
-        predicts any supercell). ``features`` may pass precomputed raw features
-        (:meth:`precompute`) of exactly these configurations to skip featurisation.
+        The configurations may come from several supercells of one reference crystal (e.g. 2x2x2
+        enumerations with frames of 4x4x4 MD: the larger cell holds the long-wavelength
+        fluctuations a 2x2x2 cell cannot); every configuration then counts once in the loss,
+        whatever its size, and the model keeps the smallest supercell as its reference.
+        ``features`` may pass precomputed raw features (:meth:`precompute`) of exactly these
+        configurations (one supercell only) to skip featurisation.
         """
         configs = check_configurations(configs)
         e = check_energies(energies, len(configs))
-        refs = {c.reference for c in configs}
-        if len(refs) != 1:
-            raise ModelError(
-                "training configurations must all be in one supercell of the reference; got "
-                + ", ".join(sorted({str(r.matrix.tolist()) for r in refs}))
-            )
-        ref = configs[0].reference
         use_forces = self.force_weight > 0
         if use_forces and forces is None:
             raise ModelError("force_weight > 0 needs the forces of the training configurations")
         use_stress = self.stress_weight > 0
         if use_stress and stresses is None:
             raise ModelError("stress_weight > 0 needs the stresses of the training configurations")
-        f = np.stack(check_forces(forces, configs)) if use_forces else None
+        f = check_forces(forces, configs) if use_forces else None
         st = check_stresses(stresses, len(configs)) if use_stress else None
-        pos, lat = geometry(configs) if (use_forces or use_stress) else (None, None)
-        fz = self._prepare_featurizer(ref)
-        raw = features if features is not None else self.precompute(configs, fz)
-        return self.fit_arrays(ref, e, raw, positions=pos, lattice=lat, forces=f, featurizer=fz, stresses=st)
+        groups = supercell_groups(configs)
+        if len(groups) > 1 and features is not None:
+            raise ModelError(
+                "precomputed features need configurations of one supercell; got "
+                + ", ".join(str(configs[idx[0]].reference.matrix.tolist()) for idx in groups)
+            )
+        fz = self._prepare_featurizer(configs[groups[0][0]].reference)
+        family = FeaturizerFamily(fz)
+        blocks = []
+        for idx in groups:
+            sub = [configs[i] for i in idx]
+            ref = sub[0].reference
+            fz_b = family(ref)
+            pos, lat = geometry(sub) if (use_forces or use_stress) else (None, None)
+            raw = features if features is not None else self.precompute(sub, fz_b)
+            blocks.append(
+                _Block(
+                    ref,
+                    e[idx],
+                    raw,
+                    pos,
+                    lat,
+                    None if f is None else np.stack([f[i] for i in idx]),
+                    None if st is None else st[idx],
+                    fz_b,
+                )
+            )
+        return self._fit_blocks(blocks, fz)
 
     def fit_arrays(
         self, reference, energies, features, positions=None, lattice=None, forces=None, featurizer=None, stresses=None
@@ -247,81 +267,96 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         """Train from arrays: raw features (list per orbit, ``[B, U, F]``), energies ``[B]`` (eV) and,
         for the force term, positions ``[B, N, 3]``, lattices ``[B, 3, 3]`` and forces ``[B, N, 3]``;
         for the stress term, the positions, lattices and stresses ``[B, 6]`` (eV/A^3, Voigt, ASE sign).
+        All in the one supercell ``reference`` (:meth:`fit` takes configurations of several).
+        """
+        fz = featurizer if featurizer is not None else self._prepare_featurizer(reference)
+        block = _Block(reference, energies, features, positions, lattice, forces, stresses, fz)
+        return self._fit_blocks([block], fz)
+
+    def _fit_blocks(self, blocks: list[_Block], fz):
+        """Train on the configurations of one or more supercells (one :class:`_Block` each).
 
         The steps: check the inputs and set the featurizer; fit the input scaler (and the feature
-        window when bounded); scale the targets; build the MLPs; minimise the loss
-        (:class:`_Objective`) with the Adam schedule and optional L-BFGS; keep the result.
+        window when bounded) on the units of all configurations; scale the targets; build the MLPs;
+        minimise the loss (:class:`_Objective` per supercell) with the Adam schedule and optional
+        L-BFGS; keep the result.
         """
         torch = _torch()
         hidden = self._check_hyperparameters()
-        e = np.asarray(energies, dtype=float)
         use_forces = self.force_weight > 0
-        if use_forces and (forces is None or positions is None or lattice is None):
-            raise ModelError("force_weight > 0 needs positions, lattices and forces of the training configurations")
         use_stress = self.stress_weight > 0
-        if use_stress and (stresses is None or positions is None or lattice is None):
-            raise ModelError("stress_weight > 0 needs positions, lattices and stresses of the training configurations")
-        raw = [
-            torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64)
-            for x in features
-        ]
-        fz = featurizer if featurizer is not None else self._prepare_featurizer(reference)
-        n_inputs = self._set_featurizer(reference, fz, raw, len(e))
-        self._set_scaler(*_feature_scaler(raw))
-        self._fit_window(raw, fz)
-        targets = _EnergyTargets.of(raw, e, reference.n_cells, self.reference_energy_per_fu)
-        self.output_scale_ = targets.scale / targets.units_per_cell
+        for b in blocks:
+            b.check(use_forces, use_stress)
+        reference = blocks[0].reference
+        n_inputs = self._set_featurizer(reference, fz, blocks[0].raw, len(blocks[0].energies))
+        for b in blocks[1:]:
+            self._check_raw(b.raw, n_inputs, len(b.energies))
+        units = _all_units([b.raw for b in blocks])
+        self._set_scaler(*_feature_scaler(units))
+        self._fit_window(units, fz)
+        targets = _EnergyTargets.of_blocks(blocks, self.reference_energy_per_fu)
+        self.output_scale_ = targets[0].scale / targets[0].units_per_cell
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.seed))
             self.mlps_ = build_mlps(n_inputs, hidden, bool(self.linear_term), self._input_mask(fz))
         offset = torch.zeros((), dtype=torch.float64, requires_grad=self.reference_energy_per_fu is None)
-        train_idx, val_idx = split_validation(len(e), float(self.validation_fraction), int(self.seed))
-        force_data = (
-            _ForceData(
-                positions,
-                lattice,
-                forces if use_forces else None,
-                self.force_weight,
-                fz,
-                self._raw,
-                stresses=stresses if use_stress else None,
-                stress_weight=self.stress_weight,
+        e_all = np.concatenate([b.energies for b in blocks])
+        n_atoms = np.concatenate([np.full(len(b.energies), b.reference.n_atoms, dtype=float) for b in blocks])
+        train_idx, val_idx = split_validation(len(e_all), float(self.validation_fraction), int(self.seed))
+        weights = configuration_weights(e_all, n_atoms, self.energy_weight_scale, train_idx)
+        parts, start = [], 0
+        for b, t in zip(blocks, targets):
+            stop = start + len(b.energies)
+            local = slice(start, stop)
+            parts.append(
+                _Objective(
+                    self.mlps_,
+                    self._standardise(b.raw),
+                    self._anchors(),
+                    t,
+                    offset,
+                    train_idx[(train_idx >= start) & (train_idx < stop)] - start,
+                    val_idx[(val_idx >= start) & (val_idx < stop)] - start,
+                    self._standardise,
+                    self._force_data(b) if (use_forces or use_stress) else None,
+                    float(self.weight_decay),
+                    None if weights is None else weights[local],
+                )
             )
-            if (use_forces or use_stress)
-            else None
-        )
-        objective = _Objective(
-            self.mlps_,
-            self._standardise(raw),
-            self._anchors(),
-            targets,
-            offset,
-            train_idx,
-            val_idx,
-            self._standardise,
-            force_data,
-            float(self.weight_decay),
-            configuration_weights(e, reference.n_atoms, self.energy_weight_scale, train_idx),
-        )
+            start = stop
+        objective = parts[0] if len(parts) == 1 else _MixedObjective(parts, train_idx, val_idx)
         params = list(self.mlps_.parameters()) + ([offset] if offset.requires_grad else [])
         if self.linear_term:
             # staged: the linear term is the ridge solution (a linear CE on the same inputs) and
             # stays fixed while the MLPs learn the remaining, non-linear part of the energy
-            self._init_linear_term(objective.features, objective.anchors, objective.target, objective.norm, offset)
+            self._init_linear_term(parts, offset)
             params = [p for p in params if p is not self.mlps_.linear]
         logger.info(
-            "training a %s on %d configurations (%d for validation), %d parameters%s",
+            "training a %s on %d configurations (%d for validation%s), %d parameters%s",
             type(self).__name__,
-            len(e),
+            len(e_all),
             len(val_idx),
+            "".join(f"; {len(b.energies)} of {b.reference.n_atoms} atoms" for b in blocks if len(blocks) > 1),
             sum(p.numel() for p in params),
             (f", force weight {self.force_weight}" if use_forces else "")
             + (f", stress weight {self.stress_weight}" if use_stress else ""),
         )
         self.history_: TrainingHistory = self._minimise(params, objective, offset)
-        self.e0_ = float(targets.e0_init + targets.scale * float(offset.detach()))
+        self.e0_ = float(targets[0].e0_init + targets[0].scale * float(offset.detach()))
         self._freeze()
         return self
+
+    def _force_data(self, block: _Block) -> _ForceData:
+        return _ForceData(
+            block.positions,
+            block.lattice,
+            block.forces if self.force_weight > 0 else None,
+            self.force_weight,
+            block.featurizer,
+            self._raw,
+            stresses=block.stresses if self.stress_weight > 0 else None,
+            stress_weight=self.stress_weight,
+        )
 
     def _set_featurizer(self, reference, fz, raw, n_configs: int) -> list[int]:
         """Keep the training supercell and featurizer; check the raw features against them."""
@@ -329,13 +364,17 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         self.featurizer_ = fz
         self._family = FeaturizerFamily(fz)
         n_inputs = self._n_inputs(fz)
+        self._check_raw(raw, n_inputs, n_configs)
+        return n_inputs
+
+    @staticmethod
+    def _check_raw(raw, n_inputs: list[int], n_configs: int) -> None:
         if (
             len(raw) != len(n_inputs)
             or any(x.shape[0] != n_configs for x in raw)
             or any(x.shape[-1] != n for x, n in zip(raw, n_inputs))
         ):
             raise ModelError("precomputed features do not match the configurations and the featurizer")
-        return n_inputs
 
     def _minimise(self, params, objective: _Objective, offset) -> TrainingHistory:
         """Adam through the batch-size schedule, then (``lbfgs_iterations``) L-BFGS; best state kept."""
@@ -376,23 +415,28 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         for p in self.mlps_.parameters():
             p.requires_grad_(False)
 
-    def _init_linear_term(self, std_feats, anchors, target, norm, offset):
-        """Set the linear term to the ridge solution (a linear CE on the same inputs)."""
+    def _init_linear_term(self, parts: list[_Objective], offset):
+        """Set the linear term to the ridge solution (a linear CE on the same inputs) over the
+        configurations of every supercell."""
         torch = _torch()
         from sklearn.linear_model import RidgeCV
 
         from .pair import _ridge
 
         f = self.mlps_.n_features
-        cols = []
-        for x, a in zip(std_feats, anchors):
-            d = (x - a).sum(1) * norm  # [B, F_g]
-            cols.append(torch.nn.functional.pad(d, (0, f - d.shape[-1])))
-        design = torch.stack(cols, dim=1).reshape(len(target), -1).numpy()  # [B, G * F]
+        rows, targets = [], []
+        for part in parts:
+            cols = []
+            for x, a in zip(part.features, part.anchors):
+                d = (x - a).sum(1) * part.norm  # [B, F_g]
+                cols.append(torch.nn.functional.pad(d, (0, f - d.shape[-1])))
+            rows.append(torch.stack(cols, dim=1).reshape(len(part.target), -1).numpy())  # [B, G * F]
+            targets.append(part.target.numpy())
         e0 = None if offset.requires_grad else 0.0
-        coef, intercept, _alpha = _ridge(design, target.numpy(), np.logspace(-8, 2, 21), e0, RidgeCV)
+        design, target = np.concatenate(rows), np.concatenate(targets)
+        coef, intercept, _alpha = _ridge(design, target, np.logspace(-8, 2, 21), e0, RidgeCV)
         with torch.no_grad():
-            self.mlps_.linear.copy_(torch.as_tensor(coef).reshape(len(std_feats), f))
+            self.mlps_.linear.copy_(torch.as_tensor(coef).reshape(len(parts[0].features), f))
             if offset.requires_grad:
                 offset.fill_(float(intercept))
 
@@ -562,7 +606,8 @@ def _feature_scaler(raw):
 
 
 class _EnergyTargets:
-    """The training energies as the nets learn them: per primitive cell, less ``e0``, in units of their spread."""
+    """The training energies of one supercell as the nets learn them: per primitive cell, less ``e0``,
+    in units of their spread (``e0`` and the spread are set from the configurations of every supercell)."""
 
     def __init__(self, target, e0_init: float, scale: float, units_per_cell: float, n_cells: float):
         self.target = target
@@ -572,25 +617,80 @@ class _EnergyTargets:
         self.n_cells = n_cells
 
     @classmethod
-    def of(cls, raw, energies, n_cells, reference_energy_per_fu) -> _EnergyTargets:
+    def of_blocks(cls, blocks: list[_Block], reference_energy_per_fu) -> list[_EnergyTargets]:
         torch = _torch()
-        ncell = float(n_cells)
-        y = energies / ncell
+        ncells = [float(b.reference.n_cells) for b in blocks]
+        y = np.concatenate([b.energies / n for b, n in zip(blocks, ncells)])
         if reference_energy_per_fu is None:
-            summed = np.concatenate([x.sum(1).numpy() / ncell for x in raw], axis=1)
+            summed = np.concatenate(
+                [np.concatenate([x.sum(1).numpy() / n for x in b.raw], axis=1) for b, n in zip(blocks, ncells)]
+            )
             e0_init = _intercept(summed, y)
         else:
             e0_init = float(reference_energy_per_fu)
         sy = float(np.sqrt(np.mean((y - e0_init) ** 2)))
         sy = sy if sy > 1e-8 else 1e-3
-        units_per_cell = sum(x.shape[1] for x in raw) / ncell
-        return cls(torch.as_tensor((y - e0_init) / sy), e0_init, sy, units_per_cell, ncell)
+        out = []
+        for b, n in zip(blocks, ncells):
+            units_per_cell = sum(x.shape[1] for x in b.raw) / n
+            out.append(cls(torch.as_tensor((b.energies / n - e0_init) / sy), e0_init, sy, units_per_cell, n))
+        return out
 
 
-def configuration_weights(energies, n_atoms: int, scale: float | None, train_idx=None):
+class _Block:
+    """Training data of one supercell: its reference, energies ``[B]`` (eV), raw features (per orbit
+    ``[B, U, F]``), the featurizer of that supercell and, for the gradient terms, positions, lattices,
+    forces and stresses (None when not trained on)."""
+
+    def __init__(self, reference, energies, raw, positions, lattice, forces, stresses, featurizer):
+        torch = _torch()
+        self.reference = reference
+        self.energies = np.asarray(energies, dtype=float)
+        self.raw = [
+            torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64) for x in raw
+        ]
+        self.positions, self.lattice, self.forces, self.stresses = positions, lattice, forces, stresses
+        self.featurizer = featurizer
+
+    def check(self, use_forces: bool, use_stress: bool) -> None:
+        if use_forces and (self.forces is None or self.positions is None or self.lattice is None):
+            raise ModelError("force_weight > 0 needs positions, lattices and forces of the training configurations")
+        if use_stress and (self.stresses is None or self.positions is None or self.lattice is None):
+            raise ModelError("stress_weight > 0 needs positions, lattices and stresses of the training configurations")
+
+
+def supercell_groups(configs) -> list[np.ndarray]:
+    """Indices of the configurations of each supercell, the smallest supercell first.
+
+    Every configuration must be a supercell of one reference crystal (same species and lattice
+    parameter); a ModelError names the two crystals otherwise.
+    """
+    by_ref: dict = {}
+    for i, c in enumerate(configs):
+        by_ref.setdefault(c.reference, []).append(i)
+    refs = list(by_ref)
+    for r in refs[1:]:
+        if r.perovskite != refs[0].perovskite:
+            p0, p1 = refs[0].perovskite, r.perovskite
+            raise ModelError(
+                "training configurations must be supercells of one reference crystal; got "
+                f"{p0.formula} (a = {p0.lattice_parameter} A) and {p1.formula} (a = {p1.lattice_parameter} A)"
+            )
+    groups = sorted(by_ref.values(), key=lambda idx: configs[idx[0]].reference.n_atoms)
+    return [np.asarray(g) for g in groups]
+
+
+def _all_units(raws):
+    """The units of every configuration of every supercell as one batch: per orbit ``[1, sum U, F]``."""
+    torch = _torch()
+    return [torch.cat([x.reshape(1, -1, x.shape[-1]) for x in per_orbit], dim=1) for per_orbit in zip(*raws)]
+
+
+def configuration_weights(energies, n_atoms, scale: float | None, train_idx=None):
     """Per-configuration loss weights that favour low energies: ``scale / (scale + dE)``, with ``dE`` the
-    energy per atom (eV) above the lowest training configuration, normalised to mean 1 over ``train_idx``
-    (all when None); None when ``scale`` is None (every configuration counts the same).
+    energy per atom (eV; ``n_atoms`` one number or one per configuration) above the lowest training
+    configuration, normalised to mean 1 over ``train_idx`` (all when None); None when ``scale`` is None
+    (every configuration counts the same).
 
     A configuration ``scale`` per atom above the lowest weighs half as much, one ten times as high a
     tenth: the fit spends its capacity where thermal motion goes and still sees the shape of the
@@ -601,7 +701,7 @@ def configuration_weights(energies, n_atoms: int, scale: float | None, train_idx
     """
     if scale is None:
         return None
-    e = np.asarray(energies, dtype=float) / float(n_atoms)
+    e = np.asarray(energies, dtype=float) / np.asarray(n_atoms, dtype=float)
     idx = np.arange(len(e)) if train_idx is None else np.asarray(train_idx)
     w = float(scale) / (float(scale) + np.maximum(e - e[idx].min(), 0.0))
     return w / w[idx].mean()
@@ -724,19 +824,66 @@ class _Objective:
             return 0.0
         return self.weight_decay * sum((w**2).sum() for w in self._penalised) / self._n_penalised
 
+    def data_loss(self, idx, training: bool = True):
+        """Loss of the configurations ``idx`` without the penalty (no graph kept when not ``training``)."""
+        torch = _torch()
+        if self.forces is not None:
+            loss = self._energy_and_force_loss(idx, training)
+            return loss if training else loss.detach()
+        if training:
+            return self._energy_loss(idx)
+        with torch.no_grad():
+            return self._energy_loss(idx)
+
     def step(self, batch):
         """Training loss of the batch ``batch`` (positions in the training set), with the penalty."""
-        idx = self.train_idx[batch]
-        data = self._energy_and_force_loss(idx, True) if self.forces is not None else self._energy_loss(idx)
-        return data + self.penalty()
+        return self.data_loss(self.train_idx[batch]) + self.penalty()
 
     def validation(self) -> float:
         """Loss on the validation configurations (no penalty)."""
+        return float(self.data_loss(self.val_idx, training=False))
+
+
+class _MixedObjective:
+    """The loss over configurations of several supercells, one :class:`_Objective` (``parts``) per
+    supercell: the mean over a batch's configurations, each counting once whatever its size.
+
+    ``train_idx`` and ``val_idx`` index the configurations of all parts in order.
+    """
+
+    def __init__(self, parts: list[_Objective], train_idx, val_idx):
+        self.parts = parts
+        stops = np.cumsum([len(p.target) for p in parts])
+        self._starts = np.concatenate([[0], stops[:-1]])
+        self._stops = stops
+        self._train = np.asarray(train_idx)
+        self._val = np.asarray(val_idx)
+
+    @property
+    def n_train(self) -> int:
+        return len(self._train)
+
+    @property
+    def has_validation(self) -> bool:
+        return len(self._val) > 0
+
+    def _loss(self, idx: np.ndarray, training: bool):
         torch = _torch()
-        if self.forces is not None:
-            return float(self._energy_and_force_loss(self.val_idx, False).detach())
-        with torch.no_grad():
-            return float(self._energy_loss(self.val_idx))
+        part_of = np.searchsorted(self._stops, idx, side="right")
+        total = 0.0
+        for k, part in enumerate(self.parts):
+            local = idx[part_of == k] - self._starts[k]
+            if len(local):
+                total = total + len(local) * part.data_loss(torch.as_tensor(local), training)
+        return total / len(idx)
+
+    def step(self, batch):
+        """Training loss of the batch ``batch`` (positions in the training set), with the penalty."""
+        return self._loss(self._train[np.asarray(batch)], True) + self.parts[0].penalty()
+
+    def validation(self) -> float:
+        """Loss on the validation configurations (no penalty)."""
+        return float(self._loss(self._val, False))
 
 
 class ClusterNet(_NeuralModel):
