@@ -217,6 +217,38 @@ def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
     assert model.featurizer_.to_dict()["metric"] == "inv" and model.max_order == 2
 
 
+def test_imported_frames_of_a_larger_supercell_train_the_net(seeded, run_pes, tmp_path):
+    """Frames of a 3x3x3 cell (as MD writes them) imported next to the 2x2x2 data: the net trains on both,
+    the CV and test errors stay those of the 2x2x2 cell, and the command says so."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    big = random_configs(Perovskite().supercell(3), 3, seed=12, amplitude=0.06)
+    labels = _truth().predict_all(big)
+    frames = []
+    for c, e, f, st in zip(big, labels["energy"], labels["forces"], labels["stress"]):
+        atoms = c.to_ase()
+        atoms.calc = SinglePointCalculator(atoms, energy=float(e), forces=f, stress=st)
+        frames.append(atoms)
+    write(str(tmp_path / "md.extxyz"), frames, format="extxyz")
+    run_pes(
+        "db", "import", tmp_path / "md.extxyz", "--calculator", "sevennet", "--settings-hash", "h1", "--supercell", "3"
+    )
+    proc = run_pes(
+        "model",
+        "train",
+        *("--models", "cluster", "--clusters", "4p+o", "--nodes", "4", "--folds", "2"),
+        *("--epochs", "2,4", "--batch-sizes", "8,32", "--n-jobs", "1", "--force-weight", "1"),
+        *("--workdir", tmp_path / "m"),
+        check=0,
+        timeout=600,
+    )
+    assert "3 configurations of larger supercells (3 of 135 atoms) trained the nets as well" in proc.stdout
+    report = json.loads((tmp_path / "m" / "report.json").read_text())
+    assert report["larger_supercells"]["supercells"] == {"135": 3} and report["n_configurations"] == 40
+    assert report["n_train"] + report["n_test"] == 40
+
+
 def test_committee_train_predict_evaluate_report_the_spread(seeded, run_pes, tmp_path):
     """--committee K trains and registers a committee; predict and evaluate print its spread next to the error."""
     from perovskite_pes.models import Committee

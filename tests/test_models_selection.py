@@ -19,7 +19,7 @@ from perovskite_pes.models import (
     load_model,
     train_and_select,
 )
-from perovskite_pes.models.selection import expand_grid, merge_settings
+from perovskite_pes.models.selection import expand_grid, make_model, merge_settings
 from perovskite_pes.structure import Configuration, Perovskite, tilt_configuration
 
 from models_support import random_configs, repeat_configuration
@@ -177,6 +177,40 @@ def test_train_and_select_with_stress_term(data):
     assert report["settings"]["training"]["stress_weight"] == 1.0
     with pytest.raises(ModelError, match="needs stresses"):
         train_and_select(configs, e, f, settings)
+
+
+def test_configurations_of_larger_supercells_train_the_nets_but_are_never_scored(data, featurizer):
+    configs, e, f = data
+    truth = PairPotential(cutoff=6.0, n_gaussians=6, r_min=2.5)
+    truth.coef_ = np.random.default_rng(8).normal(0, 0.1, truth.n_features)
+    truth.e0_, truth.alpha_ = -3.1, 0.0
+    big = random_configs(Perovskite().supercell(3), 4, seed=5, amplitude=0.06)
+    labels = truth.predict_all(big)
+    # the larger cells sit among the others, as a store returns them
+    at = [3, 20, 21, 40]
+    all_configs, all_e, all_f = list(configs), list(e), list(f)
+    for k, i in enumerate(at):
+        all_configs.insert(i, big[k])
+        all_e.insert(i, labels["energy"][k])
+        all_f.insert(i, labels["forces"][k])
+    settings = _one_net(n_folds=2, n_jobs=1, training=dict(NET, epochs=(3, 5), force_weight=1.0))
+    model, report = train_and_select(all_configs, np.array(all_e), all_f, settings)
+    assert report["larger_supercells"] == {"indices": at, "supercells": {"135": 4}}
+    assert report["n_configurations"] == len(configs)
+    scored = set(report["train_indices"]) | set(report["test_indices"])
+    assert scored.isdisjoint(at) and len(scored) == len(configs)
+    assert set(report["models"]) == {"best", "pair", "linear"}  # the baselines fit the smallest supercell only
+    # the selected net is exactly a net fitted on its training part and the larger cells
+    own = [i for i in range(len(all_configs)) if i not in at]
+    train = [own[i] for i in range(len(own)) if own[i] in set(report["train_indices"])] + at
+    direct = make_model(report["best"], merge_settings(settings)).fit(
+        [all_configs[i] for i in train], np.array(all_e)[train], [all_f[i] for i in train]
+    )
+    np.testing.assert_allclose(model.predict(big), direct.predict(big), rtol=0, atol=1e-9)
+    with pytest.raises(ModelError, match="only the nets"):
+        train_and_select(all_configs, np.array(all_e), None, dict(settings, grid={"model": ["linear"]}))
+    with pytest.raises(ModelError, match="committee trains on one supercell"):
+        train_and_select(all_configs, np.array(all_e), all_f, dict(settings, committee={"size": 2}))
 
 
 def test_training_stresses_names_what_is_missing():

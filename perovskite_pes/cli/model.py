@@ -404,6 +404,13 @@ def cmd_train(args) -> int:
             f"{report['settings']['max_energy_mev_per_fu']:g} "
             "meV/f.u. above the lowest energy and were left out"
         )
+    if report.get("larger_supercells"):
+        sizes = report["larger_supercells"]["supercells"]
+        print(
+            f"{len(report['larger_supercells']['indices'])} configurations of larger supercells ("
+            + ", ".join(f"{n} of {atoms} atoms" for atoms, n in sizes.items())
+            + ") trained the nets as well; the errors below are those of the smallest supercell"
+        )
     _print_cv(report)
     _print_test(report)
     if report.get("committee"):

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -49,7 +50,7 @@ from .base import (
 from .committee import RESAMPLING, Committee, _attach_featurizer, _detach_featurizer
 from .featurizers import build_featurizer, featurizer_from_recipe
 from .linear import LinearCE
-from .nets import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, ClusterNet, SiteNet
+from .nets import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, ClusterNet, SiteNet, supercell_groups
 from .pair import PairPotential
 
 logger = logging.getLogger(__name__)
@@ -453,11 +454,14 @@ def _fit_and_score(
     seed=None,
     keep_model=False,
     committee=None,
+    larger=None,
+    configs=None,
 ):
     """Fit one setting on ``train_idx`` and return its energies on each of ``eval_sets`` (worker-safe).
 
     ``committee`` (``{"size": K, "resample": ...}``) fits a :class:`Committee` of the setting instead
-    and also returns every member's energies (``member_predictions``, ``[K, n]`` per set).
+    and also returns every member's energies (``member_predictions``, ``[K, n]`` per set). A net also
+    trains on ``larger`` (:class:`LargerCells`), from the configurations ``configs``.
     """
     import torch
 
@@ -480,7 +484,9 @@ def _fit_and_score(
     pair = setting["model"] == "pair"
     sub = functools.partial(_subset, feats, pair=pair)
     kw = gradients.subset(train_idx) if (gradients is not None and setting["model"] in ("cluster", "site")) else {}
-    if pair and not committee:
+    if larger is not None and setting["model"] in ("cluster", "site") and not committee:
+        _fit_with_larger(model, configs, energies, train_idx, gradients, larger)
+    elif pair and not committee:
         model.fit_arrays(reference, energies[train_idx], sub(train_idx))
     else:
         model.fit_arrays(reference, energies[train_idx], sub(train_idx), featurizer=featurizer, **kw)
@@ -494,16 +500,36 @@ def _fit_and_score(
     return out
 
 
+def _fit_with_larger(model, configs, energies, train_idx, gradients, larger: LargerCells) -> None:
+    """Fit a net on the configurations ``train_idx`` together with every configuration of ``larger``."""
+    f = st = None
+    if gradients is not None and gradients.forces is not None:
+        f = list(gradients.forces[train_idx]) + list(larger.forces)
+    if gradients is not None and gradients.stresses is not None:
+        st = np.concatenate([gradients.stresses[train_idx], larger.stresses])
+    own = [configs[i] for i in train_idx]
+    model.fit(own + larger.configs, np.concatenate([energies[train_idx], larger.energies]), f, stresses=st)
+
+
 def _rmse_mev(pred, ref, n_atoms) -> float:
     return float(np.sqrt(np.mean(((pred - ref) / n_atoms) ** 2)) * 1000.0)
 
 
 def cross_validate(
-    bank: FeatureBank, grid: list[dict], energies, train_idx, cfg, gradients=None, progress=False, keep_models=False
+    bank: FeatureBank,
+    grid: list[dict],
+    energies,
+    train_idx,
+    cfg,
+    gradients=None,
+    progress=False,
+    keep_models=False,
+    larger=None,
 ) -> list[dict]:
     """k-fold CV of every grid setting on ``train_idx``; one row per setting (RMSE in meV/atom).
 
-    ``gradients``: the :class:`GradientLabels` (forces, stresses) of the nets' force and stress terms.
+    ``gradients``: the :class:`GradientLabels` (forces, stresses) of the nets' force and stress terms;
+    ``larger``: :class:`LargerCells` every net trains on in every fold as well.
 
     With ``keep_models`` each row also holds its fold models (``"models"``, in fold order, with the
     bank's featurizer), e.g. to make a committee of the selected setting without refitting it.
@@ -542,6 +568,8 @@ def cross_validate(
                     gradients,
                     1,
                     keep_model=keep_models,
+                    larger=larger,
+                    configs=bank.configs if larger is not None else None,
                 )
             )
             meta.append((si, tr_idx, va_idx))
@@ -593,6 +621,9 @@ class SelectionReport(BaseModel):
     test_indices: list[int]
     #: configurations left out above ``max_energy_mev_per_fu`` (only with that setting)
     excluded_indices: list[int] | None = None
+    #: configurations of larger supercells: in every net's training set, never split or scored
+    #: (only when there are such): ``indices``, ``supercells`` (``{"n_atoms": count}``)
+    larger_supercells: dict[str, Any] | None = None
     #: the merged settings the selection ran with (``paths`` by name only)
     settings: dict[str, Any]
     #: one row per grid setting: RMSE per fold and their mean and standard deviation, train and validation
@@ -662,33 +693,73 @@ def training_stresses(data: list[dict], needed: bool, what: str = "stress_weight
     return stresses
 
 
+@dataclass
+class LargerCells:
+    """Configurations of supercells larger than the selection's own, with their labels: every net of the
+    selection trains on them as well (frames of MD in a 4x4x4 cell hold fluctuations a 2x2x2 cell
+    cannot), but they are never split, cross-validated or scored (the selection's errors stay those of
+    its own supercell). ``indices``: their positions among the configurations given."""
+
+    configs: list
+    energies: np.ndarray
+    forces: list | None
+    stresses: np.ndarray | None
+    indices: np.ndarray
+
+    def summary(self) -> dict:
+        sizes: dict = {}
+        for c in self.configs:
+            key = str(int(c.reference.n_atoms))  # atoms per configuration (a JSON key)
+            sizes[key] = sizes.get(key, 0) + 1
+        return {"indices": [int(i) for i in self.indices], "supercells": sizes}
+
+
 def _check_inputs(configs, energies, forces, cfg: dict, stresses=None):
     """Configurations and energies as arrays (restricted to ``max_energy_mev_per_fu``), the grid, the
     :class:`GradientLabels` when the nets train a force or stress term (else None), the indices of the
-    kept configurations among those given and of the left-out ones (None without a window)."""
+    kept configurations among those given and of the left-out ones (None without a window), and the
+    :class:`LargerCells` (None when every configuration is in the smallest supercell)."""
     configs = check_configurations(configs)
     e = check_energies(energies, len(configs))
     kept, left_out = _energy_window(configs, e, cfg.get("max_energy_mev_per_fu"))
     if left_out is not None:
         configs, e = [configs[i] for i in kept], e[kept]
         forces, stresses = ([values[i] for i in kept] if values is not None else None for values in (forces, stresses))
-    if len({c.reference for c in configs}) != 1:
-        raise ModelError("train_and_select needs all configurations in one supercell of the reference")
     grid = expand_grid(cfg["grid"])
     nets = any(s["model"] in ("cluster", "site") for s in grid)
-    f = st = None
-    if nets and float(cfg["training"].get("force_weight") or 0) > 0:
-        if forces is None:
-            raise ModelError("training.force_weight > 0 needs forces for every configuration")
-        f = np.stack(check_forces(forces, configs))
-    if nets and float(cfg["training"].get("stress_weight") or 0) > 0:
-        if stresses is None:
-            raise ModelError("training.stress_weight > 0 needs stresses for every configuration")
-        st = check_stresses(stresses, len(configs))
+    use_f = nets and float(cfg["training"].get("force_weight") or 0) > 0
+    use_s = nets and float(cfg["training"].get("stress_weight") or 0) > 0
+    if use_f and forces is None:
+        raise ModelError("training.force_weight > 0 needs forces for every configuration")
+    if use_s and stresses is None:
+        raise ModelError("training.stress_weight > 0 needs stresses for every configuration")
+    groups = supercell_groups(configs)
+    larger = None
+    if len(groups) > 1:
+        rest = np.sort(np.concatenate(groups[1:]))
+        if not nets:
+            raise ModelError(
+                f"{len(rest)} configurations are in supercells larger than the smallest one: only the nets "
+                "(cluster, site) train on several supercells; add one to the grid or leave them out"
+            )
+        if cfg.get("committee") and int(cfg["committee"].get("size") or 0) >= 2:
+            raise ModelError("a committee trains on one supercell; leave out the configurations of larger supercells")
+        larger = LargerCells(
+            [configs[i] for i in rest],
+            e[rest],
+            check_forces([forces[i] for i in rest], [configs[i] for i in rest]) if use_f else None,
+            check_stresses([stresses[i] for i in rest], len(rest)) if use_s else None,
+            kept[rest],
+        )
+        own = groups[0]
+        configs, e, kept = [configs[i] for i in own], e[own], kept[own]
+        forces, stresses = ([values[i] for i in own] if values is not None else None for values in (forces, stresses))
+    f = np.stack(check_forces(forces, configs)) if use_f else None
+    st = check_stresses(stresses, len(configs)) if use_s else None
     if len(configs) < 10:
         raise ModelError(f"model selection needs at least 10 configurations; got {len(configs)}")
     gradients = None if f is None and st is None else GradientLabels(*geometry(configs), f, st)
-    return configs, e, gradients, grid, kept, left_out
+    return configs, e, gradients, grid, kept, left_out, larger
 
 
 def _energy_window(configs, e, max_mev_per_fu):
@@ -785,7 +856,7 @@ def _subset(feats, idx, pair: bool):
     return rows[0] if pair else rows
 
 
-def _refit(to_fit, bank, e, gradients, train_idx, test_idx, cfg, committee, prebuilt=None) -> dict:
+def _refit(to_fit, bank, e, gradients, train_idx, test_idx, cfg, committee, prebuilt=None, larger=None) -> dict:
     """Fit each named setting on the whole training part; predictions on train and test, and the model.
 
     ``prebuilt``: name -> (fitted model, fit time) used as it is (a committee of the CV's fold models).
@@ -810,6 +881,8 @@ def _refit(to_fit, bank, e, gradients, train_idx, test_idx, cfg, committee, preb
             threads=0,
             keep_model=True,
             committee=committee if name == "best" else None,
+            larger=larger,
+            configs=bank.configs if larger is not None else None,
         )
         fits[name] = {"setting": setting, **res}
     return fits
@@ -910,7 +983,7 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     by key); RMSEs are in meV/atom.
     """
     cfg = merge_settings(settings)
-    configs, e, gradients, grid, kept, left_out = _check_inputs(configs, energies, forces, cfg, stresses)
+    configs, e, gradients, grid, kept, left_out, larger = _check_inputs(configs, energies, forces, cfg, stresses)
     committee = committee_settings(cfg)
     train_idx, test_idx = split_train_test(len(configs), cfg["test_fraction"], cfg["seed"])
     progress = bool(cfg.get("progress"))
@@ -919,7 +992,9 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     n_atoms = n_atoms_of(configs)
 
     from_cv = bool(committee) and committee["resample"] == "cv"
-    table = cross_validate(bank, grid, e, train_idx, cfg, gradients=gradients, progress=progress, keep_models=from_cv)
+    table = cross_validate(
+        bank, grid, e, train_idx, cfg, gradients=gradients, progress=progress, keep_models=from_cv, larger=larger
+    )
     best_i = int(np.argmin([r["val_rmse_mean"] for r in table]))
     fold_models = [r.pop("models", None) for r in table]  # the report's CV table holds no models
     to_fit = settings_to_refit(grid, table, best_i, cfg.get("baselines", True))
@@ -927,7 +1002,7 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     if from_cv:
         best_row = table[best_i]
         prebuilt["best"] = _committee_of_folds(grid[best_i], cfg, bank, fold_models[best_i], best_row, len(train_idx))
-    fits = _refit(to_fit, bank, e, gradients, train_idx, test_idx, cfg, committee, prebuilt)
+    fits = _refit(to_fit, bank, e, gradients, train_idx, test_idx, cfg, committee, prebuilt, larger)
     summary = _summarise_fits(fits, configs, e, train_idx, test_idx, cfg, committee)
     best, predictions = fits["best"]["model"], fits["best"]["predictions"]
 
@@ -938,6 +1013,7 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
         "train_indices": kept[train_idx].tolist(),
         "test_indices": kept[test_idx].tolist(),
         "excluded_indices": None if left_out is None else left_out.tolist(),
+        "larger_supercells": None if larger is None else larger.summary(),
         "settings": _json_settings(cfg),
         "cv_table": table,
         "best": grid[best_i],
@@ -964,7 +1040,16 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
         }
     if cfg.get("learning_curve"):
         parts["learning_curve"] = learning_curve(
-            bank, e, train_idx, test_idx, cfg, [s for _, s in to_fit], cfg["learning_curve"], progress, gradients
+            bank,
+            e,
+            train_idx,
+            test_idx,
+            cfg,
+            [s for _, s in to_fit],
+            cfg["learning_curve"],
+            progress,
+            gradients,
+            larger,
         )
     if cfg.get("paths"):
         parts["paths"] = evaluate_paths(cfg["paths"], {summary[k]["label"]: fits[k]["model"] for k in fits})
@@ -990,9 +1075,10 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
 
 
 def learning_curve(
-    bank, energies, train_idx, test_idx, cfg, settings, fractions, progress=False, gradients=None
+    bank, energies, train_idx, test_idx, cfg, settings, fractions, progress=False, gradients=None, larger=None
 ) -> dict:
-    """Test RMSE (meV/atom) of each setting refitted on growing, seeded subsets of the training part."""
+    """Test RMSE (meV/atom) of each setting refitted on growing, seeded subsets of the training part
+    (the nets with every configuration of ``larger`` as well)."""
     rng = np.random.default_rng(int(cfg["seed"]))
     perm = rng.permutation(train_idx)
     n_atoms = n_atoms_of(bank.configs)
@@ -1018,6 +1104,8 @@ def learning_curve(
             [test_idx],
             gradients,
             threads=0,
+            larger=larger,
+            configs=bank.configs if larger is not None else None,
         )
         c = out.setdefault(setting_label(setting), {"n_train": [], "test_rmse": []})
         c["n_train"].append(int(size))
