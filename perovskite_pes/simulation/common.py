@@ -58,6 +58,21 @@ def resolve_model(model) -> EnergyModel:
     return m
 
 
+def driver_calculator(driver, perovskite: Perovskite | None = None):
+    """``(perovskite, calculator_for(reference))`` of a model, a saved model's path, or an ASE calculator
+    (which needs ``perovskite``, the reference it is compared on)."""
+    from ase.calculators.calculator import BaseCalculator
+
+    from ..models.calculator import PESCalculator
+
+    if isinstance(driver, BaseCalculator):
+        if perovskite is None:
+            raise SimulationError("an ASE calculator needs perovskite= (the reference perovskite it is compared on)")
+        return perovskite, lambda reference: driver
+    model = resolve_model(driver)
+    return model.reference_.perovskite, lambda reference: PESCalculator(model, supercell=reference)
+
+
 def simulation_cell(perovskite: Perovskite, supercell) -> ReferenceSupercell:
     """The N x N x N (or given matrix) supercell of the (model's) reference perovskite."""
     if isinstance(supercell, ReferenceSupercell):

@@ -30,8 +30,8 @@ from .common import (
     SimulationResult,
     check_frame,
     check_same_run,
+    driver_calculator,
     read_checkpoint,
-    resolve_model,
     start_configuration,
     torch_threads,
     write_checkpoint,
@@ -184,17 +184,19 @@ class MDSimulation:
         """Start configuration, ASE calculator and the energy of the undistorted reference cell."""
         from ase.calculators.calculator import BaseCalculator
 
-        if isinstance(self.model, BaseCalculator):  # e.g. the surrogate that labelled the training data
-            if self.perovskite is None and not isinstance(self.start, Configuration):
+        pv = self.perovskite
+        if isinstance(self.model, BaseCalculator) and pv is None:  # e.g. the surrogate that labelled the data
+            if not isinstance(self.start, Configuration):
                 raise SimulationError("MD with an ASE calculator needs perovskite= (or start= a Configuration)")
-            pv = self.perovskite if self.perovskite is not None else self.start.reference.perovskite
-            config = start_configuration(pv, self.supercell, self.start, self.tilt_angles)
-            atoms = Configuration(config.reference).to_ase()
-            atoms.calc = self.model
-            return config, self.model, float(atoms.get_potential_energy())
-        model = resolve_model(self.model)
-        config = start_configuration(model.reference_.perovskite, self.supercell, self.start, self.tilt_angles)
-        return config, PESCalculator(model, supercell=config.reference), config.reference.n_cells * float(model.e0_)
+            pv = self.start.reference.perovskite
+        pv, calculator_for = driver_calculator(self.model, pv)
+        config = start_configuration(pv, self.supercell, self.start, self.tilt_angles)
+        calc = calculator_for(config.reference)
+        if isinstance(calc, PESCalculator):
+            return config, calc, config.reference.n_cells * float(calc.model.e0_)
+        atoms = Configuration(config.reference).to_ase()
+        atoms.calc = calc
+        return config, calc, float(atoms.get_potential_energy())
 
     # ------------------------------------------------------------------ run
     def run(

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models.calculator import PESCalculator
 from ..structure import Configuration, Perovskite
-from .common import resolve_model, start_configuration
+from .common import driver_calculator, start_configuration
 from .errors import SimulationError
 from .order import order_parameters, phase_of
 
@@ -32,18 +31,6 @@ logger = logging.getLogger(__name__)
 
 #: Planck's constant in eV/THz: a mode of energy h nu (eV) has frequency nu = E / this (THz)
 _H_EV_PER_THZ = 4.135667696e-3
-
-
-def driver_calculator(driver, perovskite: Perovskite | None = None):
-    """``(perovskite, calculator_for(reference))`` of a model, a saved model's path, or an ASE calculator."""
-    from ase.calculators.calculator import BaseCalculator
-
-    if isinstance(driver, BaseCalculator):
-        if perovskite is None:
-            raise SimulationError("an ASE calculator needs perovskite= (the reference perovskite it is compared on)")
-        return perovskite, lambda reference: driver
-    model = resolve_model(driver)
-    return model.reference_.perovskite, lambda reference: PESCalculator(model, supercell=reference)
 
 
 @dataclass
