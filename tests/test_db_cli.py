@@ -177,7 +177,7 @@ def test_import_refuses_bad_files_and_stores_nothing(run_pes, store_backend, tmp
 
     atoms = c.to_ase()
     write(tmp_path / "noenergy.xyz", [atoms], format="extxyz")
-    assert "frame 1: missing energy" in _one_line_error(
+    assert "frame 1 of 1: missing energy" in _one_line_error(
         run_pes("db", "import", tmp_path / "noenergy.xyz", "--calculator", "vasp")
     )
     from ase.calculators.singlepoint import SinglePointCalculator
@@ -320,7 +320,7 @@ def test_extxyz_with_two_force_columns_is_one_line(run_pes, pes_home, tmp_path):
     lines[2:] = [" ".join(line.split()[:-1]) for line in lines[2:]]
     path.write_text("\n".join(lines) + "\n")
     msg = _one_line_error(run_pes("db", "import", path, "--calculator", "vasp"))
-    assert "frames.xyz frame 1: forces must have 3 columns" in msg and "got 2 column(s)" in msg
+    assert "frames.xyz frame 1 of 1: forces must have 3 columns" in msg and "got 2 column(s)" in msg
     assert get_store().count_configurations() == 0
     close_store()
 

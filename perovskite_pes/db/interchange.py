@@ -282,7 +282,7 @@ def _read_extxyz(path, reference, calculator, settings_hash, energy_key, forces_
         raise ImportFormatError(f"{path} holds no structures")
     out = []
     for i, atoms in enumerate(frames):
-        where = f"{path.name} frame {i + 1}"
+        where = f"{path.name} frame {i + 1} of {len(frames)}"
         info = dict(atoms.info)
         ref = _reference_from(info, reference)
         has_calc = atoms.calc is not None or energy_key in info or info.get("calculator") is not None
