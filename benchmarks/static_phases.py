@@ -12,7 +12,11 @@ Where validate_simulation.py compares thermal averages, this says where a differ
   distorted phases at temperature);
 * the energies of one-axis tilts stacked in phase, anti-phase and with period 4 along the axis (a
   2 x 2 x 4 cell, cubic lattice): the coupling of tilts in successive layers, which descriptors that end
-  within one cell cannot see.
+  within one cell cannot see;
+* the (M, R) landscape of Pnma: rigid a+b-b- tilts on a grid of in-phase (M, about x) and anti-phase (R,
+  about y and z) angles in the cubic 2x2x2 cell, both drivers' energies from the cubic cell and their
+  difference (a model stiffer along R than its surrogate under-tilts at temperature, even when every
+  difference is within its training error).
 
     python benchmarks/static_phases.py --model PATH
     python benchmarks/static_phases.py --model PATH --systems a0a0c+,a0a0c-,a+b-b- --no-frequencies --json out.json
@@ -104,6 +108,11 @@ def main(argv=None) -> int:
     p.add_argument("--stacking-angle", type=float, default=8.0, help="tilt of the stacking test (degrees)")
     p.add_argument("--temperatures", default="150,300", help="temperatures of the harmonic free-energy offset")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument(
+        "--landscape",
+        default="5,9,12,15:3,6,7.5,10",
+        help="M angles:R angles (degrees) of the rigid a+b-b- grid; 'none' skips it",
+    )
     p.add_argument("--surrogate-json", default=None, help="keep (and reuse) the surrogate's results here")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
@@ -217,21 +226,61 @@ def main(argv=None) -> int:
     out["stackings"]["in_minus_anti"] = {"model": split_m, "surrogate": split_s}
     print(f"  in-phase minus anti-phase: model {split_m:+.2f}, {args.surrogate} {split_s:+.2f} meV/f.u.")
 
+    grid = None
+    if args.landscape != "none":
+        ms, rs = ([float(x) for x in part.split(",")] for part in args.landscape.split(":"))
+        lm = tilt_landscape(model, ms, rs)
+        ls = np.array(kept.get(f"landscape {args.landscape}", lambda: tilt_landscape(surrogate, ms, rs, pv).tolist()))
+        grid = {"M_deg": ms, "R_deg": rs, "model_meV_per_fu": lm.tolist(), "surrogate_meV_per_fu": ls.tolist()}
+        out["landscape"] = grid
+        print("")
+        print("rigid a+b-b- tilts, 2x2x2 cubic cell, meV/f.u. from the cubic cell: model / surrogate (difference)")
+        print("  M, R (deg) " + "".join(f"{r:>23g}" for r in rs))
+        for i, m in enumerate(ms):
+            cells = [f"{lm[i, j]:8.1f}/{ls[i, j]:6.1f} ({lm[i, j] - ls[i, j]:+5.1f})" for j in range(len(rs))]
+            print(f"  {m:10g} " + " ".join(cells))
+
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else "static_phases.png")
-    _plot(plot, tilted, em, es, freqs, args.surrogate)
+    _plot(plot, tilted, em, es, freqs, args.surrogate, grid)
     print(f"figure: {plot}")
     return 0
 
 
-def _plot(path, systems, em, es, freqs, surrogate):
+def tilt_landscape(driver, ms, rs, perovskite=None) -> np.ndarray:
+    """Energies (meV/f.u. from the cubic cell) of rigid a+b-b- tilts, in-phase ``ms`` about x by anti-phase
+    ``rs`` about y and z (degrees; an M equal to an R is nudged by 0.01 degrees, which would be a-b-b-'s
+    letters), in the cubic 2x2x2 cell; ``[len(ms), len(rs)]``."""
+    from perovskite_pes.simulation.common import driver_calculator
+    from perovskite_pes.structure import Configuration, tilt_configuration
+
+    pv, calc_for = driver_calculator(driver, perovskite)
+    ref = pv.supercell(2)
+    calc = calc_for(ref)
+
+    def energy(config):
+        atoms = config.to_ase()
+        atoms.calc = calc
+        return atoms.get_potential_energy()
+
+    e0 = energy(Configuration(ref))
+    out = np.empty((len(ms), len(rs)))
+    for i, m in enumerate(ms):
+        for j, r in enumerate(rs):
+            m_ = m + 0.01 if abs(m - r) < 1e-9 else m
+            out[i, j] = 1000 * (energy(tilt_configuration(ref, "a+b-b-", (m_, r, r))) - e0) / ref.n_cells
+    return out
+
+
+def _plot(path, systems, em, es, freqs, surrogate, grid=None):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2 if freqs else 1, figsize=(12 if freqs else 7, 4.5), squeeze=False)
+    n = 1 + bool(freqs) + bool(grid)
+    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4.5), squeeze=False)
     ax = axes[0, 0]
     x = np.arange(len(systems))
     ax.bar(x - 0.2, em, 0.4, label="model")
@@ -249,6 +298,17 @@ def _plot(path, systems, em, es, freqs, surrogate):
         ax.set_xlabel(f"{surrogate} frequency (THz)")
         ax.set_ylabel("model frequency (THz)")
         ax.set_title("harmonic frequencies at the surrogate's ground state")
+    if grid:
+        ax = axes[0, n - 1]
+        diff = np.array(grid["model_meV_per_fu"]) - np.array(grid["surrogate_meV_per_fu"])
+        lim = max(float(np.abs(diff).max()), 1e-6)
+        im = ax.imshow(diff, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+        ax.set_xticks(range(len(grid["R_deg"])), [f"{r:g}" for r in grid["R_deg"]])
+        ax.set_yticks(range(len(grid["M_deg"])), [f"{m:g}" for m in grid["M_deg"]])
+        ax.set_xlabel("anti-phase R about y and z (deg)")
+        ax.set_ylabel("in-phase M about x (deg)")
+        ax.set_title(f"rigid a+b-b-: model - {surrogate} (meV/f.u.)")
+        fig.colorbar(im, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
