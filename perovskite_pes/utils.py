@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
 
 @contextmanager
@@ -75,3 +76,23 @@ def first_error(exc, own_type: str) -> tuple[list, str, dict]:
     if err["type"] == "missing":
         return loc, "required", err
     return loc, f"{err['msg'][:1].lower()}{err['msg'][1:]}; got {err.get('input')!r}", err
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: figures are written to files, never shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path, dpi: int = 120) -> Path:
+    """Lay out ``fig``, write it as a PNG to ``path`` (creating its folder), close it; returns the path."""
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path

@@ -15,16 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils import pyplot, save_figure
+
 MEV = 1000.0
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def rmse(a, b) -> float:
@@ -89,7 +82,7 @@ def binned_errors(
 
 def parity_plot(path, train: tuple, test: tuple | None, n_atoms_train, n_atoms_test=None, title: str = "") -> Path:
     """``train``/``test`` = (reference energies, predicted energies) in eV; axes in eV/atom."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     sets = [("train", train, n_atoms_train, "tab:green")]
     if test is not None:
@@ -108,14 +101,11 @@ def parity_plot(path, train: tuple, test: tuple | None, n_atoms_train, n_atoms_t
     ax.set_ylabel("model energy above the lowest reference (meV/atom)")
     ax.set_title(f"{title or 'parity'}\nlowest reference energy {e_min:.4f} eV/atom", fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def error_bins_plot(path, bins_train: list[dict], bins_test: list[dict], rmse_train=None, rmse_test=None) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     centers = np.array([(b["lo"] + b["hi"]) / 2 for b in bins_test])
     width = (bins_test[0]["hi"] - bins_test[0]["lo"]) * 0.4 if bins_test else 10
@@ -132,15 +122,12 @@ def error_bins_plot(path, bins_train: list[dict], bins_test: list[dict], rmse_tr
     ax.set_ylabel("RMSE (meV/atom)")
     ax.set_title("error per energy bin (numbers: test configurations)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def cv_grid_plot(path, table: list[dict], best: int | None = None) -> Path:
     """One point per setting: mean +- std of train and validation RMSE (meV/atom), Fig. 7 style."""
-    plt = _plt()
+    plt = pyplot()
     n = len(table)
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * n + 2), 4.5))
     x = np.arange(n)
@@ -172,15 +159,12 @@ def cv_grid_plot(path, table: list[dict], best: int | None = None) -> Path:
     ax.set_yscale("log")
     ax.set_title("cross-validation over the hyperparameter grid")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def path_plot(path, paths: dict) -> Path:
     """``paths[name] = {"x": [...], "reference": [...], "models": {label: [...]}, "xlabel": str}`` (meV/f.u.)."""
-    plt = _plt()
+    plt = pyplot()
     names = list(paths)
     ncol = min(2, len(names)) or 1
     nrow = int(np.ceil(len(names) / ncol)) or 1
@@ -196,15 +180,12 @@ def path_plot(path, paths: dict) -> Path:
         ax.legend(fontsize=7)
     for ax in axes.ravel()[len(names) :]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def learning_curve_plot(path, curve: dict) -> Path:
     """``curve[label] = {"n_train": [...], "test_rmse": [...]}`` (meV/atom)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for label, c in curve.items():
         ax.plot(c["n_train"], c["test_rmse"], "o-", label=label)
@@ -215,10 +196,7 @@ def learning_curve_plot(path, curve: dict) -> Path:
     ax.set_title("learning curve")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def spread_calibration(spread, error, n_bins: int = 10) -> dict:
@@ -274,7 +252,7 @@ def calibration_plot(path, panels: dict, n_bins: int = 10) -> Path:
     """
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    plt = _plt()
+    plt = pyplot()
     n = max(1, len(panels))
     fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 4.6), squeeze=False)
     for ax, (label, (spread, error)) in zip(axes.ravel(), panels.items()):
@@ -314,7 +292,4 @@ def calibration_plot(path, panels: dict, n_bins: int = 10) -> Path:
             f"Spearman rho = {rho:.2f} (n = {stats['n']})" if rho is not None else f"n = {stats['n']}", fontsize=10
         )
         ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

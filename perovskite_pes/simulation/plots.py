@@ -6,30 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt, fig, path) -> Path:
-    """Lay out, write the PNG (creating its folder) and close the figure."""
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+from ..utils import pyplot, save_figure
 
 
 def plot_scan(scan: dict, path) -> Path:
     """Tilt amplitudes (R and M, per axis sorted), susceptibilities and pseudo-cubic lattice parameters
     against temperature for every run of a scan (heating solid, cooling dashed), transitions shaded."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(3, 1, figsize=(7.5, 10), sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for n, run in enumerate(r for r in scan["runs"] if r["temperature_K"]):
@@ -70,12 +53,12 @@ def plot_scan(scan: dict, path) -> Path:
     axes[0].set_title("tilt order parameters (solid: heating, dashed: cooling)")
     for ax in axes:
         ax.legend(fontsize=7, loc="best")
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def plot_run(result: dict, path) -> Path:
     """Per-frame tilt amplitudes and lattice parameters of an MD or MC run (stages one after another)."""
-    plt = _plt()
+    plt = pyplot()
     series = result.get("series") or []
     fig, axes = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True)
     offset = 0
@@ -96,7 +79,7 @@ def plot_run(result: dict, path) -> Path:
     axes[0].set_title(f"{result.get('method', '').upper()} run: {result.get('atoms')} atoms")
     for ax in axes:
         ax.legend(fontsize=7, ncol=3)
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def plot_phases(rows: list[dict], path) -> Path:
@@ -104,7 +87,7 @@ def plot_phases(rows: list[dict], path) -> Path:
 
     ``rows``: dicts with ``start``, ``glazer``, ``energy_meV_per_fu``, ``R``, ``M`` (``pes simulate relax``).
     """
-    plt = _plt()
+    plt = pyplot()
     rows = sorted(rows, key=lambda r: r["energy_meV_per_fu"])
     labels = [r["start"] if r["glazer"] == r["start"] else f"{r['start']}\n-> {r['glazer']}" for r in rows]
     x = np.arange(len(rows))
@@ -118,4 +101,4 @@ def plot_phases(rows: list[dict], path) -> Path:
     axes[1].set_ylabel("tilt (deg)")
     axes[1].set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
     axes[1].legend(fontsize=7)
-    return _save(plt, fig, path)
+    return save_figure(fig, path)

@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from ..utils import pyplot, save_figure
 from . import steps
 
 logger = logging.getLogger(__name__)
@@ -242,10 +243,7 @@ def labelled_errors(record: dict, data: list[dict]) -> dict:
 
 def plot_history(history: dict, path: Path) -> Path:
     """Convergence of the loop: fraction of uncertain frames per temperature, labels and errors per iteration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     its = sorted(int(k) for k in history)
     recs = [history[str(i)] for i in its]
@@ -268,9 +266,4 @@ def plot_history(history: dict, path: Path) -> Path:
         ax.set_xlabel("iteration")
         ax.legend(fontsize=7) if ax.get_legend_handles_labels()[0] else None
     fig.suptitle("active learning at temperature")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -13,6 +13,8 @@ import logging
 import time
 from pathlib import Path
 
+from ..utils import pyplot, save_figure
+
 logger = logging.getLogger(__name__)
 
 STAGES = ("relax", "enumerate", "calculate", "store", "load_data", "featurise", "train", "register")
@@ -75,11 +77,9 @@ def _runtime(history: list) -> float | None:
 
 
 def _plot_energies(energies_per_fu, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     e = np.asarray(energies_per_fu, float)
     e = (e - e.min()) * 1000.0
@@ -88,16 +88,11 @@ def _plot_energies(energies_per_fu, path: Path, title: str) -> None:
     ax.set_xlabel("energy above the lowest (meV / formula unit)")
     ax.set_ylabel("configurations")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_stages(stages: dict, fireworks_share: float, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = list(stages) + ["FireWorks"]
     values = list(stages.values()) + [max(0.0, fireworks_share)]
@@ -105,9 +100,7 @@ def _plot_stages(stages: dict, fireworks_share: float, path: Path, title: str) -
     ax.barh(labels, values, color="tab:orange")
     ax.set_xlabel("wall time (s)")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(
