@@ -483,12 +483,13 @@ def _fit_and_score(
         )
     pair = setting["model"] == "pair"
     sub = functools.partial(_subset, feats, pair=pair)
-    kw = gradients.subset(train_idx) if (gradients is not None and setting["model"] in ("cluster", "site")) else {}
-    if larger is not None and setting["model"] in ("cluster", "site") and not committee:
+    net = setting["model"] in ("cluster", "site")
+    if larger is not None and net and not committee:
         _fit_with_larger(model, configs, energies, train_idx, gradients, larger)
     elif pair and not committee:
         model.fit_arrays(reference, energies[train_idx], sub(train_idx))
     else:
+        kw = gradients.subset(train_idx) if (gradients is not None and net) else {}
         model.fit_arrays(reference, energies[train_idx], sub(train_idx), featurizer=featurizer, **kw)
     out = {"fit_time": time.perf_counter() - t0, "predictions": []}
     for idx in eval_sets:
