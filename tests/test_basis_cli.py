@@ -29,6 +29,7 @@ def test_count_octahedron_json(tmp_path):
         ("octahedron", ["--truncated"], "Oh", 12, {"1": 1, "2": 5, "3": 14}),
         ("pair", ["--pair", "1", "--metric", "quad"], "C4v", 1, {"1": 1, "2": 1, "3": 1}),
         ("triplet", ["--metric", "log"], "D4h", 3, {"1": 2, "2": 4, "3": 6}),
+        ("stack", [], "C2v", 3, {"1": 2, "2": 4, "3": 6}),
     ],
 )
 def test_count_clusters(tmp_path, cluster, extra, group, n_ccd, per_degree):

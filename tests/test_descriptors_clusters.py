@@ -10,6 +10,7 @@ from perovskite_pes.descriptors import (
     pair_prototypes,
     parse_clusters,
     site_orbits,
+    stack_prototype,
     tetrahedron_prototype,
     triplet_prototype,
 )
@@ -54,6 +55,7 @@ def test_pair_orbits_ordered_by_distance_and_species():
         ("triplet", 24),
         ("octahedron", 8),
         ("tetrahedron", 16),
+        ("stack", 96),
     ],
 )
 def test_orbit_sizes_in_2x2x2(proto, size):
@@ -111,6 +113,12 @@ def test_triplet_and_tetrahedron_geometry():
     assert np.allclose(sorted(t.distances(PV)), [A / 2, A / 2, A])
     tet = tetrahedron_prototype()
     assert np.allclose(tet.distances(PV), A * np.sqrt(2))
+    # an A between two side-by-side X (the p8 pair), each on a B-X-B link along the same axis
+    s = stack_prototype()
+    assert s.species(PV) == ["Cs", "Br", "Br"]
+    assert np.allclose(sorted(s.distances(PV)), [A / np.sqrt(2), A / np.sqrt(2), A])
+    assert s.symmetry(PV).group.name == "C2v"
+    assert [p.name for p in parse_clusters("2p+s", PV)] == ["p1_Pb-Br", "p2_Cs-Br", "stack"]
 
 
 def test_explicit_cluster_dict_and_errors():

@@ -174,17 +174,33 @@ def test_non_symmetry_operation_changes_features(feat):
     assert not np.allclose(np.sort(a[-1][0], axis=0), np.sort(b[-1][0], axis=0))
 
 
-@pytest.mark.parametrize("clusters, blind", [("7p+t+o", True), ("8p+o", False)])
-def test_which_cluster_sets_tell_in_phase_from_anti_phase_tilts(clusters, blind):
-    # only the side-by-side Br-Br pair (p8) spans two layers of octahedra along the tilt axis
+@pytest.mark.parametrize("clusters, telling", [("7p+t+o", []), ("8p+o", ["p8_Br-Br"]), ("7p+t+o+s", ["stack"])])
+def test_which_cluster_sets_tell_in_phase_from_anti_phase_tilts(clusters, telling):
+    # only clusters that span two layers of octahedra along the tilt axis see the stacking
     from perovskite_pes.structure import tilt_configuration
 
     f = Featurizer(REF, clusters, max_order=4)
     plus, minus = (f.featurize([tilt_configuration(REF, g, [8.0])]) for g in ("a0a0c+", "a0a0c-"))
     same = [np.allclose(np.sort(x[0], axis=0), np.sort(y[0], axis=0), atol=1e-12) for x, y in zip(plus, minus)]
-    assert all(same) is blind
-    if not blind:
-        assert same == [name != "p8_Br-Br" for name in f.orbit_names]
+    assert [n for n, s in zip(f.orbit_names, same) if not s] == telling
+
+
+def test_stack_cluster_sees_the_tilt_stacking_at_first_order():
+    # the B2 CCD (difference of the two A-X distances) vanishes exactly for in-phase tilts (a mirror
+    # through the A layer) and is first order in the angle for anti-phase tilts (p8 stacked along the
+    # axis only stretches, at second order)
+    from perovskite_pes.structure import tilt_configuration
+
+    f = Featurizer(REF, ["stack"], max_order=1)
+    (b2,) = [k for k, irrep in enumerate(f.bases[0].irreps) if irrep.startswith("B")]
+    amp = {}
+    for g in ("a0a0c+", "a0a0c-"):
+        for angle in (2.0, 4.0):
+            pos, lat = f.arrays([tilt_configuration(REF, g, [angle])])
+            amp[g, angle] = np.abs(f.ccd(pos, lat)[0][0, :, b2].numpy()).max()
+    assert amp["a0a0c+", 4.0] < 1e-12
+    assert amp["a0a0c-", 4.0] > 1e-3
+    assert amp["a0a0c-", 4.0] / amp["a0a0c-", 2.0] == pytest.approx(2.0, rel=0.02)
 
 
 def test_site_features_sum_to_cluster_features(feat):

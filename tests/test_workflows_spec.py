@@ -176,13 +176,13 @@ def test_longer_pair_sets_and_the_staged_net_recipe_validate():
             descriptors={"clusters": "30p+t+o", "max_order": 4, "metric": "inv"},
             training={
                 "models": ["site", "linear"],
-                "grid": {"clusters": ["11p+t+o", "30p+t+o"]},
+                "grid": {"clusters": ["11p+t+o", "30p+t+o", "10p+t+o+s"]},
                 "options": {"training": {"linear_term": True, "net_order": 2, "epochs": 0}},
             },
         )
     )
     settings = merge_settings(spec.training_settings())
-    assert settings["grid"]["clusters"] == ["11p+t+o", "30p+t+o"] and settings["metric"] == "inv"
+    assert settings["grid"]["clusters"] == ["11p+t+o", "30p+t+o", "10p+t+o+s"] and settings["metric"] == "inv"
     assert settings["training"]["linear_term"] is True and settings["training"]["net_order"] == 2
 
 

@@ -6,7 +6,7 @@ import json
 
 from ._tables import print_table
 
-CLUSTER_CHOICES = ("pair", "triplet", "octahedron", "tetrahedron")
+CLUSTER_CHOICES = ("pair", "triplet", "octahedron", "tetrahedron", "stack")
 METRIC_CHOICES = ("lin", "quad", "log", "inv")
 
 

@@ -20,6 +20,7 @@ from .clusters import (
     pair_prototypes,
     parse_clusters,
     site_orbits,
+    stack_prototype,
     tetrahedron_prototype,
     triplet_prototype,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "ratio_from_metric",
     "reynolds_matrix",
     "site_orbits",
+    "stack_prototype",
     "tetrahedron_prototype",
     "triplet_prototype",
 ]

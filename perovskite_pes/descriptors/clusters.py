@@ -14,8 +14,11 @@ Named clusters (see ``docs/descriptors.md``):
                  the B-X-B bond angle, i.e. the octahedral tilts.
     octahedron   the six X sites around a B (O_h, 15 pairs).
     tetrahedron  four B sites on alternate corners of the cube around an A (T_d, 6 pairs).
+    stack        an A and the two X sites on parallel B-X-B links on either side of it, one layer of
+                 octahedra apart (C_2v, 3 pairs): the two A-X distances move together when the
+                 octahedra of the two layers tilt in phase and oppositely when they tilt in anti-phase.
 Cluster sets: "4p+o", "5p+o", "8p+o", "4p+t+o", "7p+t+o" (the paper's five), any
-"+"-joined combination of "<k>p", "t", "o", "tet", or an explicit list of names / dicts
+"+"-joined combination of "<k>p", "t", "o", "tet", "s", or an explicit list of names / dicts
 ``{"name": ..., "points": [[x, y, z], ...]}``.
 """
 
@@ -217,6 +220,20 @@ def tetrahedron_prototype() -> ClusterPrototype:
     return ClusterPrototype("tetrahedron", pts, "tetrahedron")
 
 
+def stack_prototype() -> ClusterPrototype:
+    """An A and the X sites of two B-X-B links along x stacked along z on either side of it (C_2v).
+
+    Example: in CsPbBr3 it is a Cs-Br-Br triangle with two sides a/sqrt(2) and one side a (the p8 pair).
+
+    >>> from perovskite_pes.structure import Perovskite
+    >>> s = stack_prototype()
+    >>> s.species(Perovskite()), s.symmetry(Perovskite()).group.name
+    (['Cs', 'Br', 'Br'], 'C2v')
+    """
+    pts = np.array([[0.5, 0.5, 0.5], [0.5, 0, 0], [0.5, 0, 1]])
+    return ClusterPrototype("stack", pts, "stack")
+
+
 def _ops_images(points, rots, trans):
     return [points @ r.T + t for r, t in zip(rots, trans)]
 
@@ -315,9 +332,12 @@ def parse_clusters(spec, perovskite) -> list[ClusterPrototype]:
             out.append(octahedron_prototype())
         elif it in ("tet", "tetrahedron"):
             out.append(tetrahedron_prototype())
+        elif it in ("s", "stack"):
+            out.append(stack_prototype())
         else:
             raise DescriptorError(
                 f"unknown cluster {it!r}; expected p<k> (k-th pair), t/triplet, o/octahedron, tet/tetrahedron, "
+                "s/stack, "
                 "a set such as '7p+t+o', or a dict with 'points'"
             )
     names = [c.name for c in out]

@@ -203,10 +203,10 @@ def _str_list_or_all(value) -> str | tuple[str, ...]:
     return tuple(value)
 
 
-_CLUSTER_TOKEN = re.compile(r"^(\d+p|p\d+|t|triplet|o|octahedron|tet|tetrahedron)$")
+_CLUSTER_TOKEN = re.compile(r"^(\d+p|p\d+|t|triplet|o|octahedron|tet|tetrahedron|s|stack)$")
 _CLUSTER_HELP = (
     f"must be one of the paper's sets {list(CLUSTER_SETS)}, another '+'-joined set of <k>p (the first k pairs), "
-    "p<k>, t, o, tet (e.g. 30p+t+o)"
+    "p<k>, t, o, tet, s (e.g. 30p+t+o)"
 )
 
 
