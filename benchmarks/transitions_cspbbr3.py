@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     p.add_argument("--directions", default="heat,cool", help="heat, cool or both")
     p.add_argument("--timestep", type=float, default=4.0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-displacement", type=float, default=2.0, help="an atom this far from its site (A) stops a run")
     p.add_argument("--out", default="transitions_runs", help="folder for checkpoints, results and plots (resumable)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
         for steps in [int(x) for x in args.steps.split(",")]:
             equil = int(round(args.equilibration_fraction * steps))
             opts = {"timestep_fs": args.timestep, "threads": args.threads} if args.method == "md" else {}
+            opts["max_displacement"] = args.max_displacement
             scan = TransitionScan(
                 args.model,
                 supercell=n,

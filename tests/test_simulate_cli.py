@@ -160,6 +160,18 @@ def test_blow_up_is_one_line_exit_2_and_keeps_the_trajectory(pes_home, model_dir
     assert traj.stat().st_size > 0
 
 
+def test_heat_passes_the_displacement_limit_to_every_run(pes_home, model_dir, capsys, tmp_path):
+    argv = ["simulate", "heat", "--model", model_dir, "--supercell", 2, "--method", "mc", "--t-min", 50]
+    argv += ["--t-max", 300, "--t-step", 250, "--steps", 5, "--equilibration", 5, "--seeds", 0, "--no-progress"]
+    rc = main([str(a) for a in argv + ["--max-displacement", "0.001", "--workdir", tmp_path / "tight"]])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "every run stopped" in err and "limit 0.001 A" in err
+    d = _run_json(capsys, *argv, "--max-displacement", 3, "--workdir", tmp_path / "loose", "--json")
+    assert [r["stopped"] for r in d["runs"]] == [None, None]
+    assert d["settings"]["max_displacement"] == 3.0
+
+
 def test_relax_json_structures_and_plot(pes_home, model_dir, capsys, tmp_path):
     from ase.io import read
 

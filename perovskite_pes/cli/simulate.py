@@ -121,12 +121,12 @@ def _common(p, single: bool) -> None:
             "--checkpoint", default=None, help="restart file: written as the run goes, resumed from if present"
         )
         p.add_argument("--seed", type=int, default=0, help="random seed (velocities, thermostat, moves)")
-        p.add_argument(
-            "--max-displacement",
-            type=float,
-            default=2.0,
-            help="stop when an atom is further than this from its site, in A (default 2: out of its cage)",
-        )
+    p.add_argument(
+        "--max-displacement",
+        type=float,
+        default=2.0,
+        help="stop when an atom is further than this from its site, in A (default 2: out of its cage)",
+    )
     p.add_argument("--workdir", default=None, help="output folder (default $PES_HOME/simulations/<verb>-<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -266,7 +266,11 @@ def cmd_heat(args) -> int:
     md = args.method == "md"
     steps = args.steps if args.steps is not None else (1000 if md else 200)
     equil = args.equilibration if args.equilibration is not None else (500 if md else 100)
-    options = {"ensemble": args.ensemble, "sample_every": args.sample_every or (10 if md else 1)}
+    options = {
+        "ensemble": args.ensemble,
+        "sample_every": args.sample_every or (10 if md else 1),
+        "max_displacement": args.max_displacement,
+    }
     if md:
         options.update(timestep_fs=args.timestep, threads=args.threads)
     scan = TransitionScan(
