@@ -242,10 +242,9 @@ def main(argv=None) -> int:
 
 
 def plot(rows, args, path) -> None:
-    import matplotlib
+    from perovskite_pes.utils import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, len(rows), figsize=(5 * len(rows), 6), squeeze=False, sharex="col")
     for k, row in enumerate(rows):
@@ -266,9 +265,7 @@ def plot(rows, args, path) -> None:
         ax.set_xlabel("time (ps)")
         ax.set_ylabel("shortest interatomic distance (A)")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

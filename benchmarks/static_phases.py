@@ -123,7 +123,7 @@ def main(argv=None) -> int:
 
     from perovskite_pes.calculators import get_calculator
     from perovskite_pes.models import load_model
-    from perovskite_pes.simulation import harmonic_frequencies, stacking_energies
+    from perovskite_pes.simulation import harmonic_frequencies, stacking_energies, tilt_landscape
     from perovskite_pes.structure import GLAZER_SYSTEMS
 
     if args.threads:
@@ -248,36 +248,10 @@ def main(argv=None) -> int:
     return 0
 
 
-def tilt_landscape(driver, ms, rs, perovskite=None) -> np.ndarray:
-    """Energies (meV/f.u. from the cubic cell) of rigid a+b-b- tilts, in-phase ``ms`` about x by anti-phase
-    ``rs`` about y and z (degrees; an M equal to an R is nudged by 0.01 degrees, which would be a-b-b-'s
-    letters), in the cubic 2x2x2 cell; ``[len(ms), len(rs)]``."""
-    from perovskite_pes.simulation.common import driver_calculator
-    from perovskite_pes.structure import Configuration, tilt_configuration
-
-    pv, calc_for = driver_calculator(driver, perovskite)
-    ref = pv.supercell(2)
-    calc = calc_for(ref)
-
-    def energy(config):
-        atoms = config.to_ase()
-        atoms.calc = calc
-        return atoms.get_potential_energy()
-
-    e0 = energy(Configuration(ref))
-    out = np.empty((len(ms), len(rs)))
-    for i, m in enumerate(ms):
-        for j, r in enumerate(rs):
-            m_ = m + 0.01 if abs(m - r) < 1e-9 else m
-            out[i, j] = 1000 * (energy(tilt_configuration(ref, "a+b-b-", (m_, r, r))) - e0) / ref.n_cells
-    return out
-
-
 def _plot(path, systems, em, es, freqs, surrogate, grid=None):
-    import matplotlib
+    from perovskite_pes.utils import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = 1 + bool(freqs) + bool(grid)
     fig, axes = plt.subplots(1, n, figsize=(6 * n, 4.5), squeeze=False)
@@ -309,9 +283,7 @@ def _plot(path, systems, em, es, freqs, surrogate, grid=None):
         ax.set_ylabel("in-phase M about x (deg)")
         ax.set_title(f"rigid a+b-b-: model - {surrogate} (meV/f.u.)")
         fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

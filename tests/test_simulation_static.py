@@ -11,7 +11,13 @@ from ase.calculators.lj import LennardJones
 from perovskite_pes.models import LinearCE
 from perovskite_pes.simulation import OctahedronMap, SimulationError, inplane_tilts, order_parameters
 from perovskite_pes.simulation.order import rotations_from_displacements
-from perovskite_pes.simulation.static import RelaxedPhase, harmonic_frequencies, relax_phase, stacking_energies
+from perovskite_pes.simulation.static import (
+    RelaxedPhase,
+    harmonic_frequencies,
+    relax_phase,
+    stacking_energies,
+    tilt_landscape,
+)
 from perovskite_pes.structure import (
     Configuration,
     GlazerError,
@@ -169,3 +175,16 @@ def test_stacking_energies_tell_layer_couplings_apart_only_when_the_pes_reaches_
     # period 4 couples each layer once in phase and once anti-phase: between the two
     lo, hi = sorted((far["in"], far["anti"]))
     assert lo - 1e-9 <= far["period 4"] <= hi + 1e-9
+
+
+def test_tilt_landscape_is_the_rigid_a_plus_b_minus_b_minus_grid_from_the_cubic_cell(pair_model):
+    ms, rs = [6.0, 9.0], [3.0, 6.0, 9.0]
+    grid = tilt_landscape(pair_model, ms, rs)
+    ref = pair_model.reference_
+    cubic = pair_model.predict([Configuration(ref)])[0]
+    for i, m in enumerate(ms):
+        for j, r in enumerate(rs):
+            m_ = m + 0.01 if m == r else m  # equal angles would be a-b-b-'s letters
+            e = pair_model.predict([tilt_configuration(ref, "a+b-b-", (m_, r, r))])[0]
+            assert grid[i, j] == pytest.approx(1000 * (e - cubic) / ref.n_cells, abs=1e-6)
+    assert grid.shape == (2, 3) and np.all(grid != 0)

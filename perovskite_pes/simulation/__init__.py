@@ -24,7 +24,7 @@ from .order import (
     undeform,
 )
 from .sampler import Stage, StageSampler, temperature_ladder
-from .static import RelaxedPhase, harmonic_frequencies, relax_phase, stacking_energies
+from .static import RelaxedPhase, harmonic_frequencies, relax_phase, stacking_energies, tilt_landscape
 
 __all__ = [
     "ENSEMBLES",
@@ -53,6 +53,7 @@ __all__ = [
     "phase_of",
     "relax_phase",
     "stacking_energies",
+    "tilt_landscape",
     "thermal_averages",
     "tilt_projections",
     "undeform",

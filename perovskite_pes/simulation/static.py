@@ -173,6 +173,22 @@ def harmonic_frequencies(
     return np.sort(thz / _H_EV_PER_THZ)
 
 
+def _energies_from_cubic(driver, perovskite, cells, build) -> list[float]:
+    """Energies per formula unit (eV, from the cubic cell) of the configurations ``build(ref)`` of the
+    cubic supercell ``cells`` (rigid: no relaxation, cubic lattice)."""
+    pv, calculator_for = driver_calculator(driver, perovskite)
+    ref = pv.supercell(cells)
+    calc = calculator_for(ref)
+
+    def energy(config):
+        atoms = config.to_ase()
+        atoms.calc = calc
+        return float(atoms.get_potential_energy()) / ref.n_cells
+
+    e0 = energy(Configuration(ref))
+    return [energy(c) - e0 for c in build(ref)]
+
+
 def stacking_energies(
     driver, angle_deg: float, stackings: dict, axis: int = 2, perovskite: Perovskite | None = None, cells=(2, 2, 4)
 ) -> dict:
@@ -184,17 +200,27 @@ def stacking_energies(
     """
     from ..structure import stacked_tilt_configuration
 
-    pv, calculator_for = driver_calculator(driver, perovskite)
-    ref = pv.supercell(tuple(int(c) for c in cells))
-    calc = calculator_for(ref)
+    names = list(stackings)
+    energies = _energies_from_cubic(
+        driver,
+        perovskite,
+        tuple(int(c) for c in cells),
+        lambda ref: [stacked_tilt_configuration(ref, axis, angle_deg, stackings[n]) for n in names],
+    )
+    return dict(zip(names, energies))
 
-    def energy(config):
-        atoms = config.to_ase()
-        atoms.calc = calc
-        return float(atoms.get_potential_energy()) / ref.n_cells
 
-    e0 = energy(Configuration(ref))
-    return {name: energy(stacked_tilt_configuration(ref, axis, angle_deg, seq)) - e0 for name, seq in stackings.items()}
+def tilt_landscape(driver, ms, rs, perovskite: Perovskite | None = None) -> np.ndarray:
+    """Energies (meV/f.u. from the cubic cell) of rigid a+b-b- tilts, in-phase ``ms`` about x by anti-phase
+    ``rs`` about y and z (degrees; an M equal to an R is nudged by 0.01 degrees, which would be a-b-b-'s
+    letters), in the cubic 2x2x2 cell; ``[len(ms), len(rs)]``."""
+    from ..structure import tilt_configuration
+
+    def build(ref):
+        return [tilt_configuration(ref, "a+b-b-", (m + 0.01 if abs(m - r) < 1e-9 else m, r, r)) for m in ms for r in rs]
+
+    energies = _energies_from_cubic(driver, perovskite, 2, build)
+    return 1000 * np.array(energies).reshape(len(ms), len(rs))
 
 
 def _label(start) -> str:
