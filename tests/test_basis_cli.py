@@ -39,6 +39,13 @@ def test_count_clusters(tmp_path, cluster, extra, group, n_ccd, per_degree):
     assert (d["point_group"], d["n_ccd"], d["invariants_per_degree"]) == (group, n_ccd, per_degree)
 
 
+def test_cluster_choices_are_the_named_clusters():
+    from perovskite_pes.cli.basis import CLUSTER_CHOICES
+    from perovskite_pes.descriptors.clusters import NAMED_CLUSTERS
+
+    assert CLUSTER_CHOICES == ("pair", *NAMED_CLUSTERS)
+
+
 def test_count_table_output(tmp_path):
     r = pes("count", "--cluster", "tetrahedron", "--max-order", "2", home=tmp_path)
     assert r.returncode == 0, r.stderr

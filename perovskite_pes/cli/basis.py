@@ -6,6 +6,7 @@ import json
 
 from ._tables import print_table
 
+#: "pair" and descriptors.clusters.NAMED_CLUSTERS, spelled out so that building the parser imports no numpy
 CLUSTER_CHOICES = ("pair", "triplet", "octahedron", "tetrahedron", "stack")
 METRIC_CHOICES = ("lin", "quad", "log", "inv")
 

@@ -234,6 +234,16 @@ def stack_prototype() -> ClusterPrototype:
     return ClusterPrototype("stack", pts, "stack")
 
 
+#: the named clusters: name -> (short token, prototype factory); a cluster set may use either
+NAMED_CLUSTERS = {
+    "triplet": ("t", triplet_prototype),
+    "octahedron": ("o", octahedron_prototype),
+    "tetrahedron": ("tet", tetrahedron_prototype),
+    "stack": ("s", stack_prototype),
+}
+_NAMED_BY_TOKEN = {tok: f for name, (short, f) in NAMED_CLUSTERS.items() for tok in (name, short)}
+
+
 def _ops_images(points, rots, trans):
     return [points @ r.T + t for r, t in zip(rots, trans)]
 
@@ -326,18 +336,12 @@ def parse_clusters(spec, perovskite) -> list[ClusterPrototype]:
             if k < 1:
                 raise DescriptorError(f"pair numbers start at 1; got {it!r}")
             out.append(pairs[k - 1])
-        elif it in ("t", "triplet"):
-            out.append(triplet_prototype())
-        elif it in ("o", "octahedron"):
-            out.append(octahedron_prototype())
-        elif it in ("tet", "tetrahedron"):
-            out.append(tetrahedron_prototype())
-        elif it in ("s", "stack"):
-            out.append(stack_prototype())
+        elif it in _NAMED_BY_TOKEN:
+            out.append(_NAMED_BY_TOKEN[it]())
         else:
+            named = ", ".join(f"{short}/{name}" for name, (short, _) in NAMED_CLUSTERS.items())
             raise DescriptorError(
-                f"unknown cluster {it!r}; expected p<k> (k-th pair), t/triplet, o/octahedron, tet/tetrahedron, "
-                "s/stack, "
+                f"unknown cluster {it!r}; expected p<k> (k-th pair), {named}, "
                 "a set such as '7p+t+o', or a dict with 'points'"
             )
     names = [c.name for c in out]

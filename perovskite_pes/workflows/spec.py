@@ -55,6 +55,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+from ..descriptors.clusters import NAMED_CLUSTERS
 from ..errors import PesError
 from ..models.selection import SelectionSettings
 from ..utils import field_path as _join
@@ -203,10 +204,12 @@ def _str_list_or_all(value) -> str | tuple[str, ...]:
     return tuple(value)
 
 
-_CLUSTER_TOKEN = re.compile(r"^(\d+p|p\d+|t|triplet|o|octahedron|tet|tetrahedron|s|stack)$")
+_CLUSTER_TOKEN = re.compile(
+    r"^(\d+p|p\d+|" + "|".join(t for name, (short, _) in NAMED_CLUSTERS.items() for t in (short, name)) + ")$"
+)
 _CLUSTER_HELP = (
     f"must be one of the paper's sets {list(CLUSTER_SETS)}, another '+'-joined set of <k>p (the first k pairs), "
-    "p<k>, t, o, tet, s (e.g. 30p+t+o)"
+    f"p<k>, {', '.join(short for short, _ in NAMED_CLUSTERS.values())} (e.g. 30p+t+o)"
 )
 
 
