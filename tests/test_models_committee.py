@@ -180,6 +180,32 @@ def test_pair_committee(ref, data):
     np.testing.assert_allclose(u["energy"], model.predict(configs[30:33]), atol=1e-10)
 
 
+def test_committee_of_nets_trains_on_several_supercells(featurizer, data):
+    configs, e = data
+    big = random_configs(Perovskite().supercell(3), 6, seed=9, amplitude=0.06)
+    mixed = list(configs[:20]) + big
+    e_mixed = np.concatenate([e[:20], morse_energy(big)])
+    # members with one seed and no resampling are the single net fitted on both supercells
+    same = Committee("cluster", NET, size=2, resample="none", seeds=[4, 4], featurizer=featurizer)
+    same.fit(mixed, e_mixed)
+    single = ClusterNet(featurizer=featurizer, seed=4, **NET).fit(mixed, e_mixed)
+    assert same.reference_ == configs[0].reference
+    np.testing.assert_allclose(same.predict(big[:2]), single.predict(big[:2]), rtol=0, atol=1e-10)
+    assert np.all(same.predict_uncertainty(big[:2])["energy_std"] == 0)
+    # a bootstrap draws within each supercell: every member sees both, as many of each as there are;
+    # worker processes (the descriptor basis sent as its recipe) train what one process trains
+    real = dict(NET, clusters="4p", max_order=2)
+    boot = Committee("cluster", real, size=2, seed=1, n_jobs=2).fit(mixed, e_mixed)
+    for s in boot.samples_:
+        assert sum(i < 20 for i in s) == 20 and sum(i >= 20 for i in s) == 6
+    assert boot.samples_[0] != boot.samples_[1]
+    seq = Committee("cluster", real, size=2, seed=1, n_jobs=1).fit(mixed, e_mixed)
+    np.testing.assert_allclose(boot.predict(big), seq.predict(big), rtol=0, atol=1e-9)
+    assert np.all(boot.predict_uncertainty(big)["energy_std"] > 0)
+    with pytest.raises(ModelError, match="committee of linear models trains on configurations of one supercell"):
+        Committee("linear", size=2, featurizer=featurizer).fit(mixed, e_mixed)
+
+
 def test_bad_committee_settings_are_refused(featurizer, data):
     configs, e = data
     with pytest.raises(ModelError, match="size must be an integer >= 2"):

@@ -209,8 +209,13 @@ def test_configurations_of_larger_supercells_train_the_nets_but_are_never_scored
     np.testing.assert_allclose(model.predict(big), direct.predict(big), rtol=0, atol=1e-9)
     with pytest.raises(ModelError, match="only the nets"):
         train_and_select(all_configs, np.array(all_e), None, dict(settings, grid={"model": ["linear"]}))
-    with pytest.raises(ModelError, match="committee trains on one supercell"):
-        train_and_select(all_configs, np.array(all_e), all_f, dict(settings, committee={"size": 2}))
+    # a committee's members train on the larger cells too (each supercell resampled on its own)
+    cm, cr = train_and_select(
+        all_configs, np.array(all_e), all_f, dict(settings, committee={"size": 2}, baselines=False)
+    )
+    assert cr["larger_supercells"]["indices"] == at and len(cm.members_) == 2
+    for s in cm.samples_:  # the training part's configurations, then the four larger ones
+        assert sum(i >= len(report["train_indices"]) for i in s) == len(at)
 
 
 def test_training_stresses_names_what_is_missing():

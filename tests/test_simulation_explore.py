@@ -75,6 +75,19 @@ def test_duplicates_and_known_configurations_are_not_selected():
     assert len(known.configurations) == 1 and known.configurations[0] is not other.config
 
 
+def test_frames_of_another_supercell_are_never_duplicates_of_this_ones():
+    from models_support import repeat_configuration
+
+    big_ref = Perovskite().supercell(4)
+    small = _candidates([0.2], seed=3)[0]
+    big = Candidate(repeat_configuration(small.config, big_ref), 300.0, "a0a0a0", 0.0, 1)
+    twin = Candidate(Configuration(big_ref, big.config.displacements + 0.001), 300.0, "a0a0a0", 0.0, 2)
+    sel = select(SpreadByAmplitude(), [small, big, twin], lower=0.1, upper=0.4, max_selected=10)
+    assert {c.reference.n_atoms for c in sel.configurations} == {40, 320} and sel.n_duplicates == 1
+    known = select(SpreadByAmplitude(), [small, big], lower=0.1, upper=0.4, max_selected=10, known=[twin.config])
+    assert [c.reference.n_atoms for c in known.configurations] == [40]
+
+
 def test_bad_trust_windows_are_refused():
     with pytest.raises(SimulationError, match="lower < upper"):
         select(SpreadByAmplitude(), _candidates([0.1]), lower=0.5, upper=0.2, max_selected=3)
@@ -105,6 +118,7 @@ def test_exploration_returns_labelled_frames_in_every_setting():
         sample_every=5,
     )
     assert len(runs) == 4 and all(r["blowup"] is None for r in runs)
+    assert all(r["supercell"] == 2 for r in runs)
     assert len(cands) == 16 and all(c.config.reference == configs[0].reference for c in cands)
     strained = [c for c in cands if c.strain == 0.01]
     assert all(c.config.tags["method"] == "active" for c in cands)

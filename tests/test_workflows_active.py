@@ -90,3 +90,37 @@ def test_a_loop_told_not_to_explore_last_stops_and_measures_the_last_round(commi
     spent = dict(settings, iterations=5, budget=6)
     rec = active_iteration(_Store(items), path, spent, 2, {"name": "sevennet"}, "al", tmp_path)
     assert rec["stop"] and rec["reason"] == "budget of 6 calculations spent" and not rec["explored"]
+
+
+def test_an_iteration_explores_in_every_supercell_given_and_stores_each_frame_once(
+    committee_and_frames, tmp_path, pes_home
+):
+    from perovskite_pes.db import get_store
+
+    _, path, _ = committee_and_frames
+    settings = {
+        "iterations": 3,
+        "budget": 100,
+        "temperatures": [300.0],
+        "starts": ["a0a0a0"],
+        "strains": [0.0],
+        "steps": 10,
+        "equilibration": 0,
+        "sample_every": 5,
+        "timestep_fs": 2.0,
+        "supercells": [2, 4],
+        "lower": 0.0,
+        "upper": 1e9,
+        "max_selected": 10,
+        "uniqueness_tolerance": 0.0,
+        "metric": "force",
+        "stop_fraction": 0.0,
+    }
+    store = get_store()
+    rec = active_iteration(store, path, settings, 1, {"name": "sevennet"}, "al", tmp_path)
+    assert [r["supercell"] for r in rec["runs"]] == [2, 4] and not rec["stop"]
+    assert rec["selection"]["n_candidates"] == 4 and len(rec["todo"]) == 4
+    sizes = sorted(store.get_configuration(i).reference.n_atoms for i in rec["todo"])
+    assert sizes == [40, 40, 320, 320]
+    again = active_iteration(store, path, settings, 1, {"name": "sevennet"}, "al", tmp_path)  # a rerun
+    assert sorted(again["todo"]) == sorted(rec["todo"])  # the same seeded frames, stored once

@@ -124,6 +124,10 @@ def test_paper_spec_matches_the_paper():
         (minimal(active={"temperatures": [300, -5]}), "active.temperatures[1]"),
         (minimal(active={"starts": ["a+b+c-"]}), "active.starts[0]"),
         (minimal(active={"metric": "virial"}), "active.metric"),
+        (minimal(active={"supercells": [2, 0]}), "active.supercells[1]"),
+        (minimal(active={"supercells": "4"}), "active.supercells[0]"),
+        (minimal(active={"supercells": [3], "starts": ["a+b-b-"]}), "active.supercells"),
+        (minimal(active={"supercells": [2, 4]}, training={"models": ["linear"]}), "active.supercells"),
         (minimal(active=True, training={"enabled": False}), "active"),
     ],
 )
@@ -215,6 +219,10 @@ def test_active_loop_starts_after_the_first_training_with_a_committee():
     assert task["iteration"] == 1 and task["training"]["committee"] == {"size": 3, "resample": "bootstrap"}
     assert task["simulate"]["method"] == "mc"
     assert train.tasks[0]["training"]["committee"] == {"size": 3, "resample": "bootstrap"}
+    assert "supercells" not in task["active"] and task["active"]["supercell"] == 2  # the training cell
+    wider = build_workflow(validate_spec(minimal(active={"supercells": [2, 4]})))
+    task = next(fw for fw in wider.fws if fw.name == "t: active learning 1").tasks[0]
+    assert task["active"]["supercells"] == [2, 4]
 
 
 # a spec touching every section, in the short forms a YAML file may use (scalars for lists, true/false

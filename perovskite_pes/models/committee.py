@@ -184,12 +184,16 @@ class Committee(EnergyModel):
     # ------------------------------------------------------------------ fit
     def fit(self, configs, energies, forces=None, stresses=None):
         """Train the K members on resamples of the configurations (total energies in eV; forces in eV/A
-        and stresses in eV/A^3 when the members train those terms). All configurations must be in one
-        supercell."""
+        and stresses in eV/A^3 when the members train those terms).
+
+        Net members (cluster, site) may train on configurations of several supercells of the reference
+        (e.g. 2x2x2 enumerations with 4x4x4 MD frames): each supercell is then resampled on its own
+        (a bootstrap draw or a fold per supercell), so that every member sees every supercell.
+        """
         configs = check_configurations(configs)
         e = check_energies(energies, len(configs))
         if len({c.reference for c in configs}) != 1:
-            raise ModelError("a Committee trains on configurations of one supercell of the reference")
+            return self._fit_supercells(configs, e, forces, stresses)
         ref = configs[0].reference
         template = self.make_member(0, self.featurizer)
         fz = template._prepare_featurizer(ref) if template.feature_kind != "pair" else None
@@ -206,6 +210,57 @@ class Committee(EnergyModel):
         if kw:
             kw["positions"], kw["lattice"] = geometry(configs)
         return self.fit_arrays(ref, e, feats, featurizer=fz, **kw)
+
+    def _fit_supercells(self, configs, e, forces, stresses):
+        """:meth:`fit` on configurations of several supercells (net members only), resampled per supercell."""
+        from joblib import Parallel, delayed
+
+        from .nets import supercell_groups
+
+        kind, _params = self._recipe()
+        if kind not in ("cluster", "site"):
+            raise ModelError(
+                f"a committee of {kind} models trains on configurations of one supercell; got "
+                f"{len({c.reference for c in configs})} supercells (cluster and site nets train on several)"
+            )
+        groups = supercell_groups(configs)
+        per_group = [self.samples(len(g)) for g in groups]
+        samples = [np.sort(np.concatenate([g[s[k]] for g, s in zip(groups, per_group)])) for k in range(self._size())]
+        ref = configs[groups[0][0]].reference
+        featurizer = self.make_member(0, self.featurizer)._prepare_featurizer(ref)
+        f = None if forces is None else check_forces(forces, configs)
+        st = None if stresses is None else check_stresses(stresses, len(configs))
+        n_jobs = int(self.n_jobs or 1)
+        parallel = n_jobs != 1
+        recipe = featurizer.to_dict() if parallel else featurizer
+        jobs = [
+            delayed(_fit_member_on_configs)(
+                self._recipe(),
+                seed,
+                [configs[i] for i in idx],
+                e[idx],
+                None if f is None else [f[i] for i in idx],
+                None if st is None else st[idx],
+                recipe,
+                ref,
+                parallel,
+            )
+            for seed, idx in zip(self._member_seeds(), samples)
+        ]
+        logger.info(
+            "training a committee of %d %s models (%s resampling per supercell) on %d configurations of %d supercells",
+            len(samples),
+            kind,
+            self.resample,
+            len(configs),
+            len(groups),
+        )
+        members = Parallel(n_jobs=n_jobs if parallel else 1, backend="loky" if parallel else "sequential")(jobs)
+        for m in members:
+            _attach_featurizer(m, featurizer)
+        self._set_members(members, ref, featurizer)
+        self.samples_ = [s.tolist() for s in samples]
+        return self
 
     def fit_arrays(
         self, reference, energies, features, positions=None, lattice=None, forces=None, featurizer=None, stresses=None
@@ -462,6 +517,21 @@ def _build_member(kind: str, params: dict, seed: int, featurizer):
     if _accepts(cls, "featurizer"):
         kw["featurizer"] = featurizer
     return cls(**kw)
+
+
+def _fit_member_on_configs(spec: tuple, seed: int, configs, energies, forces, stresses, featurizer, reference, worker):
+    """Fit one net member on configurations of several supercells (:meth:`Committee._fit_supercells`)."""
+    import torch
+
+    if worker:
+        torch.set_num_threads(1)
+        if isinstance(featurizer, dict):
+            featurizer = featurizer_from_recipe(featurizer, reference)
+    member = _build_member(*spec, seed, featurizer)
+    member.fit(configs, energies, forces, stresses=stresses)
+    if worker:
+        _detach_featurizer(member)
+    return member
 
 
 def _fit_member(spec: tuple, seed: int, idx, reference, energies, feats, geo, featurizer, worker: bool):

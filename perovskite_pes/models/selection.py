@@ -484,7 +484,7 @@ def _fit_and_score(
     pair = setting["model"] == "pair"
     sub = functools.partial(_subset, feats, pair=pair)
     net = setting["model"] in ("cluster", "site")
-    if larger is not None and net and not committee:
+    if larger is not None and net:  # a committee resamples each supercell on its own
         _fit_with_larger(model, configs, energies, train_idx, gradients, larger)
     elif pair and not committee:
         model.fit_arrays(reference, energies[train_idx], sub(train_idx))
@@ -743,8 +743,6 @@ def _check_inputs(configs, energies, forces, cfg: dict, stresses=None):
                 f"{len(rest)} configurations are in supercells larger than the smallest one: only the nets "
                 "(cluster, site) train on several supercells; add one to the grid or leave them out"
             )
-        if cfg.get("committee") and int(cfg["committee"].get("size") or 0) >= 2:
-            raise ModelError("a committee trains on one supercell; leave out the configurations of larger supercells")
         larger = LargerCells(
             [configs[i] for i in rest],
             e[rest],
@@ -1035,7 +1033,7 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
                 e[test_idx],
                 n_atoms[test_idx],
                 [configs[i] for i in test_idx],
-                None if forces is None else [forces[i] for i in test_idx],
+                None if forces is None else [forces[kept[i]] for i in test_idx],  # forces: as given
             ),
             **committee,
         }

@@ -1,7 +1,7 @@
 """Active learning at temperature, the science half: explore with MD, select what the committee does not know.
 
 :func:`explore` runs MD with the current model over a ladder of temperatures, start structures (tilt
-systems) and strains in the training supercell, and keeps every sampled frame as a candidate. A run
+systems) and strains in one supercell, and keeps every sampled frame as a candidate. A run
 that blows up is stopped; the frames it sampled before (where the model starts to fail) stay
 candidates, marked ``blowup``.
 
@@ -11,7 +11,8 @@ window: below ``lower`` the model already knows the region, above ``upper`` the 
 (except frames from just before a blow-up, which is where the model fails). Frames with atoms closer
 than ``min_distance`` are dropped. The rest are spread out in descriptor space (farthest-point
 order, starting from the most uncertain), de-duplicated with the symmetry-aware uniqueness filter
-against each other and against what is already known, and capped.
+against each other and against what is already known (per supercell: candidates may come from
+several), and capped.
 
 Example
 -------
@@ -116,7 +117,13 @@ def explore(
                     seed=int(seed) * 1000 + k,
                 )
                 k += 1
-                record = {"temperature_K": float(t), "start": start, "strain": e, "blowup": None}
+                record = {
+                    "temperature_K": float(t),
+                    "start": start,
+                    "strain": e,
+                    "supercell": np.asarray(supercell).tolist(),
+                    "blowup": None,
+                }
                 try:
                     res = sim.run([Stage(float(t), int(steps), int(equilibration))], progress=progress, on_sample=keep)
                     record["steps"] = res.steps
@@ -254,15 +261,17 @@ def select(
         return sel
     x = _descriptors([configs[k] for k in idx])
     order = [idx[j] for j in farthest_point_order(x, int(np.argmax(s[idx])))]
-    unique = UniquenessFilter(uniqueness_tolerance)
-    ref = configs[idx[0]].reference
+    # one uniqueness filter per supercell (frames of different cells are never duplicates of each other)
+    filters: dict = {}
+    for k in idx:
+        filters.setdefault(configs[k].reference, UniquenessFilter(uniqueness_tolerance))
     for c in known:
-        if c.reference == ref:
-            unique.add(c)
+        if c.reference in filters:
+            filters[c.reference].add(c)
     for k in order:
         if len(sel.configurations) >= int(max_selected):
             break
-        if configs[k].reference == ref and unique.accept(configs[k]):
+        if filters[configs[k].reference].accept(configs[k]):
             sel.configurations.append(configs[k])
             sel.spreads.append(float(s[k]))
         else:

@@ -98,8 +98,13 @@ def active_iteration(
         k: settings[k]
         for k in ("temperatures", "starts", "strains", "steps", "equilibration", "sample_every", "timestep_fs")
     }
-    kw["supercell"] = settings.get("supercell", 2)
-    candidates, runs = explore(model, seed=seed + 7919 * iteration, progress=steps.progress_enabled(), **kw)
+    candidates, runs = [], []
+    for k, n in enumerate(settings.get("supercells") or [settings.get("supercell", 2)]):
+        c, r = explore(
+            model, supercell=n, seed=seed + 7919 * iteration + 104729 * k, progress=steps.progress_enabled(), **kw
+        )
+        candidates += c
+        runs += r
     t_explore = time.perf_counter() - t0
     known = [d["config"] for d in data]
     t1 = time.perf_counter()

@@ -833,6 +833,23 @@ class SimulateSpec(_Step):
         return d
 
 
+def _diagonal(supercell) -> list | None:
+    """The campaign supercell as [n1, n2, n3] when it is diagonal (None for a general matrix)."""
+    if isinstance(supercell, int):
+        return [supercell] * 3
+    rows = list(supercell)
+    if all(isinstance(x, int) for x in rows):
+        return [int(x) for x in rows]
+    off = any(rows[i][j] for i in range(3) for j in range(3) if i != j)
+    return None if off else [int(rows[i][i]) for i in range(3)]
+
+
+def _explore_supercell(value, at):
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8:
+        _fail(at, f"an exploration supercell is an integer N (N x N x N) from 1 to 8; got {value!r}")
+    return value
+
+
 class ActiveSpec(_Step):
     """Active learning at temperature after the first training: explore -> select -> label -> retrain.
 
@@ -860,6 +877,12 @@ class ActiveSpec(_Step):
     strains: _checked(
         tuple[float, ...], _listed_of(lambda x, at: _float(x, lo=-0.1, hi=0.1, at=at)), float | list[float]
     ) = (0.0,)
+    supercells: _checked(tuple[int, ...], _listed_of(_explore_supercell), int | list[int]) = ()
+    """N x N x N supercells to explore in (empty: the campaign's training supercell). Frames of a larger
+    cell (e.g. ``[2, 4]``: 320 atoms) hold the long-wavelength motion a 2x2x2 cell cannot; they are
+    labelled as they are (one calculation each, eight times the work of a 2x2x2 one) and every
+    committee member trains on them. The largest force deviation grows with the number of atoms, so a
+    larger cell's frames reach the trust window sooner."""
     steps: _Int(1) = 300
     equilibration: _Int(0) = 100
     sample_every: _Int(1) = 10
@@ -882,6 +905,20 @@ class ActiveSpec(_Step):
     def _trust_window(self):
         if self.upper <= self.lower:
             _fail("upper", f"the trust window needs lower < upper; got lower={self.lower}, upper={self.upper}")
+        return self
+
+    @model_validator(mode="after")
+    def _supercells_hold_the_starts(self):
+        if self.supercells:
+            from ..structure import Perovskite
+            from ..structure.tilts import check_tilt_supercell
+
+            for n in self.supercells:
+                for g in self.starts:
+                    try:
+                        check_tilt_supercell(Perovskite().supercell(n), g)
+                    except ValueError as exc:
+                        _fail("supercells", f"{exc} (start {g} of the exploration)")
         return self
 
     def explore_kwargs(self) -> dict:
@@ -964,6 +1001,13 @@ class CampaignSpec(_Section):
                 f"with resample: cv the committee is the cross-validation's fold models, so it must equal "
                 f"training.folds ({self.training.folds}); got {self.active.committee}",
             )
+        others = [n for n in self.active.supercells if [n] * 3 != _diagonal(self.supercell)]
+        if self.active.enabled and others and not set(self.training.models) <= {"cluster", "site"}:
+            _fail(
+                "active.supercells",
+                f"frames of supercells {others} beside the training one train only the nets: training.models must be "
+                f"cluster and/or site; got {list(self.training.models)}",
+            )
         return self
 
     @model_validator(mode="after")
@@ -1001,15 +1045,15 @@ class CampaignSpec(_Section):
         """Plain JSON-able dict with every default filled in (its hash identifies the campaign).
 
         Steps added after campaigns were first hashed (``tilt_grid``, ``thermal_md``) appear only when enabled,
-        and fields added later (``active.final_exploration``, ``active.resample``, ``training.stress_weight``,
-        ``steps.tilt_grid.ratios``) only when they differ from their default, so that the hash of a spec that
-        does not use them stays what it was.
+        and fields added later (``active.final_exploration``, ``active.resample``, ``active.supercells``,
+        ``training.stress_weight``, ``steps.tilt_grid.ratios``) only when they differ from their default,
+        so that the hash of a spec that does not use them stays what it was.
         """
         d = _plain(self.model_dump())
         for step in ("tilt_grid", "thermal_md"):
             if not getattr(self.steps, step).enabled:
                 del d["steps"][step]
-        for key in ("final_exploration", "resample"):
+        for key in ("final_exploration", "resample", "supercells"):
             if getattr(self.active, key) == ActiveSpec.model_fields[key].default:
                 del d["active"][key]
         if "tilt_grid" in d["steps"] and not self.steps.tilt_grid.ratios:
