@@ -84,6 +84,7 @@ def test_frames_of_another_supercell_are_never_duplicates_of_this_ones():
     twin = Candidate(Configuration(big_ref, big.config.displacements + 0.001), 300.0, "a0a0a0", 0.0, 2)
     sel = select(SpreadByAmplitude(), [small, big, twin], lower=0.1, upper=0.4, max_selected=10)
     assert {c.reference.n_atoms for c in sel.configurations} == {40, 320} and sel.n_duplicates == 1
+    assert sel.per_supercell["2x2x2"]["frames"] == 1 and sel.per_supercell["4x4x4"]["frames"] == 2
     known = select(SpreadByAmplitude(), [small, big], lower=0.1, upper=0.4, max_selected=10, known=[twin.config])
     assert [c.reference.n_atoms for c in known.configurations] == [40]
 

@@ -120,7 +120,12 @@ def test_an_iteration_explores_in_every_supercell_given_and_stores_each_frame_on
     rec = active_iteration(store, path, settings, 1, {"name": "sevennet"}, "al", tmp_path)
     assert [r["supercell"] for r in rec["runs"]] == [2, 4] and not rec["stop"]
     assert rec["selection"]["n_candidates"] == 4 and len(rec["todo"]) == 4
+    assert {c: v["frames"] for c, v in rec["selection"]["per_supercell"].items()} == {"2x2x2": 2, "4x4x4": 2}
     sizes = sorted(store.get_configuration(i).reference.n_atoms for i in rec["todo"])
     assert sizes == [40, 40, 320, 320]
+    from perovskite_pes.workflows.report import _active_summary
+
+    row = _active_summary(tmp_path)[0]
+    assert set(row["per_supercell"]) == {"2x2x2", "4x4x4"} and set(row["per_temperature"]) == {"300"}
     again = active_iteration(store, path, settings, 1, {"name": "sevennet"}, "al", tmp_path)  # a rerun
     assert sorted(again["todo"]) == sorted(rec["todo"])  # the same seeded frames, stored once

@@ -147,6 +147,7 @@ class Selection:
     configurations: list = field(default_factory=list)
     spreads: list = field(default_factory=list)
     per_temperature: dict = field(default_factory=dict)
+    per_supercell: dict = field(default_factory=dict)
     n_candidates: int = 0
     n_in_window: int = 0
     n_duplicates: int = 0
@@ -165,6 +166,7 @@ class Selection:
             "n_too_close": self.n_too_close,
             "fraction_uncertain": self.fraction_uncertain(),
             "per_temperature": self.per_temperature,
+            "per_supercell": self.per_supercell,
             "selected_spreads": [float(s) for s in self.spreads],
         }
 
@@ -242,15 +244,22 @@ def select(
         return sel
     configs = [c.config for c in candidates]
     s = spreads_of(committee, configs, metric)
-    temps = np.array([c.temperature_K for c in candidates])
-    for t in np.unique(temps):
-        m = temps == t
-        sel.per_temperature[f"{t:.0f}"] = {
+
+    def stats(m) -> dict:
+        return {
             "frames": int(m.sum()),
             "fraction_above_lower": float((s[m] >= lower).mean()),
             "fraction_above_upper": float((s[m] >= upper).mean()),
             "median_spread": float(np.median(s[m])),
         }
+
+    temps = np.array([c.temperature_K for c in candidates])
+    for t in np.unique(temps):
+        sel.per_temperature[f"{t:.0f}"] = stats(temps == t)
+    cells = np.array(["x".join(str(int(n)) for n in np.diag(c.reference.matrix)) for c in configs])
+    if len(set(cells)) > 1:  # the largest force deviation grows with the number of atoms: say by how much
+        for cell in sorted(set(cells), key=lambda x: int(x.split("x")[0])):
+            sel.per_supercell[cell] = stats(cells == cell)
     blow = np.array([c.blowup for c in candidates])
     ok = np.array([c.config.min_distance() >= min_distance for c in candidates])
     sel.n_too_close = int((~ok).sum())

@@ -184,6 +184,11 @@ def _active_summary(out_dir: Path) -> list | None:
                 "selected": r["n_to_label"],
                 "fraction_uncertain": sel["fraction_uncertain"],
                 "per_temperature": {t: v["fraction_above_lower"] for t, v in sel["per_temperature"].items()},
+                **(
+                    {"per_supercell": {c: v["fraction_above_lower"] for c, v in sel["per_supercell"].items()}}
+                    if sel.get("per_supercell")
+                    else {}
+                ),
                 "model_errors": r.get("model_errors"),
                 "labelled_errors": r.get("labelled_errors"),
                 "explored": r.get("explored", True),
