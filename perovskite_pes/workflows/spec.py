@@ -32,8 +32,8 @@ Layout of a spec (every section except ``name`` and ``calculator`` is optional):
               cv_tolerance: 0.05}
     simulate: {method: md, supercell: 4, t_min: 100, t_max: 500, t_step: 50, steps: 500,
                equilibration: 250, seeds: [0, 1]}   # optional: the model's phase sequence at the end
-    active: {committee: 4, temperatures: [150, 300, 450, 600], lower: 0.05, upper: 0.5}
-                                      # optional: active learning at temperature after the first training
+    active: {committee: 4, temperatures: [150, 300, 450, 600], lower: 0.05, upper: 0.5,
+             supercells: [2, 4]}      # optional: active learning at temperature after the first training
 """
 
 import math
