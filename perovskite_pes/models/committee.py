@@ -213,8 +213,6 @@ class Committee(EnergyModel):
 
     def _fit_supercells(self, configs, e, forces, stresses):
         """:meth:`fit` on configurations of several supercells (net members only), resampled per supercell."""
-        from joblib import Parallel, delayed
-
         from .nets import supercell_groups
 
         kind, _params = self._recipe()
@@ -230,23 +228,6 @@ class Committee(EnergyModel):
         featurizer = self.make_member(0, self.featurizer)._prepare_featurizer(ref)
         f = None if forces is None else check_forces(forces, configs)
         st = None if stresses is None else check_stresses(stresses, len(configs))
-        n_jobs = int(self.n_jobs or 1)
-        parallel = n_jobs != 1
-        recipe = featurizer.to_dict() if parallel else featurizer
-        jobs = [
-            delayed(_fit_member_on_configs)(
-                self._recipe(),
-                seed,
-                [configs[i] for i in idx],
-                e[idx],
-                None if f is None else [f[i] for i in idx],
-                None if st is None else st[idx],
-                recipe,
-                ref,
-                parallel,
-            )
-            for seed, idx in zip(self._member_seeds(), samples)
-        ]
         logger.info(
             "training a committee of %d %s models (%s resampling per supercell) on %d configurations of %d supercells",
             len(samples),
@@ -255,12 +236,19 @@ class Committee(EnergyModel):
             len(configs),
             len(groups),
         )
-        members = Parallel(n_jobs=n_jobs if parallel else 1, backend="loky" if parallel else "sequential")(jobs)
-        for m in members:
-            _attach_featurizer(m, featurizer)
-        self._set_members(members, ref, featurizer)
-        self.samples_ = [s.tolist() for s in samples]
-        return self
+        return self._train_members(
+            _fit_member_on_configs,
+            lambda idx: (
+                [configs[i] for i in idx],
+                e[idx],
+                None if f is None else [f[i] for i in idx],
+                None if st is None else st[idx],
+                ref,
+            ),
+            samples,
+            ref,
+            featurizer,
+        )
 
     def fit_arrays(
         self, reference, energies, features, positions=None, lattice=None, forces=None, featurizer=None, stresses=None
@@ -268,7 +256,6 @@ class Committee(EnergyModel):
         """Train from precomputed features (:meth:`EnergyModel.precompute` of the member kind) of
         configurations of ``reference``; positions, lattices and forces (stresses) for a force (stress)
         term."""
-        from joblib import Parallel, delayed
 
         e = np.asarray(energies, dtype=float)
         n = len(e)
@@ -289,14 +276,6 @@ class Committee(EnergyModel):
                 None if stresses is None else np.asarray(stresses),
             )
         )
-        n_jobs = int(self.n_jobs or 1)
-        parallel = n_jobs != 1 and len(samples) > 1
-        recipe = featurizer.to_dict() if (parallel and featurizer is not None) else featurizer
-        spec = self._recipe()
-        jobs = [
-            delayed(_fit_member)(spec, seed, idx, reference, e, feats, geo, recipe, parallel)
-            for seed, idx in zip(self._member_seeds(), samples)
-        ]
         logger.info(
             "training a committee of %d %s models (%s resampling) on %d configurations",
             len(samples),
@@ -304,6 +283,24 @@ class Committee(EnergyModel):
             self.resample,
             n,
         )
+        return self._train_members(
+            _fit_member, lambda idx: (idx, reference, e, feats, geo), samples, reference, featurizer
+        )
+
+    def _train_members(self, fit_one, data_of, samples, reference, featurizer):
+        """Fit one member per training sample, ``fit_one(kind and hyperparameters, seed, *data_of(idx),
+        featurizer, worker)``, in joblib worker processes when ``n_jobs != 1`` (the featurizer sent as
+        its recipe and re-attached after); keep them as the committee's members."""
+        from joblib import Parallel, delayed
+
+        n_jobs = int(self.n_jobs or 1)
+        parallel = n_jobs != 1 and len(samples) > 1
+        recipe = featurizer.to_dict() if (parallel and featurizer is not None) else featurizer
+        spec = self._recipe()
+        jobs = [
+            delayed(fit_one)(spec, seed, *data_of(idx), recipe, parallel)
+            for seed, idx in zip(self._member_seeds(), samples)
+        ]
         members = Parallel(n_jobs=n_jobs if parallel else 1, backend="loky" if parallel else "sequential")(jobs)
         for m in members:
             _attach_featurizer(m, featurizer)
@@ -519,7 +516,7 @@ def _build_member(kind: str, params: dict, seed: int, featurizer):
     return cls(**kw)
 
 
-def _fit_member_on_configs(spec: tuple, seed: int, configs, energies, forces, stresses, featurizer, reference, worker):
+def _fit_member_on_configs(spec: tuple, seed: int, configs, energies, forces, stresses, reference, featurizer, worker):
     """Fit one net member on configurations of several supercells (:meth:`Committee._fit_supercells`)."""
     import torch
 

@@ -833,21 +833,11 @@ class SimulateSpec(_Step):
         return d
 
 
-def _diagonal(supercell) -> list | None:
-    """The campaign supercell as [n1, n2, n3] when it is diagonal (None for a general matrix)."""
-    if isinstance(supercell, int):
-        return [supercell] * 3
-    rows = list(supercell)
-    if all(isinstance(x, int) for x in rows):
-        return [int(x) for x in rows]
-    off = any(rows[i][j] for i in range(3) for j in range(3) if i != j)
-    return None if off else [int(rows[i][i]) for i in range(3)]
-
-
 def _explore_supercell(value, at):
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8:
-        _fail(at, f"an exploration supercell is an integer N (N x N x N) from 1 to 8; got {value!r}")
-    return value
+    n = _int(value, minimum=1, at=at)
+    if n > 8:
+        _fail(at, f"an exploration supercell is an integer N (N x N x N) from 1 to 8; got {n}")
+    return n
 
 
 class ActiveSpec(_Step):
@@ -1001,7 +991,10 @@ class CampaignSpec(_Section):
                 f"with resample: cv the committee is the cross-validation's fold models, so it must equal "
                 f"training.folds ({self.training.folds}); got {self.active.committee}",
             )
-        others = [n for n in self.active.supercells if [n] * 3 != _diagonal(self.supercell)]
+        from ..structure import supercell_matrix
+
+        own = supercell_matrix(self.supercell)
+        others = [n for n in self.active.supercells if not (supercell_matrix(n) == own).all()]
         if self.active.enabled and others and not set(self.training.models) <= {"cluster", "site"}:
             _fail(
                 "active.supercells",
