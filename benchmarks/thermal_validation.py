@@ -178,8 +178,9 @@ def cubic_energies(configs, calculator: str, threads: int) -> dict:
 
 
 def score(model_path: str, configs, energies, forces, cubic: dict, threads: int) -> dict:
-    """Per-kind energy and force RMSE of one model against the labels; energies per atom are taken
-    from each side's own cubic cell (``cubic``: the surrogate's, from :func:`cubic_energies`)."""
+    """Per-kind energy and force RMSE and mean signed energy error of one model against the labels;
+    energies per atom are taken from each side's own cubic cell (``cubic``: the surrogate's, from
+    :func:`cubic_energies`)."""
     import torch
 
     from perovskite_pes.models import PESCalculator, load_model
@@ -208,6 +209,8 @@ def score(model_path: str, configs, energies, forces, cubic: dict, threads: int)
             "n": len(r["e"]),
             "energy_rmse_meV_atom": float(np.sqrt(np.mean(np.square(r["e"]))) * 1000),
             "energy_max_meV_atom": float(np.max(np.abs(r["e"])) * 1000),
+            # mean signed error (model - label): an offset shared by a kind's frames, which the RMSE hides
+            "energy_bias_meV_atom": float(np.mean(r["e"]) * 1000),
             "force_rmse_eV_A": float(np.sqrt(np.mean(np.square(np.concatenate(r["f"]))))),
         }
     return out
@@ -283,12 +286,14 @@ def main(argv=None) -> int:
         label, _, model_path = spec.rpartition("=")
         results[label or Path(model_path).name] = score(model_path, configs, energies, forces, cubic, args.threads)
     kinds = sorted({k for r in results.values() for k in r if k != "all"}) + ["all"]
-    print(f"\n{'kind':20}{'n':>5}" + "".join(f"{lab[:18]:>22}" for lab in results))
-    print(f"{'':25}" + "".join(f"{'E meV/at  F eV/A':>22}" for _ in results))
+    print(f"\n{'kind':20}{'n':>5}" + "".join(f"{lab[:28]:>30}" for lab in results))
+    print(f"{'':25}" + "".join(f"{'E meV/at   bias   F eV/A':>30}" for _ in results))
     for k in kinds:
         n = next(r[k]["n"] for r in results.values() if k in r)
         cells = "".join(
-            f"{r[k]['energy_rmse_meV_atom']:11.2f}{r[k]['force_rmse_eV_A']:11.3f}" if k in r else f"{'-':>22}"
+            f"{r[k]['energy_rmse_meV_atom']:11.2f}{r[k]['energy_bias_meV_atom']:+8.2f}{r[k]['force_rmse_eV_A']:11.3f}"
+            if k in r
+            else f"{'-':>30}"
             for r in results.values()
         )
         print(f"{k:20}{n:5d}{cells}")
