@@ -283,3 +283,14 @@ def test_transition_detection_and_combination():
     assert low["temperature_K"] == 225.0 and low["uncertainty_K"] == pytest.approx(50.0)
     high = pairs[("a0a0c+", "a0a0a0")]
     assert high["temperature_K"] == pytest.approx(300.0) and high["uncertainty_K"] >= 25.0
+
+
+def test_scan_plot_puts_close_transition_labels_on_separate_rows():
+    from perovskite_pes.simulation.plots import _label_levels
+    from perovskite_pes.utils import pyplot
+
+    fig, ax = pyplot().subplots()
+    ax.set_xlim(100, 600)  # 16 % of the range is 80 K
+    assert _label_levels([238, 262, 288, 312, 412, 512], ax) == [0, 1, 2, 3, 0, 0]
+    assert _label_levels([150, 300, 450], ax) == [0, 0, 0]  # far apart: one row
+    pyplot().close(fig)

@@ -31,7 +31,8 @@ def plot_scan(scan: dict, path) -> Path:
             axes[2].plot(
                 t, lat[:, k], style, color=colors[3 + k], marker=".", label=f"a{k + 1} (sorted)" if n == 0 else None
             )
-    for tr in scan.get("transitions", []):
+    transitions = sorted(scan.get("transitions", []), key=lambda tr: tr["temperature_K"])
+    for tr, level in zip(transitions, _label_levels([tr["temperature_K"] for tr in transitions], axes[0])):
         for ax in axes:
             ax.axvspan(
                 tr["temperature_K"] - tr["uncertainty_K"],
@@ -41,9 +42,11 @@ def plot_scan(scan: dict, path) -> Path:
             )
         axes[0].annotate(
             f"{tr['from']} -> {tr['to']}\n{tr['temperature_K']:.0f} +- {tr['uncertainty_K']:.0f} K",
-            (tr["temperature_K"], axes[0].get_ylim()[1] * 0.9),
+            (tr["temperature_K"], 0.98 - 0.1 * level),
+            xycoords=("data", "axes fraction"),
             ha="center",
-            fontsize=8,
+            va="top",
+            fontsize=7,
         )
     axes[0].set_ylabel("tilt amplitude (deg)")
     axes[1].set_ylabel("susceptibility (deg$^2$/eV per f.u.)")
@@ -54,6 +57,21 @@ def plot_scan(scan: dict, path) -> Path:
     for ax in axes:
         ax.legend(fontsize=7, loc="best")
     return save_figure(fig, path)
+
+
+def _label_levels(temperatures, ax, width: float = 0.16) -> list[int]:
+    """Row of each transition label (0 = top) so that labels closer than ``width`` of the x range share no row."""
+    lo, hi = ax.get_xlim()
+    span = (hi - lo) or 1.0
+    last = []  # per row, the temperature of its rightmost label
+    levels = []
+    for t in temperatures:
+        row = next((i for i, x in enumerate(last) if (t - x) / span >= width), len(last))
+        if row == len(last):
+            last.append(t)
+        last[row] = t
+        levels.append(row)
+    return levels
 
 
 def plot_run(result: dict, path) -> Path:
