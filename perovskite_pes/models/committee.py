@@ -256,7 +256,6 @@ class Committee(EnergyModel):
         """Train from precomputed features (:meth:`EnergyModel.precompute` of the member kind) of
         configurations of ``reference``; positions, lattices and forces (stresses) for a force (stress)
         term."""
-
         e = np.asarray(energies, dtype=float)
         n = len(e)
         kind, _params = self._recipe()

@@ -69,7 +69,8 @@ def _label_levels(temperatures, ax, width: float = 0.16) -> list[int]:
         row = next((i for i, x in enumerate(last) if (t - x) / span >= width), len(last))
         if row == len(last):
             last.append(t)
-        last[row] = t
+        else:
+            last[row] = t
         levels.append(row)
     return levels
 
