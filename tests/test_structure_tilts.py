@@ -13,6 +13,7 @@ from perovskite_pes.structure import (
     glazer_system,
     space_group,
     supercell_symmetry,
+    symmetrize,
     tilt_configuration,
 )
 
@@ -158,3 +159,71 @@ def test_canonical_key_of_tilts(ref):
     cz = tilt_configuration(ref, "a0a0c+", 7)
     cy = tilt_configuration(ref, "a0b+b+", [0, 7, 7])
     assert canonical_key(cz) != canonical_key(cy)
+
+
+def _noisy(config, scale, seed):
+    rng = np.random.default_rng(seed)
+    u = config.displacements + rng.normal(0, scale, config.displacements.shape)
+    return Configuration(config.reference, u, config.strain + rng.normal(0, scale / 10, 6), dict(config.tags))
+
+
+@pytest.mark.parametrize("symbol", sorted(HOWARD_STOKES))
+def test_symmetrize_restores_the_space_group_of_a_drifted_tilt_system(ref, symbol):
+    tilted = tilt_configuration(ref, symbol)
+    drifted = _noisy(tilted, 0.01, seed=len(symbol))
+    assert space_group(drifted, symprec=1e-3)[1] == 1  # the noise breaks every symmetry
+    sym = symmetrize(drifted, like=tilted)
+    assert space_group(sym, symprec=1e-6)[1] == HOWARD_STOKES[symbol]
+    assert sym.tags == drifted.tags
+    assert np.allclose(sym.displacements.mean(axis=0), 0, atol=1e-12)  # the rigid translation is removed
+    # a projection: idempotent, and what it removes is small when the drift is
+    again = symmetrize(sym, like=tilted)
+    assert np.allclose(again.displacements, sym.displacements, atol=1e-12)
+    assert np.allclose(again.strain, sym.strain, atol=1e-15)
+    assert np.abs(sym.displacements - drifted.displacements).max() < 0.05
+    # the exact configuration comes back unchanged
+    same = symmetrize(tilted, like=tilted)
+    u = tilted.displacements - tilted.displacements.mean(axis=0)
+    assert np.allclose(same.displacements, u, atol=1e-12) and np.allclose(same.strain, 0, atol=1e-15)
+    # everything the configuration had in common with the tilt system's group survives: its stabilizer
+    ops = supercell_symmetry(ref).stabilizer(sym)
+    assert set(supercell_symmetry(ref).stabilizer(tilted)) <= set(ops)
+
+
+def test_symmetry_twins_around_a_symmetrized_parent_merge_whatever_the_drift(ref):
+    """+a and -a of a mode around a symmetric parent can be images of each other. Around a parent that drifted
+    off its space group by 1e-3 A the rounded canonical keys of such twins merge or not by chance; after
+    symmetrize they merge the same way whatever the drift was."""
+    from perovskite_pes.structure.modes import displacement_modes
+
+    tilted = tilt_configuration(ref, "a0a0c+")
+    basis = displacement_modes(ref)
+    modes = [basis.vectors[sub.indices[0]] for sub in basis.subspaces]  # the quickstart's mode grid
+
+    def unique_keys(parent):
+        grid = [Configuration(ref, parent.displacements + a * m) for m in modes for a in (-0.15, 0.15)]
+        return len({canonical_key(c) for c in grid})
+
+    drifted = [_noisy(tilted, 0.001, seed) for seed in range(4)]
+    merged = {unique_keys(symmetrize(d, like=tilted)) for d in drifted}
+    assert len(merged) == 1 and min(merged) < 2 * len(modes) - 10  # the same twins merge, and many do
+    assert all(unique_keys(d) > min(merged) for d in drifted)  # a drifted parent breaks the twins apart
+
+
+def test_canonical_key_ignores_noise_at_rounding_half_steps(ref):
+    """Nice amplitudes times nice mode components land on half steps of the rounding (0.0375 A = 37.5 steps);
+    the last bits of floating-point noise must not decide the key there."""
+    u = np.zeros((ref.n_atoms, 3))
+    u[0, 0], u[1, 0], u[8, 2], u[9, 2] = 0.0375, -0.0375, 0.0125, -0.0125  # mean exactly zero
+    key = canonical_key(Configuration(ref, u, [0.015, 0, 0, 0, 0, 0]))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        noisy = u + rng.normal(0, 1e-15, u.shape)
+        assert canonical_key(Configuration(ref, noisy, [0.015 + 1e-16, 0, 0, 0, 0, 0])) == key
+    assert canonical_key(Configuration(ref, u * 1.02, [0.015, 0, 0, 0, 0, 0])) != key
+
+
+def test_symmetrize_refuses_another_reference(ref):
+    other = Perovskite().supercell(1)
+    with pytest.raises(PesError, match="same reference supercell"):
+        symmetrize(tilt_configuration(ref, "a0a0c+"), like=Configuration(other))

@@ -521,3 +521,50 @@ def test_campaign_moved_to_another_store_repeats_no_relaxation_and_no_calculatio
     assert C.run_campaign(validate_spec(d), progress=False)["complete"]
     keys = [c.tags["relax_key"] for c, _, _ in fresh.records({"method": "tilt"}) if c.tags.get("relaxed")]
     assert len(keys) == len(set(keys)) == 4
+
+
+class DriftingRelaxation(StandIn):
+    """Relaxations come back off their space group by ``noise`` A RMS, as threaded or unstable ones may."""
+
+    def __init__(self, noise):
+        super().__init__()
+        self.noise = noise
+
+    def calculate(self, structure, relax=None, workdir=None):
+        result = super().calculate(structure, relax, workdir)
+        if relax:
+            from pymatgen.core import Structure
+
+            s = result.final_structure
+            shift = np.random.default_rng(len(self.calls)).normal(0, self.noise, (len(s), 3))
+            result.final_structure = Structure(s.lattice, s.species, s.cart_coords + shift, coords_are_cartesian=True)
+        return result
+
+
+@pytest.mark.parametrize("noise, warns", [(0.002, False), (0.05, True)])
+def test_relaxed_parent_is_stored_in_its_tilt_systems_space_group(store, monkeypatch, caplog, noise, warns):
+    from perovskite_pes.structure import canonical_key, space_group, supercell_symmetry, tilt_configuration
+
+    monkeypatch.setattr(steps, "get_calculator_cached", lambda calculator: DriftingRelaxation(noise))
+    reference = {"species": ["Cs", "Pb", "Br"], "lattice_parameter": 5.87}
+    with caplog.at_level("WARNING", logger=steps.__name__):
+        out = steps.relax_tilt(store, reference, 2, "a+b-b-", {"name": "sevennet"})
+    assert out["space_group"] == "Pnma (62)"
+    assert ("left its space group" in caplog.text) is warns
+    parent = store.get_configuration(out["config_id"])
+    assert space_group(parent, symprec=1e-6) == ("Pnma", 62)
+    assert 0.5 * noise < parent.tags["symmetry_removed"] == out["symmetry_removed"] < 6 * noise
+    # the symmetry twins of the mode grid around it (images under Pnma, found without rounding) share a key
+    sampling = {"mode_grid": {"enabled": True, "amplitudes": [-0.15, 0.15], "components": "first"}}
+    grid = steps.enumerate_around(parent, "a+b-b-", sampling, include_parent=False)
+    sym = supercell_symmetry(parent.reference)
+    pnma = sym.stabilizer(tilt_configuration(parent.reference, "a+b-b-"))
+    assert len(pnma) == 16 and set(pnma) <= set(sym.stabilizer(parent))
+    fields = [c.displacements - c.displacements.mean(axis=0) for c in grid]
+    twin_of = {}
+    for i, u in enumerate(fields):
+        images = sym.apply_displacements(u, pnma)
+        for j in range(i + 1, len(fields)):
+            if j not in twin_of and np.abs(images - fields[j]).max(axis=(1, 2)).min() < 1e-9:
+                twin_of[j] = i
+    assert twin_of and len({canonical_key(c) for c in grid}) == len(grid) - len(twin_of)

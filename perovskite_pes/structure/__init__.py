@@ -26,7 +26,7 @@ from .sampling import (
     interpolate_path,
     random_nsphere,
 )
-from .symmetry import SupercellSymmetry, canonical_key, space_group, supercell_symmetry
+from .symmetry import SupercellSymmetry, canonical_key, space_group, supercell_symmetry, symmetrize
 from .tilts import (
     GLAZER_SYSTEMS,
     GlazerError,
@@ -76,6 +76,7 @@ __all__ = [
     "strain_to_matrix",
     "supercell_matrix",
     "supercell_symmetry",
+    "symmetrize",
     "rotation_field_displacements",
     "stacked_tilt_configuration",
     "tilt_angles",

@@ -120,6 +120,17 @@ class SupercellSymmetry:
         e = self.apply_strain(config.strain, [op])[0]
         return Configuration(config.reference, u, e, dict(config.tags))
 
+    def stabilizer(self, config: Configuration, tol: float = 1e-6, strain_tol: float = 1e-9) -> np.ndarray:
+        """Indices of the operations that map ``config`` onto itself: its space group within the supercell.
+
+        A rigid translation of the whole configuration is ignored; displacements must match within ``tol``
+        Angstrom and strains within ``strain_tol``.
+        """
+        u = config.displacements - config.displacements.mean(axis=0)
+        du = np.abs(self.apply_displacements(u) - u).max(axis=(1, 2))
+        de = np.abs(self.apply_strain(config.strain) - config.strain).max(axis=1)
+        return np.flatnonzero((du < tol) & (de < strain_tol))
+
     def displacement_matrix(self, op: int) -> np.ndarray:
         """The (3N, 3N) matrix of operation ``op`` on flattened displacement fields."""
         n = self.reference.n_atoms
@@ -206,6 +217,12 @@ def _lexmin_row(rows: np.ndarray) -> np.ndarray:
     return rows[keep[0]]
 
 
+def _steps(x: np.ndarray) -> np.ndarray:
+    """Nearest integers of ``x``; values within 5e-7 of a half step are snapped onto it first, so that
+    ties go to the even neighbour (numpy's rounding) rather than to whichever side noise puts them."""
+    return np.rint(np.round(x, 6)).astype(np.int64)
+
+
 def canonical_key(config: Configuration, tol: float = 1e-3, strain_tol: float = 1e-5) -> str:
     """A key (sha1 hex) equal for configurations related by a reference space-group operation.
 
@@ -214,6 +231,10 @@ def canonical_key(config: Configuration, tol: float = 1e-3, strain_tol: float = 
     lexicographically smallest rounded image over all operations of the reference space group
     acting on the supercell (point operations and supercell translations), together with the
     reference (species, lattice parameter, supercell matrix).
+
+    Values that lie on a rounding boundary (a half step: grids of nice amplitudes times nice mode
+    components put them there, e.g. 0.15 A x 0.25 = 37.5 steps of 1e-3 A) go to the even neighbour
+    whatever the last bits of floating-point noise say, so that exact symmetry twins share a key.
     """
     if tol <= 0 or strain_tol <= 0:
         raise ConfigurationError(f"canonical_key tolerances must be positive; got tol={tol}, strain_tol={strain_tol}")
@@ -221,8 +242,8 @@ def canonical_key(config: Configuration, tol: float = 1e-3, strain_tol: float = 
     u_img, e_img = _distortion_images(config, sym)
     ints = np.concatenate(
         [
-            np.rint(e_img / strain_tol).astype(np.int64),
-            np.rint(u_img.reshape(sym.n_ops, -1) / tol).astype(np.int64),
+            _steps(e_img / strain_tol),
+            _steps(u_img.reshape(sym.n_ops, -1) / tol),
         ],
         axis=1,
     )
@@ -240,6 +261,35 @@ def canonical_key(config: Configuration, tol: float = 1e-3, strain_tol: float = 
     h = hashlib.sha1(header.encode())
     h.update(best.tobytes())
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- symmetrization
+def symmetrize(config: Configuration, like: Configuration, tol: float = 1e-6) -> Configuration:
+    """``config`` projected onto the configurations that have every symmetry of ``like``.
+
+    The projection averages the images of ``config`` under the stabilizer of ``like`` (the operations
+    of the reference space group that map ``like`` onto itself within ``tol`` Angstrom): the result is
+    exactly invariant under them, an already invariant configuration comes back unchanged, and the
+    rigid translation is removed. Use it on a relaxed structure whose relaxation started from ``like``
+    and drifted off its space group by numerical noise or a weak instability, so that what is built
+    around it (symmetry twins of a mode grid in particular) does not depend on that noise. Tags are kept.
+
+    >>> import numpy as np
+    >>> from perovskite_pes.structure import Configuration, Perovskite, space_group, symmetrize, tilt_configuration
+    >>> ref = Perovskite(("Cs", "Pb", "Br"), 5.87).supercell(2)
+    >>> pnma = tilt_configuration(ref, "a+b-b-")
+    >>> noisy = Configuration(ref, pnma.displacements + np.random.default_rng(0).normal(0, 0.005, (40, 3)))
+    >>> space_group(noisy, symprec=1e-3), space_group(symmetrize(noisy, like=pnma), symprec=1e-5)
+    (('P1', 1), ('Pnma', 62))
+    """
+    if config.reference != like.reference:
+        raise ConfigurationError("symmetrize: config and like must be configurations of the same reference supercell")
+    sym = supercell_symmetry(config.reference)
+    ops = sym.stabilizer(like, tol=tol)
+    u = config.displacements - config.displacements.mean(axis=0)
+    displacements = sym.apply_displacements(u, ops).mean(axis=0)
+    strain = sym.apply_strain(config.strain, ops).mean(axis=0)
+    return Configuration(config.reference, displacements, strain, dict(config.tags))
 
 
 # --------------------------------------------------------------------------- space groups

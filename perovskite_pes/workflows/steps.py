@@ -24,6 +24,8 @@ from ..errors import PesError
 logger = logging.getLogger(__name__)
 
 CUBIC = "a0a0a0"
+#: Angstrom: a relaxed tilt system that left its space group by more than this is logged as a warning
+SYMMETRY_DRIFT_WARNING = 0.05
 
 
 class CampaignStepError(PesError):
@@ -121,10 +123,16 @@ def relax_tilt(
 ) -> dict:
     """Build tilt system ``glazer`` in the supercell, relax it and store the relaxed configuration.
 
+    The relaxed structure is stored projected onto the space group of the tilt system it started from
+    (:func:`perovskite_pes.structure.symmetrize`): a relaxation that drifts off it by numerical noise or
+    a weak symmetry-breaking instability would otherwise make the symmetry twins enumerated around the
+    parent merge or not from one run to the next. The largest displacement the projection removed is
+    stored (tag ``symmetry_removed``, Angstrom) and logged as a warning above 0.05 A.
+
     Returns ``{"config_id", "energy", "space_group", ...}``; a failed relaxation raises
     :class:`CampaignStepError` with the calculator's reason.
     """
-    from ..structure import Configuration, tilt_configuration
+    from ..structure import Configuration, symmetrize, tilt_configuration
 
     ref = reference_supercell(reference, supercell)
     start = tilt_configuration(ref, glazer, tilt_angles_for(glazer, angles_deg))
@@ -141,9 +149,19 @@ def relax_tilt(
     if final is None:
         raise CampaignStepError(f"relaxation of tilt system {glazer} returned no final structure")
     tags = _tags("tilt", glazer, relaxed=relax, campaign=campaign, relax_key=key, relax_energy=float(result.energy))
-    relaxed = Configuration.from_arrays(
+    drifted = Configuration.from_arrays(
         ref, final.lattice.matrix, final.cart_coords, tags=tags, remove_translation=True
     )
+    relaxed = symmetrize(drifted, like=start)
+    removed = float(np.abs(relaxed.displacements - drifted.displacements).max())
+    relaxed.tags["symmetry_removed"] = round(removed, 6)
+    if removed > SYMMETRY_DRIFT_WARNING:
+        logger.warning(
+            "relaxed %s left its space group by up to %.3f A (a symmetry-breaking instability of the "
+            "calculator?); the parent stored is its projection back onto the space group",
+            glazer,
+            removed,
+        )
     report = store.save_configurations([relaxed], source=_source(campaign))
     store.flush()
     return _relaxation_summary(str(report.ids[0]), glazer, relaxed)
@@ -169,11 +187,15 @@ def _stored_relaxation(store, glazer: str, key: str) -> dict | None:
 
 
 def _relaxation_summary(config_id: str, glazer: str, relaxed) -> dict:
+    from ..structure import space_group
+
     energy = relaxed.tags.get("relax_energy")
     return {
         "config_id": config_id,
         "glazer": glazer,
         "energy": None if energy is None else float(energy),
+        "space_group": "{} ({})".format(*space_group(relaxed)),
+        "symmetry_removed": relaxed.tags.get("symmetry_removed"),
         "max_displacement": float(np.abs(relaxed.displacements).max()),
         "strain": relaxed.strain.tolist(),
     }
