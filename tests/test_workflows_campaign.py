@@ -223,6 +223,34 @@ def test_tiny_campaign_runs_to_a_registered_model(calc, store):
     assert fw_states == {"COMPLETED": report["status"]["fireworks"]["total"]}
     assert all(Path(p).exists() for p in report["plots"]) and len(report["plots"]) >= 2
     assert report["timings"]["stages"]["calculate"] > 0
+    # the relaxed parents in order of energy, each in its tilt system's space group
+    parents = report["parents"]
+    assert {p["glazer"]: p["space_group"] for p in parents} == {
+        "a0a0a0": "Pm-3m (221)",
+        "a0a0c+": "P4/mbm (127)",
+        "a-a-a-": "R-3c (167)",
+    }
+    above = [p["above_lowest_meV_per_fu"] for p in parents]
+    assert above[0] == 0 and above == sorted(above) and above[-1] > 0
+    for p in parents:
+        if p["config_id"] is not None:  # the stand-in's energy of the stored parent, per formula unit
+            s = store.get_configuration(p["config_id"]).to_structure()
+            assert p["energy_per_fu"] == pytest.approx(np.sum(np.sin(s.cart_coords) ** 2) / 8, rel=1e-9)
+
+
+def test_campaign_run_prints_the_relaxed_parents_in_order_of_energy(capsys):
+    from perovskite_pes.cli.campaign import _print_parents
+
+    _print_parents(
+        [
+            {"glazer": "a+b-b-", "space_group": "Pnma (62)", "above_lowest_meV_per_fu": 0.0},
+            {"glazer": "a0a0a0", "space_group": "Pm-3m (221)", "above_lowest_meV_per_fu": 41.26},
+        ]
+    )
+    _print_parents([])
+    assert capsys.readouterr().out == (
+        "relaxed parents (meV/f.u. above the lowest): a+b-b- Pnma (62) 0.0, a0a0a0 Pm-3m (221) 41.3\n"
+    )
 
 
 def pes_report(store, name):

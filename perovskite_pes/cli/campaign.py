@@ -177,6 +177,7 @@ def cmd_run(args) -> int:
             data = json.loads(report.read_text())
             for plot in data.get("plots", []):
                 print(f"  plot: {plot}")
+            _print_parents(data.get("parents"))
             _print_simulation(data.get("simulation"))
         if out["failures"]:
             print(
@@ -184,6 +185,16 @@ def cmd_run(args) -> int:
                 f"{spec.name}` runs them again"
             )
     return 0 if not out["failures"] else 1
+
+
+def _print_parents(parents: list | None) -> None:
+    """The relaxed tilt systems in order of energy: the calculator's own phase ordering at 0 K."""
+    if not parents:
+        return
+    print(
+        "relaxed parents (meV/f.u. above the lowest): "
+        + ", ".join(f"{p['glazer']} {p.get('space_group') or '?'} {p['above_lowest_meV_per_fu']:.1f}" for p in parents)
+    )
 
 
 def _print_simulation(sim: dict | None) -> None:

@@ -1,6 +1,7 @@
 """Campaign report: what ran, how long each stage took, the data, the model and its plots.
 
-Written under ``$PES_HOME/campaigns/<campaign>/``: ``report.json``, ``energies.png`` (distribution of
+Written under ``$PES_HOME/campaigns/<campaign>/``: ``report.json`` (with the relaxed tilt systems in
+order of energy), ``energies.png`` (distribution of
 the calculated energies per formula unit above the lowest, cf. the paper's Fig. 6a) and
 ``stages.png`` (wall time per stage), and it lists the model's own plots (parity, error per energy
 bin, ...) from the training directory.
@@ -59,6 +60,42 @@ def stage_timings(lpad, name: str) -> dict:
     inside_total = sum(out.values())
     out = {k: v for k, v in out.items() if v > 0 or k in ("enumerate", "calculate", "store", "train")}
     return {"stages": out, "launch_seconds": launch_total, "task_seconds": inside_total, "per_kind": per_kind}
+
+
+def relaxed_parents(lpad, store, name: str) -> list[dict]:
+    """The campaign's relaxed tilt systems and cubic reference, lowest energy per formula unit first.
+
+    From the relaxation Fireworks' own records (a relaxation found in the store is listed too): Glazer
+    symbol, configuration id, space group of the stored parent, energy per formula unit (eV) and above
+    the lowest parent (meV/f.u.), and the symmetry-breaking drift its projection removed (A).
+    """
+    from .status import campaign_fw_ids
+
+    fws = lpad.fireworks.find(
+        {"fw_id": {"$in": campaign_fw_ids(lpad, name)}, "spec.pes_kind": {"$in": ["relax_tilt", "relax_reference"]}},
+        {"launches": 1},
+    )
+    lids = sorted({lid for fw in fws for lid in (fw.get("launches") or [])})
+    rows: dict = {}
+    for launch in lpad.launches.find({"launch_id": {"$in": lids}, "state": "COMPLETED"}, {"action.stored_data": 1}):
+        sd = ((launch.get("action") or {}).get("stored_data")) or {}
+        cubic = (sd.get("reference") or {}).get("energy_per_cell")
+        if cubic is not None and "a0a0a0" not in rows:  # the relaxed cubic primitive cell
+            rows["a0a0a0"] = {"glazer": "a0a0a0", "config_id": None, "space_group": "Pm-3m (221)"}
+            rows["a0a0a0"].update(energy_per_fu=float(cubic), symmetry_removed=None)
+        if sd.get("glazer") and sd.get("energy") is not None and sd["glazer"] not in rows:
+            n_cells = store.get_configuration(sd["config_id"]).reference.n_cells
+            rows[sd["glazer"]] = {
+                "glazer": sd["glazer"],
+                "config_id": sd["config_id"],
+                "space_group": sd.get("space_group"),
+                "energy_per_fu": float(sd["energy"]) / n_cells,
+                "symmetry_removed": sd.get("symmetry_removed"),
+            }
+    out = sorted(rows.values(), key=lambda r: r["energy_per_fu"])
+    for r in out:
+        r["above_lowest_meV_per_fu"] = 1000.0 * (r["energy_per_fu"] - out[0]["energy_per_fu"])
+    return out
 
 
 def _runtime(history: list) -> float | None:
@@ -153,6 +190,7 @@ def write_report(
         "model": model,
         "active_model": status["active_models"].get(calculator) if calculator else None,
         "simulation": simulation,
+        "parents": relaxed_parents(lpad, store, name),
         "active": _active_summary(out_dir),
         "plots": list(dict.fromkeys(plots + ([simulation["plot"]] if simulation and simulation.get("plot") else []))),
     }
