@@ -79,7 +79,8 @@ def run_md(driver, perovskite, args, temperature: float, seed: int, every: int, 
     """MD with ``driver`` (a model path, ``perovskite`` None, or an ASE calculator and the reference
     ``perovskite``); frames every ``every`` samples; ``species`` of the supercell's atoms.
 
-    Returns (frames, reached steps, stop reason or None, seconds); a frame is (step, atoms, energy in
+    Returns (frames, reached steps, stop reason or None, seconds, largest displacement of an atom from its
+    site in A, checked every 10 steps); a frame is (step, atoms, energy in
     eV from the cubic cell as the driver sees it)."""
     from perovskite_pes.simulation import BlowUpError, MDSimulation, Stage
 
@@ -105,9 +106,9 @@ def run_md(driver, perovskite, args, temperature: float, seed: int, every: int, 
     t0 = time.perf_counter()
     try:
         res = sim.run([Stage(temperature, args.steps, 0)], progress=True, on_sample=keep)
-        return frames, res.steps, None, time.perf_counter() - t0
+        return frames, res.steps, None, time.perf_counter() - t0, res.max_displacement_A
     except BlowUpError as exc:
-        return frames, exc.step, str(exc).split(". ")[0], time.perf_counter() - t0
+        return frames, exc.step, str(exc).split(". ")[0], time.perf_counter() - t0, exc.max_displacement
 
 
 def relabel(frames, calc, cubic_energy: float, n_atoms: int):
@@ -164,7 +165,9 @@ def main(argv=None) -> int:
     pc = PESCalculator(model)
     rows = []
     for t in [float(x) for x in args.temperatures.split(",")]:
-        frames, reached, stop, secs = run_md(args.model, None, args, t, args.seed, args.relabel_every, ref.species)
+        frames, reached, stop, secs, dmax = run_md(
+            args.model, None, args, t, args.seed, args.relabel_every, ref.species
+        )
         labels = relabel(frames, calc, e_cubic, n)
         e_model = np.array([e / n * MEV for _s, _a, e in frames])
         e_sur = np.array([e for e, _f in labels])
@@ -179,6 +182,7 @@ def main(argv=None) -> int:
             "steps": int(reached),
             "stopped": stop,
             "model_md_s": secs,
+            "max_displacement_A": dmax,
             "frames": len(frames),
             "step": [s for s, _a, _e in frames],
             "model_meV_atom": e_model.tolist(),
@@ -194,12 +198,13 @@ def main(argv=None) -> int:
         }
         if args.surrogate_steps:
             sargs = argparse.Namespace(**{**vars(args), "steps": args.surrogate_steps})
-            sframes, sreached, sstop, ssecs = run_md(calc, pv, sargs, t, args.seed, 1, ref.species)
+            sframes, sreached, sstop, ssecs, sdmax = run_md(calc, pv, sargs, t, args.seed, 1, ref.species)
             smin, _ = shortest_over(sframes)
             row["surrogate_md"] = {
                 "steps": int(sreached),
                 "stopped": sstop,
                 "seconds": ssecs,
+                "max_displacement_A": sdmax,
                 "mean_meV_atom": float(np.mean([e / n * MEV for _s, _a, e in sframes])) if sframes else None,
                 "shortest": smin,
                 "cubic_root_volume_A": _a_eff([a for _s, a, _e in sframes[len(sframes) // 2 :]], n),
@@ -207,7 +212,7 @@ def main(argv=None) -> int:
         rows.append(row)
         print(
             f"\n{t:.0f} K: model MD {reached} steps{' (stopped: ' + stop + ')' if stop else ''}, {secs / 60:.1f} min; "
-            f"{len(frames)} frames relabelled"
+            f"{len(frames)} frames relabelled; no atom further than {dmax:.2f} A from its site"
         )
         print(
             f"  energy above the cubic cell (meV/atom): model {e_model.mean():.1f}, "

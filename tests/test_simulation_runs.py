@@ -81,6 +81,23 @@ def test_frames_are_sampled_after_any_equilibration(linear_model):
     assert steps == [35, 45, 55, 65]
 
 
+def test_largest_displacement_is_that_of_the_checked_frames(linear_model):
+    """With sample_every = 10 and no equilibration the frames checked are exactly the sampled ones."""
+    from perovskite_pes.simulation.order import undeform
+
+    md = MDSimulation(linear_model, supercell=2, ensemble="npt", timestep_fs=4.0, sample_every=10, seed=4)
+    ref = load_model(linear_model).reference_
+    seen = []
+
+    def keep(positions, lattice, *_):
+        u = undeform(ref, positions, lattice)[0][0]
+        seen.append(np.linalg.norm(u - u.mean(axis=0), axis=1).max())
+
+    res = md.run([Stage(300.0, steps=60, equilibration=0)], on_sample=keep)
+    assert len(seen) == 6 and 0 < res.max_displacement_A == pytest.approx(max(seen), abs=1e-12)
+    assert res.to_dict()["max_displacement_A"] == res.max_displacement_A < md.max_displacement
+
+
 def test_npt_moves_the_cell_and_reports_everything(linear_model):
     md = MDSimulation(linear_model, supercell=2, ensemble="npt", timestep_fs=4.0, barostat_fs=200.0, sample_every=5)
     d = md.run([Stage(50.0, steps=60, equilibration=20)]).to_dict()
@@ -123,6 +140,8 @@ def test_md_restart_reproduces_an_uninterrupted_run(linear_model, tmp_path, monk
     assert json.loads(ckpt.read_text())["stage"] == 1  # stopped inside the second stage
     resumed = MDSimulation(linear_model, **kw).run(schedule, checkpoint=ckpt)
     assert resumed.steps == whole.steps
+    assert whole.max_displacement_A > 0
+    assert resumed.max_displacement_A == pytest.approx(whole.max_displacement_A, abs=1e-12)
     for a, b in zip(whole.stages, resumed.stages):
         assert a["R"] == pytest.approx(b["R"], abs=1e-9) and a["lattice_parameters"] == pytest.approx(
             b["lattice_parameters"], abs=1e-9
@@ -261,6 +280,8 @@ def test_mc_npt_and_restart(linear_model, tmp_path, monkeypatch):
     resumed = MonteCarlo(linear_model, **kw).run(schedule, checkpoint=ckpt)
     assert resumed.stages[0]["energy_per_fu_eV"] == pytest.approx(whole.stages[0]["energy_per_fu_eV"], abs=1e-10)
     assert resumed.stages[0]["lattice_parameters"] == pytest.approx(whole.stages[0]["lattice_parameters"], abs=1e-10)
+    assert whole.max_displacement_A > 0
+    assert resumed.max_displacement_A == pytest.approx(whole.max_displacement_A, abs=1e-12)
 
 
 # ---------------------------------------------------------------------------------------- transitions

@@ -245,6 +245,8 @@ def _print_run(d: dict) -> None:
     print(f"  tilts  R (anti-phase) {_deg(op['R'])}   M (in-phase) {_deg(op['M'])}  degrees")
     print(f"  cell   a b c = {lat[0]:.4f} {lat[1]:.4f} {lat[2]:.4f} A, angles {lat[3]:.2f} {lat[4]:.2f} {lat[5]:.2f}")
     print(f"  phase  {d['phase']} (space group of the averaged structure: {d['space_group']})")
+    if d.get("max_displacement_A") is not None:
+        print(f"  atoms  at most {d['max_displacement_A']:.2f} A from their sites (frames checked)")
     print(f"  results: {d['workdir']}/result.json, plot {d['plot']}")
 
 

@@ -188,6 +188,8 @@ class SimulationResult:
     model: str = ""
     trajectory: str | None = None
     completed: bool = False
+    #: the largest distance of any atom from its site (A, rigid translation removed) in the frames checked
+    max_displacement_A: float = 0.0
 
     @property
     def atoms(self) -> int:
@@ -225,6 +227,7 @@ class SimulationResult:
             "settings": self.settings,
             "trajectory": self.trajectory,
             "completed": bool(self.completed),
+            "max_displacement_A": float(self.max_displacement_A),
         }
         if series:
             out["series"] = self.series

@@ -257,6 +257,7 @@ class _MCRun:
                 list(state.get("series", [])),
                 int(state["steps"]),
             )
+            result.max_displacement_A = float(state.get("max_displacement_A", 0.0))
             _restore_sampler(sampler, state.get("sampler"))
         self.energy = self.engine.reset(self.positions(), self.lattice())
         writer = _TrajectoryWriter(trajectory, append=resumed) if trajectory else None
@@ -278,6 +279,7 @@ class _MCRun:
                     "stage": stage_i,
                     "step_in_stage": next_sweep,
                     "steps": result.steps,
+                    "max_displacement_A": result.max_displacement_A,
                     "u": self.u,
                     "strain": self.strain,
                     "step_sizes": self.step,
@@ -307,9 +309,10 @@ class _MCRun:
                         # re-synchronise the running energy with a full evaluation (no drift from summed changes)
                         self.energy = self.engine.reset(pos, lat)
                         e_rel = self.energy - self.e_ref
-                        check_frame(
+                        dmax = check_frame(
                             ref, pos, lat, e_rel, result.steps, target, float(mc.max_displacement), mc.min_energy_per_fu
                         )
+                        result.max_displacement_A = max(result.max_displacement_A, dmax)
                         sampler.add(pos, lat, e_rel, target)
                     if writer is not None and sweep_no % traj_every == 0:
                         writer.write(self._atoms())

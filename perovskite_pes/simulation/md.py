@@ -246,6 +246,7 @@ class MDSimulation:
             result.stages = list(state["completed"])
             result.series = list(state.get("series", []))
             result.steps = int(state["steps"])
+            result.max_displacement_A = float(state.get("max_displacement_A", 0.0))
             _restore_sampler(sampler, state.get("sampler"))
             logger.info("resuming %s at stage %d, step %d", ckpt, stage_i, k0)
         else:
@@ -279,6 +280,7 @@ class MDSimulation:
                     "stage": stage_i,
                     "step_in_stage": next_step,
                     "steps": result.steps,
+                    "max_displacement_A": result.max_displacement_A,
                     "cell": atoms.cell.array,
                     "positions": atoms.positions,
                     "momenta": atoms.get_momenta(),
@@ -306,7 +308,7 @@ class MDSimulation:
                     sample = k >= stage.equilibration and (step_no - stage.equilibration) % int(self.sample_every) == 0
                     if sample or step_no % CHECK_EVERY == 0:
                         energy = atoms.get_potential_energy() - e_ref
-                        check_frame(
+                        dmax = check_frame(
                             ref,
                             atoms.positions,
                             atoms.cell.array,
@@ -316,6 +318,7 @@ class MDSimulation:
                             float(self.max_displacement),
                             self.min_energy_per_fu,
                         )
+                        result.max_displacement_A = max(result.max_displacement_A, dmax)
                         if sample:
                             sampler.add(atoms.positions, atoms.cell.array, energy, target)
                             if on_sample is not None:
