@@ -80,9 +80,14 @@ def relaxed_parents(lpad, store, name: str) -> list[dict]:
     for launch in lpad.launches.find({"launch_id": {"$in": lids}, "state": "COMPLETED"}, {"action.stored_data": 1}):
         sd = ((launch.get("action") or {}).get("stored_data")) or {}
         cubic = (sd.get("reference") or {}).get("energy_per_cell")
-        if cubic is not None and "a0a0a0" not in rows:  # the relaxed cubic primitive cell
-            rows["a0a0a0"] = {"glazer": "a0a0a0", "config_id": None, "space_group": "Pm-3m (221)"}
-            rows["a0a0a0"].update(energy_per_fu=float(cubic), symmetry_removed=None)
+        if cubic is not None and "a0a0a0" not in rows:  # the relaxed cubic primitive cell, its own calculation
+            rows["a0a0a0"] = {
+                "glazer": "a0a0a0",
+                "config_id": None,
+                "space_group": "Pm-3m (221)",
+                "energy_per_fu": float(cubic),
+                "symmetry_removed": None,
+            }
         if sd.get("glazer") and sd.get("energy") is not None and sd["glazer"] not in rows:
             n_cells = store.get_configuration(sd["config_id"]).reference.n_cells
             rows[sd["glazer"]] = {
