@@ -126,9 +126,9 @@ class SupercellSymmetry:
         A rigid translation of the whole configuration is ignored; displacements must match within ``tol``
         Angstrom and strains within ``strain_tol``.
         """
-        u = config.displacements - config.displacements.mean(axis=0)
-        du = np.abs(self.apply_displacements(u) - u).max(axis=(1, 2))
-        de = np.abs(self.apply_strain(config.strain) - config.strain).max(axis=1)
+        u_img, e_img = _distortion_images(config, self)
+        du = np.abs(u_img - u_img[0]).max(axis=(1, 2))  # operation 0 is the identity
+        de = np.abs(e_img - config.strain).max(axis=1)
         return np.flatnonzero((du < tol) & (de < strain_tol))
 
     def displacement_matrix(self, op: int) -> np.ndarray:
