@@ -114,3 +114,28 @@ def test_rejects_bad_structures(ref):
     mirrored = Structure(Lattice(-s.lattice.matrix), s.species, -s.cart_coords, coords_are_cartesian=True)
     with pytest.raises(ConfigurationError, match="inverted"):
         Configuration.from_structure(ref, mirrored)
+
+
+def test_repeated_configuration_is_the_same_distortion_in_a_larger_cell(ref):
+    from perovskite_pes.simulation.order import rotations_from_displacements, tilt_projections
+
+    rng = np.random.default_rng(3)
+    base = tilt_configuration(ref, "a+b-b-", [8.0, 6.0, 6.0])
+    small = Configuration(
+        ref, base.displacements + rng.normal(0, 0.05, base.displacements.shape), [0.01, 0, -0.01, 0.002, 0, 0.003]
+    )
+    big = small.repeated(2)
+    assert big.reference.n_atoms == 8 * ref.n_atoms and np.allclose(big.reference.matrix, 2 * ref.matrix)
+    assert np.allclose(big.strain, small.strain, atol=1e-12)
+    # every site of the larger cell carries the displacement of its image in the smaller one
+    frac_big = (big.reference.frac_coords() * 2) % 1.0
+    d = np.abs(frac_big[:, None, :] - ref.frac_coords()[None] % 1.0)
+    image = np.minimum(d, 1 - d).sum(axis=-1).argmin(axis=1)
+    assert np.allclose(big.displacements, small.displacements[image], atol=1e-9)
+    # so the tilt pattern is the same: a+b-b- with the same projections per axis
+    r_small, m_small = tilt_projections(ref, rotations_from_displacements(ref, small.displacements))
+    r_big, m_big = tilt_projections(big.reference, rotations_from_displacements(big.reference, big.displacements))
+    assert np.allclose(r_big, r_small, atol=1e-9) and np.allclose(m_big, m_small, atol=1e-9)
+    assert np.allclose(small.repeated(1).displacements, small.displacements)
+    with pytest.raises(ConfigurationError, match="integer >= 1"):
+        small.repeated(0)

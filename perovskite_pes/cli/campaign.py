@@ -99,6 +99,8 @@ def _spec_summary(spec) -> dict:
                 ("mode_grid", st.mode_grid.enabled),
                 ("strain_grid", st.strain_grid.enabled),
                 ("random", st.random.enabled),
+                ("tilt_grid", st.tilt_grid.enabled),
+                ("thermal_md", st.thermal_md.enabled),
                 ("interpolations", bool(st.interpolations)),
             )
             if on

@@ -94,6 +94,22 @@ class Configuration:
 
         return Atoms(symbols=self.species, positions=self.positions, cell=self.lattice, pbc=True)
 
+    def repeated(self, k: int) -> Configuration:
+        """The same distortion repeated ``k`` times along each supercell vector: a configuration of the
+        ``k``-times larger supercell (same strain, tags copied) whose energy per atom is this one's.
+
+        >>> from perovskite_pes.structure import Perovskite, tilt_configuration
+        >>> c = tilt_configuration(Perovskite().supercell(2), "a+b-b-", [8, 6, 6])
+        >>> c.repeated(2).reference.n_atoms
+        320
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigurationError(f"a repetition count is an integer >= 1; got {k!r}")
+        if k == 1:
+            return Configuration(self.reference, self.displacements.copy(), self.strain.copy(), dict(self.tags))
+        big = ReferenceSupercell(self.reference.perovskite, int(k) * self.reference.matrix)
+        return Configuration.from_structure(big, self.to_ase().repeat((int(k),) * 3), tags=dict(self.tags))
+
     def min_distance(self) -> float:
         """Smallest interatomic distance (Angstrom), periodic images included."""
         s = self.to_structure()

@@ -532,6 +532,13 @@ class TiltGridSpec(_Step):
     ratios: _Int(0) = 0
 
 
+def _explore_supercell(value, at):
+    n = _int(value, minimum=1, at=at)
+    if n > 8:
+        _fail(at, f"a supercell to run MD in is an integer N (N x N x N) from 1 to 8; got {n}")
+    return n
+
+
 class ThermalMDSpec(_Step):
     """Thermal configurations: NPT MD driven by the campaign's calculator itself (an ML surrogate) in the
     training supercell, from relaxed parents, at every temperature.
@@ -553,6 +560,11 @@ class ThermalMDSpec(_Step):
     equilibration: _Int(0) = 50
     every: _Int(1) = 10
     timestep_fs: _Float(0.1, 10.0) = 4.0
+    supercells: _checked(tuple[int, ...], _listed_of(_explore_supercell), int | list[int]) = ()
+    """N x N x N supercells to run in (empty: the training supercell). A larger cell starts from the
+    relaxed parent repeated (N must be a multiple of the training supercell's), and its frames, e.g.
+    ``[2, 4]``: 320 atoms, hold the long-wavelength tilt fluctuations a 2x2x2 cell cannot; each is one
+    calculation, about eight times the work of a 2x2x2 one. They train the nets only."""
 
 
 def _path(value):
@@ -833,13 +845,6 @@ class SimulateSpec(_Step):
         return d
 
 
-def _explore_supercell(value, at):
-    n = _int(value, minimum=1, at=at)
-    if n > 8:
-        _fail(at, f"an exploration supercell is an integer N (N x N x N) from 1 to 8; got {n}")
-    return n
-
-
 class ActiveSpec(_Step):
     """Active learning at temperature after the first training: explore -> select -> label -> retrain.
 
@@ -1001,6 +1006,24 @@ class CampaignSpec(_Section):
                 f"frames of supercells {others} beside the training one train only the nets: training.models must be "
                 f"cluster and/or site; got {list(self.training.models)}",
             )
+        tm = self.steps.thermal_md
+        others = [n for n in tm.supercells if not (supercell_matrix(n) == own).all()]
+        if tm.enabled and others:
+            import numpy as np
+
+            k = int(own[0, 0])
+            if not (own == k * np.eye(3, dtype=int)).all() or any(n % k for n in others):
+                _fail(
+                    "steps.thermal_md.supercells",
+                    f"a larger cell starts from the relaxed parent repeated, so each N must be a multiple of the "
+                    f"training supercell's ({own.tolist()}); got {list(tm.supercells)}",
+                )
+            if self.training.enabled and not set(self.training.models) <= {"cluster", "site"}:
+                _fail(
+                    "steps.thermal_md.supercells",
+                    f"frames of supercells {others} beside the training one train only the nets: training.models "
+                    f"must be cluster and/or site; got {list(self.training.models)}",
+                )
         return self
 
     @model_validator(mode="after")
@@ -1039,8 +1062,8 @@ class CampaignSpec(_Section):
 
         Steps added after campaigns were first hashed (``tilt_grid``, ``thermal_md``) appear only when enabled,
         and fields added later (``active.final_exploration``, ``active.resample``, ``active.supercells``,
-        ``training.stress_weight``, ``steps.tilt_grid.ratios``) only when they differ from their default,
-        so that the hash of a spec that does not use them stays what it was.
+        ``training.stress_weight``, ``steps.tilt_grid.ratios``, ``steps.thermal_md.supercells``) only when
+        they differ from their default, so that the hash of a spec that does not use them stays what it was.
         """
         d = _plain(self.model_dump())
         for step in ("tilt_grid", "thermal_md"):
@@ -1051,6 +1074,8 @@ class CampaignSpec(_Section):
                 del d["active"][key]
         if "tilt_grid" in d["steps"] and not self.steps.tilt_grid.ratios:
             del d["steps"]["tilt_grid"]["ratios"]
+        if "thermal_md" in d["steps"] and not self.steps.thermal_md.supercells:
+            del d["steps"]["thermal_md"]["supercells"]
         if self.training.stress_weight == TrainingSpec.model_fields["stress_weight"].default:
             del d["training"]["stress_weight"]
         return d

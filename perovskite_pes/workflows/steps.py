@@ -503,43 +503,60 @@ def thermal_md_samples(parents: dict, calculator: dict, tm: dict, seed: int = 0,
     """The ``thermal_md`` step: frames of NPT MD driven by the calculator itself, from relaxed parents.
 
     ``parents`` maps the Glazer symbols of ``tm["starts"]`` to relaxed parent configurations (their
-    supercell is the training supercell). For every temperature and start, ``tm["equilibration"]`` steps,
-    then every ``tm["every"]``-th of ``tm["steps"]`` steps becomes a configuration tagged with method
-    ``thermal_md``, its temperature, start and step. A run that leaves the data (an atom out of its cage)
-    keeps the frames it sampled before. Reproducible from the campaign seed.
+    supercell is the training supercell). For every supercell of ``tm["supercells"]`` (none: the training
+    one; a larger N x N x N cell starts from the parent repeated), temperature and start,
+    ``tm["equilibration"]`` steps, then every ``tm["every"]``-th of ``tm["steps"]`` steps becomes a
+    configuration tagged with method ``thermal_md``, its temperature, start and step (and ``supercell``
+    in a larger cell). A run that leaves the data (an atom out of its cage) keeps the frames it sampled
+    before. Reproducible from the campaign seed.
     """
-    from ..simulation import BlowUpError, MDSimulation, Stage
-    from ..structure import Configuration
-
     calc = get_calculator_cached(calculator)
     ase_calc = calc.ase_calculator()
     out = []
-    for t in tm.get("temperatures", []):
-        for start in tm.get("starts", []):
-            parent = parents[start]
-            frames = []
-
-            def keep(positions, lattice, energy, temperature, step, _t=float(t), _s=start, _f=frames, _p=parent):
-                tags = _tags("thermal_md", _s, temperature_K=_t, step=int(step), seed=int(seed))
-                c = Configuration.from_arrays(_p.reference, lattice, positions, tags=tags, remove_translation=True)
-                _f.append(c)
-
-            sim = MDSimulation(
-                ase_calc,
-                supercell=parent.reference,
-                start=parent,
-                ensemble="npt",
-                timestep_fs=float(tm.get("timestep_fs", 4.0)),
-                sample_every=int(tm.get("every", 10)),
-                seed=int(_seed(seed, "thermal_md", start, float(t)).generate_state(1)[0]),
-            )
-            stage = Stage(float(t), int(tm.get("steps", 200)), int(tm.get("equilibration", 50)))
-            try:
-                sim.run([stage], progress=progress, on_sample=keep)
-            except BlowUpError as exc:
-                logger.warning("thermal MD at %.0f K from %s left the data: %s", float(t), start, exc)
-            out.extend(frames)
+    for n in tm.get("supercells") or [None]:
+        for t in tm.get("temperatures", []):
+            for start in tm.get("starts", []):
+                out.extend(_thermal_md_run(ase_calc, parents[start], start, float(t), n, tm, seed, progress))
     return out
+
+
+def _thermal_md_run(ase_calc, parent, start: str, t: float, n, tm: dict, seed: int, progress: bool) -> list:
+    """The frames of one thermal MD run from ``parent`` at ``t`` K, in the N x N x N cell ``n`` (None: the
+    parent's own)."""
+    from ..simulation import BlowUpError, MDSimulation, Stage
+    from ..structure import Configuration
+
+    extra, key = {}, ("thermal_md", start, t)
+    if n is not None:
+        n0 = int(round(parent.reference.n_cells ** (1 / 3)))
+        if n != n0:
+            parent = parent.repeated(n // n0)
+            extra, key = {"supercell": int(n)}, (*key, int(n))
+    frames = []
+
+    def keep(positions, lattice, energy, temperature, step):
+        tags = _tags("thermal_md", start, temperature_K=t, step=int(step), seed=int(seed), **extra)
+        frames.append(
+            Configuration.from_arrays(parent.reference, lattice, positions, tags=tags, remove_translation=True)
+        )
+
+    sim = MDSimulation(
+        ase_calc,
+        supercell=parent.reference,
+        start=parent,
+        ensemble="npt",
+        timestep_fs=float(tm.get("timestep_fs", 4.0)),
+        sample_every=int(tm.get("every", 10)),
+        seed=int(_seed(seed, *key).generate_state(1)[0]),
+    )
+    try:
+        sim.run(
+            [Stage(t, int(tm.get("steps", 200)), int(tm.get("equilibration", 50)))], progress=progress, on_sample=keep
+        )
+    except BlowUpError as exc:
+        where = f" in the {n}x{n}x{n} cell" if extra else ""
+        logger.warning("thermal MD at %.0f K from %s%s left the data: %s", t, start, where, exc)
+    return frames
 
 
 def interpolate_path(parents: list, glazers: list[str], n: int) -> list:
