@@ -81,23 +81,31 @@ def test_larger_cells_start_from_the_parent_repeated():
     from perovskite_pes.structure import tilt_configuration
 
     tilted = tilt_configuration(reference_supercell(REF, 2), "a0a0c+", [8.0])
-    tm = {"temperatures": [150.0], "starts": ["a0a0c+"], "steps": 2, "equilibration": 2, "every": 2}
+    tm = {"temperatures": [150.0], "starts": ["a0a0c+"], "steps": 2, "equilibration": 2, "every": 1}
     calc = {"name": "sevennet", "settings": {"threads": 1}}
     own = thermal_md_samples({"a0a0c+": tilted}, calc, tm, seed=5)
-    both = thermal_md_samples({"a0a0c+": tilted}, calc, dict(tm, supercells=[2, 4]), seed=5)
-    assert len(own) == 1 and len(both) == 2
+    both = thermal_md_samples({"a0a0c+": tilted}, calc, dict(tm, supercells=[2, 4], every=[1, 2]), seed=5)
+    assert len(own) == 2 and len(both) == 3  # every step in the 2x2x2 cell, every second in the 4x4x4 one
     # the training cell's run is the one without supercells (same seed), the larger one is tagged
     assert np.allclose(both[0].displacements, own[0].displacements, atol=1e-6) and "supercell" not in both[0].tags
-    big = both[1]
-    assert big.reference.n_atoms == 320 and big.tags["supercell"] == 4 and big.tags["tilt_system"] == "a0a0c+"
+    big = both[2]
+    assert (
+        big.reference.n_atoms == 320
+        and big.tags["step"] == 4
+        and big.tags["supercell"] == 4
+        and big.tags["tilt_system"] == "a0a0c+"
+    )
     # it started from the repeated parent: after 4 steps at 150 K the in-phase tilt about z is still there
     r, m = tilt_projections(big.reference, rotations_from_displacements(big.reference, big.displacements))
     assert abs(abs(m[0, 2]) - 8.0) < 1.5 and np.abs(r).max() < 1.5 and np.abs(m[0, :2]).max() < 1.5
 
 
 def test_larger_cells_in_the_spec():
-    on = validate_spec(dict(spec(thermal_md={"supercells": [2, 4]}), training={"models": ["cluster"]}))
+    on = validate_spec(
+        dict(spec(thermal_md={"supercells": [2, 4], "every": [2, 20]}), training={"models": ["cluster"]})
+    )
     assert on.to_dict()["steps"]["thermal_md"]["supercells"] == [2, 4]
+    assert on.to_dict()["steps"]["thermal_md"]["every"] == [2, 20]
     assert validate_spec(on.to_dict()) == on
     assert "supercells" not in validate_spec(spec(thermal_md=True)).to_dict()["steps"]["thermal_md"]  # old hashes
     task = [fw for fw in build_workflow(on).fws if fw.name.endswith("thermal MD")][0].tasks[0]
@@ -109,6 +117,8 @@ def test_larger_cells_in_the_spec():
     [
         (spec(thermal_md={"supercells": [9]}), "steps.thermal_md.supercells[0]: a supercell to run MD in"),
         (spec(thermal_md={"supercells": [2, 3]}), "steps.thermal_md.supercells: a larger cell starts from the"),
+        (spec(thermal_md={"supercells": [2, 4], "every": [2]}), "steps.thermal_md.every: a list gives one spacing"),
+        (spec(thermal_md={"every": [2, 0]}), "steps.thermal_md.every[1]: must be >= 1"),
         (
             dict(spec(thermal_md={"supercells": [4]}), training={"models": ["linear"]}),
             "steps.thermal_md.supercells: frames of supercells [4] beside the training one train only the nets",

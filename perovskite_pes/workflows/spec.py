@@ -539,6 +539,12 @@ def _explore_supercell(value, at):
     return n
 
 
+def _every(value):
+    if isinstance(value, (list, tuple)):
+        return _listed_of(lambda x, at: _int(x, minimum=1, at=at), wrap=())(value)
+    return _int(value, minimum=1)
+
+
 class ThermalMDSpec(_Step):
     """Thermal configurations: NPT MD driven by the campaign's calculator itself (an ML surrogate) in the
     training supercell, from relaxed parents, at every temperature.
@@ -558,13 +564,25 @@ class ThermalMDSpec(_Step):
     """Relaxed parents to start from (Glazer symbols; a0a0a0 is the relaxed cubic cell)."""
     steps: _Int(1) = 200
     equilibration: _Int(0) = 50
-    every: _Int(1) = 10
+    every: _checked(int | tuple[int, ...], _every, int | list[int]) = 10
+    """MD steps between frames: one number, or one per supercell of ``supercells`` (a 4x4x4 frame is
+    eight times the work of a 2x2x2 one to calculate and to train on)."""
     timestep_fs: _Float(0.1, 10.0) = 4.0
     supercells: _checked(tuple[int, ...], _listed_of(_explore_supercell), int | list[int]) = ()
     """N x N x N supercells to run in (empty: the training supercell). A larger cell starts from the
     relaxed parent repeated (N must be a multiple of the training supercell's), and its frames, e.g.
     ``[2, 4]``: 320 atoms, hold the long-wavelength tilt fluctuations a 2x2x2 cell cannot; each is one
     calculation, about eight times the work of a 2x2x2 one. They train the nets only."""
+
+    @model_validator(mode="after")
+    def _one_spacing_per_supercell(self):
+        if isinstance(self.every, tuple) and len(self.every) != len(self.supercells):
+            _fail(
+                "every",
+                f"a list gives one spacing per supercell of supercells ({list(self.supercells)}); "
+                f"got {len(self.every)} for {len(self.supercells)}",
+            )
+        return self
 
 
 def _path(value):

@@ -507,22 +507,24 @@ def thermal_md_samples(parents: dict, calculator: dict, tm: dict, seed: int = 0,
     one; a larger N x N x N cell starts from the parent repeated), temperature and start,
     ``tm["equilibration"]`` steps, then every ``tm["every"]``-th of ``tm["steps"]`` steps becomes a
     configuration tagged with method ``thermal_md``, its temperature, start and step (and ``supercell``
-    in a larger cell). A run that leaves the data (an atom out of its cage) keeps the frames it sampled
-    before. Reproducible from the campaign seed.
+    in a larger cell); ``tm["every"]`` may give one spacing per supercell. A run that leaves the data (an
+    atom out of its cage) keeps the frames it sampled before. Reproducible from the campaign seed.
     """
     calc = get_calculator_cached(calculator)
     ase_calc = calc.ase_calculator()
     out = []
-    for n in tm.get("supercells") or [None]:
+    every = tm.get("every", 10)
+    for i, n in enumerate(tm.get("supercells") or [None]):
+        tm_n = dict(tm, every=int(every[i] if isinstance(every, (list, tuple)) else every))
         for t in tm.get("temperatures", []):
             for start in tm.get("starts", []):
-                out.extend(_thermal_md_run(ase_calc, parents[start], start, float(t), n, tm, seed, progress))
+                out.extend(_thermal_md_run(ase_calc, parents[start], start, float(t), n, tm_n, seed, progress))
     return out
 
 
 def _thermal_md_run(ase_calc, parent, start: str, t: float, n, tm: dict, seed: int, progress: bool) -> list:
     """The frames of one thermal MD run from ``parent`` at ``t`` K, in the N x N x N cell ``n`` (None: the
-    parent's own)."""
+    parent's own), one every ``tm["every"]`` steps."""
     from ..simulation import BlowUpError, MDSimulation, Stage
     from ..structure import Configuration
 
