@@ -206,6 +206,24 @@ def test_simulate_step_is_off_by_default_and_builds_a_firework_before_the_report
     assert sim.tasks[0]["simulate"]["t_max"] == 400.0
 
 
+def test_simulate_guard_reaches_the_scan_and_old_hashes_stay():
+    from perovskite_pes.simulation.common import DEFAULT_MAX_DISPLACEMENT
+    from perovskite_pes.simulation.transitions import TransitionScan
+    from perovskite_pes.workflows.builder import spec_hash
+    from perovskite_pes.workflows.spec import SimulateSpec
+
+    assert SimulateSpec.model_fields["max_displacement"].default == DEFAULT_MAX_DISPLACEMENT
+    plain = validate_spec(minimal(simulate=True))
+    assert "max_displacement" not in plain.to_dict()["simulate"]  # the hash of a spec without it is unchanged
+    assert plain.simulate.scan_kwargs()["max_displacement"] == DEFAULT_MAX_DISPLACEMENT
+    spec = validate_spec(minimal(simulate={"max_displacement": 3}))
+    assert spec.to_dict()["simulate"]["max_displacement"] == 3.0 and spec_hash(spec) != spec_hash(plain)
+    assert validate_spec(spec.to_dict()) == spec
+    assert TransitionScan("model", **spec.simulate.scan_kwargs()).options["max_displacement"] == 3.0
+    with pytest.raises(SpecError, match=r"^campaign spec: simulate.max_displacement: must be >= 0.5"):
+        validate_spec(minimal(simulate={"max_displacement": 0.1}))
+
+
 def test_active_loop_starts_after_the_first_training_with_a_committee():
     from perovskite_pes.workflows.builder import build_workflow
 

@@ -845,6 +845,10 @@ class SimulateSpec(_Step):
     cool_start: Glazer = "a0a0a0"
     ensemble: _Choice("nvt", "npt") = "npt"
     timestep_fs: _Float(0.1, 10.0) = 4.0
+    max_displacement: _Float(0.5, 10.0) = 2.0
+    """An atom further than this from its site (A) stops a run: the model has left its data. The
+    surrogate's own MD moves a Br 2 A at 500-600 K (docs/simulation.md), so a model fit for those
+    temperatures may need 3."""
 
     @model_validator(mode="after")
     def _temperatures(self):
@@ -1080,8 +1084,9 @@ class CampaignSpec(_Section):
 
         Steps added after campaigns were first hashed (``tilt_grid``, ``thermal_md``) appear only when enabled,
         and fields added later (``active.final_exploration``, ``active.resample``, ``active.supercells``,
-        ``training.stress_weight``, ``steps.tilt_grid.ratios``, ``steps.thermal_md.supercells``) only when
-        they differ from their default, so that the hash of a spec that does not use them stays what it was.
+        ``training.stress_weight``, ``steps.tilt_grid.ratios``, ``steps.thermal_md.supercells``,
+        ``simulate.max_displacement``) only when they differ from their default, so that the hash of a spec
+        that does not use them stays what it was.
         """
         d = _plain(self.model_dump())
         for step in ("tilt_grid", "thermal_md"):
@@ -1094,6 +1099,8 @@ class CampaignSpec(_Section):
             del d["steps"]["tilt_grid"]["ratios"]
         if "thermal_md" in d["steps"] and not self.steps.thermal_md.supercells:
             del d["steps"]["thermal_md"]["supercells"]
+        if self.simulate.max_displacement == SimulateSpec.model_fields["max_displacement"].default:
+            del d["simulate"]["max_displacement"]
         if self.training.stress_weight == TrainingSpec.model_fields["stress_weight"].default:
             del d["training"]["stress_weight"]
         return d
