@@ -308,3 +308,27 @@ def test_committee_train_predict_evaluate_report_the_spread(seeded, run_pes, tmp
     assert png.stat().st_size > 1000
     text = run_pes("model", "evaluate", lab, "--plot", tmp_path / "c2.png", check=0).stdout
     assert "Spearman rank correlation of spread and |error|" in text and (tmp_path / "c2.png").is_file()
+
+
+def test_data_line_counts_left_out_and_larger_cells_apart():
+    from perovskite_pes.cli.model import data_line
+    from perovskite_pes.workflows.retrain import metrics_from_report
+
+    assert data_line(8, 10, 2) == "fitted on 8 of 10 calculations, tested on the other 2"
+    report = {
+        "cv_table": [{"val_rmse_mean": 4.6, "val_rmse_std": 0.4}],
+        "n_train": 520,
+        "n_test": 130,
+        "excluded_indices": list(range(64)),
+        "larger_supercells": {"indices": list(range(17)), "supercells": {"320": 17}},
+        "test_rmse": 3.6,
+    }
+    m = metrics_from_report(report)
+    assert (m["n_train"], m["n_test"], m["n_excluded"], m["n_larger"]) == (520, 130, 64, 17)
+    line = data_line(m["n_train"], 731, m["n_test"], n_excluded=m["n_excluded"], n_larger=m["n_larger"])
+    assert line == (
+        "fitted on 520 of 731 calculations, tested on 130 "
+        "(17 of larger supercells trained on, not scored; 64 above the energy window left out)"
+    )
+    plain = metrics_from_report({k: v for k, v in report.items() if k not in ("excluded_indices", "larger_supercells")})
+    assert "n_excluded" not in plain and "n_larger" not in plain

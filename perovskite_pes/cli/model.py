@@ -421,36 +421,9 @@ def cmd_train(args) -> int:
 
 
 def _metrics(report: dict) -> dict:
-    best_row = min(report["cv_table"], key=lambda r: r["val_rmse_mean"])
-    m = {
-        "cv_rmse": best_row["val_rmse_mean"],
-        "cv_rmse_std": best_row["val_rmse_std"],
-        "test_rmse": report["test_rmse"],
-        "train_rmse": report["train_rmse"],
-        "test_rmse_low": report["test_rmse_low"],
-        "best": report["best_label"],
-        "n_train": report["n_train"],
-        "n_test": report["n_test"],
-        "n_excluded": len(report.get("excluded_indices") or []) or None,
-        "units": "meV/atom",
-        "baseline_test_rmse": {k: v["test"]["rmse_mev_per_atom"] for k, v in report["models"].items() if k != "best"},
-    }
-    if report.get("figures"):
-        m["figures"] = report["figures"]
-    if report.get("committee"):
-        c = report["committee"]
-        m["committee"] = {
-            "size": c["size"],
-            "resample": c["resample"],
-            "test_spread_rms": c["test_energy"]["rms_spread"],
-            "test_spearman_energy": c["test_energy"]["spearman"],
-        }
-        if c.get("test_forces"):
-            m["committee"].update(
-                test_max_force_deviation_rms=c["test_forces"]["rms_spread"],
-                test_spearman_forces=c["test_forces"]["spearman"],
-            )
-    return {k: v for k, v in m.items() if v is not None}
+    from ..workflows.retrain import metrics_from_report
+
+    return metrics_from_report(report)
 
 
 def _print_calibration(cal: dict) -> None:
@@ -535,17 +508,30 @@ def cmd_list(args) -> int:
     return 0
 
 
-def data_line(n_fit, n_data, n_test, what: str = "calculations") -> str:
-    """How many of a model's ``n_data`` calculations fitted it and how many tested it (one phrase)."""
-    if n_fit is not None and n_test is not None:
+def data_line(n_fit, n_data, n_test, what: str = "calculations", n_excluded=None, n_larger=None) -> str:
+    """How many of a model's ``n_data`` calculations fitted it and how many tested it (one phrase); the
+    ones left out above the training energy window and those of larger supercells (trained on, never
+    split or scored) are counted apart."""
+    if n_fit is None or n_test is None:
+        return f"{n_data} {what}"
+    if not (n_excluded or n_larger):
         return f"fitted on {n_fit} of {n_data} {what}, tested on the other {n_test}"
-    return f"{n_data} {what}"
+    apart = [f"{n_larger} of larger supercells trained on, not scored"] if n_larger else []
+    apart += [f"{n_excluded} above the energy window left out"] if n_excluded else []
+    return f"fitted on {n_fit} of {n_data} {what}, tested on {n_test} ({'; '.join(apart)})"
 
 
 def _data_line(rec: dict) -> str:
     met = rec.get("metrics") or {}
     n_data = len(rec.get("calc_ids") or []) or rec.get("n_train")
-    return data_line(met.get("n_train"), n_data, met.get("n_test"), f"{rec.get('calculator')} calculations")
+    return data_line(
+        met.get("n_train"),
+        n_data,
+        met.get("n_test"),
+        f"{rec.get('calculator')} calculations",
+        met.get("n_excluded"),
+        met.get("n_larger"),
+    )
 
 
 def cmd_show(args) -> int:

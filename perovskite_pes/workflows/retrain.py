@@ -239,6 +239,9 @@ def metrics_from_report(report: dict) -> dict:
         "best": report.get("best_label"),
         "n_train": report.get("n_train"),
         "n_test": report.get("n_test"),
+        # left out above the energy window; of larger supercells (trained on, never split or scored)
+        "n_excluded": len(report.get("excluded_indices") or []) or None,
+        "n_larger": len((report.get("larger_supercells") or {}).get("indices") or []) or None,
         "units": "meV/atom",
     }
     baselines = {}
@@ -249,6 +252,19 @@ def metrics_from_report(report: dict) -> dict:
         out["baseline_test_rmse"] = baselines
     if report.get("figures"):
         out["figures"] = report["figures"]
+    c = report.get("committee")
+    if c:
+        out["committee"] = {
+            "size": c["size"],
+            "resample": c["resample"],
+            "test_spread_rms": c["test_energy"]["rms_spread"],
+            "test_spearman_energy": c["test_energy"]["spearman"],
+        }
+        if c.get("test_forces"):
+            out["committee"].update(
+                test_max_force_deviation_rms=c["test_forces"]["rms_spread"],
+                test_spearman_forces=c["test_forces"]["spearman"],
+            )
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -128,6 +128,8 @@ def campaign_status(name: str | None = None, lpad=None, store=None, finishing: i
                 "n_train": m.get("n_train"),
                 "n_fit": metrics.get("n_train"),
                 "n_test": metrics.get("n_test"),
+                "n_excluded": metrics.get("n_excluded"),
+                "n_larger": metrics.get("n_larger"),
                 "created": str(m.get("created")),
                 "errors": {
                     k: v
