@@ -281,6 +281,7 @@ def cmd_train(args) -> int:
     from ..db import get_store
     from ..models import ModelError, train_and_select, training_stresses
     from ..settings import Settings
+    from ..workflows.retrain import metrics_from_report
 
     store = get_store()
     data = store.training_data(calculator=args.calculator, settings_hash=args.settings_hash, status="completed")
@@ -374,7 +375,7 @@ def cmd_train(args) -> int:
         else Settings.load().home / "models" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     model, report = train_and_select(configs, energies, forces, settings, workdir, stresses=stresses)
-    metrics = _metrics(report)
+    metrics = metrics_from_report(report)
     model_id = store.register_model(
         name=name,
         path=str(workdir / "model"),
@@ -418,12 +419,6 @@ def cmd_train(args) -> int:
     print(f"model {name} ({model_id}) saved in {workdir / 'model'}{' and activated' if not args.no_activate else ''}")
     print(f"report and figures: {workdir}")
     return 0
-
-
-def _metrics(report: dict) -> dict:
-    from ..workflows.retrain import metrics_from_report
-
-    return metrics_from_report(report)
 
 
 def _print_calibration(cal: dict) -> None:

@@ -532,7 +532,7 @@ class TiltGridSpec(_Step):
     ratios: _Int(0) = 0
 
 
-def _explore_supercell(value, at):
+def _md_supercell(value, at):
     n = _int(value, minimum=1, at=at)
     if n > 8:
         _fail(at, f"a supercell to run MD in is an integer N (N x N x N) from 1 to 8; got {n}")
@@ -568,7 +568,7 @@ class ThermalMDSpec(_Step):
     """MD steps between frames: one number, or one per supercell of ``supercells`` (a 4x4x4 frame is
     eight times the work of a 2x2x2 one to calculate and to train on)."""
     timestep_fs: _Float(0.1, 10.0) = 4.0
-    supercells: _checked(tuple[int, ...], _listed_of(_explore_supercell), int | list[int]) = ()
+    supercells: _checked(tuple[int, ...], _listed_of(_md_supercell), int | list[int]) = ()
     """N x N x N supercells to run in (empty: the training supercell). A larger cell starts from the
     relaxed parent repeated (N must be a multiple of the training supercell's), and its frames, e.g.
     ``[2, 4]``: 320 atoms, hold the long-wavelength tilt fluctuations a 2x2x2 cell cannot; each is one
@@ -894,7 +894,7 @@ class ActiveSpec(_Step):
     strains: _checked(
         tuple[float, ...], _listed_of(lambda x, at: _float(x, lo=-0.1, hi=0.1, at=at)), float | list[float]
     ) = (0.0,)
-    supercells: _checked(tuple[int, ...], _listed_of(_explore_supercell), int | list[int]) = ()
+    supercells: _checked(tuple[int, ...], _listed_of(_md_supercell), int | list[int]) = ()
     """N x N x N supercells to explore in (empty: the campaign's training supercell). Frames of a larger
     cell (e.g. ``[2, 4]``: 320 atoms) hold the long-wavelength motion a 2x2x2 cell cannot; they are
     labelled as they are (one calculation each, eight times the work of a 2x2x2 one) and every
@@ -1021,31 +1021,26 @@ class CampaignSpec(_Section):
         from ..structure import supercell_matrix
 
         own = supercell_matrix(self.supercell)
-        others = [n for n in self.active.supercells if not (supercell_matrix(n) == own).all()]
-        if self.active.enabled and others and not set(self.training.models) <= {"cluster", "site"}:
-            _fail(
-                "active.supercells",
-                f"frames of supercells {others} beside the training one train only the nets: training.models must be "
-                f"cluster and/or site; got {list(self.training.models)}",
-            )
         tm = self.steps.thermal_md
-        others = [n for n in tm.supercells if not (supercell_matrix(n) == own).all()]
-        if tm.enabled and others:
-            import numpy as np
-
-            k = int(own[0, 0])
-            if not (own == k * np.eye(3, dtype=int)).all() or any(n % k for n in others):
+        for field, on, cells in (
+            ("active.supercells", self.active.enabled, self.active.supercells),
+            ("steps.thermal_md.supercells", tm.enabled and self.training.enabled, tm.supercells),
+        ):
+            others = [n for n in cells if not (supercell_matrix(n) == own).all()]
+            if on and others and not set(self.training.models) <= {"cluster", "site"}:
                 _fail(
-                    "steps.thermal_md.supercells",
-                    f"a larger cell starts from the relaxed parent repeated, so each N must be a multiple of the "
-                    f"training supercell's ({own.tolist()}); got {list(tm.supercells)}",
-                )
-            if self.training.enabled and not set(self.training.models) <= {"cluster", "site"}:
-                _fail(
-                    "steps.thermal_md.supercells",
+                    field,
                     f"frames of supercells {others} beside the training one train only the nets: training.models "
                     f"must be cluster and/or site; got {list(self.training.models)}",
                 )
+        k = int(own[0, 0])
+        larger = [n for n in tm.supercells if not (supercell_matrix(n) == own).all()]
+        if tm.enabled and larger and (not (own == supercell_matrix(k)).all() or any(n % k for n in larger)):
+            _fail(
+                "steps.thermal_md.supercells",
+                f"a larger cell starts from the relaxed parent repeated, so each N must be a multiple of the "
+                f"training supercell's ({own.tolist()}); got {list(tm.supercells)}",
+            )
         return self
 
     @model_validator(mode="after")

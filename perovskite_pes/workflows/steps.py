@@ -516,24 +516,26 @@ def thermal_md_samples(parents: dict, calculator: dict, tm: dict, seed: int = 0,
     every = tm.get("every", 10)
     for i, n in enumerate(tm.get("supercells") or [None]):
         tm_n = dict(tm, every=int(every[i] if isinstance(every, (list, tuple)) else every))
+        starts = {}  # each start once per cell: a larger cell's parent repeated (None: the parent's own cell)
+        for start in tm.get("starts", []):
+            parent = parents[start]
+            k = None if n is None else n // int(round(parent.reference.n_cells ** (1 / 3)))
+            starts[start] = (parent, None) if k in (None, 1) else (parent.repeated(k), int(n))
         for t in tm.get("temperatures", []):
-            for start in tm.get("starts", []):
-                out.extend(_thermal_md_run(ase_calc, parents[start], start, float(t), n, tm_n, seed, progress))
+            for start, (parent, cell) in starts.items():
+                out.extend(_thermal_md_run(ase_calc, parent, start, float(t), cell, tm_n, seed, progress))
     return out
 
 
-def _thermal_md_run(ase_calc, parent, start: str, t: float, n, tm: dict, seed: int, progress: bool) -> list:
-    """The frames of one thermal MD run from ``parent`` at ``t`` K, in the N x N x N cell ``n`` (None: the
-    parent's own), one every ``tm["every"]`` steps."""
+def _thermal_md_run(ase_calc, parent, start: str, t: float, cell, tm: dict, seed: int, progress: bool) -> list:
+    """The frames of one thermal MD run from ``parent`` at ``t`` K, one every ``tm["every"]`` steps;
+    ``cell``: N of a larger N x N x N cell ``parent`` was repeated into (tagged, own seed), else None."""
     from ..simulation import BlowUpError, MDSimulation, Stage
     from ..structure import Configuration
 
     extra, key = {}, ("thermal_md", start, t)
-    if n is not None:
-        n0 = int(round(parent.reference.n_cells ** (1 / 3)))
-        if n != n0:
-            parent = parent.repeated(n // n0)
-            extra, key = {"supercell": int(n)}, (*key, int(n))
+    if cell is not None:
+        extra, key = {"supercell": cell}, (*key, cell)
     frames = []
 
     def keep(positions, lattice, energy, temperature, step):
@@ -556,7 +558,7 @@ def _thermal_md_run(ase_calc, parent, start: str, t: float, n, tm: dict, seed: i
             [Stage(t, int(tm.get("steps", 200)), int(tm.get("equilibration", 50)))], progress=progress, on_sample=keep
         )
     except BlowUpError as exc:
-        where = f" in the {n}x{n}x{n} cell" if extra else ""
+        where = f" in the {cell}x{cell}x{cell} cell" if cell is not None else ""
         logger.warning("thermal MD at %.0f K from %s%s left the data: %s", t, start, where, exc)
     return frames
 
