@@ -384,3 +384,18 @@ def test_schema_command_prints_a_schema_the_shipped_specs_satisfy(capsys):
         {"name": "t"},
     ):
         assert list(validator.iter_errors(bad)), bad
+
+
+def test_validate_command_names_the_loop_and_the_closing_ladder(capsys):
+    import json
+
+    from perovskite_pes.cli import main
+
+    assert main(["campaign", "validate", str(ROOT / "workflows" / "cspbbr3_active.yaml"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["active"] == "10 round(s), at most 5000 calculations, committee of 4, MD at 100-700 K in 2x2x2, 4x4x4"
+    assert out["simulate"] == "MD heat/cool 8x8x8, 100-650 K every 25 K, seeds [0, 1]"
+    assert "thermal_md" in out["steps"] and "tilt_grid" in out["steps"]
+    assert main(["campaign", "validate", str(ROOT / "workflows" / "cspbbr3_thermal.yaml"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["active"] == "off" and out["simulate"].startswith("MC heat/cool 4x4x4")

@@ -110,7 +110,34 @@ def _spec_summary(spec) -> dict:
         "descriptors": spec.to_dict()["descriptors"],
         "models": list(spec.training.models),
         "retrain": spec.to_dict()["retrain"],
+        "active": _loop_summary(spec.active),
+        "simulate": _ladder_summary(spec.simulate),
     }
+
+
+def _loop_summary(a) -> str:
+    """The active-learning loop in one line ("off" when the spec has none)."""
+    if not a.enabled:
+        return "off"
+    cells = ", ".join(f"{n}x{n}x{n}" for n in a.supercells) if a.supercells else "the training cell"
+    return (
+        f"{a.iterations} round(s), at most {a.budget} calculations, committee of {a.committee}, "
+        f"MD at {_kelvins(a.temperatures)} in {cells}"
+    )
+
+
+def _ladder_summary(s) -> str:
+    """The closing finite-temperature step in one line ("off" when the spec has none)."""
+    if not s.enabled:
+        return "off"
+    return (
+        f"{s.method.upper()} {'/'.join(s.directions)} {s.supercell}x{s.supercell}x{s.supercell}, "
+        f"{_kelvins((s.t_min, s.t_max))} every {s.t_step:g} K, seeds {list(s.seeds)}"
+    )
+
+
+def _kelvins(ts) -> str:
+    return f"{min(ts):g}-{max(ts):g} K"
 
 
 def cmd_validate(args) -> int:
