@@ -398,4 +398,4 @@ def test_validate_command_names_the_loop_and_the_closing_ladder(capsys):
     assert "thermal_md" in out["steps"] and "tilt_grid" in out["steps"]
     assert main(["campaign", "validate", str(ROOT / "workflows" / "cspbbr3_thermal.yaml"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["active"] == "off" and out["simulate"].startswith("MC heat/cool 4x4x4")
+    assert out["active"] == "off" and out["simulate"].startswith("MC heat 8x8x8")
