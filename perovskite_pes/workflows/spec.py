@@ -1022,11 +1022,15 @@ class CampaignSpec(_Section):
 
         own = supercell_matrix(self.supercell)
         tm = self.steps.thermal_md
-        for field, on, cells in (
-            ("active.supercells", self.active.enabled, self.active.supercells),
-            ("steps.thermal_md.supercells", tm.enabled and self.training.enabled, tm.supercells),
+
+        def beside(cells):  # the supercells other than the training one
+            return [n for n in cells if not (supercell_matrix(n) == own).all()]
+
+        larger = beside(tm.supercells)
+        for field, on, others in (
+            ("active.supercells", self.active.enabled, beside(self.active.supercells)),
+            ("steps.thermal_md.supercells", tm.enabled and self.training.enabled, larger),
         ):
-            others = [n for n in cells if not (supercell_matrix(n) == own).all()]
             if on and others and not set(self.training.models) <= {"cluster", "site"}:
                 _fail(
                     field,
@@ -1034,7 +1038,6 @@ class CampaignSpec(_Section):
                     f"must be cluster and/or site; got {list(self.training.models)}",
                 )
         k = int(own[0, 0])
-        larger = [n for n in tm.supercells if not (supercell_matrix(n) == own).all()]
         if tm.enabled and larger and (not (own == supercell_matrix(k)).all() or any(n % k for n in larger)):
             _fail(
                 "steps.thermal_md.supercells",
