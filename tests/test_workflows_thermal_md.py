@@ -40,6 +40,20 @@ def test_frames_of_real_surrogate_md_are_thermal_tagged_and_reproducible():
     assert not np.allclose(frames[0].displacements, frames[2].displacements, atol=1e-3)
 
 
+def test_a_ladder_is_one_run_per_start_through_the_temperatures():
+    cubic = Configuration(reference_supercell(REF, 2))
+    tm = {"temperatures": [300.0, 600.0], "starts": ["a0a0a0"], "steps": 4, "equilibration": 2, "every": 2}
+    calc = {"name": "sevennet", "settings": {"threads": 1}}
+    fresh = thermal_md_samples({"a0a0a0": cubic}, calc, tm, seed=5)
+    ladder = thermal_md_samples({"a0a0a0": cubic}, calc, dict(tm, ladder=True), seed=5)
+    assert [f.tags["temperature_K"] for f in ladder] == [300.0, 300.0, 600.0, 600.0]
+    # fresh runs restart their step count at every temperature; the ladder's count runs on through
+    # both temperatures (2 + 4 steps at 300 K, then 2 more of equilibration at 600 K)
+    assert [f.tags["step"] for f in fresh] == [4, 6, 4, 6]
+    assert [f.tags["step"] for f in ladder] == [4, 6, 10, 12]
+    assert all(f.tags["method"] == "thermal_md" and f.tags["seed"] == 5 for f in ladder)
+
+
 def test_one_firework_after_the_relaxations_of_its_starts():
     wf = build_workflow(validate_spec(spec(thermal_md={"starts": ["a0a0a0", "a0a0c+"]})))
     ids = {fw.name.split(": ", 1)[1]: fw for fw in wf.fws}
@@ -57,6 +71,10 @@ def test_off_by_default_and_old_hashes_stay():
     on = validate_spec(spec(thermal_md=True))
     assert on.to_dict()["steps"]["thermal_md"]["starts"] == ["a0a0a0"]
     assert validate_spec(on.to_dict()) == on
+    ladder = validate_spec(spec(thermal_md={"ladder": True}))
+    assert ladder.to_dict()["steps"]["thermal_md"]["ladder"] is True and validate_spec(ladder.to_dict()) == ladder
+    task = [fw for fw in build_workflow(ladder).fws if fw.name.endswith("thermal MD")][0].tasks[0]
+    assert task["thermal_md"]["ladder"] is True
 
 
 @pytest.mark.parametrize(
@@ -107,7 +125,8 @@ def test_larger_cells_in_the_spec():
     assert on.to_dict()["steps"]["thermal_md"]["supercells"] == [2, 4]
     assert on.to_dict()["steps"]["thermal_md"]["every"] == [2, 20]
     assert validate_spec(on.to_dict()) == on
-    assert "supercells" not in validate_spec(spec(thermal_md=True)).to_dict()["steps"]["thermal_md"]  # old hashes
+    plain = validate_spec(spec(thermal_md=True)).to_dict()["steps"]["thermal_md"]
+    assert "supercells" not in plain and "ladder" not in plain  # old hashes
     task = [fw for fw in build_workflow(on).fws if fw.name.endswith("thermal MD")][0].tasks[0]
     assert task["thermal_md"]["supercells"] == [2, 4]
 

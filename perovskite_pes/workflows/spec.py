@@ -568,6 +568,11 @@ class ThermalMDSpec(_Step):
     """MD steps between frames: one number, or one per supercell of ``supercells`` (a 4x4x4 frame is
     eight times the work of a 2x2x2 one to calculate and to train on)."""
     timestep_fs: _Float(0.1, 10.0) = 4.0
+    ladder: Bool = False
+    """False: a fresh run from the relaxed parent at every temperature. True: one run per start (and
+    supercell) through ``temperatures`` in the order given, each temperature starting from the state
+    the one before left, with ``equilibration`` steps at each: a stepwise heating (or cooling) that
+    needs only a short equilibration after the first temperature, so fewer steps are spent unsampled."""
     supercells: _checked(tuple[int, ...], _listed_of(_md_supercell), int | list[int]) = ()
     """N x N x N supercells to run in (empty: the training supercell). A larger cell starts from the
     relaxed parent repeated (N must be a multiple of the training supercell's), and its frames, e.g.
@@ -1082,7 +1087,7 @@ class CampaignSpec(_Section):
 
         Steps added after campaigns were first hashed (``tilt_grid``, ``thermal_md``) appear only when enabled,
         and fields added later (``active.final_exploration``, ``active.resample``, ``active.supercells``,
-        ``training.stress_weight``, ``steps.tilt_grid.ratios``, ``steps.thermal_md.supercells``,
+        ``training.stress_weight``, ``steps.tilt_grid.ratios``, ``steps.thermal_md.supercells`` and ``ladder``,
         ``simulate.max_displacement``) only when they differ from their default, so that the hash of a spec
         that does not use them stays what it was.
         """
@@ -1095,8 +1100,10 @@ class CampaignSpec(_Section):
                 del d["active"][key]
         if "tilt_grid" in d["steps"] and not self.steps.tilt_grid.ratios:
             del d["steps"]["tilt_grid"]["ratios"]
-        if "thermal_md" in d["steps"] and not self.steps.thermal_md.supercells:
-            del d["steps"]["thermal_md"]["supercells"]
+        if "thermal_md" in d["steps"]:
+            for key in ("supercells", "ladder"):
+                if not getattr(self.steps.thermal_md, key):
+                    del d["steps"]["thermal_md"][key]
         if self.simulate.max_displacement == SimulateSpec.model_fields["max_displacement"].default:
             del d["simulate"]["max_displacement"]
         if self.training.stress_weight == TrainingSpec.model_fields["stress_weight"].default:

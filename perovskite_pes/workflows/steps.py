@@ -521,25 +521,29 @@ def thermal_md_samples(parents: dict, calculator: dict, tm: dict, seed: int = 0,
             parent = parents[start]
             k = None if n is None else n // int(round(parent.reference.n_cells ** (1 / 3)))
             starts[start] = (parent, None) if k in (None, 1) else (parent.repeated(k), int(n))
-        for t in tm.get("temperatures", []):
+        temperatures = [float(t) for t in tm.get("temperatures", [])]
+        runs = [temperatures] if tm.get("ladder") else [[t] for t in temperatures]
+        for ladder in runs:
             for start, (parent, cell) in starts.items():
-                out.extend(_thermal_md_run(ase_calc, parent, start, float(t), cell, tm_n, seed, progress))
+                out.extend(_thermal_md_run(ase_calc, parent, start, ladder, cell, tm_n, seed, progress))
     return out
 
 
-def _thermal_md_run(ase_calc, parent, start: str, t: float, cell, tm: dict, seed: int, progress: bool) -> list:
-    """The frames of one thermal MD run from ``parent`` at ``t`` K, one every ``tm["every"]`` steps;
-    ``cell``: N of a larger N x N x N cell ``parent`` was repeated into (tagged, own seed), else None."""
+def _thermal_md_run(ase_calc, parent, start: str, temps: list, cell, tm: dict, seed: int, progress: bool) -> list:
+    """The frames of one thermal MD run from ``parent`` through the temperatures ``temps`` (K, the state
+    carried over from one to the next), one every ``tm["every"]`` steps after ``tm["equilibration"]`` at
+    each; ``cell``: N of a larger N x N x N cell ``parent`` was repeated into (tagged, own seed), else None."""
     from ..simulation import BlowUpError, MDSimulation, Stage
     from ..structure import Configuration
 
-    extra, key = {}, ("thermal_md", start, t)
+    # a single temperature keeps the seed it always had; a ladder has one of its own
+    extra, key = {}, ("thermal_md", start, temps[0] if len(temps) == 1 else "ladder")
     if cell is not None:
         extra, key = {"supercell": cell}, (*key, cell)
     frames = []
 
     def keep(positions, lattice, energy, temperature, step):
-        tags = _tags("thermal_md", start, temperature_K=t, step=int(step), seed=int(seed), **extra)
+        tags = _tags("thermal_md", start, temperature_K=float(temperature), step=int(step), seed=int(seed), **extra)
         frames.append(
             Configuration.from_arrays(parent.reference, lattice, positions, tags=tags, remove_translation=True)
         )
@@ -554,12 +558,12 @@ def _thermal_md_run(ase_calc, parent, start: str, t: float, cell, tm: dict, seed
         seed=int(_seed(seed, *key).generate_state(1)[0]),
     )
     try:
-        sim.run(
-            [Stage(t, int(tm.get("steps", 200)), int(tm.get("equilibration", 50)))], progress=progress, on_sample=keep
-        )
+        n, eq = int(tm.get("steps", 200)), int(tm.get("equilibration", 50))
+        sim.run([Stage(t, n, eq) for t in temps], progress=progress, on_sample=keep)
     except BlowUpError as exc:
         where = f" in the {cell}x{cell}x{cell} cell" if cell is not None else ""
-        logger.warning("thermal MD at %.0f K from %s%s left the data: %s", t, start, where, exc)
+        at = f"{temps[0]:.0f} K" if len(temps) == 1 else f"the ladder {temps[0]:.0f}-{temps[-1]:.0f} K"
+        logger.warning("thermal MD at %s from %s%s left the data: %s", at, start, where, exc)
     return frames
 
 
