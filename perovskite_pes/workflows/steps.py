@@ -507,8 +507,10 @@ def thermal_md_samples(parents: dict, calculator: dict, tm: dict, seed: int = 0,
     one; a larger N x N x N cell starts from the parent repeated), temperature and start,
     ``tm["equilibration"]`` steps, then every ``tm["every"]``-th of ``tm["steps"]`` steps becomes a
     configuration tagged with method ``thermal_md``, its temperature, start and step (and ``supercell``
-    in a larger cell); ``tm["every"]`` may give one spacing per supercell. A run that leaves the data (an
-    atom out of its cage) keeps the frames it sampled before. Reproducible from the campaign seed.
+    in a larger cell); ``tm["every"]`` may give one spacing per supercell. With ``tm["ladder"]`` each
+    start is one run through the temperatures in order (the state carried over, ``tm["equilibration"]``
+    steps at each) instead of a fresh run per temperature. A run that leaves the data (an atom out of
+    its cage) keeps the frames it sampled before. Reproducible from the campaign seed.
     """
     calc = get_calculator_cached(calculator)
     ase_calc = calc.ase_calculator()
