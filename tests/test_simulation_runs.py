@@ -18,7 +18,7 @@ from perovskite_pes.simulation import (
     Stage,
 )
 from perovskite_pes.simulation import md as md_module
-from perovskite_pes.simulation.transitions import combine_transitions, run_transitions, smooth_phases
+from perovskite_pes.simulation.transitions import combine_transitions, reentered_phases, run_transitions, smooth_phases
 from perovskite_pes.structure import Configuration
 
 from models_support import Harmonic, morse_energy, random_configs, small_reference
@@ -304,6 +304,16 @@ def test_transition_detection_and_combination():
     assert low["temperature_K"] == 225.0 and low["uncertainty_K"] == pytest.approx(50.0)
     high = pairs[("a0a0c+", "a0a0a0")]
     assert high["temperature_K"] == pytest.approx(300.0) and high["uncertainty_K"] >= 25.0
+
+
+def test_a_run_that_comes_back_to_a_phase_is_named():
+    # a clean sequence and a one-temperature blip re-enter nothing
+    assert reentered_phases(["a+b-b-", "a+b-b-", "a0a0c+", "a0a0c+", "a0a0a0"]) == []
+    assert reentered_phases(["a+b-b-", "a0a0c+", "a+b-b-", "a+b-b-", "a0a0a0"]) == []
+    # a small cell's ladder that flickers for two temperatures between phases (the 4x4x4 MC ladder of
+    # docs/campaigns.md): a0a0c+ is left for a+b-b- and entered again, a+b-b- likewise
+    flicker = ["a+b-b-", "a+b-b-", "a0b+c-", "a0a0c+", "a+b-b-", "a+b-b-", "a0a0c+", "a0a0c+", "a0b+b+"]
+    assert reentered_phases(flicker) == ["a+b-b-", "a0a0c+"]
 
 
 def test_scan_plot_puts_close_transition_labels_on_separate_rows():

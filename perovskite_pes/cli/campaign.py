@@ -246,6 +246,10 @@ def _print_simulation(sim: dict | None) -> None:
     for run in sim.get("phases", []):
         if run.get("stopped"):
             print(f"  {run['direction']} seed {run['seed']} stopped early: {run['stopped']}")
+        if run.get("reentered"):
+            from ..simulation.transitions import reentry_warning
+
+            print(f"  {run['direction']} seed {run['seed']} {reentry_warning(run['reentered'])}")
 
 
 def _print_status(st: dict) -> None:

@@ -7,7 +7,9 @@ a transition is where the phase changes and stays changed (single-temperature bl
 out); its temperature is the midpoint of the two temperatures around it. The estimates of all runs
 (seeds x heating and cooling) are combined per pair of phases: the mean, and an uncertainty that is
 the larger of their standard deviation, half their range and half the temperature step. The
-difference between the heating and the cooling means is the hysteresis.
+difference between the heating and the cooling means is the hysteresis. A run that leaves a phase and
+comes back to it (``reentered`` in its record) reads fluctuations rather than a phase sequence; the
+command line and the campaign report name such runs.
 
 Example
 -------
@@ -61,6 +63,28 @@ def run_transitions(temperatures, labels) -> list[dict]:
                 }
             )
     return out
+
+
+def reentered_phases(labels: list[str]) -> list[str]:
+    """Phases a run leaves and comes back to later (one-temperature blips smoothed first), in the order
+    they come back. A ladder that re-enters a phase is reading fluctuations (a cell too small or too few
+    steps per temperature), so its phase changes are not a sequence of transitions.
+    """
+    smooth = smooth_phases(list(labels))
+    segments = [p for k, p in enumerate(smooth) if k == 0 or p != smooth[k - 1]]
+    out = []
+    for k, phase in enumerate(segments):
+        if phase in segments[:k] and phase not in out:
+            out.append(phase)
+    return out
+
+
+def reentry_warning(phases: list[str]) -> str:
+    """One line for a run that re-entered ``phases``: what it means and what to change."""
+    return (
+        f"re-entered {', '.join(phases)}: its phase changes are fluctuations, not a sequence of transitions "
+        "(a larger supercell or more steps per temperature reads them)"
+    )
 
 
 def combine_transitions(runs: list[dict], t_step: float) -> list[dict]:
@@ -224,6 +248,7 @@ class TransitionScan:
                                 "temperature_K": [],
                                 "phase": [],
                                 "transitions": [],
+                                "reentered": [],
                                 "stopped": blown,
                             }
                         )
@@ -246,6 +271,7 @@ class TransitionScan:
                     "lattice_sorted": [s["lattice_sorted"] for s in res.stages],
                     "energy_per_fu_eV": [s["energy_per_fu_eV"] for s in res.stages],
                     "transitions": run_transitions(temps, labels),
+                    "reentered": reentered_phases(labels),
                     "susceptibility_peak_K": {
                         k: float(temps[int(np.argmax([s[f"chi_{k}"] for s in res.stages]))]) for k in ("R", "M")
                     },

@@ -744,6 +744,7 @@ def simulate_model(model_path, simulate: dict, workdir) -> dict:
                 "temperature_K": r["temperature_K"],
                 "phase": r["phase"],
                 "stopped": r["stopped"],
+                "reentered": r.get("reentered", []),
             }
             for r in data["runs"]
         ],
