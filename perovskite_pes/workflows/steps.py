@@ -525,9 +525,9 @@ def thermal_md_samples(parents: dict, calculator: dict, tm: dict, seed: int = 0,
             starts[start] = (parent, None) if k in (None, 1) else (parent.repeated(k), int(n))
         temperatures = [float(t) for t in tm.get("temperatures", [])]
         runs = [temperatures] if tm.get("ladder") else [[t] for t in temperatures]
-        for ladder in runs:
+        for temps in runs:
             for start, (parent, cell) in starts.items():
-                out.extend(_thermal_md_run(ase_calc, parent, start, ladder, cell, tm_n, seed, progress))
+                out.extend(_thermal_md_run(ase_calc, parent, start, temps, cell, tm_n, seed, progress))
     return out
 
 
