@@ -18,7 +18,14 @@ from perovskite_pes.simulation import (
     Stage,
 )
 from perovskite_pes.simulation import md as md_module
-from perovskite_pes.simulation.transitions import combine_transitions, reentered_phases, run_transitions, smooth_phases
+from perovskite_pes.simulation.transitions import (
+    combine_transitions,
+    fluctuation_warning,
+    goes_against,
+    reentered_phases,
+    run_transitions,
+    smooth_phases,
+)
 from perovskite_pes.structure import Configuration
 
 from models_support import Harmonic, morse_energy, random_configs, small_reference
@@ -314,6 +321,36 @@ def test_a_run_that_comes_back_to_a_phase_is_named():
     # docs/campaigns.md): a0a0c+ is left for a+b-b- and entered again, a+b-b- likewise
     flicker = ["a+b-b-", "a+b-b-", "a0b+c-", "a0a0c+", "a+b-b-", "a+b-b-", "a0a0c+", "a0a0c+", "a0b+b+"]
     assert reentered_phases(flicker) == ["a+b-b-", "a0a0c+"]
+
+
+def test_phase_changes_against_the_run_direction_are_named_and_left_out_of_the_combination():
+    temps = [300, 350, 400, 450, 500, 550]
+    # a heating run that wanders into more tilted phases without ever coming back to one
+    wander = run_transitions(temps, ["a0a0a0", "a0a0a0", "a0a0c+", "a0a0c+", "a0b+b+", "a0b+b+"])
+    assert [goes_against(t, "heat") for t in wander] == [True, True]
+    assert [goes_against(t, "cool") for t in wander] == [False, False]
+    assert reentered_phases(["a0a0a0", "a0a0a0", "a0a0c+", "a0a0c+", "a0b+b+", "a0b+b+"]) == []
+    # the clean sequences of both directions go with their run, a tilt swap is not judged
+    clean = run_transitions(temps, ["a+b-b-", "a+b-b-", "a0a0c+", "a0a0c+", "a0a0a0", "a0a0a0"])
+    assert not any(goes_against(t, "heat") for t in clean)
+    assert not any(goes_against(t, "cool") for t in run_transitions(temps[::-1], ["a0a0a0"] * 3 + ["a0a0c+"] * 3))
+    assert not goes_against({"from": "a0a0c+", "to": "a0a0c-"}, "heat")
+    with pytest.raises(SimulationError, match="direction"):
+        goes_against(clean[0], "up")
+    combined = combine_transitions(
+        [{"direction": "heat", "transitions": clean}, {"direction": "heat", "transitions": wander}], 50.0
+    )
+    assert [(c["from"], c["to"], c["estimates"]) for c in combined] == [
+        ("a+b-b-", "a0a0c+", 1),
+        ("a0a0c+", "a0a0a0", 1),
+    ]
+    run = {"direction": "heat", "reentered": [], "against_direction": ["a0a0a0 -> a0a0c+", "a0a0c+ -> a0b+b+"]}
+    line = fluctuation_warning(run)
+    assert "gained tilted axes on heating (a0a0a0 -> a0a0c+, a0a0c+ -> a0b+b+)" in line and "fluctuations" in line
+    cooled = {"direction": "cool", "reentered": ["a0a0c+"], "against_direction": ["a0a0c+ -> a0a0a0"]}
+    both = fluctuation_warning(cooled)
+    assert both.startswith("re-entered a0a0c+; lost tilted axes on cooling (a0a0c+ -> a0a0a0): ")
+    assert fluctuation_warning({"direction": "heat", "reentered": [], "against_direction": []}) is None
 
 
 def test_scan_plot_puts_close_transition_labels_on_separate_rows():

@@ -246,10 +246,10 @@ def _print_simulation(sim: dict | None) -> None:
     for run in sim.get("phases", []):
         if run.get("stopped"):
             print(f"  {run['direction']} seed {run['seed']} stopped early: {run['stopped']}")
-        if run.get("reentered"):
-            from ..simulation.transitions import reentry_warning
+        from ..simulation.transitions import fluctuation_warning
 
-            print(f"  {run['direction']} seed {run['seed']} {reentry_warning(run['reentered'])}")
+        if warning := fluctuation_warning(run):
+            print(f"  {run['direction']} seed {run['seed']} {warning}")
 
 
 def _print_status(st: dict) -> None:

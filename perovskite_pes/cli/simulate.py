@@ -257,7 +257,7 @@ def _deg(v) -> str:
 def cmd_heat(args) -> int:
     from ..simulation import SimulationError
     from ..simulation.plots import plot_scan
-    from ..simulation.transitions import TransitionScan, reentry_warning
+    from ..simulation.transitions import TransitionScan, fluctuation_warning
 
     path = _model_path(args.model)
     try:
@@ -311,8 +311,8 @@ def cmd_heat(args) -> int:
             f"  {run['direction']:4s} seed {run['seed']}: {seq}"
             f"{'  (stopped: ' + run['stopped'] + ')' if run['stopped'] else ''}"
         )
-        if run.get("reentered"):
-            print(f"    {reentry_warning(run['reentered'])}")
+        if warning := fluctuation_warning(run):
+            print(f"    {warning}")
     if not data["transitions"]:
         print("  no transition in this range")
     for tr in data["transitions"]:

@@ -7,9 +7,11 @@ a transition is where the phase changes and stays changed (single-temperature bl
 out); its temperature is the midpoint of the two temperatures around it. The estimates of all runs
 (seeds x heating and cooling) are combined per pair of phases: the mean, and an uncertainty that is
 the larger of their standard deviation, half their range and half the temperature step. The
-difference between the heating and the cooling means is the hysteresis. A run that leaves a phase and
-comes back to it (``reentered`` in its record) reads fluctuations rather than a phase sequence; the
-command line and the campaign report name such runs.
+difference between the heating and the cooling means is the hysteresis. Two signs that a run reads
+fluctuations rather than a phase sequence are named in its record, by the command line and by the
+campaign report: it leaves a phase and comes back to it (``reentered``), or a phase change goes against
+the direction of the run, gaining tilted axes on heating or losing them on cooling (``against_direction``;
+such changes are left out of the combined transitions).
 
 Example
 -------
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..structure import glazer_system
 from ..utils import jsonable
 from .errors import BlowUpError, SimulationError
 from .mc import MonteCarlo
@@ -79,19 +82,52 @@ def reentered_phases(labels: list[str]) -> list[str]:
     return out
 
 
-def reentry_warning(phases: list[str]) -> str:
-    """One line for a run that re-entered ``phases``: what it means and what to change."""
+def goes_against(transition: dict, direction: str) -> bool:
+    """Whether a run's phase change gains tilted axes on heating or loses them on cooling.
+
+    Heating disorders the tilts (a+b-b- -> a0a0c+ -> a0a0a0 in CsPbBr3), so a heating run that gains a
+    tilted axis, or a cooling run that loses one, is following a fluctuation of the averaged structure
+    (domains in a small cell, too few steps per temperature), not the material's phase sequence. Changes
+    between phases with the same number of tilted axes (a0a0c+ <-> a0a0c-) are not judged.
+
+    >>> change = {"from": "a0a0a0", "to": "a0a0c+"}
+    >>> goes_against(change, "heat"), goes_against(change, "cool")
+    (True, False)
+    """
+    if direction not in DIRECTIONS:
+        raise SimulationError(f"direction must be one of {DIRECTIONS}; got {direction!r}")
+    gained = glazer_system(transition["to"]).n_tilts - glazer_system(transition["from"]).n_tilts
+    return gained > 0 if direction == "heat" else gained < 0
+
+
+def fluctuation_warning(run: dict) -> str | None:
+    """One line for a run whose phase changes read fluctuations (re-entered phases, changes against the
+    run's direction), saying what it means and what to change; None for a clean run."""
+    signs = []
+    if run.get("reentered"):
+        signs.append(f"re-entered {', '.join(run['reentered'])}")
+    if run.get("against_direction"):
+        verb = "gained" if run["direction"] == "heat" else "lost"
+        signs.append(f"{verb} tilted axes on {run['direction']}ing ({', '.join(run['against_direction'])})")
+    if not signs:
+        return None
     return (
-        f"re-entered {', '.join(phases)}: its phase changes are fluctuations, not a sequence of transitions "
+        f"{'; '.join(signs)}: its phase changes are fluctuations, not a sequence of transitions "
         "(a larger supercell or more steps per temperature reads them)"
     )
 
 
 def combine_transitions(runs: list[dict], t_step: float) -> list[dict]:
-    """Per pair of phases (low-temperature phase -> high-temperature phase), the combined estimate."""
+    """Per pair of phases (low-temperature phase -> high-temperature phase), the combined estimate.
+
+    Phase changes against a run's direction (see :func:`goes_against`) are left out: they would name
+    the more tilted phase as the high-temperature one.
+    """
     groups: dict[tuple, dict] = {}
     for run in runs:
         for tr in run["transitions"]:
+            if goes_against(tr, run["direction"]):
+                continue
             low, high = (tr["from"], tr["to"]) if run["direction"] == "heat" else (tr["to"], tr["from"])
             g = groups.setdefault((low, high), {"heat": [], "cool": []})
             g[run["direction"]].append(tr["temperature_K"])
@@ -249,12 +285,14 @@ class TransitionScan:
                                 "phase": [],
                                 "transitions": [],
                                 "reentered": [],
+                                "against_direction": [],
                                 "stopped": blown,
                             }
                         )
                         continue
                 temps = [s["temperature_K"] for s in res.stages]
                 labels = [s["phase"]["glazer"] for s in res.stages]
+                transitions = run_transitions(temps, labels)
                 run = {
                     "seed": int(seed),
                     "direction": direction,
@@ -270,8 +308,11 @@ class TransitionScan:
                     "lattice_parameters": [s["lattice_parameters"] for s in res.stages],
                     "lattice_sorted": [s["lattice_sorted"] for s in res.stages],
                     "energy_per_fu_eV": [s["energy_per_fu_eV"] for s in res.stages],
-                    "transitions": run_transitions(temps, labels),
+                    "transitions": transitions,
                     "reentered": reentered_phases(labels),
+                    "against_direction": [
+                        f"{tr['from']} -> {tr['to']}" for tr in transitions if goes_against(tr, direction)
+                    ],
                     "susceptibility_peak_K": {
                         k: float(temps[int(np.argmax([s[f"chi_{k}"] for s in res.stages]))]) for k in ("R", "M")
                     },

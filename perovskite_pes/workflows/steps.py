@@ -745,6 +745,7 @@ def simulate_model(model_path, simulate: dict, workdir) -> dict:
                 "phase": r["phase"],
                 "stopped": r["stopped"],
                 "reentered": r.get("reentered", []),
+                "against_direction": r.get("against_direction", []),
             }
             for r in data["runs"]
         ],
