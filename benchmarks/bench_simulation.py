@@ -16,6 +16,9 @@ Weights do not change the cost, so the models are fitted briefly to synthetic en
     python benchmarks/bench_simulation.py                       # everything
     python benchmarks/bench_simulation.py --skip-heat --md-sizes 4,8 --mc-sizes 4,8,12
     python benchmarks/bench_simulation.py --skip-md --skip-mc --heat-model PATH --threads 1
+    python benchmarks/bench_simulation.py --skip-heat --skip-synthetic --trained-model PATH --md-sizes 8
+
+``--trained-model`` (repeatable) times a trained model beside them, each on a cell of its own reference.
 """
 
 from __future__ import annotations
@@ -83,18 +86,34 @@ def _md_step_time(calc, config, steps: int) -> float:
     return statistics.median(times)
 
 
+def _perovskite(model):
+    """A trained model's own reference perovskite (its relaxed lattice parameter), else the default one."""
+    from perovskite_pes.structure import Perovskite
+
+    reference = getattr(model, "reference_", None)
+    return reference.perovskite if reference is not None else Perovskite()
+
+
+def _config(perovskite, n: int, seed: int):
+    """The same thermal-size displacements and strain on any perovskite's n x n x n cell."""
+    from perovskite_pes.structure import Configuration
+
+    ref = perovskite.supercell(n)
+    rng = np.random.default_rng(seed + n)
+    return ref, Configuration(ref, rng.normal(0, 0.05, (ref.n_atoms, 3)), rng.normal(0, 0.003, 6))
+
+
 def bench_md(models, sizes, args):
     from perovskite_pes.models import PESCalculator
-    from perovskite_pes.structure import Configuration, Perovskite
+    from perovskite_pes.structure import Perovskite
 
     rows = []
-    rng = np.random.default_rng(3)
     for n in sizes:
-        ref = Perovskite().supercell(n)
-        config = Configuration(ref, rng.normal(0, 0.05, (ref.n_atoms, 3)), rng.normal(0, 0.003, 6))
+        ref, config = _config(Perovskite(), n, 3)
         row = {"N": n, "atoms": ref.n_atoms, "models": {}}
         for name, m in models.items():
-            row["models"][name] = _md_step_time(PESCalculator(m, supercell=ref), config, args.md_steps)
+            ref_m, config_m = _config(_perovskite(m), n, 3)
+            row["models"][name] = _md_step_time(PESCalculator(m, supercell=ref_m), config_m, args.md_steps)
         if args.surrogate:
             from perovskite_pes.calculators import get_calculator
 
@@ -118,16 +137,14 @@ def _print_md(row, surrogate):
 def bench_mc(models, sizes, args):
     from perovskite_pes.simulation.local import GlobalEnergy, LocalEnergy
     from perovskite_pes.simulation.mc import torch_threads
-    from perovskite_pes.structure import Configuration, Perovskite
 
     rows = []
     rng = np.random.default_rng(4)
     with torch_threads(1):
         for n in sizes:
-            ref = Perovskite().supercell(n)
-            config = Configuration(ref, rng.normal(0, 0.05, (ref.n_atoms, 3)), rng.normal(0, 0.003, 6))
-            row = {"N": n, "atoms": ref.n_atoms, "models": {}}
+            row = {"N": n, "atoms": 5 * n**3, "models": {}}
             for name, m in models.items():
+                ref, config = _config(_perovskite(m), n, 4)
                 t0 = time.perf_counter()
                 le = LocalEnergy(m, ref)
                 classes = le.colors()
@@ -241,6 +258,13 @@ def main(argv=None):
     p.add_argument("--heat-equilibration", type=int, default=250)
     p.add_argument("--heat-seed", type=int, default=0)
     p.add_argument("--heat-model", default=None, help="a trained model (id, name or folder) for the heating run")
+    p.add_argument(
+        "--trained-model",
+        action="append",
+        default=[],
+        help="also time this saved model folder (repeatable), e.g. the thermal campaign's",
+    )
+    p.add_argument("--skip-synthetic", action="store_true", help="time only the --trained-model models")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     import torch
@@ -249,9 +273,15 @@ def main(argv=None):
     print(f"torch threads {torch.get_num_threads()}; load average {open('/proc/loadavg').read().split()[:3]}")
     models = (
         _models(dict(batch_sizes=(50,), epochs=2, validation_fraction=0.0))
-        if not (args.skip_md and args.skip_mc and args.heat_model)
+        if not args.skip_synthetic and not (args.skip_md and args.skip_mc and args.heat_model)
         else {}
     )
+    if args.trained_model:
+        from perovskite_pes.models import load_model
+
+        for path in args.trained_model:
+            model = load_model(path)
+            models[f"trained {type(model).__name__} {Path(str(path)).parent.name or path}"] = model
     out = {}
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     if not args.skip_md:
@@ -259,6 +289,8 @@ def main(argv=None):
     if not args.skip_mc:
         out["mc"] = bench_mc(models, ints(args.mc_sizes), args)
     if not args.skip_heat:
+        if not (args.heat_model or "site net 30p+t+o o4 inv (recommended)" in models):
+            p.error("the heating run needs --heat-model, or the synthetic models (no --skip-synthetic)")
         out["heat"] = bench_heat(args.heat_model or models["site net 30p+t+o o4 inv (recommended)"], args)
     print(f"\nload average at the end {open('/proc/loadavg').read().split()[:3]}")
     if args.json:
