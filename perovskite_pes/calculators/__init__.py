@@ -1,8 +1,10 @@
 """How an energy is obtained: one interface over VASP, CP2K and pretrained ML potentials.
 
 >>> calc = get_calculator("sevennet")                # the default: SevenNet 7net-mf-0, modal R2SCAN
->>> result = calc.calculate(structure)              # CalcResult: energy, forces, stress, status ...
->>> relaxed = calc.calculate(structure, relax="cell").final_structure
+>>> result = calc.calculate(structure)  # doctest: +SKIP
+>>> relaxed = calc.calculate(structure, relax="cell").final_structure  # doctest: +SKIP
+
+``result`` is a CalcResult: energy, forces, stress, status and the calculator's provenance.
 
 Units: eV, eV/A, stress eV/A^3 as a Voigt 6-vector with ASE's sign (positive = tensile).
 This package depends on ``perovskite_pes.structure`` only (and never on FireWorks or MongoDB).

@@ -17,8 +17,8 @@ several), and capped.
 Example
 -------
 >>> cands, runs = explore(committee, temperatures=[300, 600], starts=["a+b-b-", "a0a0a0"])  # doctest: +SKIP
->>> sel = select(committee, cands, lower=0.05, upper=0.5, max_selected=50)
->>> sel.configurations, sel.per_temperature
+>>> sel = select(committee, cands, lower=0.05, upper=0.5, max_selected=50)  # doctest: +SKIP
+>>> sel.configurations, sel.per_temperature  # doctest: +SKIP
 """
 
 from __future__ import annotations

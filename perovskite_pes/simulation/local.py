@@ -79,9 +79,9 @@ class LocalEnergy:
     Example
     -------
     >>> le = LocalEnergy(model, reference)                     # doctest: +SKIP
-    >>> e = le.reset(positions, lattice)                       # full evaluation, fills the caches
-    >>> de = le.delta(sites, new_positions)                    # sites from one colour class
-    >>> le.commit(de < 0)                                      # keep the accepted moves
+    >>> e = le.reset(positions, lattice)                       # full evaluation, fills the caches  # doctest: +SKIP
+    >>> de = le.delta(sites, new_positions)                    # sites from one colour class  # doctest: +SKIP
+    >>> le.commit(de < 0)                                      # keep the accepted moves  # doctest: +SKIP
     """
 
     local = True

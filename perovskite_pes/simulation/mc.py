@@ -11,8 +11,8 @@ uniform in ``+-strain_step``), accepted with ``min(1, exp(-(dE + P dV) / kT + N 
 Example
 -------
 >>> from perovskite_pes.simulation import MonteCarlo, Stage                 # doctest: +SKIP
->>> mc = MonteCarlo("~/.perovskite_pes/models/my-model/model", supercell=8, ensemble="npt")
->>> result = mc.run([Stage(300.0, steps=200, equilibration=100)])           # steps are sweeps here
+>>> mc = MonteCarlo("~/.perovskite_pes/models/my-model/model", supercell=8, ensemble="npt")  # doctest: +SKIP
+>>> result = mc.run([Stage(300.0, steps=200, equilibration=100)])           # steps are sweeps here  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ order. ``nve`` uses velocity Verlet. Forces and stress come from the model throu
 Example
 -------
 >>> from perovskite_pes.simulation import MDSimulation, Stage          # doctest: +SKIP
->>> md = MDSimulation("~/.perovskite_pes/models/my-model/model", supercell=4, ensemble="npt")
->>> result = md.run([Stage(300.0, steps=2000, equilibration=500)], trajectory="md.traj")
->>> result.to_dict()["order_parameters"]["M"]
+>>> md = MDSimulation("~/.perovskite_pes/models/my-model/model", supercell=4, ensemble="npt")  # doctest: +SKIP
+>>> result = md.run([Stage(300.0, steps=2000, equilibration=500)], trajectory="md.traj")  # doctest: +SKIP
+>>> result.to_dict()["order_parameters"]["M"]  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ Example
 -------
 >>> scan = TransitionScan("model-dir", supercell=4, t_min=100, t_max=500, t_step=50, steps=400,
 ...                       equilibration=200, seeds=(0, 1))                          # doctest: +SKIP
->>> result = scan.run(progress=True)
->>> result.transitions  # [{'from': 'a+b-b-', 'to': 'a0a0c+', 'temperature_K': ..., 'uncertainty_K': ...}, ...]
+>>> result = scan.run(progress=True)  # doctest: +SKIP
+>>> result.transitions  # doctest: +SKIP
+[{'from': 'a+b-b-', 'to': 'a0a0c+', 'temperature_K': ..., 'uncertainty_K': ..., ...}, ...]
 """
 
 from __future__ import annotations
