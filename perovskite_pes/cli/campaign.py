@@ -243,11 +243,11 @@ def _print_simulation(sim: dict | None) -> None:
             or "no transition in the range"
         )
     )
+    from ..simulation.transitions import fluctuation_warning
+
     for run in sim.get("phases", []):
         if run.get("stopped"):
             print(f"  {run['direction']} seed {run['seed']} stopped early: {run['stopped']}")
-        from ..simulation.transitions import fluctuation_warning
-
         if warning := fluctuation_warning(run):
             print(f"  {run['direction']} seed {run['seed']} {warning}")
 
