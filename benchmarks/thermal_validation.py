@@ -14,8 +14,9 @@ surrogate (SevenNet ``7net-mf-0`` by default):
 Step 2: every model given with ``--model`` (a saved model folder, repeatable, ``label=PATH`` to name
 it) predicts each snapshot through ``PESCalculator``; the energy RMSE (meV/atom, energies per atom
 relative to each model's and the surrogate's own cubic cell at the snapshot's size) and force RMSE
-(eV/A) per kind and overall, against the issue's targets (1 meV/atom, 0.05 eV/A). Prints a table,
-writes ``--json`` and a bar chart (``--plot``).
+(eV/A) per kind and overall, against the issue's targets (1 meV/atom, 0.05 eV/A), and the force RMSE
+per species with the RMS of the labels it is measured against. Prints tables, writes ``--json`` and a
+bar chart (``--plot``).
 
 The set shipped in ``benchmarks/data/thermal_validation.extxyz.gz`` (4 December 2026, SevenNet
 ``7net-mf-0``) holds 80 snapshots of 2x2x2 MD (20 per temperature, 100/300/450/600 K, seed 0), 40 of
@@ -199,10 +200,16 @@ def score(model_path: str, configs, energies, forces, cubic: dict, threads: int)
             model_cubic[n] = _predict(calc, Configuration(c.reference)) / n
         err_e = (atoms.get_potential_energy() / n - model_cubic[n]) - (e / n - cubic[n])
         err_f = atoms.get_forces() - f
-        for kind in (c.tags["kind"], "all"):
-            r = rows.setdefault(kind, {"e": [], "f": []})
+        symbols = np.array(atoms.get_chemical_symbols())
+        pooled = ("md", "all") if c.tags["kind"].startswith("md-") else ("all",)  # "md": every MD kind together
+        for kind in (c.tags["kind"], *pooled):
+            r = rows.setdefault(kind, {"e": [], "f": [], "species": {}})
             r["e"].append(err_e)
             r["f"].append(err_f.ravel())
+            for sp in np.unique(symbols):
+                errors, labels = r["species"].setdefault(str(sp), ([], []))
+                errors.append(err_f[symbols == sp].ravel())
+                labels.append(np.asarray(f)[symbols == sp].ravel())
     out = {}
     for kind, r in rows.items():
         out[kind] = {
@@ -212,8 +219,16 @@ def score(model_path: str, configs, energies, forces, cubic: dict, threads: int)
             # mean signed error (model - label): an offset shared by a kind's frames, which the RMSE hides
             "energy_bias_meV_atom": float(np.mean(r["e"]) * 1000),
             "force_rmse_eV_A": float(np.sqrt(np.mean(np.square(np.concatenate(r["f"]))))),
+            # per species: the force RMSE and the RMS of the labels it is measured against
+            "force_by_species": {sp: _rms_pair(errors, labels) for sp, (errors, labels) in r["species"].items()},
         }
     return out
+
+
+def _rms_pair(errors, labels) -> dict:
+    rmse = float(np.sqrt(np.mean(np.square(np.concatenate(errors)))))
+    rms = float(np.sqrt(np.mean(np.square(np.concatenate(labels)))))
+    return {"force_rmse_eV_A": rmse, "label_rms_eV_A": rms, "relative": rmse / rms if rms else float("nan")}
 
 
 def _predict(calc, config) -> float:
@@ -222,13 +237,30 @@ def _predict(calc, config) -> float:
     return float(atoms.get_potential_energy())
 
 
+def print_species(results: dict) -> None:
+    """Force RMSE per species over every MD kind (every kind in a set without MD), and as a fraction of
+    the RMS of the labelled forces."""
+    pool = "md" if all("md" in r for r in results.values()) else "all"
+    species = sorted({sp for r in results.values() for sp in r[pool]["force_by_species"]})
+    kinds = "MD kinds" if pool == "md" else "all kinds"
+    print(f"\nforces per species, {kinds}: RMSE eV/A (fraction of the labels' RMS)")
+    print(f"{'':20}" + "".join(f"{sp:>16}" for sp in species))
+    for label, r in results.items():
+        cells = r[pool]["force_by_species"]
+        print(
+            f"{label[:20]:20}"
+            + "".join(f"{cells[sp]['force_rmse_eV_A']:9.3f} ({cells[sp]['relative']:.2f})" for sp in species)
+        )
+
+
 def plot(results: dict, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = sorted({k for r in results.values() for k in r if k != "all"}) + ["all"]
+    kinds = sorted({k for r in results.values() for k in r if k not in ("md", "all")})
+    kinds += [k for k in ("md", "all") if any(k in r for r in results.values())]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     width = 0.8 / max(1, len(results))
     for i, (label, r) in enumerate(results.items()):
@@ -285,7 +317,8 @@ def main(argv=None) -> int:
     for spec in args.model:
         label, _, model_path = spec.rpartition("=")
         results[label or Path(model_path).name] = score(model_path, configs, energies, forces, cubic, args.threads)
-    kinds = sorted({k for r in results.values() for k in r if k != "all"}) + ["all"]
+    kinds = sorted({k for r in results.values() for k in r if k not in ("md", "all")})
+    kinds += [k for k in ("md", "all") if any(k in r for r in results.values())]
     print(f"\n{'kind':20}{'n':>5}" + "".join(f"{lab[:28]:>30}" for lab in results))
     print(f"{'':25}" + "".join(f"{'E meV/at   bias   F eV/A':>30}" for _ in results))
     for k in kinds:
@@ -298,6 +331,7 @@ def main(argv=None) -> int:
         )
         print(f"{k:20}{n:5d}{cells}")
     print(f"targets: energy <= {TARGET_E} meV/atom, forces <= {TARGET_F} eV/A per kind")
+    print_species(results)
     if args.plot:
         plot(results, args.plot)
         print(f"plot: {args.plot}")
