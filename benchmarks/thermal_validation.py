@@ -201,15 +201,18 @@ def score(model_path: str, configs, energies, forces, cubic: dict, threads: int)
         err_e = (atoms.get_potential_energy() / n - model_cubic[n]) - (e / n - cubic[n])
         err_f = atoms.get_forces() - f
         symbols = np.array(atoms.get_chemical_symbols())
+        by_species = {
+            str(sp): (err_f[symbols == sp].ravel(), np.asarray(f)[symbols == sp].ravel()) for sp in set(symbols)
+        }
         pooled = ("md", "all") if c.tags["kind"].startswith("md-") else ("all",)  # "md": every MD kind together
         for kind in (c.tags["kind"], *pooled):
             r = rows.setdefault(kind, {"e": [], "f": [], "species": {}})
             r["e"].append(err_e)
             r["f"].append(err_f.ravel())
-            for sp in np.unique(symbols):
-                errors, labels = r["species"].setdefault(str(sp), ([], []))
-                errors.append(err_f[symbols == sp].ravel())
-                labels.append(np.asarray(f)[symbols == sp].ravel())
+            for sp, (error, label) in by_species.items():
+                errors, labels = r["species"].setdefault(sp, ([], []))
+                errors.append(error)
+                labels.append(label)
     out = {}
     for kind, r in rows.items():
         out[kind] = {
@@ -218,16 +221,19 @@ def score(model_path: str, configs, energies, forces, cubic: dict, threads: int)
             "energy_max_meV_atom": float(np.max(np.abs(r["e"])) * 1000),
             # mean signed error (model - label): an offset shared by a kind's frames, which the RMSE hides
             "energy_bias_meV_atom": float(np.mean(r["e"]) * 1000),
-            "force_rmse_eV_A": float(np.sqrt(np.mean(np.square(np.concatenate(r["f"]))))),
+            "force_rmse_eV_A": _rms(r["f"]),
             # per species: the force RMSE and the RMS of the labels it is measured against
             "force_by_species": {sp: _rms_pair(errors, labels) for sp, (errors, labels) in r["species"].items()},
         }
     return out
 
 
+def _rms(parts) -> float:
+    return float(np.sqrt(np.mean(np.square(np.concatenate(parts)))))
+
+
 def _rms_pair(errors, labels) -> dict:
-    rmse = float(np.sqrt(np.mean(np.square(np.concatenate(errors)))))
-    rms = float(np.sqrt(np.mean(np.square(np.concatenate(labels)))))
+    rmse, rms = _rms(errors), _rms(labels)
     return {"force_rmse_eV_A": rmse, "label_rms_eV_A": rms, "relative": rmse / rms if rms else float("nan")}
 
 
@@ -235,6 +241,12 @@ def _predict(calc, config) -> float:
     atoms = config.to_ase()
     atoms.calc = calc
     return float(atoms.get_potential_energy())
+
+
+def _kinds(results: dict) -> list[str]:
+    """The kinds scored, sorted, then the pooled rows ("md", "all") last."""
+    kinds = sorted({k for r in results.values() for k in r if k not in ("md", "all")})
+    return kinds + [k for k in ("md", "all") if any(k in r for r in results.values())]
 
 
 def print_species(results: dict) -> None:
@@ -259,8 +271,7 @@ def plot(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = sorted({k for r in results.values() for k in r if k not in ("md", "all")})
-    kinds += [k for k in ("md", "all") if any(k in r for r in results.values())]
+    kinds = _kinds(results)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     width = 0.8 / max(1, len(results))
     for i, (label, r) in enumerate(results.items()):
@@ -317,8 +328,7 @@ def main(argv=None) -> int:
     for spec in args.model:
         label, _, model_path = spec.rpartition("=")
         results[label or Path(model_path).name] = score(model_path, configs, energies, forces, cubic, args.threads)
-    kinds = sorted({k for r in results.values() for k in r if k not in ("md", "all")})
-    kinds += [k for k in ("md", "all") if any(k in r for r in results.values())]
+    kinds = _kinds(results)
     print(f"\n{'kind':20}{'n':>5}" + "".join(f"{lab[:28]:>30}" for lab in results))
     print(f"{'':25}" + "".join(f"{'E meV/at   bias   F eV/A':>30}" for _ in results))
     for k in kinds:
