@@ -104,6 +104,9 @@ def test_larger_cells_start_from_the_parent_repeated():
     own = thermal_md_samples({"a0a0c+": tilted}, calc, tm, seed=5)
     both = thermal_md_samples({"a0a0c+": tilted}, calc, dict(tm, supercells=[2, 4], every=[1, 2]), seed=5)
     assert len(own) == 2 and len(both) == 3  # every step in the 2x2x2 cell, every second in the 4x4x4 one
+    # steps per cell too: one in the 2x2x2 cell, four in the 4x4x4 one (every second kept)
+    per = thermal_md_samples({"a0a0c+": tilted}, calc, dict(tm, supercells=[2, 4], steps=[1, 4], every=[1, 2]), seed=5)
+    assert [c.tags.get("supercell") for c in per] == [None, 4, 4] and [c.tags["step"] for c in per[1:]] == [4, 6]
     # the training cell's run is the one without supercells (same seed), the larger one is tagged
     assert np.allclose(both[0].displacements, own[0].displacements, atol=1e-6) and "supercell" not in both[0].tags
     big = both[2]
@@ -120,10 +123,14 @@ def test_larger_cells_start_from_the_parent_repeated():
 
 def test_larger_cells_in_the_spec():
     on = validate_spec(
-        dict(spec(thermal_md={"supercells": [2, 4], "every": [2, 20]}), training={"models": ["cluster"]})
+        dict(
+            spec(thermal_md={"supercells": [2, 4], "every": [2, 20], "steps": [100, 30]}),
+            training={"models": ["cluster"]},
+        )
     )
     assert on.to_dict()["steps"]["thermal_md"]["supercells"] == [2, 4]
     assert on.to_dict()["steps"]["thermal_md"]["every"] == [2, 20]
+    assert on.to_dict()["steps"]["thermal_md"]["steps"] == [100, 30]
     assert validate_spec(on.to_dict()) == on
     plain = validate_spec(spec(thermal_md=True)).to_dict()["steps"]["thermal_md"]
     assert "supercells" not in plain and "ladder" not in plain  # old hashes
@@ -138,6 +145,8 @@ def test_larger_cells_in_the_spec():
         (spec(thermal_md={"supercells": [2, 3]}), "steps.thermal_md.supercells: a larger cell starts from the"),
         (spec(thermal_md={"supercells": [2, 4], "every": [2]}), "steps.thermal_md.every: a list gives one spacing"),
         (spec(thermal_md={"every": [2, 0]}), "steps.thermal_md.every[1]: must be >= 1"),
+        (spec(thermal_md={"supercells": [2, 4], "steps": [9]}), "steps.thermal_md.steps: a list gives one number of"),
+        (spec(thermal_md={"supercells": [2, 4], "steps": [9, 0]}), "steps.thermal_md.steps[1]: must be >= 1"),
         (
             dict(spec(thermal_md={"supercells": [4]}), training={"models": ["linear"]}),
             "steps.thermal_md.supercells: frames of supercells [4] beside the training one train only the nets",

@@ -539,7 +539,8 @@ def _md_supercell(value, at):
     return n
 
 
-def _every(value):
+def _per_supercell(value):
+    """A positive int, or a list of them (one per supercell of ``supercells``)."""
     if isinstance(value, (list, tuple)):
         return _listed_of(lambda x, at: _int(x, minimum=1, at=at), wrap=())(value)
     return _int(value, minimum=1)
@@ -562,9 +563,11 @@ class ThermalMDSpec(_Step):
     ) = (300.0, 600.0)
     starts: _checked(tuple[str, ...], _listed_of(_glazer), str | list[str]) = ("a0a0a0",)
     """Relaxed parents to start from (Glazer symbols; a0a0a0 is the relaxed cubic cell)."""
-    steps: _Int(1) = 200
+    steps: _checked(int | tuple[int, ...], _per_supercell, int | list[int]) = 200
+    """MD steps sampled at each temperature: one number, or one per supercell of ``supercells`` (each
+    4x4x4 step is one calculation of eight times the work of a 2x2x2 one)."""
     equilibration: _Int(0) = 50
-    every: _checked(int | tuple[int, ...], _every, int | list[int]) = 10
+    every: _checked(int | tuple[int, ...], _per_supercell, int | list[int]) = 10
     """MD steps between frames: one number, or one per supercell of ``supercells`` (a 4x4x4 frame is
     eight times the work of a 2x2x2 one to calculate and to train on)."""
     timestep_fs: _Float(0.1, 10.0) = 4.0
@@ -580,13 +583,15 @@ class ThermalMDSpec(_Step):
     calculation, about eight times the work of a 2x2x2 one. They train the nets only."""
 
     @model_validator(mode="after")
-    def _one_spacing_per_supercell(self):
-        if isinstance(self.every, tuple) and len(self.every) != len(self.supercells):
-            _fail(
-                "every",
-                f"a list gives one spacing per supercell of supercells ({list(self.supercells)}); "
-                f"got {len(self.every)} for {len(self.supercells)}",
-            )
+    def _one_value_per_supercell(self):
+        for name, what in (("steps", "number of steps"), ("every", "spacing")):
+            value = getattr(self, name)
+            if isinstance(value, tuple) and len(value) != len(self.supercells):
+                _fail(
+                    name,
+                    f"a list gives one {what} per supercell of supercells ({list(self.supercells)}); "
+                    f"got {len(value)} for {len(self.supercells)}",
+                )
         return self
 
 

@@ -507,7 +507,7 @@ def thermal_md_samples(parents: dict, calculator: dict, tm: dict, seed: int = 0,
     one; a larger N x N x N cell starts from the parent repeated), temperature and start,
     ``tm["equilibration"]`` steps, then every ``tm["every"]``-th of ``tm["steps"]`` steps becomes a
     configuration tagged with method ``thermal_md``, its temperature, start and step (and ``supercell``
-    in a larger cell); ``tm["every"]`` may give one spacing per supercell. With ``tm["ladder"]`` each
+    in a larger cell); ``tm["steps"]`` and ``tm["every"]`` may give one value per supercell. With ``tm["ladder"]`` each
     start is one run through the temperatures in order (the state carried over, ``tm["equilibration"]``
     steps at each) instead of a fresh run per temperature. A run that leaves the data (an atom out of
     its cage) keeps the frames it sampled before. Reproducible from the campaign seed.
@@ -515,9 +515,13 @@ def thermal_md_samples(parents: dict, calculator: dict, tm: dict, seed: int = 0,
     calc = get_calculator_cached(calculator)
     ase_calc = calc.ase_calculator()
     out = []
-    every = tm.get("every", 10)
+
+    def at(key, default, i):  # one value, or the i-th of one per supercell
+        value = tm.get(key, default)
+        return int(value[i] if isinstance(value, (list, tuple)) else value)
+
     for i, n in enumerate(tm.get("supercells") or [None]):
-        tm_n = dict(tm, every=int(every[i] if isinstance(every, (list, tuple)) else every))
+        tm_n = dict(tm, every=at("every", 10, i), steps=at("steps", 200, i))
         starts = {}  # each start once per cell: a larger cell's parent repeated (None: the parent's own cell)
         for start in tm.get("starts", []):
             parent = parents[start]
