@@ -60,10 +60,11 @@ class ShellFeaturizer:
             out.append(torch.stack([f, f**2], dim=-1))
         return out
 
-    def site_features(self, positions, lattice):
+    def site_features(self, positions, lattice, cluster_features=None):
         n = self.reference.n_atoms
         per_orbit = []
-        for (i, j, _s, _d), phi in zip(self._orbits, self.cluster_features(positions, lattice)):
+        cf = cluster_features if cluster_features is not None else self.cluster_features(positions, lattice)
+        for (i, j, _s, _d), phi in zip(self._orbits, cf):
             g = torch.zeros(phi.shape[0], n, 2, dtype=phi.dtype)
             g = g.index_add(1, i, phi).index_add(1, j, phi)
             per_orbit.append(g)

@@ -151,11 +151,42 @@ def test_forces_and_local_terms_outside_the_window(kind, pairs, data, ref):
     def unit_sum(c):
         pos, lat = torch.as_tensor(c.positions[None]), torch.as_tensor(c.lattice[None])
         raw = fz.cluster_features(pos, lat) if kind == "linear" else fz.site_features(pos, lat)
-        return float(sum(bounded.unit_energies(g, x).sum() for g, x in enumerate(raw)))
+        total = float(sum(bounded.unit_energies(g, x).sum() for g, x in enumerate(raw)))
+        if kind == "site":  # plus one wall term per cluster
+            total += float(sum(bounded.cluster_wall(o, x).sum() for o, x in enumerate(fz.cluster_features(pos, lat))))
+        return total
 
     near = data[0][50]
     de = bounded.predict([far])[0] - bounded.predict([near])[0]
     assert unit_sum(far) - unit_sum(near) == pytest.approx(de, rel=1e-10, abs=1e-8)
+
+
+def test_a_site_net_walls_each_bond_not_only_each_site(pairs, data, ref, tmp_path, featurizer):
+    """A B atom off-centred towards one X: its own bonds shorten on one side and lengthen on the other,
+    so the B site's averaged features hardly move; the cluster wall sees the one short bond. The walls
+    are zero on the training data and saved with the model (local MC moves: test_simulation_runs)."""
+    configs, _ = data
+    _free, bounded = pairs["site"]
+    assert bounded.cluster_window_ is not None
+    without = SiteNet(featurizer=featurizer, **NET, bounded=True).fit(configs[:48], data[1][:48])
+    without.cluster_window_ = None  # the same fit with the site wall alone
+    b, x, v = _bond(ref)
+    d_min, _ = _training_extremes(configs[:48], ref)
+    d0 = np.linalg.norm(ref.positions[x] - ref.positions[b])
+    walls = []
+    for d in np.linspace(d_min, 0.6 * d0, 15):
+        u = np.zeros((ref.n_atoms, 3))
+        u[b] = (d0 - d) * v  # the B moves towards the X
+        c = [Configuration(ref, u)]
+        walls.append(bounded.predict(c)[0] - without.predict(c)[0])
+    # zero at the shortest training bond, then rising as the bond is compressed beyond it
+    assert walls[0] == pytest.approx(0.0, abs=1e-9) and np.all(np.diff(walls) >= 0)
+    assert np.all(np.diff(walls[3:]) > 0) and walls[-1] > 0.3
+    np.testing.assert_array_equal(bounded.predict(configs[:48]), without.predict(configs[:48]))
+    bounded.save(tmp_path / "site")
+    again = load_model(tmp_path / "site", featurizer=featurizer)
+    assert again.cluster_window_ is not None
+    np.testing.assert_array_equal(again.predict(c), bounded.predict(c))
 
 
 def test_save_load_and_models_saved_before_the_option(pairs, data, tmp_path, featurizer):

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from perovskite_pes.models import ClusterNet, LinearCE, SiteNet, load_model
 from perovskite_pes.simulation import (
@@ -221,17 +222,23 @@ def test_metropolis_samples_the_boltzmann_distribution_of_a_harmonic_model():
     assert res.settings["engine"] == "global"
 
 
-@pytest.mark.parametrize("kind", ["linear", "cluster", "site"])
+@pytest.mark.parametrize("kind", ["linear", "cluster", "site", "bounded site"])
 def test_local_energy_changes_are_exact(kind, training_set, linear_model):
     from perovskite_pes.models import load_model
 
     if kind == "linear":
         model = load_model(linear_model)
     else:
-        model = _net(ClusterNet if kind == "cluster" else SiteNet, training_set)
+        model = _net(ClusterNet if kind == "cluster" else SiteNet, training_set, bounded=kind == "bounded site")
     ref = model.reference_.perovskite.supercell(4)
     rng = np.random.default_rng(0)
-    c = Configuration(ref, rng.normal(0, 0.05, (ref.n_atoms, 3)), rng.normal(0, 0.005, 6))
+    amplitude = 0.3 if kind == "bounded site" else 0.05  # far enough out that the site and cluster walls rise
+    c = Configuration(ref, rng.normal(0, amplitude, (ref.n_atoms, 3)), rng.normal(0, 0.005, 6))
+    if kind == "bounded site":
+        cf = model.featurizer_for(ref).cluster_features(
+            torch.as_tensor(c.positions[None]), torch.as_tensor(c.lattice[None])
+        )
+        assert float(model._cluster_wall_total(cf)) > 0.1
     le = LocalEnergy(model, ref)
     classes = le.colors()
     # a colour class holds no two interacting sites

@@ -164,6 +164,38 @@ class BoundedInputs:
             raw, degrees, self.bound_width, self.bound_strength, self.bound_offset, self.bound_scale
         )
 
+    def _fit_cluster_wall(self, cluster_features, featurizer) -> None:
+        """Site inputs only: a wall on every cluster's own degree-1 features as well (``cluster_window_``).
+
+        A site feature averages its clusters' functions, so one bond compressed while the site's
+        other bonds stretch (an off-centred Pb against one Br) barely moves it and the site wall
+        never rises. The cluster wall sees each pair (triplet, octahedron) on its own, as a cluster
+        model's wall does. ``cluster_features``: list per orbit of ``[B, U, F]`` of the training
+        configurations (None: no geometry to compute them from, no cluster wall).
+        """
+        self.cluster_window_ = None
+        if self.bounded and getattr(self, "feature_kind", "cluster") == "site" and cluster_features is not None:
+            self.cluster_window_ = FeatureWindow.from_features(
+                cluster_features,
+                featurizer.degrees,
+                self.bound_width,
+                self.bound_strength,
+                self.bound_offset,
+                self.bound_scale,
+            )
+
+    def cluster_wall(self, orbit: int, features):
+        """Cluster-wall energy (eV) of each cluster of ``orbit`` (features ``[..., F]``); 0 without one."""
+        window = getattr(self, "cluster_window_", None)
+        return 0.0 if window is None else window.penalty(orbit, features)
+
+    def _cluster_wall_total(self, cluster_features):
+        """Sum of the cluster walls of a batch (list per orbit of ``[B, U, F]``): ``[B]`` or 0."""
+        window = getattr(self, "cluster_window_", None)
+        if window is None:
+            return 0.0
+        return sum(window.penalty(o, x).sum(-1) for o, x in enumerate(cluster_features))
+
     def _bounded(self, raw):
         """(inputs of the learned part, wall energy ``[B]`` or 0) for a batch of raw features."""
         window = getattr(self, "window_", None)
@@ -187,6 +219,10 @@ class BoundedInputs:
         window = getattr(self, "window_", None)
         return None if window is None else window.to_dict()
 
+    def _cluster_window_state(self) -> dict | None:
+        window = getattr(self, "cluster_window_", None)
+        return None if window is None else window.to_dict()
+
     def _load_window(self, state: dict, n_inputs, directory) -> None:
         """The saved window (models saved before the option have none and load unbounded)."""
         d = state.get("window")
@@ -198,5 +234,7 @@ class BoundedInputs:
                 stacklevel=3,
             )
         self.window_ = None if d is None else FeatureWindow.from_dict(d)
+        c = state.get("cluster_window")  # site nets saved before the cluster wall have none
+        self.cluster_window_ = None if c is None else FeatureWindow.from_dict(c)
         if self.window_ is not None:
             self.window_.check(n_inputs, directory)

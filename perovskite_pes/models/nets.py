@@ -17,7 +17,9 @@ one primitive cell of the reference) is given or trained with the weights.
 
 ``bounded=True`` keeps the energy bounded below and rising outside the training data: the MLPs see
 each input through a smooth clamp to its training range and a quadratic wall rises outside it
-(:mod:`perovskite_pes.models.bounds`); inside the training window nothing changes.
+(:mod:`perovskite_pes.models.bounds`); the site net has that wall on every cluster's own features
+too, since a site's averaged features miss one short bond among long ones. Inside the training
+window nothing changes.
 """
 
 from __future__ import annotations
@@ -245,7 +247,8 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             sub = [configs[i] for i in idx]
             ref = sub[0].reference
             fz_b = family(ref)
-            pos, lat = geometry(sub) if (use_forces or use_stress) else (None, None)
+            walls = self.bounded and self.feature_kind == "site"  # the cluster wall needs the geometry
+            pos, lat = geometry(sub) if (use_forces or use_stress or walls) else (None, None)
             raw = features if features is not None else self.precompute(sub, fz_b)
             blocks.append(
                 _Block(
@@ -294,6 +297,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         units = _all_units([b.raw for b in blocks])
         self._set_scaler(*_feature_scaler(units))
         self._fit_window(units, fz)
+        self._fit_cluster_wall(_training_cluster_features(blocks, self.bounded and self.feature_kind == "site"), fz)
         targets = _EnergyTargets.of_blocks(blocks, self.reference_energy_per_fu)
         self.output_scale_ = targets[0].scale / targets[0].units_per_cell
         with torch.random.fork_rng(devices=[]):
@@ -459,6 +463,10 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             and getattr(self, "window_", None) is None
         ):
             return reference.n_cells * self.e0_ + self.output_scale_ * self._split_sum(fz, positions, lattice)
+        if getattr(self, "cluster_window_", None) is not None:  # site features and cluster walls from one pass
+            cf = fz.cluster_features(positions, lattice)
+            raw = list(fz.site_features(positions, lattice, cf))
+            return self._energy_from_features(raw, reference) + self._cluster_wall_total(cf)
         return self._energy_from_features(self._features(positions, lattice, reference), reference)
 
     def _features(self, positions, lattice, reference):
@@ -548,6 +556,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             "output_scale": float(self.output_scale_),
             "history": getattr(self, "history_", TrainingHistory()).to_dict(),
             "window": self._window_state(),
+            "cluster_window": self._cluster_window_state(),
         }
 
     def _set_state(self, state: dict, directory: Path) -> None:
@@ -635,6 +644,24 @@ class _EnergyTargets:
             units_per_cell = sum(x.shape[1] for x in b.raw) / n
             out.append(cls(torch.as_tensor((b.energies / n - e0_init) / sy), e0_init, sy, units_per_cell, n))
         return out
+
+
+def _training_cluster_features(blocks, wanted: bool, batch_size: int = 256):
+    """Cluster features (list per orbit of ``[1, units, F]``) of every training configuration of
+    ``blocks`` for the site net's cluster wall; None when not ``wanted`` or a block has no geometry."""
+    torch = _torch()
+    if not wanted or any(b.positions is None or b.lattice is None for b in blocks):
+        return None
+    per_orbit = None
+    for b in blocks:
+        pos = torch.as_tensor(np.asarray(b.positions, dtype=float))
+        lat = torch.as_tensor(np.asarray(b.lattice, dtype=float))
+        for s in range(0, len(pos), batch_size):
+            with torch.no_grad():
+                cf = b.featurizer.cluster_features(pos[s : s + batch_size], lat[s : s + batch_size])
+            flat = [x.reshape(-1, x.shape[-1]) for x in cf]
+            per_orbit = flat if per_orbit is None else [torch.cat([a, f]) for a, f in zip(per_orbit, flat)]
+    return [x[None] for x in per_orbit]
 
 
 class _Block:
