@@ -117,11 +117,13 @@ class FeatureWindow:
         z = torch.relu(excess / r - self.offset)
         return self.strength * (self._wall[group] * z**2).sum(-1)
 
+    def wall(self, raw):
+        """Wall energy ``[B]`` of a batch (list per orbit of ``[B, U, F]``), summed over its units."""
+        return sum(self.penalty(g, x).sum(-1) for g, x in enumerate(raw))
+
     def apply(self, raw):
         """(clamped features, wall energy ``[B]``) of a batch (list per orbit of ``[B, U, F]``)."""
-        clamped = [self.clamp(g, x) for g, x in enumerate(raw)]
-        wall = sum(self.penalty(g, x).sum(-1) for g, x in enumerate(raw))
-        return clamped, wall
+        return [self.clamp(g, x) for g, x in enumerate(raw)], self.wall(raw)
 
     def to_dict(self) -> dict:
         return {
@@ -164,6 +166,10 @@ class BoundedInputs:
             raw, degrees, self.bound_width, self.bound_strength, self.bound_offset, self.bound_scale
         )
 
+    def _wants_cluster_wall(self) -> bool:
+        """Bounded models on site inputs also wall each cluster (:meth:`_fit_cluster_wall`)."""
+        return bool(self.bounded) and getattr(self, "feature_kind", "cluster") == "site"
+
     def _fit_cluster_wall(self, cluster_features, featurizer) -> None:
         """Site inputs only: a wall on every cluster's own degree-1 features as well (``cluster_window_``).
 
@@ -174,7 +180,7 @@ class BoundedInputs:
         configurations (None: no geometry to compute them from, no cluster wall).
         """
         self.cluster_window_ = None
-        if self.bounded and getattr(self, "feature_kind", "cluster") == "site" and cluster_features is not None:
+        if self._wants_cluster_wall() and cluster_features is not None:
             self.cluster_window_ = FeatureWindow.from_features(
                 cluster_features,
                 featurizer.degrees,
@@ -192,9 +198,7 @@ class BoundedInputs:
     def _cluster_wall_total(self, cluster_features):
         """Sum of the cluster walls of a batch (list per orbit of ``[B, U, F]``): ``[B]`` or 0."""
         window = getattr(self, "cluster_window_", None)
-        if window is None:
-            return 0.0
-        return sum(window.penalty(o, x).sum(-1) for o, x in enumerate(cluster_features))
+        return 0.0 if window is None else window.wall(cluster_features)
 
     def _bounded(self, raw):
         """(inputs of the learned part, wall energy ``[B]`` or 0) for a batch of raw features."""

@@ -247,8 +247,8 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             sub = [configs[i] for i in idx]
             ref = sub[0].reference
             fz_b = family(ref)
-            walls = self.bounded and self.feature_kind == "site"  # the cluster wall needs the geometry
-            pos, lat = geometry(sub) if (use_forces or use_stress or walls) else (None, None)
+            # the cluster wall of a bounded site net needs the geometry too
+            pos, lat = geometry(sub) if (use_forces or use_stress or self._wants_cluster_wall()) else (None, None)
             raw = features if features is not None else self.precompute(sub, fz_b)
             blocks.append(
                 _Block(
@@ -297,7 +297,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         units = _all_units([b.raw for b in blocks])
         self._set_scaler(*_feature_scaler(units))
         self._fit_window(units, fz)
-        self._fit_cluster_wall(_training_cluster_features(blocks, self.bounded and self.feature_kind == "site"), fz)
+        self._fit_cluster_wall(_training_cluster_features(blocks) if self._wants_cluster_wall() else None, fz)
         targets = _EnergyTargets.of_blocks(blocks, self.reference_energy_per_fu)
         self.output_scale_ = targets[0].scale / targets[0].units_per_cell
         with torch.random.fork_rng(devices=[]):
@@ -646,22 +646,21 @@ class _EnergyTargets:
         return out
 
 
-def _training_cluster_features(blocks, wanted: bool, batch_size: int = 256):
+def _training_cluster_features(blocks, batch_size: int = 256):
     """Cluster features (list per orbit of ``[1, units, F]``) of every training configuration of
-    ``blocks`` for the site net's cluster wall; None when not ``wanted`` or a block has no geometry."""
+    ``blocks`` for the site net's cluster wall; None when a block has no geometry."""
     torch = _torch()
-    if not wanted or any(b.positions is None or b.lattice is None for b in blocks):
+    if any(b.positions is None or b.lattice is None for b in blocks):
         return None
-    per_orbit = None
+    chunks = []  # per batch, per orbit: [units, F]
     for b in blocks:
         pos = torch.as_tensor(np.asarray(b.positions, dtype=float))
         lat = torch.as_tensor(np.asarray(b.lattice, dtype=float))
         for s in range(0, len(pos), batch_size):
             with torch.no_grad():
                 cf = b.featurizer.cluster_features(pos[s : s + batch_size], lat[s : s + batch_size])
-            flat = [x.reshape(-1, x.shape[-1]) for x in cf]
-            per_orbit = flat if per_orbit is None else [torch.cat([a, f]) for a, f in zip(per_orbit, flat)]
-    return [x[None] for x in per_orbit]
+            chunks.append([x.reshape(-1, x.shape[-1]) for x in cf])
+    return [torch.cat([c[o] for c in chunks])[None] for o in range(len(chunks[0]))]
 
 
 class _Block:

@@ -225,12 +225,13 @@ class LocalEnergy:
                 site_part = None
             else:
                 site_part = self._site_delta(sel, owner, new, de)
-                for o, (s, w) in enumerate(zip(sel, owner)):  # the site net's cluster walls, if any
-                    if len(s) and getattr(self.model, "cluster_window_", None) is not None:
-                        diff = self.model.cluster_wall(o, new[o][0]) - self.model.cluster_wall(
-                            o, self.phi[o].index_select(0, s)
-                        )
-                        de.index_add_(0, w, diff)
+                if getattr(self.model, "cluster_window_", None) is not None:  # a bounded site net's cluster walls
+                    for o, (s, w) in enumerate(zip(sel, owner)):
+                        if len(s):
+                            diff = self.model.cluster_wall(o, new[o][0]) - self.model.cluster_wall(
+                                o, self.phi[o].index_select(0, s)
+                            )
+                            de.index_add_(0, w, diff)
         self._pending = (sites_t, new_t, sel, owner, [x[0] for x in new], site_part)
         return de.numpy()
 
