@@ -129,3 +129,36 @@ def test_an_iteration_explores_in_every_supercell_given_and_stores_each_frame_on
     assert set(row["per_supercell"]) == {"2x2x2", "4x4x4"} and set(row["per_temperature"]) == {"300"}
     again = active_iteration(store, path, settings, 1, {"name": "sevennet"}, "al", tmp_path)  # a rerun
     assert sorted(again["todo"]) == sorted(rec["todo"])  # the same seeded frames, stored once
+
+
+def test_an_exploration_stops_where_an_atom_leaves_its_site_by_the_limit_given(
+    committee_and_frames, tmp_path, pes_home
+):
+    from perovskite_pes.db import get_store
+
+    _, path, _ = committee_and_frames
+    settings = {
+        "iterations": 3,
+        "budget": 100,
+        "temperatures": [300.0],
+        "starts": ["a0a0a0"],
+        "strains": [0.0],
+        "steps": 20,
+        "equilibration": 0,
+        "sample_every": 2,
+        "timestep_fs": 2.0,
+        "lower": 0.0,
+        "upper": 1e9,
+        "max_selected": 10,
+        "uniqueness_tolerance": 0.0,
+        "metric": "force",
+        "stop_fraction": 0.0,
+    }
+    store = get_store()
+    free = active_iteration(store, path, settings, 1, {"name": "sevennet"}, "al", tmp_path)
+    assert free["runs"][0]["blowup"] is None and free["runs"][0]["steps"] == 20  # the default limit: 2 A
+    tight = active_iteration(
+        store, path, settings | {"max_displacement": 1e-4}, 1, {"name": "sevennet"}, "al", tmp_path
+    )
+    run = tight["runs"][0]
+    assert "limit 0.0001 A" in run["blowup"] and run["steps"] < 20 and run["frames"] <= 5

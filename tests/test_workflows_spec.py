@@ -285,6 +285,12 @@ def test_a_field_added_later_enters_the_spec_dict_only_when_set():
     assert folds.to_dict()["active"]["resample"] == "cv" and "resample" not in default.to_dict()["active"]
     with pytest.raises(SpecError, match=r"active.committee: .*must equal training.folds \(5\); got 4"):
         validate_spec(minimal(active={"committee": 4, "resample": "cv"}, training={"folds": 5}))
+    far = validate_spec(minimal(active={"iterations": 2, "max_displacement": 3}))
+    assert "max_displacement" not in default.to_dict()["active"] and default.active.max_displacement == 2.0
+    assert far.to_dict()["active"]["max_displacement"] == 3.0 and validate_spec(far.to_dict()) == far
+    assert spec_hash(far) != spec_hash(default)
+    with pytest.raises(SpecError, match=r"active.max_displacement"):
+        validate_spec(minimal(active={"max_displacement": 0.1}))
 
 
 def test_short_forms_and_switches():

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..structure import Configuration, UniquenessFilter
 from ..structure.sampling import DEFAULT_MIN_DISTANCE
-from .common import resolve_model, start_configuration
+from .common import DEFAULT_MAX_DISPLACEMENT, resolve_model, start_configuration
 from .errors import BlowUpError, SimulationError
 from .md import MDSimulation
 from .sampler import Stage
@@ -66,11 +66,13 @@ def explore(
     threads: int | None = 1,
     keep_before_blowup: int = 5,
     progress: bool = False,
+    max_displacement: float = DEFAULT_MAX_DISPLACEMENT,
 ):
     """MD with ``model`` for every (temperature, start, strain); returns ``(candidates, runs)``.
 
     ``strains`` are hydrostatic strains of the cell (0: NPT, flexible cell; otherwise NVT in the
-    strained cell). ``runs`` has one record per MD run (steps done, blow-up message).
+    strained cell). ``runs`` has one record per MD run (steps done, blow-up message). A run that
+    moves an atom further than ``max_displacement`` (A) from its site counts as a blow-up.
     """
     m = resolve_model(model)
     pv = m.reference_.perovskite
@@ -115,6 +117,7 @@ def explore(
                     sample_every=sample_every,
                     threads=threads,
                     seed=int(seed) * 1000 + k,
+                    max_displacement=float(max_displacement),
                 )
                 k += 1
                 record = {

@@ -924,6 +924,10 @@ class ActiveSpec(_Step):
     """How the committee is made: ``bootstrap``, members refitted on bootstrap resamples after the
     cross-validation; ``cv``, the cross-validation's fold models of the selected setting, with no fit of
     their own (``committee`` must equal ``training.folds``)."""
+    max_displacement: _Float(0.5, 10.0) = 2.0
+    """An atom further than this from its site (A) ends an exploration run as a blow-up (its last frames
+    become candidates whatever their spread). The surrogate's own 4x4x4 MD moves a Br 2 A at 500-600 K
+    (docs/simulation.md): exploring there in a larger cell may need 3, as ``simulate`` does."""
     final_exploration: Bool = True
     """Explore once more when the iterations or the budget are spent, to measure the final committee
     (false: skip that exploration, which labels nothing)."""
@@ -957,6 +961,7 @@ class ActiveSpec(_Step):
             "equilibration": self.equilibration,
             "sample_every": self.sample_every,
             "timestep_fs": self.timestep_fs,
+            "max_displacement": self.max_displacement,
         }
 
 
@@ -1092,6 +1097,7 @@ class CampaignSpec(_Section):
 
         Steps added after campaigns were first hashed (``tilt_grid``, ``thermal_md``) appear only when enabled,
         and fields added later (``active.final_exploration``, ``active.resample``, ``active.supercells``,
+        ``active.max_displacement``,
         ``training.stress_weight``, ``steps.tilt_grid.ratios``, ``steps.thermal_md.supercells`` and ``ladder``,
         ``simulate.max_displacement``) only when they differ from their default, so that the hash of a spec
         that does not use them stays what it was.
@@ -1100,7 +1106,7 @@ class CampaignSpec(_Section):
         for step in ("tilt_grid", "thermal_md"):
             if not getattr(self.steps, step).enabled:
                 del d["steps"][step]
-        for key in ("final_exploration", "resample", "supercells"):
+        for key in ("final_exploration", "resample", "supercells", "max_displacement"):
             if getattr(self.active, key) == ActiveSpec.model_fields[key].default:
                 del d["active"][key]
         if "tilt_grid" in d["steps"] and not self.steps.tilt_grid.ratios:
