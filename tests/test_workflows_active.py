@@ -92,30 +92,20 @@ def test_a_loop_told_not_to_explore_last_stops_and_measures_the_last_round(commi
     assert rec["stop"] and rec["reason"] == "budget of 6 calculations spent" and not rec["explored"]
 
 
+def _explore_every_frame(**settings) -> dict:
+    """Loop settings that explore at 300 K from the cubic cell and keep every frame (no trust window)."""
+    base = dict(iterations=3, budget=100, temperatures=[300.0], starts=["a0a0a0"], strains=[0.0], equilibration=0)
+    base |= dict(timestep_fs=2.0, lower=0.0, upper=1e9, max_selected=10, uniqueness_tolerance=0.0, metric="force")
+    return base | {"stop_fraction": 0.0} | settings
+
+
 def test_an_iteration_explores_in_every_supercell_given_and_stores_each_frame_once(
     committee_and_frames, tmp_path, pes_home
 ):
     from perovskite_pes.db import get_store
 
     _, path, _ = committee_and_frames
-    settings = {
-        "iterations": 3,
-        "budget": 100,
-        "temperatures": [300.0],
-        "starts": ["a0a0a0"],
-        "strains": [0.0],
-        "steps": 10,
-        "equilibration": 0,
-        "sample_every": 5,
-        "timestep_fs": 2.0,
-        "supercells": [2, 4],
-        "lower": 0.0,
-        "upper": 1e9,
-        "max_selected": 10,
-        "uniqueness_tolerance": 0.0,
-        "metric": "force",
-        "stop_fraction": 0.0,
-    }
+    settings = _explore_every_frame(steps=10, sample_every=5, supercells=[2, 4])
     store = get_store()
     rec = active_iteration(store, path, settings, 1, {"name": "sevennet"}, "al", tmp_path)
     assert [r["supercell"] for r in rec["runs"]] == [2, 4] and not rec["stop"]
@@ -137,23 +127,7 @@ def test_an_exploration_stops_where_an_atom_leaves_its_site_by_the_limit_given(
     from perovskite_pes.db import get_store
 
     _, path, _ = committee_and_frames
-    settings = {
-        "iterations": 3,
-        "budget": 100,
-        "temperatures": [300.0],
-        "starts": ["a0a0a0"],
-        "strains": [0.0],
-        "steps": 20,
-        "equilibration": 0,
-        "sample_every": 2,
-        "timestep_fs": 2.0,
-        "lower": 0.0,
-        "upper": 1e9,
-        "max_selected": 10,
-        "uniqueness_tolerance": 0.0,
-        "metric": "force",
-        "stop_fraction": 0.0,
-    }
+    settings = _explore_every_frame(steps=20, sample_every=2)
     store = get_store()
     free = active_iteration(store, path, settings, 1, {"name": "sevennet"}, "al", tmp_path)
     assert free["runs"][0]["blowup"] is None and free["runs"][0]["steps"] == 20  # the default limit: 2 A
