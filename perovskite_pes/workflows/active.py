@@ -98,8 +98,8 @@ def active_iteration(
         k: settings[k]
         for k in ("temperatures", "starts", "strains", "steps", "equilibration", "sample_every", "timestep_fs")
     }
-    # specs written before the field existed keep the simulation layer's limit
-    kw["max_displacement"] = float(settings.get("max_displacement", 2.0))
+    if "max_displacement" in settings:  # without it (specs written before the field) explore's own default
+        kw["max_displacement"] = float(settings["max_displacement"])
     candidates, runs = [], []
     for k, n in enumerate(settings.get("supercells") or [settings.get("supercell", 2)]):
         c, r = explore(
