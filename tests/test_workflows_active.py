@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from perovskite_pes.models import Committee
-from perovskite_pes.workflows.active import active_iteration, history_path, labelled_errors, load_history
+from perovskite_pes.workflows.active import (
+    active_iteration,
+    history_path,
+    labelled_errors,
+    load_history,
+)
 
 from models_support import morse_energy, random_configs
 
@@ -131,8 +136,33 @@ def test_an_exploration_stops_where_an_atom_leaves_its_site_by_the_limit_given(
     store = get_store()
     free = active_iteration(store, path, settings, 1, {"name": "sevennet"}, "al", tmp_path)
     assert free["runs"][0]["blowup"] is None and free["runs"][0]["steps"] == 20  # the default limit: 2 A
-    tight = active_iteration(
-        store, path, settings | {"max_displacement": 1e-4}, 1, {"name": "sevennet"}, "al", tmp_path
-    )
+    hot = settings | {"temperatures": [3000.0], "timestep_fs": 4.0}  # the toy's atoms fly: 0.5 A in a few steps
+    tight = active_iteration(store, path, hot | {"max_displacement": 0.5}, 1, {"name": "sevennet"}, "al", tmp_path)
     run = tight["runs"][0]
-    assert "limit 0.0001 A" in run["blowup"] and run["steps"] < 20 and run["frames"] <= 5
+    assert "limit 0.5 A" in run["blowup"] and run["steps"] < 20 and run["frames"] <= 5
+    loose = active_iteration(store, path, hot | {"max_displacement": 10}, 1, {"name": "sevennet"}, "al", tmp_path)
+    assert loose["runs"][0]["steps"] > run["steps"]
+
+
+def test_the_loop_reads_the_settings_the_builder_wrote_and_those_of_older_fireworks():
+    from perovskite_pes.workflows.spec import SpecError, validate_active, validate_spec
+
+    spec = validate_spec(
+        {
+            "name": "al",
+            "calculator": {"name": "sevennet"},
+            "active": {"iterations": 2, "max_displacement": 3, "supercells": [4], "steps": 40},
+        }
+    )
+    written = {**spec.to_dict()["active"], "supercell": 2}  # what the builder puts in the Firework
+    assert validate_active(written) == spec.active
+    assert validate_active(written).explore_kwargs()["max_displacement"] == 3.0
+    # a Firework written before later fields existed: they take the spec's defaults
+    old = {k: v for k, v in written.items() if k not in ("max_displacement", "supercells", "final_exploration")}
+    read = validate_active(old)
+    assert read.max_displacement == 2.0 and read.supercells == () and read.final_exploration
+    assert read.steps == 40 and read.iterations == 2
+    with pytest.raises(
+        SpecError, match=r"^campaign spec: active.upper: the trust window needs lower < upper"
+    ):  # a hand-edited Firework is checked like a spec
+        validate_active(dict(written, lower=0.5, upper=0.1))

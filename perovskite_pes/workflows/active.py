@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..utils import pyplot, save_figure
 from . import steps
+from .spec import validate_active
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +82,10 @@ def active_iteration(
     if previous is not None and "labelled_errors" not in previous:
         # the model explored with in the last round, against the labels of the frames its MD chose
         previous["labelled_errors"] = labelled_errors(previous, data)
-    remaining = int(settings["budget"]) - labelled_by_loop(history)
-    spent = _spent(settings, remaining, iteration)
-    if spent and not settings.get("final_exploration", True):
+    spec = validate_active(settings)
+    remaining = spec.budget - labelled_by_loop(history)
+    spent = _spent(spec, remaining, iteration)
+    if spent and not spec.final_exploration:
         # the loop stops whatever an exploration would find: skip it (it would only measure)
         return _record(history, campaign_dir, iteration, model_path, model_errors, len(data), spent)
     model = load_model(model_path)
@@ -94,16 +96,14 @@ def active_iteration(
             f"{model_path} holds a {type(model).__name__}, not a committee: the loop needs the "
             "spread of several models (training.options committee, or active.committee)"
         )
-    kw = {
-        k: settings[k]
-        for k in ("temperatures", "starts", "strains", "steps", "equilibration", "sample_every", "timestep_fs")
-    }
-    if "max_displacement" in settings:  # without it (specs written before the field) explore's own default
-        kw["max_displacement"] = float(settings["max_displacement"])
     candidates, runs = [], []
-    for k, n in enumerate(settings.get("supercells") or [settings.get("supercell", 2)]):
+    for k, n in enumerate(spec.supercells or [settings.get("supercell", 2)]):
         c, r = explore(
-            model, supercell=n, seed=seed + 7919 * iteration + 104729 * k, progress=steps.progress_enabled(), **kw
+            model,
+            supercell=n,
+            seed=seed + 7919 * iteration + 104729 * k,
+            progress=steps.progress_enabled(),
+            **spec.explore_kwargs(),
         )
         candidates += c
         runs += r
@@ -113,21 +113,21 @@ def active_iteration(
     sel = select(
         model,
         candidates,
-        float(settings["lower"]),
-        float(settings["upper"]),
-        max(1, min(int(settings["max_selected"]), remaining)),
-        float(settings["uniqueness_tolerance"]),
+        spec.lower,
+        spec.upper,
+        max(1, min(spec.max_selected, remaining)),
+        spec.uniqueness_tolerance,
         known=known,
-        metric=settings["metric"],
+        metric=spec.metric,
     )
     t_select = time.perf_counter() - t1
     for c in sel.configurations:
         c.tags["iteration"] = int(iteration)
     uncertain = sel.fraction_uncertain()
     reason = spent
-    if uncertain < float(settings["stop_fraction"]):
+    if uncertain < spec.stop_fraction:
         reason = (
-            f"converged: at every temperature less than {settings['stop_fraction']:.0%} of the explored frames "
+            f"converged: at every temperature less than {spec.stop_fraction:.0%} of the explored frames "
             f"lie above the lower trust bound (largest fraction {uncertain:.1%})"
         )
     # the selection is labelled only when the loop goes on (a last exploration measures, it does not label)
@@ -157,12 +157,12 @@ def active_iteration(
     )
 
 
-def _spent(settings: dict, remaining: int, iteration: int) -> str | None:
+def _spent(spec, remaining: int, iteration: int) -> str | None:
     """Why the loop stops whatever the exploration finds (budget, then iterations), or None."""
     if remaining <= 0:
-        return f"budget of {settings['budget']} calculations spent"
-    if iteration > int(settings["iterations"]):
-        return f"{settings['iterations']} iterations done"
+        return f"budget of {spec.budget} calculations spent"
+    if iteration > spec.iterations:
+        return f"{spec.iterations} iterations done"
     return None
 
 

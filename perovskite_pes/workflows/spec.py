@@ -1202,6 +1202,18 @@ def validate_spec(data, source: str | None = None) -> CampaignSpec:
     return spec if source is None else spec.model_copy(update={"source": source})
 
 
+def validate_active(settings: dict) -> ActiveSpec:
+    """The active-learning loop's settings as a Firework holds them (the spec's ``active`` section, perhaps
+    written before a field existed, with other keys beside it) validated like a spec's: a field missing
+    takes its default, keys that are no field of :class:`ActiveSpec` are ignored. Raises :class:`SpecError`
+    with one line naming the offending field."""
+    known = {k: v for k, v in settings.items() if k in ActiveSpec.model_fields}
+    try:
+        return ActiveSpec.model_validate(known | {"enabled": True})
+    except ValidationError as exc:
+        raise SpecError(_error_line(exc).replace("campaign spec: ", "campaign spec: active.", 1)) from None
+
+
 def spec_json_schema() -> dict:
     """JSON schema (draft 2020-12) of a campaign spec, for editors that check YAML files."""
     schema = CampaignSpec.model_json_schema()
