@@ -9,12 +9,7 @@ import numpy as np
 import pytest
 
 from perovskite_pes.models import Committee
-from perovskite_pes.workflows.active import (
-    active_iteration,
-    history_path,
-    labelled_errors,
-    load_history,
-)
+from perovskite_pes.workflows.active import active_iteration, history_path, labelled_errors, load_history
 
 from models_support import morse_energy, random_configs
 

@@ -91,10 +91,11 @@ def _fail(at: str, message: str):
     raise PydanticCustomError("campaign_spec", "{message}", {"message": message, "at": at})
 
 
-def _error_line(exc: ValidationError) -> str:
-    """The first error of a validation as one line: ``campaign spec: <field path>: <what is wrong>``."""
+def _error_line(exc: ValidationError, within: tuple[str, ...] = ()) -> str:
+    """The first error of a validation as one line: ``campaign spec: <field path>: <what is wrong>``;
+    ``within``: the path of the section validated on its own (e.g. ``("active",)``)."""
     loc, message, err = first_error(exc, "campaign_spec")
-    path = _join(*loc, (err.get("ctx") or {}).get("at"))
+    path = _join(*within, *loc, (err.get("ctx") or {}).get("at"))
     return f"campaign spec: {path}: {message}" if path else f"campaign spec: {message}"
 
 
@@ -1211,7 +1212,7 @@ def validate_active(settings: dict) -> ActiveSpec:
     try:
         return ActiveSpec.model_validate(known | {"enabled": True})
     except ValidationError as exc:
-        raise SpecError(_error_line(exc).replace("campaign spec: ", "campaign spec: active.", 1)) from None
+        raise SpecError(_error_line(exc, within=("active",))) from None
 
 
 def spec_json_schema() -> dict:
