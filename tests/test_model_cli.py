@@ -199,6 +199,8 @@ def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
             "1",
             "--max-energy",
             "10000",
+            "--larger-test-fraction",
+            "0.5",
             "--json",
             check=0,
             timeout=600,
@@ -208,6 +210,7 @@ def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
     assert model.model_type == "site" and out["name"] == "sevennet-site"
     report = json.loads((Path(out["path"]).parent / "report.json").read_text())
     assert report["settings"]["max_energy_mev_per_fu"] == 10000 and report["excluded_indices"] == []
+    assert report["settings"]["larger_test_fraction"] == 0.5
     assert (
         model.linear_term
         and model.net_order == 1
@@ -219,11 +222,12 @@ def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
 
 def test_imported_frames_of_a_larger_supercell_train_the_net(seeded, run_pes, tmp_path):
     """Frames of a 3x3x3 cell (as MD writes them) imported next to the 2x2x2 data: the net trains on both,
-    the CV and test errors stay those of the 2x2x2 cell, and the command says so."""
+    the CV and test errors stay those of the 2x2x2 cell, one of the five 3x3x3 frames (the test
+    fraction) is held out and scored apart, and the command says so."""
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.io import write
 
-    big = random_configs(Perovskite().supercell(3), 3, seed=12, amplitude=0.06)
+    big = random_configs(Perovskite().supercell(3), 5, seed=12, amplitude=0.06)
     labels = _truth().predict_all(big)
     frames = []
     for c, e, f, st in zip(big, labels["energy"], labels["forces"], labels["stress"]):
@@ -243,9 +247,12 @@ def test_imported_frames_of_a_larger_supercell_train_the_net(seeded, run_pes, tm
         check=0,
         timeout=600,
     )
-    assert "3 configurations of larger supercells (3 of 135 atoms) trained the nets as well" in proc.stdout
+    assert "4 configurations of larger supercells (4 of 135 atoms) trained the nets as well" in proc.stdout
     report = json.loads((tmp_path / "m" / "report.json").read_text())
-    assert report["larger_supercells"]["supercells"] == {"135": 3} and report["n_configurations"] == 40
+    assert report["larger_supercells"]["supercells"] == {"135": 4} and report["n_configurations"] == 40
+    lt = report["larger_test"]
+    assert lt["n"] == 1 and lt["per_supercell"]["135"]["n"] == 1
+    assert f"held-out configurations of larger supercells: RMSE {lt['rmse_mev_per_atom']:.3g} meV/atom" in proc.stdout
     assert report["n_train"] + report["n_test"] == 40
 
 
@@ -331,4 +338,12 @@ def test_data_line_counts_left_out_and_larger_cells_apart():
         "(17 of larger supercells trained on, not scored; 64 above the energy window left out)"
     )
     plain = metrics_from_report({k: v for k, v in report.items() if k not in ("excluded_indices", "larger_supercells")})
-    assert "n_excluded" not in plain and "n_larger" not in plain
+    assert "n_excluded" not in plain and "n_larger" not in plain and "n_larger_test" not in plain
+    # a share of the larger supercells held out: counted and scored apart
+    m = metrics_from_report(report | {"larger_test": {"indices": [20, 21, 22, 23], "n": 4, "rmse_mev_per_atom": 2.5}})
+    assert (m["n_larger_test"], m["larger_test_rmse"]) == (4, 2.5)
+    line = data_line(m["n_train"], 735, m["n_test"], n_larger=m["n_larger"], n_larger_test=m["n_larger_test"])
+    assert line == (
+        "fitted on 520 of 735 calculations, tested on 130 "
+        "(17 of larger supercells trained on, 4 held out and scored apart)"
+    )

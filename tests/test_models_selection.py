@@ -19,7 +19,7 @@ from perovskite_pes.models import (
     load_model,
     train_and_select,
 )
-from perovskite_pes.models.selection import expand_grid, make_model, merge_settings
+from perovskite_pes.models.selection import SettingsError, expand_grid, make_model, merge_settings
 from perovskite_pes.structure import Configuration, Perovskite, tilt_configuration
 
 from models_support import random_configs, repeat_configuration
@@ -179,22 +179,31 @@ def test_train_and_select_with_stress_term(data):
         train_and_select(configs, e, f, settings)
 
 
-def test_configurations_of_larger_supercells_train_the_nets_but_are_never_scored(data, featurizer):
+def _with_larger_cells(data, at):
+    """``data`` with 3x3x3 configurations labelled by a pair potential inserted at the positions ``at``
+    (as a store returns them, among the others): (configs, energies, forces, the larger cells)."""
     configs, e, f = data
     truth = PairPotential(cutoff=6.0, n_gaussians=6, r_min=2.5)
     truth.coef_ = np.random.default_rng(8).normal(0, 0.1, truth.n_features)
     truth.e0_, truth.alpha_ = -3.1, 0.0
-    big = random_configs(Perovskite().supercell(3), 4, seed=5, amplitude=0.06)
+    big = random_configs(Perovskite().supercell(3), len(at), seed=5, amplitude=0.06)
     labels = truth.predict_all(big)
-    # the larger cells sit among the others, as a store returns them
-    at = [3, 20, 21, 40]
     all_configs, all_e, all_f = list(configs), list(e), list(f)
     for k, i in enumerate(at):
         all_configs.insert(i, big[k])
         all_e.insert(i, labels["energy"][k])
         all_f.insert(i, labels["forces"][k])
+    return all_configs, np.array(all_e), all_f, big
+
+
+def test_configurations_of_larger_supercells_train_the_nets_but_are_never_cross_validated(data, featurizer):
+    configs, e, f = data
+    at = [3, 20, 21, 40]  # four: 20 % of them is less than one, so none is held out
+    all_configs, all_e, all_f, big = _with_larger_cells(data, at)
+    all_e = list(all_e)
     settings = _one_net(n_folds=2, n_jobs=1, training=dict(NET, epochs=(3, 5), force_weight=1.0))
     model, report = train_and_select(all_configs, np.array(all_e), all_f, settings)
+    assert "larger_test" not in report
     assert report["larger_supercells"] == {"indices": at, "supercells": {"135": 4}}
     assert report["n_configurations"] == len(configs)
     scored = set(report["train_indices"]) | set(report["test_indices"])
@@ -216,6 +225,38 @@ def test_configurations_of_larger_supercells_train_the_nets_but_are_never_scored
     assert cr["larger_supercells"]["indices"] == at and len(cm.members_) == 2
     for s in cm.samples_:  # the training part's configurations, then the four larger ones
         assert sum(i >= len(report["train_indices"]) for i in s) == len(at)
+
+
+def test_a_share_of_the_larger_supercells_is_held_out_and_scored(data, featurizer):
+    at = [0, 2, 5, 9, 14, 20, 27, 31, 38, 44]
+    all_configs, all_e, all_f, big = _with_larger_cells(data, at)
+    settings = _one_net(n_folds=2, n_jobs=1, training=dict(NET, epochs=(3, 5), force_weight=1.0), baselines=False)
+    model, report = train_and_select(all_configs, all_e, all_f, settings)
+    held = report["larger_test"]["indices"]
+    trained = report["larger_supercells"]["indices"]
+    # 20 % (test_fraction) of the ten held out, the rest trained on; the smallest supercell's split unchanged
+    assert len(held) == 2 and sorted(held + trained) == at and not set(held) & set(trained)
+    assert report["larger_supercells"]["supercells"] == {"135": 8} and report["n_configurations"] == 48
+    # the held-out cells trained nothing: the net is a net fitted on its training part and the other eight
+    train = [i for i in report["train_indices"]] + trained
+    direct = make_model(report["best"], merge_settings(settings)).fit(
+        [all_configs[i] for i in train], all_e[train], [all_f[i] for i in train]
+    )
+    np.testing.assert_allclose(model.predict(big), direct.predict(big), rtol=0, atol=1e-9)
+    # the reported errors are those of the model on the held-out cells
+    pred = model.predict_all([all_configs[i] for i in held])
+    de = (np.asarray(pred["energy"]) - all_e[held]) / 135 * 1000
+    lt = report["larger_test"]
+    assert lt["n"] == 2 and lt["rmse_mev_per_atom"] == pytest.approx(np.sqrt(np.mean(de**2)), rel=1e-6)
+    assert lt["mean_error_mev_per_atom"] == pytest.approx(de.mean(), rel=1e-6)
+    assert lt["per_supercell"]["135"]["rmse_mev_per_atom"] == pytest.approx(lt["rmse_mev_per_atom"])
+    df = np.concatenate([(np.asarray(p) - all_f[i]).ravel() for p, i in zip(pred["forces"], held)])
+    assert lt["force_rmse_ev_per_a"] == pytest.approx(np.sqrt(np.mean(df**2)), rel=1e-6)
+    # larger_test_fraction: 0 trains on every one of them; a fraction outside [0, 1) is refused
+    _, every = train_and_select(all_configs, all_e, all_f, dict(settings, larger_test_fraction=0))
+    assert every["larger_supercells"]["indices"] == at and "larger_test" not in every
+    with pytest.raises(SettingsError, match="larger_test_fraction must be a number in \\[0, 1\\)"):
+        train_and_select(all_configs, all_e, all_f, dict(settings, larger_test_fraction=1.5))
 
 
 def test_training_stresses_names_what_is_missing():

@@ -176,6 +176,12 @@ def test_a_model_trained_on_new_kinds_of_data_is_compared_on_them_not_by_cv(tmp_
     report = {"test_indices": [0, 5]}
     assert _activation(policy, truth, active, 9.0, 1.0, report, configs, energies, calc_ids)[0] is False
     assert _activation(policy, truth, active, 1.04, 1.0, report, configs, energies, calc_ids)[0] is True
+    # new configurations of a larger supercell (a loop exploring a 4x4x4 cell): the held-out ones decide
+    big = random_configs(Perovskite().supercell(3), 2, seed=5, amplitude=0.2)
+    with_big = (configs + big, np.concatenate([energies, truth.predict(big)]), calc_ids + ["c40", "c41"])
+    report = {"test_indices": [0, 5], "larger_test": {"indices": [40, 41]}}
+    ok, why = _activation(policy, truth, active, 9.0, 1.0, report, *with_big)
+    assert ok and "on the 2 new held-out configurations" in why
     assert _activation(policy, truth, None, 9.0, 1.0, report, configs, energies, calc_ids) == (
         True,
         "no model was active",

@@ -278,7 +278,7 @@ def _print_status(st: dict) -> None:
             )
             from .model import data_line
 
-            n_apart = {"n_excluded": m.get("n_excluded"), "n_larger": m.get("n_larger")}
+            n_apart = {k: m.get(k) for k in ("n_excluded", "n_larger", "n_larger_test")}
             fitted = data_line(m.get("n_fit"), m["n_train"], m.get("n_test"), **n_apart)
             print(f"active model ({cname}): {m['name']} [{m['id']}] {fitted}; {errs}")
             print(f"  path: {m['path']}")

@@ -51,6 +51,13 @@ def register(subparsers) -> None:
     t.add_argument("--lbfgs-iterations", type=int, default=None, help="L-BFGS refinement after Adam (default 0)")
     t.add_argument("--folds", type=int, default=10, help="cross-validation folds (default 10)")
     t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument(
+        "--larger-test-fraction",
+        type=float,
+        default=None,
+        help="share of the configurations of larger supercells held out and scored apart (default: --test-fraction; "
+        "0 trains on all of them)",
+    )
     t.add_argument("--epochs", default=None, help="epochs per batch-size stage, one number or comma-separated")
     t.add_argument("--batch-sizes", default=None, help="batch-size schedule (default 2,10,100,1000)")
     t.add_argument("--learning-rate", type=float, default=None)
@@ -323,6 +330,8 @@ def cmd_train(args) -> int:
         settings["metric"] = args.metric
     if args.max_energy is not None:
         settings["max_energy_mev_per_fu"] = args.max_energy
+    if args.larger_test_fraction is not None:
+        settings["larger_test_fraction"] = args.larger_test_fraction
     settings.update(
         n_folds=args.folds, test_fraction=args.test_fraction, n_jobs=args.n_jobs, seed=args.seed, progress=True
     )
@@ -410,8 +419,17 @@ def cmd_train(args) -> int:
         print(
             f"{len(report['larger_supercells']['indices'])} configurations of larger supercells ("
             + ", ".join(f"{n} of {atoms} atoms" for atoms, n in sizes.items())
-            + ") trained the nets as well; the errors below are those of the smallest supercell"
+            + ") trained the nets as well; the CV and test errors below are those of the smallest supercell"
         )
+    if report.get("larger_test"):
+        lt = report["larger_test"]
+        per = ", ".join(
+            f"{v['rmse_mev_per_atom']:.3g} on {v['n']} of {atoms} atoms" for atoms, v in lt["per_supercell"].items()
+        )
+        f_rmse = lt.get("force_rmse_ev_per_a")
+        forces = f", forces {f_rmse:.3g} eV/A" if f_rmse is not None else ""
+        rmse = lt["rmse_mev_per_atom"]
+        print(f"held-out configurations of larger supercells: RMSE {rmse:.3g} meV/atom ({per}){forces}")
     _print_cv(report)
     _print_test(report)
     if report.get("committee"):
@@ -503,15 +521,20 @@ def cmd_list(args) -> int:
     return 0
 
 
-def data_line(n_fit, n_data, n_test, what: str = "calculations", n_excluded=None, n_larger=None) -> str:
+def data_line(
+    n_fit, n_data, n_test, what: str = "calculations", n_excluded=None, n_larger=None, n_larger_test=None
+) -> str:
     """How many of a model's ``n_data`` calculations fitted it and how many tested it (one phrase); the
-    ones left out above the training energy window and those of larger supercells (trained on, never
-    split or scored) are counted apart."""
+    ones left out above the training energy window and those of larger supercells (trained on, or held
+    out and scored on their own) are counted apart."""
     if n_fit is None or n_test is None:
         return f"{n_data} {what}"
-    if not (n_excluded or n_larger):
+    if not (n_excluded or n_larger or n_larger_test):
         return f"fitted on {n_fit} of {n_data} {what}, tested on the other {n_test}"
-    apart = [f"{n_larger} of larger supercells trained on, not scored"] if n_larger else []
+    if n_larger_test:
+        apart = [f"{n_larger or 0} of larger supercells trained on, {n_larger_test} held out and scored apart"]
+    else:
+        apart = [f"{n_larger} of larger supercells trained on, not scored"] if n_larger else []
     apart += [f"{n_excluded} above the energy window left out"] if n_excluded else []
     return f"fitted on {n_fit} of {n_data} {what}, tested on {n_test} ({'; '.join(apart)})"
 
@@ -526,6 +549,7 @@ def _data_line(rec: dict) -> str:
         f"{rec.get('calculator')} calculations",
         met.get("n_excluded"),
         met.get("n_larger"),
+        met.get("n_larger_test"),
     )
 
 

@@ -207,6 +207,9 @@ class SelectionSettings(_Section):
     truncated: bool = False
     n_folds: int = 10
     test_fraction: float = 0.2
+    #: share of the configurations of larger supercells held out and scored (``larger_test`` of the
+    #: report); None: ``test_fraction``; 0: every one of them trains the nets
+    larger_test_fraction: float | None = None
     seed: int = 0
     #: parallel workers for the cross-validation fits (None or 1: in this process)
     n_jobs: int | None = 2
@@ -253,6 +256,16 @@ class SelectionSettings(_Section):
             _invalid(
                 "max_energy_mev_per_fu must be a positive number of meV per formula unit above the lowest "
                 f"energy (or None for all configurations); got {value!r}"
+            )
+        return value
+
+    @field_validator("larger_test_fraction", mode="before")
+    @classmethod
+    def _larger_fraction(cls, value):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1):
+            _invalid(
+                "larger_test_fraction must be a number in [0, 1) (0: every configuration of a larger supercell "
+                f"trains the nets; None: as test_fraction); got {value!r}"
             )
         return value
 
@@ -622,9 +635,13 @@ class SelectionReport(BaseModel):
     test_indices: list[int]
     #: configurations left out above ``max_energy_mev_per_fu`` (only with that setting)
     excluded_indices: list[int] | None = None
-    #: configurations of larger supercells: in every net's training set, never split or scored
-    #: (only when there are such): ``indices``, ``supercells`` (``{"n_atoms": count}``)
+    #: configurations of larger supercells in every net's training set, never cross-validated (only
+    #: when there are such): ``indices``, ``supercells`` (``{"n_atoms": count}``)
     larger_supercells: dict[str, Any] | None = None
+    #: those held out of training (``larger_test_fraction``) and the selected model's errors on them:
+    #: ``indices``, ``n``, ``rmse_mev_per_atom``, ``mean_error_mev_per_atom``, ``per_supercell`` (by
+    #: atom count) and, with forces, ``force_rmse_ev_per_a`` (only when some were held out)
+    larger_test: dict[str, Any] | None = None
     #: the merged settings the selection ran with (``paths`` by name only)
     settings: dict[str, Any]
     #: one row per grid setting: RMSE per fold and their mean and standard deviation, train and validation
@@ -698,8 +715,9 @@ def training_stresses(data: list[dict], needed: bool, what: str = "stress_weight
 class LargerCells:
     """Configurations of supercells larger than the selection's own, with their labels: every net of the
     selection trains on them as well (frames of MD in a 4x4x4 cell hold fluctuations a 2x2x2 cell
-    cannot), but they are never split, cross-validated or scored (the selection's errors stay those of
-    its own supercell). ``indices``: their positions among the configurations given."""
+    cannot), in every fold, so the cross-validation's errors stay those of its own supercell; a share of
+    them is held out (:func:`split_larger`) and scored on its own. ``indices``: their positions among
+    the configurations given."""
 
     configs: list
     energies: np.ndarray
@@ -713,6 +731,56 @@ class LargerCells:
             key = str(int(c.reference.n_atoms))  # atoms per configuration (a JSON key)
             sizes[key] = sizes.get(key, 0) + 1
         return {"indices": [int(i) for i in self.indices], "supercells": sizes}
+
+    def subset(self, idx) -> LargerCells:
+        idx = np.asarray(idx, dtype=int)
+        return LargerCells(
+            [self.configs[i] for i in idx],
+            self.energies[idx],
+            None if self.forces is None else [self.forces[i] for i in idx],
+            None if self.stresses is None else self.stresses[idx],
+            self.indices[idx],
+        )
+
+    def score(self, model) -> dict:
+        """Errors of ``model`` on these configurations: energies per atom (meV/atom) overall and per
+        supercell (by atom count), forces (eV/A) when the labels have them."""
+        n_atoms = np.array([c.reference.n_atoms for c in self.configs], dtype=float)
+        if self.forces is not None:
+            pred = model.predict_all(self.configs)
+            e_pred = np.asarray(pred["energy"], dtype=float)
+        else:
+            e_pred = np.asarray(model.predict(self.configs), dtype=float)
+        de = (e_pred - self.energies) / n_atoms * 1000.0
+
+        def stats(mask) -> dict:
+            return {
+                "n": int(mask.sum()),
+                "rmse_mev_per_atom": float(np.sqrt(np.mean(de[mask] ** 2))),
+                "mean_error_mev_per_atom": float(np.mean(de[mask])),
+            }
+
+        out = {"indices": [int(i) for i in self.indices], **stats(np.ones(len(de), dtype=bool))}
+        out["per_supercell"] = {f"{n:g}": stats(n_atoms == n) for n in sorted(set(n_atoms.tolist()))}
+        if self.forces is not None:
+            df = np.concatenate([(np.asarray(p) - np.asarray(f)).ravel() for p, f in zip(pred["forces"], self.forces)])
+            out["force_rmse_ev_per_a"] = float(np.sqrt(np.mean(df**2)))
+        return out
+
+
+def split_larger(larger: LargerCells | None, fraction: float, seed: int) -> tuple[LargerCells | None, ...]:
+    """``larger`` as (trained on, held out): ``floor(fraction * n)`` configurations held out, seeded
+    and shuffled like the split of the selection's own supercell, none when that is zero (too few)."""
+    if larger is None:
+        return None, None
+    n = len(larger.configs)
+    n_test = int(math.floor(float(fraction) * n + 1e-9))
+    if n_test < 1:
+        return larger, None
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(np.arange(n), test_size=n_test, random_state=int(seed), shuffle=True)
+    return larger.subset(np.sort(train)), larger.subset(np.sort(test))
 
 
 def _check_inputs(configs, energies, forces, cfg: dict, stresses=None):
@@ -985,6 +1053,8 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
     configs, e, gradients, grid, kept, left_out, larger = _check_inputs(configs, energies, forces, cfg, stresses)
     committee = committee_settings(cfg)
     train_idx, test_idx = split_train_test(len(configs), cfg["test_fraction"], cfg["seed"])
+    larger_fraction = cfg["test_fraction"] if cfg.get("larger_test_fraction") is None else cfg["larger_test_fraction"]
+    larger, larger_test = split_larger(larger, larger_fraction, cfg["seed"])
     progress = bool(cfg.get("progress"))
     t0 = time.perf_counter()
     bank = FeatureBank(configs, cfg, progress=progress)
@@ -1024,6 +1094,8 @@ def train_and_select(configs, energies, forces=None, settings: dict | None = Non
         "energy_bins": _energy_bins(predictions, e, n_atoms, train_idx, test_idx, cfg),
         "units": "RMSE in meV/atom; energy windows in meV per formula unit above the lowest energy",
     }
+    if larger_test is not None:
+        parts["larger_test"] = larger_test.score(best)
     if committee:
         parts["committee"] = {
             **committee_calibration(

@@ -266,6 +266,8 @@ def plot_history(history: dict, path: Path) -> Path:
     errs = [(r.get("model_errors") or {}) for r in recs]
     axes[2].plot(its, [e.get("cv_rmse") for e in errs], marker="o", label="CV RMSE")
     axes[2].plot(its, [e.get("test_rmse") for e in errs], marker="s", label="test RMSE")
+    if any(e.get("larger_test_rmse") is not None for e in errs):
+        axes[2].plot(its, [e.get("larger_test_rmse") for e in errs], marker="v", label="test RMSE, larger cells")
     own = [(r.get("labelled_errors") or {}).get("energy_rmse_mev_per_atom") for r in recs]
     axes[2].plot(its, own, marker="^", label="RMSE on the MD frames it selected")
     axes[2].set_ylabel("meV/atom")

@@ -94,13 +94,14 @@ class RetrainPolicy:
 
 def _unseen_errors(model, active: dict, report: dict, configs, energies, calc_ids):
     """RMSEs (meV/atom) of the new ``model`` and of the active one on the configurations neither was
-    fitted on (the new model's held-out test set less every calculation the active model was given),
-    and their number; None when there are none (the data did not grow) or the active model cannot be
-    loaded."""
+    fitted on (the new model's held-out test sets, of its own supercell and of the larger ones, less
+    every calculation the active model was given), and their number; None when there are none (the
+    data did not grow) or the active model cannot be loaded."""
     from ..models import ModelError, load_model
 
     seen = {str(c) for c in (active.get("calc_ids") or [])}
-    test = [i for i in report.get("test_indices") or [] if calc_ids[i] not in seen]
+    held_out = list(report.get("test_indices") or []) + list((report.get("larger_test") or {}).get("indices") or [])
+    test = [i for i in held_out if calc_ids[i] not in seen]
     if not test or not active.get("path"):
         return None
     try:
@@ -239,9 +240,11 @@ def metrics_from_report(report: dict) -> dict:
         "best": report.get("best_label"),
         "n_train": report.get("n_train"),
         "n_test": report.get("n_test"),
-        # left out above the energy window; of larger supercells (trained on, never split or scored)
+        # left out above the energy window; of larger supercells trained on, and held out and scored
         "n_excluded": len(report.get("excluded_indices") or []) or None,
         "n_larger": len((report.get("larger_supercells") or {}).get("indices") or []) or None,
+        "n_larger_test": (report.get("larger_test") or {}).get("n"),
+        "larger_test_rmse": (report.get("larger_test") or {}).get("rmse_mev_per_atom"),
         "units": "meV/atom",
     }
     baselines = {}

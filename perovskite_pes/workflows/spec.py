@@ -1073,6 +1073,19 @@ class CampaignSpec(_Section):
         return self
 
     @model_validator(mode="after")
+    def _training_settings_are_valid(self):
+        """What the training Firework hands to ``train_and_select`` (``training.options`` merged last) is
+        checked now, not hours later when that Firework runs."""
+        if self.training.enabled:
+            from ..models.selection import SelectionSettings, SettingsError
+
+            try:
+                SelectionSettings.from_input(self.campaign_training_settings())
+            except SettingsError as exc:
+                _fail("training.options", str(exc).removeprefix("selection settings: "))
+        return self
+
+    @model_validator(mode="after")
     def _supercell_holds_the_tilts(self):
         if self.steps.relax_tilts.enabled:
             from ..structure.tilts import check_tilt_supercell

@@ -130,6 +130,7 @@ def campaign_status(name: str | None = None, lpad=None, store=None, finishing: i
                 "n_test": metrics.get("n_test"),
                 "n_excluded": metrics.get("n_excluded"),
                 "n_larger": metrics.get("n_larger"),
+                "n_larger_test": metrics.get("n_larger_test"),
                 "created": str(m.get("created")),
                 "errors": {
                     k: v

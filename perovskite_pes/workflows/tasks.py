@@ -592,7 +592,8 @@ def _model_errors(store, model_id) -> dict:
     for m in store.list_models():
         if m["id"] == model_id:
             metrics = m.get("metrics") or {}
-            return {k: metrics.get(k) for k in ("cv_rmse", "test_rmse")} | {"n_train": m.get("n_train")}
+            errors = {k: metrics.get(k) for k in ("cv_rmse", "test_rmse", "larger_test_rmse")}
+            return errors | {"n_train": m.get("n_train")}
     return {}
 
 
