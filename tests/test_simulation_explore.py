@@ -89,11 +89,50 @@ def test_frames_of_another_supercell_are_never_duplicates_of_this_ones():
     assert [c.reference.n_atoms for c in known.configurations] == [40]
 
 
+def test_a_trust_window_per_supercell_judges_each_cell_by_its_own_bounds():
+    from models_support import repeat_configuration
+
+    big_ref = Perovskite().supercell(4)
+    amps = np.linspace(0.01, 0.6, 20)
+    small = _candidates(amps, seed=1)
+    big = [
+        Candidate(repeat_configuration(c.config, big_ref), 300.0, "a0a0a0", 0.0, 100 + k)
+        for k, c in enumerate(_candidates(amps, seed=2))
+    ]
+    window = dict(lower={2: 0.1, 4: 0.3}, upper={2: 0.4, 4: 0.55})
+    sel = select(SpreadByAmplitude(), small + big, max_selected=100, uniqueness_tolerance=0.0, **window)
+    for n, (lo, up) in {40: (0.1, 0.4), 320: (0.3, 0.55)}.items():
+        got = np.array([s for s, c in zip(sel.spreads, sel.configurations) if c.reference.n_atoms == n])
+        assert len(got) == ((amps >= lo) & (amps < up)).sum() and got.min() >= lo and got.max() < up
+        cell = "2x2x2" if n == 40 else "4x4x4"
+        assert sel.per_supercell[cell]["fraction_above_lower"] == pytest.approx((amps >= lo).mean())
+    # the stop rule's fraction per temperature counts each frame against its own cell's lower bound
+    expected = ((amps >= 0.1).sum() + (amps >= 0.3).sum()) / 40
+    assert sel.per_temperature["300"]["fraction_above_lower"] == pytest.approx(expected)
+    # one number for all is the same as the same number for every cell
+    one = select(SpreadByAmplitude(), small + big, lower=0.1, upper=0.4, max_selected=100, uniqueness_tolerance=0.0)
+    per = select(
+        SpreadByAmplitude(),
+        small + big,
+        lower={2: 0.1, 4: 0.1},
+        upper={2: 0.4, 4: 0.4},
+        max_selected=100,
+        uniqueness_tolerance=0.0,
+    )
+    assert one.spreads == per.spreads
+    with pytest.raises(SimulationError, match=r"not for \['4x4x4'\]"):
+        select(SpreadByAmplitude(), small + big, lower={2: 0.1}, upper={2: 0.4}, max_selected=10)
+
+
 def test_bad_trust_windows_are_refused():
     with pytest.raises(SimulationError, match="lower < upper"):
         select(SpreadByAmplitude(), _candidates([0.1]), lower=0.5, upper=0.2, max_selected=3)
     with pytest.raises(SimulationError, match="lower < upper"):
         select(SpreadByAmplitude(), _candidates([0.1]), lower=-0.1, upper=0.2, max_selected=3)
+    with pytest.raises(SimulationError, match="lower < upper for the 4x4x4 cell"):
+        select(SpreadByAmplitude(), _candidates([0.1]), lower={2: 0.1, 4: 0.5}, upper={2: 0.4, 4: 0.5}, max_selected=3)
+    with pytest.raises(SimulationError, match="both as numbers or both per supercell"):
+        select(SpreadByAmplitude(), _candidates([0.1]), lower={2: 0.1}, upper=0.4, max_selected=3)
 
 
 def test_farthest_point_order_spreads_points_out():

@@ -119,6 +119,10 @@ def test_an_iteration_explores_in_every_supercell_given_and_stores_each_frame_on
     assert set(row["per_supercell"]) == {"2x2x2", "4x4x4"} and set(row["per_temperature"]) == {"300"}
     again = active_iteration(store, path, settings, 1, {"name": "sevennet"}, "al", tmp_path)  # a rerun
     assert sorted(again["todo"]) == sorted(rec["todo"])  # the same seeded frames, stored once
+    # a trust window per supercell: the 4x4x4 frames lie below their cell's lower bound, so only 2x2x2 ones go
+    per_cell = active_iteration(store, path, settings | {"lower": [0.0, 1e8]}, 1, {"name": "sevennet"}, "al", tmp_path)
+    assert per_cell["selection"]["per_supercell"]["4x4x4"]["fraction_above_lower"] == 0.0
+    assert sorted(store.get_configuration(i).reference.n_atoms for i in per_cell["todo"]) == [40, 40]
 
 
 def test_an_exploration_stops_where_an_atom_leaves_its_site_by_the_limit_given(

@@ -129,6 +129,10 @@ def test_paper_spec_matches_the_paper():
         (minimal(active={"lower": 0.5, "upper": 0.2}), "active.upper"),
         (minimal(active={"lower": 0.2, "upper": 0.2}), "active.upper"),
         (minimal(active={"lower": -0.1}), "active.lower"),
+        (minimal(active={"supercells": [2, 4], "lower": [0.05, -0.1]}), "active.lower[1]"),
+        (minimal(active={"supercells": [2, 4], "lower": [0.05, 0.2, 0.3]}), "active.lower: a list gives one bound"),
+        (minimal(active={"lower": [0.05]}), "active.lower"),  # a list needs supercells
+        (minimal(active={"supercells": [2, 4], "lower": [0.05, 0.6]}), "active.upper: the trust window needs lower"),
         (minimal(active={"budget": 0}), "active.budget"),
         (minimal(active={"committee": 1}), "active.committee"),
         (minimal(active={"temperatures": [300, -5]}), "active.temperatures[1]"),
@@ -233,6 +237,16 @@ def test_simulate_guard_reaches_the_scan_and_old_hashes_stay():
     assert TransitionScan("model", **spec.simulate.scan_kwargs()).options["max_displacement"] == 3.0
     with pytest.raises(SpecError, match=r"^campaign spec: simulate.max_displacement: must be >= 0.5"):
         validate_spec(minimal(simulate={"max_displacement": 0.1}))
+
+
+def test_trust_bounds_per_supercell():
+    one = validate_spec(minimal(active={"supercells": [2, 4], "lower": 0.05, "upper": 2.0})).active
+    assert one.trust_bounds() == (0.05, 2.0)
+    spec = validate_spec(minimal(active={"supercells": [2, 4], "lower": [0.05, 0.3], "upper": 2.0}))
+    assert spec.active.trust_bounds() == ({2: 0.05, 4: 0.3}, {2: 2.0, 4: 2.0})
+    assert spec.to_dict()["active"]["lower"] == [0.05, 0.3] and validate_spec(spec.to_dict()) == spec
+    with pytest.raises(SpecError, match=r"active.upper: the trust window needs lower < upper for the 4x4x4 cell"):
+        validate_spec(minimal(active={"supercells": [2, 4], "lower": [0.05, 0.3], "upper": [1, 0.2]}))
 
 
 def test_active_loop_starts_after_the_first_training_with_a_committee():

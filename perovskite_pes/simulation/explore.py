@@ -24,6 +24,7 @@ Example
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -226,47 +227,84 @@ def farthest_point_order(x: np.ndarray, first: int) -> list[int]:
     return list(dict.fromkeys(order))[:n]
 
 
+def _cell_label(reference) -> str:
+    return "x".join(str(int(n)) for n in np.diag(reference.matrix))
+
+
+def _bound_per_frame(bound, cells: np.ndarray, name: str) -> np.ndarray:
+    """A trust bound for every frame: one number for all, or a mapping N -> bound for N x N x N cells."""
+    if not isinstance(bound, Mapping):
+        return np.full(len(cells), float(bound))
+    by_label = {f"{int(n)}x{int(n)}x{int(n)}": float(v) for n, v in bound.items()}
+    missing = sorted(set(cells.tolist()) - set(by_label))
+    if missing:
+        raise SimulationError(
+            f"{name} gives trust bounds for the supercells {sorted(by_label)}, not for {missing}: give one per "
+            "supercell explored in (or one number for all)"
+        )
+    return np.array([by_label[c] for c in cells])
+
+
+def _check_window(lower, upper) -> None:
+    """0 <= lower < upper, both numbers or both mappings N -> number over the same supercells."""
+    per_cell = isinstance(lower, Mapping), isinstance(upper, Mapping)
+    if per_cell[0] != per_cell[1] or (all(per_cell) and set(lower) != set(upper)):
+        raise SimulationError(
+            "trust window: give lower and upper both as numbers or both per supercell (the same supercells); "
+            f"got lower={lower}, upper={upper}"
+        )
+    pairs = [(n, lower[n], upper[n]) for n in lower] if per_cell[0] else [(None, lower, upper)]
+    for n, lo, up in pairs:
+        if not 0 <= float(lo) < float(up):
+            where = "" if n is None else f" for the {n}x{n}x{n} cell"
+            raise SimulationError(f"trust window needs 0 <= lower < upper{where}; got lower={lo}, upper={up}")
+
+
 def select(
     committee,
     candidates: list[Candidate],
-    lower: float,
-    upper: float,
+    lower: float | Mapping[int, float],
+    upper: float | Mapping[int, float],
     max_selected: int,
     uniqueness_tolerance: float = 0.05,
     known=(),
     metric: str = "force",
     min_distance: float = DEFAULT_MIN_DISTANCE,
 ) -> Selection:
-    """Frames inside the trust window, spread out in descriptor space, unique, at most ``max_selected``."""
-    if not 0 <= lower < upper:
-        raise SimulationError(f"trust window needs 0 <= lower < upper; got lower={lower}, upper={upper}")
+    """Frames inside the trust window, spread out in descriptor space, unique, at most ``max_selected``.
+
+    ``lower`` and ``upper``: one number for every frame, or a mapping N -> bound for the frames of each
+    N x N x N cell explored in (the largest force deviation of a 320-atom cell is larger than that of a
+    40-atom one at the same accuracy per atom)."""
+    _check_window(lower, upper)
     if int(max_selected) < 1:
         raise SimulationError(f"max_selected must be a positive integer; got {max_selected}")
     sel = Selection(n_candidates=len(candidates))
     if not candidates:
         return sel
     configs = [c.config for c in candidates]
+    cells = np.array([_cell_label(c.reference) for c in configs])
+    lo, up = _bound_per_frame(lower, cells, "lower"), _bound_per_frame(upper, cells, "upper")
     s = spreads_of(committee, configs, metric)
 
     def stats(m) -> dict:
         return {
             "frames": int(m.sum()),
-            "fraction_above_lower": float((s[m] >= lower).mean()),
-            "fraction_above_upper": float((s[m] >= upper).mean()),
+            "fraction_above_lower": float((s[m] >= lo[m]).mean()),
+            "fraction_above_upper": float((s[m] >= up[m]).mean()),
             "median_spread": float(np.median(s[m])),
         }
 
     temps = np.array([c.temperature_K for c in candidates])
     for t in np.unique(temps):
         sel.per_temperature[f"{t:.0f}"] = stats(temps == t)
-    cells = np.array(["x".join(str(int(n)) for n in np.diag(c.reference.matrix)) for c in configs])
     if len(set(cells)) > 1:  # the largest force deviation grows with the number of atoms: say by how much
         for cell in sorted(set(cells), key=lambda x: int(x.split("x")[0])):
             sel.per_supercell[cell] = stats(cells == cell)
     blow = np.array([c.blowup for c in candidates])
     ok = np.array([c.config.min_distance() >= min_distance for c in candidates])
     sel.n_too_close = int((~ok).sum())
-    window = (s >= lower) & ((s < upper) | blow) & ok
+    window = (s >= lo) & ((s < up) | blow) & ok
     sel.n_in_window = int(window.sum())
     idx = np.flatnonzero(window)
     if not len(idx):

@@ -113,8 +113,7 @@ def active_iteration(
     sel = select(
         model,
         candidates,
-        spec.lower,
-        spec.upper,
+        *spec.trust_bounds(),
         max(1, min(spec.max_selected, remaining)),
         spec.uniqueness_tolerance,
         known=known,

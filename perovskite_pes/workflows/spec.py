@@ -547,6 +547,26 @@ def _per_supercell(value):
     return _int(value, minimum=1)
 
 
+def _one_per_supercell(section, *fields: tuple[str, str]) -> None:
+    """Refuse a list-valued field of ``section`` whose length is not that of its ``supercells``
+    (``fields``: (name, what one value is))."""
+    for name, what in fields:
+        value = getattr(section, name)
+        if isinstance(value, tuple) and len(value) != len(section.supercells):
+            _fail(
+                name,
+                f"a list gives one {what} per supercell of supercells ({list(section.supercells)}); "
+                f"got {len(value)} for {len(section.supercells)}",
+            )
+
+
+def _bound_per_supercell(value):
+    """A number >= 0, or a list of them (one per supercell of ``supercells``)."""
+    if isinstance(value, (list, tuple)):
+        return _listed_of(lambda x, at: _float(x, lo=0.0, at=at), wrap=())(value)
+    return _float(value, lo=0.0)
+
+
 class ThermalMDSpec(_Step):
     """Thermal configurations: NPT MD driven by the campaign's calculator itself (an ML surrogate) in the
     training supercell, from relaxed parents, at every temperature.
@@ -585,14 +605,7 @@ class ThermalMDSpec(_Step):
 
     @model_validator(mode="after")
     def _one_value_per_supercell(self):
-        for name, what in (("steps", "number of steps"), ("every", "spacing")):
-            value = getattr(self, name)
-            if isinstance(value, tuple) and len(value) != len(self.supercells):
-                _fail(
-                    name,
-                    f"a list gives one {what} per supercell of supercells ({list(self.supercells)}); "
-                    f"got {len(value)} for {len(self.supercells)}",
-                )
+        _one_per_supercell(self, ("steps", "number of steps"), ("every", "spacing"))
         return self
 
 
@@ -910,14 +923,18 @@ class ActiveSpec(_Step):
     cell (e.g. ``[2, 4]``: 320 atoms) hold the long-wavelength motion a 2x2x2 cell cannot; they are
     labelled as they are (one calculation each, eight times the work of a 2x2x2 one) and every
     committee member trains on them. The largest force deviation grows with the number of atoms, so a
-    larger cell's frames reach the trust window sooner."""
+    larger cell's frames reach the trust window sooner: ``lower`` and ``upper`` take one bound per
+    supercell."""
     steps: _Int(1) = 300
     equilibration: _Int(0) = 100
     sample_every: _Int(1) = 10
     timestep_fs: _Float(0.1, 10.0) = 4.0
     metric: _Choice("force", "energy") = "force"
-    lower: _Float(0.0) = 0.05
-    upper: _Float(0.0) = 0.5
+    lower: _checked(float | tuple[float, ...], _bound_per_supercell, float | list[float]) = 0.05
+    """Lower trust bound: one number, or one per supercell of ``supercells`` (the largest force
+    deviation of a 320-atom cell is larger than that of a 40-atom one at the same accuracy per atom)."""
+    upper: _checked(float | tuple[float, ...], _bound_per_supercell, float | list[float]) = 0.5
+    """Upper trust bound: one number, or one per supercell of ``supercells``."""
     max_selected: _Int(1) = 100
     uniqueness_tolerance: _Float(0.0) = 0.05
     stop_fraction: _Float(0.0, 1.0) = 0.05
@@ -935,9 +952,26 @@ class ActiveSpec(_Step):
 
     @model_validator(mode="after")
     def _trust_window(self):
-        if self.upper <= self.lower:
-            _fail("upper", f"the trust window needs lower < upper; got lower={self.lower}, upper={self.upper}")
+        _one_per_supercell(self, ("lower", "bound"), ("upper", "bound"))
+        lower, upper = self.trust_bounds()
+        per_cell = isinstance(lower, dict)
+        for n, lo, up in [(n, lower[n], upper[n]) for n in lower] if per_cell else [(None, lower, upper)]:
+            if up <= lo:
+                where = f" for the {n}x{n}x{n} cell" if per_cell else ""
+                _fail("upper", f"the trust window needs lower < upper{where}; got lower={lo}, upper={up}")
         return self
+
+    def trust_bounds(self) -> tuple:
+        """(lower, upper) as :func:`~perovskite_pes.simulation.explore.select` takes them: two numbers, or,
+        where either is a list, two mappings N -> bound over ``supercells``."""
+        if not (isinstance(self.lower, tuple) or isinstance(self.upper, tuple)):
+            return self.lower, self.upper
+
+        def per_cell(value) -> dict:
+            values = value if isinstance(value, tuple) else (value,) * len(self.supercells)
+            return dict(zip(self.supercells, values))
+
+        return per_cell(self.lower), per_cell(self.upper)
 
     @model_validator(mode="after")
     def _supercells_hold_the_starts(self):
