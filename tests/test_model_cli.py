@@ -222,8 +222,8 @@ def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
 
 def test_imported_frames_of_a_larger_supercell_train_the_net(seeded, run_pes, tmp_path):
     """Frames of a 3x3x3 cell (as MD writes them) imported next to the 2x2x2 data: the net trains on both,
-    the CV and test errors stay those of the 2x2x2 cell, one of the five 3x3x3 frames (the test
-    fraction) is held out and scored apart, and the command says so."""
+    the CV and test errors stay those of the 2x2x2 cell, one of the five 3x3x3 frames (a fifth, as
+    asked) is held out and scored apart, and the command says so."""
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.io import write
 
@@ -243,7 +243,7 @@ def test_imported_frames_of_a_larger_supercell_train_the_net(seeded, run_pes, tm
         "train",
         *("--models", "cluster", "--clusters", "4p+o", "--nodes", "4", "--folds", "2"),
         *("--epochs", "2,4", "--batch-sizes", "8,32", "--n-jobs", "1", "--force-weight", "1"),
-        *("--workdir", tmp_path / "m"),
+        *("--larger-test-fraction", "0.2", "--workdir", tmp_path / "m"),
         check=0,
         timeout=600,
     )

@@ -198,7 +198,7 @@ def _with_larger_cells(data, at):
 
 def test_configurations_of_larger_supercells_train_the_nets_but_are_never_cross_validated(data, featurizer):
     configs, e, f = data
-    at = [3, 20, 21, 40]  # four: 20 % of them is less than one, so none is held out
+    at = [3, 20, 21, 40]  # by default none is held out
     all_configs, all_e, all_f, big = _with_larger_cells(data, at)
     all_e = list(all_e)
     settings = _one_net(n_folds=2, n_jobs=1, training=dict(NET, epochs=(3, 5), force_weight=1.0))
@@ -231,10 +231,10 @@ def test_a_share_of_the_larger_supercells_is_held_out_and_scored(data, featurize
     at = [0, 2, 5, 9, 14, 20, 27, 31, 38, 44]
     all_configs, all_e, all_f, big = _with_larger_cells(data, at)
     settings = _one_net(n_folds=2, n_jobs=1, training=dict(NET, epochs=(3, 5), force_weight=1.0), baselines=False)
-    model, report = train_and_select(all_configs, all_e, all_f, settings)
+    model, report = train_and_select(all_configs, all_e, all_f, dict(settings, larger_test_fraction=0.2))
     held = report["larger_test"]["indices"]
     trained = report["larger_supercells"]["indices"]
-    # 20 % (test_fraction) of the ten held out, the rest trained on; the smallest supercell's split unchanged
+    # 20 % of the ten held out, the rest trained on; the smallest supercell's split unchanged
     assert len(held) == 2 and sorted(held + trained) == at and not set(held) & set(trained)
     assert report["larger_supercells"]["supercells"] == {"135": 8} and report["n_configurations"] == 48
     # the held-out cells trained nothing: the net is a net fitted on its training part and the other eight
@@ -252,9 +252,13 @@ def test_a_share_of_the_larger_supercells_is_held_out_and_scored(data, featurize
     assert lt["per_supercell"]["135"]["rmse_mev_per_atom"] == pytest.approx(lt["rmse_mev_per_atom"])
     df = np.concatenate([(np.asarray(p) - all_f[i]).ravel() for p, i in zip(pred["forces"], held)])
     assert lt["force_rmse_ev_per_a"] == pytest.approx(np.sqrt(np.mean(df**2)), rel=1e-6)
-    # larger_test_fraction: 0 trains on every one of them; a fraction outside [0, 1) is refused
-    _, every = train_and_select(all_configs, all_e, all_f, dict(settings, larger_test_fraction=0))
+    # by default (0) every one of them trains; None takes test_fraction; a fraction outside [0, 1) is refused
+    _, every = train_and_select(all_configs, all_e, all_f, settings)
     assert every["larger_supercells"]["indices"] == at and "larger_test" not in every
+    _, as_test = train_and_select(
+        all_configs, all_e, all_f, dict(settings, larger_test_fraction=None, test_fraction=0.3)
+    )
+    assert len(as_test["larger_test"]["indices"]) == 3
     with pytest.raises(SettingsError, match="larger_test_fraction must be a number in \\[0, 1\\)"):
         train_and_select(all_configs, all_e, all_f, dict(settings, larger_test_fraction=1.5))
 

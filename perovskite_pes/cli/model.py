@@ -55,8 +55,8 @@ def register(subparsers) -> None:
         "--larger-test-fraction",
         type=float,
         default=None,
-        help="share of the configurations of larger supercells held out and scored apart (default: --test-fraction; "
-        "0 trains on all of them)",
+        help="share of the configurations of larger supercells held out and scored apart (default 0: all of them "
+        "train the nets)",
     )
     t.add_argument("--epochs", default=None, help="epochs per batch-size stage, one number or comma-separated")
     t.add_argument("--batch-sizes", default=None, help="batch-size schedule (default 2,10,100,1000)")

@@ -208,8 +208,8 @@ class SelectionSettings(_Section):
     n_folds: int = 10
     test_fraction: float = 0.2
     #: share of the configurations of larger supercells held out and scored (``larger_test`` of the
-    #: report); None: ``test_fraction``; 0: every one of them trains the nets
-    larger_test_fraction: float | None = None
+    #: report); 0: every one of them trains the nets (they are scarce: docs/models.md); None: ``test_fraction``
+    larger_test_fraction: float | None = 0.0
     seed: int = 0
     #: parallel workers for the cross-validation fits (None or 1: in this process)
     n_jobs: int | None = 2
