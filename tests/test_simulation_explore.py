@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from perovskite_pes.simulation import SimulationError
-from perovskite_pes.simulation.explore import Candidate, explore, farthest_point_order, select
+from perovskite_pes.simulation.explore import Candidate, distance_floors, explore, farthest_point_order, select
 from perovskite_pes.structure import Configuration, Perovskite
 
 REF = Perovskite().supercell(2)
@@ -53,6 +53,50 @@ def test_blow_up_frames_pass_the_upper_bound_but_not_atoms_on_top_of_each_other(
     sel = select(SpreadByAmplitude(), cands, lower=0.1, upper=0.4, max_selected=10, uniqueness_tolerance=0.0)
     assert len(sel.configurations) == 1 and sel.configurations[0] is cands[0].config
     assert sel.n_too_close == 1
+
+
+def _shortest_by_brute_force(configs) -> dict:
+    """Per pair of species, the shortest minimum-image distance over ``configs`` (ASE, every pair of atoms)."""
+    out: dict = {}
+    for c in configs:
+        atoms = c.to_ase()
+        d = atoms.get_all_distances(mic=True)
+        np.fill_diagonal(d, np.inf)
+        sp = np.array(atoms.get_chemical_symbols())
+        for a in set(sp):
+            for b in set(sp):
+                key = "-".join(sorted((a, b)))
+                out[key] = min(out.get(key, np.inf), d[np.ix_(sp == a, sp == b)].min())
+    return out
+
+
+def test_distance_floors_keep_blow_up_frames_near_the_training_geometries():
+    known = [c.config for c in _candidates([0.05, 0.1, 0.15], seed=5)]
+    floors = distance_floors(known, 0.1)
+    brute = _shortest_by_brute_force(known)
+    assert set(floors) == {"Br-Br", "Br-Cs", "Br-Pb", "Cs-Cs", "Cs-Pb", "Pb-Pb"}
+    assert floors == pytest.approx({k: 0.9 * v for k, v in brute.items()})
+    # a blow-up frame with one Br pushed 0.45 A along its bond towards a Pb (2.49 A < 0.9 x 2.8 A) and a
+    # thermal-size frame: the fixed 1.5 A floor keeps both, the floors per pair only the thermal one
+    pb = REF.species.index("Pb")
+    cfg = Configuration(REF)
+    d = cfg.to_ase().get_distances(pb, range(REF.n_atoms), mic=True, vector=True)
+    br = min((k for k in range(REF.n_atoms) if REF.species[k] == "Br"), key=lambda k: np.linalg.norm(d[k]))
+    pushed = np.zeros((REF.n_atoms, 3))
+    pushed[br] = -0.45 * d[br] / np.linalg.norm(d[br])
+    cands = [Candidate(Configuration(REF, pushed), 600.0, "a0a0a0", 0.0, 0, blowup=True)] + _candidates([0.07], 9)
+    bond = REF.perovskite.lattice_parameter / 2
+    assert Configuration(REF, pushed).pair_min_distances()["Br-Pb"] == pytest.approx(bond - 0.45)
+    plain = select(SpreadByAmplitude(), cands, lower=0.01, upper=0.4, max_selected=10, uniqueness_tolerance=0.0)
+    assert len(plain.configurations) == 2 and plain.n_too_close == 0 and plain.to_dict()["distance_floors"] == {}
+    near = select(SpreadByAmplitude(), cands, 0.01, 0.4, 10, 0.0, min_distance=floors)
+    assert near.configurations == [cands[1].config] and near.n_too_close == 1
+    assert near.to_dict()["distance_floors"] == pytest.approx(floors)
+    swapped = {"-".join(reversed(k.split("-"))): v for k, v in floors.items()}  # "Pb-Br" is "Br-Pb"
+    assert select(SpreadByAmplitude(), cands, 0.01, 0.4, 10, 0.0, min_distance=swapped).n_too_close == 1
+    for bad in (-0.1, 1.0):
+        with pytest.raises(SimulationError, match="distance margin must be a fraction in"):
+            distance_floors(known, bad)
 
 
 def test_duplicates_and_known_configurations_are_not_selected():

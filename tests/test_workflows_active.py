@@ -58,6 +58,27 @@ def test_labelled_errors_are_the_models_errors_on_the_frames_it_selected(committ
     assert labelled_errors({"model": str(path), "todo": ["missing"]}, items) == {"n": 0}
 
 
+def test_labels_above_the_training_window_are_counted_and_distances_measured_inside_it(committee_and_frames):
+    from perovskite_pes.simulation.explore import distance_floors
+    from perovskite_pes.structure import Configuration
+    from perovskite_pes.structure.sampling import DEFAULT_MIN_DISTANCE
+    from perovskite_pes.workflows.active import _distance_floors
+
+    model, path, frames = committee_and_frames
+    squeezed = Configuration(frames[5].reference, frames[5].displacements * 4.0, tags=dict(frames[5].tags))
+    items = _labels(model, frames[:5] + [squeezed], np.zeros(6), 0.0)
+    items[5]["energy"] += 2.0 * squeezed.reference.n_cells  # 2 eV per formula unit above the others
+    assert distance_floors(frames[:5], 0.1) != distance_floors(frames[:5] + [squeezed], 0.1)
+    record = {"model": str(path), "todo": ["id4", "id5"]}
+    assert labelled_errors(record, items, training_window=600)["n_above_training_window"] == 1
+    assert labelled_errors(record, items, training_window=3000)["n_above_training_window"] == 0
+    assert "n_above_training_window" not in labelled_errors(record, items)
+    # the floors come from the configurations the training keeps: the squeezed one only without a window
+    assert _distance_floors(items, None, 600) == DEFAULT_MIN_DISTANCE
+    assert _distance_floors(items, 0.1, 600) == distance_floors(frames[:5], 0.1)
+    assert _distance_floors(items, 0.1, None) == distance_floors(frames[:5] + [squeezed], 0.1)
+
+
 class _Store:
     def __init__(self, items):
         self.items = items
@@ -123,6 +144,38 @@ def test_an_iteration_explores_in_every_supercell_given_and_stores_each_frame_on
     per_cell = active_iteration(store, path, settings | {"lower": [0.0, 1e8]}, 1, {"name": "sevennet"}, "al", tmp_path)
     assert per_cell["selection"]["per_supercell"]["4x4x4"]["fraction_above_lower"] == 0.0
     assert sorted(store.get_configuration(i).reference.n_atoms for i in per_cell["todo"]) == [40, 40]
+
+
+class _WithData:
+    """The real store, with ``items`` as its training data."""
+
+    def __init__(self, store, items):
+        self.store, self.items = store, items
+
+    def training_data(self, calculator=None, settings_hash=None):
+        return self.items
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_an_iteration_with_a_distance_margin_holds_frames_to_the_training_distances(
+    committee_and_frames, tmp_path, pes_home
+):
+    from perovskite_pes.db import get_store
+    from perovskite_pes.simulation.explore import distance_floors
+    from perovskite_pes.workflows.report import _active_summary
+
+    model, path, frames = committee_and_frames
+    store = _WithData(get_store(), _labels(model, frames, np.zeros(6), 0.0))
+    settings = _explore_every_frame(steps=10, sample_every=5, distance_margin=0.5)
+    rec = active_iteration(store, path, settings, 1, {"name": "sevennet"}, "al", tmp_path, training_window=600)
+    assert rec["selection"]["distance_floors"] == pytest.approx(distance_floors(frames, 0.5))
+    assert rec["selection"]["n_too_close"] == 0 and len(rec["todo"]) == 2  # half the shortest: every frame passes
+    assert _active_summary(tmp_path)[0]["too_close"] == 0
+    plain_settings = _explore_every_frame(steps=10, sample_every=5)
+    plain = active_iteration(store, path, plain_settings, 1, {"name": "sevennet"}, "al", tmp_path)
+    assert plain["selection"]["distance_floors"] == {}
 
 
 def test_an_exploration_stops_where_an_atom_leaves_its_site_by_the_limit_given(

@@ -316,6 +316,13 @@ def test_a_field_added_later_enters_the_spec_dict_only_when_set():
     assert spec_hash(far) != spec_hash(default)
     with pytest.raises(SpecError, match=r"active.max_displacement"):
         validate_spec(minimal(active={"max_displacement": 0.1}))
+    near = validate_spec(minimal(active={"iterations": 2, "distance_margin": 0.1}))
+    assert "distance_margin" not in default.to_dict()["active"] and default.active.distance_margin is None
+    assert near.to_dict()["active"]["distance_margin"] == 0.1 and validate_spec(near.to_dict()) == near
+    assert spec_hash(near) != spec_hash(default)
+    for bad in (-0.1, 1.0, "close"):
+        with pytest.raises(SpecError, match=r"^campaign spec: active.distance_margin: "):
+            validate_spec(minimal(active={"distance_margin": bad}))
 
 
 def test_short_forms_and_switches():

@@ -790,7 +790,7 @@ def _check_inputs(configs, energies, forces, cfg: dict, stresses=None):
     :class:`LargerCells` (None when every configuration is in the smallest supercell)."""
     configs = check_configurations(configs)
     e = check_energies(energies, len(configs))
-    kept, left_out = _energy_window(configs, e, cfg.get("max_energy_mev_per_fu"))
+    kept, left_out = energy_window(configs, e, cfg.get("max_energy_mev_per_fu"))
     if left_out is not None:
         configs, e = [configs[i] for i in kept], e[kept]
         forces, stresses = ([values[i] for i in kept] if values is not None else None for values in (forces, stresses))
@@ -829,7 +829,7 @@ def _check_inputs(configs, energies, forces, cfg: dict, stresses=None):
     return configs, e, gradients, grid, kept, left_out, larger
 
 
-def _energy_window(configs, e, max_mev_per_fu):
+def energy_window(configs, e, max_mev_per_fu):
     """Indices of the configurations within ``max_mev_per_fu`` (meV per formula unit) of the lowest energy
     per formula unit and of the others (None: no window, every configuration kept)."""
     everything = np.arange(len(configs))

@@ -9,10 +9,12 @@ candidates, marked ``blowup``.
 deviation, as DP-GEN defines it, or the energy spread per atom) and keeps the frames inside a trust
 window: below ``lower`` the model already knows the region, above ``upper`` the frame is nonsense
 (except frames from just before a blow-up, which is where the model fails). Frames with atoms closer
-than ``min_distance`` are dropped. The rest are spread out in descriptor space (farthest-point
-order, starting from the most uncertain), de-duplicated with the symmetry-aware uniqueness filter
-against each other and against what is already known (per supercell: candidates may come from
-several), and capped.
+than ``min_distance`` are dropped, or, per pair of species, closer than a fraction of the shortest
+distance the training data hold (:func:`distance_floors`: the last frames before a blow-up often
+lie far above any training energy, where a label trains nothing). The rest are spread out in
+descriptor space (farthest-point order, starting from the most uncertain), de-duplicated with the
+symmetry-aware uniqueness filter against each other and against what is already known (per
+supercell: candidates may come from several), and capped.
 
 Example
 -------
@@ -156,6 +158,8 @@ class Selection:
     n_in_window: int = 0
     n_duplicates: int = 0
     n_too_close: int = 0
+    #: the floor per pair of species the frames were held to (A; empty with one number for all pairs)
+    distance_floors: dict = field(default_factory=dict)
 
     def fraction_uncertain(self) -> float:
         """Largest fraction, over temperatures, of explored frames above the lower trust bound."""
@@ -168,6 +172,7 @@ class Selection:
             "n_selected": len(self.configurations),
             "n_duplicates": self.n_duplicates,
             "n_too_close": self.n_too_close,
+            "distance_floors": dict(self.distance_floors),
             "fraction_uncertain": self.fraction_uncertain(),
             "per_temperature": self.per_temperature,
             "per_supercell": self.per_supercell,
@@ -260,6 +265,34 @@ def _check_window(lower, upper) -> None:
             raise SimulationError(f"trust window needs 0 <= lower < upper{where}; got lower={lo}, upper={up}")
 
 
+def distance_floors(configs, margin: float) -> dict[str, float]:
+    """``(1 - margin)`` times the shortest distance of each pair of species over ``configs``: the floors
+    :func:`select` takes as ``min_distance`` to keep frames near the geometries ``configs`` cover.
+
+    >>> from perovskite_pes.structure import Configuration, Perovskite
+    >>> floors = distance_floors([Configuration(Perovskite().supercell(2))], 0.1)
+    >>> round(floors["Br-Pb"], 4), round(floors["Br-Br"], 3)
+    (2.6415, 3.736)
+    """
+    if not 0 <= float(margin) < 1:
+        raise SimulationError(f"distance margin must be a fraction in [0, 1); got {margin}")
+    if not len(configs):
+        raise SimulationError("distance floors need at least one configuration")
+    shortest: dict[str, float] = {}
+    for c in configs:
+        for pair, d in c.pair_min_distances().items():
+            shortest[pair] = min(d, shortest.get(pair, np.inf))
+    return {pair: (1.0 - float(margin)) * d for pair, d in shortest.items() if np.isfinite(d)}
+
+
+def _far_enough(config, min_distance) -> bool:
+    """No two atoms closer than ``min_distance`` (A), or than its floor for their pair of species."""
+    if not isinstance(min_distance, Mapping):
+        return config.min_distance() >= float(min_distance)
+    floors = {"-".join(sorted(str(k).split("-"))): float(v) for k, v in min_distance.items()}
+    return all(d >= floors.get(pair, 0.0) for pair, d in config.pair_min_distances().items())
+
+
 def select(
     committee,
     candidates: list[Candidate],
@@ -269,17 +302,22 @@ def select(
     uniqueness_tolerance: float = 0.05,
     known=(),
     metric: str = "force",
-    min_distance: float = DEFAULT_MIN_DISTANCE,
+    min_distance: float | Mapping[str, float] = DEFAULT_MIN_DISTANCE,
 ) -> Selection:
     """Frames inside the trust window, spread out in descriptor space, unique, at most ``max_selected``.
 
     ``lower`` and ``upper``: one number for every frame, or a mapping N -> bound for the frames of each
     N x N x N cell explored in (the largest force deviation of a 320-atom cell is larger than that of a
-    40-atom one at the same accuracy per atom)."""
+    40-atom one at the same accuracy per atom). ``min_distance``: frames with two atoms closer than this
+    (A) are left out, frames from before a blow-up included; or a mapping ``"A-B"`` -> floor per pair of
+    species (:func:`distance_floors`), which keeps the selection near the geometries the training data
+    cover."""
     _check_window(lower, upper)
     if int(max_selected) < 1:
         raise SimulationError(f"max_selected must be a positive integer; got {max_selected}")
     sel = Selection(n_candidates=len(candidates))
+    if isinstance(min_distance, Mapping):
+        sel.distance_floors = {str(k): float(v) for k, v in min_distance.items()}
     if not candidates:
         return sel
     configs = [c.config for c in candidates]
@@ -302,7 +340,7 @@ def select(
         for cell in sorted(set(cells), key=lambda x: int(x.split("x")[0])):
             sel.per_supercell[cell] = stats(cells == cell)
     blow = np.array([c.blowup for c in candidates])
-    ok = np.array([c.config.min_distance() >= min_distance for c in candidates])
+    ok = np.array([_far_enough(c.config, min_distance) for c in candidates])
     sel.n_too_close = int((~ok).sum())
     window = (s >= lo) & ((s < up) | blow) & ok
     sel.n_in_window = int(window.sum())

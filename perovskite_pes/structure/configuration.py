@@ -117,6 +117,22 @@ class Configuration:
         np.fill_diagonal(d, np.inf)
         return float(d.min())
 
+    def pair_min_distances(self) -> dict[str, float]:
+        """Smallest distance (Angstrom, nearest periodic image) per pair of species, keyed ``"A-B"`` with
+        the two names in alphabetical order; ``inf`` for a species with a single atom paired with itself.
+
+        >>> from perovskite_pes.structure import Configuration, Perovskite
+        >>> d = Configuration(Perovskite().supercell(2)).pair_min_distances()
+        >>> round(d["Br-Pb"], 3), round(d["Cs-Cs"], 2), sorted(d)[0]
+        (2.935, 5.87, 'Br-Br')
+        """
+        d = self.to_structure().distance_matrix
+        np.fill_diagonal(d, np.inf)
+        species = np.asarray(self.species)
+        names = sorted(set(self.species))
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i:]]
+        return {f"{a}-{b}": float(d[np.ix_(species == a, species == b)].min()) for a, b in pairs}
+
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict:
         return {

@@ -63,12 +63,14 @@ def active_iteration(
     campaign_dir: Path,
     seed: int = 0,
     model_errors: dict | None = None,
+    training_window: float | None = None,
 ) -> dict:
     """Explore with the committee at ``model_path``, select, store the selection; returns the iteration's record.
 
     ``settings``: the spec's ``active`` section (as a dict); ``model_errors``: the CV and test RMSE of
-    the model explored with (for the record). The record says whether the loop stops (``stop``,
-    ``reason``) and lists the configuration ids to label (``todo``).
+    the model explored with (for the record); ``training_window``: the training's
+    ``max_energy_mev_per_fu`` (the data ``active.distance_margin`` measures distances on). The record
+    says whether the loop stops (``stop``, ``reason``) and lists the configuration ids to label (``todo``).
     """
     from ..models import load_model
     from ..simulation.explore import explore, select
@@ -81,7 +83,7 @@ def active_iteration(
     previous = history.get(str(iteration - 1))
     if previous is not None and "labelled_errors" not in previous:
         # the model explored with in the last round, against the labels of the frames its MD chose
-        previous["labelled_errors"] = labelled_errors(previous, data)
+        previous["labelled_errors"] = labelled_errors(previous, data, training_window)
     spec = validate_active(settings)
     remaining = spec.budget - labelled_by_loop(history)
     spent = _spent(spec, remaining, iteration)
@@ -118,6 +120,7 @@ def active_iteration(
         spec.uniqueness_tolerance,
         known=known,
         metric=spec.metric,
+        min_distance=_distance_floors(data, spec.distance_margin, training_window),
     )
     t_select = time.perf_counter() - t1
     for c in sel.configurations:
@@ -154,6 +157,23 @@ def active_iteration(
         todo=saved["todo"],
         wall_s={"explore": t_explore, "select": t_select},
     )
+
+
+def _distance_floors(data: list[dict], margin: float | None, window: float | None):
+    """What ``select`` takes as ``min_distance``: the fixed floor without a margin, else the floors per
+    pair of species of the training data inside the training window (frames beyond it train nothing)."""
+    from ..simulation.explore import distance_floors
+    from ..structure.sampling import DEFAULT_MIN_DISTANCE
+
+    if margin is None or not data:
+        return DEFAULT_MIN_DISTANCE
+    import numpy as np
+
+    from ..models.selection import energy_window
+
+    configs = [d["config"] for d in data]
+    kept, _ = energy_window(configs, np.array([d["energy"] for d in data], dtype=float), window)
+    return distance_floors([configs[i] for i in kept], margin)
 
 
 def _spent(spec, remaining: int, iteration: int) -> str | None:
@@ -206,13 +226,15 @@ def _not_explored() -> dict:
     return Selection().to_dict() | {"fraction_uncertain": None}
 
 
-def labelled_errors(record: dict, data: list[dict]) -> dict:
+def labelled_errors(record: dict, data: list[dict], training_window: float | None = None) -> dict:
     """Errors of the model an iteration explored with on the frames it selected, now that they are labelled.
 
     The frames come from that model's own MD and are the ones its committee was least sure of, so these
     figures are a pessimistic measure of how far the model's MD strays from the calculator's PES
     (``data``: :meth:`~perovskite_pes.db.store.Store.training_data` items). Energies in meV/atom
-    (RMS, mean signed error model - label), forces in eV/A; per temperature and overall.
+    (RMS, mean signed error model - label), forces in eV/A; per temperature and overall. With a
+    ``training_window`` (meV/f.u.), ``n_above_training_window`` counts the frames whose label lies
+    above it: labels no training uses.
     """
     import numpy as np
 
@@ -243,6 +265,12 @@ def labelled_errors(record: dict, data: list[dict]) -> dict:
         return out
 
     result = stats(np.ones(len(items), dtype=bool))
+    if training_window is not None:
+        from ..models.selection import energy_window
+
+        everything = [d["config"] for d in data]
+        _, above = energy_window(everything, np.array([d["energy"] for d in data], dtype=float), training_window)
+        result["n_above_training_window"] = len(wanted & {str(data[i]["config_id"]) for i in above})
     result["per_temperature"] = {f"{t:g}": stats(temps == t) for t in sorted(set(temps[np.isfinite(temps)].tolist()))}
     return result
 

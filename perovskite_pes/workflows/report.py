@@ -224,6 +224,7 @@ def _active_summary(out_dir: Path) -> list | None:
                 "iteration": r["iteration"],
                 "candidates": sel["n_candidates"],
                 "in_window": sel["n_in_window"],
+                "too_close": sel.get("n_too_close", 0),
                 "selected": r["n_to_label"],
                 "fraction_uncertain": sel["fraction_uncertain"],
                 "per_temperature": {t: v["fraction_above_lower"] for t, v in sel["per_temperature"].items()},

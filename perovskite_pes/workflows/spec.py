@@ -949,6 +949,12 @@ class ActiveSpec(_Step):
     final_exploration: Bool = True
     """Explore once more when the iterations or the budget are spent, to measure the final committee
     (false: skip that exploration, which labels nothing)."""
+    distance_margin: _Float(0.0, 0.99, optional=True) = None
+    """Leave out frames with a pair of atoms closer than ``1 - distance_margin`` times the shortest
+    distance of that pair of species in the training data (those within the training window,
+    ``training.options.max_energy_mev_per_fu``, where one is set), frames from before a blow-up
+    included: they lie where a label trains nothing (e.g. 0.1; docs/campaigns.md). None: only the
+    fixed 1.5 A floor."""
 
     @model_validator(mode="after")
     def _trust_window(self):
@@ -1145,7 +1151,7 @@ class CampaignSpec(_Section):
 
         Steps added after campaigns were first hashed (``tilt_grid``, ``thermal_md``) appear only when enabled,
         and fields added later (``active.final_exploration``, ``active.resample``, ``active.supercells``,
-        ``active.max_displacement``,
+        ``active.max_displacement``, ``active.distance_margin``,
         ``training.stress_weight``, ``steps.tilt_grid.ratios``, ``steps.thermal_md.supercells`` and ``ladder``,
         ``simulate.max_displacement``) only when they differ from their default, so that the hash of a spec
         that does not use them stays what it was.
@@ -1154,7 +1160,7 @@ class CampaignSpec(_Section):
         for step in ("tilt_grid", "thermal_md"):
             if not getattr(self.steps, step).enabled:
                 del d["steps"][step]
-        for key in ("final_exploration", "resample", "supercells", "max_displacement"):
+        for key in ("final_exploration", "resample", "supercells", "max_displacement", "distance_margin"):
             if getattr(self.active, key) == ActiveSpec.model_fields[key].default:
                 del d["active"][key]
         if "tilt_grid" in d["steps"] and not self.steps.tilt_grid.ratios:

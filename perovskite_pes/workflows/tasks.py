@@ -549,6 +549,7 @@ class ActiveLearningTask(FiretaskBase):
             cdir,
             seed=int(self.get("seed", 0)),
             model_errors=errors,
+            training_window=self["training"].get("max_energy_mev_per_fu"),
         )
         summary = {k: rec[k] for k in ("iteration", "n_to_label", "stop", "reason")}
         summary["fraction_uncertain"] = rec["selection"]["fraction_uncertain"]
