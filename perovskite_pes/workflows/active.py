@@ -288,7 +288,10 @@ def plot_history(history: dict, path: Path) -> Path:
         axes[0].plot(its, y, marker="o", label=f"{t} K")
     axes[0].set_ylabel("fraction of frames above the lower bound")
     axes[0].set_yscale("symlog", linthresh=0.01)
-    axes[1].bar(its, [r["n_to_label"] for r in recs], color="C2")
+    axes[1].bar(its, [r["n_to_label"] for r in recs], color="C2", label="labelled")
+    above = [(r.get("labelled_errors") or {}).get("n_above_training_window") for r in recs]
+    if any(n for n in above):
+        axes[1].bar(its, [n or 0 for n in above], color="C3", label="above the training window")
     axes[1].set_ylabel("configurations labelled")
     errs = [(r.get("model_errors") or {}) for r in recs]
     axes[2].plot(its, [e.get("cv_rmse") for e in errs], marker="o", label="CV RMSE")
