@@ -172,11 +172,12 @@ def test_errors_are_one_line(pes_home, run_pes, tmp_path):
 
 
 def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
-    """--metric/--linear-term/--net-order reach the saved model; a settings file's grid is kept unless a flag
-    overrides it."""
+    """--metric/--linear-term/--net-order reach the saved model; a settings file's grid, folds, test share and
+    seed are kept unless a flag overrides them (a flag left out does not put its default over the file)."""
     settings = tmp_path / "sel.yaml"
     settings.write_text(
         "grid: {model: [site], clusters: ['4p+o'], max_order: [2], nodes: [3]}\ntraining: {lbfgs_iterations: 5}\n"
+        "n_folds: 2\ntest_fraction: 0.3\nseed: 3\nn_jobs: 2\n"
     )
     out = json.loads(
         run_pes(
@@ -189,8 +190,6 @@ def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
             "--linear-term",
             "--net-order",
             "1",
-            "--folds",
-            "2",
             "--epochs",
             "2",
             "--batch-sizes",
@@ -211,6 +210,7 @@ def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
     report = json.loads((Path(out["path"]).parent / "report.json").read_text())
     assert report["settings"]["max_energy_mev_per_fu"] == 10000 and report["excluded_indices"] == []
     assert report["settings"]["larger_test_fraction"] == 0.5
+    assert [report["settings"][k] for k in ("n_folds", "test_fraction", "seed", "n_jobs")] == [2, 0.3, 3, 1]
     assert (
         model.linear_term
         and model.net_order == 1

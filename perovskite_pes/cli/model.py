@@ -49,8 +49,8 @@ def register(subparsers) -> None:
     t.add_argument("--linear-term", action="store_true", help="nets = ridge linear CE + MLPs trained on what it misses")
     t.add_argument("--net-order", type=int, default=None, help="highest basis degree the MLPs see (with --linear-term)")
     t.add_argument("--lbfgs-iterations", type=int, default=None, help="L-BFGS refinement after Adam (default 0)")
-    t.add_argument("--folds", type=int, default=10, help="cross-validation folds (default 10)")
-    t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument("--folds", type=int, default=None, help="cross-validation folds (default 10)")
+    t.add_argument("--test-fraction", type=float, default=None, help="share held out for the test (default 0.2)")
     t.add_argument(
         "--larger-test-fraction",
         type=float,
@@ -78,8 +78,8 @@ def register(subparsers) -> None:
         metavar="MEV_PER_FU",
         help="train only on configurations within this many meV per formula unit of the lowest energy (default: all)",
     )
-    t.add_argument("--n-jobs", type=int, default=2, help="parallel cross-validation workers (default 2)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--n-jobs", type=int, default=None, help="parallel cross-validation workers (default 2)")
+    t.add_argument("--seed", type=int, default=None, help="random seed of the split, folds and fits (default 0)")
     t.add_argument(
         "--committee",
         type=int,
@@ -332,9 +332,15 @@ def cmd_train(args) -> int:
         settings["max_energy_mev_per_fu"] = args.max_energy
     if args.larger_test_fraction is not None:
         settings["larger_test_fraction"] = args.larger_test_fraction
-    settings.update(
-        n_folds=args.folds, test_fraction=args.test_fraction, n_jobs=args.n_jobs, seed=args.seed, progress=True
-    )
+    # given flags win over the settings file, which wins over the command's own defaults
+    for key, value, default in (
+        ("n_folds", args.folds, 10),
+        ("test_fraction", args.test_fraction, 0.2),
+        ("n_jobs", args.n_jobs, 2),
+        ("seed", args.seed, 0),
+    ):
+        settings[key] = value if value is not None else settings.get(key, default)
+    settings["progress"] = True
     training = dict(settings.get("training", {}))
     if args.epochs:
         ep = _ints(args.epochs, "--epochs")
