@@ -332,14 +332,12 @@ def cmd_train(args) -> int:
         settings["max_energy_mev_per_fu"] = args.max_energy
     if args.larger_test_fraction is not None:
         settings["larger_test_fraction"] = args.larger_test_fraction
-    # given flags win over the settings file, which wins over the command's own defaults
-    for key, value, default in (
-        ("n_folds", args.folds, 10),
-        ("test_fraction", args.test_fraction, 0.2),
-        ("n_jobs", args.n_jobs, 2),
-        ("seed", args.seed, 0),
-    ):
-        settings[key] = value if value is not None else settings.get(key, default)
+    # a flag given wins over the settings file, which wins over train_and_select's defaults
+    for key, value in (("n_folds", args.folds), ("test_fraction", args.test_fraction), ("n_jobs", args.n_jobs)):
+        if value is not None:
+            settings[key] = value
+    if args.seed is not None:
+        settings["seed"] = args.seed
     settings["progress"] = True
     training = dict(settings.get("training", {}))
     if args.epochs:

@@ -286,11 +286,11 @@ def distance_floors(configs, margin: float) -> dict[str, float]:
 
 
 def _far_enough(config, min_distance) -> bool:
-    """No two atoms closer than ``min_distance`` (A), or than its floor for their pair of species."""
+    """No two atoms closer than ``min_distance`` (A), or than its floor for their pair of species (a
+    mapping keyed as :meth:`Configuration.pair_min_distances` keys them)."""
     if not isinstance(min_distance, Mapping):
         return config.min_distance() >= float(min_distance)
-    floors = {"-".join(sorted(str(k).split("-"))): float(v) for k, v in min_distance.items()}
-    return all(d >= floors.get(pair, 0.0) for pair, d in config.pair_min_distances().items())
+    return all(d >= min_distance.get(pair, 0.0) for pair, d in config.pair_min_distances().items())
 
 
 def select(
@@ -316,8 +316,9 @@ def select(
     if int(max_selected) < 1:
         raise SimulationError(f"max_selected must be a positive integer; got {max_selected}")
     sel = Selection(n_candidates=len(candidates))
-    if isinstance(min_distance, Mapping):
-        sel.distance_floors = {str(k): float(v) for k, v in min_distance.items()}
+    if isinstance(min_distance, Mapping):  # "Pb-Br" is "Br-Pb": the names in alphabetical order
+        min_distance = {"-".join(sorted(str(k).split("-"))): float(v) for k, v in min_distance.items()}
+        sel.distance_floors = dict(min_distance)
     if not candidates:
         return sel
     configs = [c.config for c in candidates]

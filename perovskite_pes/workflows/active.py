@@ -159,6 +159,17 @@ def active_iteration(
     )
 
 
+def _training_window(data: list[dict], window: float | None):
+    """Indices of the store items (``training_data``) the training keeps and of those above its window
+    (None without one), by the training's own rule."""
+    import numpy as np
+
+    from ..models.selection import energy_window
+
+    energies = np.array([d["energy"] for d in data], dtype=float)
+    return energy_window([d["config"] for d in data], energies, window)
+
+
 def _distance_floors(data: list[dict], margin: float | None, window: float | None):
     """What ``select`` takes as ``min_distance``: the fixed floor without a margin, else the floors per
     pair of species of the training data inside the training window (frames beyond it train nothing)."""
@@ -167,13 +178,8 @@ def _distance_floors(data: list[dict], margin: float | None, window: float | Non
 
     if margin is None or not data:
         return DEFAULT_MIN_DISTANCE
-    import numpy as np
-
-    from ..models.selection import energy_window
-
-    configs = [d["config"] for d in data]
-    kept, _ = energy_window(configs, np.array([d["energy"] for d in data], dtype=float), window)
-    return distance_floors([configs[i] for i in kept], margin)
+    kept, _ = _training_window(data, window)
+    return distance_floors([data[i]["config"] for i in kept], margin)
 
 
 def _spent(spec, remaining: int, iteration: int) -> str | None:
@@ -266,10 +272,7 @@ def labelled_errors(record: dict, data: list[dict], training_window: float | Non
 
     result = stats(np.ones(len(items), dtype=bool))
     if training_window is not None:
-        from ..models.selection import energy_window
-
-        everything = [d["config"] for d in data]
-        _, above = energy_window(everything, np.array([d["energy"] for d in data], dtype=float), training_window)
+        _, above = _training_window(data, training_window)
         result["n_above_training_window"] = len(wanted & {str(data[i]["config_id"]) for i in above})
     result["per_temperature"] = {f"{t:g}": stats(temps == t) for t in sorted(set(temps[np.isfinite(temps)].tolist()))}
     return result
