@@ -43,6 +43,22 @@ def error_stats(pred, ref, n_atoms, n_fu=None, window_mev_per_fu: float = 125.0,
     }
 
 
+def prediction_errors(model, configs, energies, forces=None) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """Errors of ``model`` (model - label) on labelled configurations: energies per atom in meV/atom
+    and, when ``forces`` are given, one (n_atoms, 3) array of force errors (eV/A) per configuration."""
+    n_atoms = np.array([c.reference.n_atoms for c in configs], dtype=float)
+    if forces is None:
+        return (np.asarray(model.predict(configs), dtype=float) - np.asarray(energies, float)) / n_atoms * MEV, None
+    pred = model.predict_all(configs)
+    de = (np.asarray(pred["energy"], dtype=float) - np.asarray(energies, float)) / n_atoms * MEV
+    return de, [np.asarray(p) - np.asarray(f) for p, f in zip(pred["forces"], forces)]
+
+
+def force_rmse(errors) -> float:
+    """RMS of every component of a list of force-error arrays (eV/A)."""
+    return float(np.sqrt(np.mean(np.concatenate([np.ravel(e) for e in errors]) ** 2)))
+
+
 def per_kind_stats(pred, ref, n_atoms, kinds, e_min_per_fu=None) -> dict:
     kinds = np.asarray([str(k) for k in kinds])
     return {

@@ -745,13 +745,10 @@ class LargerCells:
     def score(self, model) -> dict:
         """Errors of ``model`` on these configurations: energies per atom (meV/atom) overall and per
         supercell (by atom count), forces (eV/A) when the labels have them."""
+        from .reports import force_rmse, prediction_errors
+
         n_atoms = np.array([c.reference.n_atoms for c in self.configs], dtype=float)
-        if self.forces is not None:
-            pred = model.predict_all(self.configs)
-            e_pred = np.asarray(pred["energy"], dtype=float)
-        else:
-            e_pred = np.asarray(model.predict(self.configs), dtype=float)
-        de = (e_pred - self.energies) / n_atoms * 1000.0
+        de, df = prediction_errors(model, self.configs, self.energies, self.forces)
 
         def stats(mask) -> dict:
             return {
@@ -762,9 +759,8 @@ class LargerCells:
 
         out = {"indices": [int(i) for i in self.indices], **stats(np.ones(len(de), dtype=bool))}
         out["per_supercell"] = {f"{n:g}": stats(n_atoms == n) for n in sorted(set(n_atoms.tolist()))}
-        if self.forces is not None:
-            df = np.concatenate([(np.asarray(p) - np.asarray(f)).ravel() for p, f in zip(pred["forces"], self.forces)])
-            out["force_rmse_ev_per_a"] = float(np.sqrt(np.mean(df**2)))
+        if df is not None:
+            out["force_rmse_ev_per_a"] = force_rmse(df)
         return out
 
 

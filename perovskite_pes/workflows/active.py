@@ -245,18 +245,20 @@ def labelled_errors(record: dict, data: list[dict], training_window: float | Non
     import numpy as np
 
     from ..models import load_model
+    from ..models.reports import force_rmse, prediction_errors
 
     wanted = {str(i) for i in record.get("todo", [])}
     items = [d for d in data if str(d["config_id"]) in wanted]
     if not items:
         return {"n": 0}
-    model = load_model(record["model"])
     configs = [d["config"] for d in items]
-    pred = model.predict_all(configs)
-    n_atoms = np.array([c.reference.n_atoms for c in configs], dtype=float)
-    de = (np.asarray(pred["energy"]) - np.array([d["energy"] for d in items])) / n_atoms * 1000.0
     with_forces = all(d["forces"] is not None for d in items)
-    df = [np.asarray(p) - np.asarray(d["forces"]) for p, d in zip(pred["forces"], items)] if with_forces else []
+    de, df = prediction_errors(
+        load_model(record["model"]),
+        configs,
+        [d["energy"] for d in items],
+        [d["forces"] for d in items] if with_forces else None,
+    )
     temps = np.array([float(c.tags.get("temperature_K", np.nan)) for c in configs])
 
     def stats(mask) -> dict:
@@ -265,9 +267,9 @@ def labelled_errors(record: dict, data: list[dict], training_window: float | Non
             "energy_rmse_mev_per_atom": float(np.sqrt(np.mean(de[mask] ** 2))),
             "energy_bias_mev_per_atom": float(np.mean(de[mask])),
         }
-        fs = [f for f, m in zip(df, mask) if m]
+        fs = [f for f, m in zip(df or [], mask) if m]
         if fs:
-            out["force_rmse_ev_per_a"] = float(np.sqrt(np.mean(np.concatenate([f.ravel() for f in fs]) ** 2)))
+            out["force_rmse_ev_per_a"] = force_rmse(fs)
         return out
 
     result = stats(np.ones(len(items), dtype=bool))
