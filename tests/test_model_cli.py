@@ -220,6 +220,23 @@ def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
     assert model.featurizer_.to_dict()["metric"] == "inv" and model.max_order == 2
 
 
+def test_a_campaign_spec_as_settings_file_gives_the_campaigns_training(tmp_path):
+    """``--settings workflows/X.yaml`` trains as the campaign does (committee included); a broken spec is
+    refused with the spec's own one-line error."""
+    from perovskite_pes.cli.model import _load_settings_file
+    from perovskite_pes.workflows.spec import SpecError, load_spec
+
+    shipped = Path(__file__).resolve().parents[1] / "workflows" / "cspbbr3_thermal_site.yaml"
+    settings = _load_settings_file(shipped)
+    assert settings == load_spec(shipped).campaign_training_settings()
+    assert settings["grid"]["model"] == ["site"] and settings["committee"] == {"size": 2, "resample": "bootstrap"}
+    assert settings["max_energy_mev_per_fu"] == 600 and settings["training"]["energy_weight_scale"] == 0.05
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(shipped.read_text().replace("folds: 2", "folds: two"))
+    with pytest.raises(SpecError, match="folds"):
+        _load_settings_file(broken)
+
+
 def test_imported_frames_of_a_larger_supercell_train_the_net(seeded, run_pes, tmp_path):
     """Frames of a 3x3x3 cell (as MD writes them) imported next to the 2x2x2 data: the net trains on both,
     the CV and test errors stay those of the 2x2x2 cell, one of the five 3x3x3 frames (a fifth, as

@@ -96,7 +96,11 @@ def register(subparsers) -> None:
     )
     t.add_argument("--learning-curve", default=None, help="training fractions for a learning curve, e.g. 0.25,0.5,1")
     t.add_argument(
-        "--settings", default=None, metavar="FILE", help="YAML/JSON file with train_and_select settings (merged first)"
+        "--settings",
+        default=None,
+        metavar="FILE",
+        help="YAML/JSON file with train_and_select settings, or a campaign spec (its training as the campaign "
+        "trains), merged first",
     )
     t.add_argument("--workdir", default=None, help="output folder (default $PES_HOME/models/<name>-<time>)")
     t.add_argument("--no-activate", action="store_true", help="register without making it the active model")
@@ -193,7 +197,11 @@ def _load_settings_file(path) -> dict:
     except Exception as exc:
         raise ModelError(f"{path}: not valid YAML/JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ModelError(f"{path}: expected a mapping of train_and_select settings")
+        raise ModelError(f"{path}: expected a mapping of train_and_select settings or a campaign spec")
+    if "steps" in data:  # a campaign spec: its training section as the campaign runs it
+        from ..workflows.spec import validate_spec
+
+        return validate_spec(data, source=str(p)).campaign_training_settings()
     return data
 
 
