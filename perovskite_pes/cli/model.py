@@ -336,16 +336,17 @@ def cmd_train(args) -> int:
     settings["grid"] = grid
     if args.metric:
         settings["metric"] = args.metric
-    if args.max_energy is not None:
-        settings["max_energy_mev_per_fu"] = args.max_energy
-    if args.larger_test_fraction is not None:
-        settings["larger_test_fraction"] = args.larger_test_fraction
     # a flag given wins over the settings file, which wins over train_and_select's defaults
-    for key, value in (("n_folds", args.folds), ("test_fraction", args.test_fraction), ("n_jobs", args.n_jobs)):
+    for key, value in (
+        ("max_energy_mev_per_fu", args.max_energy),
+        ("larger_test_fraction", args.larger_test_fraction),
+        ("n_folds", args.folds),
+        ("test_fraction", args.test_fraction),
+        ("n_jobs", args.n_jobs),
+        ("seed", args.seed),
+    ):
         if value is not None:
             settings[key] = value
-    if args.seed is not None:
-        settings["seed"] = args.seed
     settings["progress"] = True
     training = dict(settings.get("training", {}))
     if args.epochs:
