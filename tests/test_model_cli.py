@@ -128,12 +128,19 @@ def test_train_list_show_predict_evaluate(seeded, run_pes, tmp_path):
     far = random_configs(Perovskite().supercell(2), 1, seed=5, amplitude=0.4)
     tagged = configs + far
     energies = np.concatenate([labels["energy"], _truth().predict(far)])
-    _write_extxyz(lab, tagged, energies, info={i: {"kind": "far" if i == 40 else "ab"[i % 2]} for i in range(41)})
+    hot = {i: {"pes_tags": json.dumps({"temperature_K": 600.0})} for i in range(30, 40)}  # as `pes db export` tags
+    info = {i: {"kind": "far" if i == 40 else "ab"[i % 2], **hot.get(i, {})} for i in range(41)}
+    _write_extxyz(lab, tagged, energies, info=info)
     proc = run_pes("model", "evaluate", lab, "--json", check=0)
     ev = json.loads(proc.stdout)
     err = (model.predict(tagged) - energies) / 40 * 1000
+    assert set(ev["by"]) == {"kind"}  # the tags' JSON itself is no grouping
     assert {k: g["n"] for k, g in ev["by"]["kind"].items()} == {"a": 20, "b": 20, "far": 1}
     assert ev["by"]["kind"]["b"]["rmse_mev_per_atom"] == pytest.approx(np.sqrt(np.mean(err[1:40:2] ** 2)), rel=1e-5)
+    assert ev["by"]["kind"]["b"]["bias_mev_per_atom"] == pytest.approx(np.mean(err[1:40:2]), rel=1e-5, abs=1e-9)
+    by_t = json.loads(run_pes("model", "evaluate", lab, "--by", "temperature_K", "--json", check=0).stdout)["by"]
+    assert {k: g["n"] for k, g in by_t["temperature_K"].items()} == {"600.0": 10, "(none)": 31}
+    assert by_t["temperature_K"]["600.0"]["bias_mev_per_atom"] == pytest.approx(np.mean(err[30:40]), rel=1e-5, abs=1e-9)
     above = (energies / 8 - lo) * 1000
     assert ev["outside_training_energy_range"] == [
         i for i in range(41) if above[i] < -1 or above[i] > (hi - lo) * 1000 + 1
@@ -143,6 +150,7 @@ def test_train_list_show_predict_evaluate(seeded, run_pes, tmp_path):
     text = run_pes("model", "evaluate", lab, "--by", "kind", check=0).stdout
     assert (
         "energy error by kind" in text
+        and "mean error" in text
         and "per formula unit above the lowest energy of the model's training data" in text
     )
 

@@ -154,8 +154,9 @@ def register(subparsers) -> None:
                 action="append",
                 default=None,
                 metavar="KEY",
-                help="break the errors down by this info key of the file (repeatable; default: every text key "
-                "with 2-50 distinct values, e.g. kind or tilt_system)",
+                help="break the errors down by this info key of the file, or key of its pes_tags, e.g. "
+                "temperature_K or supercell in a `pes db export` file (repeatable; default: every text info key "
+                "with 2-50 distinct values, e.g. kind or tilt_system); RMSE, mean error (model minus file) and max",
             )
             v.add_argument(
                 "--plot",
@@ -770,17 +771,31 @@ def _breakdown(frames, pred, ref_e, n_atoms, keys, model_dir) -> dict:
         out["training_energy_range_mev_per_fu"] = [lo, hi]
         out["outside_training_energy_range"] = [int(i) for i in np.flatnonzero((above < lo - 1.0) | (above > hi + 1.0))]
     if keys is None:
-        keys = sorted({k for a in frames for k, v in a.info.items() if isinstance(v, str)})
+        keys = sorted({k for a in frames for k, v in a.info.items() if isinstance(v, str) and k != "pes_tags"})
         keys = [k for k in keys if 2 <= len({str(a.info.get(k)) for a in frames}) <= 50]
     out["by"] = {}
+    fields = ("n", "rmse_mev_per_atom", "bias_mev_per_atom", "max_mev_per_atom")
     for key in keys:
-        values = [str(a.info.get(key, "(none)")) for a in frames]
+        values = [_info_value(a.info, key) for a in frames]
         stats = reports.per_kind_stats(pred, ref_e, n_atoms, values, e_min_per_fu=zero)
-        out["by"][key] = {
-            v: {"n": st["n"], "rmse_mev_per_atom": st["rmse_mev_per_atom"], "max_mev_per_atom": st["max_mev_per_atom"]}
-            for v, st in stats.items()
-        }
+        out["by"][key] = {v: {f: st[f] for f in fields} for v, st in stats.items()}
     return out
+
+
+def _info_value(info: dict, key: str) -> str:
+    """The value of ``key`` in a frame's info, else in its ``pes_tags`` (the JSON tags ``pes db export``
+    writes: ``temperature_K``, ``supercell``, ``start``, ``iteration``...), as text; "(none)" if neither has it."""
+    if key in info:
+        return str(info[key])
+    tags = info.get("pes_tags")
+    if isinstance(tags, str):
+        try:
+            tags = json.loads(tags)
+        except ValueError:
+            tags = None
+    if isinstance(tags, dict) and tags.get(key) is not None:
+        return str(tags[key])
+    return "(none)"
 
 
 def _print_breakdown(out: dict) -> None:
@@ -793,8 +808,11 @@ def _print_breakdown(out: dict) -> None:
     for key, groups in out["by"].items():
         _model_table(
             f"energy error by {key}",
-            [key, "n", "RMSE (meV/atom)", "max |error| (meV/atom)"],
-            [[v, g["n"], _fmt(g["rmse_mev_per_atom"]), _fmt(g["max_mev_per_atom"])] for v, g in groups.items()],
+            [key, "n", "RMSE (meV/atom)", "mean error (meV/atom)", "max |error| (meV/atom)"],
+            [
+                [v, g["n"], _fmt(g["rmse_mev_per_atom"]), _fmt(g["bias_mev_per_atom"]), _fmt(g["max_mev_per_atom"])]
+                for v, g in groups.items()
+            ],
         )
 
 

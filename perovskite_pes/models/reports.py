@@ -26,7 +26,8 @@ def rmse(a, b) -> float:
 
 
 def error_stats(pred, ref, n_atoms, n_fu=None, window_mev_per_fu: float = 125.0, e_min_per_fu=None) -> dict:
-    """RMSE and MAE (meV/atom) overall and within ``window`` meV/f.u. of the lowest energy."""
+    """RMSE, MAE and mean signed error (``bias``, model minus reference; meV/atom) overall, and the RMSE
+    within ``window`` meV/f.u. of the lowest energy."""
     pred, ref, n_atoms = np.asarray(pred, float), np.asarray(ref, float), np.asarray(n_atoms, float)
     n_fu = n_atoms / 5.0 if n_fu is None else np.asarray(n_fu, float)
     err = (pred - ref) / n_atoms * MEV
@@ -38,6 +39,7 @@ def error_stats(pred, ref, n_atoms, n_fu=None, window_mev_per_fu: float = 125.0,
         "rmse_mev_per_atom": float(np.sqrt(np.mean(err**2))) if err.size else float("nan"),
         "mae_mev_per_atom": float(np.mean(np.abs(err))) if err.size else float("nan"),
         "max_mev_per_atom": float(np.max(np.abs(err))) if err.size else float("nan"),
+        "bias_mev_per_atom": float(np.mean(err)) if err.size else float("nan"),
         "n_low": int(low.sum()),
         "rmse_low_mev_per_atom": float(np.sqrt(np.mean(err[low] ** 2))) if low.any() else float("nan"),
     }
