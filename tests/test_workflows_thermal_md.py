@@ -107,6 +107,11 @@ def test_larger_cells_start_from_the_parent_repeated():
     # steps per cell too: one in the 2x2x2 cell, four in the 4x4x4 one (every second kept)
     per = thermal_md_samples({"a0a0c+": tilted}, calc, dict(tm, supercells=[2, 4], steps=[1, 4], every=[1, 2]), seed=5)
     assert [c.tags.get("supercell") for c in per] == [None, 4, 4] and [c.tags["step"] for c in per[1:]] == [4, 6]
+    # and temperatures per cell: the 2x2x2 run at 150 K, the 4x4x4 one at 300 K only
+    hot = dict(tm, supercells=[2, 4], temperatures=[[150.0], [300.0]], steps=[1, 2], every=[1, 2])
+    per_t = thermal_md_samples({"a0a0c+": tilted}, calc, hot, seed=5)
+    assert [(c.tags.get("supercell"), c.tags["temperature_K"]) for c in per_t] == [(None, 150.0), (4, 300.0)]
+    assert np.allclose(per_t[0].displacements, per[0].displacements, atol=1e-6)  # the 2x2x2 run unchanged
     # the training cell's run is the one without supercells (same seed), the larger one is tagged
     assert np.allclose(both[0].displacements, own[0].displacements, atol=1e-6) and "supercell" not in both[0].tags
     big = both[2]
@@ -132,6 +137,12 @@ def test_larger_cells_in_the_spec():
     assert on.to_dict()["steps"]["thermal_md"]["every"] == [2, 20]
     assert on.to_dict()["steps"]["thermal_md"]["steps"] == [100, 30]
     assert validate_spec(on.to_dict()) == on
+    per_cell = validate_spec(
+        dict(spec(thermal_md={"supercells": [2, 4], "temperatures": [[100, 300], 450]}), training={"models": ["site"]})
+    )
+    assert per_cell.steps.thermal_md.temperatures == ((100.0, 300.0), (450.0,))
+    assert per_cell.to_dict()["steps"]["thermal_md"]["temperatures"] == [[100.0, 300.0], [450.0]]
+    assert validate_spec(per_cell.to_dict()) == per_cell
     plain = validate_spec(spec(thermal_md=True)).to_dict()["steps"]["thermal_md"]
     assert "supercells" not in plain and "ladder" not in plain  # old hashes
     task = [fw for fw in build_workflow(on).fws if fw.name.endswith("thermal MD")][0].tasks[0]
@@ -147,6 +158,14 @@ def test_larger_cells_in_the_spec():
         (spec(thermal_md={"every": [2, 0]}), "steps.thermal_md.every[1]: must be >= 1"),
         (spec(thermal_md={"supercells": [2, 4], "steps": [9]}), "steps.thermal_md.steps: a list gives one number of"),
         (spec(thermal_md={"supercells": [2, 4], "steps": [9, 0]}), "steps.thermal_md.steps[1]: must be >= 1"),
+        (
+            spec(thermal_md={"supercells": [2, 4], "temperatures": [[300, 600]]}),
+            "steps.thermal_md.temperatures: a list gives one list of temperatures per supercell",
+        ),
+        (
+            spec(thermal_md={"supercells": [2, 4], "temperatures": [[300], [600, 0]]}),
+            "steps.thermal_md.temperatures[1][1]",
+        ),
         (
             dict(spec(thermal_md={"supercells": [4]}), training={"models": ["linear"]}),
             "steps.thermal_md.supercells: frames of supercells [4] beside the training one train only the nets",

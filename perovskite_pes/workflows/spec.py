@@ -560,6 +560,25 @@ def _one_per_supercell(section, *fields: tuple[str, str]) -> None:
             )
 
 
+def _md_temperatures(value):
+    """Temperatures in (0, 3000] K: one number, a list of them, or a list (one per supercell) of such
+    lists or numbers."""
+
+    def temperature(x, at):
+        return _float(x, lo=0.0, hi=3000.0, lo_open=True, at=at)
+
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (list, tuple)) for v in value):
+        return tuple(
+            _listed(
+                v,
+                lambda x, at, j=j: temperature(x, f"[{j}]{at}"),
+                f"the list of supercell [{j}] is empty or not a list",
+            )
+            for j, v in enumerate(value)
+        )
+    return _listed(value, temperature, "expected a non-empty list")
+
+
 def _bound_per_supercell(value):
     """A number >= 0, or a list of them (one per supercell of ``supercells``)."""
     if isinstance(value, (list, tuple)):
@@ -578,10 +597,10 @@ class ThermalMDSpec(_Step):
 
     enabled: Bool = False
     temperatures: _checked(
-        tuple[float, ...],
-        _listed_of(lambda x, at: _float(x, lo=0.0, hi=3000.0, lo_open=True, at=at)),
-        float | list[float],
+        tuple[float, ...] | tuple[tuple[float, ...], ...], _md_temperatures, float | list[float] | list[list[float]]
     ) = (300.0, 600.0)
+    """Temperatures (K): one list for every supercell, or one list per supercell of ``supercells``, e.g.
+    ``[[100, 300, 450, 600], [450, 500, 550, 600]]`` to spend the 4x4x4 cell's steps where it is hot."""
     starts: _checked(tuple[str, ...], _listed_of(_glazer), str | list[str]) = ("a0a0a0",)
     """Relaxed parents to start from (Glazer symbols; a0a0a0 is the relaxed cubic cell)."""
     steps: _checked(int | tuple[int, ...], _per_supercell, int | list[int]) = 200
@@ -606,6 +625,8 @@ class ThermalMDSpec(_Step):
     @model_validator(mode="after")
     def _one_value_per_supercell(self):
         _one_per_supercell(self, ("steps", "number of steps"), ("every", "spacing"))
+        if self.temperatures and isinstance(self.temperatures[0], tuple):
+            _one_per_supercell(self, ("temperatures", "list of temperatures"))
         return self
 
 

@@ -504,7 +504,8 @@ def thermal_md_samples(parents: dict, calculator: dict, tm: dict, seed: int = 0,
 
     ``parents`` maps the Glazer symbols of ``tm["starts"]`` to relaxed parent configurations (their
     supercell is the training supercell). For every supercell of ``tm["supercells"]`` (none: the training
-    one; a larger N x N x N cell starts from the parent repeated), temperature and start,
+    one; a larger N x N x N cell starts from the parent repeated), temperature (``tm["temperatures"]``, or
+    its i-th list for the i-th supercell) and start,
     ``tm["equilibration"]`` steps, then every ``tm["every"]``-th of ``tm["steps"]`` steps becomes a
     configuration tagged with method ``thermal_md``, its temperature, start and step (and ``supercell``
     in a larger cell); ``tm["steps"]`` and ``tm["every"]`` may give one value per supercell. With ``tm["ladder"]`` each
@@ -527,7 +528,10 @@ def thermal_md_samples(parents: dict, calculator: dict, tm: dict, seed: int = 0,
             parent = parents[start]
             k = None if n is None else n // int(round(parent.reference.n_cells ** (1 / 3)))
             starts[start] = (parent, None) if k in (None, 1) else (parent.repeated(k), int(n))
-        temperatures = [float(t) for t in tm.get("temperatures", [])]
+        temperatures = tm.get("temperatures", [])
+        if temperatures and isinstance(temperatures[0], (list, tuple)):  # one list per supercell
+            temperatures = temperatures[i]
+        temperatures = [float(t) for t in temperatures]
         runs = [temperatures] if tm.get("ladder") else [[t] for t in temperatures]
         for temps in runs:
             for start, (parent, cell) in starts.items():
