@@ -775,27 +775,28 @@ def _breakdown(frames, pred, ref_e, n_atoms, keys, model_dir) -> dict:
         keys = [k for k in keys if 2 <= len({str(a.info.get(k)) for a in frames}) <= 50]
     out["by"] = {}
     fields = ("n", "rmse_mev_per_atom", "bias_mev_per_atom", "max_mev_per_atom")
+    tags = [_frame_tags(a.info) for a in frames]  # parsed once, looked up per key
     for key in keys:
-        values = [_info_value(a.info, key) for a in frames]
+        values = [
+            str(a.info[key]) if key in a.info else "(none)" if t.get(key) is None else str(t[key])
+            for a, t in zip(frames, tags)
+        ]
         stats = reports.per_kind_stats(pred, ref_e, n_atoms, values, e_min_per_fu=zero)
         out["by"][key] = {v: {f: st[f] for f in fields} for v, st in stats.items()}
     return out
 
 
-def _info_value(info: dict, key: str) -> str:
-    """The value of ``key`` in a frame's info, else in its ``pes_tags`` (the JSON tags ``pes db export``
-    writes: ``temperature_K``, ``supercell``, ``start``, ``iteration``...), as text; "(none)" if neither has it."""
-    if key in info:
-        return str(info[key])
+def _frame_tags(info: dict) -> dict:
+    """A frame's ``pes_tags`` (the JSON tags ``pes db export`` writes: ``temperature_K``, ``supercell``,
+    ``start``, ``iteration``...) as a dict; empty when absent or not valid JSON. ``--by`` falls back on them
+    for a key the frame's info lacks."""
     tags = info.get("pes_tags")
     if isinstance(tags, str):
         try:
             tags = json.loads(tags)
         except ValueError:
-            tags = None
-    if isinstance(tags, dict) and tags.get(key) is not None:
-        return str(tags[key])
-    return "(none)"
+            return {}
+    return tags if isinstance(tags, dict) else {}
 
 
 def _print_breakdown(out: dict) -> None:
