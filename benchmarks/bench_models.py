@@ -10,12 +10,19 @@
 2. Cross-validation fit of the same model on 31,000 configurations (the paper's data-set size):
    featurisation once, then k folds in parallel with the batch-size schedule given here; the
    wall time is printed.
+3. (``--loss``) One evaluation of the loss a site net trained on forces minimises, with its gradient
+   (what each L-BFGS step of ``lbfgs_iterations`` costs, several times per step): the site features of
+   ``cspbbr3_thermal_site.yaml`` (10 pairs + triplet + octahedron + site, order 4, 1/d metric) computed
+   from the positions, the 1x32 site nets, forces by autograd and the backward pass through both,
+   against the same with the features and their Jacobian free (the nets alone): the difference is
+   what the descriptors cost in training.
 
 Model weights do not change the cost, so the models are fitted briefly to synthetic energies.
 
     python benchmarks/bench_models.py                     # both parts
     python benchmarks/bench_models.py --skip-cv           # only the 6x6x6 timings
     python benchmarks/bench_models.py --n-configs 31000 --folds 10 --epochs 1,2,10,50
+    python benchmarks/bench_models.py --skip-speed --skip-cv --loss   # only part 3
 """
 
 from __future__ import annotations
@@ -176,6 +183,60 @@ def bench_cv(args):
     return t_cv
 
 
+def bench_loss(args):
+    """Part 3: one force-loss evaluation with its gradient, per configuration, descriptors included or not."""
+    import torch
+
+    from perovskite_pes.models.featurizers import build_featurizer
+    from perovskite_pes.models.nets import build_mlps, orbit_sum
+    from perovskite_pes.structure import Perovskite
+
+    torch.set_num_threads(args.threads)
+    ref = Perovskite().supercell(2)
+    t0 = time.perf_counter()
+    fz = build_featurizer(ref, clusters="10p+t+o+s", max_order=4, metric="inv")
+    t_basis = time.perf_counter() - t0
+    rng = np.random.default_rng(3)
+    n = args.loss_configs
+    pos0 = torch.as_tensor(np.asarray(ref.positions, dtype=float))
+    pos = pos0[None] + torch.as_tensor(rng.normal(0, 0.08, (n, *pos0.shape)))
+    lat = torch.as_tensor(np.asarray(ref.lattice, dtype=float))[None].repeat(n, 1, 1)
+    with torch.no_grad():
+        fixed = fz.site_features(pos, lat)
+    mlps = build_mlps([x.shape[-1] for x in fixed], [32])
+    anchors = [torch.zeros(x.shape[-1], dtype=torch.float64) for x in fixed]
+    target = torch.as_tensor(rng.normal(0, 0.1, pos.shape))
+
+    def with_descriptors():
+        mlps.zero_grad(set_to_none=True)
+        x = pos.clone().requires_grad_(True)
+        energy = orbit_sum(mlps, fz.site_features(x, lat), anchors)
+        (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=True)
+        (energy.pow(2).mean() + (grad + target).pow(2).mean()).backward()
+
+    def nets_only():  # the force as the features' gradient: what is left with the Jacobian free
+        mlps.zero_grad(set_to_none=True)
+        feats = [f.clone().requires_grad_(True) for f in fixed]
+        energy = orbit_sum(mlps, feats, anchors)
+        grads = torch.autograd.grad(energy.sum(), feats, create_graph=True)
+        (energy.pow(2).mean() + sum(g.pow(2).mean() for g in grads)).backward()
+
+    def features_only():
+        with torch.no_grad():
+            fz.site_features(pos, lat)
+
+    full = _timeit(with_descriptors, args.repeat)
+    nets = _timeit(nets_only, args.repeat)
+    feats = _timeit(features_only, args.repeat)
+    ms = 1e3 / n
+    print(f"\nforce-loss evaluation of the site net, {n} configurations of the 2x2x2 cell, {args.threads} thread(s)")
+    print(f"  descriptor basis built in {t_basis:.1f} s; {sum(x.shape[1] * x.shape[2] for x in fixed)} site features")
+    print(f"  loss + gradient, descriptors from the positions: {full * ms:7.3f} ms per configuration")
+    print(f"  loss + gradient, the nets alone:                 {nets * ms:7.3f} ms per configuration")
+    print(f"  site features alone (no gradient):               {feats * ms:7.3f} ms per configuration")
+    print(f"  share of the descriptors in the training loss:   {1 - nets / full:.0%}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -190,11 +251,15 @@ def main(argv=None):
     p.add_argument("--n-jobs", type=int, default=2)
     p.add_argument("--batch-sizes", default="2,10,100,1000")
     p.add_argument("--epochs", default="1,2,10,50", help="epochs per batch-size stage for the CV timing")
+    p.add_argument("--loss", action="store_true", help="also time the site net's force loss (part 3)")
+    p.add_argument("--loss-configs", type=int, default=200, help="2x2x2 configurations in that loss")
     args = p.parse_args(argv)
     if not args.skip_speed:
         bench_6x6x6(args)
     if not args.skip_cv:
         bench_cv(args)
+    if args.loss:
+        bench_loss(args)
     return 0
 
 
