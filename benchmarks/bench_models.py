@@ -10,12 +10,12 @@
 2. Cross-validation fit of the same model on 31,000 configurations (the paper's data-set size):
    featurisation once, then k folds in parallel with the batch-size schedule given here; the
    wall time is printed.
-3. (``--loss``) One evaluation of the loss a site net trained on forces minimises, with its gradient
-   (what each L-BFGS step of ``lbfgs_iterations`` costs, several times per step): the site features of
-   ``cspbbr3_thermal_site.yaml`` (10 pairs + triplet + octahedron + site, order 4, 1/d metric) computed
-   from the positions, the 1x32 site nets, forces by autograd and the backward pass through both,
-   against the same with the features and their Jacobian free (the nets alone): the difference is
-   what the descriptors cost in training.
+3. (``--loss``) One evaluation of the loss a net trained on forces minimises, with its gradient (what
+   each Adam batch and each L-BFGS evaluation costs): the descriptors of ``cspbbr3_thermal_site.yaml``
+   (10 pairs + triplet + octahedron + site, order 4, 1/d metric) computed from the positions, or
+   linearised once in the pair distances (what training does, ``ClusterLinearisation``), then 1x32
+   site or cluster nets, forces by autograd and the backward pass through all of it; against the nets
+   alone with their inputs and the inputs' Jacobian free.
 
 Model weights do not change the cost, so the models are fitted briefly to synthetic energies.
 
@@ -184,11 +184,11 @@ def bench_cv(args):
 
 
 def bench_loss(args):
-    """Part 3: one force-loss evaluation with its gradient, per configuration, descriptors included or not."""
+    """Part 3: one force-loss evaluation with its gradient, per configuration: descriptors computed from
+    the positions, linearised once (what training does), or taken as given (the nets alone)."""
     import torch
 
     from perovskite_pes.models.featurizers import build_featurizer
-    from perovskite_pes.models.nets import build_mlps, orbit_sum
     from perovskite_pes.structure import Perovskite
 
     torch.set_num_threads(args.threads)
@@ -198,43 +198,63 @@ def bench_loss(args):
     t_basis = time.perf_counter() - t0
     rng = np.random.default_rng(3)
     n = args.loss_configs
-    pos0 = torch.as_tensor(np.asarray(ref.positions, dtype=float))
-    pos = pos0[None] + torch.as_tensor(rng.normal(0, 0.08, (n, *pos0.shape)))
-    lat = torch.as_tensor(np.asarray(ref.lattice, dtype=float))[None].repeat(n, 1, 1)
+    pos = torch.as_tensor(ref.positions[None] + rng.normal(0, 0.08, (n, ref.n_atoms, 3)))
+    lat = torch.as_tensor(np.repeat(ref.lattice[None], n, axis=0))
+    target = torch.as_tensor(rng.normal(0, 0.1, pos.shape))
+    t0 = time.perf_counter()
+    lin = fz.cluster_linearisation(pos, lat)
+    t_lin = time.perf_counter() - t0
+    ms = 1e3 / n
+    print(f"\nforce-loss evaluation with its gradient, {n} configurations of the 2x2x2 cell, {args.threads} thread(s)")
+    print(f"  descriptors of cspbbr3_thermal_site.yaml: basis built in {t_basis:.1f} s")
+    print(
+        f"  linearisation of the cluster features: {t_lin * ms:.1f} ms per configuration once, "
+        f"{lin.nbytes / n / 1e3:.0f} kB per configuration"
+    )
+    for kind in ("site", "cluster"):
+        full, fast, nets, n_inputs = _time_loss(kind, fz, lin, pos, lat, target, args.repeat)
+        print(f"  {kind} net 1x32 ({n_inputs} inputs a cell), ms per configuration:")
+        print(f"    descriptors from the positions at every evaluation: {full * ms:7.3f}")
+        print(f"    descriptors linearised once (training):             {fast * ms:7.3f}  ({full / fast:.2f}x faster)")
+        print(f"    the nets alone:                                     {nets * ms:7.3f}  ({nets / full:.0%} of it)")
+
+
+def _time_loss(kind, fz, lin, pos, lat, target, repeat):
+    """Seconds of one loss + gradient of a 1x32 ``kind`` net: descriptors exact, linearised, given."""
+    import torch
+
+    from perovskite_pes.models.nets import build_mlps, orbit_sum
+
+    idx = np.arange(len(pos))
+    if kind == "site":
+        inputs = lambda x: fz.site_features(x, lat)  # noqa: E731
+        linear = lambda x: fz.site_features(None, None, cluster_features=lin.cluster_features(idx, x, lat))  # noqa: E731
+    else:
+        inputs = lambda x: fz.cluster_features(x, lat)  # noqa: E731
+        linear = lambda x: lin.cluster_features(idx, x, lat)  # noqa: E731
     with torch.no_grad():
-        fixed = fz.site_features(pos, lat)
+        fixed = inputs(pos)
     mlps = build_mlps([x.shape[-1] for x in fixed], [32])
     anchors = [torch.zeros(x.shape[-1], dtype=torch.float64) for x in fixed]
-    target = torch.as_tensor(rng.normal(0, 0.1, pos.shape))
 
-    def with_descriptors():
+    def loss(features):
         mlps.zero_grad(set_to_none=True)
         x = pos.clone().requires_grad_(True)
-        energy = orbit_sum(mlps, fz.site_features(x, lat), anchors)
+        energy = orbit_sum(mlps, features(x), anchors)
         (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=True)
         (energy.pow(2).mean() + (grad + target).pow(2).mean()).backward()
 
-    def nets_only():  # the force as the features' gradient: what is left with the Jacobian free
+    def nets_only():  # the force as the inputs' gradient: what is left with the descriptors free
         mlps.zero_grad(set_to_none=True)
         feats = [f.clone().requires_grad_(True) for f in fixed]
         energy = orbit_sum(mlps, feats, anchors)
         grads = torch.autograd.grad(energy.sum(), feats, create_graph=True)
         (energy.pow(2).mean() + sum(g.pow(2).mean() for g in grads)).backward()
 
-    def features_only():
-        with torch.no_grad():
-            fz.site_features(pos, lat)
-
-    full = _timeit(with_descriptors, args.repeat)
-    nets = _timeit(nets_only, args.repeat)
-    feats = _timeit(features_only, args.repeat)
-    ms = 1e3 / n
-    print(f"\nforce-loss evaluation of the site net, {n} configurations of the 2x2x2 cell, {args.threads} thread(s)")
-    print(f"  descriptor basis built in {t_basis:.1f} s; {sum(x.shape[1] * x.shape[2] for x in fixed)} site features")
-    print(f"  loss + gradient, descriptors from the positions: {full * ms:7.3f} ms per configuration")
-    print(f"  loss + gradient, the nets alone:                 {nets * ms:7.3f} ms per configuration")
-    print(f"  site features alone (no gradient):               {feats * ms:7.3f} ms per configuration")
-    print(f"  share of the descriptors in the training loss:   {1 - nets / full:.0%}")
+    full = _timeit(lambda: loss(inputs), repeat)
+    fast = _timeit(lambda: loss(linear), repeat)
+    nets = _timeit(nets_only, repeat)
+    return full, fast, nets, sum(x.shape[1] * x.shape[2] for x in fixed)
 
 
 def main(argv=None):

@@ -388,3 +388,44 @@ def test_site_features_by_degree_and_orbit_sums(feat4):
             assert torch.allclose(lo, f[..., keep], atol=1e-14)
     for f, s in zip(full, sums):
         assert torch.allclose(f.sum(1), s, atol=1e-12)
+
+
+@pytest.mark.parametrize("which", ["feat", "feat4"])
+def test_linearised_cluster_features_have_the_features_value_and_derivatives(which, request):
+    """At the stored geometries the linearisation gives the featurizer's cluster and site features
+    and the same derivatives by positions and by strain (what force and stress training use); a
+    different geometry is only approximated, so the check would catch a linearisation at the wrong
+    point or with a wrong Jacobian."""
+    from perovskite_pes.models.base import strain_handles
+
+    fz = request.getfixturevalue(which)
+    configs = [random_config(seed=s, amp=0.08, strain=0.01) for s in range(5)]
+    pos = torch.as_tensor(np.array([c.positions for c in configs]))
+    lat = torch.as_tensor(np.array([c.lattice for c in configs]))
+    lin = fz.cluster_linearisation(pos, lat, chunk=2)  # chunks of 2: the seams are checked too
+    assert lin.nbytes == fz.linearisation_nbytes(len(configs))
+    idx = [3, 0, 4]
+    w = np.random.default_rng(2)
+
+    def energy_and_grads(features):
+        x, eps, (xd, ld) = strain_handles(pos[idx], lat[idx])
+        site = fz.site_features(None, None, cluster_features=features(xd, ld))
+        energy = sum((torch.tanh(f) * torch.as_tensor(w.normal(size=f.shape[-1]))).sum() for f in site)
+        return [g.detach().numpy() for g in torch.autograd.grad(energy, [x, eps])]
+
+    exact = fz.cluster_features(pos[idx], lat[idx])
+    linear = lin.cluster_features(idx, pos[idx], lat[idx])
+    assert all(np.allclose(a.numpy(), b.detach().numpy(), rtol=0, atol=1e-12) for a, b in zip(exact, linear))
+    w = np.random.default_rng(2)
+    g_exact = energy_and_grads(lambda x, cell: fz.cluster_features(x, cell))
+    w = np.random.default_rng(2)
+    g_linear = energy_and_grads(lambda x, cell: lin.cluster_features(idx, x, cell))
+    for a, b in zip(g_exact, g_linear):
+        assert np.abs(a).max() > 1e-3 and np.allclose(a, b, rtol=1e-10, atol=1e-12)
+    moved = pos[idx] + 0.05
+    moved[:, 0] += 0.1  # one atom moved relative to the others: the features change to second order
+    far = [
+        a.numpy() - b.detach().numpy()
+        for a, b in zip(fz.cluster_features(moved, lat[idx]), lin.cluster_features(idx, moved, lat[idx]))
+    ]
+    assert max(np.abs(d).max() for d in far) > 1e-8

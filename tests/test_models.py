@@ -527,3 +527,35 @@ def test_energy_weights_favour_the_low_configurations_and_vanish_when_flat(featu
     assert weighted.get_params()["energy_weight_scale"] == pytest.approx(0.02 * spread)
     with pytest.raises(ModelError, match="energy_weight_scale must be a positive energy per atom"):
         ClusterNet(featurizer=featurizer, energy_weight_scale=-0.1).fit(configs[:5], e[:5])
+
+
+@pytest.mark.parametrize("cls", [ClusterNet, SiteNet])
+def test_linearised_features_train_the_same_net(cls, monkeypatch):
+    """Training on forces and stresses with the cluster features linearised once (the default) gives the
+    net that computing them from the positions at every step gives: same losses, same weights, on 2x2x2
+    and 3x3x3 cells together, through Adam and L-BFGS."""
+    import perovskite_pes.models.nets as nets
+    from perovskite_pes.descriptors import Featurizer
+
+    small, big = Perovskite().supercell(2), Perovskite().supercell(3)
+    fz = Featurizer(small, "4p+o", max_order=2)
+    truth = PairPotential(cutoff=5.0, n_gaussians=6, r_min=2.5)
+    truth.coef_ = np.random.default_rng(8).normal(0, 0.2, truth.n_features)
+    truth.e0_, truth.alpha_ = -3.0, 0.0
+    configs = random_configs(small, 10, seed=9) + random_configs(big, 3, seed=10)
+    labels = [truth.predict_all([c]) for c in configs]
+    e = np.array([lab["energy"][0] for lab in labels])
+    forces = [lab["forces"][0] for lab in labels]
+    stresses = np.array([lab["stress"][0] for lab in labels])
+    kw = dict(featurizer=fz, force_weight=1.0, stress_weight=1.0, batch_sizes=(4,), epochs=(5,), hidden_layers=(4,))
+    built = []
+    real = Featurizer.cluster_linearisation
+    monkeypatch.setattr(Featurizer, "cluster_linearisation", lambda *a, **k: built.append(1) or real(*a, **k))
+    linear = cls(lbfgs_iterations=20, **kw).fit(configs, e, forces, stresses=stresses)
+    assert len(built) == 2  # one linearisation per supercell
+    monkeypatch.setattr(nets, "LINEARISATION_MAX_BYTES", 0)
+    exact = cls(lbfgs_iterations=20, **kw).fit(configs, e, forces, stresses=stresses)
+    assert len(built) == 2 and "lbfgs" in exact.history_.stage
+    np.testing.assert_allclose(linear.history_.train_loss, exact.history_.train_loss, rtol=1e-8)
+    for a, b in zip(linear.mlps_.parameters(), exact.mlps_.parameters()):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-7, atol=1e-10)

@@ -493,6 +493,41 @@ class Featurizer:
                 out[o] = part
         return out
 
+    def linearisation_nbytes(self, n_configs: int) -> int:
+        """Memory of :meth:`cluster_linearisation` for ``n_configs`` configurations (bytes)."""
+        per = 0
+        for g in self._groups:
+            n_clusters, n_bonds = g["bond_idx"].shape
+            per += n_clusters * (n_bonds * (g["poly"].n_fun + 1) + g["poly"].n_fun)
+        return 8 * per * int(n_configs)
+
+    def cluster_linearisation(self, positions, lattice, chunk: int = 64) -> ClusterLinearisation:
+        """The cluster features of configurations and their derivatives by each cluster's squared pair
+        ratios, for training on forces: see :class:`ClusterLinearisation`."""
+        import torch
+
+        d2 = self.bond_distances2(positions, lattice).detach()
+        r2, values, jac = [], [], []
+        for g in self._groups:
+            r2_0 = d2[:, g["bond_idx"]] * g["inv_d0sq"]  # (B, n_clusters, n_bonds)
+
+            def of_r2(x, g=g):
+                f = metric_from_ratio2(x, g["metric"])
+                return g["poly"](f if g["UT"] is None else f @ g["UT"])
+
+            n_bonds = r2_0.shape[-1]
+            vals, jacs = [], []
+            for start in range(0, r2_0.shape[0], chunk):
+                x = r2_0[start : start + chunk]
+                tangents = torch.eye(n_bonds, dtype=x.dtype).reshape(n_bonds, 1, 1, n_bonds).expand(n_bonds, *x.shape)
+                dv = torch.func.vmap(lambda t, x=x, f=of_r2: torch.func.jvp(f, (x,), (t,))[1])(tangents)
+                vals.append(of_r2(x))
+                jacs.append(dv.permute(1, 2, 3, 0).contiguous())  # (b, n_clusters, n_functions, n_bonds)
+            r2.append(r2_0)
+            values.append(torch.cat(vals))
+            jac.append(torch.cat(jacs))
+        return ClusterLinearisation(self, r2, values, jac)
+
     def ccd(self, positions, lattice):
         """Per cluster orbit, the CCD vectors Q: Tensor (B, n_clusters, n_ccd)."""
         import torch
@@ -670,3 +705,54 @@ class Featurizer:
 
 
 __all__ = ["Featurizer", "ClusterPrototype"]
+
+
+class ClusterLinearisation:
+    """Cluster features of fixed configurations to first order in their pair distances.
+
+    Training a net on forces needs the features and their first derivatives at the training
+    geometries only, for every weight update; both are fixed. This object holds, per cluster group,
+    the features ``C0`` of the configurations and their Jacobian ``J`` by the squared pair ratios
+    ``r2`` of each cluster (a few per cluster), so that :meth:`cluster_features` returns
+    ``C0 + J (r2(x) - r2_0)``: equal to the featurizer's values at the stored geometry, with the same
+    derivatives by positions and strain, at the cost of the pair distances instead of the invariant
+    polynomials. Away from the stored geometry it is a linear approximation, so use it only there.
+
+    >>> import numpy as np
+    >>> from perovskite_pes.descriptors import Featurizer
+    >>> from perovskite_pes.structure import Perovskite
+    >>> ref = Perovskite().supercell(2)
+    >>> fz = Featurizer(ref, clusters="4p+o", max_order=2)
+    >>> pos = ref.positions[None] + np.random.default_rng(0).normal(0, 0.05, (3, ref.n_atoms, 3))
+    >>> lat = np.repeat(ref.lattice[None], 3, axis=0)
+    >>> lin = fz.cluster_linearisation(pos, lat)
+    >>> exact, linear = fz.cluster_features(pos, lat), lin.cluster_features([0, 1, 2], pos, lat)
+    >>> all(np.allclose(a.numpy(), b.numpy()) for a, b in zip(exact, linear))
+    True
+    """
+
+    def __init__(self, featurizer, r2, values, jacobians):
+        self.featurizer = featurizer
+        self.r2 = r2
+        self.values = values
+        self.jacobians = jacobians
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.r2, *self.values, *self.jacobians))
+
+    def cluster_features(self, idx, positions, lattice):
+        """Per cluster orbit, Tensor (len(idx), n_clusters, n_functions) for configurations ``idx`` at
+        ``positions`` and ``lattice`` (differentiable in both)."""
+        import torch
+
+        fz = self.featurizer
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        d2 = fz.bond_distances2(positions, lattice)
+        out = [None] * len(fz.orbits)
+        for g, r2_0, c0, jac in zip(fz._groups, self.r2, self.values, self.jacobians):
+            dr2 = d2[:, g["bond_idx"]] * g["inv_d0sq"] - r2_0[idx]
+            feats = c0[idx] + torch.einsum("bcfk,bck->bcf", jac[idx], dr2)
+            for o, part in zip(g["orbits"], feats.split(g["sizes"], dim=1)):
+                out[o] = part
+        return out

@@ -159,6 +159,12 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             return list(featurizer.cluster_features(positions, lattice))
         return list(featurizer.site_features(positions, lattice))
 
+    def _raw_from_cluster(self, featurizer, cluster_features):
+        """The net's inputs from given cluster features (those of :meth:`_raw`)."""
+        if self.feature_kind == "cluster":
+            return list(cluster_features)
+        return list(featurizer.site_features(None, None, cluster_features=cluster_features))
+
     def _n_inputs(self, featurizer) -> list[int]:
         if self.feature_kind == "cluster":
             return [int(n) for n in featurizer.n_functions]
@@ -360,6 +366,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             self._raw,
             stresses=block.stresses if self.stress_weight > 0 else None,
             stress_weight=self.stress_weight,
+            from_cluster=self._raw_from_cluster,
         )
 
     def _set_featurizer(self, reference, fz, raw, n_configs: int) -> list[int]:
@@ -733,12 +740,33 @@ def configuration_weights(energies, n_atoms, scale: float | None, train_idx=None
     return w / w[idx].mean()
 
 
+#: largest linearisation of the training features of one supercell kept per fit (bytes); above it they are
+#: computed again from the positions at every evaluation of the loss
+LINEARISATION_MAX_BYTES = 3 * 2**30
+
+
 class _ForceData:
     """Geometry, forces and stresses of the training configurations for the gradient terms of the loss
-    (either may be None: that term is left out). Each is scaled by its root mean square."""
+    (either may be None: that term is left out). Each is scaled by its root mean square.
+
+    With ``from_cluster`` (the net's inputs from cluster features) and a featurizer that can, the
+    cluster features are linearised once in the pair distances at the training geometries
+    (:class:`~perovskite_pes.descriptors.featurizer.ClusterLinearisation`): the same values and first
+    derivatives, so the same loss and gradient, without evaluating the invariant polynomials and their
+    second derivatives at every step (about 90 % of the cost, ``benchmarks/bench_models.py --loss``).
+    """
 
     def __init__(
-        self, positions, lattice, forces, weight: float, featurizer, raw_features, stresses=None, stress_weight=0.0
+        self,
+        positions,
+        lattice,
+        forces,
+        weight: float,
+        featurizer,
+        raw_features,
+        stresses=None,
+        stress_weight=0.0,
+        from_cluster=None,
     ):
         torch = _torch()
         self.positions = torch.as_tensor(np.asarray(positions, dtype=float))
@@ -751,6 +779,26 @@ class _ForceData:
         self.stress_weight = float(stress_weight)
         self.featurizer = featurizer
         self.raw_features = raw_features
+        self.from_cluster = from_cluster
+        self.linear = None
+        n = len(self.positions)
+        if from_cluster is not None and hasattr(featurizer, "cluster_linearisation") and n:
+            need = featurizer.linearisation_nbytes(n)
+            if need <= LINEARISATION_MAX_BYTES:
+                self.linear = featurizer.cluster_linearisation(self.positions, self.lattice)
+            else:
+                logger.info(
+                    "training features of %d configurations not linearised (%.1f GB > %.1f GB): computed at every step",
+                    n,
+                    need / 1e9,
+                    LINEARISATION_MAX_BYTES / 1e9,
+                )
+
+    def features(self, idx, positions, lattice):
+        """The net's raw inputs for configurations ``idx`` at ``positions``/``lattice`` (differentiable)."""
+        if self.linear is not None:
+            return self.from_cluster(self.featurizer, self.linear.cluster_features(idx, positions, lattice))
+        return self.raw_features(self.featurizer, positions, lattice)
 
 
 def _rms_scale(values) -> float:
@@ -832,7 +880,7 @@ class _Objective:
         else:
             pos = fd.positions[idx].clone().requires_grad_(True)
             x, cell, leaves = pos, lat, [pos]
-        pred = self._scaled_energy(self.standardise(fd.raw_features(fd.featurizer, x, cell)))
+        pred = self._scaled_energy(self.standardise(fd.features(idx, x, cell)))
         grads = torch.autograd.grad(pred.sum(), leaves, create_graph=create_graph)
         to_ev = self.targets.n_cells * self.targets.scale  # d(total energy) / d(scaled energy)
         loss = self._weighted_mean((pred - self.target[idx]) ** 2, idx)
