@@ -17,6 +17,7 @@ Forces and stress follow by autograd through positions and lattice.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -451,9 +452,7 @@ class Featurizer:
                 self._bj.index_select(0, flat),
                 self._bs0.index_select(0, flat),
             ).reshape(pos.shape[0], *bidx.shape)
-            f = metric_from_ratio2(d2 * inv_d0sq, g["metric"])
-            q = f if g["UT"] is None else f @ g["UT"]
-            feats = g["poly"](q)
+            feats = self._group_functions(g, d2 * inv_d0sq)
             for (o, _sel), part in zip(chosen, feats.split([len(sel) for _o, sel in chosen], dim=1)):
                 out[o] = part
         return out
@@ -480,18 +479,29 @@ class Featurizer:
             self._index_cache[key] = t
         return t
 
-    def cluster_features(self, positions, lattice):
-        """Per cluster orbit, Tensor (B, n_clusters, n_functions) of the invariant basis functions."""
-        d2 = self.bond_distances2(positions, lattice)
+    @staticmethod
+    def _group_functions(group, r2):
+        """The invariant basis functions of a cluster group from its clusters' squared pair ratios
+        ``r2`` (..., n_clusters, n_bonds)."""
+        f = metric_from_ratio2(r2, group["metric"])
+        return group["poly"](f if group["UT"] is None else f @ group["UT"])
+
+    def _by_orbit(self, per_group):
+        """Per cluster orbit, the clusters' part of each group's features (one tensor per group)."""
         out = [None] * len(self.orbits)
-        for g in self._groups:
-            r2 = d2[:, g["bond_idx"]] * g["inv_d0sq"]
-            f = metric_from_ratio2(r2, g["metric"])
-            q = f if g["UT"] is None else f @ g["UT"]
-            feats = g["poly"](q)
+        for g, feats in zip(self._groups, per_group):
             for o, part in zip(g["orbits"], feats.split(g["sizes"], dim=1)):
                 out[o] = part
         return out
+
+    def _group_r2(self, d2):
+        """Per cluster group, the squared pair ratios (B, n_clusters, n_bonds) from all pairs' ``d2``."""
+        return [d2[:, g["bond_idx"]] * g["inv_d0sq"] for g in self._groups]
+
+    def cluster_features(self, positions, lattice):
+        """Per cluster orbit, Tensor (B, n_clusters, n_functions) of the invariant basis functions."""
+        r2 = self._group_r2(self.bond_distances2(positions, lattice))
+        return self._by_orbit([self._group_functions(g, x) for g, x in zip(self._groups, r2)])
 
     def linearisation_nbytes(self, n_configs: int) -> int:
         """Memory of :meth:`cluster_linearisation` for ``n_configs`` configurations (bytes)."""
@@ -506,16 +516,11 @@ class Featurizer:
         ratios, for training on forces: see :class:`ClusterLinearisation`."""
         import torch
 
-        d2 = self.bond_distances2(positions, lattice).detach()
-        r2, values, jac = [], [], []
-        for g in self._groups:
-            r2_0 = d2[:, g["bond_idx"]] * g["inv_d0sq"]  # (B, n_clusters, n_bonds)
-
-            def of_r2(x, g=g):
-                f = metric_from_ratio2(x, g["metric"])
-                return g["poly"](f if g["UT"] is None else f @ g["UT"])
-
+        r2 = self._group_r2(self.bond_distances2(positions, lattice).detach())
+        values, jac = [], []
+        for g, r2_0 in zip(self._groups, r2):
             n_bonds = r2_0.shape[-1]
+            of_r2 = functools.partial(self._group_functions, g)
             vals, jacs = [], []
             for start in range(0, r2_0.shape[0], chunk):
                 x = r2_0[start : start + chunk]
@@ -523,7 +528,6 @@ class Featurizer:
                 dv = torch.func.vmap(lambda t, x=x, f=of_r2: torch.func.jvp(f, (x,), (t,))[1])(tangents)
                 vals.append(of_r2(x))
                 jacs.append(dv.permute(1, 2, 3, 0).contiguous())  # (b, n_clusters, n_functions, n_bonds)
-            r2.append(r2_0)
             values.append(torch.cat(vals))
             jac.append(torch.cat(jacs))
         return ClusterLinearisation(self, r2, values, jac)
@@ -704,9 +708,6 @@ class Featurizer:
         )
 
 
-__all__ = ["Featurizer", "ClusterPrototype"]
-
-
 class ClusterLinearisation:
     """Cluster features of fixed configurations to first order in their pair distances.
 
@@ -748,11 +749,13 @@ class ClusterLinearisation:
 
         fz = self.featurizer
         idx = torch.as_tensor(idx, dtype=torch.long)
-        d2 = fz.bond_distances2(positions, lattice)
-        out = [None] * len(fz.orbits)
-        for g, r2_0, c0, jac in zip(fz._groups, self.r2, self.values, self.jacobians):
-            dr2 = d2[:, g["bond_idx"]] * g["inv_d0sq"] - r2_0[idx]
-            feats = c0[idx] + torch.einsum("bcfk,bck->bcf", jac[idx], dr2)
-            for o, part in zip(g["orbits"], feats.split(g["sizes"], dim=1)):
-                out[o] = part
-        return out
+        r2 = fz._group_r2(fz.bond_distances2(positions, lattice))
+        return fz._by_orbit(
+            [
+                c0[idx] + torch.einsum("bcfk,bck->bcf", jac[idx], x - r2_0[idx])
+                for x, r2_0, c0, jac in zip(r2, self.r2, self.values, self.jacobians)
+            ]
+        )
+
+
+__all__ = ["Featurizer", "ClusterLinearisation", "ClusterPrototype"]
