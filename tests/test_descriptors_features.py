@@ -429,3 +429,42 @@ def test_linearised_cluster_features_have_the_features_value_and_derivatives(whi
         for a, b in zip(fz.cluster_features(moved, lat[idx]), lin.cluster_features(idx, moved, lat[idx]))
     ]
     assert max(np.abs(d).max() for d in far) > 1e-8
+
+
+@pytest.mark.parametrize("which", ["feat", "feat4"])
+def test_linearisation_carries_feature_gradients_to_forces_and_strain(which, request):
+    """Given the derivatives of an energy by the cluster features at the stored geometries, the
+    linearisation's chain rule gives its derivatives by the positions and the strain as autograd
+    through the featurizer does; and site_features_adjoint is the transpose of the site assembly (the
+    derivatives by the cluster features from those by the site features)."""
+    from perovskite_pes.models.base import strain_handles
+
+    fz = request.getfixturevalue(which)
+    configs = [random_config(seed=s, amp=0.08, strain=0.01) for s in range(4)]
+    pos = torch.as_tensor(np.array([c.positions for c in configs]))
+    lat = torch.as_tensor(np.array([c.lattice for c in configs]))
+    lin = fz.cluster_linearisation(pos, lat)
+    idx = [2, 0]
+    rng = np.random.default_rng(4)
+    weights = [torch.as_tensor(rng.normal(size=n)) for n in fz.n_site_features]
+
+    def energy(site):
+        return sum((torch.tanh(f) * w).sum() for f, w in zip(site, weights))
+
+    x, eps, (xd, ld) = strain_handles(pos[idx], lat[idx])
+    exact = torch.autograd.grad(energy(fz.site_features(xd, ld)), [x, eps])
+    cluster = [c.detach().requires_grad_(True) for c in fz.cluster_features(pos[idx], lat[idx])]
+    site = fz.site_features(None, None, cluster_features=cluster)
+    by_cluster = torch.autograd.grad(energy(site), cluster, allow_unused=True)
+    by_cluster = [torch.zeros_like(c) if g is None else g for c, g in zip(cluster, by_cluster)]
+    site = [s.detach().requires_grad_(True) for s in site]
+    by_site = torch.autograd.grad(energy(site), site)
+    adjoint = fz.site_features_adjoint(by_site)
+    for a, b in zip(by_cluster, adjoint):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    d_pos, d_strain = lin.gradients(idx, adjoint, strain=True)
+    for a, b in zip(exact, (d_pos, d_strain)):
+        assert a.abs().max() > 1e-3 and torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert lin.gradients(idx, adjoint)[1] is None
+    swapped = lin.gradients([0, 2], adjoint, strain=True)  # another configuration's geometry: other numbers
+    assert not torch.allclose(swapped[0], d_pos, atol=1e-6)

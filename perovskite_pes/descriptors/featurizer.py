@@ -414,13 +414,18 @@ class Featurizer:
         return self._bonds_d2(pos @ torch.linalg.inv(lat), lat, self._bi, self._bj, self._bs0)
 
     @staticmethod
-    def _bonds_d2(frac, lat, bi, bj, bs0):
+    def _bond_vectors(frac, lat, bi, bj, bs0):
+        """Cartesian vectors (B, n, 3) of bonds ``bi -> bj`` with reference image offsets ``bs0``."""
         import torch
 
         ds = frac.index_select(1, bj) - frac.index_select(1, bi) - bs0
         with torch.no_grad():
             k = torch.round(ds)
-        vec = torch.bmm(bs0 + (ds - k), lat)
+        return torch.bmm(bs0 + (ds - k), lat)
+
+    @classmethod
+    def _bonds_d2(cls, frac, lat, bi, bj, bs0):
+        vec = cls._bond_vectors(frac, lat, bi, bj, bs0)
         return (vec * vec).sum(-1)
 
     def cluster_features_subset(self, positions, lattice, selection):
@@ -505,7 +510,7 @@ class Featurizer:
 
     def linearisation_nbytes(self, n_configs: int) -> int:
         """Memory of :meth:`cluster_linearisation` for ``n_configs`` configurations (bytes)."""
-        per = 0
+        per = 3 * len(self._bi)  # the bond vectors
         for g in self._groups:
             n_clusters, n_bonds = g["bond_idx"].shape
             per += n_clusters * (n_bonds * (g["poly"].n_fun + 1) + g["poly"].n_fun)
@@ -516,7 +521,10 @@ class Featurizer:
         ratios, for training on forces: see :class:`ClusterLinearisation`."""
         import torch
 
-        r2 = self._group_r2(self.bond_distances2(positions, lattice).detach())
+        pos, lat = self._inputs(positions, lattice)
+        with torch.no_grad():
+            vectors = self._bond_vectors(pos @ torch.linalg.inv(lat), lat, self._bi, self._bj, self._bs0)
+        r2 = self._group_r2((vectors * vectors).sum(-1))
         values, jac = [], []
         for g, r2_0 in zip(self._groups, r2):
             n_bonds = r2_0.shape[-1]
@@ -530,7 +538,7 @@ class Featurizer:
                 jacs.append(dv.permute(1, 2, 3, 0).contiguous())  # (b, n_clusters, n_functions, n_bonds)
             values.append(torch.cat(vals))
             jac.append(torch.cat(jacs))
-        return ClusterLinearisation(self, r2, values, jac)
+        return ClusterLinearisation(self, r2, values, jac, vectors)
 
     def ccd(self, positions, lattice):
         """Per cluster orbit, the CCD vectors Q: Tensor (B, n_clusters, n_ccd)."""
@@ -574,6 +582,31 @@ class Featurizer:
                 else torch.zeros(feats[0].shape[0], len(members), 0, dtype=torch.float64, device=feats[0].device)
             )
         return out
+
+    def site_features_adjoint(self, site_grads):
+        """The transpose of :meth:`site_features` as a map from cluster features: given per site orbit
+        the derivatives of a scalar by the site features ``(B, n_sites_in_orbit, n_site_features)``,
+        per cluster orbit its derivatives by the cluster features ``(B, n_clusters, n_functions)``
+        (the chain rule of a site-based energy without building a graph through the sites; linear, so
+        differentiable in ``site_grads``)."""
+        import torch
+
+        b = site_grads[0].shape[0]
+        out = [
+            torch.zeros(
+                b,
+                orb.n_clusters,
+                self.bases[o].invariants.n_functions,
+                dtype=site_grads[0].dtype,
+                device=site_grads[0].device,
+            )
+            for o, orb in enumerate(self.orbits)
+        ]
+        for grads, contrib in zip(site_grads, self._site_contrib):
+            widths = [out[o].shape[2] for o, *_ in contrib]
+            for (o, c_idx, local, _n_sites), part in zip(contrib, grads.split(widths, dim=2)):
+                out[o] = out[o].index_add(1, c_idx, part.index_select(1, local))
+        return [x / orb.n_sites for x, orb in zip(out, self.orbits)]
 
     def site_feature_sums(self, cluster_features):
         """Per site orbit, Tensor (B, n_site_features): the site features summed over the orbit's sites,
@@ -718,6 +751,8 @@ class ClusterLinearisation:
     ``C0 + J (r2(x) - r2_0)``: equal to the featurizer's values at the stored geometry, with the same
     derivatives by positions and strain, at the cost of the pair distances instead of the invariant
     polynomials. Away from the stored geometry it is a linear approximation, so use it only there.
+    With the bond vectors it also stores, :meth:`gradients` carries derivatives by the cluster
+    features at the stored geometry straight to the positions and the strain (training on forces).
 
     >>> import numpy as np
     >>> from perovskite_pes.descriptors import Featurizer
@@ -732,15 +767,49 @@ class ClusterLinearisation:
     True
     """
 
-    def __init__(self, featurizer, r2, values, jacobians):
+    def __init__(self, featurizer, r2, values, jacobians, bond_vectors):
         self.featurizer = featurizer
         self.r2 = r2
         self.values = values
         self.jacobians = jacobians
+        self.bond_vectors = bond_vectors
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.r2, *self.values, *self.jacobians))
+        tensors = (*self.r2, *self.values, *self.jacobians, self.bond_vectors)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def gradients(self, idx, cluster_grads, strain: bool = False):
+        """Derivatives of a scalar by the positions ``(len(idx), N, 3)`` and, with ``strain``, by the
+        homogeneous strain ``(len(idx), 3, 3)`` (else None) of configurations ``idx`` at their stored
+        geometry, from its derivatives by their cluster features (per cluster orbit ``(len(idx),
+        n_clusters, n_functions)``).
+
+        The chain rule through the stored Jacobians and bond vectors, the same numbers as autograd
+        through :meth:`cluster_features` at the stored positions, but linear in ``cluster_grads`` with
+        fixed coefficients: what training on forces needs, differentiable in the net's weights
+        through ``cluster_grads`` only.
+        """
+        import torch
+
+        fz = self.featurizer
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        vec = self.bond_vectors[idx]
+        b, n_bonds = vec.shape[:2]
+        d_d2 = torch.zeros(b, n_bonds, dtype=vec.dtype, device=vec.device)
+        for g, jac in zip(fz._groups, self.jacobians):
+            grads = torch.cat([cluster_grads[o] for o in g["orbits"]], dim=1)  # (b, n_clusters, n_functions)
+            d_r2 = torch.matmul(grads.unsqueeze(-2), jac[idx]).squeeze(-2)  # (b, n_clusters, n_bonds)
+            d_d2 = d_d2.index_add(1, g["bond_idx"].reshape(-1), (d_r2 * g["inv_d0sq"]).reshape(b, -1))
+        along = 2.0 * d_d2.unsqueeze(-1) * vec  # d(scalar)/d(bond vector)
+        n_atoms = fz.reference.n_atoms
+        d_pos = (
+            torch.zeros(b, n_atoms, 3, dtype=vec.dtype, device=vec.device)
+            .index_add(1, fz._bj, along)
+            .index_add(1, fz._bi, -along)
+        )
+        d_strain = torch.einsum("bni,bnj->bij", vec, along) if strain else None
+        return d_pos, d_strain
 
     def cluster_features(self, idx, positions, lattice):
         """Per cluster orbit, Tensor (len(idx), n_clusters, n_functions) for configurations ``idx`` at

@@ -159,11 +159,11 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             return list(featurizer.cluster_features(positions, lattice))
         return list(featurizer.site_features(positions, lattice))
 
-    def _raw_from_cluster(self, featurizer, cluster_features):
-        """The net's inputs from given cluster features (those of :meth:`_raw`)."""
+    def _cluster_grads(self, featurizer, raw_grads):
+        """Derivatives of a scalar by the cluster features from those by the net's inputs (of :meth:`_raw`)."""
         if self.feature_kind == "cluster":
-            return list(cluster_features)
-        return list(featurizer.site_features(None, None, cluster_features=cluster_features))
+            return list(raw_grads)
+        return featurizer.site_features_adjoint(raw_grads)
 
     def _n_inputs(self, featurizer) -> list[int]:
         if self.feature_kind == "cluster":
@@ -366,7 +366,8 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             self._raw,
             stresses=block.stresses if self.stress_weight > 0 else None,
             stress_weight=self.stress_weight,
-            from_cluster=self._raw_from_cluster,
+            raw=block.raw,
+            cluster_grads=self._cluster_grads,
         )
 
     def _set_featurizer(self, reference, fz, raw, n_configs: int) -> list[int]:
@@ -749,11 +750,14 @@ class _ForceData:
     """Geometry, forces and stresses of the training configurations for the gradient terms of the loss
     (either may be None: that term is left out). Each is scaled by its root mean square.
 
-    With ``from_cluster`` (the net's inputs from cluster features) and a featurizer that can, the
-    cluster features are linearised once in the pair distances at the training geometries
-    (:class:`~perovskite_pes.descriptors.featurizer.ClusterLinearisation`): the same values and first
-    derivatives, so the same loss and gradient, without evaluating the invariant polynomials and their
-    second derivatives at every step (about 90 % of the cost, ``benchmarks/bench_models.py --loss``).
+    With ``cluster_grads`` (the chain rule from the net's inputs to the cluster features) and a
+    featurizer that can, the cluster features are linearised once in the pair distances at the
+    training geometries (:class:`~perovskite_pes.descriptors.featurizer.ClusterLinearisation`): the
+    forces and stresses are then the derivatives of the energy by the net's inputs ``raw`` (fixed)
+    carried through the stored Jacobians (:meth:`gradients`), the same numbers as autograd through the
+    featurizer, without evaluating the descriptors or a graph through them at every step
+    (``benchmarks/bench_models.py --loss``). Otherwise the features are computed from the positions
+    at every evaluation (:meth:`features`).
     """
 
     def __init__(
@@ -766,7 +770,8 @@ class _ForceData:
         raw_features,
         stresses=None,
         stress_weight=0.0,
-        from_cluster=None,
+        raw=None,
+        cluster_grads=None,
     ):
         torch = _torch()
         self.positions = torch.as_tensor(np.asarray(positions, dtype=float))
@@ -779,10 +784,11 @@ class _ForceData:
         self.stress_weight = float(stress_weight)
         self.featurizer = featurizer
         self.raw_features = raw_features
-        self.from_cluster = from_cluster
+        self.raw = raw
+        self.cluster_grads = cluster_grads
         self.linear = None
         n = len(self.positions)
-        if from_cluster is not None and hasattr(featurizer, "cluster_linearisation") and n:
+        if raw is not None and cluster_grads is not None and hasattr(featurizer, "cluster_linearisation") and n:
             need = featurizer.linearisation_nbytes(n)
             if need <= LINEARISATION_MAX_BYTES:
                 self.linear = featurizer.cluster_linearisation(self.positions, self.lattice)
@@ -794,11 +800,14 @@ class _ForceData:
                     LINEARISATION_MAX_BYTES / 1e9,
                 )
 
-    def features(self, idx, positions, lattice):
-        """The net's raw inputs for configurations ``idx`` at ``positions``/``lattice`` (differentiable)."""
-        if self.linear is not None:
-            return self.from_cluster(self.featurizer, self.linear.cluster_features(idx, positions, lattice))
+    def features(self, positions, lattice):
+        """The net's raw inputs at ``positions``/``lattice`` (differentiable), from the featurizer."""
         return self.raw_features(self.featurizer, positions, lattice)
+
+    def gradients(self, idx, raw_grads, strain: bool):
+        """Derivatives of the energy by the positions and (with ``strain``) the strain of configurations
+        ``idx`` at their training geometry, from its derivatives by the net's inputs (linearised only)."""
+        return self.linear.gradients(idx, self.cluster_grads(self.featurizer, raw_grads), strain)
 
 
 def _rms_scale(values) -> float:
@@ -870,18 +879,30 @@ class _Objective:
         pred = self._scaled_energy([x[idx] for x in self.features])
         return self._weighted_mean((pred - self.target[idx]) ** 2, idx)
 
-    def _energy_and_force_loss(self, idx, create_graph: bool):
+    def _energy_and_gradients(self, idx, create_graph: bool):
+        """Scaled energies of configurations ``idx`` and their derivatives by the positions and (when
+        training on stresses) the strain."""
         torch = _torch()
         fd = self.forces
-        lat = fd.lattice[idx]
-        if fd.stresses is not None:  # energy of the deformed cell, differentiated at zero strain
-            pos, eps, (x, cell) = strain_handles(fd.positions[idx], lat)
+        strain = fd.stresses is not None
+        if fd.linear is not None:  # through the net's inputs and the stored linearisation
+            inputs = [x[idx].requires_grad_(True) for x in fd.raw]
+            pred = self._scaled_energy(self.standardise(inputs))
+            raw_grads = torch.autograd.grad(pred.sum(), inputs, create_graph=create_graph)
+            return pred, fd.gradients(idx, raw_grads, strain)
+        if strain:  # energy of the deformed cell, differentiated at zero strain
+            pos, eps, (x, cell) = strain_handles(fd.positions[idx], fd.lattice[idx])
             leaves = [pos, eps]
         else:
             pos = fd.positions[idx].clone().requires_grad_(True)
-            x, cell, leaves = pos, lat, [pos]
-        pred = self._scaled_energy(self.standardise(fd.features(idx, x, cell)))
-        grads = torch.autograd.grad(pred.sum(), leaves, create_graph=create_graph)
+            x, cell, leaves = pos, fd.lattice[idx], [pos]
+        pred = self._scaled_energy(self.standardise(fd.features(x, cell)))
+        return pred, torch.autograd.grad(pred.sum(), leaves, create_graph=create_graph)
+
+    def _energy_and_force_loss(self, idx, create_graph: bool):
+        fd = self.forces
+        lat = fd.lattice[idx]
+        pred, grads = self._energy_and_gradients(idx, create_graph)
         to_ev = self.targets.n_cells * self.targets.scale  # d(total energy) / d(scaled energy)
         loss = self._weighted_mean((pred - self.target[idx]) ** 2, idx)
         if fd.forces is not None:
