@@ -468,3 +468,21 @@ def test_linearisation_carries_feature_gradients_to_forces_and_strain(which, req
     assert lin.gradients(idx, adjoint)[1] is None
     swapped = lin.gradients([0, 2], adjoint, strain=True)  # another configuration's geometry: other numbers
     assert not torch.allclose(swapped[0], d_pos, atol=1e-6)
+
+
+def test_linearisation_reads_consecutive_configurations_as_views(feat):
+    """Consecutive configurations are read as a slice (no copy), others gathered: the same numbers."""
+    from perovskite_pes.descriptors.featurizer import _as_rows
+
+    assert _as_rows([1, 2, 3]) == slice(1, 4) and _as_rows(np.arange(4)) == slice(0, 4)
+    assert torch.equal(_as_rows([2, 1]), torch.tensor([2, 1])) and torch.equal(_as_rows([0, 2]), torch.tensor([0, 2]))
+    configs = [random_config(seed=s, amp=0.08, strain=0.01) for s in range(3)]
+    pos = torch.as_tensor(np.array([c.positions for c in configs]))
+    lat = torch.as_tensor(np.array([c.lattice for c in configs]))
+    lin = feat.cluster_linearisation(pos, lat)
+    grads = [torch.as_tensor(np.random.default_rng(o).normal(size=(2, *f.shape[1:]))) for o, f in enumerate(lin.values)]
+    grads = feat._by_orbit(grads)
+    ahead = lin.gradients([1, 2], grads, strain=True)
+    flipped = lin.gradients([2, 1], [g.flip(0) for g in grads], strain=True)
+    for a, b in zip(ahead, flipped):
+        assert a.abs().max() > 1e-6 and torch.allclose(a, b.flip(0), rtol=1e-12, atol=1e-14)

@@ -741,6 +741,19 @@ class Featurizer:
         )
 
 
+def _as_rows(idx):
+    """Row indices as a LongTensor, or as a slice (a view, no copy) when they are consecutive."""
+    import torch
+
+    if isinstance(idx, slice):
+        return idx
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    n = len(idx)
+    if n and int(idx[-1]) - int(idx[0]) == n - 1 and bool((idx.diff() == 1).all()):
+        return slice(int(idx[0]), int(idx[0]) + n)
+    return idx
+
+
 class ClusterLinearisation:
     """Cluster features of fixed configurations to first order in their pair distances.
 
@@ -781,7 +794,8 @@ class ClusterLinearisation:
 
     def gradients(self, idx, cluster_grads, strain: bool = False):
         """Derivatives of a scalar by the positions ``(len(idx), N, 3)`` and, with ``strain``, by the
-        homogeneous strain ``(len(idx), 3, 3)`` (else None) of configurations ``idx`` at their stored
+        homogeneous strain ``(len(idx), 3, 3)`` (else None) of configurations ``idx`` (consecutive ones
+        are read as views, so store them in the order they are asked for) at their stored
         geometry, from its derivatives by their cluster features (per cluster orbit ``(len(idx),
         n_clusters, n_functions)``).
 
@@ -793,7 +807,7 @@ class ClusterLinearisation:
         import torch
 
         fz = self.featurizer
-        idx = torch.as_tensor(idx, dtype=torch.long)
+        idx = _as_rows(idx)
         vec = self.bond_vectors[idx]
         b, n_bonds = vec.shape[:2]
         d_d2 = torch.zeros(b, n_bonds, dtype=vec.dtype, device=vec.device)

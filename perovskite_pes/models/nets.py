@@ -318,6 +318,8 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         for b, t in zip(blocks, targets):
             stop = start + len(b.energies)
             local = slice(start, stop)
+            b_train = train_idx[(train_idx >= start) & (train_idx < stop)] - start
+            b_val = val_idx[(val_idx >= start) & (val_idx < stop)] - start
             parts.append(
                 _Objective(
                     self.mlps_,
@@ -325,10 +327,10 @@ class _NeuralModel(BoundedInputs, EnergyModel):
                     self._anchors(),
                     t,
                     offset,
-                    train_idx[(train_idx >= start) & (train_idx < stop)] - start,
-                    val_idx[(val_idx >= start) & (val_idx < stop)] - start,
+                    b_train,
+                    b_val,
                     self._standardise,
-                    self._force_data(b) if (use_forces or use_stress) else None,
+                    self._force_data(b, np.concatenate([b_train, b_val])) if (use_forces or use_stress) else None,
                     float(self.weight_decay),
                     None if weights is None else weights[local],
                 )
@@ -356,7 +358,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         self._freeze()
         return self
 
-    def _force_data(self, block: _Block) -> _ForceData:
+    def _force_data(self, block: _Block, order=None) -> _ForceData:
         return _ForceData(
             block.positions,
             block.lattice,
@@ -368,6 +370,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             stress_weight=self.stress_weight,
             raw=block.raw,
             cluster_grads=self._cluster_grads,
+            order=order,
         )
 
     def _set_featurizer(self, reference, fz, raw, n_configs: int) -> list[int]:
@@ -772,6 +775,7 @@ class _ForceData:
         stress_weight=0.0,
         raw=None,
         cluster_grads=None,
+        order=None,
     ):
         torch = _torch()
         self.positions = torch.as_tensor(np.asarray(positions, dtype=float))
@@ -791,7 +795,11 @@ class _ForceData:
         if raw is not None and cluster_grads is not None and hasattr(featurizer, "cluster_linearisation") and n:
             need = featurizer.linearisation_nbytes(n)
             if need <= LINEARISATION_MAX_BYTES:
-                self.linear = featurizer.cluster_linearisation(self.positions, self.lattice)
+                # stored in ``order`` (training configurations first): a full training batch is a view
+                order = torch.arange(n) if order is None else torch.as_tensor(np.asarray(order), dtype=torch.long)
+                self.rows = torch.empty_like(order)
+                self.rows[order] = torch.arange(n)
+                self.linear = featurizer.cluster_linearisation(self.positions[order], self.lattice[order])
             else:
                 logger.info(
                     "training features of %d configurations not linearised (%.1f GB > %.1f GB): computed at every step",
@@ -807,7 +815,9 @@ class _ForceData:
     def gradients(self, idx, raw_grads, strain: bool):
         """Derivatives of the energy by the positions and (with ``strain``) the strain of configurations
         ``idx`` at their training geometry, from its derivatives by the net's inputs (linearised only)."""
-        return self.linear.gradients(idx, self.cluster_grads(self.featurizer, raw_grads), strain)
+        torch = _torch()
+        rows = self.rows[torch.as_tensor(idx, dtype=torch.long)]
+        return self.linear.gradients(rows, self.cluster_grads(self.featurizer, raw_grads), strain)
 
 
 def _rms_scale(values) -> float:
