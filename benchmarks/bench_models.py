@@ -253,25 +253,23 @@ def _time_loss(kind, fz, lin, pos, lat, target, repeat):
         (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=True)
         (energy.pow(2).mean() + (grad + target).pow(2).mean()).backward()
 
-    def input_gradients():  # what training does: d(energy)/d(inputs) carried to the positions
+    def from_inputs(gradient_term):  # the nets on fixed inputs, the force term built from their gradients
         mlps.zero_grad(set_to_none=True)
         feats = [f.clone().requires_grad_(True) for f in fixed]
         energy = orbit_sum(mlps, feats, anchors)
         grads = torch.autograd.grad(energy.sum(), feats, create_graph=True)
-        grad, _ = lin.gradients(idx, to_cluster(grads))
-        (energy.pow(2).mean() + (grad + target).pow(2).mean()).backward()
+        (energy.pow(2).mean() + gradient_term(grads)).backward()
 
-    def nets_only():  # the force as the inputs' gradient: what is left with the descriptors free
-        mlps.zero_grad(set_to_none=True)
-        feats = [f.clone().requires_grad_(True) for f in fixed]
-        energy = orbit_sum(mlps, feats, anchors)
-        grads = torch.autograd.grad(energy.sum(), feats, create_graph=True)
-        (energy.pow(2).mean() + sum(g.pow(2).mean() for g in grads)).backward()
+    def carried(grads):  # what training does: d(energy)/d(inputs) carried to the positions
+        return (lin.gradients(idx, to_cluster(grads))[0] + target).pow(2).mean()
+
+    def free(grads):  # the inputs' gradient alone: what is left with the descriptors free
+        return sum(g.pow(2).mean() for g in grads)
 
     full = _timeit(lambda: loss(inputs), repeat)
     lin_time = _timeit(lambda: loss(linear), repeat)
-    fast = _timeit(input_gradients, repeat)
-    nets = _timeit(nets_only, repeat)
+    fast = _timeit(lambda: from_inputs(carried), repeat)
+    nets = _timeit(lambda: from_inputs(free), repeat)
     return full, lin_time, fast, nets, sum(x.shape[1] * x.shape[2] for x in fixed)
 
 
