@@ -813,7 +813,11 @@ class ClusterLinearisation:
         d_d2 = torch.zeros(b, n_bonds, dtype=vec.dtype, device=vec.device)
         for g, jac in zip(fz._groups, self.jacobians):
             grads = torch.cat([cluster_grads[o] for o in g["orbits"]], dim=1)  # (b, n_clusters, n_functions)
-            d_r2 = torch.matmul(grads.unsqueeze(-2), jac[idx]).squeeze(-2)  # (b, n_clusters, n_bonds)
+            jac_b = jac[idx]  # (b, n_clusters, n_functions, n_bonds)
+            if jac_b.shape[-1] == 1:  # pair clusters: a product and a sum beat many 1-column matmuls
+                d_r2 = (grads * jac_b[..., 0]).sum(-1, keepdim=True)
+            else:
+                d_r2 = torch.matmul(grads.unsqueeze(-2), jac_b).squeeze(-2)  # (b, n_clusters, n_bonds)
             d_d2 = d_d2.index_add(1, g["bond_idx"].reshape(-1), (d_r2 * g["inv_d0sq"]).reshape(b, -1))
         along = 2.0 * d_d2.unsqueeze(-1) * vec  # d(scalar)/d(bond vector)
         n_atoms = fz.reference.n_atoms
