@@ -835,7 +835,7 @@ class ClusterLinearisation:
         import torch
 
         fz = self.featurizer
-        idx = torch.as_tensor(idx, dtype=torch.long)
+        idx = _as_rows(idx)
         r2 = fz._group_r2(fz.bond_distances2(positions, lattice))
         return fz._by_orbit(
             [
