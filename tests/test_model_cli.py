@@ -180,8 +180,9 @@ def test_errors_are_one_line(pes_home, run_pes, tmp_path):
 
 
 def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
-    """--metric/--linear-term/--net-order reach the saved model; a settings file's grid, folds, test share and
-    seed are kept unless a flag overrides them (a flag left out does not put its default over the file)."""
+    """--metric/--linear-term/--net-order/--size-weight reach the saved model; a settings file's grid, folds,
+    test share and seed are kept unless a flag overrides them (a flag left out does not put its default over
+    the file)."""
     settings = tmp_path / "sel.yaml"
     settings.write_text(
         "grid: {model: [site], clusters: ['4p+o'], max_order: [2], nodes: [3]}\ntraining: {lbfgs_iterations: 5}\n"
@@ -208,6 +209,8 @@ def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
             "10000",
             "--larger-test-fraction",
             "0.5",
+            "--size-weight",
+            "0.5",
             "--json",
             check=0,
             timeout=600,
@@ -223,6 +226,7 @@ def test_train_recipe_flags_and_settings_file(seeded, run_pes, tmp_path):
         model.linear_term
         and model.net_order == 1
         and model.lbfgs_iterations == 5
+        and model.size_weight == 0.5
         and tuple(model.hidden_layers) == (3,)
     )
     assert model.featurizer_.to_dict()["metric"] == "inv" and model.max_order == 2

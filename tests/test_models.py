@@ -509,6 +509,13 @@ def test_configuration_weights_halve_at_the_scale_and_average_one():
     # normalised over the training part only; the others keep the same formula
     wt = configuration_weights(e, 40, 0.02, train_idx=[0, 1])
     assert wt[[0, 1]].mean() == pytest.approx(1.0) and wt[2] / wt[0] == pytest.approx(w[2] / w[0])
+    # size_power: times (atoms / fewest atoms) ** power, with the energy weights or alone
+    atoms = [40, 40, 320, 320]
+    ws, we = (configuration_weights(e, atoms, 0.02, size_power=p) for p in (1.0, 0.0))
+    assert ws.mean() == pytest.approx(1.0) and np.allclose(ws / we * we[0] / ws[0], [1, 1, 8, 8])
+    wp = configuration_weights(e, atoms, None, size_power=0.5)
+    assert wp.mean() == pytest.approx(1.0) and np.allclose(wp / wp[0], [1, 1, 8**0.5, 8**0.5])
+    assert configuration_weights(e, 40, None, size_power=0.0) is None
 
 
 def test_energy_weights_favour_the_low_configurations_and_vanish_when_flat(featurizer, data):
@@ -527,6 +534,35 @@ def test_energy_weights_favour_the_low_configurations_and_vanish_when_flat(featu
     assert weighted.get_params()["energy_weight_scale"] == pytest.approx(0.02 * spread)
     with pytest.raises(ModelError, match="energy_weight_scale must be a positive energy per atom"):
         ClusterNet(featurizer=featurizer, energy_weight_scale=-0.1).fit(configs[:5], e[:5])
+
+
+def test_size_weight_favours_the_larger_supercell(ref, featurizer):
+    # 2x2x2 and 3x3x3 configurations labelled by two different pair PESs, which no one net fits
+    # together: weighing each configuration by its cells moves the fit towards the 3x3x3 labels
+    truths = []
+    for seed in (8, 9):
+        t = PairPotential(cutoff=5.0, n_gaussians=6, r_min=2.5)
+        t.coef_ = np.random.default_rng(seed).normal(0, 0.2, t.n_features)
+        t.e0_, t.alpha_ = -3.0, 0.0
+        truths.append(t)
+    small, big = random_configs(ref, 24, seed=9), random_configs(Perovskite().supercell(3), 8, seed=10)
+    configs = small + big
+    e = np.concatenate([truths[0].predict(small), truths[1].predict(big)])
+    kw = dict(featurizer=featurizer, batch_sizes=(8, 32), epochs=(40, 100), learning_rate=1e-2)
+    kw.update(validation_fraction=0.0, hidden_layers=(4,))
+
+    def rmse(m, group, t):
+        return np.sqrt(np.mean(((m.predict(group) - t.predict(group)) / group[0].reference.n_atoms) ** 2))
+
+    plain, weighted = (ClusterNet(size_weight=p, **kw).fit(configs, e) for p in (0.0, 3.0))
+    assert rmse(weighted, big, truths[1]) < 0.7 * rmse(plain, big, truths[1])
+    assert rmse(weighted, small, truths[0]) > rmse(plain, small, truths[0])
+    assert weighted.get_params()["size_weight"] == 3.0
+    # one supercell: every weight is 1, the same fit as without
+    same = ClusterNet(size_weight=2.0, **kw).fit(small, e[:24])
+    assert np.allclose(same.predict(small), ClusterNet(**kw).fit(small, e[:24]).predict(small), atol=1e-8)
+    with pytest.raises(ModelError, match="size_weight must be a power >= 0"):
+        ClusterNet(featurizer=featurizer, size_weight=-1.0).fit(small[:5], e[:5])
 
 
 @pytest.mark.parametrize("cls", [ClusterNet, SiteNet])

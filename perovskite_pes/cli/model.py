@@ -72,6 +72,13 @@ def register(subparsers) -> None:
         help="weigh each configuration by S/(S + its energy per atom above the lowest), S in eV/atom (default: equal)",
     )
     t.add_argument(
+        "--size-weight",
+        type=float,
+        default=None,
+        metavar="P",
+        help="weigh each configuration by (its atoms / the smallest supercell's) ** P (default 0: equal; 1: per cell)",
+    )
+    t.add_argument(
         "--max-energy",
         type=float,
         default=None,
@@ -363,6 +370,8 @@ def cmd_train(args) -> int:
         training["stress_weight"] = args.stress_weight
     if args.energy_weight_scale is not None:
         training["energy_weight_scale"] = args.energy_weight_scale
+    if args.size_weight is not None:
+        training["size_weight"] = args.size_weight
     if args.linear_term:
         training["linear_term"] = True
     if args.net_order is not None:

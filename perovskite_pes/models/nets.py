@@ -112,6 +112,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         force_weight: float = 0.0,
         stress_weight: float = 0.0,
         energy_weight_scale: float | None = None,
+        size_weight: float = 0.0,
         weight_decay: float = 0.0,
         lbfgs_iterations: int = 0,
         linear_term: bool = False,
@@ -139,6 +140,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         self.force_weight = force_weight
         self.stress_weight = stress_weight
         self.energy_weight_scale = energy_weight_scale
+        self.size_weight = size_weight
         self.weight_decay = weight_decay
         self.lbfgs_iterations = lbfgs_iterations
         self.linear_term = linear_term
@@ -206,6 +208,12 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         if ews is not None and not (isinstance(ews, (int, float)) and np.isfinite(ews) and ews > 0):
             raise ModelError(
                 f"energy_weight_scale must be a positive energy per atom in eV (e.g. 0.05) or None; got {ews!r}"
+            )
+        sw = self.size_weight
+        if not (isinstance(sw, (int, float)) and np.isfinite(sw) and sw >= 0):
+            raise ModelError(
+                f"size_weight must be a power >= 0 (0: every configuration counts the same, 1: in proportion "
+                f"to its cells); got {sw!r}"
             )
         return hl
 
@@ -313,7 +321,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
         e_all = np.concatenate([b.energies for b in blocks])
         n_atoms = np.concatenate([np.full(len(b.energies), b.reference.n_atoms, dtype=float) for b in blocks])
         train_idx, val_idx = split_validation(len(e_all), float(self.validation_fraction), int(self.seed))
-        weights = configuration_weights(e_all, n_atoms, self.energy_weight_scale, train_idx)
+        weights = configuration_weights(e_all, n_atoms, self.energy_weight_scale, train_idx, self.size_weight)
         parts, start = [], 0
         for b, t in zip(blocks, targets):
             stop = start + len(b.energies)
@@ -547,6 +555,7 @@ class _NeuralModel(BoundedInputs, EnergyModel):
             "force_weight": float(self.force_weight),
             "stress_weight": float(self.stress_weight),
             "energy_weight_scale": None if self.energy_weight_scale is None else float(self.energy_weight_scale),
+            "size_weight": float(self.size_weight),
             "weight_decay": float(self.weight_decay),
             "lbfgs_iterations": int(self.lbfgs_iterations or 0),
             "linear_term": bool(self.linear_term),
@@ -723,24 +732,35 @@ def _all_units(raws):
     return [torch.cat([x.reshape(1, -1, x.shape[-1]) for x in per_orbit], dim=1) for per_orbit in zip(*raws)]
 
 
-def configuration_weights(energies, n_atoms, scale: float | None, train_idx=None):
-    """Per-configuration loss weights that favour low energies: ``scale / (scale + dE)``, with ``dE`` the
+def configuration_weights(energies, n_atoms, scale: float | None, train_idx=None, size_power: float = 0.0):
+    """Per-configuration loss weights: ``scale / (scale + dE)`` (favour low energies), with ``dE`` the
     energy per atom (eV; ``n_atoms`` one number or one per configuration) above the lowest training
-    configuration, normalised to mean 1 over ``train_idx`` (all when None); None when ``scale`` is None
-    (every configuration counts the same).
+    configuration, times ``(n_atoms / smallest n_atoms) ** size_power`` (favour larger supercells),
+    normalised to mean 1 over ``train_idx`` (all when None); None when neither applies (every
+    configuration counts the same).
 
     A configuration ``scale`` per atom above the lowest weighs half as much, one ten times as high a
     tenth: the fit spends its capacity where thermal motion goes and still sees the shape of the
-    landscape far above it.
+    landscape far above it. The loss takes each configuration's energy per cell and its mean force
+    error once, whatever its size; with ``size_power`` 1 a 4x4x4 frame, which holds eight times the
+    environments of a 2x2x2 one and averages their errors, counts eight times as much.
 
     >>> [round(float(w), 3) for w in configuration_weights([0.0, 4.0, 40.0], 40, 0.1)]
     [1.886, 0.943, 0.171]
+    >>> [round(float(w), 3) for w in configuration_weights([0.0, 0.0], [40, 320], None, size_power=1)]
+    [0.222, 1.778]
     """
-    if scale is None:
+    size_power = float(size_power or 0.0)
+    if scale is None and size_power == 0.0:
         return None
     e = np.asarray(energies, dtype=float) / np.asarray(n_atoms, dtype=float)
     idx = np.arange(len(e)) if train_idx is None else np.asarray(train_idx)
-    w = float(scale) / (float(scale) + np.maximum(e - e[idx].min(), 0.0))
+    w = np.ones(len(e))
+    if scale is not None:
+        w = float(scale) / (float(scale) + np.maximum(e - e[idx].min(), 0.0))
+    if size_power:
+        atoms = np.broadcast_to(np.asarray(n_atoms, dtype=float), e.shape)
+        w = w * (atoms / atoms.min()) ** size_power
     return w / w[idx].mean()
 
 

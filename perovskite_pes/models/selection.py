@@ -119,6 +119,8 @@ class NetTrainingSettings(_Section):
     stress_weight: float = 0.0
     #: per-configuration weights scale / (scale + energy per atom above the lowest), eV/atom (None: equal)
     energy_weight_scale: float | None = None
+    #: per-configuration weights times (atoms / atoms of the smallest supercell) ** size_weight (0: equal)
+    size_weight: float = 0.0
     weight_decay: float = 0.0
     lbfgs_iterations: int = 0
     linear_term: bool = False
