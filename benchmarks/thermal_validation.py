@@ -27,6 +27,7 @@ it took 4 min (2x2x2 part) and 21 min (4x4x4 part) on one core of a loaded 2-cor
 
     python benchmarks/thermal_validation.py --model qs=PATH --model al=PATH2    # score on the shipped set
     python benchmarks/thermal_validation.py --generate-only --dataset new.extxyz # a new set (hours on 1 core)
+    python benchmarks/thermal_validation.py --model qs=PATH --per-frame errs     # errs.csv, errs.png: per frame
 """
 
 from __future__ import annotations
@@ -196,11 +197,12 @@ def window_rows(configs, energies, cubic: dict, window: float | None) -> list[tu
     return rows
 
 
-def score(model_path: str, configs, energies, forces, cubic: dict, threads: int, extra_rows=None) -> dict:
+def score(model_path: str, configs, energies, forces, cubic: dict, threads: int, extra_rows=None, frames=None) -> dict:
     """Per-kind energy and force RMSE and mean signed energy error of one model against the labels;
     energies per atom are taken from each side's own cubic cell (``cubic``: the surrogate's, from
     :func:`cubic_energies`). ``extra_rows`` (one tuple of row names per frame, :func:`window_rows`)
-    pools frames into further rows; a ``"<kind> <=W"`` row that holds every frame of its kind is dropped."""
+    pools frames into further rows; a ``"<kind> <=W"`` row that holds every frame of its kind is dropped.
+    ``frames``, a list, receives one dict per frame (:func:`frame_row`)."""
     import torch
 
     from perovskite_pes.models import PESCalculator, load_model
@@ -220,6 +222,8 @@ def score(model_path: str, configs, energies, forces, cubic: dict, threads: int,
             model_cubic[n] = _predict(calc, Configuration(c.reference)) / n
         err_e = (atoms.get_potential_energy() / n - model_cubic[n]) - (e / n - cubic[n])
         err_f = atoms.get_forces() - f
+        if frames is not None:
+            frames.append(frame_row(c, atoms, e / n - cubic[n], err_e, err_f))
         symbols = np.array(atoms.get_chemical_symbols())
         by_species = {
             str(sp): (err_f[symbols == sp].ravel(), np.asarray(f)[symbols == sp].ravel()) for sp in set(symbols)
@@ -249,6 +253,66 @@ def score(model_path: str, configs, energies, forces, cubic: dict, threads: int,
             "force_by_species": {sp: _rms_pair(errors, labels) for sp, (errors, labels) in r["species"].items()},
         }
     return out
+
+
+def frame_row(config, atoms, above_per_atom: float, err_e: float, err_f) -> dict:
+    """One frame's errors and what might explain them: its energy above the surrogate's cubic cell, its
+    volume per formula unit and its cell's largest angle from 90 degrees (MD cells are sheared)."""
+    n_fu = len(atoms) / 5
+    return {
+        "kind": config.tags["kind"],
+        "energy_error_meV_atom": float(err_e) * 1000,
+        "force_rmse_eV_A": float(np.sqrt(np.mean(np.square(err_f)))),
+        "above_cubic_meV_fu": float(above_per_atom) * 5000,
+        "volume_per_fu_A3": float(atoms.get_volume() / n_fu),
+        "max_angle_from_90_deg": float(np.max(np.abs(atoms.cell.angles() - 90.0))),
+    }
+
+
+def write_frames(frames: dict, prefix: str) -> None:
+    """``prefix``.csv: one row per model and frame, in the set's order (an MD kind's frames are consecutive
+    snapshots of one trajectory); ``prefix``.png: each MD kind's signed energy error along its trajectory,
+    one line per model. A kind's RMSE can be a slow wander along one run rather than scatter, and then it
+    holds only a few independent samples."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = next(iter(frames.values()))[0]
+    fields = ["model", "kind", "frame", *(k for k in first if k != "kind")]
+    with open(f"{prefix}.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        for label, rows in frames.items():
+            count = {}
+            for r in rows:
+                i = count[r["kind"]] = count.get(r["kind"], -1) + 1
+                w.writerow({"model": label, "frame": i, **r})
+    md = sorted({r["kind"] for rows in frames.values() for r in rows if r["kind"].startswith("md-")})
+    if not md:
+        return
+    ncol = min(4, len(md))
+    nrow = -(-len(md) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), sharey=True, squeeze=False)
+    for ax, kind in zip(axes.ravel(), md):
+        for label, rows in frames.items():
+            ax.plot([r["energy_error_meV_atom"] for r in rows if r["kind"] == kind], marker=".", label=label)
+        ax.axhline(0, color="k", lw=0.5)
+        for t in (-TARGET_E, TARGET_E):
+            ax.axhline(t, color="grey", lw=0.5, ls="--")
+        ax.set_title(kind, fontsize=9)
+        ax.set_xlabel("frame along the trajectory")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("model - surrogate (meV/atom)")
+    for ax in axes.ravel()[len(md) :]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(f"{prefix}.png", dpi=120)
+    plt.close(fig)
 
 
 def _rms(parts) -> float:
@@ -349,6 +413,13 @@ def main(argv=None) -> int:
     )
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default="thermal_validation.png")
+    p.add_argument(
+        "--per-frame",
+        default=None,
+        metavar="PREFIX",
+        help="also write every frame's errors to PREFIX.csv and each MD kind's energy error along its "
+        "trajectory to PREFIX.png",
+    )
     args = p.parse_args(argv)
 
     path = build(args)
@@ -357,12 +428,12 @@ def main(argv=None) -> int:
     configs, energies, forces = read_dataset(path)
     cubic = cubic_energies(configs, args.calculator, args.threads)
     extra = window_rows(configs, energies, cubic, args.window)
-    results = {}
+    results, frames = {}, {}
     for spec in args.model:
         label, _, model_path = spec.rpartition("=")
-        results[label or Path(model_path).name] = score(
-            model_path, configs, energies, forces, cubic, args.threads, extra
-        )
+        label = label or Path(model_path).name
+        frames[label] = []
+        results[label] = score(model_path, configs, energies, forces, cubic, args.threads, extra, frames[label])
     kinds = _kinds(results)
     print(f"\n{'kind':20}{'n':>5}" + "".join(f"{lab[:28]:>30}" for lab in results))
     print(f"{'':25}" + "".join(f"{'E meV/at   bias   F eV/A':>30}" for _ in results))
@@ -382,6 +453,9 @@ def main(argv=None) -> int:
         print(f"plot: {args.plot}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.per_frame:
+        write_frames(frames, args.per_frame)
+        print(f"per frame: {args.per_frame}.csv, {args.per_frame}.png")
     return 0
 
 
