@@ -224,7 +224,8 @@ def write_dataset(path: Path, configs, labels):
         atoms.info["pes_tags"] = json.dumps(c.tags)
         atoms.info["pes_reference"] = json.dumps(c.reference.to_dict())
         frames.append(atoms)
-    tmp = path.with_suffix(".tmp.extxyz")
+    # the temporary name keeps the path's suffixes: ASE compresses by them (.gz, .bz2, .xz) and reads likewise
+    tmp = path.with_name(f".tmp-{path.name}")
     write(str(tmp), frames, format="extxyz")
     os.replace(tmp, path)
 

@@ -25,6 +25,17 @@ The set shipped in ``benchmarks/data/thermal_validation.extxyz.gz`` (4 December 
 4x4x4 MD (10 per temperature, seed 1, 100 equilibration steps), 30 large tilts and 30 large strains;
 it took 4 min (2x2x2 part) and 21 min (4x4x4 part) on one core of a loaded 2-core machine.
 
+The 2x2x2 MD kinds of that set are one trajectory each, 20 consecutive snapshots whose errors wander
+together: few independent samples. ``benchmarks/data/thermal_validation_hot2x2x2.extxyz.gz`` (7 December
+2026, same surrogate and settings) holds four more independent runs at each of 450 and 600 K (seeds
+10/20/30/40 and 11/21/31/41, 20 snapshots each, tagged with their seed), 160 frames, generated in 2 min
+per seed on one core of a loaded machine by
+
+    python benchmarks/thermal_validation.py --generate-only --dataset S.extxyz.gz --sizes 2 \
+        --temperatures 450,600 --n-large 0 --seed 10          # and 20, 30, 40; then merged
+
+and scored like the main set with ``--dataset benchmarks/data/thermal_validation_hot2x2x2.extxyz.gz``.
+
     python benchmarks/thermal_validation.py --model qs=PATH --model al=PATH2    # score on the shipped set
     python benchmarks/thermal_validation.py --generate-only --dataset new.extxyz # a new set (hours on 1 core)
     python benchmarks/thermal_validation.py --model qs=PATH --per-frame errs     # errs.csv, errs.png: per frame
@@ -117,7 +128,7 @@ def md_frames(calc, perovskite, n: int, temperature: float, args, seed: int):
         args.max_displacement,
     )
     for config, _ in out:
-        config.tags.update({"kind": f"md-{n}x{n}x{n}-{temperature:.0f}K", "start": start})
+        config.tags.update({"kind": f"md-{n}x{n}x{n}-{temperature:.0f}K", "start": start, "seed": seed})
     return out
 
 
@@ -261,6 +272,7 @@ def frame_row(config, atoms, above_per_atom: float, err_e: float, err_f) -> dict
     n_fu = len(atoms) / 5
     return {
         "kind": config.tags["kind"],
+        "run": config.tags.get("seed", ""),  # the MD run's seed (a set written before 7 December 2026 has none)
         "energy_error_meV_atom": float(err_e) * 1000,
         "force_rmse_eV_A": float(np.sqrt(np.mean(np.square(err_f)))),
         "above_cubic_meV_fu": float(above_per_atom) * 5000,
@@ -300,6 +312,10 @@ def write_frames(frames: dict, prefix: str) -> None:
     for ax, kind in zip(axes.ravel(), md):
         for label, rows in frames.items():
             ax.plot([r["energy_error_meV_atom"] for r in rows if r["kind"] == kind], marker=".", label=label)
+        runs = [r["run"] for r in next(iter(frames.values())) if r["kind"] == kind]
+        for i in range(1, len(runs)):
+            if runs[i] != runs[i - 1]:  # a kind of several independent runs: where the next one starts
+                ax.axvline(i - 0.5, color="grey", lw=0.8, ls=":")
         ax.axhline(0, color="k", lw=0.5)
         for t in (-TARGET_E, TARGET_E):
             ax.axhline(t, color="grey", lw=0.5, ls="--")
