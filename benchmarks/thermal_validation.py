@@ -274,7 +274,7 @@ def frame_row(config, atoms, above_per_atom: float, err_e: float, err_f) -> dict
         "kind": config.tags["kind"],
         "run": config.tags.get("seed", ""),  # the MD run's seed (a set written before 7 December 2026 has none)
         "energy_error_meV_atom": float(err_e) * 1000,
-        "force_rmse_eV_A": float(np.sqrt(np.mean(np.square(err_f)))),
+        "force_rmse_eV_A": _rms([np.ravel(err_f)]),
         "above_cubic_meV_fu": float(above_per_atom) * 5000,
         "volume_per_fu_A3": float(atoms.get_volume() / n_fu),
         "max_angle_from_90_deg": float(np.max(np.abs(atoms.cell.angles() - 90.0))),
@@ -293,8 +293,8 @@ def write_frames(frames: dict, prefix: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    first = next(iter(frames.values()))[0]
-    fields = ["model", "kind", "frame", *(k for k in first if k != "kind")]
+    first = next(iter(frames.values()))  # the first model's rows: every model has the same frames
+    fields = ["model", "kind", "frame", *(k for k in first[0] if k != "kind")]
     with open(f"{prefix}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
@@ -312,7 +312,7 @@ def write_frames(frames: dict, prefix: str) -> None:
     for ax, kind in zip(axes.ravel(), md):
         for label, rows in frames.items():
             ax.plot([r["energy_error_meV_atom"] for r in rows if r["kind"] == kind], marker=".", label=label)
-        runs = [r["run"] for r in next(iter(frames.values())) if r["kind"] == kind]
+        runs = [r["run"] for r in first if r["kind"] == kind]
         for i in range(1, len(runs)):
             if runs[i] != runs[i - 1]:  # a kind of several independent runs: where the next one starts
                 ax.axvline(i - 0.5, color="grey", lw=0.8, ls=":")
