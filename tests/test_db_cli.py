@@ -112,12 +112,13 @@ def test_stats_query_and_unknown_field(run_pes, store_backend, tmp_path):
     assert "unknown query field 'colour'" in msg and "tilt_system" in msg
 
 
-@pytest.mark.parametrize("fmt", ["xyz", "jsonl"])
+@pytest.mark.parametrize("fmt", ["xyz", "jsonl", "extxyz.gz", "jsonl.gz"])
 def test_export_import_round_trip(run_pes, pes_home, tmp_path, fmt):
     configs, ids = _seed_store()
     path = tmp_path / f"data.{fmt}"
     assert "exported 3" in run_pes("db", "export", path, check=0).stdout
-    if fmt == "xyz":  # readable by ASE as the interchange format of ML-potential codes
+    assert (path.read_bytes()[:2] == b"\x1f\x8b") == fmt.endswith(".gz")  # gzipped exactly when named so
+    if "xyz" in fmt:  # readable by ASE as the interchange format of ML-potential codes
         from ase.io import read
 
         frames = read(path, ":")

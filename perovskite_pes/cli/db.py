@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     e = verbs.add_parser(
         "export", help="write configurations with energy, forces and stress (extended XYZ or JSON lines)"
     )
-    e.add_argument("file", help="output file: .xyz/.extxyz or .jsonl")
+    e.add_argument("file", help="output file: .xyz/.extxyz or .jsonl, gzipped when the name ends in .gz")
     e.add_argument("--format", choices=("extxyz", "jsonl"), help="override the format implied by the extension")
     _add_filters(e)
     e.add_argument("--limit", type=int, default=None)
@@ -67,7 +67,7 @@ def register(subparsers) -> None:
 
     i = verbs.add_parser(
         "import",
-        help="read configurations and calculations from extended XYZ or JSON lines",
+        help="read configurations and calculations from extended XYZ or JSON lines (either may be gzipped)",
         description="Import a file. The whole file is validated first; any bad record (missing energy, wrong "
         "number of atoms or force rows, ...) stops the import and nothing is stored.",
     )

@@ -19,6 +19,7 @@ whose atom count or force rows do not match the reference supercell, a malformed
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
@@ -47,13 +48,26 @@ def detect_format(path, fmt: str | None = None) -> str:
         if fmt not in FORMATS:
             raise ImportFormatError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
         return fmt
-    suffix = Path(path).suffix.lower()
+    suffix = Path(_gzip_stem(path)).suffix.lower()
     if suffix not in _SUFFIXES:
         raise ImportFormatError(
             f"cannot tell the format of {path} from its extension; use .xyz/.extxyz (extended XYZ) or "
-            ".jsonl (JSON lines), or pass --format"
+            ".jsonl (JSON lines), each optionally gzipped (.gz), or pass --format"
         )
     return _SUFFIXES[suffix]
+
+
+def _gzip_stem(path) -> str:
+    """``path`` without a trailing ``.gz`` (the name that tells the format of a gzipped file)."""
+    name = str(path)
+    return name[:-3] if name.lower().endswith(".gz") else name
+
+
+def _open_text(path, mode: str, gzipped: bool):
+    """A text file handle, through gzip when ``gzipped`` (decided by the user's name, not a temporary one)."""
+    if gzipped:
+        return gzip.open(path, mode + "t", encoding="utf-8")
+    return open(path, mode, encoding="utf-8")
 
 
 def settings_hash_for(calculator: str, version: str | None = None, settings: dict | None = None) -> str:
@@ -146,6 +160,7 @@ def export_records(records, path, fmt: str | None = None) -> int:
     path = Path(path)
     fmt = detect_format(path, fmt)
     tmp = path.with_name(f".{path.name}.tmp")
+    gzipped = path.name.lower().endswith(".gz")
     n = 0
 
     def counted():
@@ -156,14 +171,14 @@ def export_records(records, path, fmt: str | None = None) -> int:
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "jsonl":
-            with open(tmp, "w", encoding="utf-8") as fh:
+        with _open_text(tmp, "w", gzipped) as fh:
+            if fmt == "jsonl":
                 for config, calc, cid in counted():
                     fh.write(json.dumps(_record_dict(config, calc, cid), default=_json_default) + "\n")
-        else:
-            from ase.io import write
+            else:
+                from ase.io import write
 
-            write(tmp, (to_atoms(config, calc, cid) for config, calc, cid in counted()), format="extxyz")
+                write(fh, (to_atoms(config, calc, cid) for config, calc, cid in counted()), format="extxyz")
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -331,7 +346,7 @@ def _read_jsonl(path, require_energy):
     from ..structure import Configuration
 
     out = []
-    with open(path, encoding="utf-8") as fh:
+    with _open_text(path, "r", str(path).lower().endswith(".gz")) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
