@@ -212,6 +212,28 @@ def test_import_foreign_extxyz_in_any_atom_order(run_pes, store_backend, tmp_pat
     close_store()
 
 
+def test_import_keeps_the_reference_of_a_benchmark_data_set(run_pes, pes_home, tmp_path):
+    """The benchmarks write their reference as one ``pes_reference`` entry (gzipped): imported frames keep
+    it (here a = 5.95 A, not the import's default 5.87), so they train beside configurations of that cell."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    ref = Perovskite(lattice_parameter=5.95).supercell(2)
+    c = Configuration(ref, np.random.default_rng(2).normal(0, 0.1, (N, 3)), [0.02, 0, 0, 0, 0, 0.001], {"kind": "md"})
+    atoms = c.to_ase()
+    atoms.calc = SinglePointCalculator(atoms, energy=-150.0, forces=np.zeros((N, 3)), stress=np.zeros(6))
+    atoms.info["pes_reference"] = json.dumps(ref.to_dict())
+    atoms.info["pes_tags"] = json.dumps(c.tags)
+    write(tmp_path / "set.extxyz.gz", [atoms], format="extxyz")
+    run_pes("db", "import", tmp_path / "set.extxyz.gz", "--calculator", "sevennet", check=0)
+    (item,) = get_store().training_data()
+    assert item["config"].reference.perovskite.lattice_parameter == pytest.approx(5.95)
+    np.testing.assert_allclose(item["config"].strain, c.strain, atol=1e-9)
+    np.testing.assert_allclose(item["config"].displacements, c.displacements, atol=1e-6)
+    assert item["config"].tags["kind"] == "md"
+    close_store()
+
+
 def test_lpad_and_pes_see_the_same_data(run_pes, pes_home):
     import os
     import subprocess
