@@ -232,6 +232,12 @@ def test_import_keeps_the_reference_of_a_benchmark_data_set(run_pes, pes_home, t
     np.testing.assert_allclose(item["config"].displacements, c.displacements, atol=1e-6)
     assert item["config"].tags["kind"] == "md"
     close_store()
+    atoms.info["pes_reference"] = '{"perovskite": {"species": ["Cs"'  # cut short: one line, nothing stored
+    write(tmp_path / "bad.extxyz", [atoms], format="extxyz")
+    msg = _one_line_error(run_pes("db", "import", tmp_path / "bad.extxyz", "--calculator", "sevennet"))
+    assert "bad.extxyz frame 1 of 1: pes_reference is not a reference supercell" in msg
+    assert get_store().count_configurations() == 1
+    close_store()
 
 
 def test_lpad_and_pes_see_the_same_data(run_pes, pes_home):

@@ -197,13 +197,20 @@ class ImportRecord:
     where: str
 
 
-def _reference_from(info: dict, default):
+def _reference_from(info: dict, default, where: str = ""):
     from ..structure import Perovskite, ReferenceSupercell
 
     if "pes_species" not in info:
         if "pes_reference" in info:  # the benchmarks' data sets: the reference supercell as one JSON entry
             ref = info["pes_reference"]
-            return ReferenceSupercell.from_dict(json.loads(ref) if isinstance(ref, str) else ref)
+            try:
+                return ReferenceSupercell.from_dict(json.loads(ref) if isinstance(ref, str) else ref)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ImportFormatError(
+                    f"{where}: pes_reference is not a reference supercell ({type(exc).__name__}: {exc}); expected "
+                    'JSON such as {"perovskite": {"species": ["Cs", "Pb", "Br"], "lattice_parameter": 5.94}, '
+                    '"matrix": [[2, 0, 0], [0, 2, 0], [0, 0, 2]]}'
+                ) from None
         return default
     species = info["pes_species"]
     species = species.split() if isinstance(species, str) else [str(s) for s in species]
@@ -302,7 +309,7 @@ def _read_extxyz(path, reference, calculator, settings_hash, energy_key, forces_
     for i, atoms in enumerate(frames):
         where = f"{path.name} frame {i + 1} of {len(frames)}"
         info = dict(atoms.info)
-        ref = _reference_from(info, reference)
+        ref = _reference_from(info, reference, where)
         has_calc = atoms.calc is not None or energy_key in info or info.get("calculator") is not None
         if not has_calc and require_energy:
             raise ImportFormatError(f"{where}: missing energy (expected '{energy_key}=' in the header)")
