@@ -3,6 +3,7 @@
 Tests that take ``store_backend`` also run against MongoDB when PES_TEST_MONGO_URI is set.
 """
 
+import gzip
 import json
 
 import numpy as np
@@ -108,6 +109,9 @@ def test_stats_query_and_unknown_field(run_pes, store_backend, tmp_path):
     out = tmp_path / "poscars"
     run_pes("db", "query", "--calculator", "sevennet", "-o", out, check=0)
     assert sorted(p.stem for p in out.iterdir()) == sorted(ids)
+    one_file = tmp_path / "rows.jsonl.gz"  # a gzipped interchange name is one file, not a folder of POSCARs
+    run_pes("db", "query", "--calculator", "sevennet", "-o", one_file, check=0)
+    assert one_file.is_file() and len(gzip.decompress(one_file.read_bytes()).splitlines()) == 3
     msg = _one_line_error(run_pes("db", "query", "--where", "colour=red"))
     assert "unknown query field 'colour'" in msg and "tilt_system" in msg
 

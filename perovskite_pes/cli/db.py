@@ -273,10 +273,10 @@ def cmd_query(args) -> int:
 def _write_structures(store, filters, limit, output) -> int:
     from pathlib import Path
 
-    from ..db.interchange import _SUFFIXES, export_records
+    from ..db.interchange import export_records, names_a_file_format
 
     out = Path(output)
-    if out.suffix.lower() in _SUFFIXES:
+    if names_a_file_format(out):
         return export_records(store.records(filters, limit=limit), out)
     from ..errors import PesError
 

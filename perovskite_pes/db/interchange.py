@@ -57,6 +57,11 @@ def detect_format(path, fmt: str | None = None) -> str:
     return _SUFFIXES[suffix]
 
 
+def names_a_file_format(path) -> bool:
+    """Whether ``path``'s name tells an interchange format (``.extxyz``, ``.jsonl``, either gzipped)."""
+    return Path(_gzip_stem(path)).suffix.lower() in _SUFFIXES
+
+
 def _gzip_stem(path) -> str:
     """``path`` without a trailing ``.gz`` (the name that tells the format of a gzipped file)."""
     name = str(path)
