@@ -48,24 +48,28 @@ def detect_format(path, fmt: str | None = None) -> str:
         if fmt not in FORMATS:
             raise ImportFormatError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
         return fmt
-    suffix = Path(_gzip_stem(path)).suffix.lower()
-    if suffix not in _SUFFIXES:
+    fmt = _format_of_name(path)
+    if fmt is None:
         raise ImportFormatError(
             f"cannot tell the format of {path} from its extension; use .xyz/.extxyz (extended XYZ) or "
             ".jsonl (JSON lines), each optionally gzipped (.gz), or pass --format"
         )
-    return _SUFFIXES[suffix]
+    return fmt
 
 
 def names_a_file_format(path) -> bool:
     """Whether ``path``'s name tells an interchange format (``.extxyz``, ``.jsonl``, either gzipped)."""
-    return Path(_gzip_stem(path)).suffix.lower() in _SUFFIXES
+    return _format_of_name(path) is not None
 
 
-def _gzip_stem(path) -> str:
-    """``path`` without a trailing ``.gz`` (the name that tells the format of a gzipped file)."""
-    name = str(path)
-    return name[:-3] if name.lower().endswith(".gz") else name
+def _gzipped(path) -> bool:
+    return str(path).lower().endswith(".gz")
+
+
+def _format_of_name(path) -> str | None:
+    """The format ``path``'s name tells (a trailing ``.gz`` aside), or None."""
+    name = str(path)[:-3] if _gzipped(path) else str(path)
+    return _SUFFIXES.get(Path(name).suffix.lower())
 
 
 def _open_text(path, mode: str, gzipped: bool):
@@ -165,7 +169,6 @@ def export_records(records, path, fmt: str | None = None) -> int:
     path = Path(path)
     fmt = detect_format(path, fmt)
     tmp = path.with_name(f".{path.name}.tmp")
-    gzipped = path.name.lower().endswith(".gz")
     n = 0
 
     def counted():
@@ -176,7 +179,7 @@ def export_records(records, path, fmt: str | None = None) -> int:
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _open_text(tmp, "w", gzipped) as fh:
+        with _open_text(tmp, "w", _gzipped(path)) as fh:
             if fmt == "jsonl":
                 for config, calc, cid in counted():
                     fh.write(json.dumps(_record_dict(config, calc, cid), default=_json_default) + "\n")
@@ -361,7 +364,7 @@ def _read_jsonl(path, require_energy):
     from ..structure import Configuration
 
     out = []
-    with _open_text(path, "r", str(path).lower().endswith(".gz")) as fh:
+    with _open_text(path, "r", _gzipped(path)) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
